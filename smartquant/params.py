@@ -1,0 +1,139 @@
+"""Controller parameters and the host address map, shared by the RTL, the golden model and the testbench.
+
+Every rule here is specified in docs/DEVICE.md; this module is the one place the numbers live.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, asdict
+import enum
+
+
+class View(enum.IntEnum):
+    """Host-visible view, carried in HPA bits [dram_addr_bits+2 : dram_addr_bits]."""
+    RAW = 0               # plane lines as stored
+    WEIGHT_MAJOR = 1      # write: B-bit weights, transposed into planes; read: expanded at k = B
+    PACKED_K = 2          # k from the address: block = k lines of packed k-bit fields
+    EXPANDED_K = 3        # k from the address: B-bit weights, dropped bits filled by the region's rounding rule
+    PACKED_DEFAULT = 4    # packed at the region's current default k
+    EXPANDED_DEFAULT = 5  # expanded at the region's current default k
+    # 6, 7 reserved: reads answer as unmapped, writes are dropped (and completed)
+
+
+class Format(enum.IntEnum):
+    INT = 0    # two's complement, B in {2, 4, 8, 16}
+    BF16 = 1   # B = 16; plane order sign, exponent 8..1, mantissa 7..1
+
+
+class Rounding(enum.IntEnum):
+    FLOOR = 0     # dropped low bits read as 0 (two's complement truncation = floor)
+    MIDPOINT = 1  # dropped low bits read as 100..0 (middle of the dropped interval)
+
+
+# CXL.mem opcodes (CXL 3.x, message level)
+class ReqOpcode(enum.IntEnum):
+    MEM_INV = 0b0000
+    MEM_RD = 0b0001
+    MEM_RD_DATA = 0b0010
+    MEM_SPEC_RD = 0b1000
+    MEM_INV_NT = 0b1001
+    MEM_CLN_EVCT = 0b1010
+
+
+class RwdOpcode(enum.IntEnum):
+    MEM_WR = 0b0001
+    MEM_WR_PTL = 0b0010
+
+
+class NdrOpcode(enum.IntEnum):
+    CMP = 0b000
+    CMP_S = 0b001
+    CMP_E = 0b010
+    CMP_M = 0b011
+
+
+class DrsOpcode(enum.IntEnum):
+    MEM_DATA = 0b000
+    MEM_DATA_NXM = 0b001
+
+
+META_FIELD_NO_OP = 0b11  # responses carry MetaField = No-Op: an HDM-H device keeps no host metadata
+
+SUPPORTED_B = (2, 4, 8, 16)
+MAX_PLANE_RUN = 64
+
+
+@dataclass(frozen=True)
+class ControllerParams:
+    """Geometry of one controller instance (one frozen settings object, as LiteDRAM does)."""
+    data_width: int = 512        # bits per line = weights per block
+    b_max: int = 16              # widest storage format the datapath supports (2, 4, 8 or 16)
+    n_regions: int = 4           # region-table entries
+    request_depth: int = 16      # outstanding M2S requests the front end buffers (tags in flight)
+    buffer_slots: int = 2        # assembled-block slots in the block buffer
+    poison_entries: int = 8      # poisoned blocks remembered before the overflow rule applies
+    dram_addr_bits: int = 32     # AXI byte-address width = device capacity (log2 bytes)
+    axi_id_bits: int = 4
+    csr_addr_bits: int = 12
+
+    def __post_init__(self):
+        if self.data_width not in (64, 128, 256, 512):
+            raise ValueError(f"data_width must be 64, 128, 256 or 512 bits, got {self.data_width}")
+        if self.b_max not in SUPPORTED_B:
+            raise ValueError(f"b_max must be one of {SUPPORTED_B}, got {self.b_max}")
+        if not 1 <= self.n_regions <= 16:
+            raise ValueError(f"n_regions must be 1..16, got {self.n_regions}")
+        if self.dram_addr_bits < 12 or self.dram_addr_bits > 44:
+            raise ValueError(f"dram_addr_bits must be 12..44, got {self.dram_addr_bits}")
+
+    # --- derived geometry -------------------------------------------------------------------------
+    @property
+    def line_bytes(self) -> int:
+        return self.data_width // 8
+
+    @property
+    def line_offset_bits(self) -> int:
+        """log2(line_bytes): HPA bits below the line address."""
+        return (self.line_bytes - 1).bit_length()
+
+    @property
+    def block_weights(self) -> int:
+        return self.data_width
+
+    @property
+    def view_shift(self) -> int:
+        """HPA bit where the view field starts (above the device capacity)."""
+        return self.dram_addr_bits
+
+    @property
+    def k_shift(self) -> int:
+        return self.dram_addr_bits + 3
+
+    @property
+    def hpa_bits(self) -> int:
+        """Meaningful HPA bits; any set bit above these decodes as unmapped."""
+        return self.dram_addr_bits + 8
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def key(self) -> str:
+        """Short stable name of a parameter set (build-directory caching)."""
+        return "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+
+
+def hpa(params: ControllerParams, view: View | int, offset: int, k: int = 0) -> int:
+    """Host physical (device-relative) address of byte `offset` of a view at precision k."""
+    if not 0 <= offset < (1 << params.dram_addr_bits):
+        raise ValueError(f"offset {offset:#x} outside the device capacity (2**{params.dram_addr_bits} bytes)")
+    if not 0 <= k < 32:
+        raise ValueError(f"k must fit the 5-bit address field, got {k}")
+    return (k << params.k_shift) | (int(view) << params.view_shift) | offset
+
+
+def split_hpa(params: ControllerParams, address: int) -> tuple[int, int, int, int]:
+    """(view, k, offset, high) of an HPA; high != 0 means bits above the map are set (unmapped)."""
+    offset = address & ((1 << params.dram_addr_bits) - 1)
+    view = (address >> params.view_shift) & 0b111
+    k = (address >> params.k_shift) & 0b11111
+    high = address >> params.hpa_bits
+    return view, k, offset, high
