@@ -137,3 +137,78 @@ def split_hpa(params: ControllerParams, address: int) -> tuple[int, int, int, in
     k = (address >> params.k_shift) & 0b11111
     high = address >> params.hpa_bits
     return view, k, offset, high
+
+
+class Counter(enum.IntEnum):
+    """Event counters (docs/DEVICE.md section 6): COUNTER(n) at CSR 0x400 + 4*n."""
+    REQ_MEM_INV = 0
+    REQ_MEM_RD = 1
+    REQ_MEM_RD_DATA = 2
+    REQ_MEM_SPEC_RD = 3
+    REQ_MEM_INV_NT = 4
+    REQ_MEM_CLN_EVCT = 5
+    REQ_BAD_OPCODE = 6
+    RWD_MEM_WR = 7
+    RWD_MEM_WR_PTL = 8
+    RWD_BAD_OPCODE = 9
+    DRS_SENT = 10
+    NDR_SENT = 11
+    DRAM_LINES_READ = 12
+    DRAM_LINES_WRITTEN = 13
+    BYTES_STROBED = 14
+    READ_BURSTS = 15
+    WRITE_BURSTS = 16
+    BUFFER_HITS = 17
+    BUFFER_MISSES = 18
+    NXM_READS = 19
+    NXM_WRITES = 20
+    POISON_WRITES = 21
+    POISON_READS = 22
+    WR_DROPPED = 23
+    WR_PARTIAL_GROUPS = 24
+    RAW_READS = 25
+    BUSY_CYCLES = 26
+    STALL_CYCLES = 27
+    READS_AT_K1 = 32   # reads_at_k[k] = READS_AT_K1 + k - 1, k = 1..16
+
+
+N_COUNTERS = Counter.READS_AT_K1 + 16
+TIMING_COUNTERS = (Counter.BUSY_CYCLES, Counter.STALL_CYCLES)
+
+
+def counter_name(n: int) -> str:
+    if n >= Counter.READS_AT_K1:
+        return f"reads_at_k{n - Counter.READS_AT_K1 + 1}"
+    try:
+        return Counter(n).name.lower()
+    except ValueError:
+        return f"reserved{n}"
+
+
+# CSR byte addresses (docs/DEVICE.md section 6)
+CSR_ID = 0x000
+CSR_VERSION = 0x004
+CSR_PARAMS = 0x008
+CSR_CONTROL = 0x00C
+CSR_STATUS = 0x010
+CSR_REGION_BASE = 0x100
+CSR_REGION_STRIDE = 0x10
+CSR_COUNTER_BASE = 0x400
+ID_VALUE = 0x5351_4D43   # "SQMC"
+VERSION_VALUE = 0x0001_0000
+CONTROL_NXM_AS_POISON = 1 << 0
+CONTROL_CLEAR_COUNTERS = 1 << 1
+CONTROL_CLEAR_POISON = 1 << 2
+
+
+def region_config_word(*, enable: bool, fmt: Format | int, B: int, R: int, default_k: int,
+                       rounding: Rounding | int) -> int:
+    """REGION_CONFIG value: [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R), [11:7] default k, [13:12] rounding."""
+    if B not in SUPPORTED_B:
+        raise ValueError(f"B must be one of {SUPPORTED_B}, got {B}")
+    if R < 1 or R > MAX_PLANE_RUN or R & (R - 1):
+        raise ValueError(f"R must be a power of two in 1..{MAX_PLANE_RUN}, got {R}")
+    if not 0 <= default_k < 32:
+        raise ValueError(f"default k must fit 5 bits, got {default_k}")
+    return (int(enable) | (int(fmt) << 1) | ((B.bit_length() - 2) << 2) | ((R.bit_length() - 1) << 4)
+            | (default_k << 7) | (int(rounding) << 12))

@@ -1,0 +1,47 @@
+"""AXI4 and AXI4-Lite port signatures with flat, conventionally named members.
+
+Members are plain signals (not streams) so that the Verilog ports come out as `<port>__awaddr` etc., which
+cocotbext-axi binds with `AxiBus.from_prefix(dut, "<port>", bus_separator="__")`.
+"""
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+
+class AxiLiteSignature(wiring.Signature):
+    """AXI4-Lite, from the manager's point of view (Out = driven by the manager)."""
+
+    def __init__(self, addr_width: int, data_width: int = 32):
+        self.addr_width = addr_width
+        self.data_width = data_width
+        super().__init__({
+            "awaddr": Out(addr_width), "awprot": Out(3), "awvalid": Out(1), "awready": In(1),
+            "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wvalid": Out(1), "wready": In(1),
+            "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+            "araddr": Out(addr_width), "arprot": Out(3), "arvalid": Out(1), "arready": In(1),
+            "rdata": In(data_width), "rresp": In(2), "rvalid": In(1), "rready": Out(1),
+        })
+
+
+class AxiSignature(wiring.Signature):
+    """AXI4 (full), from the manager's point of view. INCR bursts only; size = full data width."""
+
+    def __init__(self, addr_width: int, data_width: int = 512, id_width: int = 4):
+        self.addr_width = addr_width
+        self.data_width = data_width
+        self.id_width = id_width
+        super().__init__({
+            "awid": Out(id_width), "awaddr": Out(addr_width), "awlen": Out(8), "awsize": Out(3),
+            "awburst": Out(2), "awvalid": Out(1), "awready": In(1),
+            "wdata": Out(data_width), "wstrb": Out(data_width // 8), "wlast": Out(1), "wvalid": Out(1),
+            "wready": In(1),
+            "bid": In(id_width), "bresp": In(2), "bvalid": In(1), "bready": Out(1),
+            "arid": Out(id_width), "araddr": Out(addr_width), "arlen": Out(8), "arsize": Out(3),
+            "arburst": Out(2), "arvalid": Out(1), "arready": In(1),
+            "rid": In(id_width), "rdata": In(data_width), "rresp": In(2), "rlast": In(1), "rvalid": In(1),
+            "rready": Out(1),
+        })
+
+
+AXI_BURST_INCR = 0b01
+AXI_RESP_OKAY = 0b00
+AXI_RESP_SLVERR = 0b10

@@ -1,0 +1,18 @@
+"""Decoded region-table entry: what the CSR block hands the controller for each region (docs/DEVICE.md §6)."""
+from amaranth.lib import data
+
+from smartquant.params import ControllerParams
+
+
+def region_entry_layout(params: ControllerParams) -> data.StructLayout:
+    line_bits = params.dram_addr_bits - params.line_offset_bits
+    return data.StructLayout({
+        "enable": 1,           # 1 only for a legal configuration
+        "bf16": 1,
+        "log2_b": 3,           # B = 1 << log2_b (1..4)
+        "log2_r": 3,           # R = 1 << log2_r (0..6)
+        "default_k": 5,
+        "midpoint": 1,         # rounding: 0 floor, 1 midpoint fill
+        "base_line": line_bits,
+        "n_superblocks": line_bits,
+    })
