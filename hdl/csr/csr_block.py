@@ -1,0 +1,236 @@
+"""CSR block: the AXI4-Lite register file of docs/DEVICE.md §6 (identity, control, status, region table, counters).
+
+Register map (byte addresses, 32-bit registers; smartquant.params holds the constants):
+    0x000 ID        RO  0x5351_4D43 ("SQMC")
+    0x004 VERSION   RO  0x0001_0000
+    0x008 PARAMS    RO  [7:0] data_width/8, [12:8] b_max, [17:13] n_regions, [21:18] buffer_slots,
+                        [27:22] dram_addr_bits
+    0x00C CONTROL   RW  [0] nxm_as_poison; writing 1 to [1] clears every counter, to [2] clears the poison
+                        table and its overflow flag. Bits 1 and 2 act on the write and read back 0.
+    0x010 STATUS    RO  [0] poison_overflow, [1] busy
+    0x100+0x10*i    REGION_BASE(i)         RW  base line index (DPA >> log2(line bytes))
+    0x104+0x10*i    REGION_SUPERBLOCKS(i)  RW  n_superblocks
+    0x108+0x10*i    REGION_CONFIG(i)       RW  [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R),
+                                               [11:7] default k, [13:12] rounding
+    0x400+4*n       COUNTER(n)             RO  32-bit wrapping event counter n (smartquant.params.Counter)
+
+Choices this block makes where DEVICE.md leaves room (so the testbench and the golden model can rely on them):
+- Unknown or unimplemented addresses (including reserved counters 28..31 and regions >= n_regions) read 0 and
+  ignore writes, with response OKAY: a CXL.io BAR read of a hole must not raise an error on the host.
+  The two low address bits are ignored (word registers).
+- WSTRB is honoured per byte on the RW registers; a CONTROL action bit acts only if byte 0 is strobed.
+- REGION_CONFIG legality is checked when the register is written: BF16 with B != 16, B > b_max, rounding 2 or 3,
+  and log2(R) = 7 (R = 128 is beyond the 1..64 plane run of the spec) store enable = 0, so the region stays
+  disabled and enable reads back 0; the other fields read back as written. A default k outside 1..B is stored
+  as written (views 4 and 5 then answer as illegal k, which the address decode handles).
+- REGION_BASE and REGION_SUPERBLOCKS keep min(32, line bits) bits; higher written bits read back 0.
+- `regions_written` pulses the cycle after any region-table write (base, superblocks or config): the read engine
+  invalidates every block-buffer slot. `clear_poison` pulses after a CONTROL write with bit 2 set and after any
+  REGION_CONFIG write (a region rewrite starts a new tensor, DEVICE.md §4). Writing base or superblocks does
+  not clear poison.
+- A counter clear in the same cycle as an increment wins (that cycle's increments are lost): clears are host
+  actions between experiments, never racing traffic the golden model has to predict.
+
+AXI4-Lite handshake: AW and W are accepted independently (each held in a one-entry register); the write acts
+once both are present and no B response is pending. AR is accepted when no R response is pending; the read
+value is registered at acceptance (a counter reads its value of that cycle). bresp and rresp are always OKAY.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
+from amaranth.lib import wiring, data
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import (
+    ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
+    CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, MAX_PLANE_RUN,
+)
+from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
+from smartquant.hdl.csr.layouts import region_entry_layout
+
+# Counter indices that exist in hardware: 0..27 and the 16 reads_at_k counters (28..31 are reserved, read 0).
+IMPLEMENTED_COUNTERS = tuple(n for n in range(N_COUNTERS) if n <= Counter.STALL_CYCLES or n >= Counter.READS_AT_K1)
+
+REGION_CONFIG_BITS = 14
+MAX_LOG2_R = MAX_PLANE_RUN.bit_length() - 1
+
+
+def params_word(params: ControllerParams) -> int:
+    """PARAMS register value (DEVICE.md §6)."""
+    return ((params.data_width // 8) | (params.b_max << 8) | (params.n_regions << 13)
+            | (params.buffer_slots << 18) | (params.dram_addr_bits << 22))
+
+
+class CsrBlock(wiring.Component):
+    """AXI4-Lite CSR subordinate: region table, control/status, event counter bank."""
+
+    def __init__(self, params: ControllerParams = ControllerParams()):
+        self.params = params
+        entry = region_entry_layout(params)
+        super().__init__({
+            "bus": In(AxiLiteSignature(params.csr_addr_bits, 32)),
+            "regions": Out(data.ArrayLayout(entry, params.n_regions)),
+            "nxm_as_poison": Out(1),
+            "clear_poison": Out(1),
+            "regions_written": Out(1),
+            "poison_overflow": In(1),
+            "busy": In(1),
+            "counter_inc": In(data.ArrayLayout(unsigned(8), N_COUNTERS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        bus = self.bus
+        addr_bits = p.csr_addr_bits
+        line_bits = p.dram_addr_bits - p.line_offset_bits
+        reg_line_bits = min(32, line_bits)
+        b_max_log2 = p.b_max.bit_length() - 1
+
+        # --- register state ---------------------------------------------------------------------------------
+        nxm_as_poison = Signal()
+        region_base = [Signal(reg_line_bits, name=f"region{i}_base") for i in range(p.n_regions)]
+        region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
+        region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
+        counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
+
+        m.d.comb += self.nxm_as_poison.eq(nxm_as_poison)
+        for i in range(p.n_regions):
+            config = region_config[i]
+            out = self.regions[i]
+            m.d.comb += [
+                out.enable.eq(config[0]),
+                out.bf16.eq(config[1]),
+                out.log2_b.eq(config[2:4] + 1),
+                out.log2_r.eq(config[4:7]),
+                out.default_k.eq(config[7:12]),
+                out.midpoint.eq(config[12]),
+                out.base_line.eq(region_base[i]),
+                out.n_superblocks.eq(region_superblocks[i]),
+            ]
+
+        # --- write channel: AW and W held independently, the write acts when both are present -------------
+        aw_held = Signal()
+        aw_addr = Signal(addr_bits)
+        w_held = Signal()
+        w_data = Signal(32)
+        w_strb = Signal(4)
+        b_pending = Signal()
+
+        m.d.comb += [
+            bus.awready.eq(~aw_held),
+            bus.wready.eq(~w_held),
+            bus.bvalid.eq(b_pending),
+            bus.bresp.eq(AXI_RESP_OKAY),
+        ]
+        with m.If(bus.awvalid & bus.awready):
+            m.d.sync += [aw_held.eq(1), aw_addr.eq(bus.awaddr)]
+        with m.If(bus.wvalid & bus.wready):
+            m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
+        with m.If(bus.bvalid & bus.bready):
+            m.d.sync += b_pending.eq(0)
+
+        do_write = Signal()
+        m.d.comb += do_write.eq(aw_held & w_held & ~b_pending)
+        with m.If(do_write):
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), b_pending.eq(1)]
+
+        byte_mask = Signal(32)
+        m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))
+
+        def merged(old):
+            """Register value after a strobed write."""
+            width = len(old)
+            return ((old & ~byte_mask[:width]) | (w_data & byte_mask)[:width])
+
+        write_word = aw_addr[2:]
+        clear_counters = Signal()
+        clear_poison = Signal()
+        regions_written = Signal()
+        config_written = Signal()
+        m.d.sync += [
+            self.clear_poison.eq(clear_poison),
+            self.regions_written.eq(regions_written),
+        ]
+        m.d.comb += clear_poison.eq((do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
+                                     & w_data[CONTROL_CLEAR_POISON.bit_length() - 1]) | config_written)
+        m.d.comb += clear_counters.eq(do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
+                                      & w_data[CONTROL_CLEAR_COUNTERS.bit_length() - 1])
+
+        with m.If(do_write):
+            with m.Switch(write_word):
+                with m.Case(CSR_CONTROL >> 2):
+                    with m.If(w_strb[0]):
+                        m.d.sync += nxm_as_poison.eq(w_data[CONTROL_NXM_AS_POISON.bit_length() - 1])
+                for i in range(p.n_regions):
+                    base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
+                    with m.Case(base_addr >> 2):
+                        m.d.sync += region_base[i].eq(merged(region_base[i]))
+                        m.d.comb += regions_written.eq(1)
+                    with m.Case((base_addr + 4) >> 2):
+                        m.d.sync += region_superblocks[i].eq(merged(region_superblocks[i]))
+                        m.d.comb += regions_written.eq(1)
+                    with m.Case((base_addr + 8) >> 2):
+                        new_config = Signal(REGION_CONFIG_BITS, name=f"region{i}_new_config")
+                        m.d.comb += new_config.eq(merged(region_config[i]))
+                        fmt_bf16 = new_config[1]
+                        log2_b_minus_1 = new_config[2:4]
+                        log2_r = new_config[4:7]
+                        rounding = new_config[12:14]
+                        legal = ~((fmt_bf16 & (log2_b_minus_1 != 3))
+                                  | (log2_b_minus_1 >= b_max_log2)
+                                  | (rounding > 1)
+                                  | (log2_r > MAX_LOG2_R))
+                        m.d.sync += region_config[i].eq(Cat(new_config[0] & legal, new_config[1:]))
+                        m.d.comb += [regions_written.eq(1), config_written.eq(1)]
+
+        # --- counter bank -------------------------------------------------------------------------------------
+        for n, counter in counters.items():
+            with m.If(clear_counters):
+                m.d.sync += counter.eq(0)
+            with m.Else():
+                m.d.sync += counter.eq(counter + self.counter_inc[n])
+
+        # --- read channel -------------------------------------------------------------------------------------
+        r_pending = Signal()
+        r_data = Signal(32)
+        m.d.comb += [
+            bus.arready.eq(~r_pending),
+            bus.rvalid.eq(r_pending),
+            bus.rdata.eq(r_data),
+            bus.rresp.eq(AXI_RESP_OKAY),
+        ]
+        with m.If(bus.rvalid & bus.rready):
+            m.d.sync += r_pending.eq(0)
+
+        read_value = Signal(32)
+        with m.Switch(bus.araddr[2:]):
+            with m.Case(CSR_ID >> 2):
+                m.d.comb += read_value.eq(ID_VALUE)
+            with m.Case(CSR_VERSION >> 2):
+                m.d.comb += read_value.eq(VERSION_VALUE)
+            with m.Case(CSR_PARAMS >> 2):
+                m.d.comb += read_value.eq(params_word(p))
+            with m.Case(CSR_CONTROL >> 2):
+                m.d.comb += read_value.eq(nxm_as_poison)
+            with m.Case(CSR_STATUS >> 2):
+                m.d.comb += read_value.eq(Cat(self.poison_overflow, self.busy))
+            for i in range(p.n_regions):
+                base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
+                with m.Case(base_addr >> 2):
+                    m.d.comb += read_value.eq(region_base[i])
+                with m.Case((base_addr + 4) >> 2):
+                    m.d.comb += read_value.eq(region_superblocks[i])
+                with m.Case((base_addr + 8) >> 2):
+                    m.d.comb += read_value.eq(region_config[i])
+            for n, counter in counters.items():
+                with m.Case((CSR_COUNTER_BASE >> 2) + n):
+                    m.d.comb += read_value.eq(counter)
+            with m.Default():
+                m.d.comb += read_value.eq(0)
+
+        with m.If(bus.arvalid & bus.arready):
+            m.d.sync += [r_pending.eq(1), r_data.eq(read_value)]
+
+        return m
