@@ -1,10 +1,78 @@
-"""smartquant verilog (not implemented yet)."""
+"""Write the controller's Verilog (hdl/top.py SmartQuantController) and print its parameters and ports.
+
+Examples:
+  smartquant verilog                               # smartquant_top.v with the default parameters
+  smartquant verilog -o build/top.v --data-width 128 --b-max 8 --regions 2
+  smartquant verilog -o - > top.v                  # Verilog on stdout (summary on stderr)
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import fields
+from pathlib import Path
+
 from smartquant.errors import SmartquantError
+from smartquant.params import ControllerParams
+
+DEFAULT_TOP_NAME = "smartquant_top"   # the module name the cocotb runner (sim/runner.py) builds
+
+# command-line option -> ControllerParams field
+PARAMETER_OPTIONS = {
+    "data_width": "--data-width",
+    "b_max": "--b-max",
+    "n_regions": "--regions",
+    "request_depth": "--request-depth",
+    "buffer_slots": "--buffer-slots",
+    "poison_entries": "--poison-entries",
+    "dram_addr_bits": "--dram-addr-bits",
+    "axi_id_bits": "--axi-id-bits",
+    "csr_addr_bits": "--csr-addr-bits",
+}
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("-o", "--output", default=f"{DEFAULT_TOP_NAME}.v",
+                        help="Verilog file to write ('-' for stdout; default %(default)s)")
+    parser.add_argument("--name", default=DEFAULT_TOP_NAME, help="top module name (default %(default)s)")
+    defaults = ControllerParams()
+    for field in fields(ControllerParams):
+        parser.add_argument(PARAMETER_OPTIONS[field.name], dest=field.name, type=int,
+                            default=getattr(defaults, field.name),
+                            help=f"{field.name} (default %(default)s)")
+
+
+def params_from_args(args) -> ControllerParams:
+    try:
+        return ControllerParams(**{field.name: getattr(args, field.name) for field in fields(ControllerParams)})
+    except ValueError as error:
+        raise SmartquantError(str(error)) from error
 
 
 def run(args):
-    raise SmartquantError("'verilog' is not implemented yet")
+    from amaranth.back import verilog
+    from amaranth.hdl import Shape
+    from smartquant.hdl.top import SmartQuantController
+
+    params = params_from_args(args)
+    top = SmartQuantController(params)
+    text = verilog.convert(top, name=args.name, emit_src=False)
+    summary = sys.stderr if args.output == "-" else sys.stdout
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        path = Path(args.output)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        except OSError as error:
+            raise SmartquantError(f"cannot write {path}: {error}") from error
+        print(f"wrote {path} ({len(text.splitlines())} lines), top module {args.name}", file=summary)
+    print("parameters:", file=summary)
+    for name, value in params.as_dict().items():
+        print(f"  {name:16} {value}", file=summary)
+    print("ports (clk, rst and):", file=summary)
+    for path, member, value in top.signature.flatten(top):
+        direction = "in " if member.flow.name == "In" else "out"
+        width = Shape.cast(member.shape).width
+        print(f"  {direction} {'__'.join(str(part) for part in path):24} [{width}]", file=summary)
+    return 0

@@ -1,0 +1,402 @@
+"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block buffer, AXI AR/R, DRS responses.
+
+Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
+
+  read request FIFO head --[dispatch]--> serve FIFO -----------------------------[serve]--> DRS register
+        (decode, buffer lookup,  \--> fetch FIFO --[AR issuer]--> AXI AR                 ^      ^
+         victim, counters)        \--> route FIFO --[R router]--> packer load/start --> block buffer (Memory)
+                                                              \--> raw line FIFO ---------------/
+
+- dispatch handles one request per cycle, in arrival order: the address is decoded combinationally at the
+  FIFO head (hdl/engine/address_map.py). Unmapped / illegal-k reads go straight to the serve FIFO. Raw reads
+  queue one 1-line burst. Packed / expanded reads look up the key (region, block, expanded, k, midpoint) in
+  the slot tags; a miss claims the round-robin victim at once (its tag becomes valid immediately, so later
+  reads of the same block hit the slot while it is still filling: this is the look-ahead that overlaps the
+  fetch of the next block with serving the current one) and queues the fetch of planes 0..k-1.
+- A victim is not reused while reads that hit it are queued or its fill is still being written; dispatch
+  stalls instead of skipping it, so timing never changes the hit/miss sequence (DEVICE.md §5).
+- The AR issuer sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
+  read is one 1-line burst. All bursts use ARID 0, so R beats return in issue order and the R router can send
+  them to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO.
+- The packer (hdl/engine/packer.py) writes the block's output lines into the slot; a per-slot line count
+  lets the serve stage answer line j as soon as line j is written.
+- serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
+  raw line FIFO or zero).
+Poison is sampled at dispatch from the poison table query; DevLoad at DRS-register load from the number of
+reads in flight after dispatch (quarters of request_depth: 0 light .. 3 severe).
+AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
+and DEVICE.md §5 counts one burst per block at R = 1. RRESP is not checked.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import ControllerParams, Counter, N_COUNTERS, View, DrsOpcode, META_FIELD_NO_OP
+from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR
+from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.cxl.messages import drs_layout
+from smartquant.hdl.cxl.frontend import read_request_layout
+from smartquant.hdl.engine.address_map import decode_address, line_bits, region_index_bits, plane_line
+from smartquant.hdl.engine.poison import block_event_layout
+
+try:
+    from smartquant.hdl.engine.packer import BlockPacker
+except ImportError:   # packer.py not committed yet: keep the top elaborating with a placeholder
+    BlockPacker = None
+
+
+class _PlaceholderPacker(wiring.Component):
+    """Stand-in with BlockPacker's ports until hdl/engine/packer.py exists: emits k or B lines of zeros."""
+
+    def __init__(self, params: ControllerParams):
+        W = params.data_width
+        super().__init__({
+            "load": In(stream.Signature(data.StructLayout({"plane": 4, "data": W}))),
+            "start": In(stream.Signature(data.StructLayout({"expanded": 1, "log2_b": 3, "k": 5, "midpoint": 1}))),
+            "line": Out(stream.Signature(data.StructLayout({"index": 4, "last": 1, "data": W}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        busy = Signal()
+        index = Signal(4)
+        count = Signal(5)
+        m.d.comb += [self.load.ready.eq(1), self.start.ready.eq(~busy), self.line.valid.eq(busy),
+                     self.line.p.index.eq(index), self.line.p.last.eq(index == count - 1)]
+        with m.If(self.start.valid & ~busy):
+            m.d.sync += [busy.eq(1), index.eq(0),
+                         count.eq(Mux(self.start.p.expanded, 1 << self.start.p.log2_b, self.start.p.k))]
+        with m.If(self.line.valid & self.line.ready):
+            m.d.sync += index.eq(index + 1)
+            with m.If(self.line.p.last):
+                m.d.sync += busy.eq(0)
+        return m
+
+
+def poison_query_layout(params: ControllerParams) -> data.StructLayout:
+    return data.StructLayout({"region": region_index_bits(params), "block": line_bits(params)})
+
+
+SERVE_NXM, SERVE_RAW, SERVE_BUFFER = 0, 1, 2
+
+
+class ReadEngine(wiring.Component):
+    def __init__(self, params: ControllerParams = ControllerParams()):
+        self.params = params
+        super().__init__({
+            "read": In(stream.Signature(read_request_layout(params))),
+            "drs": Out(stream.Signature(drs_layout(params))),
+            "regions": In(data.ArrayLayout(region_entry_layout(params), params.n_regions)),
+            "nxm_as_poison": In(1),
+            "poison_query": Out(poison_query_layout(params)),
+            "poison_hit": In(1),
+            "invalidate": In(block_event_layout(params)),
+            "invalidate_all": In(1),
+            # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
+            "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
+            "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
+            "dev_load": Out(2),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        lb = line_bits(p)
+        slots = p.buffer_slots
+        slot_bits = max(1, (slots - 1).bit_length())
+        line_index_bits = max(1, (p.b_max - 1).bit_length())
+        count_bits = (p.request_depth + 2).bit_length()
+
+        # ---- dispatch ----------------------------------------------------------------------------------
+        request = self.read.p
+        decoded = decode_address(m, p, request.address, self.regions)
+        view = decoded.view
+        readable = decoded.mapped & decoded.k_legal
+        is_raw = Signal()
+        is_buffered = Signal()
+        is_expanded = Signal()
+        m.d.comb += [
+            is_raw.eq(readable & (view == View.RAW)),
+            is_buffered.eq(readable & (view != View.RAW)),
+            is_expanded.eq((view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)),
+            self.poison_query.region.eq(decoded.region),
+            self.poison_query.block.eq(decoded.block),
+        ]
+
+        # slot tags and bookkeeping
+        tag_valid = [Signal(name=f"slot{s}_valid") for s in range(slots)]
+        tag_region = [Signal(region_index_bits(p), name=f"slot{s}_region") for s in range(slots)]
+        tag_block = [Signal(lb, name=f"slot{s}_block") for s in range(slots)]
+        tag_expanded = [Signal(name=f"slot{s}_expanded") for s in range(slots)]
+        tag_k = [Signal(5, name=f"slot{s}_k") for s in range(slots)]
+        tag_midpoint = [Signal(name=f"slot{s}_midpoint") for s in range(slots)]
+        waiting = [Signal(count_bits, name=f"slot{s}_waiting") for s in range(slots)]   # queued reads on the slot
+        lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
+        filling = [Signal(name=f"slot{s}_filling") for s in range(slots)]
+
+        hits = Signal(slots)
+        for s in range(slots):
+            m.d.comb += hits[s].eq(tag_valid[s] & (tag_region[s] == decoded.region) & (tag_block[s] == decoded.block)
+                                   & (tag_expanded[s] == is_expanded) & (tag_k[s] == decoded.k)
+                                   & (tag_midpoint[s] == decoded.midpoint))
+        hit = hits.any()
+        hit_slot = Signal(slot_bits)
+        for s in reversed(range(slots)):
+            with m.If(hits[s]):
+                m.d.comb += hit_slot.eq(s)
+        victim = Signal(slot_bits)   # round-robin over misses
+        victim_free = Signal()
+        with m.Switch(victim):
+            for s in range(slots):
+                with m.Case(s):
+                    m.d.comb += victim_free.eq((waiting[s] == 0) & ~filling[s])
+
+        serve_layout = data.StructLayout({
+            "kind": 2, "slot": slot_bits, "line": line_index_bits, "tag": 16, "ld_id": 4,
+            "opcode": 3, "poison": 1,
+        })
+        fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
+        route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1})
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth)
+        m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=fetch_layout.size, depth=max(2, slots + 2))
+        m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=p.request_depth)
+        m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=slot_bits, depth=max(2, slots))
+
+        is_miss = is_buffered & ~hit
+        needs_fetch = is_raw | is_miss
+        can_dispatch = Signal()
+        m.d.comb += can_dispatch.eq(
+            serve_fifo.w_rdy
+            & (~needs_fetch | (fetch_fifo.w_rdy & route_fifo.w_rdy))
+            & (~is_miss | (victim_free & fill_fifo.w_rdy)))
+        dispatch = Signal()
+        m.d.comb += [self.read.ready.eq(can_dispatch), dispatch.eq(self.read.valid & can_dispatch)]
+
+        serve_entry = Signal(serve_layout)
+        m.d.comb += [
+            serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW, SERVE_NXM))),
+            serve_entry.slot.eq(Mux(hit, hit_slot, victim)),
+            serve_entry.line.eq(decoded.line_in_slot),
+            serve_entry.tag.eq(request.tag),
+            serve_entry.ld_id.eq(request.ld_id),
+            serve_fifo.w_data.eq(serve_entry),
+            serve_fifo.w_en.eq(dispatch),
+        ]
+        with m.If(readable):
+            # a mapped read of a poisoned block (or any read while the table overflowed) returns poison
+            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.poison_hit)]
+        with m.Else():
+            m.d.comb += [
+                serve_entry.opcode.eq(Mux(self.nxm_as_poison, DrsOpcode.MEM_DATA, DrsOpcode.MEM_DATA_NXM)),
+                serve_entry.poison.eq(self.nxm_as_poison),
+            ]
+
+        fetch_entry = Signal(fetch_layout)
+        route_entry = Signal(route_layout)
+        m.d.comb += [
+            fetch_entry.raw.eq(is_raw),
+            fetch_entry.line.eq(Mux(is_raw, decoded.raw_line,
+                                    plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
+                                               decoded.log2_b, decoded.log2_r, lb))),
+            fetch_entry.k.eq(decoded.k),
+            fetch_entry.log2_r.eq(decoded.log2_r),
+            fetch_fifo.w_data.eq(fetch_entry),
+            fetch_fifo.w_en.eq(dispatch & needs_fetch),
+            route_entry.raw.eq(is_raw),
+            route_entry.k.eq(decoded.k),
+            route_entry.expanded.eq(is_expanded),
+            route_entry.log2_b.eq(decoded.log2_b),
+            route_entry.midpoint.eq(decoded.midpoint),
+            route_fifo.w_data.eq(route_entry),
+            route_fifo.w_en.eq(dispatch & needs_fetch),
+            fill_fifo.w_data.eq(victim),
+            fill_fifo.w_en.eq(dispatch & is_miss),
+        ]
+
+        # ---- AR issuer ---------------------------------------------------------------------------------
+        fetch = Signal(fetch_layout)
+        m.d.comb += fetch.eq(fetch_fifo.r_data)
+        plane = Signal(5)   # next plane of a strided (R > 1) fetch
+        single_burst = fetch.raw | (fetch.log2_r == 0)
+        ar = self.axi
+        line_bytes_log2 = p.line_offset_bits
+        ar_line = Signal(lb)
+        m.d.comb += [
+            ar_line.eq(fetch.line + (plane << fetch.log2_r)),
+            ar.arvalid.eq(fetch_fifo.r_rdy),
+            ar.araddr.eq(Cat(Const(0, line_bytes_log2), ar_line)),
+            ar.arid.eq(0),
+            ar.arsize.eq(line_bytes_log2),
+            ar.arburst.eq(AXI_BURST_INCR),
+            ar.arlen.eq(Mux(single_burst, Mux(fetch.raw, 0, fetch.k - 1), 0)),
+        ]
+        with m.If(ar.arvalid & ar.arready):
+            with m.If(single_burst | (plane == fetch.k - 1)):
+                m.d.comb += fetch_fifo.r_en.eq(1)
+                m.d.sync += plane.eq(0)
+            with m.Else():
+                m.d.sync += plane.eq(plane + 1)
+
+        # ---- R router ----------------------------------------------------------------------------------
+        m.submodules.packer = packer = (BlockPacker or _PlaceholderPacker)(p)
+        route = Signal(route_layout)
+        m.d.comb += route.eq(route_fifo.r_data)
+        beat = Signal(5)
+        start_pending = Signal()   # the packer's start follows the block's last plane load
+        start_payload = Signal.like(packer.start.p)
+        raw_line_layout = data.StructLayout({"data": p.data_width})
+        m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width, depth=2)
+        last_beat = route.raw | (beat == route.k - 1)
+        to_packer_ok = packer.load.ready & ~start_pending
+        m.d.comb += [
+            ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
+            raw_fifo.w_data.eq(ar.rdata),
+            raw_fifo.w_en.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            packer.load.valid.eq(ar.rvalid & route_fifo.r_rdy & ~route.raw & ~start_pending),
+            packer.load.p.plane.eq(beat),
+            packer.load.p.data.eq(ar.rdata),
+            packer.start.valid.eq(start_pending),
+            packer.start.p.eq(start_payload),
+        ]
+        with m.If(packer.start.valid & packer.start.ready):
+            m.d.sync += start_pending.eq(0)
+        with m.If(ar.rvalid & ar.rready):
+            with m.If(last_beat):
+                m.d.comb += route_fifo.r_en.eq(1)
+                m.d.sync += beat.eq(0)
+                with m.If(~route.raw):
+                    m.d.sync += [
+                        start_pending.eq(1),
+                        start_payload.expanded.eq(route.expanded),
+                        start_payload.log2_b.eq(route.log2_b),
+                        start_payload.k.eq(route.k),
+                        start_payload.midpoint.eq(route.midpoint),
+                    ]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+
+        # ---- block buffer ------------------------------------------------------------------------------
+        m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
+        buffer_write = buffer.write_port()
+        buffer_read = buffer.read_port(domain="sync")
+        fill_slot = Signal(slot_bits)
+        m.d.comb += [
+            fill_slot.eq(fill_fifo.r_data),
+            packer.line.ready.eq(1),
+            buffer_write.addr.eq(Cat(packer.line.p.index[:line_index_bits], fill_slot)),
+            buffer_write.data.eq(packer.line.p.data),
+            buffer_write.en.eq(packer.line.valid),
+            fill_fifo.r_en.eq(packer.line.valid & packer.line.p.last),
+        ]
+
+        # ---- serve -------------------------------------------------------------------------------------
+        serve = Signal(serve_layout)
+        m.d.comb += serve.eq(serve_fifo.r_data)
+        line_ready = Signal()
+        with m.Switch(serve.slot):
+            for s in range(slots):
+                with m.Case(s):
+                    m.d.comb += line_ready.eq(lines_written[s] > serve.line)
+        serve_ready = Signal()
+        with m.Switch(serve.kind):
+            with m.Case(SERVE_RAW):
+                m.d.comb += serve_ready.eq(raw_fifo.r_rdy)
+            with m.Case(SERVE_BUFFER):
+                m.d.comb += serve_ready.eq(line_ready)
+            with m.Default():
+                m.d.comb += serve_ready.eq(1)
+
+        drs_valid = Signal()
+        drs_payload = Signal(drs_layout(p))
+        drs_kind = Signal(2)
+        raw_data = Signal(p.data_width)
+        advance = Signal()
+        m.d.comb += [
+            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | self.drs.ready)),
+            serve_fifo.r_en.eq(advance),
+            raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
+            buffer_read.addr.eq(Cat(serve.line, serve.slot)),
+            buffer_read.en.eq(advance),   # the read port holds its data while the DRS register waits
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                drs_valid.eq(1),
+                drs_kind.eq(serve.kind),
+                drs_payload.opcode.eq(serve.opcode),
+                drs_payload.tag.eq(serve.tag),
+                drs_payload.ld_id.eq(serve.ld_id),
+                drs_payload.poison.eq(serve.poison),
+                drs_payload.dev_load.eq(self.dev_load),
+            ]
+            with m.If(serve.kind == SERVE_RAW):
+                m.d.sync += raw_data.eq(raw_fifo.r_data)
+        with m.Elif(self.drs.ready):
+            m.d.sync += drs_valid.eq(0)
+        m.d.comb += [
+            self.drs.valid.eq(drs_valid),
+            self.drs.p.eq(drs_payload),
+            self.drs.p.meta_field.eq(META_FIELD_NO_OP),
+            self.drs.p.meta_value.eq(0),
+            self.drs.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
+                                   Mux(drs_kind == SERVE_RAW, raw_data, 0))),
+        ]
+
+        # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
+        for s in range(slots):
+            claim = dispatch & is_buffered & (serve_entry.slot == s)
+            release = advance & (serve.kind == SERVE_BUFFER) & (serve.slot == s)
+            with m.If(claim & ~release):
+                m.d.sync += waiting[s].eq(waiting[s] + 1)
+            with m.Elif(release & ~claim):
+                m.d.sync += waiting[s].eq(waiting[s] - 1)
+            allocate = dispatch & is_miss & (victim == s)
+            line_in = packer.line.valid & (fill_slot == s)
+            with m.If(allocate):
+                m.d.sync += [
+                    tag_valid[s].eq(1), tag_region[s].eq(decoded.region), tag_block[s].eq(decoded.block),
+                    tag_expanded[s].eq(is_expanded), tag_k[s].eq(decoded.k), tag_midpoint[s].eq(decoded.midpoint),
+                    lines_written[s].eq(0), filling[s].eq(1),
+                ]
+            with m.Elif(line_in):
+                m.d.sync += lines_written[s].eq(lines_written[s] + 1)
+                with m.If(packer.line.p.last):
+                    m.d.sync += filling[s].eq(0)
+            with m.If(self.invalidate_all | (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
+                                             & (tag_block[s] == self.invalidate.block))):
+                m.d.sync += tag_valid[s].eq(0)
+        with m.If(dispatch & is_miss):
+            m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))
+
+        # ---- events, load, busy ------------------------------------------------------------------------
+        ev = self.events
+        with m.If(dispatch):
+            with m.If(~readable):
+                m.d.comb += ev[Counter.NXM_READS].eq(1)
+            with m.Else():
+                with m.If(self.poison_hit):
+                    m.d.comb += ev[Counter.POISON_READS].eq(1)
+                with m.If(is_raw):
+                    m.d.comb += ev[Counter.RAW_READS].eq(1)
+                with m.Else():
+                    m.d.comb += ev[Counter.BUFFER_HITS].eq(hit), ev[Counter.BUFFER_MISSES].eq(~hit)
+                    for k in range(1, 17):
+                        with m.If(decoded.k == k):
+                            m.d.comb += ev[Counter.READS_AT_K1 + k - 1].eq(1)
+        m.d.comb += [
+            ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
+            ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
+            ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
+        ]
+        in_flight = Signal(range(p.request_depth + 2))
+        m.d.comb += in_flight.eq(serve_fifo.r_level + drs_valid)
+        quarter = max(1, p.request_depth // 4)
+        m.d.comb += self.dev_load.eq(Mux(in_flight >= 3 * quarter, 3,
+                                         Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
+        m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
+                                 | route_fifo.r_rdy | start_pending)
+        return m

@@ -1,0 +1,158 @@
+"""SmartQuantController: the whole CXL.mem Type-3 controller (RTL team contract, docs/DEVICE.md).
+
+Ports (Verilog flattens them with "__": m2s_req__valid, csr__awaddr, axi__arvalid, ...):
+    m2s_req  In  stream of req_layout   (M2S Req)
+    m2s_rwd  In  stream of rwd_layout   (M2S RwD)
+    s2m_ndr  Out stream of ndr_layout   (S2M NDR)
+    s2m_drs  Out stream of drs_layout   (S2M DRS)
+    csr      AXI4-Lite subordinate (CSR map of DEVICE.md §6)
+    axi      AXI4 manager to device DRAM (read engine drives ar*/r*, write path aw*/w*/b*)
+Clock `clk`, synchronous reset `rst`.
+
+Units: ReqFrontEnd (Req split) -> ReadEngine (decode, block buffer, packer, DRS); WritePath (RwD -> AXI writes,
+NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
+The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
+ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
+channel holds valid without ready).
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, unsigned
+from amaranth.lib import wiring, stream, data
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import ControllerParams, Counter, N_COUNTERS, NdrOpcode, META_FIELD_NO_OP
+from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
+from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.csr.csr_block import CsrBlock
+from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
+from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter
+from smartquant.hdl.engine.poison import PoisonTable, block_event_layout
+from smartquant.hdl.engine.read_engine import ReadEngine
+
+try:
+    from smartquant.hdl.engine.write_path import WritePath
+except ImportError:   # write_path.py not committed yet: keep the top elaborating with a placeholder
+    WritePath = None
+
+READ_AXI_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "rready")
+READ_AXI_INPUTS = ("arready", "rid", "rdata", "rresp", "rlast", "rvalid")
+WRITE_AXI_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb", "wlast",
+                     "wvalid", "bready")
+WRITE_AXI_INPUTS = ("awready", "wready", "bid", "bresp", "bvalid")
+
+
+class _PlaceholderWritePath(wiring.Component):
+    """Stand-in with WritePath's ports until hdl/engine/write_path.py exists: completes writes, stores nothing."""
+
+    def __init__(self, params: ControllerParams):
+        p = params
+        super().__init__({
+            "rwd": In(stream.Signature(rwd_layout(p))),
+            "ndr": Out(stream.Signature(ndr_layout(p))),
+            "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
+            "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
+            "poison_insert": Out(block_event_layout(p)),
+            "invalidate": Out(block_event_layout(p)),
+            "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [
+            self.rwd.ready.eq(self.ndr.ready),
+            self.ndr.valid.eq(self.rwd.valid),
+            self.ndr.p.opcode.eq(NdrOpcode.CMP),
+            self.ndr.p.tag.eq(self.rwd.p.tag),
+            self.ndr.p.ld_id.eq(self.rwd.p.ld_id),
+            self.ndr.p.meta_field.eq(META_FIELD_NO_OP),
+        ]
+        return m
+
+
+class SmartQuantController(wiring.Component):
+    def __init__(self, params: ControllerParams = ControllerParams()):
+        self.params = p = params
+        super().__init__({
+            "m2s_req": In(stream.Signature(req_layout(p))),
+            "m2s_rwd": In(stream.Signature(rwd_layout(p))),
+            "s2m_ndr": Out(stream.Signature(ndr_layout(p))),
+            "s2m_drs": Out(stream.Signature(drs_layout(p))),
+            "csr": In(AxiLiteSignature(p.csr_addr_bits, 32)),
+            "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        m.submodules.frontend = frontend = ReqFrontEnd(p)
+        m.submodules.read_engine = read_engine = ReadEngine(p)
+        m.submodules.write_path = write_path = (WritePath or _PlaceholderWritePath)(p)
+        m.submodules.ndr_arbiter = ndr_arbiter = NdrArbiter(p)
+        m.submodules.csr_block = csr_block = CsrBlock(p)
+        m.submodules.poison_table = poison_table = PoisonTable(p)
+
+        wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
+        wiring.connect(m, frontend.read, read_engine.read)
+        wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
+        wiring.connect(m, wiring.flipped(self.m2s_rwd), write_path.rwd)
+        wiring.connect(m, frontend.cmp, ndr_arbiter.cmp)
+        wiring.connect(m, write_path.ndr, ndr_arbiter.write_ndr)
+        wiring.connect(m, ndr_arbiter.ndr, wiring.flipped(self.s2m_ndr))
+        wiring.connect(m, wiring.flipped(self.csr), csr_block.bus)
+
+        # One AXI manager port shared by member: reads from the read engine, writes from the write path.
+        for name in READ_AXI_MEMBERS:
+            m.d.comb += getattr(self.axi, name).eq(getattr(read_engine.axi, name))
+        for name in READ_AXI_INPUTS:
+            m.d.comb += getattr(read_engine.axi, name).eq(getattr(self.axi, name))
+        for name in WRITE_AXI_MEMBERS:
+            m.d.comb += getattr(self.axi, name).eq(getattr(write_path.axi, name))
+        for name in WRITE_AXI_INPUTS:
+            m.d.comb += getattr(write_path.axi, name).eq(getattr(self.axi, name))
+
+        m.d.comb += [
+            read_engine.regions.eq(csr_block.regions),
+            write_path.regions.eq(csr_block.regions),
+            read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
+            poison_table.query_region.eq(read_engine.poison_query.region),
+            poison_table.query_block.eq(read_engine.poison_query.block),
+            read_engine.poison_hit.eq(poison_table.query_poisoned),
+            poison_table.insert.eq(write_path.poison_insert),
+            poison_table.clear.eq(csr_block.clear_poison),
+            csr_block.poison_overflow.eq(poison_table.overflow),
+            read_engine.invalidate.eq(write_path.invalidate),
+            read_engine.invalidate_all.eq(csr_block.regions_written),
+            ndr_arbiter.dev_load.eq(read_engine.dev_load),
+        ]
+
+        # ---- counters ----------------------------------------------------------------------------------
+        axi = self.axi
+        busy = Signal()
+        stall = Signal()
+        axi_write_in_flight = Signal()
+        outstanding_writes = Signal(8)   # AW accepted, B not yet returned
+        aw_done = axi.awvalid & axi.awready
+        b_done = axi.bvalid & axi.bready
+        with m.If(aw_done & ~b_done):
+            m.d.sync += outstanding_writes.eq(outstanding_writes + 1)
+        with m.Elif(b_done & ~aw_done):
+            m.d.sync += outstanding_writes.eq(outstanding_writes - 1)
+        m.d.comb += [
+            axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
+            busy.eq(frontend.busy | read_engine.busy | self.m2s_rwd.valid | self.m2s_req.valid
+                    | self.s2m_ndr.valid | axi_write_in_flight),
+            stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
+                     | (axi.arvalid & ~axi.arready) | (axi.awvalid & ~axi.awready) | (axi.wvalid & ~axi.wready)),
+            csr_block.busy.eq(busy),
+        ]
+        top_events = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
+        m.d.comb += [
+            top_events[Counter.NDR_SENT].eq(self.s2m_ndr.valid & self.s2m_ndr.ready),
+            top_events[Counter.BUSY_CYCLES].eq(busy),
+            top_events[Counter.STALL_CYCLES].eq(stall),
+        ]
+        for n in range(N_COUNTERS):
+            m.d.comb += csr_block.counter_inc[n].eq(
+                frontend.events[n] + read_engine.events[n] + write_path.events[n] + top_events[n])
+        return m
