@@ -1,0 +1,527 @@
+"""Golden request-trace model of the controller: every DRS/NDR payload and every event counter, from the trace.
+
+`DeviceModel` applies CXL.mem requests and CSR accesses one at a time, in the order given (the scoreboard feeds
+them in the order the DUT accepted them), and implements docs/DEVICE.md literally. It is the independent
+expectation the RTL is checked against bit-exact; all bit orders come from `smartquant.golden.layout`.
+
+It also records the backend traffic (`axi_reads`, `axi_writes`, and both in issue order in `axi_bursts`) so
+that the traffic counters follow from the bursts and the DRAM row model (golden/dram.py) can replay the
+line-address stream (`backend_lines()`). DevLoad, busy_cycles and stall_cycles depend on timing and are not
+predicted.
+
+Readings of DEVICE.md where it leaves a choice open (the simplest one, reported to the lead):
+ 1. REGION_BASE / REGION_SUPERBLOCKS keep the low `dram_addr_bits - log2(line bytes)` bits written (the width of
+    the region entry in hdl/csr/layouts.py, at most 32) and read back those. REGION_CONFIG keeps bits [13:0]
+    (higher bits read 0); enable reads back 0 when the fields are illegal: BF16 with B != 16, B > b_max,
+    rounding 2 or 3, and also log2(R) = 7 (R = 128 is outside the plane-run range 1..64 of section 1).
+ 2. Region window match and span (n_superblocks * R * B) use exact arithmetic; the DRAM line of a raw index is
+    (base_line + index) modulo the line-address space (the AXI address is dram_addr_bits wide).
+ 3. A REGION_CONFIG write clears the whole poison table and the overflow flag (the same action as
+    CONTROL.clear_poison), and invalidates all buffer slots; REGION_BASE / REGION_SUPERBLOCKS writes only
+    invalidate. Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
+    unused addresses read 0. CSR address bits [1:0] are ignored (32-bit registers).
+ 4. The poison overflow flag makes every *mapped, legal* read poisoned; unmapped and illegal-k reads keep the
+    NXM response of section 3 (counted in nxm_reads, not poison_reads).
+ 5. poison_writes counts RwD MemWr/MemWrPtl with poison = 1 that are mapped and written (raw or weight-major
+    view); dropped, unmapped and bad-opcode writes do not count it and leave the poison table alone.
+ 6. raw_reads counts raw-view reads served from DRAM (not unmapped ones); reads_at_k counts packed and expanded
+    reads served, the weight-major view (expanded at k = B) included.
+ 7. dram_lines_written counts write beats (always issued, WSTRB possibly 0); bytes_strobed counts set WSTRB bits.
+ 8. Victim choice is a round-robin pointer advanced on every miss, whether or not the victim slot is valid;
+    neither invalidation nor clearing counters moves it.
+ 9. The byte_enable field of MemWr is ignored (all ones); MemWrPtl's is used.
+10. A weight-major write needs W/B >= 8 (a plane slice of whole bytes); with W = 64 and B = 16 the model
+    raises SmartquantError rather than guess.
+11. `load_raw` is a backdoor (like writing AxiRam directly): no traffic, no counters, no buffer invalidation.
+12. STATUS.busy reads 0: the model is idle between the requests it is given.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+
+from smartquant.errors import SmartquantError
+from smartquant.golden import layout
+from smartquant.hdl.cxl.messages import address_bits
+from smartquant.params import (
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE,
+    CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION, ID_VALUE,
+    META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, ControllerParams,
+    Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
+    region_config_word, split_hpa,
+)
+
+MASK32 = 0xFFFF_FFFF
+CONFIG_BITS = 0x3FFF            # REGION_CONFIG [13:0]
+REGION_REG_BASE, REGION_REG_SUPERBLOCKS, REGION_REG_CONFIG = 0x0, 0x4, 0x8
+PACKED, EXPANDED = "packed", "expanded"
+
+# counters the model predicts exactly: every defined one except the timing counters
+PREDICTED_COUNTERS = tuple(n for n in range(N_COUNTERS)
+                           if (n < Counter.BUSY_CYCLES or n >= Counter.READS_AT_K1) and n not in TIMING_COUNTERS)
+
+
+@dataclass(frozen=True)
+class Response:
+    """One S2M message: channel "drs" or "ndr"; data is the line as a little-endian integer (0 for NDR)."""
+    channel: str
+    opcode: int
+    tag: int
+    ld_id: int
+    meta_field: int = META_FIELD_NO_OP
+    meta_value: int = 0
+    poison: int = 0
+    data: int = 0
+
+
+@dataclass(frozen=True)
+class ReadBurst:
+    """AXI INCR read burst: `beats` lines from DRAM line `line` (byte address line * line_bytes)."""
+    line: int
+    beats: int
+
+
+@dataclass(frozen=True)
+class WriteBurst:
+    """AXI INCR write burst: `beats` lines from DRAM line `line`, WSTRB of each beat in `strobes`."""
+    line: int
+    beats: int
+    strobes: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    """Decoded REGION_CONFIG word (docs/DEVICE.md section 6)."""
+    enable: bool
+    fmt: int
+    B: int
+    R: int
+    default_k: int
+    rounding: int
+    legal: bool
+
+
+def decode_region_config(params: ControllerParams, word: int) -> RegionConfig:
+    fmt = (word >> 1) & 1
+    B = 2 << ((word >> 2) & 0b11)
+    log2_r = (word >> 4) & 0b111
+    default_k = (word >> 7) & 0b11111
+    rounding = (word >> 12) & 0b11
+    legal = not ((fmt == Format.BF16 and B != 16) or B > params.b_max or rounding > Rounding.MIDPOINT
+                 or (1 << log2_r) > MAX_PLANE_RUN)
+    return RegionConfig(enable=bool(word & 1) and legal, fmt=fmt, B=B, R=1 << log2_r, default_k=default_k,
+                        rounding=rounding, legal=legal)
+
+
+# --- helpers for the testbench and the demo ----------------------------------------------------------------
+def region_csr_writes(params: ControllerParams, index: int, base_line: int, n_superblocks: int,
+                      fmt: Format | int, B: int, R: int, default_k: int, rounding: Rounding | int,
+                      enable: bool = True) -> list[tuple[int, int]]:
+    """CSR (address, value) writes that program region `index`; CONFIG last, so the region is whole when enabled."""
+    if not 0 <= index < params.n_regions:
+        raise SmartquantError(f"region index must be 0..{params.n_regions - 1}, got {index}")
+    for name, value in (("base_line", base_line), ("n_superblocks", n_superblocks)):
+        if not 0 <= value <= MASK32:
+            raise SmartquantError(f"{name} must fit a 32-bit register, got {value}")
+    try:
+        word = region_config_word(enable=enable, fmt=fmt, B=B, R=R, default_k=default_k, rounding=rounding)
+    except ValueError as error:
+        raise SmartquantError(str(error)) from None
+    base = CSR_REGION_BASE + CSR_REGION_STRIDE * index
+    return [(base + REGION_REG_BASE, base_line), (base + REGION_REG_SUPERBLOCKS, n_superblocks),
+            (base + REGION_REG_CONFIG, word)]
+
+
+def superblocks_for(n_weights: int, B: int, R: int, W: int = layout.DEFAULT_W) -> int:
+    """Superblocks a tensor of n_weights needs (as layout.to_blocks pads it: at least one block)."""
+    layout.check_b(B)
+    layout.check_r(R)
+    layout.check_w(W)
+    if n_weights < 0:
+        raise SmartquantError(f"n_weights must be >= 0, got {n_weights}")
+    n_blocks = max(1, -(-n_weights // W))
+    return -(-n_blocks // R)
+
+
+def message_address(params: ControllerParams, view: View | int, line: int, k: int = 0) -> int:
+    """CXL message address field (HPA >> log2(line bytes)) of DRAM line `line` in a view at precision k."""
+    try:
+        return hpa(params, view, line * params.line_bytes, k) >> params.line_offset_bits
+    except ValueError as error:
+        raise SmartquantError(str(error)) from None
+
+
+def _popcount(value: int) -> int:
+    return bin(value).count("1")
+
+
+class DeviceModel:
+    """The controller as a sequential model: CSRs, region table, poison table, block buffer, counters, DRAM."""
+
+    def __init__(self, params: ControllerParams, memory_bytes: int | None = None):
+        self.params = params
+        capacity = 1 << params.dram_addr_bits
+        memory_bytes = capacity if memory_bytes is None else memory_bytes
+        if not 0 < memory_bytes <= capacity or memory_bytes % params.line_bytes:
+            raise SmartquantError(f"memory_bytes must be a multiple of {params.line_bytes} in 1..2**"
+                                  f"{params.dram_addr_bits}, got {memory_bytes}")
+        # np.zeros maps untouched pages lazily, so the full default capacity costs only what is used
+        try:
+            self.memory = np.zeros((memory_bytes // params.line_bytes, params.line_bytes), dtype=np.uint8)
+        except MemoryError:
+            raise SmartquantError(f"cannot allocate {memory_bytes} bytes of model DRAM: pass a smaller "
+                                  f"memory_bytes") from None
+        self.line_bits = params.dram_addr_bits - params.line_offset_bits   # DRAM line-address width
+        self.region_field_mask = (1 << min(self.line_bits, 32)) - 1
+        self.region_base = [0] * params.n_regions
+        self.region_superblocks = [0] * params.n_regions
+        self.region_config = [0] * params.n_regions
+        self.nxm_as_poison = False
+        self.poison_table: list[tuple[int, int]] = []
+        self.poison_overflow = False
+        self.slots: list[tuple | None] = [None] * params.buffer_slots   # (key, assembled lines) per slot
+        self.victim = 0
+        self.counts = [0] * N_COUNTERS
+        self.axi_bursts: list[ReadBurst | WriteBurst] = []
+
+    # --- backend traffic --------------------------------------------------------------------------------
+    @property
+    def axi_reads(self) -> list[ReadBurst]:
+        return [b for b in self.axi_bursts if isinstance(b, ReadBurst)]
+
+    @property
+    def axi_writes(self) -> list[WriteBurst]:
+        return [b for b in self.axi_bursts if isinstance(b, WriteBurst)]
+
+    def backend_lines(self) -> np.ndarray:
+        """DRAM line addresses of every beat, reads and writes, in issue order (for golden/dram.py)."""
+        runs = [np.arange(b.line, b.line + b.beats, dtype=np.int64) for b in self.axi_bursts]
+        return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
+
+    def clear_trace(self) -> None:
+        self.axi_bursts.clear()
+
+    def _check_lines(self, first: int, beats: int) -> None:
+        if first + beats > self.memory.shape[0]:
+            raise SmartquantError(f"DRAM line {first + beats - 1:#x} is outside the model memory of "
+                                  f"{self.memory.size} bytes (pass a larger memory_bytes)")
+
+    def _axi_read(self, first: int, beats: int) -> np.ndarray:
+        self._check_lines(first, beats)
+        self.axi_bursts.append(ReadBurst(first, beats))
+        self._count(Counter.READ_BURSTS)
+        self._count(Counter.DRAM_LINES_READ, beats)
+        return self.memory[first:first + beats].copy()
+
+    def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> None:
+        """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set."""
+        self._check_lines(first, len(strobes))
+        self.axi_bursts.append(WriteBurst(first, len(strobes), tuple(strobes)))
+        self._count(Counter.WRITE_BURSTS)
+        self._count(Counter.DRAM_LINES_WRITTEN, len(strobes))
+        for beat, strobe in enumerate(strobes):
+            enabled = np.unpackbits(np.frombuffer(strobe.to_bytes(self.params.line_bytes // 8, "little"), np.uint8),
+                                    bitorder="little").astype(bool)
+            self.memory[first + beat, enabled] = lines[beat, enabled]
+            self._count(Counter.BYTES_STROBED, _popcount(strobe))
+
+    # --- backdoor ---------------------------------------------------------------------------------------
+    def load_raw(self, base_line: int, raw_lines) -> None:
+        """Write raw lines (n, line_bytes) straight into model memory, like a backdoor load of AxiRam."""
+        raw = np.asarray(raw_lines, dtype=np.uint8)
+        if raw.ndim != 2 or raw.shape[1] != self.params.line_bytes:
+            raise SmartquantError(f"raw lines must have shape (n, {self.params.line_bytes}), got {raw.shape}")
+        if base_line < 0:
+            raise SmartquantError(f"base_line must be >= 0, got {base_line}")
+        self._check_lines(base_line, raw.shape[0])
+        self.memory[base_line:base_line + raw.shape[0]] = raw
+
+    # --- counters ---------------------------------------------------------------------------------------
+    def _count(self, counter: int, amount: int = 1) -> None:
+        self.counts[counter] = (self.counts[counter] + amount) & MASK32
+
+    def counter(self, counter: Counter | int) -> int:
+        if int(counter) not in PREDICTED_COUNTERS:
+            raise SmartquantError(f"counter {counter_name(int(counter))} is not predicted by the golden model")
+        return self.counts[int(counter)]
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every predicted counter by name (params.counter_name), as the CSRs would read them."""
+        return {counter_name(n): self.counts[n] for n in PREDICTED_COUNTERS}
+
+    # --- CSRs -------------------------------------------------------------------------------------------
+    def _check_csr(self, addr: int) -> int:
+        if not 0 <= addr < (1 << self.params.csr_addr_bits):
+            raise SmartquantError(f"CSR address {addr:#x} outside the {self.params.csr_addr_bits}-bit CSR space")
+        return addr & ~0b11
+
+    def _region_reg(self, addr: int) -> tuple[int, int] | None:
+        offset = addr - CSR_REGION_BASE
+        if offset < 0:
+            return None
+        index, reg = divmod(offset, CSR_REGION_STRIDE)
+        if index >= self.params.n_regions or reg > REGION_REG_CONFIG:
+            return None
+        return index, reg
+
+    def params_word(self) -> int:
+        p = self.params
+        return ((p.line_bytes & 0xFF) | ((p.b_max & 0x1F) << 8) | ((p.n_regions & 0x1F) << 13)
+                | ((p.buffer_slots & 0xF) << 18) | ((p.dram_addr_bits & 0x3F) << 22))
+
+    def csr_read(self, addr: int) -> int:
+        addr = self._check_csr(addr)
+        if addr == CSR_ID:
+            return ID_VALUE
+        if addr == CSR_VERSION:
+            return VERSION_VALUE
+        if addr == CSR_PARAMS:
+            return self.params_word()
+        if addr == CSR_CONTROL:
+            return int(self.nxm_as_poison)
+        if addr == CSR_STATUS:
+            return int(self.poison_overflow)
+        region = self._region_reg(addr)
+        if region is not None:
+            index, reg = region
+            if reg == REGION_REG_BASE:
+                return self.region_base[index]
+            if reg == REGION_REG_SUPERBLOCKS:
+                return self.region_superblocks[index]
+            word = self.region_config[index]
+            return (word & ~1) | int(decode_region_config(self.params, word).enable)
+        if CSR_COUNTER_BASE <= addr < CSR_COUNTER_BASE + 4 * N_COUNTERS:
+            n = (addr - CSR_COUNTER_BASE) // 4
+            if n in TIMING_COUNTERS:
+                raise SmartquantError(f"{counter_name(n)} depends on timing: the golden model does not predict it")
+            return self.counts[n]
+        return 0
+
+    def csr_write(self, addr: int, value: int) -> None:
+        addr = self._check_csr(addr)
+        if not 0 <= value <= MASK32:
+            raise SmartquantError(f"CSR value must fit 32 bits, got {value:#x}")
+        if addr == CSR_CONTROL:
+            self.nxm_as_poison = bool(value & CONTROL_NXM_AS_POISON)
+            if value & CONTROL_CLEAR_COUNTERS:
+                self.counts = [0] * N_COUNTERS
+            if value & CONTROL_CLEAR_POISON:
+                self._clear_poison()
+            return
+        region = self._region_reg(addr)
+        if region is None:
+            return                       # read-only or unused address
+        index, reg = region
+        if reg == REGION_REG_BASE:
+            self.region_base[index] = value & self.region_field_mask
+        elif reg == REGION_REG_SUPERBLOCKS:
+            self.region_superblocks[index] = value & self.region_field_mask
+        else:
+            self.region_config[index] = value & CONFIG_BITS
+            self._clear_poison()         # a region rewrite starts a new tensor
+        self.slots = [None] * self.params.buffer_slots
+
+    def _clear_poison(self) -> None:
+        self.poison_table.clear()
+        self.poison_overflow = False
+
+    # --- address decode ---------------------------------------------------------------------------------
+    def _match_region(self, line: int) -> tuple[int, RegionConfig, int] | None:
+        """(region index, config, L) of the lowest-numbered enabled region whose window holds `line`."""
+        for index in range(self.params.n_regions):
+            config = decode_region_config(self.params, self.region_config[index])
+            if not config.enable:
+                continue
+            base = self.region_base[index]
+            if base <= line < base + self.region_superblocks[index] * config.R * config.B:
+                return index, config, line - base
+        return None
+
+    def _decode(self, address: int) -> tuple[int, int, tuple[int, RegionConfig, int] | None]:
+        """(view, k field, region match or None) of a message address; None when unmapped by high bits."""
+        view, k_field, offset, high = split_hpa(self.params, address << self.params.line_offset_bits)
+        match = None if high else self._match_region(offset >> self.params.line_offset_bits)
+        return view, k_field, match
+
+    def _dram_line(self, index: int, raw_index: int) -> int:
+        return (self.region_base[index] + raw_index) & ((1 << self.line_bits) - 1)
+
+    # --- message field checks ---------------------------------------------------------------------------
+    def _check_fields(self, **fields: tuple[int, int]) -> None:
+        for name, (value, width) in fields.items():
+            if not 0 <= int(value) < (1 << width):
+                raise SmartquantError(f"message field {name}={value} does not fit in {width} bits")
+
+    def _ndr(self, tag: int, ld_id: int) -> list[Response]:
+        self._count(Counter.NDR_SENT)
+        return [Response("ndr", NdrOpcode.CMP, tag, ld_id)]
+
+    def _drs(self, tag: int, ld_id: int, line: np.ndarray | None, poison: bool) -> list[Response]:
+        self._count(Counter.DRS_SENT)
+        data = 0 if line is None else int.from_bytes(line.tobytes(), "little")
+        return [Response("drs", DrsOpcode.MEM_DATA, tag, ld_id, poison=int(poison), data=data)]
+
+    def _nxm_read(self, tag: int, ld_id: int) -> list[Response]:
+        self._count(Counter.NXM_READS)
+        self._count(Counter.DRS_SENT)
+        if self.nxm_as_poison:
+            return [Response("drs", DrsOpcode.MEM_DATA, tag, ld_id, poison=1)]
+        return [Response("drs", DrsOpcode.MEM_DATA_NXM, tag, ld_id)]
+
+    # --- M2S Req ----------------------------------------------------------------------------------------
+    def req(self, opcode: int, address: int, tag: int, ld_id: int = 0, meta_field: int = 0, meta_value: int = 0,
+            snp_type: int = 0) -> list[Response]:
+        """Apply one M2S Req; returns the S2M messages it produces (none for MemSpecRd)."""
+        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(self.params)), tag=(tag, 16),
+                           ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
+                           snp_type=(snp_type, 3))
+        if opcode in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA):
+            self._count(Counter.REQ_MEM_RD if opcode == ReqOpcode.MEM_RD else Counter.REQ_MEM_RD_DATA)
+            return self._read(address, tag, ld_id)
+        if opcode == ReqOpcode.MEM_SPEC_RD:
+            self._count(Counter.REQ_MEM_SPEC_RD)
+            return []
+        counter = {ReqOpcode.MEM_INV: Counter.REQ_MEM_INV, ReqOpcode.MEM_INV_NT: Counter.REQ_MEM_INV_NT,
+                   ReqOpcode.MEM_CLN_EVCT: Counter.REQ_MEM_CLN_EVCT}.get(opcode, Counter.REQ_BAD_OPCODE)
+        self._count(counter)
+        return self._ndr(tag, ld_id)
+
+    def _read(self, address: int, tag: int, ld_id: int) -> list[Response]:
+        view, k_field, match = self._decode(address)
+        if match is None or view > View.EXPANDED_DEFAULT:
+            return self._nxm_read(tag, ld_id)
+        index, config, L = match
+        if view == View.RAW:
+            superblock, rest = divmod(L, config.R * config.B)
+            block = superblock * config.R + rest % config.R
+            line = self._axi_read(self._dram_line(index, L), 1)[0]
+            self._count(Counter.RAW_READS)
+            return self._drs(tag, ld_id, line, self._poisoned_read(index, block))
+        block, j = divmod(L, config.B)
+        mode = PACKED if view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
+        k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
+            view, config.default_k)
+        if not 1 <= k <= config.B or (mode == PACKED and j >= k):
+            return self._nxm_read(tag, ld_id)
+        lines = self._buffered_block(index, config, block, mode, k)
+        self._count(Counter.READS_AT_K1 + k - 1)
+        return self._drs(tag, ld_id, lines[j], self._poisoned_read(index, block))
+
+    def _poisoned_read(self, index: int, block: int) -> bool:
+        poisoned = self.poison_overflow or (index, block) in self.poison_table
+        if poisoned:
+            self._count(Counter.POISON_READS)
+        return poisoned
+
+    def _buffered_block(self, index: int, config: RegionConfig, block: int, mode: str, k: int) -> np.ndarray:
+        """Assembled output lines of a block (packed: k lines, expanded: B lines), from the buffer or DRAM."""
+        key = (index, block, mode, k, config.rounding)
+        for slot in self.slots:
+            if slot is not None and slot[0] == key:
+                self._count(Counter.BUFFER_HITS)
+                return slot[1]
+        self._count(Counter.BUFFER_MISSES)
+        B, R = config.B, config.R
+        superblock, run_slot = divmod(block, R)
+        first = layout.raw_line_index(superblock, 0, run_slot, B, R)
+        if R == 1:   # planes are consecutive lines: one burst
+            planes = self._axi_read(self._dram_line(index, first), k)
+        else:        # planes are R lines apart: one single-line burst per plane
+            planes = np.concatenate([self._axi_read(self._dram_line(
+                index, layout.raw_line_index(superblock, plane, run_slot, B, R)), 1) for plane in range(k)])
+        fields = layout.planes_to_blocks(planes[None], B, k)
+        if mode == PACKED:
+            lines = layout.packed_lines(fields, B, k)[0]
+        else:
+            lines = layout.expanded_lines(fields, B, k, config.rounding)[0]
+        self.slots[self.victim] = (key, lines)
+        self.victim = (self.victim + 1) % len(self.slots)
+        return lines
+
+    # --- M2S RwD ----------------------------------------------------------------------------------------
+    def rwd(self, opcode: int, address: int, tag: int, data: int, byte_enable: int, poison: int, ld_id: int = 0,
+            meta_field: int = 0, meta_value: int = 0, snp_type: int = 0) -> list[Response]:
+        """Apply one M2S RwD; returns its NDR Cmp."""
+        p = self.params
+        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(p)), tag=(tag, 16), ld_id=(ld_id, 4),
+                           meta_field=(meta_field, 2), meta_value=(meta_value, 2), snp_type=(snp_type, 3),
+                           data=(data, p.data_width), byte_enable=(byte_enable, p.line_bytes), poison=(poison, 1))
+        if opcode not in (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL):
+            self._count(Counter.RWD_BAD_OPCODE)
+            return self._ndr(tag, ld_id)
+        self._count(Counter.RWD_MEM_WR if opcode == RwdOpcode.MEM_WR else Counter.RWD_MEM_WR_PTL)
+        enables = (1 << p.line_bytes) - 1 if opcode == RwdOpcode.MEM_WR else byte_enable
+        view, _, match = self._decode(address)
+        if match is None:
+            self._count(Counter.NXM_WRITES)
+            return self._ndr(tag, ld_id)
+        if view not in (View.RAW, View.WEIGHT_MAJOR):
+            self._count(Counter.WR_DROPPED)
+            return self._ndr(tag, ld_id)
+        index, config, L = match
+        line = np.frombuffer(data.to_bytes(p.line_bytes, "little"), dtype=np.uint8)
+        if view == View.RAW:
+            superblock, rest = divmod(L, config.R * config.B)
+            block = superblock * config.R + rest % config.R
+            self._axi_write(self._dram_line(index, L), line[None], [enables])
+        else:
+            block, j = divmod(L, config.B)
+            self._weight_major_write(index, config, block, j, line, enables)
+        if poison:
+            self._count(Counter.POISON_WRITES)
+            self._enter_poison(index, block)
+        self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
+        return self._ndr(tag, ld_id)
+
+    def _weight_major_write(self, index: int, config: RegionConfig, block: int, j: int, line: np.ndarray,
+                            enables: int) -> None:
+        """Weight-major line j of a block -> the bytes [j*S, (j+1)*S) of each of the B planes, S = W/8/B."""
+        p, B, R = self.params, config.B, config.R
+        if p.data_width % (8 * B):
+            raise SmartquantError(f"weight-major writes need W/B >= 8 bits per plane slice (W = {p.data_width}, "
+                                  f"B = {B})")
+        slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
+        fields = layout.unpack_fields(line[None], B, p.data_width // B)
+        slices = layout.block_planes(fields, B)[0]            # (B planes, slice_bytes)
+        full = 0
+        for group in range(slice_bytes):
+            group_enables = (enables >> (group * B)) & ((1 << B) - 1)
+            if group_enables == (1 << B) - 1:
+                full |= 1 << (j * slice_bytes + group)
+            elif group_enables:
+                self._count(Counter.WR_PARTIAL_GROUPS)   # never half a weight: no read-modify-write
+        plane_lines = np.zeros((B, p.line_bytes), dtype=np.uint8)
+        plane_lines[:, j * slice_bytes:(j + 1) * slice_bytes] = slices
+        superblock, run_slot = divmod(block, R)
+        if R == 1:
+            self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, 0, 0, B, 1)), plane_lines,
+                            [full] * B)
+        else:
+            for plane in range(B):
+                self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)),
+                                plane_lines[plane:plane + 1], [full])
+
+    def _enter_poison(self, index: int, block: int) -> None:
+        if (index, block) in self.poison_table:
+            return
+        if len(self.poison_table) < self.params.poison_entries:
+            self.poison_table.append((index, block))
+        else:
+            self.poison_overflow = True
+
+    # --- convenience ------------------------------------------------------------------------------------
+    def program(self, writes: Iterable[tuple[int, int]]) -> None:
+        """Apply a list of CSR (address, value) writes, e.g. from region_csr_writes."""
+        for addr, value in writes:
+            self.csr_write(addr, value)
+
+    def address(self, view: View | int, line: int, k: int = 0) -> int:
+        """Message address field of a DRAM line in a view (see message_address)."""
+        return message_address(self.params, view, line, k)
+
+
+__all__ = ["DeviceModel", "Response", "ReadBurst", "WriteBurst", "RegionConfig", "decode_region_config",
+           "region_csr_writes", "superblocks_for", "message_address", "PREDICTED_COUNTERS"]

@@ -1,0 +1,396 @@
+"""Golden request-trace model (golden/device.py) against hand-worked examples of docs/DEVICE.md.
+
+Expected payloads are built independently of golden/layout.py where that is cheap (numpy's own byte order of
+int8 / int4 weights, bit arithmetic on Python integers); layout.py itself has its own tests.
+"""
+import numpy as np
+import pytest
+
+from smartquant.errors import SmartquantError
+from smartquant.golden import layout
+from smartquant.golden.device import (
+    PREDICTED_COUNTERS, DeviceModel, ReadBurst, WriteBurst, region_csr_writes, superblocks_for,
+)
+from smartquant.params import (
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID,
+    CSR_PARAMS, CSR_REGION_BASE, CSR_STATUS, CSR_VERSION, META_FIELD_NO_OP, ControllerParams, Counter, DrsOpcode,
+    Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, region_config_word,
+)
+
+PARAMS = ControllerParams(poison_entries=2)
+LINE_BYTES = PARAMS.line_bytes
+ALL_BYTES = (1 << LINE_BYTES) - 1
+MEMORY_BYTES = 1 << 16      # 1024 lines: enough for every test, cheap to allocate
+BASE = 32                   # region 0 base line
+
+
+def make_model(B=8, R=1, n_superblocks=2, fmt=Format.INT, default_k=4, rounding=Rounding.FLOOR, params=PARAMS):
+    model = DeviceModel(params, MEMORY_BYTES)
+    model.program(region_csr_writes(params, 0, BASE, n_superblocks, fmt, B, R, default_k, rounding))
+    return model
+
+
+def read(model, view, line, k=0, tag=1, ld_id=0):
+    responses = model.req(ReqOpcode.MEM_RD, model.address(view, line, k), tag, ld_id=ld_id)
+    assert len(responses) == 1
+    return responses[0]
+
+
+def write(model, view, line, data: bytes, poison=0, opcode=RwdOpcode.MEM_WR, byte_enable=ALL_BYTES, tag=2):
+    responses = model.rwd(opcode, model.address(view, line), tag, int.from_bytes(bytes(data), "little"),
+                          byte_enable, poison)
+    assert responses == [type(responses[0])("ndr", NdrOpcode.CMP, tag, 0)]
+    return responses[0]
+
+
+def data_bytes(response) -> np.ndarray:
+    return np.frombuffer(response.data.to_bytes(LINE_BYTES, "little"), dtype=np.uint8)
+
+
+def is_nxm(response, as_poison=False):
+    if as_poison:
+        return response.opcode == DrsOpcode.MEM_DATA and response.poison == 1 and response.data == 0
+    return response.opcode == DrsOpcode.MEM_DATA_NXM and response.poison == 0 and response.data == 0
+
+
+def int8_block(seed=1):
+    return np.random.default_rng(seed).integers(-128, 128, 512).astype(np.int8)
+
+
+def write_int8_block(model, block, weights):
+    """Host writes one INT8 block through the weight-major view: 8 lines of numpy's own bytes."""
+    raw = weights.tobytes()
+    for j in range(8):
+        write(model, View.WEIGHT_MAJOR, BASE + block * 8 + j, raw[j * 64:(j + 1) * 64])
+
+
+# --- CSRs --------------------------------------------------------------------------------------------------
+def test_identity_registers():
+    model = DeviceModel(ControllerParams(), MEMORY_BYTES)
+    assert model.csr_read(CSR_ID) == 0x5351_4D43
+    assert model.csr_read(CSR_VERSION) == 0x0001_0000
+    # 64 | 16 << 8 | 4 << 13 | 2 << 18 | 32 << 22, worked by hand from the default parameters
+    assert model.csr_read(CSR_PARAMS) == 0x40 + 0x1000 + 0x8000 + 0x8_0000 + 0x800_0000
+
+
+def test_region_config_readback_and_illegal_fields():
+    params = ControllerParams(b_max=8)
+    model = DeviceModel(params, MEMORY_BYTES)
+    config = CSR_REGION_BASE + 0x8
+    legal = region_config_word(enable=True, fmt=Format.INT, B=8, R=4, default_k=3, rounding=Rounding.MIDPOINT)
+    model.csr_write(config, legal)
+    assert model.csr_read(config) == legal
+    illegal = [
+        region_config_word(enable=True, fmt=Format.BF16, B=8, R=1, default_k=8, rounding=0),   # BF16, B != 16
+        region_config_word(enable=True, fmt=Format.INT, B=16, R=1, default_k=8, rounding=0),   # B > b_max
+        legal & ~(0b11 << 12) | (2 << 12),                                                     # rounding 2
+        legal | (0b111 << 4),                                                                  # R = 128
+    ]
+    for word in illegal:
+        model.csr_write(config, word)
+        assert model.csr_read(config) == word & ~1
+    # a disabled region maps nothing
+    model.program(region_csr_writes(params, 0, BASE, 1, Format.INT, 8, 1, 8, 0)[:2])
+    assert is_nxm(read(model, View.RAW, BASE))
+
+
+def test_control_bits_self_clear_and_clear_counters():
+    model = make_model()
+    read(model, View.RAW, 0)                     # unmapped: one nxm read
+    assert model.counter(Counter.NXM_READS) == 1
+    model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON | CONTROL_CLEAR_COUNTERS | CONTROL_CLEAR_POISON)
+    assert model.csr_read(CSR_CONTROL) == CONTROL_NXM_AS_POISON
+    assert all(value == 0 for value in model.counters.values())
+    assert model.csr_read(CSR_COUNTER_BASE + 4 * Counter.NXM_READS) == 0
+    with pytest.raises(SmartquantError):
+        model.csr_read(CSR_COUNTER_BASE + 4 * Counter.BUSY_CYCLES)
+    assert model.csr_read(CSR_COUNTER_BASE + 4 * 29) == 0        # reserved counter
+
+
+# --- reads through every view ------------------------------------------------------------------------------
+def test_weight_major_write_then_every_view_int8():
+    model = make_model(B=8, R=1, default_k=4, rounding=Rounding.MIDPOINT)
+    weights = int8_block()
+    write_int8_block(model, 1, weights)
+    unsigned = weights.view(np.uint8).astype(np.int64)
+    # packed k = 3: weight w's top 3 bits at bits [3w, 3w+3) of the block stream
+    stream = 0
+    for j in range(3):
+        response = read(model, View.PACKED_K, BASE + 8 + j, k=3, tag=7, ld_id=5)
+        assert (response.channel, response.tag, response.ld_id) == ("drs", 7, 5)
+        assert (response.meta_field, response.meta_value, response.poison) == (META_FIELD_NO_OP, 0, 0)
+        stream |= response.data << (512 * j)
+    assert [(stream >> (3 * w)) & 0b111 for w in range(512)] == list(unsigned >> 5)
+    # and the same lines from the reference codec
+    blocks = layout.to_blocks(layout.fields_from_ints(weights, 8))
+    assert np.array_equal(data_bytes(read(model, View.PACKED_K, BASE + 9, k=3)), layout.packed_lines(blocks, 8, 3)[0, 1])
+    # raw line of plane p holds bit 7-p of every weight, weight i at bit i
+    for plane in (0, 5):
+        expected = np.packbits((unsigned >> (7 - plane)) & 1, bitorder="little")
+        assert np.array_equal(data_bytes(read(model, View.RAW, BASE + 8 + plane)), expected)
+    # weight-major reads back exactly what was written
+    back = b"".join(data_bytes(read(model, View.WEIGHT_MAJOR, BASE + 8 + j)).tobytes() for j in range(8))
+    assert back == weights.tobytes()
+    # expanded k = 3 with the midpoint fill: top 3 bits kept, then 10000
+    expected = ((unsigned & 0b1110_0000) | 0b1_0000).astype(np.uint8).tobytes()
+    got = b"".join(data_bytes(read(model, View.EXPANDED_K, BASE + 8 + j, k=3)).tobytes() for j in range(8))
+    assert got == expected
+    # default views use the region's default k = 4
+    expected = ((unsigned & 0b1111_0000) | 0b1000).astype(np.uint8).tobytes()
+    got = b"".join(data_bytes(read(model, View.EXPANDED_DEFAULT, BASE + 8 + j)).tobytes() for j in range(8))
+    assert got == expected
+    assert np.array_equal(data_bytes(read(model, View.PACKED_DEFAULT, BASE + 8)), layout.packed_lines(blocks, 8, 4)[0, 0])
+
+
+def test_bf16_expanded_floor_truncates_mantissa():
+    model = make_model(B=16, fmt=Format.BF16, n_superblocks=1, default_k=9)
+    values = np.linspace(-3.0, 3.0, 512).astype(np.float32)
+    bits = (values.view(np.uint32) >> 16).astype(np.uint16)      # bf16 patterns (truncated float32)
+    raw = bits.tobytes()
+    for j in range(16):
+        write(model, View.WEIGHT_MAJOR, BASE + j, raw[j * 64:(j + 1) * 64])
+    got = b"".join(data_bytes(read(model, View.EXPANDED_DEFAULT, BASE + j)).tobytes() for j in range(16))
+    assert got == (bits & 0xFF80).astype(np.uint16).tobytes()    # sign, exponent, no mantissa bit at k = 9
+
+
+def test_int4_plane_run_transpose_and_bursts():
+    """INT4, R = 4: weight-major writes become 4 single-beat bursts with stride R; reads fetch k lines stride R."""
+    model = make_model(B=4, R=4, n_superblocks=2)
+    weights = np.random.default_rng(3).integers(-8, 8, 512)
+    nibbles = (weights & 0xF).astype(np.uint8)
+    numpy_bytes = (nibbles[0::2] | (nibbles[1::2] << 4)).tobytes()     # INT4 packed low nibble first
+    block = 5                                                            # superblock 1, slot 1
+    for j in range(4):
+        write(model, View.WEIGHT_MAJOR, BASE + block * 4 + j, numpy_bytes[j * 64:(j + 1) * 64])
+    first = BASE + 1 * 16 + 1                                            # s*R*B + p*R + r with p = 0
+    assert model.axi_writes[-4:] == [WriteBurst(first + 4 * p, 1, ((0xFFFF << 48),)) for p in range(4)]
+    model.clear_trace()
+    response = read(model, View.PACKED_K, BASE + block * 4 + 1, k=2)
+    assert model.axi_reads == [ReadBurst(first, 1), ReadBurst(first + 4, 1)]
+    stream = [(nibbles >> 2)[w] for w in range(512)]                     # top 2 bits of each 4-bit weight
+    expected = sum(int(v) << (2 * w) for w, v in enumerate(stream))
+    assert response.data == (expected >> 512) & ((1 << 512) - 1)        # packed line 1
+    for plane in range(4):
+        expected = np.packbits((nibbles >> (3 - plane)) & 1, bitorder="little")
+        assert np.array_equal(data_bytes(read(model, View.RAW, first + 4 * plane)), expected)
+
+
+def test_r1_read_is_one_burst_of_k_lines():
+    model = make_model(B=8, R=1, n_superblocks=2)
+    read(model, View.EXPANDED_K, BASE + 8 + 6, k=5)
+    assert model.axi_reads == [ReadBurst(BASE + 8, 5)]
+    assert model.counter(Counter.READ_BURSTS) == 1 and model.counter(Counter.DRAM_LINES_READ) == 5
+    assert model.counter(Counter.READS_AT_K1 + 4) == 1
+
+
+# --- unmapped, illegal, dropped ----------------------------------------------------------------------------
+def test_unmapped_reads_nxm_and_as_poison():
+    model = make_model(n_superblocks=1)                   # window: lines BASE .. BASE+7
+    high = model.address(View.RAW, BASE) | (1 << (PARAMS.hpa_bits - PARAMS.line_offset_bits))
+    cases = [model.address(View.RAW, BASE - 1), model.address(View.RAW, BASE + 8), high,
+             model.address(6, BASE), model.address(7, BASE)]
+    for address in cases:
+        assert is_nxm(model.req(ReqOpcode.MEM_RD, address, 3)[0])
+    model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON)
+    for address in cases:
+        assert is_nxm(model.req(ReqOpcode.MEM_RD_DATA, address, 3)[0], as_poison=True)
+    assert model.counter(Counter.NXM_READS) == 10
+    assert model.counter(Counter.POISON_READS) == 0 and model.counter(Counter.DRAM_LINES_READ) == 0
+
+
+def test_illegal_k_and_packed_line_past_k():
+    model = make_model(B=8, default_k=0)
+    for view, k, line in [(View.PACKED_K, 0, BASE), (View.PACKED_K, 9, BASE), (View.EXPANDED_K, 9, BASE),
+                          (View.PACKED_DEFAULT, 0, BASE), (View.EXPANDED_DEFAULT, 0, BASE),
+                          (View.PACKED_K, 3, BASE + 3), (View.PACKED_K, 3, BASE + 7)]:
+        assert is_nxm(read(model, view, line, k=k))
+    assert model.counter(Counter.NXM_READS) == 7
+    assert model.counter(Counter.BUFFER_MISSES) == 0 and model.axi_bursts == []
+    # views 0 and 1 ignore the k field
+    assert not is_nxm(read(model, View.RAW, BASE, k=31)) and not is_nxm(read(model, View.WEIGHT_MAJOR, BASE, k=31))
+
+
+def test_dropped_and_unmapped_writes():
+    model = make_model(n_superblocks=1)
+    before = model.memory.copy()
+    for view in (View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT, 6, 7):
+        write(model, view, BASE, b"\xff" * 64)
+    write(model, View.RAW, BASE + 8, b"\xff" * 64)              # past the window
+    write(model, View.WEIGHT_MAJOR, 0, b"\xff" * 64)            # below it
+    assert np.array_equal(model.memory, before) and model.axi_bursts == []
+    assert model.counter(Counter.WR_DROPPED) == 6 and model.counter(Counter.NXM_WRITES) == 2
+    assert model.counter(Counter.NDR_SENT) == 8
+
+
+def test_opcodes_spec_read_invalidate_reserved():
+    model = make_model()
+    assert model.req(ReqOpcode.MEM_SPEC_RD, model.address(View.RAW, BASE), 1) == []
+    for opcode in (ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, 0b0011, 0b1111):
+        (response,) = model.req(opcode, model.address(View.RAW, BASE), 9, ld_id=2)
+        assert (response.channel, response.opcode, response.tag, response.ld_id) == ("ndr", NdrOpcode.CMP, 9, 2)
+    before = model.memory.copy()
+    for opcode in (0b0000, 0b0011, 0b1111):
+        (response,) = model.rwd(opcode, model.address(View.RAW, BASE), 4, 1, ALL_BYTES, 0)
+        assert (response.channel, response.opcode, response.tag) == ("ndr", NdrOpcode.CMP, 4)
+    assert np.array_equal(model.memory, before)
+    counts = model.counters
+    assert (counts["req_mem_spec_rd"], counts["req_mem_inv"], counts["req_mem_inv_nt"],
+            counts["req_mem_cln_evct"], counts["req_bad_opcode"], counts["rwd_bad_opcode"]) == (1, 1, 1, 1, 2, 3)
+    assert counts["ndr_sent"] == 8 and counts["drs_sent"] == 0 and model.axi_bursts == []
+
+
+# --- partial writes ----------------------------------------------------------------------------------------
+def test_mem_wr_ptl_honours_whole_weight_groups_only():
+    model = make_model(B=8, R=1)
+    j = 2
+    enables = 0xFF | (0b111 << 8) | (0xFF << 56)      # group 0 full, group 1 partial, group 7 full
+    write(model, View.WEIGHT_MAJOR, BASE + j, bytes(range(1, 65)), opcode=RwdOpcode.MEM_WR_PTL,
+          byte_enable=enables)
+    strobe = (1 << (j * 8 + 0)) | (1 << (j * 8 + 7))   # plane byte j*W/(8B) + group
+    assert model.axi_writes == [WriteBurst(BASE, 8, (strobe,) * 8)]
+    assert model.counter(Counter.WR_PARTIAL_GROUPS) == 1
+    assert model.counter(Counter.BYTES_STROBED) == 16 and model.counter(Counter.DRAM_LINES_WRITTEN) == 8
+    got = data_bytes(read(model, View.WEIGHT_MAJOR, BASE + j))
+    expected = np.zeros(64, np.uint8)
+    expected[0:8] = np.arange(1, 9)
+    expected[56:64] = np.arange(57, 65)
+    assert np.array_equal(got, expected)
+
+
+def test_raw_mem_wr_ptl_strobes_bytes():
+    model = make_model()
+    model.load_raw(BASE, np.full((1, 64), 0xAA, np.uint8))
+    write(model, View.RAW, BASE, b"\x55" * 64, opcode=RwdOpcode.MEM_WR_PTL, byte_enable=0b1001)
+    got = data_bytes(read(model, View.RAW, BASE))
+    assert list(got[:4]) == [0x55, 0xAA, 0xAA, 0x55] and set(got[4:]) == {0xAA}
+    write(model, View.RAW, BASE, b"\x00" * 64, opcode=RwdOpcode.MEM_WR_PTL, byte_enable=0)
+    assert model.axi_writes[-1] == WriteBurst(BASE, 1, (0,))
+    assert model.counter(Counter.BYTES_STROBED) == 2 and model.counter(Counter.DRAM_LINES_WRITTEN) == 2
+
+
+# --- poison ------------------------------------------------------------------------------------------------
+def test_poisoned_write_poisons_its_block_reads():
+    model = make_model(B=4, R=4, n_superblocks=1)        # raw line (s, p, r) belongs to block s*R + r
+    write(model, View.RAW, BASE + 2 * 4 + 3, b"\x0f" * 64, poison=1)   # plane 2 of block 3
+    assert read(model, View.RAW, BASE + 0 * 4 + 3).poison == 1          # plane 0 of block 3
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=1).poison == 1
+    assert read(model, View.RAW, BASE + 2 * 4 + 2).poison == 0          # block 2
+    assert read(model, View.WEIGHT_MAJOR, BASE + 2 * 4).poison == 0
+    assert model.counter(Counter.POISON_WRITES) == 1 and model.counter(Counter.POISON_READS) == 2
+    write(model, View.RAW, BASE + 3, b"\x00" * 64, poison=0)           # writes never clear poison
+    assert read(model, View.RAW, BASE + 3).poison == 1
+
+
+def test_poison_overflow_rule_and_clearing():
+    model = make_model(B=8, n_superblocks=4)             # PARAMS.poison_entries = 2
+    for block in (0, 0, 1):                              # the repeated block takes one entry
+        write(model, View.WEIGHT_MAJOR, BASE + 8 * block, bytes(64), poison=1)
+    assert model.csr_read(CSR_STATUS) == 0
+    assert read(model, View.RAW, BASE + 8 * 2).poison == 0
+    write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # third distinct block: overflow
+    assert model.csr_read(CSR_STATUS) & 1
+    assert all(read(model, View.RAW, BASE + 8 * block).poison for block in range(4))
+    assert is_nxm(read(model, View.RAW, 0))               # unmapped reads keep their NXM answer
+    model.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
+    assert model.csr_read(CSR_STATUS) == 0 and model.csr_read(CSR_CONTROL) == 0
+    assert not any(read(model, View.RAW, BASE + 8 * block).poison for block in range(4))
+    write(model, View.WEIGHT_MAJOR, BASE, bytes(64), poison=1)
+    model.csr_write(CSR_REGION_BASE + 8, model.csr_read(CSR_REGION_BASE + 8))   # region CONFIG rewrite
+    assert read(model, View.RAW, BASE).poison == 0
+
+
+# --- block buffer ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("view,k,lines_per_block", [(View.PACKED_K, 3, 3), (View.EXPANDED_K, 3, 8),
+                                                    (View.WEIGHT_MAJOR, 0, 8)])
+def test_sequential_streaming_hits(view, k, lines_per_block):
+    n_blocks = 6
+    model = make_model(B=8, R=2, n_superblocks=n_blocks // 2)
+    for block in range(n_blocks):
+        for j in range(lines_per_block):
+            read(model, view, BASE + 8 * block + j, k=k)
+    precision = k or 8
+    lines = n_blocks * lines_per_block
+    assert model.counter(Counter.BUFFER_MISSES) == n_blocks
+    assert model.counter(Counter.BUFFER_HITS) == lines - n_blocks
+    assert model.counter(Counter.DRAM_LINES_READ) == n_blocks * precision
+    assert model.counter(Counter.READ_BURSTS) == n_blocks * precision     # R > 1: single-line bursts
+    assert model.counter(Counter.READS_AT_K1 + precision - 1) == lines
+
+
+def test_round_robin_victims_over_misses():
+    model = make_model(B=8, n_superblocks=3)             # buffer_slots = 2
+    hits = []
+    for block in (0, 1, 0, 2, 0, 1):
+        before = model.counter(Counter.BUFFER_HITS)
+        read(model, View.PACKED_K, BASE + 8 * block, k=2)
+        hits.append(model.counter(Counter.BUFFER_HITS) - before)
+    # block 2 evicts slot 0 (block 0) although block 0 was just used: round robin, not LRU
+    assert hits == [0, 0, 1, 0, 0, 0]
+
+
+def test_key_separates_mode_and_k():
+    model = make_model(B=8)
+    read(model, View.PACKED_K, BASE, k=8)
+    read(model, View.WEIGHT_MAJOR, BASE)                 # expanded at k = B: another key
+    read(model, View.PACKED_K, BASE + 1, k=8)            # hit
+    assert (model.counter(Counter.BUFFER_MISSES), model.counter(Counter.BUFFER_HITS)) == (2, 1)
+
+
+def test_writes_and_region_writes_invalidate_buffer():
+    model = make_model(B=8, n_superblocks=2)
+    read(model, View.PACKED_K, BASE, k=1)
+    read(model, View.PACKED_K, BASE + 8, k=1)
+    write(model, View.RAW, BASE, b"\xff" * 64)           # plane 0 of block 0
+    assert data_bytes(read(model, View.PACKED_K, BASE, k=1)).tolist() == [0xFF] * 64     # refetched
+    assert read(model, View.PACKED_K, BASE + 8, k=1).data == 0                           # block 1 still hit
+    assert (model.counter(Counter.BUFFER_MISSES), model.counter(Counter.BUFFER_HITS)) == (3, 1)
+    model.csr_write(CSR_REGION_BASE + 4, 2)              # REGION_SUPERBLOCKS rewrite, same value
+    read(model, View.PACKED_K, BASE + 8, k=1)
+    assert model.counter(Counter.BUFFER_MISSES) == 4
+
+
+# --- counters of a short trace -----------------------------------------------------------------------------
+def test_counters_after_short_trace_by_hand():
+    model = make_model(B=8, R=1)
+    write(model, View.WEIGHT_MAJOR, BASE + 3, bytes(range(64)))     # 1 burst of 8 beats, 8 bytes each
+    read(model, View.PACKED_K, BASE, k=3)                           # miss: 1 burst of 3 lines
+    read(model, View.PACKED_K, BASE + 1, k=3)                       # hit
+    read(model, View.PACKED_K, BASE + 2, k=3)                       # hit
+    read(model, View.RAW, BASE + 5)                                 # raw: 1 line
+    read(model, View.RAW, 0)                                        # unmapped
+    model.req(ReqOpcode.MEM_SPEC_RD, model.address(View.RAW, BASE), 1)
+    model.req(ReqOpcode.MEM_INV, model.address(View.RAW, BASE), 1)
+    expected = {name: 0 for name in model.counters}
+    expected.update(rwd_mem_wr=1, req_mem_rd=5, req_mem_spec_rd=1, req_mem_inv=1, drs_sent=5, ndr_sent=2,
+                    dram_lines_read=4, dram_lines_written=8, bytes_strobed=64, read_bursts=2, write_bursts=1,
+                    buffer_hits=2, buffer_misses=1, nxm_reads=1, raw_reads=1, reads_at_k3=3)
+    assert model.counters == expected
+    assert set(model.counters) == {counter_name(n) for n in PREDICTED_COUNTERS}
+    assert sum(b.beats for b in model.axi_reads) == expected["dram_lines_read"]
+    assert model.backend_lines().tolist() == [BASE + p for p in range(8)] + [BASE, BASE + 1, BASE + 2, BASE + 5]
+
+
+# --- helpers and bad input ---------------------------------------------------------------------------------
+def test_superblocks_for():
+    assert superblocks_for(512, 8, 1, 512) == 1
+    assert superblocks_for(513, 8, 1, 512) == 2
+    assert superblocks_for(5 * 512, 8, 4, 512) == 2
+    assert superblocks_for(0, 8, 4, 512) == 1
+
+
+def test_bad_input_is_a_clear_error():
+    model = make_model()
+    with pytest.raises(SmartquantError):
+        model.req(ReqOpcode.MEM_RD, 0, 1 << 16)                           # tag too wide
+    with pytest.raises(SmartquantError):
+        model.rwd(RwdOpcode.MEM_WR, 0, 1, 1 << 512, ALL_BYTES, 0)         # data too wide
+    with pytest.raises(SmartquantError):
+        model.load_raw(1023, np.zeros((2, 64), np.uint8))                 # past the model memory
+    with pytest.raises(SmartquantError):
+        DeviceModel(PARAMS, 100)                                          # not whole lines
+    with pytest.raises(SmartquantError):
+        region_csr_writes(PARAMS, 4, 0, 1, Format.INT, 8, 1, 8, 0)        # no region 4
+    far = make_model(n_superblocks=1)
+    far.program(region_csr_writes(PARAMS, 1, 4096, 1, Format.INT, 8, 1, 8, 0))
+    with pytest.raises(SmartquantError):
+        read(far, View.RAW, 4096)                                         # mapped, but beyond memory_bytes
