@@ -252,6 +252,21 @@ class DeviceModel:
         """Every predicted counter by name (params.counter_name), as the CSRs would read them."""
         return {counter_name(n): self.counts[n] for n in PREDICTED_COUNTERS}
 
+    def timing_counter_violations(self, busy_cycles: int, stall_cycles: int, elapsed_cycles: int) -> list[str]:
+        """Bounds of the two timing counters (DEVICE.md section 6), counted since the same clear with nothing in
+        flight at the clear: every DRS / NDR handshake and every R / W beat takes a cycle of its own channel while
+        something is in flight, so busy >= each of those counts; busy <= elapsed; 0 <= stall <= busy.
+        Returns the violated bounds in words (empty when all hold)."""
+        c = self.counts
+        lower = max(c[Counter.DRS_SENT], c[Counter.NDR_SENT], c[Counter.DRAM_LINES_READ],
+                    c[Counter.DRAM_LINES_WRITTEN])
+        problems = []
+        if not lower <= busy_cycles <= elapsed_cycles:
+            problems.append(f"busy_cycles {busy_cycles} outside [{lower}, {elapsed_cycles}]")
+        if not 0 <= stall_cycles <= busy_cycles:
+            problems.append(f"stall_cycles {stall_cycles} outside [0, busy_cycles = {busy_cycles}]")
+        return problems
+
     # --- CSRs -------------------------------------------------------------------------------------------
     def _check_csr(self, addr: int) -> int:
         if not 0 <= addr < (1 << self.params.csr_addr_bits):
@@ -462,7 +477,7 @@ class DeviceModel:
             self._count(Counter.WR_DROPPED)
             return self._ndr(tag, ld_id)
         index, config, L = match
-        line = np.frombuffer(data.to_bytes(p.line_bytes, "little"), dtype=np.uint8)
+        line = np.frombuffer(int(data).to_bytes(p.line_bytes, "little"), dtype=np.uint8)
         if view == View.RAW:
             superblock, rest = divmod(L, config.R * config.B)
             block = superblock * config.R + rest % config.R

@@ -394,3 +394,55 @@ def test_bad_input_is_a_clear_error():
     far.program(region_csr_writes(PARAMS, 1, 4096, 1, Format.INT, 8, 1, 8, 0))
     with pytest.raises(SmartquantError):
         read(far, View.RAW, 4096)                                         # mapped, but beyond memory_bytes
+
+
+@pytest.mark.parametrize("B,R,fmt", [(2, 1, Format.INT), (4, 4, Format.INT), (8, 2, Format.INT),
+                                     (16, 1, Format.BF16), (16, 4, Format.INT)])
+def test_every_view_matches_reference_codec(B, R, fmt):
+    """A tensor loaded raw (layout.encode) reads back through every view as the reference codec's lines."""
+    rng = np.random.default_rng(B * 100 + R)
+    n_weights = 512 * 2 * R - 100                      # two superblocks, the last block padded
+    if fmt == Format.BF16:
+        weights = rng.standard_normal(n_weights).astype(np.float32)
+    else:
+        weights = rng.integers(-(1 << (B - 1)), 1 << (B - 1), n_weights)
+    n_superblocks = superblocks_for(n_weights, B, R, 512)
+    model = make_model(B=B, R=R, n_superblocks=n_superblocks, fmt=fmt, default_k=B // 2, rounding=Rounding.MIDPOINT)
+    raw = layout.encode(weights, B, fmt, R)
+    model.load_raw(BASE, raw)
+    blocks = layout.to_blocks(layout.fields_of(weights, B, fmt), 512, R)
+    for k in sorted({1, B // 2, B - 1, B}):
+        packed = layout.packed_lines(blocks, B, k)
+        expanded = layout.expanded_lines(blocks, B, k, Rounding.MIDPOINT)
+        for block in (0, len(blocks) - 1):
+            for j in range(B):
+                line = BASE + block * B + j
+                if j < k:
+                    assert np.array_equal(data_bytes(read(model, View.PACKED_K, line, k=k)), packed[block, j])
+                assert np.array_equal(data_bytes(read(model, View.EXPANDED_K, line, k=k)), expanded[block, j])
+    for line in range(len(raw)):
+        assert np.array_equal(data_bytes(read(model, View.RAW, BASE + line)), raw[line])
+    # weight-major writes of the same tensor rebuild the same raw image
+    rewritten = make_model(B=B, R=R, n_superblocks=n_superblocks, fmt=fmt)
+    weight_major = layout.weight_major_lines(blocks, B)
+    for block in range(len(blocks)):
+        for j in range(B):
+            write(rewritten, View.WEIGHT_MAJOR, BASE + block * B + j, weight_major[block, j].tobytes())
+    assert np.array_equal(rewritten.memory[BASE:BASE + len(raw)], raw)
+
+
+def test_counters_wrap_at_32_bits():
+    model = make_model()
+    model.counts[Counter.NXM_READS] = 0xFFFF_FFFF
+    read(model, View.RAW, 0)
+    assert model.counter(Counter.NXM_READS) == 0
+
+
+def test_timing_counter_bounds():
+    model = make_model(B=8)
+    read(model, View.PACKED_K, BASE, k=5)                # 5 R beats, 1 DRS
+    write(model, View.RAW, BASE, bytes(64))              # 1 W beat, 1 NDR
+    assert model.timing_counter_violations(busy_cycles=20, stall_cycles=3, elapsed_cycles=100) == []
+    assert len(model.timing_counter_violations(busy_cycles=4, stall_cycles=0, elapsed_cycles=100)) == 1
+    assert len(model.timing_counter_violations(busy_cycles=20, stall_cycles=21, elapsed_cycles=100)) == 1
+    assert len(model.timing_counter_violations(busy_cycles=120, stall_cycles=0, elapsed_cycles=100)) == 1
