@@ -16,7 +16,9 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     rounding 2 or 3, and also log2(R) = 7 (R = 128 is outside the plane-run range 1..64 of section 1).
  2. Region window match and span (n_superblocks * R * B) use exact arithmetic; the DRAM line of a raw index is
     (base_line + index) modulo the line-address space (the AXI address is dram_addr_bits wide).
- 3. A REGION_CONFIG write clears the whole poison table and the overflow flag (the same action as
+ 3. CSR writes honour WSTRB per byte (`strobe`), CONTROL acts only when byte 0 is strobed; the stored
+    enable bit of an illegal REGION_CONFIG is 0, which is what a later partial write merges with.
+    A REGION_CONFIG write clears the whole poison table and the overflow flag (the same action as
     CONTROL.clear_poison), and invalidates all buffer slots; REGION_BASE / REGION_SUPERBLOCKS writes only
     invalidate. Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
     unused addresses read 0. CSR address bits [1:0] are ignored (32-bit registers).
@@ -306,8 +308,7 @@ class DeviceModel:
                 return self.region_base[index]
             if reg == REGION_REG_SUPERBLOCKS:
                 return self.region_superblocks[index]
-            word = self.region_config[index]
-            return (word & ~1) | int(decode_region_config(self.params, word).enable)
+            return self.region_config[index]
         if CSR_COUNTER_BASE <= addr < CSR_COUNTER_BASE + 4 * N_COUNTERS:
             n = (addr - CSR_COUNTER_BASE) // 4
             if n in TIMING_COUNTERS:
@@ -315,11 +316,19 @@ class DeviceModel:
             return self.counts[n]
         return 0
 
-    def csr_write(self, addr: int, value: int) -> None:
+    def csr_write(self, addr: int, value: int, strobe: int = 0xF) -> None:
+        """AXI4-Lite write; `strobe` (WSTRB) selects the bytes of RW registers, CONTROL acts only with byte 0."""
         addr = self._check_csr(addr)
-        if not 0 <= value <= MASK32:
-            raise SmartquantError(f"CSR value must fit 32 bits, got {value:#x}")
+        if not 0 <= value <= MASK32 or not 0 <= strobe <= 0xF:
+            raise SmartquantError(f"CSR value must fit 32 bits and strobe 4 bits, got {value:#x}, {strobe:#x}")
+        byte_mask = sum(0xFF << (8 * i) for i in range(4) if strobe >> i & 1)
+
+        def merged(old: int) -> int:
+            return (old & ~byte_mask) | (value & byte_mask)
+
         if addr == CSR_CONTROL:
+            if not strobe & 1:
+                return
             self.nxm_as_poison = bool(value & CONTROL_NXM_AS_POISON)
             if value & CONTROL_CLEAR_COUNTERS:
                 self.counts = [0] * N_COUNTERS
@@ -331,11 +340,13 @@ class DeviceModel:
             return                       # read-only or unused address
         index, reg = region
         if reg == REGION_REG_BASE:
-            self.region_base[index] = value & self.region_field_mask
+            self.region_base[index] = merged(self.region_base[index]) & self.region_field_mask
         elif reg == REGION_REG_SUPERBLOCKS:
-            self.region_superblocks[index] = value & self.region_field_mask
+            self.region_superblocks[index] = merged(self.region_superblocks[index]) & self.region_field_mask
         else:
-            self.region_config[index] = value & CONFIG_BITS
+            word = merged(self.region_config[index]) & CONFIG_BITS
+            # the stored enable bit is already cleared for illegal fields (what a later partial write merges with)
+            self.region_config[index] = word & ~1 | int(decode_region_config(self.params, word).enable)
             self._clear_poison()         # a region rewrite starts a new tensor
         self.slots = [None] * self.params.buffer_slots
 

@@ -446,3 +446,20 @@ def test_timing_counter_bounds():
     assert len(model.timing_counter_violations(busy_cycles=4, stall_cycles=0, elapsed_cycles=100)) == 1
     assert len(model.timing_counter_violations(busy_cycles=20, stall_cycles=21, elapsed_cycles=100)) == 1
     assert len(model.timing_counter_violations(busy_cycles=120, stall_cycles=0, elapsed_cycles=100)) == 1
+
+
+def test_csr_write_strobes_merge_bytes():
+    model = DeviceModel(PARAMS, MEMORY_BYTES)
+    base = CSR_REGION_BASE
+    model.csr_write(base, 0x0012_3456)
+    model.csr_write(base, 0x00AB_CDEF, strobe=0b0001)           # only byte 0 changes
+    assert model.csr_read(base) == 0x0012_34EF
+    model.csr_write(base, 0xFFFF_FFFF)                          # keeps the 26 line-address bits of 2**32 bytes
+    assert model.csr_read(base) == (1 << 26) - 1
+    model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON, strobe=0b0010)   # CONTROL needs byte 0
+    assert model.csr_read(CSR_CONTROL) == 0
+    config = base + 8
+    illegal = region_config_word(enable=True, fmt=Format.INT, B=8, R=1, default_k=8, rounding=0) | (3 << 12)
+    model.csr_write(config, illegal)
+    model.csr_write(config, 0, strobe=0b0010)                   # byte 1 (rounding, k[4:1]) zeroed, byte 0 kept
+    assert model.csr_read(config) == illegal & 0xFE             # legal now, but the stored enable stays 0
