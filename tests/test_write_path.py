@@ -1,0 +1,377 @@
+"""WritePath in the Amaranth simulator against the golden request-trace model (golden/device.py).
+
+A small Python AXI write subordinate (random AWREADY/WREADY, B responses delayed at random and returned out
+of order across IDs, in order within an ID) holds the memory; a host driver sends RwD messages with random
+gaps and takes NDRs with random backpressure. After the run the test compares, with the golden DeviceModel
+fed the same RwD sequence: DRAM contents, the AXI write bursts (line, beats, WSTRB per beat, in issue order),
+the NDRs (one Cmp per tag), the write-side counters, the poison-table inserts, and the block-buffer
+invalidations (computed by the generator from the block it aimed at).
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter as Multiset
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from smartquant.golden.device import DeviceModel, decode_region_config, region_csr_writes, message_address
+from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.engine.write_path import WritePath
+from smartquant.params import (
+    ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+)
+
+WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.DRAM_LINES_WRITTEN,
+                  Counter.BYTES_STROBED, Counter.WRITE_BURSTS, Counter.NXM_WRITES, Counter.POISON_WRITES,
+                  Counter.WR_DROPPED, Counter.WR_PARTIAL_GROUPS)
+
+
+@dataclass
+class Region:
+    base_line: int
+    n_superblocks: int
+    fmt: Format
+    B: int
+    R: int
+
+    @property
+    def span(self):
+        return self.n_superblocks * self.R * self.B
+
+
+@dataclass
+class Write:
+    opcode: int
+    address: int
+    tag: int
+    ld_id: int
+    data: int
+    byte_enable: int
+    poison: int
+    target: tuple[int, int] | None   # (region, block) when the write is mapped to view 0 or 1
+
+
+# --- the AXI write subordinate and the host side, as simulator testbenches ---------------------------------
+class AxiWriteSlave:
+    """AW and W accepted independently with random ready; beats paired with bursts in AW order (AXI4 has no
+    write interleaving); B per burst after a random delay, any ID first, in order within an ID."""
+
+    def __init__(self, dut, memory: np.ndarray, rng: random.Random, ready_prob: float, max_b_delay: int):
+        self.dut, self.memory, self.rng = dut, memory, rng
+        self.ready_prob, self.max_b_delay = ready_prob, max_b_delay
+        self.line_bytes = memory.shape[1]
+        self.line_offset = (self.line_bytes - 1).bit_length()
+        self.bursts_seen = []     # (first line, beats, strobes) in AW order
+        self.aw_queue = []        # [id, first line, beats, strobes so far]
+        self.beats = []           # (data, strobe, last) not yet paired with a burst
+        self.b_pending = []       # [id, due cycle, burst index in AW order], in completion order
+        self.b_edges = {}         # burst index -> clock edge of its B handshake
+        self.cycle = 0
+        self.max_outstanding = 0  # most bursts accepted on AW but not yet answered on B
+
+    def _pair(self):
+        while self.aw_queue and self.beats:
+            burst = self.aw_queue[0]
+            data, strobe, last = self.beats.pop(0)
+            line = burst[1] + len(burst[3])
+            enabled = np.unpackbits(np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"), np.uint8),
+                                    bitorder="little").astype(bool)
+            new = np.frombuffer(data.to_bytes(self.line_bytes, "little"), np.uint8)
+            self.memory[line, enabled] = new[enabled]
+            burst[3].append(strobe)
+            assert last == (len(burst[3]) == burst[2]), f"WLAST {last} on beat {len(burst[3])} of {burst[2]}"
+            if last:
+                self.aw_queue.pop(0)
+                self.bursts_seen.append((burst[1], burst[2], tuple(burst[3])))
+                self.b_pending.append([burst[0], self.cycle + self.rng.randrange(self.max_b_delay + 1),
+                                       len(self.bursts_seen) - 1])
+
+    async def aw_channel(self, ctx):
+        axi = self.dut.axi
+        while True:
+            ctx.set(axi.awready, self.rng.random() < self.ready_prob)
+            _, _, valid, ready, awid, addr, length, size, burst = await ctx.tick().sample(
+                axi.awvalid, axi.awready, axi.awid, axi.awaddr, axi.awlen, axi.awsize, axi.awburst)
+            self.cycle += 1
+            if valid and ready:
+                assert addr % self.line_bytes == 0 and size == self.line_offset and burst == AXI_BURST_INCR
+                self.aw_queue.append([awid, addr >> self.line_offset, length + 1, []])
+                self._pair()
+            in_flight = len(self.aw_queue) + len(self.b_pending)
+            self.max_outstanding = max(self.max_outstanding, in_flight)
+
+    async def w_channel(self, ctx):
+        axi = self.dut.axi
+        while True:
+            ctx.set(axi.wready, self.rng.random() < self.ready_prob)
+            _, _, valid, ready, wdata, wstrb, wlast = await ctx.tick().sample(
+                axi.wvalid, axi.wready, axi.wdata, axi.wstrb, axi.wlast)
+            if valid and ready:
+                self.beats.append((wdata, wstrb, wlast))
+                self._pair()
+
+    async def b_channel(self, ctx):
+        axi = self.dut.axi
+        edge = 0           # every testbench counting every edge from time 0 agrees on edge numbers
+        entry = None
+        while True:
+            if entry is None:
+                heads = {}
+                for pending in self.b_pending:         # oldest response of each ID
+                    heads.setdefault(pending[0], pending)
+                ready_now = [e for e in heads.values() if e[1] <= self.cycle]
+                entry = self.rng.choice(ready_now) if ready_now else None
+            ctx.set(axi.bvalid, entry is not None)
+            ctx.set(axi.bid, 0 if entry is None else entry[0])
+            ctx.set(axi.bresp, AXI_RESP_OKAY)
+            _, _, bready = await ctx.tick().sample(axi.bready)
+            edge += 1
+            if entry is not None and bready:
+                self.b_pending.remove(entry)
+                self.b_edges[entry[2]] = edge
+                entry = None
+
+
+def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
+                   max_cycles=40_000):
+    """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
+    rng = random.Random(seed)
+    dut = WritePath(params)
+    model = DeviceModel(params, memory_bytes=1 << params.dram_addr_bits)
+    initial = np.frombuffer(rng.randbytes(model.memory.size), np.uint8).reshape(model.memory.shape)
+    model.load_raw(0, initial)
+    slave = AxiWriteSlave(dut, initial.copy(), rng, ready_prob, max_b_delay)
+
+    words = []
+    for index, region in enumerate(regions):
+        writes_csr = region_csr_writes(params, index, region.base_line, region.n_superblocks, region.fmt,
+                                       region.B, region.R, default_k=region.B, rounding=Rounding.FLOOR)
+        model.program(writes_csr)
+        words.append(writes_csr[-1][1])
+    expected, bursts_per_write = [], []
+    for w in writes:
+        before = len(model.axi_writes)
+        expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
+        bursts_per_write.append(len(model.axi_writes) - before)
+
+    ndrs, inserts, invalidations = [], [], []
+    ndr_edges = {}   # tag -> clock edge of its NDR handshake
+    events = Multiset()
+
+    async def host(ctx):
+        for index, region in enumerate(regions):
+            config = decode_region_config(params, words[index])
+            entry = dut.regions[index]
+            ctx.set(entry.enable, config.enable)
+            ctx.set(entry.bf16, config.fmt)
+            ctx.set(entry.log2_b, config.B.bit_length() - 1)
+            ctx.set(entry.log2_r, config.R.bit_length() - 1)
+            ctx.set(entry.default_k, config.default_k)
+            ctx.set(entry.midpoint, config.rounding)
+            ctx.set(entry.base_line, region.base_line)
+            ctx.set(entry.n_superblocks, region.n_superblocks)
+        for w in writes:
+            while rng.random() < 0.3:
+                await ctx.tick()
+            for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+                ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
+            ctx.set(dut.rwd.valid, 1)
+            await ctx.tick().until(dut.rwd.ready)
+            ctx.set(dut.rwd.valid, 0)
+        for _ in range(max_cycles):
+            if len(ndrs) == len(writes) and not ctx.get(dut.busy):
+                break
+            await ctx.tick()
+        await ctx.tick().repeat(4)
+
+    async def ndr_sink(ctx):
+        edge = 0
+        while True:
+            ctx.set(dut.ndr.ready, rng.random() < ndr_ready_prob)
+            _, _, valid, ready, payload = await ctx.tick().sample(dut.ndr.valid, dut.ndr.ready, dut.ndr.p)
+            edge += 1
+            if valid and ready:
+                ndrs.append(payload)
+                ndr_edges[payload.tag] = edge
+
+    async def monitor(ctx):
+        async for _, _, insert, invalidate, counts in ctx.tick().sample(dut.poison_insert, dut.invalidate,
+                                                                          dut.events):
+            if insert.valid:
+                inserts.append((insert.region, insert.block))
+            if invalidate.valid:
+                invalidations.append((invalidate.region, invalidate.block))
+            for n in WRITE_COUNTERS:
+                events[n] += counts[n]
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    for background in (ndr_sink, monitor, slave.aw_channel, slave.w_channel, slave.b_channel):
+        sim.add_testbench(background, background=True)
+    sim.run()
+    return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
+                invalidations=invalidations, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write)
+
+
+def check_against_golden(result, writes):
+    model, slave = result["model"], result["slave"]
+    # every write answered once, with a Cmp carrying its tag and LD-ID
+    got = Multiset((n.tag, n.ld_id) for n in result["ndrs"])
+    want = Multiset((r.tag, r.ld_id) for responses in result["expected"] for r in responses)
+    assert got == want and len(result["ndrs"]) == len(writes)
+    for ndr in result["ndrs"]:
+        assert ndr.opcode == NdrOpcode.CMP and ndr.meta_field == META_FIELD_NO_OP and ndr.meta_value == 0
+    assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes]
+    assert not slave.aw_queue and not slave.beats and not slave.b_pending
+    mismatched = np.nonzero((slave.memory != model.memory).any(axis=1))[0]
+    assert mismatched.size == 0, f"DRAM lines differ from the golden model: {mismatched[:8]}"
+    for n in WRITE_COUNTERS:
+        assert result["events"][n] == model.counter(n), f"counter {Counter(n).name}"
+    assert set(result["inserts"]) == set(model.poison_table)
+    assert result["invalidations"] == [w.target for w in writes if w.target is not None]
+    # a write's NDR comes after the B responses of all its bursts (bursts are issued in write order)
+    first_burst = 0
+    for w, n_bursts in zip(writes, result["bursts_per_write"]):
+        last_b = max((slave.b_edges[i] for i in range(first_burst, first_burst + n_bursts)), default=-1)
+        assert result["ndr_edges"][w.tag] > last_b, f"NDR of tag {w.tag} before its last B response"
+        first_burst += n_bursts
+
+
+# --- stimulus ----------------------------------------------------------------------------------------------
+def random_writes(params, regions, n, rng):
+    line_bytes = params.line_bytes
+    all_ones = (1 << line_bytes) - 1
+    writes = []
+    tags = rng.sample(range(1 << 16), n)
+    for tag in tags:
+        index = rng.randrange(len(regions))
+        region = regions[index]
+        B, R = region.B, region.R
+        kind = rng.choices(["weight_major", "raw", "read_only", "unmapped", "high_bits", "bad_opcode"],
+                           [10, 5, 2, 1, 1, 1])[0]
+        L = rng.randrange(region.span)
+        view, target = View.WEIGHT_MAJOR, None
+        line = region.base_line + L
+        if kind == "weight_major":
+            target = (index, L // B)
+        elif kind == "raw":
+            view = View.RAW
+            superblock, rest = divmod(L, R * B)
+            target = (index, superblock * R + rest % R)
+        elif kind == "read_only":
+            view = rng.choice([2, 3, 4, 5, 6, 7])
+        elif kind == "unmapped":   # just past the end of the last region (the regions do not touch)
+            line = max(r.base_line + r.span for r in regions)
+        address = message_address(params, view, line, k=rng.randrange(32))
+        if kind == "high_bits":
+            address |= 1 << (params.hpa_bits - params.line_offset_bits + rng.randrange(4))
+        opcode = rng.choice([RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL])
+        if kind == "bad_opcode":
+            opcode = rng.choice([0, 3, 7, 15])
+        if kind == "high_bits" or kind == "bad_opcode":
+            target = None
+        enable_style = rng.choice(["all", "random", "groups", "none"])
+        if enable_style == "all":
+            byte_enable = all_ones
+        elif enable_style == "random":
+            byte_enable = rng.getrandbits(line_bytes)
+        elif enable_style == "groups":   # whole aligned B-byte groups, with the odd partial group
+            byte_enable = 0
+            for group in range(line_bytes // B):
+                if rng.random() < 0.5:
+                    byte_enable |= ((1 << B) - 1) << (group * B)
+            if rng.random() < 0.3:
+                byte_enable ^= 1 << rng.randrange(line_bytes)
+        else:
+            byte_enable = 0
+        writes.append(Write(opcode=int(opcode), address=address, tag=tag, ld_id=rng.randrange(16),
+                            data=rng.getrandbits(params.data_width), byte_enable=byte_enable,
+                            poison=int(rng.random() < 0.15), target=target))
+    return writes
+
+
+SMALL = ControllerParams(data_width=128, b_max=16, n_regions=4, poison_entries=64, dram_addr_bits=16)
+REGION_SETS = {
+    # every B with R = 1 (one burst of B beats) and R > 1 (B one-beat bursts at stride R); BF16 is B = 16
+    "int8_r1_int4_r4_bf16_r2": [Region(0x100, 4, Format.INT, 8, 1), Region(0x200, 2, Format.INT, 4, 4),
+                                Region(0x300, 2, Format.BF16, 16, 2)],
+    "int2_r1_int16_r1_int2_r8_int8_r64": [Region(0x040, 8, Format.INT, 2, 1), Region(0x080, 2, Format.INT, 16, 1),
+                                          Region(0x0C0, 2, Format.INT, 2, 8), Region(0x400, 1, Format.INT, 8, 64)],
+}
+
+
+@pytest.mark.parametrize("region_set", sorted(REGION_SETS))
+def test_random_writes_match_golden(region_set):
+    regions = REGION_SETS[region_set]
+    rng = random.Random(region_set)
+    writes = random_writes(SMALL, regions, 120, rng)
+    result = run_write_path(SMALL, regions, writes, seed=len(region_set))
+    check_against_golden(result, writes)
+    assert result["slave"].max_outstanding > 1, "never more than one write burst in flight"
+
+
+def test_weight_major_round_trip_512():
+    """Default 512-bit width: write a whole INT4 tensor (R = 2) through the weight-major view, line by line,
+    and compare the DRAM image with layout.encode of the same weights."""
+    from smartquant.golden import layout
+    params = ControllerParams(poison_entries=8, dram_addr_bits=16)
+    B, R, base = 4, 2, 0x20
+    region = Region(base, 1, Format.INT, B, R)
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-8, 8, size=R * params.data_width)
+    lines = layout.weight_major_lines(layout.to_blocks(layout.fields_of(weights, B, Format.INT),
+                                                       params.data_width, R), B)   # (blocks, B, bytes)
+    writes = []
+    for block in range(R):
+        for j in range(B):
+            writes.append(Write(opcode=RwdOpcode.MEM_WR, address=message_address(params, View.WEIGHT_MAJOR,
+                                                                                 base + block * B + j),
+                                tag=block * B + j, ld_id=0, data=int.from_bytes(lines[block, j].tobytes(), "little"),
+                                byte_enable=0, poison=0, target=(0, block)))
+    result = run_write_path(params, [region], writes, seed=3, ready_prob=0.8, max_b_delay=3)
+    check_against_golden(result, writes)
+    image = result["slave"].memory[base:base + region.span]
+    assert np.array_equal(image, layout.encode(weights, B, Format.INT, R=R, W=params.data_width))
+
+
+def test_hand_worked_int8_partial_write():
+    """W = 128, INT8, R = 1: a line carries 16 weights, so weight-major line j = 1 of block 0 holds weights
+    16..31 and maps to plane bytes 2..3 (one plane byte per 8 weights = one 8-byte group of the line).
+    Enables 0x0FFF: group 0 (bytes 0..7) whole -> plane byte 2 written in all 8 planes; group 1 (bytes 8..15)
+    only partly enabled -> plane byte 3 untouched and one wr_partial_groups."""
+    params = ControllerParams(data_width=128, b_max=8, n_regions=1, poison_entries=4, dram_addr_bits=16)
+    region = Region(0x10, 1, Format.INT, 8, 1)
+    weights = [0x80 | i for i in range(16)]            # weight i of the line = 0x80 + i (sign plane all ones)
+    data = int.from_bytes(bytes(weights), "little")
+    writes = [Write(opcode=RwdOpcode.MEM_WR_PTL, address=message_address(params, View.WEIGHT_MAJOR, 0x10 + 1),
+                    tag=7, ld_id=2, data=data, byte_enable=0x0FFF, poison=1, target=(0, 0))]
+    result = run_write_path(params, [region], writes, seed=1)
+    memory = result["slave"].memory
+    # plane p, byte 2 = bit (7 - p) of weights 0x80..0x87 (the first 8 weights of the line)
+    for plane in range(8):
+        expected = sum((((0x80 | i) >> (7 - plane)) & 1) << i for i in range(8))
+        assert memory[0x10 + plane, 2] == expected, f"plane {plane}"
+    assert result["slave"].bursts_seen == [(0x10, 8, (1 << 2,) * 8)]
+    assert result["events"][Counter.WR_PARTIAL_GROUPS] == 1
+    assert result["events"][Counter.BYTES_STROBED] == 8
+    assert result["inserts"] == [(0, 0)]
+    assert [(n.tag, n.ld_id) for n in result["ndrs"]] == [(7, 2)]
+    check_against_golden(result, writes)
+
+
+def test_backpressure_extremes():
+    """Rare ready on every channel and long B delays: same results, nothing lost or duplicated."""
+    regions = REGION_SETS["int8_r1_int4_r4_bf16_r2"]
+    writes = random_writes(SMALL, regions, 30, random.Random(99))
+    result = run_write_path(SMALL, regions, writes, seed=99, ready_prob=0.15, max_b_delay=40, ndr_ready_prob=0.1)
+    check_against_golden(result, writes)
+
+
+def test_rejects_width_too_narrow_for_b_max():
+    with pytest.raises(ValueError, match="W/B >= 8"):
+        WritePath(ControllerParams(data_width=64, b_max=16))
+    WritePath(ControllerParams(data_width=64, b_max=8))._MustUse__silence = True   # 8 weights per slice: fine
