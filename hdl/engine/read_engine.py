@@ -1,4 +1,4 @@
-"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block buffer, AXI AR/R, DRS responses.
+r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block buffer, AXI AR/R, DRS responses.
 
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
@@ -82,6 +82,10 @@ def poison_query_layout(params: ControllerParams) -> data.StructLayout:
 
 
 SERVE_NXM, SERVE_RAW, SERVE_BUFFER = 0, 1, 2
+GENERATION_BITS = 2
+# Generations of one slot alive at once (held + pending fills). Below 1 << GENERATION_BITS so that a reused
+# generation number never aliases one with reads still queued.
+MAX_LIVE_GENERATIONS = 3
 
 
 class ReadEngine(wiring.Component):
@@ -135,9 +139,17 @@ class ReadEngine(wiring.Component):
         tag_expanded = [Signal(name=f"slot{s}_expanded") for s in range(slots)]
         tag_k = [Signal(5, name=f"slot{s}_k") for s in range(slots)]
         tag_midpoint = [Signal(name=f"slot{s}_midpoint") for s in range(slots)]
-        waiting = [Signal(count_bits, name=f"slot{s}_waiting") for s in range(slots)]   # queued reads on the slot
+        # Generations: every allocation of a slot starts a new generation (mod GENERATIONS). A read carries the
+        # generation it hit or allocated; `waiting[s][g]` counts queued reads of generation g. The slot holds
+        # the data of `written_gen` (the fill that last started writing), `lines_written` lines of it so far.
+        # A fill's first line may overwrite the slot only when no read of the held generation is left, so
+        # the fetch of later blocks runs ahead of the reads still using the slot (look-ahead without stalls).
+        gen_bits = GENERATION_BITS
+        alloc_gen = [Signal(gen_bits, name=f"slot{s}_alloc_gen") for s in range(slots)]
+        written_gen = [Signal(gen_bits, name=f"slot{s}_written_gen") for s in range(slots)]
+        waiting = [[Signal(count_bits, name=f"slot{s}_gen{g}_waiting") for g in range(1 << gen_bits)]
+                   for s in range(slots)]
         lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
-        filling = [Signal(name=f"slot{s}_filling") for s in range(slots)]
 
         hits = Signal(slots)
         for s in range(slots):
@@ -150,22 +162,34 @@ class ReadEngine(wiring.Component):
             with m.If(hits[s]):
                 m.d.comb += hit_slot.eq(s)
         victim = Signal(slot_bits)   # round-robin over misses
-        victim_free = Signal()
+        victim_free = Signal()   # the victim has fewer than MAX_LIVE_GENERATIONS generations alive
+        victim_gen = Signal(gen_bits)   # generation the allocation starts
+        hit_gen = Signal(gen_bits)
         with m.Switch(victim):
             for s in range(slots):
                 with m.Case(s):
-                    m.d.comb += victim_free.eq((waiting[s] == 0) & ~filling[s])
+                    m.d.comb += [
+                        victim_free.eq(((alloc_gen[s] - written_gen[s])[:gen_bits]) < MAX_LIVE_GENERATIONS - 1),
+                        victim_gen.eq(alloc_gen[s] + 1),
+                    ]
+        with m.Switch(hit_slot):
+            for s in range(slots):
+                with m.Case(s):
+                    m.d.comb += hit_gen.eq(alloc_gen[s])
 
         serve_layout = data.StructLayout({
-            "kind": 2, "slot": slot_bits, "line": line_index_bits, "tag": 16, "ld_id": 4,
+            "kind": 2, "slot": slot_bits, "gen": gen_bits, "line": line_index_bits, "tag": 16, "ld_id": 4,
             "opcode": 3, "poison": 1,
         })
         fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
         route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1})
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth)
+        # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
+        # fetch latency of a whole block (one DRS per cycle while streaming).
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth + p.b_max)
         m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=fetch_layout.size, depth=max(2, slots + 2))
         m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=p.request_depth)
-        m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=slot_bits, depth=max(2, slots))
+        fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
+        m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
 
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
@@ -181,6 +205,7 @@ class ReadEngine(wiring.Component):
         m.d.comb += [
             serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW, SERVE_NXM))),
             serve_entry.slot.eq(Mux(hit, hit_slot, victim)),
+            serve_entry.gen.eq(Mux(hit, hit_gen, victim_gen)),
             serve_entry.line.eq(decoded.line_in_slot),
             serve_entry.tag.eq(request.tag),
             serve_entry.ld_id.eq(request.ld_id),
@@ -214,7 +239,7 @@ class ReadEngine(wiring.Component):
             route_entry.midpoint.eq(decoded.midpoint),
             route_fifo.w_data.eq(route_entry),
             route_fifo.w_en.eq(dispatch & needs_fetch),
-            fill_fifo.w_data.eq(victim),
+            fill_fifo.w_data.eq(Cat(victim, victim_gen)),
             fill_fifo.w_en.eq(dispatch & is_miss),
         ]
 
@@ -247,17 +272,18 @@ class ReadEngine(wiring.Component):
         route = Signal(route_layout)
         m.d.comb += route.eq(route_fifo.r_data)
         beat = Signal(5)
-        start_pending = Signal()   # the packer's start follows the block's last plane load
+        # The packer's start is presented from state after the block's last plane load; loads of the next
+        # block may follow at once (the packer holds load.ready low while a start waits), see packer.py.
+        start_pending = Signal()
         start_payload = Signal.like(packer.start.p)
-        raw_line_layout = data.StructLayout({"data": p.data_width})
         m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width, depth=2)
         last_beat = route.raw | (beat == route.k - 1)
-        to_packer_ok = packer.load.ready & ~start_pending
+        to_packer_ok = packer.load.ready
         m.d.comb += [
             ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
             raw_fifo.w_data.eq(ar.rdata),
             raw_fifo.w_en.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
-            packer.load.valid.eq(ar.rvalid & route_fifo.r_rdy & ~route.raw & ~start_pending),
+            packer.load.valid.eq(ar.rvalid & route_fifo.r_rdy & ~route.raw),
             packer.load.p.plane.eq(beat),
             packer.load.p.data.eq(ar.rdata),
             packer.start.valid.eq(start_pending),
@@ -283,25 +309,39 @@ class ReadEngine(wiring.Component):
         # ---- block buffer ------------------------------------------------------------------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
         buffer_write = buffer.write_port()
-        buffer_read = buffer.read_port(domain="sync")
-        fill_slot = Signal(slot_bits)
+        # transparent: a line can be served in the cycle the packer writes it
+        buffer_read = buffer.read_port(domain="sync", transparent_for=(buffer_write,))
+        fill = Signal(fill_layout)
+        fill_slot = fill.slot
         m.d.comb += [
-            fill_slot.eq(fill_fifo.r_data),
-            packer.line.ready.eq(1),
+            fill.eq(fill_fifo.r_data),
             buffer_write.addr.eq(Cat(packer.line.p.index[:line_index_bits], fill_slot)),
             buffer_write.data.eq(packer.line.p.data),
-            buffer_write.en.eq(packer.line.valid),
-            fill_fifo.r_en.eq(packer.line.valid & packer.line.p.last),
+            buffer_write.en.eq(packer.line.valid & packer.line.ready),
+            fill_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
         ]
+        held_readers = Signal()   # reads of the generation the slot holds are still queued
+        with m.Switch(fill_slot):
+            for s in range(slots):
+                with m.Case(s):
+                    with m.Switch(written_gen[s]):
+                        for g in range(1 << gen_bits):
+                            with m.Case(g):
+                                m.d.comb += held_readers.eq(waiting[s][g] != 0)
+        # A fill's first line overwrites the slot: wait until the held block's readers are served.
+        m.d.comb += packer.line.ready.eq(~(held_readers & (packer.line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_layout)
         m.d.comb += serve.eq(serve_fifo.r_data)
         line_ready = Signal()
+        line_written_now = packer.line.valid & packer.line.ready
         with m.Switch(serve.slot):
             for s in range(slots):
                 with m.Case(s):
-                    m.d.comb += line_ready.eq(lines_written[s] > serve.line)
+                    m.d.comb += line_ready.eq(((written_gen[s] == serve.gen) & (lines_written[s] > serve.line))
+                                              | (line_written_now & (fill_slot == s) & (fill.gen == serve.gen)
+                                                 & (packer.line.p.index == serve.line)))
         serve_ready = Signal()
         with m.Switch(serve.kind):
             with m.Case(SERVE_RAW):
@@ -348,24 +388,26 @@ class ReadEngine(wiring.Component):
 
         # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
         for s in range(slots):
-            claim = dispatch & is_buffered & (serve_entry.slot == s)
-            release = advance & (serve.kind == SERVE_BUFFER) & (serve.slot == s)
-            with m.If(claim & ~release):
-                m.d.sync += waiting[s].eq(waiting[s] + 1)
-            with m.Elif(release & ~claim):
-                m.d.sync += waiting[s].eq(waiting[s] - 1)
+            for g in range(1 << gen_bits):
+                claim = dispatch & is_buffered & (serve_entry.slot == s) & (serve_entry.gen == g)
+                release = advance & (serve.kind == SERVE_BUFFER) & (serve.slot == s) & (serve.gen == g)
+                with m.If(claim & ~release):
+                    m.d.sync += waiting[s][g].eq(waiting[s][g] + 1)
+                with m.Elif(release & ~claim):
+                    m.d.sync += waiting[s][g].eq(waiting[s][g] - 1)
             allocate = dispatch & is_miss & (victim == s)
-            line_in = packer.line.valid & (fill_slot == s)
+            line_in = packer.line.valid & packer.line.ready & (fill_slot == s)
             with m.If(allocate):
                 m.d.sync += [
                     tag_valid[s].eq(1), tag_region[s].eq(decoded.region), tag_block[s].eq(decoded.block),
                     tag_expanded[s].eq(is_expanded), tag_k[s].eq(decoded.k), tag_midpoint[s].eq(decoded.midpoint),
-                    lines_written[s].eq(0), filling[s].eq(1),
+                    alloc_gen[s].eq(victim_gen),
                 ]
-            with m.Elif(line_in):
-                m.d.sync += lines_written[s].eq(lines_written[s] + 1)
-                with m.If(packer.line.p.last):
-                    m.d.sync += filling[s].eq(0)
+            with m.If(line_in):
+                with m.If(packer.line.p.index == 0):
+                    m.d.sync += [lines_written[s].eq(1), written_gen[s].eq(fill.gen)]
+                with m.Else():
+                    m.d.sync += lines_written[s].eq(lines_written[s] + 1)
             with m.If(self.invalidate_all | (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
                                              & (tag_block[s] == self.invalidate.block))):
                 m.d.sync += tag_valid[s].eq(0)
@@ -398,5 +440,5 @@ class ReadEngine(wiring.Component):
         m.d.comb += self.dev_load.eq(Mux(in_flight >= 3 * quarter, 3,
                                          Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
         m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
-                                 | route_fifo.r_rdy | start_pending)
+                                 | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy)
         return m
