@@ -80,6 +80,10 @@ class ControllerParams:
             raise ValueError(f"data_width must be 64, 128, 256 or 512 bits, got {self.data_width}")
         if self.b_max not in SUPPORTED_B:
             raise ValueError(f"b_max must be one of {SUPPORTED_B}, got {self.b_max}")
+        if self.data_width < 8 * self.b_max:
+            # a weight-major line holds W/B weights, i.e. a W/B-bit slice of each plane: it must be whole bytes
+            raise ValueError(f"data_width {self.data_width} is too narrow for b_max {self.b_max} "
+                             f"(need at least {8 * self.b_max} bits)")
         if not 1 <= self.n_regions <= 16:
             raise ValueError(f"n_regions must be 1..16, got {self.n_regions}")
         if self.dram_addr_bits < 12 or self.dram_addr_bits > 44:
