@@ -227,3 +227,51 @@ def test_counter_bank_counts_and_clears():
         assert await axil_read(ctx, dut.bus, CSR_COUNTER_BASE + 4 * Counter.NDR_SENT) == 15
 
     run(dut, tb)
+
+
+def test_response_backpressure_keeps_order_and_values():
+    """B and R held back by the manager: a second write waits behind the unanswered first one (nothing lost),
+    and RDATA stays stable while RREADY is low."""
+    dut = CsrBlock(ControllerParams())
+    bus = dut.bus
+
+    async def tb(ctx):
+        ctx.set(bus.awaddr, region_addr(0, 0))
+        ctx.set(bus.wdata, 111)
+        ctx.set(bus.wstrb, 0xF)
+        ctx.set(bus.awvalid, 1)
+        ctx.set(bus.wvalid, 1)               # AW and W in the same cycle
+        await ctx.tick().until(bus.awready & bus.wready)
+        ctx.set(bus.awaddr, region_addr(0, 0))
+        ctx.set(bus.wdata, 222)
+        await ctx.tick().until(bus.awready & bus.wready)   # second write taken into the holding registers
+        ctx.set(bus.awvalid, 0)
+        ctx.set(bus.wvalid, 0)
+        await ctx.tick().repeat(5)           # first B still unanswered: the second write must not act yet
+        assert ctx.get(bus.bvalid) == 1
+        assert ctx.get(dut.regions[0].base_line) == 111
+        ctx.set(bus.bready, 1)
+        await ctx.tick()                     # first B taken
+        await ctx.tick().until(bus.bvalid)   # second write acts and answers
+        ctx.set(bus.bready, 0)
+        assert ctx.get(dut.regions[0].base_line) == 222
+        ctx.set(bus.bready, 1)
+        await ctx.tick()
+        ctx.set(bus.bready, 0)
+        assert ctx.get(bus.bvalid) == 0
+
+        ctx.set(bus.araddr, CSR_ID)
+        ctx.set(bus.arvalid, 1)
+        await ctx.tick().until(bus.arready)
+        ctx.set(bus.araddr, CSR_VERSION)     # next read offered while the first response is held
+        for _ in range(4):
+            await ctx.tick()
+            assert ctx.get(bus.rvalid) == 1 and ctx.get(bus.rdata) == ID_VALUE and ctx.get(bus.arready) == 0
+        ctx.set(bus.rready, 1)
+        await ctx.tick()                     # ID taken; VERSION accepted on a later edge
+        await ctx.tick().until(bus.arready)
+        ctx.set(bus.arvalid, 0)
+        data = (await ctx.tick().sample(bus.rdata).until(bus.rvalid))[0]
+        assert data == VERSION_VALUE
+
+    run(dut, tb)
