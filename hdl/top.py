@@ -21,19 +21,15 @@ from amaranth.hdl import Signal, Module, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, Counter, N_COUNTERS, NdrOpcode, META_FIELD_NO_OP
+from smartquant.params import ControllerParams, Counter, N_COUNTERS
 from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
-from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter
-from smartquant.hdl.engine.poison import PoisonTable, block_event_layout
+from smartquant.hdl.engine.poison import PoisonTable
 from smartquant.hdl.engine.read_engine import ReadEngine
 
-try:
-    from smartquant.hdl.engine.write_path import WritePath
-except ImportError:   # write_path.py not committed yet: keep the top elaborating with a placeholder
-    WritePath = None
+from smartquant.hdl.engine.write_path import WritePath
 
 READ_AXI_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "rready")
 READ_AXI_INPUTS = ("arready", "rid", "rdata", "rresp", "rlast", "rvalid")
@@ -42,37 +38,12 @@ WRITE_AXI_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", 
 WRITE_AXI_INPUTS = ("awready", "wready", "bid", "bresp", "bvalid")
 
 
-class _PlaceholderWritePath(wiring.Component):
-    """Stand-in with WritePath's ports until hdl/engine/write_path.py exists: completes writes, stores nothing."""
-
-    def __init__(self, params: ControllerParams):
-        p = params
-        super().__init__({
-            "rwd": In(stream.Signature(rwd_layout(p))),
-            "ndr": Out(stream.Signature(ndr_layout(p))),
-            "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
-            "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
-            "poison_insert": Out(block_event_layout(p)),
-            "invalidate": Out(block_event_layout(p)),
-            "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.d.comb += [
-            self.rwd.ready.eq(self.ndr.ready),
-            self.ndr.valid.eq(self.rwd.valid),
-            self.ndr.p.opcode.eq(NdrOpcode.CMP),
-            self.ndr.p.tag.eq(self.rwd.p.tag),
-            self.ndr.p.ld_id.eq(self.rwd.p.ld_id),
-            self.ndr.p.meta_field.eq(META_FIELD_NO_OP),
-        ]
-        return m
-
-
 class SmartQuantController(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = p = params
+        if p.data_width < 8 * p.b_max:
+            raise ValueError(f"the write path needs data_width >= 8 * b_max (whole plane bytes per weight-major "
+                             f"line): data_width {p.data_width}, b_max {p.b_max}")
         super().__init__({
             "m2s_req": In(stream.Signature(req_layout(p))),
             "m2s_rwd": In(stream.Signature(rwd_layout(p))),
@@ -87,7 +58,7 @@ class SmartQuantController(wiring.Component):
         p = self.params
         m.submodules.frontend = frontend = ReqFrontEnd(p)
         m.submodules.read_engine = read_engine = ReadEngine(p)
-        m.submodules.write_path = write_path = (WritePath or _PlaceholderWritePath)(p)
+        m.submodules.write_path = write_path = WritePath(p)
         m.submodules.ndr_arbiter = ndr_arbiter = NdrArbiter(p)
         m.submodules.csr_block = csr_block = CsrBlock(p)
         m.submodules.poison_table = poison_table = PoisonTable(p)
@@ -140,7 +111,7 @@ class SmartQuantController(wiring.Component):
             m.d.sync += outstanding_writes.eq(outstanding_writes - 1)
         m.d.comb += [
             axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
-            busy.eq(frontend.busy | read_engine.busy | self.m2s_rwd.valid | self.m2s_req.valid
+            busy.eq(frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid | self.m2s_req.valid
                     | self.s2m_ndr.valid | axi_write_in_flight),
             stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
                      | (axi.arvalid & ~axi.arready) | (axi.awvalid & ~axi.awready) | (axi.wvalid & ~axi.wready)),

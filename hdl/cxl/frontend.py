@@ -128,9 +128,6 @@ class NdrArbiter(wiring.Component):
             m.d.sync += out_valid.eq(take_write | take_cmp)
         with m.If(take_write):
             m.d.sync += [out_payload.eq(self.write_ndr.p), prefer_write.eq(0)]
-        with m.If(take_write | take_cmp):
-            # DevLoad sampled when the message enters the output register, then held with the payload.
-            m.d.sync += out_payload.dev_load.eq(self.dev_load)
         with m.Elif(take_cmp):
             m.d.sync += [
                 out_payload.opcode.eq(NdrOpcode.CMP),
@@ -138,6 +135,9 @@ class NdrArbiter(wiring.Component):
                 out_payload.ld_id.eq(self.cmp.p.ld_id),
                 prefer_write.eq(1),
             ]
+        with m.If(take_write | take_cmp):
+            # DevLoad sampled when the message enters the output register, then held with the payload.
+            m.d.sync += out_payload.dev_load.eq(self.dev_load)
         # Every NDR carries MetaField = No-Op, MetaValue = 0 (DEVICE.md §3), whoever produced it.
         m.d.comb += [self.ndr.p.meta_field.eq(META_FIELD_NO_OP), self.ndr.p.meta_value.eq(0)]
         return m

@@ -43,38 +43,7 @@ from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import decode_address, line_bits, region_index_bits, plane_line
 from smartquant.hdl.engine.poison import block_event_layout
 
-try:
-    from smartquant.hdl.engine.packer import BlockPacker
-except ImportError:   # packer.py not committed yet: keep the top elaborating with a placeholder
-    BlockPacker = None
-
-
-class _PlaceholderPacker(wiring.Component):
-    """Stand-in with BlockPacker's ports until hdl/engine/packer.py exists: emits k or B lines of zeros."""
-
-    def __init__(self, params: ControllerParams):
-        W = params.data_width
-        super().__init__({
-            "load": In(stream.Signature(data.StructLayout({"plane": 4, "data": W}))),
-            "start": In(stream.Signature(data.StructLayout({"expanded": 1, "log2_b": 3, "k": 5, "midpoint": 1}))),
-            "line": Out(stream.Signature(data.StructLayout({"index": 4, "last": 1, "data": W}))),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        busy = Signal()
-        index = Signal(4)
-        count = Signal(5)
-        m.d.comb += [self.load.ready.eq(1), self.start.ready.eq(~busy), self.line.valid.eq(busy),
-                     self.line.p.index.eq(index), self.line.p.last.eq(index == count - 1)]
-        with m.If(self.start.valid & ~busy):
-            m.d.sync += [busy.eq(1), index.eq(0),
-                         count.eq(Mux(self.start.p.expanded, 1 << self.start.p.log2_b, self.start.p.k))]
-        with m.If(self.line.valid & self.line.ready):
-            m.d.sync += index.eq(index + 1)
-            with m.If(self.line.p.last):
-                m.d.sync += busy.eq(0)
-        return m
+from smartquant.hdl.engine.packer import BlockPacker
 
 
 def poison_query_layout(params: ControllerParams) -> data.StructLayout:
@@ -268,7 +237,7 @@ class ReadEngine(wiring.Component):
                 m.d.sync += plane.eq(plane + 1)
 
         # ---- R router ----------------------------------------------------------------------------------
-        m.submodules.packer = packer = (BlockPacker or _PlaceholderPacker)(p)
+        m.submodules.packer = packer = BlockPacker(p)
         route = Signal(route_layout)
         m.d.comb += route.eq(route_fifo.r_data)
         beat = Signal(5)

@@ -54,7 +54,10 @@ def run(args):
     from smartquant.hdl.top import SmartQuantController
 
     params = params_from_args(args)
-    top = SmartQuantController(params)
+    try:
+        top = SmartQuantController(params)
+    except ValueError as error:
+        raise SmartquantError(str(error)) from error
     text = verilog.convert(top, name=args.name, emit_src=False)
     summary = sys.stderr if args.output == "-" else sys.stdout
     if args.output == "-":

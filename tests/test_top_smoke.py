@@ -1,0 +1,259 @@
+"""End-to-end smoke test of SmartQuantController (hdl/top.py) in the Amaranth simulator.
+
+Programs a region over the CSR AXI-Lite port, writes two blocks through the weight-major view, reads them back
+packed / expanded / weight-major / raw, and checks the data against golden/layout.py (packed_lines etc.),
+every response against golden/device.py DeviceModel, and the counters read back over CSR.
+"""
+from __future__ import annotations
+
+import random
+from collections import deque
+
+import numpy as np
+from amaranth.sim import Simulator
+
+from smartquant.golden import layout
+from smartquant.golden.device import DeviceModel, PREDICTED_COUNTERS, region_csr_writes
+from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout, pack, unpack
+from smartquant.hdl.top import SmartQuantController
+from smartquant.params import (
+    ControllerParams, Counter, Format, ReqOpcode, RwdOpcode, Rounding, View, CSR_ID, CSR_COUNTER_BASE, ID_VALUE,
+    CSR_CONTROL, CONTROL_NXM_AS_POISON, counter_name,
+)
+
+PARAMS = ControllerParams(data_width=128, b_max=16, n_regions=2, request_depth=8, dram_addr_bits=16)
+W = PARAMS.data_width
+
+
+class TopHarness:
+    """Cycle-by-cycle driver of the top: CSR AXI-Lite master, CXL Req/RwD sources, NDR/DRS sinks, AXI memory."""
+
+    def __init__(self, seed=0, stall=0.25, memory_latency=3):
+        self.rng = random.Random(seed)
+        self.stall = stall
+        self.memory_latency = memory_latency
+        self.memory = np.zeros(((1 << PARAMS.dram_addr_bits) // PARAMS.line_bytes, PARAMS.line_bytes), np.uint8)
+        self.steps = []   # ("csr_write", addr, value) / ("csr_read", addr) / ("req", fields) / ("rwd", fields) / ("drain",)
+        self.csr_reads = []
+        self.responses = {"ndr": [], "drs": []}
+        self.first_read_latency = None
+
+    def run(self, max_cycles=20000):
+        dut = SmartQuantController(PARAMS)
+        h = self
+        rng = self.rng
+        layouts = {"req": req_layout(PARAMS), "rwd": rwd_layout(PARAMS)}
+        ndr_l, drs_l = ndr_layout(PARAMS), drs_layout(PARAMS)
+        axi = dut.axi
+
+        async def bench(ctx):
+            steps = deque(self.steps)
+            outstanding = 0          # CXL requests sent and not yet answered (MemSpecRd excluded by the caller)
+            csr_op = None            # current CSR operation state
+            ar_bursts, aw_bursts, b_queue = deque(), deque(), deque()
+            cycle = 0
+            while steps or csr_op or outstanding or ar_bursts or aw_bursts or b_queue:
+                assert cycle < max_cycles, f"stuck: {len(steps)} steps left, {outstanding} responses missing"
+                # ---- stimulus for this cycle ----
+                step = steps[0] if steps else None
+                send = None
+                if csr_op is None and step is not None and step[0] in ("csr_write", "csr_read") and outstanding == 0:
+                    csr_op = {"kind": step[0], "addr": step[1], "value": step[2] if len(step) > 2 else 0,
+                              "aw": step[0] == "csr_write", "w": step[0] == "csr_write", "ar": step[0] == "csr_read"}
+                    steps.popleft()
+                elif step is not None and step[0] in ("req", "rwd") and csr_op is None and rng.random() > h.stall:
+                    send = step
+                elif step is not None and step[0] == "drain" and outstanding == 0 and csr_op is None:
+                    steps.popleft()
+                for channel in ("req", "rwd"):
+                    port = dut.m2s_req if channel == "req" else dut.m2s_rwd
+                    active = send is not None and send[0] == channel
+                    ctx.set(port.valid, active)
+                    if active:
+                        ctx.set(port.payload.as_value(), pack(layouts[channel], **send[1]))
+                ctx.set(dut.csr.awvalid, bool(csr_op and csr_op["aw"]))
+                ctx.set(dut.csr.wvalid, bool(csr_op and csr_op["w"]))
+                ctx.set(dut.csr.arvalid, bool(csr_op and csr_op["ar"]))
+                if csr_op:
+                    ctx.set(dut.csr.awaddr, csr_op["addr"])
+                    ctx.set(dut.csr.araddr, csr_op["addr"])
+                    ctx.set(dut.csr.wdata, csr_op["value"])
+                    ctx.set(dut.csr.wstrb, 0xF)
+                ctx.set(dut.csr.bready, 1)
+                ctx.set(dut.csr.rready, 1)
+                ctx.set(dut.s2m_ndr.ready, rng.random() > h.stall)
+                ctx.set(dut.s2m_drs.ready, rng.random() > h.stall)
+                # AXI memory: AR/AW ready at random, R beats after a latency, B after the last W beat
+                ctx.set(axi.arready, rng.random() > h.stall)
+                ctx.set(axi.awready, rng.random() > h.stall)
+                ctx.set(axi.wready, bool(aw_bursts) and rng.random() > h.stall)
+                r_valid = bool(ar_bursts) and ar_bursts[0][2] <= cycle and rng.random() > h.stall
+                if r_valid:
+                    first, beats_left, _, arid = ar_bursts[0]
+                    ctx.set(axi.rdata, int.from_bytes(h.memory[first].tobytes(), "little"))
+                    ctx.set(axi.rlast, beats_left == 1)
+                    ctx.set(axi.rid, arid)
+                ctx.set(axi.rvalid, r_valid)
+                b_valid = bool(b_queue) and b_queue[0][1] <= cycle
+                if b_valid:
+                    ctx.set(axi.bid, b_queue[0][0])
+                ctx.set(axi.bvalid, b_valid)
+
+                # ---- handshakes ----
+                if send is not None:
+                    port = dut.m2s_req if send[0] == "req" else dut.m2s_rwd
+                    if ctx.get(port.ready):
+                        steps.popleft()
+                        if not (send[0] == "req" and send[1]["opcode"] == ReqOpcode.MEM_SPEC_RD):
+                            outstanding += 1
+                        if send[0] == "req" and h.first_read_latency is None and send[1]["opcode"] == ReqOpcode.MEM_RD:
+                            h.first_read_latency = [cycle, None, None]
+                if csr_op:
+                    if csr_op["aw"] and ctx.get(dut.csr.awready):
+                        csr_op["aw"] = False
+                    if csr_op["w"] and ctx.get(dut.csr.wready):
+                        csr_op["w"] = False
+                    if csr_op["ar"] and ctx.get(dut.csr.arready):
+                        csr_op["ar"] = False
+                    if csr_op["kind"] == "csr_write" and ctx.get(dut.csr.bvalid):
+                        csr_op = None
+                    elif csr_op["kind"] == "csr_read" and ctx.get(dut.csr.rvalid):
+                        h.csr_reads.append((csr_op["addr"], ctx.get(dut.csr.rdata)))
+                        csr_op = None
+                for name, port, lay in (("ndr", dut.s2m_ndr, ndr_l), ("drs", dut.s2m_drs, drs_l)):
+                    if ctx.get(port.valid) and ctx.get(port.ready):
+                        h.responses[name].append(unpack(lay, ctx.get(port.payload.as_value())))
+                        outstanding -= 1
+                        if name == "drs" and h.first_read_latency and h.first_read_latency[2] is None:
+                            h.first_read_latency[2] = cycle
+                if ctx.get(axi.arvalid) and ctx.get(axi.arready):
+                    if h.first_read_latency and h.first_read_latency[1] is None:
+                        h.first_read_latency[1] = cycle
+                    ar_bursts.append([ctx.get(axi.araddr) >> PARAMS.line_offset_bits, ctx.get(axi.arlen) + 1,
+                                      cycle + h.memory_latency, ctx.get(axi.arid)])
+                if r_valid and ctx.get(axi.rready):
+                    ar_bursts[0][0] += 1
+                    ar_bursts[0][1] -= 1
+                    if ar_bursts[0][1] == 0:
+                        ar_bursts.popleft()
+                if ctx.get(axi.awvalid) and ctx.get(axi.awready):
+                    aw_bursts.append([ctx.get(axi.awaddr) >> PARAMS.line_offset_bits, ctx.get(axi.awlen) + 1,
+                                      ctx.get(axi.awid)])
+                if ctx.get(axi.wvalid) and ctx.get(axi.wready):
+                    line, beats_left, awid = aw_bursts[0]
+                    assert ctx.get(axi.wlast) == (beats_left == 1)
+                    data = ctx.get(axi.wdata).to_bytes(PARAMS.line_bytes, "little")
+                    strobe = ctx.get(axi.wstrb)
+                    for byte in range(PARAMS.line_bytes):
+                        if strobe >> byte & 1:
+                            h.memory[line, byte] = data[byte]
+                    aw_bursts[0][0] += 1
+                    aw_bursts[0][1] -= 1
+                    if aw_bursts[0][1] == 0:
+                        aw_bursts.popleft()
+                        b_queue.append((awid, cycle + 1))
+                if b_valid and ctx.get(axi.bready):
+                    b_queue.popleft()
+                await ctx.tick()
+                cycle += 1
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(bench)
+        sim.run()
+
+
+def test_program_write_and_read_back_end_to_end():
+    rng = np.random.default_rng(11)
+    B, R, base, k_packed, k_expanded = 8, 2, 0x80, 3, 5
+    n_blocks = 2 * R
+    weights = rng.integers(-128, 128, size=n_blocks * W)
+    blocks = layout.to_blocks(layout.fields_from_ints(weights, B), W, R)
+    weight_major = layout.weight_major_lines(blocks, B)          # (blocks, B, W/8): what the host writes
+    h = TopHarness(seed=3)
+    model = DeviceModel(PARAMS)
+    expected = {}   # tag -> response from the model
+
+    def csr_write(addr, value):
+        h.steps.append(("csr_write", addr, value))
+        model.csr_write(addr, value)
+
+    def req(opcode, address, tag):
+        h.steps.append(("req", dict(opcode=opcode, address=address, tag=tag, ld_id=tag & 0xF)))
+        for response in model.req(opcode, address, tag, tag & 0xF):
+            expected[(response.channel, tag)] = response
+
+    def rwd(address, tag, data, opcode=RwdOpcode.MEM_WR, poison=0):
+        h.steps.append(("rwd", dict(opcode=opcode, address=address, tag=tag, ld_id=tag & 0xF, poison=poison,
+                                    byte_enable=(1 << PARAMS.line_bytes) - 1, data=data)))
+        for response in model.rwd(opcode, address, tag, data, (1 << PARAMS.line_bytes) - 1, poison, tag & 0xF):
+            expected[(response.channel, tag)] = response
+
+    h.steps.append(("csr_read", CSR_ID))
+    for addr, value in region_csr_writes(PARAMS, 0, base, n_blocks // R, Format.INT, B, R, k_packed, Rounding.MIDPOINT):
+        csr_write(addr, value)
+    tag = 0
+    for block in range(n_blocks):
+        for j in range(B):
+            rwd(model.address(View.WEIGHT_MAJOR, base + block * B + j), tag,
+                int.from_bytes(weight_major[block, j].tobytes(), "little"), poison=int(block == 3 and j == 0))
+            tag += 1
+    h.steps.append(("drain",))
+    reads = []
+    for block in range(n_blocks):
+        reads += [(View.PACKED_K, block, j, k_packed) for j in range(k_packed)]
+    reads += [(View.EXPANDED_K, 1, j, k_expanded) for j in range(B)]
+    reads += [(View.WEIGHT_MAJOR, 2, j, 0) for j in (0, 7)]
+    reads += [(View.PACKED_DEFAULT, 0, 1, 0), (View.RAW, 0, 5, 0), (View.PACKED_K, 0, k_packed, k_packed)]
+    read_tags = {}
+    for view, block, j, k in reads:
+        req(ReqOpcode.MEM_RD, model.address(view, base + block * B + j, k), tag)
+        read_tags[tag] = (view, block, j, k)
+        tag += 1
+    req(ReqOpcode.MEM_INV, model.address(View.RAW, base), tag)
+    tag += 1
+    req(ReqOpcode.MEM_SPEC_RD, model.address(View.RAW, base), tag)
+    tag += 1
+    req(ReqOpcode.MEM_RD, model.address(View.RAW, 0x10), tag)   # no region: NXM
+    tag += 1
+    h.steps.append(("drain",))
+    csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON)
+    req(ReqOpcode.MEM_RD_DATA, model.address(6, base), tag)      # reserved view, now answered with poison
+    tag += 1
+    h.steps.append(("drain",))
+    for n in PREDICTED_COUNTERS:
+        h.steps.append(("csr_read", CSR_COUNTER_BASE + 4 * n))
+
+    h.run()
+
+    assert h.csr_reads[0] == (CSR_ID, ID_VALUE)
+    # data against golden/layout.py directly
+    packed = layout.packed_lines(blocks, B, k_packed)
+    expanded = layout.expanded_lines(blocks, B, k_expanded, Rounding.MIDPOINT)
+    drs = {r["tag"]: r for r in h.responses["drs"]}
+    for t, (view, block, j, k) in read_tags.items():
+        if view == View.PACKED_K and j < k:
+            want = packed[block, j]
+        elif view == View.EXPANDED_K:
+            want = expanded[block, j]
+        elif view == View.WEIGHT_MAJOR:
+            want = weight_major[block, j]
+        else:
+            continue
+        assert drs[t]["data"] == int.from_bytes(want.tobytes(), "little"), f"{View(view).name} block {block} line {j}"
+        assert drs[t]["poison"] == int(block == 3)
+    # every response against the device model (completions may come in any order: match by channel and tag)
+    got = {("drs", r["tag"]): r for r in h.responses["drs"]} | {("ndr", r["tag"]): r for r in h.responses["ndr"]}
+    assert set(got) == set(expected)
+    for key, want in expected.items():
+        r = got[key]
+        assert (r["opcode"], r["ld_id"], r["meta_field"], r["meta_value"]) == \
+               (want.opcode, want.ld_id, want.meta_field, want.meta_value), key
+        if key[0] == "drs":
+            assert (r["poison"], r["data"]) == (want.poison, want.data), key
+    # counters over CSR
+    counters = {addr: value for addr, value in h.csr_reads[1:]}
+    for n in PREDICTED_COUNTERS:
+        assert counters[CSR_COUNTER_BASE + 4 * n] == model.counts[n], counter_name(n)
+    print("first MemRd: accept -> AR handshake", h.first_read_latency[1] - h.first_read_latency[0],
+          "cycles, -> first DRS", h.first_read_latency[2] - h.first_read_latency[0], "cycles")
