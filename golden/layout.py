@@ -22,7 +22,7 @@ from smartquant.params import SUPPORTED_B, MAX_PLANE_RUN, Format, Rounding, View
 
 DEFAULT_W = 512
 # Weights per chunk of the default path: the chunk's B plane-byte rows (B x chunk bytes) stay in the 2 MB L2.
-CHUNK_WEIGHTS = 1 << 15
+CHUNK_WEIGHTS = 1 << 16
 
 
 # --- argument checks (shared by every entry point) ---------------------------------------------------------
@@ -154,9 +154,14 @@ def _chunk_words(values: np.ndarray, B: int, fmt: Format | int) -> np.ndarray:
     if Format(fmt) == Format.BF16:
         f32 = values if values.dtype == np.float32 else values.astype(np.float32)
         bits = f32.view(np.uint32)
-        # round to nearest even on the upper half; cannot overflow uint32 for any non-NaN pattern
-        rounded = bits + ((bits >> 16) & 1) + np.uint32(0x7FFF)
-        words = (rounded >> 16).astype(np.uint16)
+        # round to nearest even on the upper half (cannot overflow uint32 for any non-NaN pattern);
+        # in place on one temporary, as each new chunk-sized temporary costs about one more pass
+        rounded = np.right_shift(bits, 16)
+        rounded &= 1
+        rounded += bits
+        rounded += 0x7FFF
+        rounded >>= 16
+        words = rounded.astype(np.uint16)
         nan = np.isnan(f32)
         if nan.any():
             words[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)    # keep NaN a (quiet) NaN
@@ -257,12 +262,16 @@ def _plane_rows(words: np.ndarray, B: int, scratch: np.ndarray | None = None) ->
 _PLANE_SELECT = {n: (1 << np.arange(n - 1, -1, -1)).astype(np.uint8)[:, None] for n in (2, 4, 8)}
 
 
-def _words_from_plane_rows(rows: np.ndarray, B: int) -> np.ndarray:
-    """Inverse of _plane_rows for the top k = rows.shape[0] planes: uint8 / uint16 fields, dropped bits 0."""
+def _words_from_plane_rows(rows: np.ndarray, B: int, signed: bool = False) -> np.ndarray:
+    """Inverse of _plane_rows for the top k = rows.shape[0] planes: uint8 / uint16 fields, dropped bits 0.
+
+    signed: B < 8 fields come back sign-extended to 8 bits (the int8 bit pattern of the two's complement value).
+    """
     k, row_bytes = rows.shape
     bits = np.unpackbits(rows.reshape(-1), bitorder="little").reshape(k, row_bytes * 8)
-    # bits are 0/1, so multiplying by 2**bit places them (numpy vectorises uint8 multiply, not uint8 shift)
-    np.multiply(bits, _PLANE_VALUE[B][:k], out=bits)
+    # bits are 0/1, so multiplying by a plane's byte value places them (numpy vectorises uint8 multiply, not
+    # uint8 shift); the signed table gives the sign plane the value 1..10..0 of a sign-extended byte
+    np.multiply(bits, (_PLANE_VALUE_SIGNED if signed else _PLANE_VALUE)[B][:k], out=bits)
     if B <= 8:
         return np.bitwise_or.reduce(bits, axis=0)
     high = np.bitwise_or.reduce(bits[:8], axis=0).astype(np.uint16)
@@ -273,6 +282,8 @@ def _words_from_plane_rows(rows: np.ndarray, B: int) -> np.ndarray:
 
 # value of a set bit of plane p within its byte, as (planes, 1) columns: bit B-1-p, modulo 8 for B = 16
 _PLANE_VALUE = {B: (1 << (np.arange(B - 1, -1, -1) % 8)).astype(np.uint8)[:, None] for B in SUPPORTED_B}
+_PLANE_VALUE_SIGNED = {B: np.vstack([[[(0xFF << (B - 1)) & 0xFF]], values[1:]]).astype(np.uint8) if B < 8
+                       else values for B, values in _PLANE_VALUE.items()}
 
 
 def _superblock_chunks(n_superblocks: int, R: int, W: int):
@@ -314,19 +325,15 @@ def _decode_values(raw: np.ndarray, B: int, fmt: Format | int, R: int, k: int, n
         # plane-major copy of the chunk: row p = plane p of every block of the chunk, in block order
         rows = np.ascontiguousarray(superblocks[first:end, :k].transpose(1, 0, 2, 3)).reshape(k, -1)
         start = first * superblock_weights
-        words = _words_from_plane_rows(rows, B)[: min(n_weights, end * superblock_weights) - start]
+        stop = min(n_weights, end * superblock_weights)
+        words = _words_from_plane_rows(rows, B, signed=not bf16)[: stop - start]
         out[start: start + words.size] = floats_from_bf16(words) if bf16 else _ints_from_words(words, B)
     return out
 
 
 def _ints_from_words(words: np.ndarray, B: int) -> np.ndarray:
-    """int32 values of B-bit two's complement fields held in uint8 / uint16 words."""
-    if B == 16:
-        return words.view(np.int16).astype(np.int32)
-    sign = np.uint8(1 << (B - 1))
-    # (f ^ sign) - sign sign-extends a B-bit field; uint8 arithmetic wraps to the int8 bit pattern
-    extended = np.subtract(np.bitwise_xor(words & np.uint8((1 << B) - 1), sign), sign)
-    return extended.view(np.int8).astype(np.int32)
+    """int32 values of sign-extended words (_words_from_plane_rows(signed=True))."""
+    return words.view(np.int8 if B <= 8 else np.int16).astype(np.int32)
 
 
 # --- planes and the raw view -------------------------------------------------------------------------------
