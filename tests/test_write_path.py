@@ -136,7 +136,7 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   max_cycles=40_000):
+                   gap_prob=0.3, max_cycles=40_000):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
     dut = WritePath(params)
@@ -159,6 +159,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
 
     ndrs, inserts, invalidations = [], [], []
     ndr_edges = {}   # tag -> clock edge of its NDR handshake
+    rwd_edges, w_edges = [], []   # clock edges of RwD and W handshakes
     events = Multiset()
 
     async def host(ctx):
@@ -174,7 +175,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             ctx.set(entry.base_line, region.base_line)
             ctx.set(entry.n_superblocks, region.n_superblocks)
         for w in writes:
-            while rng.random() < 0.3:
+            while rng.random() < gap_prob:
                 await ctx.tick()
             for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
                 ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
@@ -198,8 +199,15 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                 ndr_edges[payload.tag] = edge
 
     async def monitor(ctx):
-        async for _, _, insert, invalidate, counts in ctx.tick().sample(dut.poison_insert, dut.invalidate,
-                                                                          dut.events):
+        edge = 0
+        async for _, _, insert, invalidate, counts, rwd_fire, w_fire in ctx.tick().sample(
+                dut.poison_insert, dut.invalidate, dut.events, dut.rwd.valid & dut.rwd.ready,
+                dut.axi.wvalid & dut.axi.wready):
+            edge += 1
+            if rwd_fire:
+                rwd_edges.append(edge)
+            if w_fire:
+                w_edges.append(edge)
             if insert.valid:
                 inserts.append((insert.region, insert.block))
             if invalidate.valid:
@@ -214,7 +222,8 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
         sim.add_testbench(background, background=True)
     sim.run()
     return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
-                invalidations=invalidations, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write)
+                invalidations=invalidations, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
+                rwd_edges=rwd_edges, w_edges=w_edges)
 
 
 def check_against_golden(result, writes):
@@ -371,7 +380,25 @@ def test_backpressure_extremes():
     check_against_golden(result, writes)
 
 
-def test_rejects_width_too_narrow_for_b_max():
-    with pytest.raises(ValueError, match="W/B >= 8"):
-        WritePath(ControllerParams(data_width=64, b_max=16))
-    WritePath(ControllerParams(data_width=64, b_max=8))._MustUse__silence = True   # 8 weights per slice: fine
+
+def test_throughput_without_backpressure():
+    """Everything ready, B answered at once: raw writes are accepted one per cycle and a weight-major write
+    streams its B beats back to back (no bubble between writes)."""
+    regions = [Region(0x100, 8, Format.INT, 4, 1)]
+    raw = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.RAW, 0x100 + i), tag=i, ld_id=0,
+                 data=i * 0x1234567, byte_enable=0, poison=0, target=(0, i // 4)) for i in range(32)]
+    result = run_write_path(SMALL, regions, raw, seed=5, ready_prob=1.0, max_b_delay=0, ndr_ready_prob=1.0,
+                            gap_prob=0.0)
+    check_against_golden(result, raw)
+    edges = result["rwd_edges"]
+    assert edges[-1] - edges[0] == len(raw) - 1, f"raw writes accepted over {edges[-1] - edges[0] + 1} cycles"
+
+    weight_major = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + i),
+                          tag=i, ld_id=0, data=(i + 1) * 0x9E3779B97F4A7C15, byte_enable=0, poison=0,
+                          target=(0, i // 4)) for i in range(32)]
+    result = run_write_path(SMALL, regions, weight_major, seed=6, ready_prob=1.0, max_b_delay=0,
+                            ndr_ready_prob=1.0, gap_prob=0.0)
+    check_against_golden(result, weight_major)
+    edges = result["w_edges"]
+    assert len(edges) == 4 * len(weight_major)
+    assert edges[-1] - edges[0] == len(edges) - 1, f"{len(edges)} W beats took {edges[-1] - edges[0] + 1} cycles"

@@ -1,9 +1,9 @@
 r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane layout, then one NDR Cmp per write.
 
-Pipeline (every output a register, so no valid depends on a ready):
+Pipeline (every valid comes from a register, so no valid depends on a ready):
 
-  rwd --> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW register --> axi.aw*
-                      |                                 |                  \--> W register  --> axi.w*
+  rwd --> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW FIFO (2) --> axi.aw*
+                      |                                 |                  \--> W FIFO (2)  --> axi.w*
                       |                          allocate entry e          (AWID = e on every burst)
                       |                                 v
                       |                      [in-flight table: tag, ld_id, B responses still due] <-- axi.b*
@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import wiring, data, stream
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
@@ -72,7 +73,7 @@ def popcount(bits):
 
 
 class WritePath(wiring.Component):
-    def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 4):
+    def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 8):
         if params.data_width < 8 * params.b_max:
             raise ValueError(f"weight-major writes need W/B >= 8 (whole plane bytes): data_width "
                              f"{params.data_width} < 8 * b_max = {8 * params.b_max}")
@@ -203,11 +204,71 @@ class WritePath(wiring.Component):
             aw_pending.eq(stage_busy & (aw_sent != stage_n_bursts)),
             w_pending.eq(stage_busy & (w_sent != stage_n_beats)),
         ]
-        stage_free = ~aw_pending & ~w_pending
+
+        # AW and W leave through 2-deep FIFOs: AXI valid is the FIFO's registered "not empty", and the issue
+        # stage sees only the registered "not full", so no combinational path runs from AWREADY/WREADY back
+        # to rwd.ready, yet the next write loads in the cycle its predecessor queues its last beat.
+        aw_layout = data.StructLayout({"id": p.axi_id_bits, "line": lb, "len": 8})
+        w_layout = data.StructLayout({"data": W, "strb": line_bytes, "last": 1})
+        m.submodules.aw_fifo = aw_fifo = SyncFIFO(width=aw_layout.size, depth=2)
+        m.submodules.w_fifo = w_fifo = SyncFIFO(width=w_layout.size, depth=2)
+        aw_out = data.View(aw_layout, aw_fifo.r_data)
+        w_out = data.View(w_layout, w_fifo.r_data)
+        axsize = (line_bytes - 1).bit_length()
+        m.d.comb += [
+            axi.awvalid.eq(aw_fifo.r_rdy),
+            aw_fifo.r_en.eq(axi.awready),
+            axi.awid.eq(aw_out.id),
+            axi.awaddr.eq(Cat(Const(0, p.line_offset_bits), aw_out.line)),
+            axi.awlen.eq(aw_out.len),
+            axi.awsize.eq(axsize),
+            axi.awburst.eq(AXI_BURST_INCR),
+            axi.wvalid.eq(w_fifo.r_rdy),
+            w_fifo.r_en.eq(axi.wready),
+            axi.wdata.eq(w_out.data),
+            axi.wstrb.eq(w_out.strb),
+            axi.wlast.eq(w_out.last),
+        ]
+
+        aw_next = Signal(aw_layout)
+        m.d.comb += [
+            aw_next.id.eq(stage_entry),
+            aw_next.line.eq((stage_first_line + (aw_sent << stage_log2_r))[:lb]),
+            aw_next.len.eq(Mux(stage_one_burst, stage_n_beats - 1, 0)),
+            aw_fifo.w_data.eq(aw_next),
+            aw_fifo.w_en.eq(aw_pending & aw_fifo.w_rdy),
+        ]
+        with m.If(aw_fifo.w_en):
+            m.d.sync += aw_sent.eq(aw_sent + 1)
+
+        # Beat p of a weight-major write is plane p's slice, replicated; WSTRB picks copy j.
+        w_next = Signal(w_layout)
+        with m.If(stage_raw):
+            m.d.comb += w_next.data.eq(stage_data)
+        with m.Else():
+            with m.Switch(stage_log2_b):
+                for B in b_options:
+                    with m.Case(B.bit_length() - 1):
+                        plane_slice = stage_data.word_select(w_sent[:B.bit_length() - 1], W // B)
+                        m.d.comb += w_next.data.eq(plane_slice.replicate(B))
+        m.d.comb += [
+            w_next.strb.eq(stage_strobe),
+            w_next.last.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
+            w_fifo.w_data.eq(w_next),
+            w_fifo.w_en.eq(w_pending & w_fifo.w_rdy),
+        ]
+        with m.If(w_fifo.w_en):
+            m.d.sync += w_sent.eq(w_sent + 1)
+
+        # The stage takes the next write once this cycle queues the last AW and W of the current one.
+        stage_free = Signal()
+        m.d.comb += stage_free.eq(
+            (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_fifo.w_rdy))
+            & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_fifo.w_rdy)))
 
         load_stage = Signal()
         m.d.comb += load_stage.eq(held_valid & writable & stage_free & have_free)
-        with m.If(load_stage):
+        with m.If(load_stage):   # after the counter updates above: a new write restarts them at 0
             m.d.sync += [
                 stage_busy.eq(1),
                 stage_raw.eq(is_raw),
@@ -225,44 +286,6 @@ class WritePath(wiring.Component):
             ]
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
-
-        # AW register: one burst per cycle when the channel is free.
-        axsize = (line_bytes - 1).bit_length()
-        m.d.comb += [axi.awsize.eq(axsize), axi.awburst.eq(AXI_BURST_INCR)]
-        with m.If(~axi.awvalid | axi.awready):
-            with m.If(aw_pending):
-                burst_line = (stage_first_line + (aw_sent << stage_log2_r))[:lb]
-                m.d.sync += [
-                    axi.awvalid.eq(1),
-                    axi.awid.eq(stage_entry),
-                    axi.awaddr.eq(Cat(Const(0, p.line_offset_bits), burst_line)),
-                    axi.awlen.eq(Mux(stage_one_burst, stage_n_beats - 1, 0)),
-                    aw_sent.eq(aw_sent + 1),
-                ]
-            with m.Else():
-                m.d.sync += axi.awvalid.eq(0)
-
-        # W register: beat p of a weight-major write is plane p's slice, replicated; WSTRB picks slice j.
-        beat_data = Signal(W)
-        with m.If(stage_raw):
-            m.d.comb += beat_data.eq(stage_data)
-        with m.Else():
-            with m.Switch(stage_log2_b):
-                for B in b_options:
-                    with m.Case(B.bit_length() - 1):
-                        plane_slice = stage_data.word_select(w_sent[:B.bit_length() - 1], W // B)
-                        m.d.comb += beat_data.eq(plane_slice.replicate(B))
-        with m.If(~axi.wvalid | axi.wready):
-            with m.If(w_pending):
-                m.d.sync += [
-                    axi.wvalid.eq(1),
-                    axi.wdata.eq(beat_data),
-                    axi.wstrb.eq(stage_strobe),
-                    axi.wlast.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
-                    w_sent.eq(w_sent + 1),
-                ]
-            with m.Else():
-                m.d.sync += axi.wvalid.eq(0)
 
         # ---- NDR register: completed writes first, then a dropped write --------------------------------
         m.d.comb += axi.bready.eq(1)
@@ -326,5 +349,6 @@ class WritePath(wiring.Component):
                 events[Counter.BYTES_STROBED].eq(Mux(writable, bytes_strobed, 0)),
             ]
 
-        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid)
+        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid
+                                 | aw_fifo.r_rdy | w_fifo.r_rdy)
         return m
