@@ -81,19 +81,31 @@ def _check_raw(raw, B: int, R: int) -> np.ndarray:
 
 
 # --- values <-> B-bit fields -------------------------------------------------------------------------------
-def _check_int_weights(values: np.ndarray, B: int) -> None:
-    """Rejects non-integer dtypes and values outside the signed B-bit range."""
+def _int_range(B: int) -> tuple[int, int]:
+    return -(1 << (B - 1)), (1 << (B - 1)) - 1
+
+
+def _in_int_range(values: np.ndarray, B: int) -> bool:
+    """True when every value fits the signed B-bit range (no scan when the dtype cannot exceed it)."""
+    lo, hi = _int_range(B)
+    info = np.iinfo(values.dtype)
+    if values.size == 0 or (info.min >= lo and info.max <= hi):
+        return True
+    return lo <= int(values.min()) and int(values.max()) <= hi
+
+
+def _check_int_dtype(values: np.ndarray, B: int) -> None:
     if values.dtype.kind not in "iu":
         raise SmartquantError(f"integer weights expected for INT{B} storage, got dtype {values.dtype}")
-    lo, hi = -(1 << (B - 1)), (1 << (B - 1)) - 1
-    if values.size == 0:
-        return
-    info = np.iinfo(values.dtype)
-    if info.min >= lo and info.max <= hi:
-        return                                  # the dtype cannot hold an out-of-range value: skip the scan
-    vmin, vmax = int(values.min()), int(values.max())
-    if vmin < lo or vmax > hi:
-        raise SmartquantError(f"weights outside the INT{B} range {lo}..{hi} (min {vmin}, max {vmax})")
+
+
+def _check_int_weights(values: np.ndarray, B: int) -> None:
+    """Rejects non-integer dtypes and values outside the signed B-bit range."""
+    _check_int_dtype(values, B)
+    if not _in_int_range(values, B):
+        lo, hi = _int_range(B)
+        raise SmartquantError(f"weights outside the INT{B} range {lo}..{hi} "
+                              f"(min {int(values.min())}, max {int(values.max())})")
 
 
 def fields_from_ints(values, B: int) -> np.ndarray:
@@ -138,17 +150,18 @@ def fields_of(values, B: int, fmt: Format | int) -> np.ndarray:
 
 
 def _check_weights(values: np.ndarray, B: int, fmt: Format | int) -> None:
-    """The checks fields_of makes, without converting anything."""
+    """The dtype checks fields_of makes; the INT range is checked chunk by chunk (_chunk_words), in cache."""
     check_b(B, fmt)
     if Format(fmt) == Format.BF16:
         _check_float_weights(values)
     else:
-        _check_int_weights(values, B)
+        _check_int_dtype(values, B)
 
 
-def _chunk_words(values: np.ndarray, B: int, fmt: Format | int) -> np.ndarray:
-    """Flat uint8 (B <= 8) or uint16 (B = 16) array whose low B bits are each (checked) weight's field.
+def _chunk_words(values: np.ndarray, B: int, fmt: Format | int, whole: np.ndarray) -> np.ndarray:
+    """Flat uint8 (B <= 8) or uint16 (B = 16) array whose low B bits are each weight's field.
 
+    values: a chunk of the tensor `whole` (dtype already checked); INT values outside the B-bit range raise.
     The same bit patterns as fields_of without its uint32/int64 detours; bits above B may hold the sign
     extension (only bits 0..B-1 are ever read). Called per chunk so the temporaries stay in cache."""
     if Format(fmt) == Format.BF16:
@@ -166,9 +179,11 @@ def _chunk_words(values: np.ndarray, B: int, fmt: Format | int) -> np.ndarray:
         if nan.any():
             words[nan] = ((bits[nan] >> 16) | 0x40).astype(np.uint16)    # keep NaN a (quiet) NaN
         return words
+    if not _in_int_range(values, B):
+        _check_int_weights(whole, B)        # raises, quoting the range of the whole tensor
     signed = np.int8 if B <= 8 else np.int16
     if values.dtype.itemsize != np.dtype(signed).itemsize:
-        values = values.astype(signed)      # range already checked: the cast keeps every value
+        values = values.astype(signed)      # in range: the cast keeps every value
     return values.view(np.uint8 if B <= 8 else np.uint16)
 
 
@@ -303,11 +318,11 @@ def _encode_values(values: np.ndarray, B: int, fmt: Format | int, R: int, W: int
     chunk_weights = max(1, CHUNK_WEIGHTS // superblock_weights) * superblock_weights
     scratch = np.empty(B * chunk_weights, dtype=np.uint8) if full else None     # reused by every chunk
     for first, end in _superblock_chunks(full, R, W):
-        words = _chunk_words(values[first * superblock_weights: end * superblock_weights], B, fmt)
+        words = _chunk_words(values[first * superblock_weights: end * superblock_weights], B, fmt, values)
         rows = _plane_rows(words, B, scratch)
         raw[first:end] = rows.reshape(B, end - first, R, LB).transpose(1, 0, 2, 3)
     if full < n_superblocks:                                    # the partial last superblock, zero padded
-        words = _chunk_words(values[full * superblock_weights:], B, fmt)
+        words = _chunk_words(values[full * superblock_weights:], B, fmt, values)
         tail = np.zeros(superblock_weights, dtype=words.dtype)
         tail[: words.size] = words
         raw[full] = _plane_rows(tail, B).reshape(B, R, LB)
