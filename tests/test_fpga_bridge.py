@@ -4,9 +4,10 @@ Expectations come from outside the RTL: the CRC-8/SMBUS check value of the catal
 encoder/decoder, the protocol module's encoder/decoder (shared with the host tool), the CSR values of
 docs/DEVICE.md §6, and the golden device model for end-to-end reads and writes.
 """
+import dataclasses
 import random
 
-import pytest
+import numpy as np
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
@@ -15,10 +16,14 @@ from smartquant.fpga import protocol
 from smartquant.fpga.protocol import FrameType, ErrorCode, FrameDecoder
 from smartquant.fpga.bridge import HostBridge
 from smartquant.fpga.uart import UartRx, UartTx
+from smartquant.fpga.system import BridgedSystem, board_params
+from smartquant.golden import layout
+from smartquant.golden.device import DeviceModel, PREDICTED_COUNTERS, region_csr_writes, superblocks_for
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout, pack, unpack
-from smartquant.params import (ControllerParams, ReqOpcode, RwdOpcode, DrsOpcode, NdrOpcode, View, hpa,
-                               CSR_ID, CSR_VERSION, CSR_REGION_BASE, ID_VALUE, VERSION_VALUE, META_FIELD_NO_OP)
+from smartquant.params import (ControllerParams, ReqOpcode, RwdOpcode, DrsOpcode, NdrOpcode, View, Format,
+                               Rounding, hpa, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_REGION_BASE, CSR_COUNTER_BASE,
+                               ID_VALUE, VERSION_VALUE, META_FIELD_NO_OP)
 
 SMALL = ControllerParams(data_width=64, b_max=8, n_regions=2, dram_addr_bits=12)
 TIMEOUT = 40
@@ -275,3 +280,186 @@ def test_requests_faster_than_the_controller_takes_them_get_busy_not_lost():
         assert ctx.get(bench.bridge.m2s_req.p.tag) == 1
 
     bench.run(testbench)
+
+
+# --- the board system: bridge + real controller + block RAM, against the golden model -----------------------
+def _as_frame_response(response):
+    """golden.device.Response -> protocol record (DevLoad is timing dependent: compared separately)."""
+    line_bytes = SYSTEM_PARAMS.line_bytes
+    if response.channel == "drs":
+        return protocol.Drs(response.opcode, response.tag, response.ld_id, response.poison, 0,
+                            response.data.to_bytes(line_bytes, "little"))
+    return protocol.Ndr(response.opcode, response.tag, response.ld_id, 0)
+
+
+def _without_dev_load(record):
+    if isinstance(record, (protocol.Drs, protocol.Ndr)):
+        assert 0 <= record.dev_load <= 3
+        return dataclasses.replace(record, dev_load=0)
+    return record
+
+
+SYSTEM_PARAMS = board_params(data_width=64, b_max=8, ram_bytes=4096, n_regions=2)
+
+
+class SystemBench:
+    """BridgedSystem without the UART (byte streams) in the Amaranth simulator; a host that keeps a golden
+    DeviceModel in step and checks every response frame against it."""
+
+    def __init__(self, params=SYSTEM_PARAMS):
+        self.params = params
+        self.system = BridgedSystem(params, baud_divisor=4, timeout_cycles=TIMEOUT, serial=False)
+        self.model = DeviceModel(params)
+        self.decoder = FrameDecoder(params.line_bytes)
+        self.pending = []
+        self.tag = 0
+
+    async def tx_sink(self, ctx):
+        tx = self.system.tx
+        ctx.set(tx.ready, 1)
+        async for _, _, valid, payload in ctx.tick().sample(tx.valid, tx.payload):
+            if valid:
+                self.pending += self.decoder.feed(bytes([payload]))
+
+    async def send(self, ctx, data: bytes):
+        for byte in data:
+            ctx.set(self.system.rx.payload, byte)
+            ctx.set(self.system.rx.valid, 1)
+            await ctx.tick()
+        ctx.set(self.system.rx.valid, 0)
+
+    async def collect(self, ctx, count, limit=20000):
+        for _ in range(limit):
+            if len(self.pending) >= count:
+                got, self.pending = self.pending[:count], self.pending[count:]
+                return [_without_dev_load(r) for r in got]
+            await ctx.tick()
+        raise AssertionError(f"timed out waiting for {count} responses, have {self.pending}")
+
+    async def csr_write(self, ctx, address, value):
+        self.model.csr_write(address, value)
+        await self.send(ctx, protocol.encode_csr_write(address, value))
+        assert await self.collect(ctx, 1) == [protocol.CsrWriteResp(0)]
+
+    async def csr_read(self, ctx, address):
+        await self.send(ctx, protocol.encode_csr_read(address))
+        assert await self.collect(ctx, 1) == [protocol.CsrReadData(0, self.model.csr_read(address))], hex(address)
+
+    def next_tag(self):
+        self.tag = (self.tag + 1) & 0xFFFF
+        return self.tag
+
+    async def request(self, ctx, opcode, view, line, k=0):
+        tag = self.next_tag()
+        address = hpa(self.params, view, line * self.params.line_bytes, k)
+        expected = [_as_frame_response(r) for r in
+                    self.model.req(opcode, address >> self.params.line_offset_bits, tag)]
+        await self.send(ctx, protocol.encode_req(opcode, tag, address))
+        assert await self.collect(ctx, len(expected)) == expected, (view, line, k)
+
+    async def write(self, ctx, view, line, data: bytes, byte_enable=None, poison=False, opcode=RwdOpcode.MEM_WR):
+        tag = self.next_tag()
+        address = hpa(self.params, view, line * self.params.line_bytes)
+        enables = (1 << len(data)) - 1 if byte_enable is None else byte_enable
+        expected = [_as_frame_response(r) for r in
+                    self.model.rwd(opcode, address >> self.params.line_offset_bits, tag,
+                                   int.from_bytes(data, "little"), enables, int(poison))]
+        await self.send(ctx, protocol.encode_rwd(opcode, tag, address, data, enables, poison))
+        assert await self.collect(ctx, len(expected)) == expected, (view, line)
+
+    def run(self, testbench):
+        sim = Simulator(self.system)
+        sim.add_clock(1e-6)
+        sim.add_process(self.tx_sink)
+        sim.add_testbench(testbench)
+        sim.run()
+
+
+def test_board_system_serves_a_tensor_at_precision_k_like_the_golden_model():
+    bench = SystemBench()
+    p = bench.params
+    W, B, R, k_default = p.data_width, 8, 2, 3
+    rng = np.random.default_rng(5)
+    weights = rng.integers(-128, 128, size=3 * W)            # 3 blocks -> 2 superblocks of R = 2 (padded)
+    raw = layout.encode(weights, B, Format.INT, R=R, W=W)
+    base_line = 8
+    n_superblocks = superblocks_for(weights.size, B, R, W)
+
+    async def testbench(ctx):
+        await bench.send(ctx, protocol.encode_ping())
+        assert await bench.collect(ctx, 1) == [protocol.Info(protocol.PROTOCOL_VERSION, p.line_bytes, p.b_max,
+                                                              p.dram_addr_bits)]
+        for address in (CSR_ID, CSR_VERSION, CSR_PARAMS):
+            await bench.csr_read(ctx, address)
+        for address, value in region_csr_writes(p, 0, base_line, n_superblocks, Format.INT, B, R, k_default,
+                                                Rounding.MIDPOINT):
+            await bench.csr_write(ctx, address, value)
+        for i, line in enumerate(raw):                                # load through the raw view
+            await bench.write(ctx, View.RAW, base_line + i, line.tobytes())
+        # a partial weight-major write with poison into block 2 (the padding block is the host's to use)
+        await bench.write(ctx, View.WEIGHT_MAJOR, base_line + 2 * R * B - B + 1, bytes(range(1, 9)),
+                          byte_enable=0b1111_0011, poison=True, opcode=RwdOpcode.MEM_WR_PTL)
+        for block in range(3):
+            superblock, slot = divmod(block, R)
+            first = base_line + superblock * R * B + slot   # views 1..5 address block b at lines b*B ..
+            view_line = base_line + block * B
+            for j in range(k_default):
+                await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, view_line + j, k=k_default)
+            await bench.request(ctx, ReqOpcode.MEM_RD, View.EXPANDED_K, view_line + 5, k=5)
+            await bench.request(ctx, ReqOpcode.MEM_RD_DATA, View.PACKED_DEFAULT, view_line + 1)
+            await bench.request(ctx, ReqOpcode.MEM_RD, View.WEIGHT_MAJOR, view_line + 7)
+            await bench.request(ctx, ReqOpcode.MEM_RD, View.RAW, first + R)
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line + 5, k=3)      # j >= k: NXM
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line, k=9)          # k > B: NXM
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.RAW, 2)                            # no region
+        await bench.request(ctx, ReqOpcode.MEM_INV, View.RAW, 2)                           # NDR Cmp
+        for counter in PREDICTED_COUNTERS:
+            await bench.csr_read(ctx, CSR_COUNTER_BASE + 4 * counter)
+
+    bench.run(testbench)
+
+
+def test_uart_pins_to_controller_and_back():
+    """The full serial path: Python UART bits into uart_rx, the CSR ID back out of uart_tx."""
+    divisor = 4
+    p = SYSTEM_PARAMS
+    system = BridgedSystem(p, baud_divisor=divisor, timeout_cycles=20 * divisor * 10)
+    received = FrameDecoder(p.line_bytes)
+    responses = []
+
+    async def host(ctx):
+        ctx.set(system.uart_rx, 1)
+        await ctx.tick().repeat(5)
+        for byte in protocol.encode_ping() + protocol.encode_csr_read(CSR_ID):
+            for bit in [0] + [(byte >> i) & 1 for i in range(8)] + [1]:
+                ctx.set(system.uart_rx, bit)
+                await ctx.tick().repeat(divisor)
+        for _ in range(4000):
+            if len(responses) == 2:
+                break
+            await ctx.tick()
+        assert responses == [protocol.Info(protocol.PROTOCOL_VERSION, p.line_bytes, p.b_max, p.dram_addr_bits),
+                             protocol.CsrReadData(0, ID_VALUE)]
+
+    async def line_monitor(ctx):       # a Python UART receiver on uart_tx, sampling mid-bit
+        countdown, bits = None, []
+        async for _, _, line in ctx.tick().sample(system.uart_tx):
+            if countdown is None:
+                if line == 0:                       # start bit: first data bit centre is 1.5 bits away
+                    countdown, bits = divisor + divisor // 2 - 1, []
+                continue
+            if countdown:
+                countdown -= 1
+                continue
+            bits.append(line)
+            countdown = divisor - 1
+            if len(bits) == 9:
+                assert bits[8] == 1, "stop bit"
+                responses.extend(received.feed(bytes([sum(b << i for i, b in enumerate(bits[:8]))])))
+                countdown = None
+
+    sim = Simulator(system)
+    sim.add_clock(1e-6)
+    sim.add_process(line_monitor)
+    sim.add_testbench(host)
+    sim.run()

