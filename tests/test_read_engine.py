@@ -92,6 +92,7 @@ class ReadHarness:
                     ctx.set(getattr(dut.regions[i], name), value)
             ctx.set(dut.nxm_as_poison, harness.nxm_as_poison)
             cycle = 0
+            stalled_drs = stalled_ar = None
             while requests or expected or bursts:
                 assert cycle < max_cycles, f"no progress: {len(requests)} reads unsent, {len(expected)} DRS missing"
                 rng = harness.rng
@@ -130,6 +131,13 @@ class ReadHarness:
                     bursts[0][1] -= 1
                     if bursts[0][1] == 0:
                         bursts.popleft()
+                if stalled_drs is not None:   # a DRS not taken stays offered with the same payload
+                    assert ctx.get(dut.drs.valid) and ctx.get(dut.drs.p.as_value()) == stalled_drs
+                stalled_drs = ctx.get(dut.drs.p.as_value()) if ctx.get(dut.drs.valid) and not ctx.get(dut.drs.ready) else None
+                if stalled_ar is not None:
+                    assert ctx.get(dut.axi.arvalid) and (ctx.get(dut.axi.araddr), ctx.get(dut.axi.arlen)) == stalled_ar
+                stalled_ar = ((ctx.get(dut.axi.araddr), ctx.get(dut.axi.arlen))
+                              if ctx.get(dut.axi.arvalid) and not ctx.get(dut.axi.arready) else None)
                 if ctx.get(dut.drs.valid) and ctx.get(dut.drs.ready):
                     got = unpack(layout, ctx.get(dut.drs.p.as_value()))
                     assert expected, f"unexpected DRS {got}"
