@@ -136,10 +136,10 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   gap_prob=0.3, max_cycles=40_000):
+                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
-    dut = WritePath(params)
+    dut = WritePath(params, max_outstanding=max_outstanding)
     model = DeviceModel(params, memory_bytes=1 << params.dram_addr_bits)
     initial = np.frombuffer(rng.randbytes(model.memory.size), np.uint8).reshape(model.memory.shape)
     model.load_raw(0, initial)
@@ -372,11 +372,14 @@ def test_hand_worked_int8_partial_write():
     check_against_golden(result, writes)
 
 
-def test_backpressure_extremes():
-    """Rare ready on every channel and long B delays: same results, nothing lost or duplicated."""
+@pytest.mark.parametrize("max_outstanding", [1, 8])
+def test_backpressure_extremes(max_outstanding):
+    """Rare ready on every channel and long B delays: same results, nothing lost or duplicated (also with a
+    single in-flight entry, where every write waits for the previous one's B responses)."""
     regions = REGION_SETS["int8_r1_int4_r4_bf16_r2"]
     writes = random_writes(SMALL, regions, 30, random.Random(99))
-    result = run_write_path(SMALL, regions, writes, seed=99, ready_prob=0.15, max_b_delay=40, ndr_ready_prob=0.1)
+    result = run_write_path(SMALL, regions, writes, seed=99, ready_prob=0.15, max_b_delay=40, ndr_ready_prob=0.1,
+                            max_outstanding=max_outstanding)
     check_against_golden(result, writes)
 
 

@@ -10,6 +10,7 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
                       |                                 | all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
+- Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
 - held: the RwD is registered, then decoded combinationally with hdl/engine/address_map.decode_address.
   A write is *writable* when its opcode is MemWr/MemWrPtl, its line falls in an enabled region (no address bit
   above the map set) and its view is raw (0) or weight-major (1). Everything else completes at once with NDR
@@ -26,8 +27,8 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
   partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no read-modify-write).
   B beats are always issued (WSTRB possibly 0): one INCR burst of B beats when R = 1 (planes of a block are
   consecutive lines), B one-beat bursts at stride R when R > 1.
-- Several writes are in flight: each writable RwD takes an entry of the in-flight table (up to
-  `max_outstanding`, at most 2**axi_id_bits) and uses the entry index as AWID on all its bursts, so B responses
+- Several writes are in flight: each writable RwD takes an entry of the in-flight table (`max_outstanding`
+  entries, 8 by default, at most 2**axi_id_bits; 8 sustain one raw write per cycle when B returns promptly) and uses the entry index as AWID on all its bursts, so B responses
   of one write arrive in order and different writes may complete out of order. The entry counts the B
   responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1;
   BRESP is not checked (DEVICE.md defines no error response for a write).
