@@ -8,11 +8,14 @@ import dataclasses
 import random
 
 import numpy as np
+import pytest
 from amaranth import Module
 from amaranth.lib import wiring
 from amaranth.sim import Simulator
 
+from smartquant.errors import SmartquantError
 from smartquant.fpga import protocol
+from smartquant.scripts import board_host
 from smartquant.fpga.protocol import FrameType, ErrorCode, FrameDecoder
 from smartquant.fpga.bridge import HostBridge
 from smartquant.fpga.uart import UartRx, UartTx
@@ -23,7 +26,7 @@ from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout, pack, unpack
 from smartquant.params import (ControllerParams, ReqOpcode, RwdOpcode, DrsOpcode, NdrOpcode, View, Format,
                                Rounding, hpa, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_REGION_BASE, CSR_COUNTER_BASE,
-                               ID_VALUE, VERSION_VALUE, META_FIELD_NO_OP)
+                               ID_VALUE, VERSION_VALUE, META_FIELD_NO_OP, TIMING_COUNTERS)
 
 SMALL = ControllerParams(data_width=64, b_max=8, n_regions=2, dram_addr_bits=12)
 TIMEOUT = 40
@@ -463,3 +466,85 @@ def test_uart_pins_to_controller_and_back():
     sim.add_process(line_monitor)
     sim.add_testbench(host)
     sim.run()
+
+
+# --- host tool against a Python device (the protocol's device side on top of DeviceModel) ------------------
+class ModelDevice:
+    """Byte transport for scripts/board_host.Board: parses host frames, answers from a golden DeviceModel."""
+
+    def __init__(self, params, seed=3):
+        self.params = params
+        self.model = DeviceModel(params)
+        self.inbox = bytearray()
+        self.outbox = bytearray()
+        self.rng = random.Random(seed)
+
+    def write(self, data: bytes):
+        self.inbox += data
+        while len(self.inbox) >= 4:
+            assert self.inbox[0] == protocol.SYNC_HOST
+            length = self.inbox[2]
+            if len(self.inbox) < 4 + length:
+                return
+            body, crc = bytes(self.inbox[1:3 + length]), self.inbox[3 + length]
+            del self.inbox[:4 + length]
+            assert protocol.crc8(body) == crc
+            self.outbox += b"".join(protocol.encode_response(r) for r in self.answer(body[0], body[2:]))
+
+    def answer(self, frame_type, payload):
+        p, lob = self.params, self.params.line_offset_bits
+        if frame_type == FrameType.PING:
+            return [protocol.Info(protocol.PROTOCOL_VERSION, p.line_bytes, p.b_max, p.dram_addr_bits)]
+        if frame_type == FrameType.CSR_READ:
+            address = int.from_bytes(payload[:2], "little")
+            if address in [CSR_COUNTER_BASE + 4 * n for n in TIMING_COUNTERS]:
+                return [protocol.CsrReadData(0, 0)]     # timing counters: the model has no clock
+            return [protocol.CsrReadData(0, self.model.csr_read(address))]
+        if frame_type == FrameType.CSR_WRITE:
+            self.model.csr_write(int.from_bytes(payload[:2], "little"), int.from_bytes(payload[2:6], "little"))
+            return [protocol.CsrWriteResp(0)]
+        opcode, tag, flags = payload[0], int.from_bytes(payload[1:3], "little"), payload[3]
+        address = int.from_bytes(payload[4:11], "little") >> lob
+        if frame_type == FrameType.REQ:
+            responses = self.model.req(opcode, address, tag)
+        else:
+            enables = int.from_bytes(payload[11:11 + p.line_bytes // 8], "little")
+            data = int.from_bytes(payload[11 + p.line_bytes // 8:], "little")
+            responses = self.model.rwd(opcode, address, tag, data, enables, flags >> 4 & 1)
+        return [_as_frame_response(r) for r in responses]
+
+    def read(self, limit=4096):
+        n = min(len(self.outbox), self.rng.randrange(1, 40))     # a serial port returns arbitrary chunks
+        data, self.outbox = bytes(self.outbox[:n]), self.outbox[n:]
+        return data
+
+
+@pytest.mark.parametrize("view", ["raw", "weight-major"])
+def test_host_tool_loads_and_streams_a_tensor_at_k(view):
+    device = ModelDevice(SYSTEM_PARAMS)
+    board = board_host.Board(device)
+    params = board_host.device_params(board)
+    assert params.data_width == SYSTEM_PARAMS.data_width and params.dram_addr_bits == SYSTEM_PARAMS.dram_addr_bits
+    values = np.random.default_rng(2).integers(-8, 8, size=5 * params.data_width)
+    B, R = 4, 2
+    board_host.load_tensor(board, params, values, B, Format.INT, R, region=1, base_line=16, default_k=B,
+                           rounding=Rounding.FLOOR, view=view, window=3)
+    # the model's DRAM now holds exactly the golden encoding at the region's lines
+    raw = layout.encode(values, B, Format.INT, R=R, W=params.data_width)
+    assert np.array_equal(device.model.memory[16:16 + len(raw)], raw)
+    for k, mode in [(1, "packed"), (3, "packed"), (2, "expanded"), (4, "expanded")]:
+        summary = board_host.read_tensor(board, params, values, B, Format.INT, R, 16, k, mode, Rounding.FLOOR,
+                                         window=3)
+        assert summary["mismatched_lines"] == 0 and summary["poison_or_nxm"] == 0
+    counters = board_host.read_counters(board)
+    assert counters["reads_at_k3"] == 3 * len(layout.to_blocks(values, params.data_width, R))
+
+
+def test_host_tool_reports_a_device_error_clearly():
+    class Refusing(ModelDevice):
+        def answer(self, frame_type, payload):
+            return [protocol.Error(ErrorCode.BUSY, frame_type)]
+
+    board = board_host.Board(Refusing(SYSTEM_PARAMS), line_bytes=SYSTEM_PARAMS.line_bytes)
+    with pytest.raises(SmartquantError, match="BUSY"):
+        board.csr_read(CSR_ID)
