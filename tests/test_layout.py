@@ -262,4 +262,12 @@ def test_bench_codec_command_prints_a_row_per_format(capsys):
     table = {row[0]: row for row in rows if row and row[0] in ("INT8", "INT4", "BF16")}
     assert sorted(table) == ["BF16", "INT4", "INT8"]
     assert [int(table[name][1]) for name in ("INT8", "INT4", "BF16")] == [5000] * 3
-    assert all(float(value) > 0 for row in table.values() for value in row[3:])
+
+
+def test_bench_codec_measures_every_format():
+    from smartquant.scripts import bench_golden
+    results = bench_golden.bench_codec(n_weights=4096, repeats=1, clock="cpu")
+    assert [(r.name, r.stored_bytes) for r in results] == [("INT8", 4096), ("INT4", 2048), ("BF16", 8192)]
+    assert all(r.copy_seconds > 0 and r.encode_seconds > 0 and r.decode_seconds > 0 for r in results)
+    with pytest.raises(SmartquantError, match="clock must be"):
+        bench_golden.bench_codec(n_weights=4096, clock="sundial")
