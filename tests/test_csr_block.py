@@ -323,3 +323,8 @@ def test_random_accesses_match_device_model():
                 assert ctx.get(entry.n_superblocks) == model.region_superblocks[i]
 
     run(dut, tb)
+
+
+def test_rejects_csr_space_too_small_for_counters():
+    with pytest.raises(ValueError, match="cannot reach COUNTER"):
+        CsrBlock(ControllerParams(csr_addr_bits=10))

@@ -66,6 +66,11 @@ class CsrBlock(wiring.Component):
     """AXI4-Lite CSR subordinate: region table, control/status, event counter bank."""
 
     def __init__(self, params: ControllerParams = ControllerParams()):
+        last_counter = CSR_COUNTER_BASE + 4 * (N_COUNTERS - 1)
+        if last_counter >> params.csr_addr_bits:
+            self._MustUse__silence = True   # a refused instance is not an unused design
+            raise ValueError(f"csr_addr_bits = {params.csr_addr_bits} cannot reach COUNTER({N_COUNTERS - 1}) at "
+                             f"{last_counter:#x}: need at least {last_counter.bit_length()} bits")
         self.params = params
         entry = region_entry_layout(params)
         super().__init__({

@@ -76,9 +76,11 @@ def popcount(bits):
 class WritePath(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 8):
         if params.data_width < 8 * params.b_max:
+            self._MustUse__silence = True   # a refused instance is not an unused design
             raise ValueError(f"weight-major writes need W/B >= 8 (whole plane bytes): data_width "
                              f"{params.data_width} < 8 * b_max = {8 * params.b_max}")
         if max_outstanding < 1:
+            self._MustUse__silence = True   # a refused instance is not an unused design
             raise ValueError(f"max_outstanding must be >= 1, got {max_outstanding}")
         self.params = params
         self.max_outstanding = min(max_outstanding, 1 << params.axi_id_bits)
