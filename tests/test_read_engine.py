@@ -267,3 +267,18 @@ def test_packed_streaming_throughput_and_latency(k):
           f"(memory latency {h.memory_latency}), steady DRS rate {rate:.3f} lines/cycle")
     assert ar_latency <= 3
     assert rate >= 0.95
+
+
+@pytest.mark.parametrize("view,k", [(View.RAW, 0), (View.PACKED_K, 1), (View.PACKED_K, 4), (View.EXPANDED_K, 8)])
+def test_added_latency_of_a_single_read(view, k):
+    """Idle engine, memory latency L from AR handshake to the first R beat: cycles the engine adds."""
+    latency = 4
+    regions = [Region(base_line=0x100, n_superblocks=4, B=8, R=1, default_k=3)]
+    h = ReadHarness(P_STREAM, regions, seed=7, memory_latency=latency)
+    h.run([h.address(view, 0x100, k)])
+    accept, ar_valid, drs = h.accept_cycles[0], h.arvalid_cycles[0], h.drs_cycles[0]
+    last_beat = ar_valid + latency + max(k, 1) - 1
+    print(f"{View(view).name} k={k}: accept->AR valid {ar_valid - accept}, last R beat->DRS valid {drs - last_beat}")
+    assert ar_valid - accept <= 1
+    # raw: the line goes straight to the DRS register; packed/expanded: packer start (1) + packer (2) + DRS (1)
+    assert drs - last_beat <= (1 if view == View.RAW else 4)

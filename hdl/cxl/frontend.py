@@ -1,8 +1,8 @@
 """CXL.mem front end: M2S Req split (docs/DEVICE.md §4) and the S2M NDR arbiter.
 
 `ReqFrontEnd` accepts Req messages and sorts them by opcode:
-- MemRd, MemRdData -> `read` stream (address, tag, LD-ID) through a FIFO of `request_depth` entries; the read
-  engine decodes the address at the FIFO head.
+- MemRd, MemRdData -> `read` stream (address, tag, LD-ID) through a FIFO of `request_depth` entries (bypassed
+  while empty); the read engine decodes the address at the stream head.
 - MemInv, MemInvNT, MemClnEvct and reserved opcodes -> `cmp` stream (tag, LD-ID) for an NDR Cmp; a reserved
   opcode is still answered and counts `req_bad_opcode`.
 - MemSpecRd -> dropped (allowed for a Type-3 device), counted.
@@ -65,6 +65,9 @@ class ReqFrontEnd(wiring.Component):
         is_read = (opcode == ReqOpcode.MEM_RD) | (opcode == ReqOpcode.MEM_RD_DATA)
         is_spec = opcode == ReqOpcode.MEM_SPEC_RD
         accept = Signal()
+        # An empty FIFO is bypassed: a read goes to the engine in the cycle it is accepted (one cycle less
+        # from Req to AR). read.valid depends on req.valid, never on a ready.
+        bypass = Signal()
         m.d.comb += [
             self.req.ready.eq(read_fifo.w_rdy & cmp_fifo.w_rdy),
             accept.eq(self.req.valid & self.req.ready),
@@ -75,12 +78,13 @@ class ReqFrontEnd(wiring.Component):
             read_entry.address.eq(req.address), read_entry.tag.eq(req.tag), read_entry.ld_id.eq(req.ld_id),
             cmp_entry.tag.eq(req.tag), cmp_entry.ld_id.eq(req.ld_id),
             read_fifo.w_data.eq(read_entry),
-            read_fifo.w_en.eq(accept & is_read),
+            read_fifo.w_en.eq(accept & is_read & ~bypass),
             cmp_fifo.w_data.eq(cmp_entry),
             cmp_fifo.w_en.eq(accept & ~is_read & ~is_spec),
-            self.read.valid.eq(read_fifo.r_rdy),
-            self.read.p.eq(read_fifo.r_data),
+            self.read.valid.eq(read_fifo.r_rdy | (self.req.valid & self.req.ready & is_read)),
+            self.read.p.eq(Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry)),
             read_fifo.r_en.eq(self.read.ready),
+            bypass.eq(~read_fifo.r_rdy & self.read.ready),
             self.cmp.valid.eq(cmp_fifo.r_rdy),
             self.cmp.p.eq(cmp_fifo.r_data),
             cmp_fifo.r_en.eq(self.cmp.ready),

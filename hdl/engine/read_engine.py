@@ -246,12 +246,15 @@ class ReadEngine(wiring.Component):
         start_pending = Signal()
         start_payload = Signal.like(packer.start.p)
         m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width, depth=2)
+        raw_beat = Signal()     # a raw line arrives on R this cycle
+        raw_bypass = Signal()   # ... and goes straight into the DRS register (raw FIFO empty, serve waiting)
         last_beat = route.raw | (beat == route.k - 1)
         to_packer_ok = packer.load.ready
         m.d.comb += [
             ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
             raw_fifo.w_data.eq(ar.rdata),
-            raw_fifo.w_en.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            raw_beat.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
             packer.load.valid.eq(ar.rvalid & route_fifo.r_rdy & ~route.raw),
             packer.load.p.plane.eq(beat),
             packer.load.p.data.eq(ar.rdata),
@@ -314,7 +317,8 @@ class ReadEngine(wiring.Component):
         serve_ready = Signal()
         with m.Switch(serve.kind):
             with m.Case(SERVE_RAW):
-                m.d.comb += serve_ready.eq(raw_fifo.r_rdy)
+                # the raw FIFO is empty only if the arriving raw line is the oldest one still owed
+                m.d.comb += serve_ready.eq(raw_fifo.r_rdy | raw_beat)
             with m.Case(SERVE_BUFFER):
                 m.d.comb += serve_ready.eq(line_ready)
             with m.Default():
@@ -329,6 +333,7 @@ class ReadEngine(wiring.Component):
             advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | self.drs.ready)),
             serve_fifo.r_en.eq(advance),
             raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
+            raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
             buffer_read.addr.eq(Cat(serve.line, serve.slot)),
             buffer_read.en.eq(advance),   # the read port holds its data while the DRS register waits
         ]
@@ -343,7 +348,7 @@ class ReadEngine(wiring.Component):
                 drs_payload.dev_load.eq(self.dev_load),
             ]
             with m.If(serve.kind == SERVE_RAW):
-                m.d.sync += raw_data.eq(raw_fifo.r_data)
+                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data, ar.rdata))
         with m.Elif(self.drs.ready):
             m.d.sync += drs_valid.eq(0)
         m.d.comb += [
