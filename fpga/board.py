@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from amaranth import Elaboratable, Module, Signal, ClockDomain, Instance
+from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
 from smartquant.errors import SmartquantError
@@ -73,7 +74,11 @@ class ULX3STop(Elaboratable):
 
     def elaborate(self, platform):
         m = Module()
-        clk25 = platform.request("clk25", 0).i
+        def pin(name, direction, number=0):
+            m.submodules[f"{name}_{number}_buffer"] = buffer = io.Buffer(direction, platform.request(name, number, dir="-"))
+            return buffer
+
+        clk25 = pin("clk25", "i").i
         m.domains.sync = sync = ClockDomain("sync")
         locked = Signal()
         if self.pll is None:
@@ -94,16 +99,18 @@ class ULX3STop(Elaboratable):
                 i_PHASESEL0=0, i_PHASESEL1=0, i_PHASEDIR=1, i_PHASESTEP=1, i_PHASELOADREG=1,
                 i_PLLWAKESYNC=0, i_ENCLKOP=0, o_LOCK=locked)
             platform.add_clock_constraint(sync.clk, self.clock_hz)
-        reset_button = platform.request("button_pwr", 0).i
+        reset_button = pin("button_pwr", "i").i      # PinsN: the buffer inverts, 1 = pressed
         m.submodules.reset_sync = ResetSynchronizer(reset_button | ~locked, domain="sync")
 
         m.submodules.system = system = BridgedSystem(self.params, self.baud_divisor, self.timeout_cycles,
                                                      controller=self.controller)
-        uart = platform.request("uart", 0)
-        m.d.comb += [system.uart_rx.eq(uart.rx.i), uart.tx.o.eq(system.uart_tx)]
-        m.d.comb += platform.request("uart_tx_enable", 0).o.eq(1)
+        uart = platform.request("uart", 0, dir={"rx": "-", "tx": "-", "rts": "-", "dtr": "-"})
+        m.submodules.uart_rx_buffer = uart_rx = io.Buffer("i", uart.rx)
+        m.submodules.uart_tx_buffer = uart_tx = io.Buffer("o", uart.tx)
+        m.d.comb += [system.uart_rx.eq(uart_rx.i), uart_tx.o.eq(system.uart_tx)]
+        m.d.comb += pin("uart_tx_enable", "o").o.eq(1)
 
-        leds = [platform.request("led", i).o for i in range(4)]
+        leds = [pin("led", "o", i).o for i in range(4)]
         heartbeat = Signal(range(self.clock_hz))
         m.d.sync += heartbeat.eq(heartbeat + 1)
         m.d.comb += [leds[0].eq(heartbeat[-1] if self.clock_hz >= 2 else 0), leds[1].eq(locked)]

@@ -164,7 +164,7 @@ def _stage(build_dir: Path, name: str) -> str:
         return "ecppack (bitstream)"
     if (build_dir / f"{name}.tim").exists():
         log = (build_dir / f"{name}.tim").read_text(errors="replace")
-        for marker, stage in (("Routing", "nextpnr: routing"), ("Running placer", "nextpnr: placement"),
+        for marker, stage in (("Info: Routing", "nextpnr: routing"), ("placer", "nextpnr: placement"),
                               ("Packing", "nextpnr: packing")):
             if marker in log:
                 return stage

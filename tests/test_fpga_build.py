@@ -1,0 +1,114 @@
+"""FPGA build flow: report parsing, PLL settings, board pin-out, CLI errors, and the small CI bitstream.
+
+The bitstream build (yosys + nextpnr + ecppack under YoWASP) of the smoke target is marked `fpga` and `slow`:
+it took several minutes on the shared 2-core machine, beyond the ~3 min a default CI test may take. Run it with
+`pytest tests/test_fpga_build.py -m fpga`.
+"""
+import json
+import re
+
+import pytest
+
+from smartquant.cli import main as cli_main
+from smartquant.errors import SmartquantError
+from smartquant.fpga import build as fpga_build
+from smartquant.fpga.board import pll_config, ULX3STop, VCO_MIN_MHZ, VCO_MAX_MHZ, OSCILLATOR_MHZ
+
+# an excerpt in the layout nextpnr-ecp5 prints (pre-route and post-route fmax lines: the last one counts)
+NEXTPNR_LOG = """\
+Info: Device utilisation:
+Info: 	          TRELLIS_IO:      11/    365     3%
+Info: 	                DCCA:       1/     56     1%
+Info: 	              DP16KD:       2/    208     0%
+Info: 	          MULT18X18D:       0/    156     0%
+Info: 	        TRELLIS_COMB:    5301/  83640     6%
+Info: 	          TRELLIS_FF:    3952/  83640     4%
+Info: Max frequency for clock '$glbnet$clk25_0__io': 48.00 MHz (PASS at 25.00 MHz)
+Info: Routing..
+Info: Max frequency for clock '$glbnet$clk25_0__io': 41.50 MHz (PASS at 25.00 MHz)
+Info: Max frequency for clock '$glbnet$pll_clk': 33.10 MHz (FAIL at 50.00 MHz)
+"""
+
+YOSYS_STAT = """\
+=== top ===
+     6874 wires
+      895   CCU2C
+     4269   LUT4
+      468   PFUMX
+"""
+
+
+def test_nextpnr_log_parsing_takes_post_route_figures():
+    fmax, constraint, utilisation = fpga_build.parse_nextpnr_log(NEXTPNR_LOG)
+    assert fmax == {"$glbnet$clk25_0__io": 41.5, "$glbnet$pll_clk": 33.1}
+    assert constraint == {"$glbnet$clk25_0__io": 25.0, "$glbnet$pll_clk": 50.0}
+    assert utilisation["TRELLIS_COMB"] == {"used": 5301, "available": 83640}
+    assert utilisation["DP16KD"] == {"used": 2, "available": 208}
+    assert "DCCA" not in utilisation
+    assert fpga_build.parse_yosys_lut4(YOSYS_STAT) == 4269
+
+
+def test_report_files_give_a_table_and_timing_verdict(tmp_path):
+    (tmp_path / "top.report.json").write_text(json.dumps({
+        "fmax": {"$glbnet$clk": {"achieved": 30.5, "constraint": 50.0}},
+        "utilization": {"TRELLIS_COMB": {"used": 100, "available": 83640},
+                        "TRELLIS_FF": {"used": 80, "available": 83640}, "DCCA": {"used": 1, "available": 56}}}))
+    (tmp_path / "top.rpt").write_text(YOSYS_STAT)
+    report = fpga_build.read_report(tmp_path, fpga_build.smoke_target(), 12.0)
+    assert report.fmax_mhz == {"$glbnet$clk": 30.5} and not report.timing_met
+    assert set(report.utilisation) == {"TRELLIS_COMB", "TRELLIS_FF"}
+    table = report.table()
+    assert re.search(r"\$glbnet\$clk\s+30\.50\s+50\.00\s+FAIL", table)
+    assert report.yosys_lut4 == 4269
+
+
+def test_missing_report_is_a_clear_error(tmp_path):
+    with pytest.raises(SmartquantError, match="no fmax"):
+        fpga_build.read_report(tmp_path, fpga_build.smoke_target(), 1.0)
+
+
+@pytest.mark.parametrize("target_mhz", [40.0, 50.0, 62.5, 75.0, 100.0])
+def test_pll_settings_hit_the_target_within_the_vco_range(target_mhz):
+    cfg = pll_config(target_mhz)
+    assert abs(cfg.output_mhz - target_mhz) <= 0.01 * target_mhz
+    assert VCO_MIN_MHZ <= cfg.vco_mhz <= VCO_MAX_MHZ
+    assert OSCILLATOR_MHZ / cfg.clki_div * cfg.clkfb_div == pytest.approx(cfg.output_mhz)
+
+
+def test_unreachable_clock_or_baud_is_refused():
+    with pytest.raises(SmartquantError):
+        pll_config(1000.0)
+    with pytest.raises(SmartquantError, match="baud"):
+        ULX3STop(fpga_build.smoke_target().params, baud=12_000_000)
+
+
+def test_board_top_puts_clock_uart_and_reset_on_the_ulx3s_pins(tmp_path):
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    target = fpga_build.smoke_target()
+    plan = ULX3S_85F_Platform().build(ULX3STop(target.params, clock_mhz=50.0), name="top", do_build=False)
+    lpf = plan.files["top.lpf"]
+    lpf = lpf if isinstance(lpf, str) else lpf.decode()
+    # ULX3S schematic: 25 MHz oscillator G2, FTDI TXD->FPGA M1 (rx), FPGA L4->FTDI RXD (tx), PWR button D6
+    for site in ("G2", "M1", "L4", "D6"):
+        assert re.search(rf'LOCATE COMP "[^"]+" SITE "{site}"', lpf), site
+    rtlil = plan.files["top.il"]
+    rtlil = rtlil if isinstance(rtlil, str) else rtlil.decode()
+    assert "EHXPLLL" in rtlil and "CLKFB_DIV" in rtlil
+
+
+def test_program_without_openfpgaloader_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setenv("OPENFPGALOADER", "/nonexistent/openFPGALoader")
+    assert cli_main(["build", "--board", "ulx3s-85f", "--smoke", "--program", "--build-dir", "/nonexistent"]) == 2
+    assert "openFPGALoader" in capsys.readouterr().err
+
+
+@pytest.mark.fpga
+@pytest.mark.slow
+def test_smoke_bitstream_builds_and_reports(tmp_path):
+    report = fpga_build.build_bitstream(fpga_build.smoke_target(), tmp_path, progress=print)
+    assert (tmp_path / "top.bit").stat().st_size > 100_000
+    assert report.fmax_mhz and all(f > 0 for f in report.fmax_mhz.values())
+    assert report.utilisation["TRELLIS_COMB"]["used"] > 0
+    assert report.utilisation["TRELLIS_FF"]["used"] > 0
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert saved["fmax_mhz"] == report.fmax_mhz
