@@ -499,6 +499,9 @@ def view_line_mapped(B: int, view: View | int, k: int, first_line: int, n_lines:
     """
     check_b(B)
     view = _check_view(view)
+    if not _is_int(first_line) or not _is_int(n_lines) or first_line < 0 or n_lines < 0:
+        raise SmartquantError(f"line range must be non-negative integers, got first_line {first_line!r}, "
+                              f"n_lines {n_lines!r}")
     lines = np.arange(first_line, first_line + n_lines)
     precision = _view_precision(view, B, k)
     if precision is None:

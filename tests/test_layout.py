@@ -249,6 +249,7 @@ def test_unmapped_views_read_zero():
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 2, 32, 0, 1), "5-bit HPA k field"),
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 2, 3, 4, 5), "outside the region"),
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 2, 3, -1, 1), "outside the region"),
+    (lambda: layout.view_line_mapped(8, 2, 3, 0, -1), "line range must be non-negative"),
 ])
 def test_bad_input_is_a_clear_error(call, message):
     with pytest.raises(SmartquantError, match=message):
