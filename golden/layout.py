@@ -348,13 +348,14 @@ def _decode_values(raw: np.ndarray, B: int, fmt: Format | int, R: int, k: int, n
         start = first * superblock_weights
         stop = min(n_weights, end * superblock_weights)
         words = _words_from_plane_rows(rows, B, signed=not bf16)[: stop - start]
-        out[start: start + words.size] = floats_from_bf16(words) if bf16 else _ints_from_words(words, B)
+        # the assignment itself widens the words (int8/int16 -> int32, uint16 -> uint32): one pass, no temporary
+        if bf16:
+            bits = out[start:stop].view(np.uint32)
+            bits[:] = words
+            bits <<= 16                             # bfloat16 = upper half of a float32
+        else:
+            out[start:stop] = words.view(np.int8 if B <= 8 else np.int16)
     return out
-
-
-def _ints_from_words(words: np.ndarray, B: int) -> np.ndarray:
-    """int32 values of sign-extended words (_words_from_plane_rows(signed=True))."""
-    return words.view(np.int8 if B <= 8 else np.int16).astype(np.int32)
 
 
 # --- planes and the raw view -------------------------------------------------------------------------------
