@@ -222,10 +222,10 @@ def test_bridge_csr_access_reaches_the_csr_block():
 
     async def testbench(ctx):
         await bench.send(ctx, protocol.encode_csr_read(CSR_ID))
-        await bench.send(ctx, protocol.encode_csr_read(CSR_VERSION))   # BUSY unless the first has finished
+        # back to back: the first access is over (a few cycles) before the second 5-byte frame has arrived
+        await bench.send(ctx, protocol.encode_csr_read(CSR_VERSION))
         got = await bench.responses(ctx, 2)
-        assert got[0] == protocol.CsrReadData(0, ID_VALUE)
-        assert got[1] in (protocol.CsrReadData(0, VERSION_VALUE), protocol.Error(ErrorCode.BUSY, FrameType.CSR_READ))
+        assert got == [protocol.CsrReadData(0, ID_VALUE), protocol.CsrReadData(0, VERSION_VALUE)]
         await bench.send(ctx, protocol.encode_csr_write(base_0, 0x2A))
         assert await bench.responses(ctx, 1) == [protocol.CsrWriteResp(0)]
         await bench.send(ctx, protocol.encode_csr_read(base_0))
