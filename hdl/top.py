@@ -41,9 +41,6 @@ WRITE_AXI_INPUTS = ("awready", "wready", "bid", "bresp", "bvalid")
 class SmartQuantController(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = p = params
-        if p.data_width < 8 * p.b_max:
-            raise ValueError(f"the write path needs data_width >= 8 * b_max (whole plane bytes per weight-major "
-                             f"line): data_width {p.data_width}, b_max {p.b_max}")
         super().__init__({
             "m2s_req": In(stream.Signature(req_layout(p))),
             "m2s_rwd": In(stream.Signature(rwd_layout(p))),
