@@ -104,6 +104,18 @@ def test_round_trip_and_reference(B, R, n):
     assert np.array_equal(layout.decode(raw, B, n, R=R, k=k), layout._reference_decode(raw, B, n, R=R, k=k))
 
 
+@pytest.mark.parametrize("B", [4, 16])
+@pytest.mark.parametrize("R", [1, 4, 64])
+def test_many_chunks_and_a_ragged_tail(B, R, monkeypatch):
+    monkeypatch.setattr(layout, "CHUNK_WEIGHTS", 2048)     # several chunks (R = 64: one superblock each)
+    n = 3 * 64 * 512 + 333
+    values = random_ints(np.random.default_rng(B + R), B, n)
+    raw = layout.encode(values, B, R=R)
+    assert np.array_equal(raw, layout._reference_encode(values, B, R=R))
+    assert np.array_equal(layout.decode(raw, B, n, R=R), values)
+    assert np.array_equal(layout.decode(raw, B, n, R=R, k=3), layout._reference_decode(raw, B, n, R=R, k=3))
+
+
 @pytest.mark.parametrize("R", [1, 2, 64])
 def test_bf16_round_trip(R):
     rng = np.random.default_rng(R)
@@ -272,3 +284,17 @@ def test_bench_codec_measures_every_format():
     assert all(r.copy_seconds > 0 and r.encode_seconds > 0 and r.decode_seconds > 0 for r in results)
     with pytest.raises(SmartquantError, match="clock must be"):
         bench_golden.bench_codec(n_weights=4096, clock="sundial")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("B", [2, 4, 8, 16])
+def test_large_tensors_against_reference(B):
+    """Several chunks and a ragged tail per plane run (default chunk is 65536 weights)."""
+    rng = np.random.default_rng(B)
+    for R in (1, 8, 64):
+        n = 5 * layout.CHUNK_WEIGHTS + 12345
+        values = random_ints(rng, B, n)
+        raw = layout.encode(values, B, R=R)
+        assert np.array_equal(raw, layout._reference_encode(values, B, R=R))
+        assert np.array_equal(layout.decode(raw, B, n, R=R), values)
+        assert np.array_equal(layout.decode(raw, B, n, R=R, k=1), layout._reference_decode(raw, B, n, R=R, k=1))
