@@ -1,10 +1,45 @@
-"""smartquant demo (not implemented yet)."""
-from smartquant.errors import SmartquantError
+"""The main job (first version): the precision sweep and the context-dependent policies on the real
+all-MiniLM-L6-v2 weights, computed by the numpy golden model.
+
+Default (about a minute on 2 cores): INT8 per-channel and INT4 per-group-128 at every k, BF16 at k = 8..16,
+floor and midpoint fills, then the per-matrix and per-input policies on INT8 with the floor fill.
+--full: every format x {floor, midpoint, nearest} x every k in 1..B (about a minute more).
+Streaming the weights through the simulated RTL comes in a later version.
+"""
+from __future__ import annotations
+
+import sys
+
+from smartquant.commands import golden
 
 
 def add_arguments(parser):
-    pass
+    parser.add_argument("--full", action="store_true", help="full sweep: every rule and every k of every format")
+    parser.add_argument("--csv", metavar="FILE", help="also write the sweep rows to a CSV file")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def run(args):
-    raise SmartquantError("'demo' is not implemented yet")
+    from smartquant.golden.minilm import load_minilm
+    from smartquant.golden import quant, sweep
+    progress = not args.no_progress
+    if args.csv:
+        sweep.check_csv_path(args.csv)
+    model = load_minilm()     # fails early, with the pip command, when the weights are not installed
+    print(f"all-MiniLM-L6-v2 from {model.directory}: {model.n_layers} layers, hidden {model.hidden}, "
+          f"{sum(model.weights[name].size for name in model.linear_weight_names()):,} encoder weights swept")
+    if args.full:
+        ks, rules = None, list(golden.RULES)
+    else:
+        ks, rules = {"bf16": range(8, 17)}, ["floor", "midpoint"]
+    print("\n== Precision sweep ==", flush=True)
+    rows = sweep.run_sweep(list(golden.FORMATS), rules, ks, progress=progress)
+    print("Storage: " + "; ".join(f"{name} = {quant.STORAGE_FORMATS[name].describe()}" for name in golden.FORMATS))
+    print(sweep.format_table(rows))
+    if args.csv:
+        sweep.write_csv(rows, args.csv)
+        print(f"wrote {len(rows)} rows to {args.csv}")
+    print("\n== Context-dependent precision policies ==", flush=True)
+    golden.run_policies_command("int8", "floor", [4.0, 5.0, 6.0, 7.0], None, progress)
+    sys.stdout.flush()
+    return 0

@@ -1,10 +1,109 @@
-"""smartquant golden (not implemented yet)."""
+"""Golden-model tools on the real all-MiniLM-L6-v2 weights (numpy only, no device).
+
+  smartquant golden sweep     per-matrix SNR, layer-output and sentence-embedding cosine vs FP32, and bytes
+                              fetched, for INT8 (per-channel), INT4 (per-group 128) and BF16 storage read at
+                              every precision k in 1..B under the floor / midpoint fills and round-to-nearest
+  smartquant golden policies  context-dependent precision policies (per-matrix greedy, per-input activation)
+                              vs every static k: bytes fetched per forward and embedding cosine
+
+Progress goes to stderr, tables to stdout. A full sweep takes about a minute on 2 cores.
+"""
+from __future__ import annotations
+
+import argparse
+
 from smartquant.errors import SmartquantError
+
+FORMATS = ("int8", "int4", "bf16")
+RULES = ("floor", "midpoint", "nearest")
+
+
+def parse_budgets(text: str) -> list:
+    try:
+        budgets = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SmartquantError(f"--budgets takes a comma list of average bits per weight, e.g. 4,5,6; got {text!r}") \
+            from None
+    if not budgets:
+        raise SmartquantError("--budgets needs at least one value")
+    return budgets
+
+
+def parse_ks(text: str | None) -> list | None:
+    if text is None:
+        return None
+    try:
+        ks = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SmartquantError(f"--k takes a comma list of precisions, e.g. 4,6,8; got {text!r}") from None
+    if not ks:
+        raise SmartquantError("--k needs at least one precision")
+    return ks
 
 
 def add_arguments(parser):
-    pass
+    actions = parser.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    sweep = actions.add_parser("sweep", help="precision sweep table (every format x rule x k)",
+                               description="Precision sweep of all-MiniLM-L6-v2's 36 encoder matrices.")
+    sweep.add_argument("--format", choices=FORMATS + ("all",), default="all", help="storage format (default all)")
+    sweep.add_argument("--rounding", choices=RULES + ("all",), default="all",
+                       help="read rule: the device's floor / midpoint fill, or round-to-nearest (default all)")
+    sweep.add_argument("--k", metavar="LIST", help="comma list of precisions to run (default every k in 1..B; "
+                                                   "values above a format's B are skipped)")
+    sweep.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
+    sweep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    policies = actions.add_parser("policies", help="context-dependent precision policies vs static k",
+                                  description="Per-matrix greedy and per-input activation policies vs static k.")
+    policies.add_argument("--format", choices=FORMATS, default="int8", help="storage format (default int8)")
+    policies.add_argument("--rounding", choices=RULES, default="floor", help="read rule (default floor)")
+    policies.add_argument("--budgets", default="4,5,6,7", type=str,
+                          help="comma list of average bits per weight (default 4,5,6,7)")
+    policies.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
+    policies.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
-def run(args):
-    raise SmartquantError("'golden' is not implemented yet")
+def run_sweep_command(formats, rules, ks, csv_path, progress: bool) -> list:
+    from smartquant.golden import quant, sweep
+    if csv_path:
+        sweep.check_csv_path(csv_path)
+    chosen = None
+    if ks is not None:
+        chosen = {name: [k for k in ks if 1 <= k <= quant.STORAGE_FORMATS[name].bits] for name in formats}
+        if any(k < 1 for k in ks) or not any(chosen.values()):
+            raise SmartquantError(f"--k values must be precisions in 1..B, got {ks}")
+    rows = sweep.run_sweep(formats, rules, chosen, progress=progress)
+    print("Storage: " + "; ".join(f"{name} = {quant.STORAGE_FORMATS[name].describe()}" for name in formats))
+    print(sweep.format_table(rows))
+    if csv_path:
+        sweep.write_csv(rows, csv_path)
+        print(f"wrote {len(rows)} rows to {csv_path}")
+    return rows
+
+
+def run_policies_command(fmt_name, rule, budgets, csv_path, progress: bool) -> list:
+    from smartquant.golden import policies, quant, sweep
+    fmt = quant.storage_format(fmt_name)
+    for budget in budgets:
+        policies.check_budget(budget, fmt.bits)
+    if csv_path:
+        sweep.check_csv_path(csv_path)
+    rows = policies.run_policies(fmt_name, rule, budgets, progress=progress)
+    print(f"Policies on {fmt.describe()}, {rule} read rule; fitted on {len(policies.CALIBRATION_SENTENCES)} "
+          f"calibration sentences, evaluated on {len(sweep.SENTENCES)} others; MB per forward of all of them.")
+    print(policies.format_policy_table(rows))
+    if csv_path:
+        sweep.write_csv(rows, csv_path, policies.POLICY_COLUMNS + ("format", "rule"))
+        print(f"wrote {len(rows)} rows to {csv_path}")
+    return rows
+
+
+def run(args: argparse.Namespace):
+    progress = not args.no_progress
+    if args.action == "sweep":
+        formats = list(FORMATS) if args.format == "all" else [args.format]
+        rules = list(RULES) if args.rounding == "all" else [args.rounding]
+        run_sweep_command(formats, rules, parse_ks(args.k), args.csv, progress)
+    else:
+        run_policies_command(args.format, args.rounding, parse_budgets(args.budgets), args.csv, progress)
+    return 0
