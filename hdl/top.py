@@ -13,11 +13,13 @@ Units: ReqFrontEnd (Req split) -> ReadEngine (decode, block buffer, packer, DRS)
 NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
-channel holds valid without ready).
+channel holds valid without ready). DevLoad in every DRS and NDR is the larger of the read engine's load
+(reads in flight, quarters of request_depth) and the write path's (writes awaiting B responses, quarters of
+its in-flight table), sampled when the message enters its output register.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, unsigned
+from amaranth.hdl import Signal, Module, Mux, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
@@ -91,7 +93,18 @@ class SmartQuantController(wiring.Component):
             csr_block.poison_overflow.eq(poison_table.overflow),
             read_engine.invalidate.eq(write_path.invalidate),
             read_engine.invalidate_all.eq(csr_block.regions_written),
-            ndr_arbiter.dev_load.eq(read_engine.dev_load),
+        ]
+        # DevLoad: the busier of the read side (reads in flight) and the write side (writes awaiting B)
+        write_load = Signal(2)
+        outstanding = write_path.outstanding
+        limit = write_path.max_outstanding
+        m.d.comb += write_load.eq(Mux(outstanding * 4 >= 3 * limit, 3,
+                                      Mux(outstanding * 4 >= 2 * limit, 2, Mux(outstanding * 4 >= limit, 1, 0))))
+        dev_load = Signal(2)
+        m.d.comb += [
+            dev_load.eq(Mux(read_engine.read_load > write_load, read_engine.read_load, write_load)),
+            ndr_arbiter.dev_load.eq(dev_load),
+            read_engine.dev_load.eq(dev_load),
         ]
 
         # ---- counters ----------------------------------------------------------------------------------

@@ -113,6 +113,7 @@ class ReadHarness:
                     ctx.set(dut.axi.rlast, bursts[0][1] == 1)
                 ctx.set(dut.axi.rvalid, beat_ready)
                 ctx.set(dut.drs.ready, rng.random() >= harness.drs_stall)
+                ctx.set(dut.dev_load, rng.randrange(4))   # changes every cycle: a held DRS must not follow it
 
                 if offer and ctx.get(dut.read.ready):
                     requests.popleft()

@@ -351,3 +351,20 @@ def test_req_front_end_sorts_opcodes_and_counts_them():
                            (Counter.REQ_MEM_SPEC_RD, [8]), (Counter.REQ_MEM_INV_NT, [9]),
                            (Counter.REQ_MEM_CLN_EVCT, [10]), (Counter.REQ_BAD_OPCODE, [3, 15])):
         assert events[counter] == sum(op in codes for op in opcodes), counter.name
+
+
+def test_verilog_command_writes_the_top_with_contract_port_names(tmp_path, capsys):
+    from smartquant.cli import main
+    out = tmp_path / "top.v"
+    assert main(["verilog", "-o", str(out), "--data-width", "128", "--b-max", "8", "--regions", "2"]) == 0
+    text = out.read_text()
+    assert "module smartquant_top" in text
+    for port in ("m2s_req__payload", "m2s_rwd__ready", "s2m_ndr__valid", "s2m_drs__payload", "csr__awaddr",
+                 "csr__rdata", "axi__arlen", "axi__wstrb", "axi__rdata", "clk", "rst"):
+        assert port in text, port
+    summary = capsys.readouterr().out
+    assert "data_width       128" in summary and "n_regions        2" in summary and "m2s_req__payload" in summary
+    # bad parameters: one-line error, exit status 2, no file
+    bad = tmp_path / "bad.v"
+    assert main(["verilog", "-o", str(bad), "--data-width", "100"]) == 2
+    assert "data_width" in capsys.readouterr().err and not bad.exists()

@@ -22,8 +22,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   lets the serve stage answer line j as soon as line j is written.
 - serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
   raw line FIFO or zero).
-Poison is sampled at dispatch from the poison table query; DevLoad at DRS-register load from the number of
-reads in flight after dispatch (quarters of request_depth: 0 light .. 3 severe).
+Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input) at DRS-register
+load. `read_load` reports reads in flight after dispatch in quarters of request_depth (0 light .. 3 severe).
 AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
 and DEVICE.md §5 counts one burst per block at R = 1. RRESP is not checked.
 """
@@ -72,7 +72,8 @@ class ReadEngine(wiring.Component):
             # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
             "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-            "dev_load": Out(2),
+            "read_load": Out(2),    # reads in flight, quarters of request_depth (0 light .. 3 severe)
+            "dev_load": In(2),      # device load the top reports in DRS (max of read and write load)
             "busy": Out(1),
         })
 
@@ -411,7 +412,7 @@ class ReadEngine(wiring.Component):
         in_flight = Signal(range(p.request_depth + 2))
         m.d.comb += in_flight.eq(serve_fifo.r_level + drs_valid)
         quarter = max(1, p.request_depth // 4)
-        m.d.comb += self.dev_load.eq(Mux(in_flight >= 3 * quarter, 3,
+        m.d.comb += self.read_load.eq(Mux(in_flight >= 3 * quarter, 3,
                                          Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
         m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy)
