@@ -50,7 +50,7 @@ def matrix_inputs(context: SweepContext) -> dict:
     """name -> FP32 input rows (tokens, in) of every swept matrix on the context's real tokens."""
     real = context.batch.attention_mask > 0
     inputs = {}
-    for layer in range(context.model.n_layers):
+    for layer in context.layers():
         taps = {}
         context.model.layer(layer, context.states[layer], context.batch.attention_mask, taps=taps)
         for short, x in taps.items():
@@ -182,7 +182,7 @@ def per_sentence_statistics(context: SweepContext) -> dict:
     """name -> (energies (sentences, in), square sums (sentences,)) of each matrix's FP32 input per sentence."""
     mask = context.batch.attention_mask
     statistics = {}
-    for layer in range(context.model.n_layers):
+    for layer in context.layers():
         taps = {}
         context.model.layer(layer, context.states[layer], mask, taps=taps)
         for short, x in taps.items():

@@ -16,7 +16,6 @@ round-to-nearest for comparison). For each (format, rule, k):
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 from dataclasses import dataclass, field
 import math
@@ -28,7 +27,7 @@ import numpy as np
 
 from smartquant.errors import SmartquantError
 from smartquant.golden import quant
-from smartquant.golden.minilm import MiniLM, TokenBatch, cosine, load_minilm
+from smartquant.golden.minilm import MiniLM, TokenBatch, cosine, load_minilm, single_blas_thread
 
 # fixed evaluation sentences: different lengths, topics and punctuation
 SENTENCES = (
@@ -42,19 +41,6 @@ SENTENCES = (
 
 COLUMNS = ("format", "rule", "B", "k", "k_over_B", "bytes_fetched", "scale_bytes", "snr_db_mean", "snr_db_min",
            "layer_cos_mean", "layer_cos_min", "embedding_cos_mean", "embedding_cos_min")
-
-
-def single_blas_thread():
-    """Context that runs BLAS on one thread when threadpoolctl is installed (a no-op otherwise).
-
-    The GEMMs here have at most a few hundred rows; on a shared 2-core machine two spinning OpenBLAS threads
-    made a forward 5-8x slower than one (measured), and on an idle machine one thread loses little.
-    """
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
 
 
 def progress_bar(iterable, total: int | None = None, description: str = "", enabled: bool = True):
@@ -96,17 +82,25 @@ class SweepContext:
     def n_weights(self) -> int:
         return sum(self.model.weights[name].size for name in self.names)
 
-    def layer_names(self, layer: int) -> list:
-        return [name for name in self.names if name.startswith(f"encoder.layer.{layer}.")]
+    def layers(self) -> list:
+        """Encoder layers that have swept matrices."""
+        return sorted({int(name.split(".")[2]) for name in self.names})
 
 
-def prepare(sentences=SENTENCES, model: MiniLM | None = None) -> SweepContext:
-    """Tokenise the sentences and cache the FP32 activations the sweep compares against."""
+def prepare(sentences=SENTENCES, model: MiniLM | None = None, layers=None) -> SweepContext:
+    """Tokenise the sentences and cache the FP32 activations the sweep compares against.
+
+    layers: the encoder layers whose matrices are swept (default all); the others stay FP32 (quick tests).
+    """
     model = load_minilm() if model is None else model
+    layers = range(model.n_layers) if layers is None else layers
+    if not all(0 <= layer < model.n_layers for layer in layers) or not len(layers):
+        raise SmartquantError(f"layers must be a non-empty subset of 0..{model.n_layers - 1}, got {list(layers)}")
     batch = model.tokenize(list(sentences))
     states = model.hidden_states(batch)
     embeddings = model.pool(states[-1], batch.attention_mask)
-    return SweepContext(model, batch, states, embeddings, model.linear_weight_names())
+    names = [name for name in model.linear_weight_names() if int(name.split(".")[2]) in set(layers)]
+    return SweepContext(model, batch, states, embeddings, names)
 
 
 def token_cosines(output: np.ndarray, reference: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -128,7 +122,7 @@ def sweep_point(context: SweepContext, fmt_name: str, precision_k: int, rule: st
     mask = context.batch.attention_mask
     layer_cosines = [token_cosines(context.model.layer(layer, context.states[layer], mask, weights),
                                    context.states[layer + 1], mask)
-                     for layer in range(context.model.n_layers)]
+                     for layer in context.layers()]
     layer_mean = float(np.mean([c.mean() for c in layer_cosines]))
     layer_min = float(min(c.min() for c in layer_cosines))
     embeddings = context.model.pool(context.model.hidden_states(context.batch, weights)[-1], mask)
