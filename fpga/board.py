@@ -56,6 +56,16 @@ def pll_config(target_mhz: float) -> PllConfig:
     return best
 
 
+def uart_divisor(clock_hz: int, baud: int) -> int:
+    """Clock cycles per UART bit; refuses rates the receiver cannot sample or that are more than 2% off."""
+    divisor = round(clock_hz / baud) if baud > 0 else 0
+    if divisor < 4:
+        raise SmartquantError(f"{baud} baud is too fast for a {clock_hz / 1e6} MHz clock")
+    if abs(clock_hz / divisor - baud) > 0.02 * baud:
+        raise SmartquantError(f"{baud} baud is more than 2% off with a {clock_hz / 1e6} MHz clock")
+    return divisor
+
+
 class ULX3STop(Elaboratable):
     def __init__(self, params: ControllerParams, clock_mhz: float = OSCILLATOR_MHZ, baud: int = 115200,
                  timeout_ms: float = 20.0, controller=None):
@@ -64,11 +74,7 @@ class ULX3STop(Elaboratable):
         self.pll = None if clock_mhz == OSCILLATOR_MHZ else pll_config(clock_mhz)
         self.clock_hz = round((self.pll.output_mhz if self.pll else OSCILLATOR_MHZ) * 1e6)
         self.baud = baud
-        self.baud_divisor = round(self.clock_hz / baud)
-        if self.baud_divisor < 4:
-            raise SmartquantError(f"{baud} baud is too fast for a {self.clock_hz / 1e6} MHz clock")
-        if abs(self.clock_hz / self.baud_divisor - baud) > 0.02 * baud:
-            raise SmartquantError(f"{baud} baud is more than 2% off with a {self.clock_hz / 1e6} MHz clock")
+        self.baud_divisor = uart_divisor(self.clock_hz, baud)
         self.timeout_cycles = round(timeout_ms * 1e-3 * self.clock_hz)
         self.controller = controller
 

@@ -12,7 +12,7 @@ import pytest
 from smartquant.cli import main as cli_main
 from smartquant.errors import SmartquantError
 from smartquant.fpga import build as fpga_build
-from smartquant.fpga.board import pll_config, ULX3STop, VCO_MIN_MHZ, VCO_MAX_MHZ, OSCILLATOR_MHZ
+from smartquant.fpga.board import pll_config, uart_divisor, ULX3STop, VCO_MIN_MHZ, VCO_MAX_MHZ, OSCILLATOR_MHZ
 
 # an excerpt in the layout nextpnr-ecp5 prints (pre-route and post-route fmax lines: the last one counts)
 NEXTPNR_LOG = """\
@@ -78,8 +78,11 @@ def test_pll_settings_hit_the_target_within_the_vco_range(target_mhz):
 def test_unreachable_clock_or_baud_is_refused():
     with pytest.raises(SmartquantError):
         pll_config(1000.0)
-    with pytest.raises(SmartquantError, match="baud"):
-        ULX3STop(fpga_build.smoke_target().params, baud=12_000_000)
+    with pytest.raises(SmartquantError, match="too fast"):
+        uart_divisor(25_000_000, 12_000_000)
+    with pytest.raises(SmartquantError, match="2% off"):
+        uart_divisor(25_000_000, 2_000_000)          # 12.5 cycles per bit
+    assert uart_divisor(25_000_000, 115200) == 217   # 115207 baud: 0.006% off
 
 
 def test_board_top_puts_clock_uart_and_reset_on_the_ulx3s_pins(tmp_path):
