@@ -405,3 +405,17 @@ def test_throughput_without_backpressure():
     edges = result["w_edges"]
     assert len(edges) == 4 * len(weight_major)
     assert edges[-1] - edges[0] == len(edges) - 1, f"{len(edges)} W beats took {edges[-1] - edges[0] + 1} cycles"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(4))
+def test_long_random_writes(seed):
+    """Stress run (excluded by default: pytest -m slow): 600 writes per seed, random backpressure levels."""
+    rng = random.Random(seed)
+    name = sorted(REGION_SETS)[seed % len(REGION_SETS)]
+    regions = REGION_SETS[name]
+    writes = random_writes(SMALL, regions, 600, rng)
+    result = run_write_path(SMALL, regions, writes, seed=seed, ready_prob=rng.uniform(0.2, 1.0),
+                            max_b_delay=rng.randrange(0, 30), ndr_ready_prob=rng.uniform(0.2, 1.0),
+                            gap_prob=rng.uniform(0.0, 0.5), max_cycles=200_000)
+    check_against_golden(result, writes)
