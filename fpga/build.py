@@ -107,8 +107,8 @@ def parse_nextpnr_log(text: str) -> tuple[dict, dict, dict]:
 
 
 def parse_nextpnr_json(report: dict) -> tuple[dict, dict, dict]:
-    fmax = {clock: float(v["achieved"]) for clock, v in report.get("fmax", {}).items()}
-    constraint = {clock: float(v["constraint"]) for clock, v in report.get("fmax", {}).items()}
+    fmax = {clock: round(float(v["achieved"]), 2) for clock, v in report.get("fmax", {}).items()}
+    constraint = {clock: round(float(v["constraint"]), 2) for clock, v in report.get("fmax", {}).items()}
     utilisation = {cell: {"used": int(v["used"]), "available": int(v["available"])}
                    for cell, v in report.get("utilization", {}).items() if cell in REPORTED_CELLS}
     return fmax, constraint, utilisation
