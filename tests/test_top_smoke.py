@@ -156,6 +156,7 @@ class TopHarness:
                     b_queue.popleft()
                 await ctx.tick()
                 cycle += 1
+            h.cycles = cycle
 
         sim = Simulator(dut)
         sim.add_clock(1e-8)
@@ -221,7 +222,7 @@ def test_program_write_and_read_back_end_to_end():
     req(ReqOpcode.MEM_RD_DATA, model.address(6, base), tag)      # reserved view, now answered with poison
     tag += 1
     h.steps.append(("drain",))
-    for n in PREDICTED_COUNTERS:
+    for n in PREDICTED_COUNTERS + (Counter.BUSY_CYCLES, Counter.STALL_CYCLES):
         h.steps.append(("csr_read", CSR_COUNTER_BASE + 4 * n))
 
     h.run()
@@ -255,6 +256,9 @@ def test_program_write_and_read_back_end_to_end():
     counters = {addr: value for addr, value in h.csr_reads[1:]}
     for n in PREDICTED_COUNTERS:
         assert counters[CSR_COUNTER_BASE + 4 * n] == model.counts[n], counter_name(n)
+    busy, stall = (counters[CSR_COUNTER_BASE + 4 * n] for n in (Counter.BUSY_CYCLES, Counter.STALL_CYCLES))
+    assert model.timing_counter_violations(busy, stall, h.cycles) == []
+    assert stall > 0   # the harness stalls every channel a quarter of the time
     print("first MemRd: accept -> AR handshake", h.first_read_latency[1] - h.first_read_latency[0],
           "cycles, -> first DRS", h.first_read_latency[2] - h.first_read_latency[0], "cycles")
 
