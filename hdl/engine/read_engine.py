@@ -2,26 +2,33 @@ r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block b
 
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
-  read request FIFO head --[dispatch]--> serve FIFO -----------------------------[serve]--> DRS register
+  read request stream ----[dispatch]--> serve FIFO -----------------------------[serve]--> DRS register
         (decode, buffer lookup,  \--> fetch FIFO --[AR issuer]--> AXI AR                 ^      ^
          victim, counters)        \--> route FIFO --[R router]--> packer load/start --> block buffer (Memory)
                                                               \--> raw line FIFO ---------------/
 
 - dispatch handles one request per cycle, in arrival order: the address is decoded combinationally at the
-  FIFO head (hdl/engine/address_map.py). Unmapped / illegal-k reads go straight to the serve FIFO. Raw reads
+  stream head (hdl/engine/address_map.py). Unmapped / illegal-k reads go straight to the serve FIFO. Raw reads
   queue one 1-line burst. Packed / expanded reads look up the key (region, block, expanded, k, midpoint) in
   the slot tags; a miss claims the round-robin victim at once (its tag becomes valid immediately, so later
   reads of the same block hit the slot while it is still filling: this is the look-ahead that overlaps the
   fetch of the next block with serving the current one) and queues the fetch of planes 0..k-1.
-- A victim is not reused while reads that hit it are queued or its fill is still being written; dispatch
-  stalls instead of skipping it, so timing never changes the hit/miss sequence (DEVICE.md §5).
+- Slots are reallocated without waiting for the reads still using them: each allocation starts a new
+  generation of the slot, every queued read carries the generation it hit, and the new fill's first line
+  is held back (at the packer output; its planes are already fetched) until the reads of the generation the
+  slot holds are served. So the hit/miss sequence is exactly the round-robin one of DEVICE.md §5, and timing
+  only decides when a fill lands. Dispatch stalls only when a slot already has MAX_LIVE_GENERATIONS
+  generations alive or a queue is full. The serve queue is request_depth + b_max deep so that the look-ahead
+  covers a whole block's fetch latency: packed streaming at power-of-two k gives one DRS per cycle when
+  memory returns one line per cycle.
 - The AR issuer sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
   read is one 1-line burst. All bursts use ARID 0, so R beats return in issue order and the R router can send
   them to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO.
 - The packer (hdl/engine/packer.py) writes the block's output lines into the slot; a per-slot line count
   lets the serve stage answer line j as soon as line j is written.
 - serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
-  raw line FIFO or zero).
+  raw line FIFO or zero). The buffer read port is transparent (a line is served in the cycle it is
+  written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
 Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input) at DRS-register
 load. `read_load` reports reads in flight after dispatch in quarters of request_depth (0 light .. 3 severe).
 AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
