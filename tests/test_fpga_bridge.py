@@ -5,7 +5,11 @@ encoder/decoder, the protocol module's encoder/decoder (shared with the host too
 docs/DEVICE.md §6, and the golden device model for end-to-end reads and writes.
 """
 import dataclasses
+import os
 import random
+import re
+import select
+import threading
 
 import numpy as np
 import pytest
@@ -615,3 +619,35 @@ def test_axi_ram_bursts_ids_strobes_and_backpressure_against_a_python_memory():
     sim.run()
     assert len(reads_seen) > 12
     assert all(got == expected for got, expected in reads_seen)
+
+
+def test_host_tool_over_a_pseudo_terminal(capsys):
+    """The termios path of board_host: a pty stands in for the FTDI tty, the fake device serves the far end."""
+    device = ModelDevice(SYSTEM_PARAMS)
+    controller_fd, tty_fd = os.openpty()
+    stop = threading.Event()
+
+    def far_end():
+        while not stop.is_set():
+            ready, _, _ = select.select([controller_fd], [], [], 0.05)
+            if ready:
+                device.write(os.read(controller_fd, 4096))
+            while device.outbox:
+                os.write(controller_fd, device.read())
+
+    thread = threading.Thread(target=far_end, daemon=True)
+    thread.start()
+    try:
+        args = board_host.build_parser().parse_args(["--port", os.ttyname(tty_fd), "counters"])
+        port = board_host.SerialPort(os.ttyname(tty_fd), 115200)
+        try:
+            assert board_host.run(args, port=port) == 0
+        finally:
+            port.close()
+    finally:
+        stop.set()
+        thread.join()
+        os.close(controller_fd)
+        os.close(tty_fd)
+    out = capsys.readouterr().out
+    assert re.search(r"^req_mem_rd\s+0$", out, re.MULTILINE) and "reads_at_k16" in out
