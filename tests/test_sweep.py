@@ -116,6 +116,10 @@ def test_policies_respect_their_budgets(context):
         activation.calibrate(calibration, budget)
         chosen_bits = sum(sizes[n] * activation.choose(n, statistics[n]).sum() for n in context.names)
         assert chosen_bits <= budget * sum(sizes.values()) * len(calibration.batch)
+    closed_loop = policies.WeightCache(calibration, "int8", "floor")
+    activation.calibrate(calibration, 5.0, closed_loop)
+    measured = policies.evaluate_per_input(calibration, activation, closed_loop)
+    assert 4.5 * sum(sizes.values()) <= measured["bytes_fetched"] * 8 <= 5.0 * sum(sizes.values())
     # a higher price per bit never buys more bits
     name = context.names[0]
     cheap, dear = (activation.choose(name, statistics[name], price) for price in (1e-12, 1e-6))
