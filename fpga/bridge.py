@@ -1,7 +1,10 @@
 """Host bridge: framed byte stream (from a UART) <-> the controller's CXL.mem channels and CSR bus.
 
 The frame format, the error codes and the resynchronisation rules are specified in fpga/protocol.py (one
-description shared with the host tool and the tests); this module implements the device side of it.
+description shared with the host tool and the tests); this module implements the device side of it. In short:
+`SYNC | TYPE | LEN | PAYLOAD | CRC-8` (0xA5 from the host, 0x5A from the device, CRC-8/SMBUS over TYPE, LEN and
+PAYLOAD, little-endian fields); requests PING, REQ (M2S Req), RWD (M2S RwD), CSR_READ, CSR_WRITE; responses
+INFO, DRS, NDR, CSR_RDATA, CSR_BRESP and ERROR (BAD_CRC, BAD_TYPE, BAD_LENGTH, TIMEOUT, BUSY, BAD_FIELD).
 
 `HostBridge(params, timeout_cycles)` ports:
 - rx: In(stream of bytes) from the UART receiver. Always ready (a UART cannot be held back).
