@@ -105,7 +105,8 @@ class StreamingPlan:
     """Which matrices go where, how they are written, read and decoded (see the module docstring)."""
 
     def __init__(self, model: MiniLM, params: ControllerParams, fmt_name: str = "int8", layers=(0,), R: int = 1,
-                 rule: str = "floor", first_line: int = 0):
+                 rule: str = "floor", first_line: int = 0, matrices=None):
+        """matrices: short names (LAYER_MATRICES keys) to place, default all six (fewer for quick tests)."""
         self.model = model
         self.params = params
         self.fmt = quant.storage_format(fmt_name)
@@ -121,12 +122,15 @@ class StreamingPlan:
             raise SmartquantError(f"layers must be distinct indices in 0..{model.n_layers - 1}, got {list(layers)}")
         if self.B > params.b_max:
             raise SmartquantError(f"{fmt_name} needs B = {self.B} but the controller has b_max = {params.b_max}")
+        shorts = list(LAYER_MATRICES) if matrices is None else [s for s in LAYER_MATRICES if s in set(matrices)]
+        if not shorts or (matrices is not None and len(shorts) != len(set(matrices))):
+            raise SmartquantError(f"matrices must be names among {', '.join(LAYER_MATRICES)}, got {matrices!r}")
         self.stored: dict[str, quant.StoredMatrix] = {}
         self.regions: dict[int, LayerRegion] = {}
         line = first_line
         for position, layer in enumerate(self.layers):
             placements, block = [], 0
-            for short in LAYER_MATRICES:
+            for short in shorts:
                 name = matrix_name(layer, short)
                 weights = model.weights[name]
                 self.stored[name] = quant.StoredMatrix(weights, self.fmt)
@@ -227,14 +231,17 @@ class WeightsNeeded(Exception):
 
 
 def run_layer(model: MiniLM, layer: int, hidden: np.ndarray, mask: np.ndarray, choose: Callable,
-              fetched: Mapping) -> tuple[np.ndarray, dict]:
+              fetched: Mapping, streamed=None) -> tuple[np.ndarray, dict]:
     """Layer forward with every matrix taken from `fetched[(name, k)]`, k = choose(name, its input).
 
+    streamed: the matrix names that come from the device (default all); the others keep their FP32 weights.
     Returns (output, {name: k}); raises WeightsNeeded for the first (name, k) missing from `fetched`.
     """
     chosen = {}
 
     def select_weight(name, x):
+        if streamed is not None and name not in streamed:
+            return model.weights[name]
         k = int(choose(name, x))
         chosen[name] = k
         if (name, k) not in fetched:
@@ -273,7 +280,8 @@ def golden_forward(plan: StreamingPlan, batch, choose: Callable) -> tuple[np.nda
         if layer in plan.layers:
             while True:
                 try:
-                    hidden_next, chosen = run_layer(model, layer, hidden, batch.attention_mask, choose, golden)
+                    hidden_next, chosen = run_layer(model, layer, hidden, batch.attention_mask, choose, golden,
+                                                    plan.placements)
                     break
                 except WeightsNeeded as need:
                     golden[(need.name, need.precision_k)] = plan.golden_weights(need.name, need.precision_k)
