@@ -16,17 +16,17 @@ from smartquant.params import ControllerParams
 
 DEFAULT_TOP_NAME = "smartquant_top"   # the module name the cocotb runner (sim/runner.py) builds
 
-# command-line option -> ControllerParams field
+# ControllerParams field -> (command-line option, help)
 PARAMETER_OPTIONS = {
-    "data_width": "--data-width",
-    "b_max": "--b-max",
-    "n_regions": "--regions",
-    "request_depth": "--request-depth",
-    "buffer_slots": "--buffer-slots",
-    "poison_entries": "--poison-entries",
-    "dram_addr_bits": "--dram-addr-bits",
-    "axi_id_bits": "--axi-id-bits",
-    "csr_addr_bits": "--csr-addr-bits",
+    "data_width": ("--data-width", "bits per line = weights per block: 64, 128, 256 or 512"),
+    "b_max": ("--b-max", "widest stored weight the datapath supports: 2, 4, 8 or 16"),
+    "n_regions": ("--regions", "region-table entries, 1..16"),
+    "request_depth": ("--request-depth", "M2S reads the front end buffers"),
+    "buffer_slots": ("--buffer-slots", "assembled-block slots in the read engine's block buffer"),
+    "poison_entries": ("--poison-entries", "poisoned blocks remembered before the overflow rule"),
+    "dram_addr_bits": ("--dram-addr-bits", "AXI byte-address width = device capacity (log2 bytes), 12..44"),
+    "axi_id_bits": ("--axi-id-bits", "AXI ID width"),
+    "csr_addr_bits": ("--csr-addr-bits", "CSR AXI4-Lite address width"),
 }
 
 
@@ -36,9 +36,9 @@ def add_arguments(parser):
     parser.add_argument("--name", default=DEFAULT_TOP_NAME, help="top module name (default %(default)s)")
     defaults = ControllerParams()
     for field in fields(ControllerParams):
-        parser.add_argument(PARAMETER_OPTIONS[field.name], dest=field.name, type=int,
-                            default=getattr(defaults, field.name),
-                            help=f"{field.name} (default %(default)s)")
+        option, help_text = PARAMETER_OPTIONS[field.name]
+        parser.add_argument(option, dest=field.name, type=int, metavar="N", default=getattr(defaults, field.name),
+                            help=f"{help_text} (default %(default)s)")
 
 
 def params_from_args(args) -> ControllerParams:
