@@ -1,0 +1,72 @@
+"""Device benchmarks: a tiny RTL run of the traffic and latency benchmarks, tables and plots from their JSON."""
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from smartquant.commands import bench
+from smartquant.errors import SmartquantError
+from smartquant.scripts import bench_device, plots
+
+
+def test_tiny_traffic_and_latency_run_gives_k_over_b_exactly():
+    config = {"traffic_b": [8], "blocks": 3, "random_reads": 6, "latency_k": [1, 5]}
+    found, result = bench_device.run_benchmarks(["traffic", "latency"], config, seed=5)
+    assert result.passed, result.describe()
+    rows = found["traffic"]["rows"]
+    assert [r["k"] for r in rows] == list(range(1, 9))
+    for r in rows:
+        # sequential packed-k streaming reads exactly k of the B plane lines of every block (hardware counter)
+        assert r["dram_lines_read"] == 3 * r["k"] and r["full_lines"] == 3 * 8
+        assert r["traffic_ratio"] == r["k"] / 8
+        assert r["drs_sent"] == 3 * r["k"]
+        # a random packed line costs at most one block fetch of k lines
+        assert r["random_dram_lines_read"] <= r["random_reads"] * r["k"]
+    table = bench_device.traffic_table(found["traffic"])
+    assert table.splitlines()[0].split()[:2] == ["B", "k"] and "NO" not in table
+    latency = {r["read"]: r for r in found["latency"]["rows"]}
+    assert set(latency) == {"raw", "packed k=1", "packed k=5"}
+    assert latency["packed k=5"]["beats"] == 5 and latency["raw"]["beats"] == 1
+    for r in latency.values():
+        assert r["req_to_ar"] >= 1 and r["last_r_to_drs"] >= 1
+        assert r["req_to_drs"] >= r["req_to_ar"] + r["ar_to_first_r"] + r["beats"] - 1
+    assert bench_device.summary_lines("traffic", found["traffic"])[0].startswith(
+        "sequential packed-k traffic ratio == k/B exactly at every k: yes")
+
+
+def test_plots_are_written_from_result_files(tmp_path):
+    bench_dir = tmp_path / "bench"
+    bench_dir.mkdir()
+    traffic = {"rows": [{"B": 8, "k": k, "traffic_ratio": k / 8} for k in range(1, 9)]}
+    rows = {"rows": [{"R": R, "B": 8, "k": k, "activates": a} for R in (1, 64)
+                     for k, a in zip(range(1, 9), [8] * 8 if R == 1 else [2, 2, 4, 4, 6, 6, 8, 8])]}
+    (bench_dir / "traffic.json").write_text(json.dumps({"results": traffic}))
+    (bench_dir / "rows.json").write_text(json.dumps({"results": rows}))
+    energy = {"dram_activate_pj": 1e3, "dram_read_pj": 2e3, "link_pj": 3e3, "controller_pj": 4e2}
+    demo = {"config": {"format": "int8", "layers": [0]}, "tokens": 10,
+            "runs": [{"label": "static k=8", "counters": {"dram_lines_read": 100}, "embedding_cos_mean": 0.99,
+                      "energy": energy},
+                     {"label": "greedy 5 b/w", "counters": {"dram_lines_read": 60}, "embedding_cos_mean": 0.97,
+                      "energy": energy}]}
+    (tmp_path / "demo.json").write_text(json.dumps(demo))
+    written = plots.write_plots(bench_dir, tmp_path / "demo.json", tmp_path / "img")
+    assert sorted(p.name for p in written) == ["accuracy_traffic.png", "energy_per_token.png", "row_activates.png",
+                                               "traffic_ratio.png"]
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
+
+
+def test_missing_inputs_and_bad_options_are_clear_errors(tmp_path):
+    args = SimpleNamespace(benchmark="plots", bench_dir=str(tmp_path), demo_json=str(tmp_path / "none.json"),
+                           img_dir=str(tmp_path / "img"))
+    with pytest.raises(SmartquantError, match="no input found"):
+        bench.run(args)
+    (tmp_path / "traffic.json").write_text("{not json")
+    with pytest.raises(SmartquantError, match="not valid JSON"):
+        bench.run(args)
+    with pytest.raises(SmartquantError, match="--blocks"):
+        bench_device.run("traffic", SimpleNamespace(blocks=0, out=None, bench_seed=1, no_plots=True))
+    with pytest.raises(SmartquantError, match="does not exist"):
+        bench_device.run("traffic", SimpleNamespace(blocks=None, out=str(tmp_path / "no" / "x.json"), bench_seed=1,
+                                                    no_plots=True))
+    assert set(bench.BENCHMARKS) >= {"traffic", "rows", "throughput", "latency", "simspeed", "all", "plots"}

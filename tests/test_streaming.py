@@ -1,0 +1,132 @@
+"""Streaming MiniLM weights through the device: the host plan and decoder (fast), and a small RTL run."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from smartquant.errors import SmartquantError
+from smartquant.golden import layout, streaming
+from smartquant.golden.minilm import LAYER_MATRICES, load_minilm, matrix_name
+from smartquant.params import ControllerParams, View
+from smartquant.sim.runner import SIM_PARAMS
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_minilm()
+
+
+@pytest.mark.parametrize("fmt_name, ks", [("int8", (1, 3, 8)), ("bf16", (2, 9, 16))])
+def test_packed_lines_decode_to_the_quantizers_weights(model, fmt_name, ks):
+    # the decoder goes through the bit-plane layout; the expectation is quant's arithmetic read of the codes
+    plan = streaming.StreamingPlan(model, SIM_PARAMS, fmt_name, (1,), R=4, matrices=["query", "output"])
+    for name in plan.names():
+        fields = plan.fields(name)
+        for k in ks:
+            weights = plan.decode_packed(name, k, layout.packed_lines(fields, plan.B, k))
+            golden = plan.golden_weights(name, k)
+            assert weights.dtype == np.float32 and weights.shape == model.weights[name].shape
+            assert np.array_equal(weights.view(np.uint32), golden.view(np.uint32)), (name, k)
+
+
+def test_midpoint_rule_adds_the_fill_the_host_expects(model):
+    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), rule="midpoint", matrices=["key"])
+    name = plan.names()[0]
+    stored = plan.stored[name].quantized
+    weights = plan.decode_packed(name, 3, layout.packed_lines(plan.fields(name), 8, 3))
+    # hand rule: top 3 bits kept, dropped 5 bits read as 10000b = 16
+    expected_codes = ((stored.ints >> 5) << 5) | 16
+    assert np.array_equal(weights, expected_codes.astype(np.float32) * stored.scales)
+
+
+def test_placement_geometry(model):
+    params = ControllerParams(dram_addr_bits=23)
+    plan = streaming.StreamingPlan(model, params, "int8", (2, 3, 4, 5, 0), R=2)
+    # 384 x 384 = 147456 weights = 288 blocks; 1536 x 384 = 1152 blocks; R = 2 divides both
+    blocks = [p.n_blocks for p in plan.regions[2].matrices]
+    assert blocks == [288, 288, 288, 288, 1152, 1152]
+    assert [p.first_block for p in plan.regions[2].matrices] == [0, 288, 576, 864, 1152, 2304]
+    region = plan.regions[2]
+    assert region.span == 3456 * 8 and region.n_superblocks == 3456 // 2
+    # layers back to back, region entries reused round-robin over the 4 entries
+    assert [plan.regions[layer].base_line for layer in (2, 3, 4)] == [0, 3456 * 8, 2 * 3456 * 8]
+    assert [plan.regions[layer].index for layer in (2, 3, 4, 5, 0)] == [0, 1, 2, 3, 0]
+    value = plan.regions[3].matrices[1]
+    lines = plan.packed_read_lines(value.name, 3)
+    assert lines[:4].tolist() == [3456 * 8 + 288 * 8 + j for j in (0, 1, 2)] + [3456 * 8 + 289 * 8]
+    assert lines.size == 288 * 3
+    written, data = plan.weight_major_writes(value.name)
+    assert written.size == 288 * 8 and data.shape == (288 * 8, 64)
+    assert streaming.StreamingPlan.required_addr_bits(plan.end_line, 64) == 24   # 5 x 1.77 MB
+
+
+def test_prefetch_order_fetches_the_next_layer_before_computing_this_one():
+    assert streaming.prefetch_schedule([0, 1, 2]) == [
+        ("fetch", 0), ("wait", 0), ("fetch", 1), ("compute", 0), ("wait", 1), ("fetch", 2), ("compute", 1),
+        ("wait", 2), ("compute", 2)]
+    assert streaming.prefetch_schedule([4]) == [("fetch", 4), ("wait", 4), ("compute", 4)]
+
+
+def test_run_layer_asks_for_missing_weights_and_keeps_fp32_for_unstreamed(model):
+    batch = model.tokenize(["A short sentence."])
+    hidden = model.embed(batch)
+    streamed = {matrix_name(0, "query")}
+    with pytest.raises(streaming.WeightsNeeded) as need:
+        streaming.run_layer(model, 0, hidden, batch.attention_mask, streaming.static_choice(5), {}, streamed)
+    assert (need.value.name, need.value.precision_k) == (matrix_name(0, "query"), 5)
+    fetched = {(matrix_name(0, "query"), 5): model.weights[matrix_name(0, "query")]}
+    output, chosen = streaming.run_layer(model, 0, hidden, batch.attention_mask, streaming.static_choice(5),
+                                         fetched, streamed)
+    assert chosen == {matrix_name(0, "query"): 5}
+    assert np.array_equal(output, model.layer(0, hidden, batch.attention_mask))
+
+
+def test_bad_inputs_are_clear_errors(model):
+    with pytest.raises(SmartquantError, match="layers"):
+        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (6,))
+    with pytest.raises(SmartquantError, match="read rule"):
+        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), rule="nearest")
+    with pytest.raises(SmartquantError, match="matrices"):
+        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), matrices=["qkv"])
+    with pytest.raises(SmartquantError, match="b_max"):
+        streaming.StreamingPlan(model, ControllerParams(b_max=8), "bf16", (0,))
+    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), matrices=["query"])
+    with pytest.raises(SmartquantError, match="precision k"):
+        plan.packed_read_lines(plan.names()[0], 9)
+    with pytest.raises(SmartquantError, match="packed lines of shape"):
+        plan.decode_packed(plan.names()[0], 2, np.zeros((3, 2, 64), dtype=np.uint8))
+    with pytest.raises(SmartquantError, match="streaming view"):
+        streaming.check_view("expanded")
+    with pytest.raises(SmartquantError, match="stream-k"):
+        streaming.parse_ks("8,x", 8)
+    with pytest.raises(SmartquantError, match="precision k"):
+        streaming.parse_ks("9", 8)
+    with pytest.raises(SmartquantError, match="policies"):
+        streaming.parse_policies("greedy,oracle")
+
+
+def test_rtl_streaming_matches_the_golden_model(tmp_path):
+    """One matrix of layer 0 written through the weight-major path, streamed back at k = 8 and 3 (RTL)."""
+    from smartquant.scripts.bench_device import simulate
+    out = tmp_path / "stream.json"
+    config = {"format": "int8", "layers": [0], "ks": [8, 3], "policies": [], "budget": 5.0, "view": "default",
+              "R": 1, "rule": "floor", "out": str(out), "matrices": ["query"],
+              "sentences": ["Bit planes stream at run-time precision.", "A second, slightly longer sentence here."]}
+    result = simulate(SIM_PARAMS, "smartquant.sim.stream_demo", "test_stream_minilm", seed=3,
+                      extra_env={"SQ_STREAM_CONFIG": json.dumps(config)})
+    assert result.passed, result.describe()
+    data = json.loads(out.read_text())
+    blocks = 384 * 384 // 512
+    assert data["load"]["rwd"] == blocks * 8
+    assert data["load"]["counters"]["dram_lines_written"] == blocks * 8 * 8   # B beats per weight-major line
+    for run, k in zip(data["runs"], (8, 3)):
+        assert run["exact"] and run["k"] == {matrix_name(0, "query"): k}
+        assert run["counters"]["dram_lines_read"] == blocks * k             # exactly k/B of the stored lines
+        assert run["traffic_ratio"] == k / 8
+        assert run["counters"]["drs_sent"] == blocks * k
+        assert run["link_bytes"] == blocks * k * 64
+        assert run["counters"][f"reads_at_k{k}"] == blocks * k
+    assert data["runs"][0]["embedding_cos_mean"] > data["runs"][1]["embedding_cos_mean"]
+    payloads = np.load(out.with_suffix(".npz"))
+    assert payloads[f"static k=3|{matrix_name(0, 'query')}|k=3"].shape == (blocks * 3, 64)
