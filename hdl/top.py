@@ -51,16 +51,19 @@ class SmartQuantController(wiring.Component):
             "csr": In(AxiLiteSignature(p.csr_addr_bits, 32)),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
         })
+        # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
+        # construction (the verilog command turns it into a one-line error).
+        self._units = dict(frontend=ReqFrontEnd(p), read_engine=ReadEngine(p), write_path=WritePath(p),
+                           ndr_arbiter=NdrArbiter(p), csr_block=CsrBlock(p), poison_table=PoisonTable(p))
 
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        m.submodules.frontend = frontend = ReqFrontEnd(p)
-        m.submodules.read_engine = read_engine = ReadEngine(p)
-        m.submodules.write_path = write_path = WritePath(p)
-        m.submodules.ndr_arbiter = ndr_arbiter = NdrArbiter(p)
-        m.submodules.csr_block = csr_block = CsrBlock(p)
-        m.submodules.poison_table = poison_table = PoisonTable(p)
+        for name, unit in self._units.items():
+            m.submodules[name] = unit
+        frontend, read_engine, write_path, ndr_arbiter, csr_block, poison_table = (
+            self._units[name] for name in ("frontend", "read_engine", "write_path", "ndr_arbiter", "csr_block",
+                                           "poison_table"))
 
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
         wiring.connect(m, frontend.read, read_engine.read)

@@ -372,3 +372,5 @@ def test_verilog_command_writes_the_top_with_contract_port_names(tmp_path, capsy
     bad = tmp_path / "bad.v"
     assert main(["verilog", "-o", str(bad), "--data-width", "100"]) == 2
     assert "data_width" in capsys.readouterr().err and not bad.exists()
+    assert main(["verilog", "-o", str(bad), "--buffer-slots", "0"]) == 2
+    assert "buffer_slots" in capsys.readouterr().err and not bad.exists()

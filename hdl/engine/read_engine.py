@@ -67,6 +67,10 @@ MAX_LIVE_GENERATIONS = 3
 class ReadEngine(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
+        if params.buffer_slots < 1:
+            raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
+        if params.request_depth < 1:
+            raise ValueError(f"request_depth must be >= 1, got {params.request_depth}")
         super().__init__({
             "read": In(stream.Signature(read_request_layout(params))),
             "drs": Out(stream.Signature(drs_layout(params))),

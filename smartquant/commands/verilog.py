@@ -56,9 +56,9 @@ def run(args):
     params = params_from_args(args)
     try:
         top = SmartQuantController(params)
+        text = verilog.convert(top, name=args.name, emit_src=False)
     except ValueError as error:
         raise SmartquantError(str(error)) from error
-    text = verilog.convert(top, name=args.name, emit_src=False)
     summary = sys.stderr if args.output == "-" else sys.stdout
     if args.output == "-":
         sys.stdout.write(text)
