@@ -10,6 +10,10 @@ Reading at precision k (docs/DEVICE.md section 3): the device keeps the top k bi
 the B-k dropped bits by the region's rounding rule. The scale is unchanged (the host keeps it). Three read rules:
 - "floor":    dropped bits 0..0 (the device's FLOOR fill; for two's complement this is rounding toward -inf).
 - "midpoint": dropped bits 10..0 (the device's MIDPOINT fill; the middle of the dropped interval).
+- "toward-zero": dropped bits = copies of the sign bit (0..0 for positive, 1..1 for negative codes), i.e.
+  truncation toward zero. NOT a device rule in docs/DEVICE.md: a candidate fill measured here because it is
+  as cheap as floor (plane 0 is the sign and is always fetched) and keeps small weights near 0. For BF16
+  (sign-magnitude) floor already truncates toward zero, so this rule equals floor.
 - "nearest":  for comparison only (the device cannot do it without the dropped bits): the stored value rounded
   to the nearest point of the same k-bit grid, ties to even. INT: same scale, clipped to the k-bit range.
   BF16: the nearer in value of the two k-bit patterns around the weight (never infinity).
@@ -25,7 +29,7 @@ from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.params import Format, Rounding
 
-READ_RULES = ("floor", "midpoint", "nearest")
+READ_RULES = ("floor", "midpoint", "toward-zero", "nearest")
 _DEVICE_FILL = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT}
 INT_BITS = (2, 4, 8, 16)
 
@@ -117,7 +121,10 @@ def read_ints_at_k(ints, B: int, precision_k: int, rule: str = "floor") -> np.nd
         # ties to even, the unbiased IEEE rule; clipped to the k-bit two's complement range
         nearest = np.rint(ints / step)
         return (np.clip(nearest, lo >> dropped, hi >> dropped).astype(np.int32) << dropped)
-    return ((ints >> dropped) << dropped) | np.int32(layout.fill_pattern(B, precision_k, _DEVICE_FILL[rule]))
+    floor = (ints >> dropped) << dropped
+    if rule == "toward-zero":
+        return np.where(ints < 0, floor | np.int32((1 << dropped) - 1), floor)
+    return floor | np.int32(layout.fill_pattern(B, precision_k, _DEVICE_FILL[rule]))
 
 
 def to_bf16(weights) -> np.ndarray:
@@ -130,8 +137,8 @@ def read_bf16_at_k(fields, precision_k: int, rule: str = "floor") -> np.ndarray:
     check_rule(rule)
     layout.check_k(precision_k, 16)
     fields = np.asarray(fields, dtype=np.uint32)
-    if rule != "nearest":
-        return layout.floats_from_bf16(layout.truncate(fields, 16, precision_k, _DEVICE_FILL[rule]))
+    if rule in _DEVICE_FILL or rule == "toward-zero":   # sign-magnitude: floor fill already truncates toward 0
+        return layout.floats_from_bf16(layout.truncate(fields, 16, precision_k, _DEVICE_FILL.get(rule, Rounding.FLOOR)))
     if precision_k == 16:
         return layout.floats_from_bf16(fields)
     dropped = 16 - precision_k

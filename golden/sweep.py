@@ -3,8 +3,8 @@
 What is quantized: the 36 encoder weight matrices (6 layers x query, key, value, attention output, FFN in,
 FFN out; 10.6 M weights), the ones a device streams for every forward. Embedding tables (looked up a row at a
 time), biases and LayerNorm parameters stay FP32. Each matrix is stored in a format (quant.STORAGE_FORMATS) and
-read back at every precision k in 1..B under a read rule (floor / midpoint fill as the device does, or
-round-to-nearest for comparison). For each (format, rule, k):
+read back at every precision k in 1..B under a read rule (floor / midpoint fill as the device does, the
+candidate toward-zero fill, or round-to-nearest for comparison; see golden/quant.py). For each (format, rule, k):
 - per-matrix SNR in dB of the weights read at k against the FP32 weights (so k = B shows the storage format's
   own quantization error); the table gives the mean and the minimum over the 36 matrices;
 - layer-output cosine: each layer run on its cached FP32 input with all six of its matrices read at k, cosine

@@ -72,6 +72,20 @@ def test_hand_worked_reads_of_int8_at_k3():
     # nearest multiple of 32 in the 3-bit range -128..96: 2.41 -> 2, -2.41 -> -2, 3.97 -> 4 clipped to 3
     assert quant.read_ints_at_k(codes, 8, 3, "nearest").tolist() == [64, -64, 96, 0]
     assert quant.read_ints_at_k(np.array([127]), 8, 2, "nearest").tolist() == [64]
+    # toward zero: dropped bits copy the sign, -77 = 1011_0011 -> 1011_1111 = -65
+    assert quant.read_ints_at_k(codes, 8, 3, "toward-zero").tolist() == [64, -65, 96, 0]
+
+
+@pytest.mark.parametrize("B", [4, 8, 16])
+def test_toward_zero_shrinks_magnitudes_within_one_step(B):
+    codes = RNG.integers(-(1 << (B - 1)) + 1, 1 << (B - 1), size=4096)
+    for k in range(1, B + 1):
+        read = quant.read_ints_at_k(codes, B, k, "toward-zero")
+        assert np.all(np.abs(read) <= np.abs(codes)) and np.all(read * codes >= 0)
+        assert np.all(np.abs(codes - read) < (1 << (B - k)))
+        # the dropped bits of negative codes read as ones, of the others as zeros
+        low = layout.fields_from_ints(read, B) & ((1 << (B - k)) - 1)
+        assert np.all(low == np.where(codes < 0, (1 << (B - k)) - 1, 0))
 
 
 @pytest.mark.parametrize("B", [2, 4, 8, 16])
@@ -108,8 +122,10 @@ def test_bf16_reads_hand_worked_and_bounds():
     assert np.array_equal(fields, layout.bf16_fields(values))
     # k = 9 keeps sign + exponent: the grid is the powers of two
     np.testing.assert_array_equal(quant.read_bf16_at_k(fields, 9, "floor"), [1.0, 1.0, 1.0, -1.0, 0.0])
-    np.testing.assert_array_equal(quant.read_bf16_at_k(fields, 9, "midpoint"), [1.5, 1.5, 1.5, -1.5, 2.0 ** -127])  # 0x0040: subnormal
+    # midpoint fill of +0.0 is 0x0040, a subnormal: 2**-127
+    np.testing.assert_array_equal(quant.read_bf16_at_k(fields, 9, "midpoint"), [1.5, 1.5, 1.5, -1.5, 2.0 ** -127])
     np.testing.assert_array_equal(quant.read_bf16_at_k(fields, 9, "nearest"), [1.0, 2.0, 1.0, -2.0, 0.0])
+    np.testing.assert_array_equal(quant.read_bf16_at_k(fields, 9, "toward-zero"), [1.0, 1.0, 1.0, -1.0, 0.0])
     weights = RNG.normal(0, 0.05, size=4096).astype(np.float32)
     fields = quant.to_bf16(weights)
     exact = layout.floats_from_bf16(fields)

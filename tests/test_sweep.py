@@ -25,7 +25,8 @@ def context():
 def rows(context):
     def run(formats, rules, ks):
         return sweep.run_sweep(formats, rules, ks, context=context, progress=False)
-    return (run(("int8", "int4"), ("floor", "midpoint", "nearest"), {"int8": range(2, 9), "int4": range(2, 5)})
+    return (run(("int8", "int4"), ("floor", "midpoint", "toward-zero", "nearest"),
+                {"int8": range(2, 9), "int4": range(2, 5)})
             + run(("bf16",), ("floor",), {"bf16": range(1, 17)})
             + run(("bf16",), ("midpoint", "nearest"), {"bf16": range(9, 17)}))
 
@@ -44,8 +45,8 @@ def test_bytes_fetched_are_exactly_k_of_B(context, rows):
 
 
 @pytest.mark.parametrize("fmt, rule, first_k", [
-    ("int8", "floor", 3), ("int8", "midpoint", 3), ("int8", "nearest", 3),
-    ("int4", "floor", 3), ("int4", "midpoint", 3), ("int4", "nearest", 3),
+    ("int8", "floor", 3), ("int8", "midpoint", 3), ("int8", "toward-zero", 3), ("int8", "nearest", 3),
+    ("int4", "floor", 3), ("int4", "midpoint", 3), ("int4", "toward-zero", 3), ("int4", "nearest", 3),
     ("bf16", "floor", 9), ("bf16", "midpoint", 9), ("bf16", "nearest", 9),
 ])
 def test_accuracy_rises_with_precision(rows, fmt, rule, first_k):
@@ -56,11 +57,13 @@ def test_accuracy_rises_with_precision(rows, fmt, rule, first_k):
         assert all(b > a for a, b in zip(values, values[1:])), (metric, values)
 
 
-@pytest.mark.parametrize("fmt", ["int8", "int4", "bf16"])
-def test_floor_snr_never_falls_for_any_k(rows, fmt):
-    # floor keeps more of each weight's own bits as k grows: every weight's error shrinks or stays, so every
-    # matrix's SNR does too, even while BF16 loses exponent bits (there the layer and embedding cosines wobble)
-    points = select(rows, fmt, "floor")
+@pytest.mark.parametrize("fmt, rule", [("int8", "floor"), ("int4", "floor"), ("bf16", "floor"),
+                                       ("int8", "toward-zero"), ("int4", "toward-zero")])
+def test_truncation_snr_never_falls_for_any_k(rows, fmt, rule):
+    # truncation (floor, toward zero) keeps more of each weight's own bits as k grows: every weight's error
+    # shrinks or stays, so every matrix's SNR does too, even while BF16 loses exponent bits (there the layer
+    # and embedding cosines wobble)
+    points = select(rows, fmt, rule)
     for name in points[0]["snr_db_per_matrix"]:
         values = [r["snr_db_per_matrix"][name] for r in points]
         assert all(b >= a for a, b in zip(values, values[1:])), (name, values)

@@ -2,8 +2,8 @@
 all-MiniLM-L6-v2 weights, computed by the numpy golden model.
 
 Default (about a minute on 2 cores): INT8 per-channel and INT4 per-group-128 at every k, BF16 at k = 8..16,
-floor and midpoint fills, then the per-matrix and per-input policies on INT8 with the floor fill.
---full: every format x {floor, midpoint, nearest} x every k in 1..B (about a minute more).
+floor, midpoint and toward-zero fills, then the per-matrix and per-input policies on INT8 with the floor fill.
+--full: every format x {floor, midpoint, toward-zero, nearest} x every k in 1..B (about a minute more).
 Streaming the weights through the simulated RTL comes in a later version.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ def run(args):
     if args.full:
         ks, rules = None, list(golden.RULES)
     else:
-        ks, rules = {"bf16": range(8, 17)}, ["floor", "midpoint"]
+        ks, rules = {"bf16": range(8, 17)}, ["floor", "midpoint", "toward-zero"]
     print("\n== Precision sweep ==", flush=True)
     rows = sweep.run_sweep(list(golden.FORMATS), rules, ks, progress=progress)
     print("Storage: " + "; ".join(f"{name} = {quant.STORAGE_FORMATS[name].describe()}" for name in golden.FORMATS))

@@ -2,7 +2,8 @@
 
   smartquant golden sweep     per-matrix SNR, layer-output and sentence-embedding cosine vs FP32, and bytes
                               fetched, for INT8 (per-channel), INT4 (per-group 128) and BF16 storage read at
-                              every precision k in 1..B under the floor / midpoint fills and round-to-nearest
+                              every precision k in 1..B under the floor / midpoint fills, the candidate
+                              toward-zero fill and round-to-nearest
   smartquant golden policies  context-dependent precision policies (per-matrix greedy, per-input activation)
                               vs every static k: bytes fetched per forward and embedding cosine
 
@@ -15,7 +16,7 @@ import argparse
 from smartquant.errors import SmartquantError
 
 FORMATS = ("int8", "int4", "bf16")
-RULES = ("floor", "midpoint", "nearest")
+RULES = ("floor", "midpoint", "toward-zero", "nearest")
 
 
 def parse_budgets(text: str) -> list:
@@ -48,7 +49,8 @@ def add_arguments(parser):
                                description="Precision sweep of all-MiniLM-L6-v2's 36 encoder matrices.")
     sweep.add_argument("--format", choices=FORMATS + ("all",), default="all", help="storage format (default all)")
     sweep.add_argument("--rounding", choices=RULES + ("all",), default="all",
-                       help="read rule: the device's floor / midpoint fill, or round-to-nearest (default all)")
+                       help="read rule: the device's floor / midpoint fill, toward-zero (a candidate fill, not "
+                            "in DEVICE.md) or round-to-nearest (default all)")
     sweep.add_argument("--k", metavar="LIST", help="comma list of precisions to run (default every k in 1..B; "
                                                    "values above a format's B are skipped)")
     sweep.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
