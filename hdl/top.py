@@ -29,7 +29,7 @@ from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter
 from smartquant.hdl.engine.poison import PoisonTable
-from smartquant.hdl.engine.read_engine import ReadEngine
+from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
 from smartquant.hdl.engine.write_path import WritePath
 
@@ -53,8 +53,17 @@ class SmartQuantController(wiring.Component):
         })
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
-        self._units = dict(frontend=ReqFrontEnd(p), read_engine=ReadEngine(p), write_path=WritePath(p),
-                           ndr_arbiter=NdrArbiter(p), csr_block=CsrBlock(p), poison_table=PoisonTable(p))
+        check_read_params(p)
+        self._units = {}
+        try:
+            for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEnd),
+                                     ("read_engine", ReadEngine), ("write_path", WritePath),
+                                     ("ndr_arbiter", NdrArbiter)):
+                self._units[name] = unit_class(p)
+        except ValueError:
+            for unit in (self, *self._units.values()):   # refused design: nothing built here is an error
+                unit._MustUse__silence = True
+            raise
 
     def elaborate(self, platform):
         m = Module()

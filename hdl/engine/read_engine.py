@@ -64,13 +64,18 @@ GENERATION_BITS = 2
 MAX_LIVE_GENERATIONS = 3
 
 
+def check_read_params(params: ControllerParams) -> None:
+    """ValueError for parameters the read side cannot build (call before constructing, see hdl/top.py)."""
+    if params.buffer_slots < 1:
+        raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
+    if params.request_depth < 1:
+        raise ValueError(f"request_depth must be >= 1, got {params.request_depth}")
+
+
 class ReadEngine(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
-        if params.buffer_slots < 1:
-            raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
-        if params.request_depth < 1:
-            raise ValueError(f"request_depth must be >= 1, got {params.request_depth}")
+        check_read_params(params)
         super().__init__({
             "read": In(stream.Signature(read_request_layout(params))),
             "drs": Out(stream.Signature(drs_layout(params))),
