@@ -53,9 +53,9 @@ class SmartQuantController(wiring.Component):
         })
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
-        check_read_params(p)
         self._units = {}
         try:
+            check_read_params(p)
             for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEnd),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter)):
