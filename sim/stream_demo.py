@@ -24,11 +24,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
 
 from smartquant.golden import streaming
 from smartquant.golden.dram import RowModel
@@ -168,9 +169,17 @@ class StreamingHost:
                 "counters": {counter_name(n): v for n, v in enumerate(counters)}}
 
     async def wait(self) -> None:
-        """Until every queued request is answered (the timeout grows with what is queued)."""
-        queued = len(self.tb.outstanding) + len(self.tb.req_source.queue) + len(self.tb.rwd_source.queue)
-        await self.tb.quiesce(timeout_cycles=100 * queued + 20_000)
+        """Until every queued request is answered (the timeout grows with what is queued), with a progress bar."""
+        tb = self.tb
+        queued = len(tb.outstanding)
+        if queued > 2000 and os.environ.get("SQ_PROGRESS", "1") == "1":
+            from tqdm import tqdm
+            with tqdm(total=queued, desc=self.label or "load", unit="msg", file=sys.stderr, leave=False) as bar:
+                limit = tb.cycles + 100 * queued + 20_000
+                while tb.outstanding and tb.cycles < limit:
+                    await ClockCycles(tb.dut.clk, 1024)
+                    bar.update(queued - len(tb.outstanding) - bar.n)
+        await tb.quiesce(timeout_cycles=100 * len(tb.outstanding) + 20_000)
 
     async def clear_counters(self) -> None:
         await self.tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | int(self.tb.nxm_as_poison))
