@@ -7,7 +7,8 @@
   smartquant golden policies  context-dependent precision policies (per-matrix greedy, per-input activation)
                               vs every static k: bytes fetched per forward and embedding cosine
 
-Progress goes to stderr, tables to stdout. A full sweep takes about a minute on 2 cores.
+Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s, policies about 30 s,
+on a busy 2-core machine.
 """
 from __future__ import annotations
 
