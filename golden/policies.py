@@ -7,15 +7,17 @@ weight (static k = budget k fetches exactly that).
 (a) `greedy_allocation` (per matrix, fixed): each of the 36 matrices gets its own k. Sensitivity is the
     matrix's output noise-to-signal ratio on its real FP32 calibration inputs X:
     NSR_m(k) = ||X (W - W_k)^T||^2 / ||X W^T||^2. Starting from k = 1 everywhere, the step (matrix m, k -> k')
-    with the largest drop of sum_m NSR_m per extra bit fetched is taken while it fits the budget (looking
-    ahead over all k' > k, so a step that only pays off after two bits is still found).
+    with the largest drop of sum_m gain_m NSR_m per extra bit fetched is taken while it fits the budget
+    (looking ahead over all k' > k, so a step that only pays off after two bits is still found). gain_m
+    (`embedding_gains`) is the embedding damage per unit NSR of matrix m, probed with m alone at k = B/2;
+    unweighted (all gains 1) the allocation was worse than static k with the toward-zero fill (measured).
 (b) `ActivationPolicy` (per input): k is chosen per sentence (a token batch) and per matrix, at run time, from
     two statistics of the input x the matrix is about to multiply (known before its weights are fetched):
     channel energies e_j = mean over tokens of x_j^2, and s = mean over tokens of (sum_j x_j)^2. Per-matrix
     tables computed offline from E = W - W_k split into row means and the row-centred rest E_c (likewise W):
     err_k[j] = ||column j of E_c||^2, bias_k = ||row means of E||^2 (floor and midpoint fills shift a whole
     row the same way, so that error adds up with sum(x)). Predicted output NSR =
-    (e . err_k + s bias_k) / (e . sig + s sig_bias);
+    (e . err_k + s bias_k) / (e . sig + s sig_bias), weighted by (a)'s gain_m;
     the policy reads the k minimising predicted NSR + price x bits fetched (the Lagrangian form of (a)'s
     equal gain per bit). Inputs whose energy sits on channels where the truncated weights are poor get more
     bits. The price is set by bisection on the calibration sentences (closed loop: each sentence run with the
@@ -77,6 +79,22 @@ def output_nsr(context: SweepContext, fmt_name: str, rule: str, progress: bool =
     return table
 
 
+def embedding_gains(context: SweepContext, nsr: dict, weights: "WeightCache", probe_k: int) -> dict:
+    """name -> embedding damage per unit of the matrix's output NSR.
+
+    Matrices matter unequally (an error early or in attention scores travels further): matrix m alone is read
+    at probe_k, the rest FP32, and gain_m = mean(1 - embedding cosine) / NSR_m(probe_k). Weighting NSR_m by
+    gain_m turns the sum minimised by the policies into an additive estimate of embedding damage.
+    """
+    gains = {}
+    for name in context.names:
+        hidden = context.model.hidden_states(context.batch, {name: weights(name, probe_k)})[-1]
+        damage = float(np.mean(1.0 - cosine(context.model.pool(hidden, context.batch.attention_mask),
+                                            context.embeddings)))
+        gains[name] = max(damage, 0.0) / max(float(nsr[name][probe_k - 1]), 1e-30)
+    return gains
+
+
 def greedy_allocation(nsr: dict, sizes: dict, budget: float, B: int) -> dict:
     """name -> k: minimise sum of NSR under total bits <= budget * total weights (see the module docstring)."""
     check_budget(budget, B)
@@ -111,6 +129,7 @@ class ActivationPolicy:
     signal_bias: dict      # name -> energy of the per-row means of the FP32 weights
     sizes: dict            # name -> weights in the matrix
     B: int
+    gains: dict | None = None   # name -> embedding damage per unit NSR (embedding_gains); None = all 1
     price: float = 1e-9    # NSR units per bit fetched: the Lagrange multiplier set by `calibrate`
 
     @classmethod
@@ -133,7 +152,7 @@ class ActivationPolicy:
         return cls(error_columns, error_bias, signal_columns, signal_bias, sizes, B)
 
     def predicted_nsr(self, name: str, statistics: tuple) -> np.ndarray:
-        """Predicted output NSR at k = 1..B from (channel energies (..., in), mean squared channel sum (...,)).
+        """Predicted output NSR (times the matrix's gain, if set) at k = 1..B from (channel energies (..., in), mean squared channel sum (...,)).
 
         W x = W_c x + w_mean * sum(x) with W_c the row-centred W; the two parts are treated as uncorrelated and
         the columns of W_c as uncorrelated (quantization noise is nearly white, but floor and midpoint fills
@@ -142,7 +161,8 @@ class ActivationPolicy:
         energy, square_of_sum = statistics
         signal = energy @ self.signal_columns[name] + square_of_sum * self.signal_bias[name]
         noise = energy @ self.error_columns[name].T + np.multiply.outer(square_of_sum, self.error_bias[name])
-        return noise / np.maximum(signal, 1e-30)[..., None]
+        gain = 1.0 if self.gains is None else self.gains[name]
+        return gain * noise / np.maximum(signal, 1e-30)[..., None]
 
     def choose(self, name: str, statistics: tuple, price: float | None = None) -> np.ndarray:
         """k minimising predicted NSR + price * bits fetched (equal marginal gain per bit, as greedy (a))."""
@@ -300,12 +320,16 @@ def run_policies(fmt_name: str = "int8", rule: str = "floor", budgets=DEFAULT_BU
             result = evaluate_allocation(evaluation, {name: k for name in evaluation.names}, weights)
             rows.append(row(f"static k={k}", float(k), float(k), result))
         nsr = output_nsr(calibration, fmt_name, rule, progress)
+        calibration_weights = WeightCache(calibration, fmt_name, rule)
+        gains = embedding_gains(calibration, nsr, calibration_weights, max(1, fmt.bits // 2))
+        weighted_nsr = {name: nsr[name] * gains[name] for name in nsr}
         activation = ActivationPolicy.fit_tables(evaluation, fmt_name, rule)
+        activation.gains = gains
         for budget in progress_bar(budgets, len(budgets), "policies", progress):
-            allocation = greedy_allocation(nsr, sizes, budget, fmt.bits)
+            allocation = greedy_allocation(weighted_nsr, sizes, budget, fmt.bits)
             result = evaluate_allocation(evaluation, allocation, weights)
             rows.append(row("(a) per-matrix greedy", budget, result["bytes_fetched"] * 8 / n_weights, result))
-            activation.calibrate(calibration, budget, WeightCache(calibration, fmt_name, rule))
+            activation.calibrate(calibration, budget, calibration_weights)
             result = evaluate_per_input(evaluation, activation, weights)
             rows.append(row("(b) per-input activation", budget, result["bytes_fetched"] * 8 / n_weights, result))
         return rows

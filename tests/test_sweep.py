@@ -120,6 +120,9 @@ def test_policies_respect_their_budgets(context):
         chosen_bits = sum(sizes[n] * activation.choose(n, statistics[n]).sum() for n in context.names)
         assert chosen_bits <= budget * sum(sizes.values()) * len(calibration.batch)
     closed_loop = policies.WeightCache(calibration, "int8", "floor")
+    gains = policies.embedding_gains(calibration, nsr, closed_loop, 4)
+    assert set(gains) == set(context.names) and all(0 < g < np.inf for g in gains.values())
+    activation.gains = gains
     activation.calibrate(calibration, 5.0, closed_loop)
     measured = policies.evaluate_per_input(calibration, activation, closed_loop)
     assert 4.5 * sum(sizes.values()) <= measured["bytes_fetched"] * 8 <= 5.0 * sum(sizes.values())
