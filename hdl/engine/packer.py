@@ -69,6 +69,20 @@ def line_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"index": INDEX_FIELD_BITS, "last": 1, "data": params.data_width})
 
 
+def mux_tree(sources, select):
+    """sources[i] when select == i, as a binary tree of 2:1 muxes on the select bits (maps to LUT4 + PFUMX /
+    L6MUX far better than a one-hot $pmux). None entries are don't-care: their subtree collapses."""
+    if len(sources) == 1:
+        return sources[0]
+    bits = (len(sources) - 1).bit_length()
+    half = 1 << (bits - 1)
+    low = mux_tree(sources[:half], select) if any(x is not None for x in sources[:half]) else None
+    high = mux_tree(sources[half:], select) if any(x is not None for x in sources[half:]) else None
+    if low is None or high is None:
+        return high if low is None else low
+    return Mux(select[bits - 1], high, low)
+
+
 def pow2ceil_log2(value: int) -> int:
     """log2 of the smallest power of two >= value (value >= 1)."""
     return (value - 1).bit_length()
@@ -97,55 +111,76 @@ class BlockPacker(wiring.Component):
 
         # ---- plane banks ------------------------------------------------------------------------------
         fill_bank = [Signal(W, name=f"fill_plane{q}") for q in range(BM)]
-        emit_bank = [Signal(W, name=f"emit_plane{q}") for q in range(BM)]
+        # The midpoint set below must be the flip-flops' only synchronous set/reset, and an ECP5 flip-flop's
+        # set/reset value equals its power-up value: so no `rst` reset and an all-ones init (without both,
+        # yosys emulates the set with ~8 LUT4 per bit). The emit bank is always written by a start before use.
+        emit_bank = [Signal(W, name=f"emit_plane{q}", reset_less=True, init=(1 << W) - 1) for q in range(BM)]
 
-        # ---- emission state ---------------------------------------------------------------------------
-        active = Signal()                       # emit bank holds a block with chunks left
-        field_bits = Signal(range(BM + 1))      # F
+        # ---- pipeline: chunk select -> [chunk register] -> compaction -> [compact register] -> gearbox ->
+        # [output register]. Every register stage moves together when the output register can take a line
+        # (`advance`), so a stalled sink freezes the whole pipeline. The registers cut the logic into cones
+        # that yosys/ABC maps well: the same logic as one combinational cone costs ~2x the LUT4s.
+        advance = Signal()
+
+        # chunk issue state (stage 1): the block in the emit bank
+        active = Signal()                       # emit bank holds a block with chunks left to issue
+        field_minus_one = Signal(S)             # F - 1
         chunk_units = Signal(range(BM + 1))     # bits produced per chunk, in units (F * b_max / P)
         offset_step = Signal(range(BM + 1))     # chunk offset increment in units (b_max / P)
         offset = Signal(S)                      # current chunk's offset in the planes, in units
-        fill_level = Signal(S)                  # bits of the line under assembly, in units
+        issue = Signal()                        # a chunk enters the pipeline this cycle
+        next_offset = Signal(S + 1)
+        last_chunk = Signal()
+        m.d.comb += [
+            issue.eq(active & advance),
+            next_offset.eq(offset + offset_step),
+            last_chunk.eq(next_offset[S]),      # offsets wrap after exactly P chunks
+        ]
+
+        # stage 2 (chunk register) and stage 3 (compact register): data plus the chunk's own configuration,
+        # so that the next block may start issuing while these chunks are still in flight
+        chunk_valid = Signal()
+        chunk_field_minus_one = Signal(S)
+        chunk_chunk_units = Signal(range(BM + 1))
+        compact_valid = Signal()
+        compact_field_minus_one = Signal(S)
+        compact_chunk_units = Signal(range(BM + 1))
+
+        # gearbox state (stage 4)
+        fill_level = Signal(S)                  # bits of the line under assembly, in units (0 between blocks)
         line_index = Signal(INDEX_FIELD_BITS)
-        plane_keep = Signal(BM)                 # plane q < k: real data
-        plane_one = Signal(BM)                  # plane q == k of a midpoint expanded block: fill 1
-        partial_line = Signal(W)                # low fill_level units of the line under assembly
+        partial_line = Signal(W, reset_less=True)   # low fill_level units of the line under assembly
 
         out_valid = Signal()
-        out_data = Signal(W)
+        out_data = Signal(W, reset_less=True)
         out_index = Signal(INDEX_FIELD_BITS)
         out_last = Signal()
         m.d.comb += [
+            advance.eq(~out_valid | self.line.ready),
             self.line.valid.eq(out_valid),
             self.line.p.data.eq(out_data),
             self.line.p.index.eq(out_index),
             self.line.p.last.eq(out_last),
         ]
 
-        advance = Signal()                      # the output register can take a line this cycle
-        step = Signal()                         # a chunk is processed this cycle
-        next_offset = Signal(S + 1)
-        last_chunk = Signal()
-        m.d.comb += [
-            advance.eq(~out_valid | self.line.ready),
-            step.eq(active & advance),
-            next_offset.eq(offset + offset_step),
-            last_chunk.eq(next_offset[S]),      # offsets wrap after exactly P chunks
-        ]
-
         # ---- start / load handshakes ------------------------------------------------------------------
         start_fire = Signal()
         m.d.comb += [
-            self.start.ready.eq(~active | (step & last_chunk)),
+            self.start.ready.eq(~active | (issue & last_chunk)),
             start_fire.eq(self.start.valid & self.start.ready),
             # a presented start seals the fill bank until it has been copied
             self.load.ready.eq(~self.start.valid | self.start.ready),
         ]
-        with m.If(self.load.valid & self.load.ready):
-            with m.Switch(self.load.p.plane):
-                for q in range(BM):
-                    with m.Case(q):
-                        m.d.sync += fill_bank[q].eq(self.load.p.data)
+        load_fire = self.load.valid & self.load.ready
+        for q in range(BM):
+            loading = Signal(name=f"loading_plane{q}")
+            m.d.comb += loading.eq(load_fire & (self.load.p.plane == q))
+            # the next block starts empty: planes >= its k stay 0, which is the expanded floor fill. Written as
+            # a top-priority clear so that yosys maps it to the flip-flops' synchronous reset (no data mux).
+            with m.If(start_fire & ~loading):
+                m.d.sync += fill_bank[q].eq(0)
+            with m.Elif(loading):
+                m.d.sync += fill_bank[q].eq(self.load.p.data)
 
         # ---- start: clamp the configuration, copy the bank --------------------------------------------
         log2_b = Signal(range(S + 1))
@@ -179,30 +214,37 @@ class BlockPacker(wiring.Component):
                 hi = W >> s
                 if lo >= width_q:
                     continue
-                seg = Signal(hi - lo, name=f"chunk{q}_seg{s}")
-                sources = [emit_bank[q][lo + i * (W >> s): hi + i * (W >> s)] for i in range(1 << s)]
-                select = offset >> (S - s)
-                if len(sources) == 1:
-                    m.d.comb += seg.eq(sources[0])
-                else:
-                    with m.Switch(select):
-                        for i, src in enumerate(sources):
-                            with m.Case(i):
-                                m.d.comb += seg.eq(src)
-                pieces.append(seg)
-            chunk = Signal(width_q, name=f"chunk{q}")
-            fill_bit = plane_one[q].replicate(width_q)
-            m.d.comb += chunk.eq(Mux(plane_keep[q], Cat(*pieces), fill_bit))
+                select = offset[S - s:]
+                for bit in range(lo, hi):
+                    pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
+            chunk = Signal(width_q, name=f"chunk{q}", reset_less=True)
+            with m.If(advance):
+                m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
+        with m.If(advance):
+            m.d.sync += [
+                chunk_valid.eq(issue),
+                chunk_field_minus_one.eq(field_minus_one),
+                chunk_chunk_units.eq(chunk_units),
+            ]
 
         # ---- compaction: C weights of F-bit fields, weight w at bits [w*F, w*F+F) ---------------------
-        compact = Signal(W)
-        with m.Switch(field_bits):
+        # bits at and above C*F are don't-care: the gearbox overwrites them with the next chunk
+        compact_bits = []
+        for t in range(W):
+            sources = []
             for f in range(1, BM + 1):
                 weights = W >> pow2ceil_log2(f)
-                bits = [chunks[f - 1 - t % f][t // f] for t in range(weights * f)]
-                with m.Case(f):
-                    m.d.comb += compact.eq(Cat(*bits))
+                sources.append(chunks[f - 1 - t % f][t // f] if t < weights * f else None)
+            compact_bits.append(mux_tree(sources, chunk_field_minus_one))
+        compact = Signal(W, reset_less=True)
+        with m.If(advance):
+            m.d.sync += [
+                compact.eq(Cat(*compact_bits)),
+                compact_valid.eq(chunk_valid),
+                compact_field_minus_one.eq(chunk_field_minus_one),
+                compact_chunk_units.eq(chunk_chunk_units),
+            ]
 
         # ---- gearbox: rotate to the fill level, merge under the partial line ---------------------------
         rotated = compact
@@ -215,43 +257,52 @@ class BlockPacker(wiring.Component):
             Mux(fill_level > u, partial_line[u * unit:(u + 1) * unit], rotated[u * unit:(u + 1) * unit])
             for u in range(BM)]))
         level_sum = Signal(S + 1)
-        m.d.comb += level_sum.eq(fill_level + chunk_units)
+        m.d.comb += level_sum.eq(fill_level + compact_chunk_units)
         line_complete = level_sum[S]            # sum >= b_max units: the line is full (sum < 2*b_max)
+        gear_step = advance & compact_valid
+        # unit u of the partial line takes the rotated chunk unless it holds earlier bits of an unfinished
+        # line (u < fill level): a clock enable per unit instead of a data mux per bit
+        for u in range(BM):
+            with m.If(gear_step & (line_complete | (fill_level <= u))):
+                m.d.sync += partial_line[u * unit:(u + 1) * unit].eq(rotated[u * unit:(u + 1) * unit])
 
-        with m.If(step):
-            m.d.sync += [offset.eq(next_offset[:S]), fill_level.eq(level_sum[:S])]
+        with m.If(gear_step):
+            # a block's P chunks fill exactly F lines, so the level is back at 0 after its last chunk
+            m.d.sync += fill_level.eq(level_sum[:S])
             with m.If(line_complete):
+                block_done = line_index == compact_field_minus_one
                 m.d.sync += [
                     out_valid.eq(1),
                     out_data.eq(merged),
                     out_index.eq(line_index),
-                    out_last.eq(line_index == field_bits - 1),
-                    line_index.eq(line_index + 1),
-                    partial_line.eq(rotated),   # units past the line end start the next line
+                    out_last.eq(block_done),
+                    line_index.eq(Mux(block_done, 0, line_index + 1)),
                 ]
             with m.Else():
-                m.d.sync += [out_valid.eq(0), partial_line.eq(merged)]
+                m.d.sync += out_valid.eq(0)
         with m.Elif(self.line.ready):
             m.d.sync += out_valid.eq(0)
 
-        # after the step logic: a start in the last chunk's cycle must win the line counter and levels
+        with m.If(issue):
+            m.d.sync += offset.eq(next_offset[:S])
+        # after the issue logic: a start in the last chunk's cycle wins the offset
         with m.If(start_fire):
             m.d.sync += [
                 active.eq(1),
-                field_bits.eq(new_f),
+                field_minus_one.eq(new_f - 1),
                 offset_step.eq(Const(BM, S + 1) >> new_log2_p),
                 chunk_units.eq((new_f << S) >> new_log2_p),
                 offset.eq(0),
-                fill_level.eq(0),
-                line_index.eq(0),
             ]
-            for q in range(BM):
-                m.d.sync += [
-                    emit_bank[q].eq(fill_bank[q]),
-                    plane_keep[q].eq(q < precision_k),
-                    plane_one[q].eq(self.start.p.expanded & self.start.p.midpoint & (precision_k == q)),
-                ]
-        with m.Elif(step & last_chunk):
+        with m.Elif(issue & last_chunk):
             m.d.sync += active.eq(0)
+        for q in range(BM):
+            # plane k of a midpoint expanded block is the fill's 1 (top priority: the flip-flops' synchronous
+            # set); planes above k arrive as 0 from the cleared fill bank
+            midpoint_one = start_fire & self.start.p.expanded & self.start.p.midpoint & (precision_k == q)
+            with m.If(midpoint_one):
+                m.d.sync += emit_bank[q].eq(Const(-1, W))
+            with m.Elif(start_fire):
+                m.d.sync += emit_bank[q].eq(fill_bank[q])
 
         return m
