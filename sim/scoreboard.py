@@ -1,0 +1,165 @@
+"""Scoreboard: every S2M DRS and NDR checked bit-exact against the golden DeviceModel.
+
+The model is fed only with what the monitors saw the DUT accept (M2S Req/RwD handshakes, in acceptance order)
+and with CSR writes the testbench completed at quiescence; it never sees the stimulus queues. Each accepted
+request's expected responses wait under its tag; a response is checked field by field (opcode, tag, LD-ID,
+MetaField, MetaValue, poison, data; the opcode carries NXM) when it arrives, in any order. DevLoad is timing
+dependent: it is only checked to be a legal 2-bit level and histogrammed. A tag answered twice, a response
+nobody asked for and a response on the wrong channel are mismatches; `missing()` lists tags never answered.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Callable
+
+from smartquant.golden.device import DeviceModel, Response
+from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout, unpack
+from smartquant.params import ControllerParams, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode
+
+MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
+
+
+def _opcode_name(channel: str, opcode: int) -> str:
+    enum = {"drs": DrsOpcode, "ndr": NdrOpcode, "req": ReqOpcode, "rwd": RwdOpcode}[channel]
+    try:
+        return enum(opcode).name
+    except ValueError:
+        return f"reserved({opcode:#x})"
+
+
+@dataclass
+class Pending:
+    """An accepted request waiting for its response."""
+    channel: str            # the S2M channel its response must come on
+    expected: Response
+    request: dict           # the accepted M2S fields (for messages)
+    kind: str               # "req" or "rwd"
+
+
+@dataclass
+class ScoreboardStats:
+    requests: int = 0
+    responses: int = 0
+    checked_drs: int = 0
+    checked_ndr: int = 0
+    mismatches: int = 0
+    dev_load: collections.Counter = field(default_factory=collections.Counter)
+
+
+class Scoreboard:
+    def __init__(self, params: ControllerParams, model: DeviceModel, log=None,
+                 on_complete: Callable[[int], None] | None = None):
+        self.params = params
+        self.model = model
+        self.log = log
+        self.on_complete = on_complete
+        self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
+                        "drs": drs_layout(params), "ndr": ndr_layout(params)}
+        self.pending: dict[int, Pending] = {}
+        self.stats = ScoreboardStats()
+        self.record = False                  # keep every response by tag (directed tests check some by hand)
+        self.responses: dict[int, dict] = {}
+        self.messages: list[str] = []
+
+    # --- accepted M2S traffic -----------------------------------------------------------------------------
+    def on_req(self, payload: int) -> None:
+        fields = unpack(self.layouts["req"], payload)
+        self._expect("req", fields, self.model.req(**fields))
+
+    def on_rwd(self, payload: int) -> None:
+        fields = unpack(self.layouts["rwd"], payload)
+        self._expect("rwd", fields, self.model.rwd(**fields))
+
+    def _expect(self, kind: str, fields: dict, responses: list[Response]) -> None:
+        self.stats.requests += 1
+        tag = fields["tag"]
+        if tag in self.pending:
+            # The stimulus never reuses an outstanding tag, so this is a DUT accepting something twice.
+            self._mismatch(f"{kind} {_opcode_name(kind, fields['opcode'])} accepted with tag {tag:#x} while that "
+                           f"tag is still outstanding")
+        if len(responses) > 1:
+            raise AssertionError(f"golden model gave {len(responses)} responses to one request")
+        for response in responses:
+            self.pending[tag] = Pending(response.channel, response, fields, kind)
+        if not responses and self.on_complete is not None:
+            self.on_complete(tag)      # MemSpecRd: nothing will come back
+
+    # --- S2M traffic ------------------------------------------------------------------------------------
+    def on_drs(self, payload: int) -> None:
+        self._check("drs", unpack(self.layouts["drs"], payload))
+
+    def on_ndr(self, payload: int) -> None:
+        self._check("ndr", unpack(self.layouts["ndr"], payload))
+
+    def _check(self, channel: str, got: dict) -> None:
+        self.stats.responses += 1
+        self.stats.dev_load[got["dev_load"]] += 1
+        tag = got["tag"]
+        if self.record:
+            self.responses[tag] = dict(got, channel=channel)
+        pending = self.pending.pop(tag, None)
+        if pending is None:
+            self._mismatch(f"{channel.upper()} {_opcode_name(channel, got['opcode'])} tag {tag:#x}: no request "
+                           f"is waiting for this tag (duplicate or unrequested response)")
+            return
+        if self.on_complete is not None:
+            self.on_complete(tag)
+        request = pending.request
+        what = (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
+                f"address {request['address']:#x} tag {tag:#x}")
+        if pending.channel != channel:
+            self._mismatch(f"{what}: came on {channel.upper()}, expected {pending.channel.upper()}")
+            return
+        if channel == "drs":
+            self.stats.checked_drs += 1
+        else:
+            self.stats.checked_ndr += 1
+        expected = pending.expected
+        want = {"opcode": expected.opcode, "tag": expected.tag, "ld_id": expected.ld_id,
+                "meta_field": expected.meta_field, "meta_value": expected.meta_value}
+        if channel == "drs":
+            want.update(poison=expected.poison, data=expected.data)
+        wrong = [name for name, value in want.items() if got[name] != value]
+        if not 0 <= got["dev_load"] <= 3:
+            wrong.append("dev_load")
+        if wrong:
+            details = []
+            for name in wrong:
+                if name == "data":
+                    diff = got["data"] ^ expected.data
+                    bytes_off = sorted({bit // 8 for bit in range(self.params.data_width) if diff >> bit & 1})
+                    details.append(f"data differs in {len(bytes_off)} bytes (first bytes {bytes_off[:8]}): "
+                                   f"got {got['data']:#x}, expected {expected.data:#x}")
+                elif name == "opcode":
+                    details.append(f"opcode {_opcode_name(channel, got['opcode'])} expected "
+                                   f"{_opcode_name(channel, expected.opcode)}")
+                else:
+                    details.append(f"{name} {got[name]} expected {want.get(name, '0..3')}")
+            self._mismatch(f"{what}: " + "; ".join(details))
+
+    def _mismatch(self, message: str) -> None:
+        self.stats.mismatches += 1
+        if len(self.messages) < MAX_REPORTED:
+            self.messages.append(message)
+        if self.log is not None:
+            self.log.error("MISMATCH %s", message)
+
+    # --- end of test --------------------------------------------------------------------------------------
+    def missing(self) -> list[str]:
+        return [f"tag {tag:#x} ({p.kind} {_opcode_name(p.kind, p.request['opcode'])} address "
+                f"{p.request['address']:#x}) never answered on {p.channel.upper()}" for tag, p in self.pending.items()]
+
+    def forget_outstanding(self) -> list[int]:
+        """Reset: requests in flight are lost by definition; any later response to them is a mismatch."""
+        lost = list(self.pending)
+        self.pending.clear()
+        return lost
+
+    def report(self) -> str:
+        lines = [f"{self.stats.requests} requests accepted, {self.stats.checked_drs} DRS and "
+                 f"{self.stats.checked_ndr} NDR checked, {self.stats.mismatches} mismatches"]
+        lines += self.messages
+        if self.stats.mismatches > len(self.messages):
+            lines.append(f"... and {self.stats.mismatches - len(self.messages)} more mismatches")
+        return "\n".join(lines)

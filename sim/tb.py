@@ -1,0 +1,325 @@
+"""Testbench of the SmartQuantController: agents, AXI models, golden model and scoreboard in one TB object.
+
+    tb = TB(dut, params, seed)          # starts the clock, agents, AxiRam, AxiLiteMaster
+    await tb.reset()
+    await tb.program_region(RegionSetup(0, base_line=0, n_superblocks=2, B=8, R=1, default_k=4))
+    tb.load_raw(0, raw_lines)           # backdoor into AxiRam and the model alike
+    tb.read(View.PACKED_K, line, k=3)   # queue requests; the scoreboard checks every response
+    await tb.finish()                   # quiesce, check every counter, raise on any mismatch
+
+The model only sees accepted handshakes (HandshakeMonitor) and CSR writes done at quiescence. Backpressure
+and idle cycles come from `Pauses` generators seeded from the TB's own `random.Random(seed)`, so a seed
+replays a run exactly.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from typing import Iterator
+
+import cocotb
+import numpy as np
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge, Timer
+from cocotb.utils import get_sim_time
+from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+
+from smartquant.golden.device import PREDICTED_COUNTERS, DeviceModel, message_address, region_csr_writes
+from smartquant.hdl.backend.axi import AXI_RESP_OKAY
+from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
+from smartquant.params import (
+    CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS,
+    CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
+    RwdOpcode, View, counter_name,
+)
+from smartquant.sim.cxl_agents import HandshakeMonitor, StreamSink, StreamSource
+from smartquant.sim.scoreboard import Scoreboard
+
+CLOCK_NS = 10
+
+
+def pauses(rng: random.Random, probability: float) -> Iterator[int] | None:
+    """Pause generator: 1 with the given probability each cycle (None when never pausing)."""
+    if probability <= 0:
+        return None
+
+    def generate():
+        while True:
+            yield int(rng.random() < probability)
+    return generate()
+
+
+@dataclasses.dataclass
+class RegionSetup:
+    """One region-table entry as the testbench programs it (docs/DEVICE.md §6)."""
+    index: int
+    base_line: int
+    n_superblocks: int
+    B: int
+    R: int = 1
+    default_k: int | None = None   # None -> B
+    fmt: int = Format.INT
+    rounding: int = Rounding.FLOOR
+    enable: bool = True
+
+    def __post_init__(self):
+        if self.default_k is None:
+            self.default_k = self.B
+
+    def contains(self, line: int) -> bool:
+        return self.base_line <= line < self.base_line + self.span
+
+    @property
+    def span(self) -> int:
+        return self.n_superblocks * self.R * self.B
+
+    @property
+    def n_blocks(self) -> int:
+        return self.n_superblocks * self.R
+
+    def block_of_raw(self, L: int) -> int:
+        """Block of raw line L: s*R + r of its (s, p, r)."""
+        superblock, rest = divmod(L, self.R * self.B)
+        return superblock * self.R + rest % self.R
+
+    def block_lines(self, block: int) -> list[int]:
+        """Absolute DRAM lines holding the block's B planes."""
+        superblock, slot = divmod(block, self.R)
+        return [self.base_line + superblock * self.R * self.B + plane * self.R + slot for plane in range(self.B)]
+
+
+class TB:
+    def __init__(self, dut, params: ControllerParams, seed: int, *, idle: float = 0.0, backpressure: float = 0.0,
+                 axi_pause: float = 0.0):
+        self.dut = dut
+        self.params = params
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.log = dut._log
+        self.model = DeviceModel(params)
+        self.outstanding: dict[int, object] = {}   # tag -> whatever the issuer attached (conflict bookkeeping)
+        self.completion_listeners = []
+        self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed)
+        self.regions: dict[int, RegionSetup] = {}
+        self.nxm_as_poison = False
+        self.dropped_by_reset = 0
+        self._next_tag = 0
+        self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params)}
+        self.traffic_since_clear = False
+
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        dut.rst.value = 1
+        self.req_source = StreamSource(dut, "m2s_req", dut.clk, pauses(self.rng, idle))
+        self.rwd_source = StreamSource(dut, "m2s_rwd", dut.clk, pauses(self.rng, idle))
+        HandshakeMonitor(dut, "m2s_req", dut.clk, self.scoreboard.on_req, reset=dut.rst)
+        HandshakeMonitor(dut, "m2s_rwd", dut.clk, self.scoreboard.on_rwd, reset=dut.rst)
+        self.drs_sink = StreamSink(dut, "s2m_drs", dut.clk, self.scoreboard.on_drs, pauses(self.rng, backpressure),
+                                   reset=dut.rst)
+        self.ndr_sink = StreamSink(dut, "s2m_ndr", dut.clk, self.scoreboard.on_ndr, pauses(self.rng, backpressure),
+                                   reset=dut.rst)
+        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"), dut.clk, dut.rst)
+        self.ram = AxiRam(AxiBus.from_prefix(dut, "axi", bus_separator="__"), dut.clk, dut.rst,
+                          size=1 << params.dram_addr_bits)
+        self.set_axi_pauses(axi_pause)
+        for port in ("csr", "axi"):      # cocotbext-axi's per-access INFO lines would drown the scoreboard's report
+            logging.getLogger(f"cocotb.{dut._name}.{port}").setLevel(logging.WARNING)
+
+    def set_axi_pauses(self, probability: float) -> None:
+        """Random stalls on all five AXI channels of the RAM (ready on AW/W/AR, valid on R/B)."""
+        for channel in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
+                        self.ram.read_if.ar_channel, self.ram.read_if.r_channel):
+            channel.set_pause_generator(pauses(self.rng, probability))
+
+    # --- reset and time -----------------------------------------------------------------------------------
+    async def reset(self, cycles: int = 4) -> None:
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+
+    @property
+    def cycles(self) -> int:
+        return int(get_sim_time(unit="ns")) // CLOCK_NS
+
+    # --- CSRs (always at quiescence, so the model sees them in the right place of the trace) -------------------
+    async def csr_write(self, address: int, value: int) -> None:
+        response = await self.csr.write(address, value.to_bytes(4, "little"))
+        assert response.resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {response.resp}"
+        self.model.csr_write(address, value)
+        if address == CSR_CONTROL and value & CONTROL_CLEAR_COUNTERS:
+            self.traffic_since_clear = False
+
+    async def csr_read(self, address: int) -> int:
+        response = await self.csr.read(address, 4)
+        assert response.resp == AXI_RESP_OKAY, f"CSR read {address:#x} answered {response.resp}"
+        return int.from_bytes(response.data, "little")
+
+    async def set_nxm_as_poison(self, enable: bool) -> None:
+        self.nxm_as_poison = enable
+        await self.csr_write(CSR_CONTROL, int(enable))
+
+    async def program_region(self, region: RegionSetup) -> None:
+        for address, value in region_csr_writes(self.params, region.index, region.base_line, region.n_superblocks,
+                                                region.fmt, region.B, region.R, region.default_k, region.rounding,
+                                                region.enable):
+            await self.csr_write(address, value)
+        self.regions[region.index] = region
+
+    async def disable_region(self, index: int) -> None:
+        await self.csr_write(CSR_REGION_BASE + CSR_REGION_STRIDE * index + 8, 0)
+        self.regions.pop(index, None)
+
+    # --- memory backdoor ----------------------------------------------------------------------------------
+    def load_raw(self, base_line: int, raw_lines) -> None:
+        raw = np.asarray(raw_lines, dtype=np.uint8)
+        self.ram.write(base_line * self.params.line_bytes, raw.tobytes())
+        self.model.load_raw(base_line, raw)
+
+    def ram_lines(self) -> np.ndarray:
+        data = self.ram.read(0, 1 << self.params.dram_addr_bits)
+        return np.frombuffer(data, dtype=np.uint8).reshape(-1, self.params.line_bytes)
+
+    # --- requests -----------------------------------------------------------------------------------------
+    def new_tag(self) -> int:
+        for _ in range(1 << 16):
+            tag = self._next_tag
+            self._next_tag = (self._next_tag + 1) & 0xFFFF
+            if tag not in self.outstanding:
+                return tag
+        raise AssertionError("all 65536 tags outstanding")
+
+    def address(self, view: int, line: int, k: int = 0) -> int:
+        return message_address(self.params, view, line, k)
+
+    def req(self, opcode: int, address: int, *, note=None, ld_id: int | None = None, tag: int | None = None) -> int:
+        tag = self.new_tag() if tag is None else tag
+        ld_id = self.rng.randrange(16) if ld_id is None else ld_id
+        self.outstanding[tag] = note
+        self.traffic_since_clear = True
+        self.req_source.send_nowait(pack(self.layouts["req"], opcode=opcode, address=address, tag=tag, ld_id=ld_id,
+                                         meta_field=self.rng.randrange(4), meta_value=self.rng.randrange(4),
+                                         snp_type=self.rng.randrange(8)))
+        return tag
+
+    def read(self, view: int, line: int, k: int = 0, *, opcode: int = ReqOpcode.MEM_RD, note=None) -> int:
+        return self.req(opcode, self.address(view, line, k), note=note)
+
+    def rwd(self, opcode: int, address: int, data: int, *, byte_enable: int | None = None, poison: int = 0,
+            note=None) -> int:
+        tag = self.new_tag()
+        self.outstanding[tag] = note
+        self.traffic_since_clear = True
+        full = (1 << self.params.line_bytes) - 1
+        self.rwd_source.send_nowait(pack(self.layouts["rwd"], opcode=opcode, address=address, tag=tag,
+                                         ld_id=self.rng.randrange(16), meta_field=self.rng.randrange(4),
+                                         meta_value=self.rng.randrange(4), snp_type=self.rng.randrange(8),
+                                         poison=poison, byte_enable=full if byte_enable is None else byte_enable,
+                                         data=data))
+        return tag
+
+    def write(self, view: int, line: int, data: int, *, byte_enable: int | None = None, poison: int = 0,
+              note=None) -> int:
+        opcode = RwdOpcode.MEM_WR if byte_enable is None else RwdOpcode.MEM_WR_PTL
+        return self.rwd(opcode, self.address(view, line), data, byte_enable=byte_enable, poison=poison, note=note)
+
+    def _completed(self, tag: int) -> None:
+        note = self.outstanding.pop(tag, None)
+        for listener in self.completion_listeners:
+            listener(tag, note)
+
+    async def quiesce(self, timeout_cycles: int = 20000) -> None:
+        """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
+        start = self.cycles
+        while self.outstanding or not self.req_source.idle() or not self.rwd_source.idle():
+            if self.cycles - start > timeout_cycles:
+                missing = self.scoreboard.missing()
+                raise AssertionError(
+                    f"timeout after {timeout_cycles} cycles: {len(self.req_source.queue)} Req and "
+                    f"{len(self.rwd_source.queue)} RwD not accepted, {len(missing)} accepted requests unanswered"
+                    + "".join(f"\n  {line}" for line in missing[:10]) + f"\n{self.scoreboard.report()}")
+            await RisingEdge(self.dut.clk)
+        # responses that should not exist (duplicates) would show up in the next few cycles
+        await ClockCycles(self.dut.clk, 8)
+
+    # --- reset in the middle of traffic -------------------------------------------------------------------
+    async def reset_mid_traffic(self, write_lines_in_flight: set[int]) -> None:
+        """Pulse reset with requests in flight, then rebuild the model's view of the device.
+
+        After reset the DUT has lost its CSRs, counters, buffer and poison table; DRAM keeps its contents.
+        Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
+        taken from AxiRam (they hold old data, new data or a mix of strobed beats) into the fresh model.
+        """
+        self.dut.rst.value = 1
+        dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
+        await ClockCycles(self.dut.clk, 4)
+        self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
+        self.outstanding.clear()
+        for listener in self.completion_listeners:
+            listener(None, None)
+        self.dut.rst.value = 0
+        await ClockCycles(self.dut.clk, 2)
+        ram = self.ram_lines()
+        expected = self.model.memory.copy()
+        uncertain = np.zeros(len(expected), dtype=bool)
+        uncertain[sorted(write_lines_in_flight)] = True
+        differing = np.nonzero((ram != expected).any(axis=1) & ~uncertain)[0]
+        assert differing.size == 0, (f"after reset, DRAM lines {differing[:10].tolist()} differ from the model "
+                                     f"although no write to them was in flight")
+        fresh = DeviceModel(self.params)
+        fresh.memory[:] = expected
+        fresh.memory[uncertain] = ram[uncertain]
+        self.model = fresh
+        self.scoreboard.model = fresh
+        self.traffic_since_clear = False
+        regions = list(self.regions.values())
+        self.regions = {}
+        for region in regions:
+            await self.program_region(region)
+        if self.nxm_as_poison:
+            await self.set_nxm_as_poison(True)
+
+    # --- end-of-test checks -------------------------------------------------------------------------------
+    async def read_counters(self) -> list[int]:
+        return [await self.csr_read(CSR_COUNTER_BASE + 4 * n) for n in range(N_COUNTERS)]
+
+    async def check_counters(self) -> list[int]:
+        """Every counter over AXI-Lite against the model (timing counters against their bounds)."""
+        values = await self.read_counters()
+        wrong = [f"{counter_name(n)} = {values[n]}, model {self.model.counts[n]}"
+                 for n in PREDICTED_COUNTERS if values[n] != self.model.counts[n]]
+        busy, stall = values[Counter.BUSY_CYCLES], values[Counter.STALL_CYCLES]
+        if not busy >= stall >= 0:
+            wrong.append(f"busy_cycles {busy} < stall_cycles {stall}")
+        if self.traffic_since_clear and busy == 0:
+            wrong.append("busy_cycles = 0 after traffic")
+        assert not wrong, "counter mismatch: " + "; ".join(wrong)
+        return values
+
+    async def check_csrs(self) -> None:
+        """Identity, status and the region table read back as the model says."""
+        addresses = [CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS]
+        for index in range(self.params.n_regions):
+            addresses += [CSR_REGION_BASE + CSR_REGION_STRIDE * index + offset for offset in (0, 4, 8)]
+        wrong = []
+        for address in addresses:
+            got, want = await self.csr_read(address), self.model.csr_read(address)
+            if address == CSR_STATUS:
+                got &= ~0b10          # STATUS.busy is timing; the model is idle by construction
+            if got != want:
+                wrong.append(f"CSR {address:#05x} = {got:#x}, model {want:#x}")
+        assert not wrong, "CSR mismatch: " + "; ".join(wrong)
+
+    def assert_clean(self) -> None:
+        board = self.scoreboard
+        assert board.stats.mismatches == 0, board.report()
+        missing = board.missing()
+        assert not missing, "unanswered tags:\n" + "\n".join(missing[:20])
+
+    async def finish(self) -> list[int]:
+        await self.quiesce()
+        self.assert_clean()
+        await self.check_csrs()
+        counters = await self.check_counters()
+        self.assert_clean()
+        return counters

@@ -1,0 +1,316 @@
+"""cocotb tests of the SmartQuantController against the golden DeviceModel (run through sim/runner.py).
+
+Environment (set by the runner): SQ_PARAMS (ControllerParams JSON), SQ_SEED, SQ_TRANSACTIONS, SQ_SUMMARY.
+Every test ends with `tb.finish()`: all tags answered, every DRS/NDR bit-exact, CSRs and every counter equal
+to the model's. Directed tests additionally compare some DRS data with the layout functions applied to the
+original tensor, so the model itself is not the only expectation.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+
+import cocotb
+import numpy as np
+
+from smartquant.golden import layout
+from smartquant.golden.device import superblocks_for
+from smartquant.params import (
+    CONTROL_CLEAR_POISON, CSR_CONTROL, CSR_COUNTER_BASE, CSR_STATUS, ControllerParams, Counter, DrsOpcode,
+    Format, ReqOpcode, Rounding, RwdOpcode, View, counter_name,
+)
+from smartquant.sim.tb import TB, RegionSetup
+from smartquant.sim.traffic import RESERVED_REQ, RESERVED_RWD, RandomTraffic
+
+
+def settings() -> tuple[ControllerParams, int, int]:
+    params = ControllerParams(**json.loads(os.environ.get("SQ_PARAMS", "{}")))
+    return params, int(os.environ.get("SQ_SEED", "1")), int(os.environ.get("SQ_TRANSACTIONS", "1000"))
+
+
+async def start(dut, stress: bool, seed_offset: int = 0) -> TB:
+    params, seed, _ = settings()
+    knobs = dict(idle=0.3, backpressure=0.3, axi_pause=0.3) if stress else {}
+    tb = TB(dut, params, seed + seed_offset, **knobs)
+    await tb.reset()
+    return tb
+
+
+def tensor(rng: np.random.Generator, n_weights: int, B: int, fmt: int) -> np.ndarray:
+    if fmt == Format.BF16:
+        return rng.standard_normal(n_weights).astype(np.float32) * 3
+    return rng.integers(-(1 << (B - 1)), 1 << (B - 1), size=n_weights)
+
+
+async def load_tensor(tb: TB, region: RegionSetup, values) -> np.ndarray:
+    """Encode a tensor into the region (backdoor) and program the region; returns its (n_blocks, W) fields."""
+    W = tb.params.data_width
+    raw = layout.encode(values, region.B, region.fmt, region.R, W)
+    assert raw.shape[0] == region.span, (raw.shape, region.span)
+    tb.load_raw(region.base_line, raw)
+    await tb.program_region(region)
+    return layout.to_blocks(layout.fields_of(values, region.B, region.fmt), W, region.R)
+
+
+def drs_line(tb: TB, tag: int) -> bytes:
+    got = tb.scoreboard.responses[tag]
+    assert got["channel"] == "drs", got
+    return int(got["data"]).to_bytes(tb.params.line_bytes, "little")
+
+
+# --- directed tests -----------------------------------------------------------------------------------------
+@cocotb.test()
+async def test_csr_identity_and_reset_state(dut):
+    """ID, VERSION, PARAMS, zero counters after reset, an illegal REGION_CONFIG reads back disabled."""
+    tb = await start(dut, stress=False)
+    await tb.check_csrs()
+    counters = await tb.read_counters()
+    assert all(value == 0 for value in counters), {counter_name(n): v for n, v in enumerate(counters) if v}
+    # BF16 with B = 8 is illegal: the region must stay disabled (and a read there is unmapped)
+    await tb.program_region(RegionSetup(1, base_line=0, n_superblocks=1, B=8, fmt=Format.BF16))
+    tb.read(View.RAW, 0)
+    await tb.finish()
+
+
+@cocotb.parametrize(stress=[False, True])
+async def test_every_view_format_and_k(dut, stress):
+    """INT2/4/8/16 and BF16, R = 1 and R > 1, floor and midpoint, partial last block: every view and every k."""
+    tb = await start(dut, stress)
+    tb.scoreboard.record = True
+    W = tb.params.data_width
+    rng = np.random.default_rng(tb.seed)
+    cases = [(2, Format.INT, 1, Rounding.FLOOR), (4, Format.INT, 2, Rounding.MIDPOINT),
+             (8, Format.INT, 1, Rounding.MIDPOINT), (16, Format.INT, 4, Rounding.FLOOR),
+             (16, Format.BF16, 1, Rounding.MIDPOINT)]
+    base = 3
+    for number, (B, fmt, R, rounding) in enumerate(cases):
+        n_weights = W * R + W // 3                       # a whole superblock and a partial last block
+        region = RegionSetup(number % tb.params.n_regions, base, superblocks_for(n_weights, B, R, W), B, R,
+                             default_k=max(1, B // 2), fmt=fmt, rounding=rounding)
+        fields = await load_tensor(tb, region, tensor(rng, n_weights, B, fmt))
+        block = R                                        # first block of the last (partial) superblock
+        by_hand = []
+        for j in range(B):
+            line = region.base_line + block * B + j
+            for k in range(1, B + 1):
+                if j < k:
+                    tag = tb.read(View.PACKED_K, line, k)
+                    by_hand.append((tag, layout.packed_lines(fields[block:block + 1], B, k)[0, j]))
+                tag = tb.read(View.EXPANDED_K, line, k, opcode=ReqOpcode.MEM_RD_DATA)
+                by_hand.append((tag, layout.expanded_lines(fields[block:block + 1], B, k, rounding)[0, j]))
+            tag = tb.read(View.WEIGHT_MAJOR, line)
+            by_hand.append((tag, layout.weight_major_lines(fields[block:block + 1], B)[0, j]))
+            tb.read(View.PACKED_DEFAULT, line)
+            tb.read(View.EXPANDED_DEFAULT, line)
+            tb.read(View.PACKED_K, region.base_line + j, 1)          # block 0, j >= 1 is unmapped
+        for L in range(region.span):
+            tb.read(View.RAW, region.base_line + L)
+        await tb.quiesce()
+        for tag, expected in by_hand:
+            assert drs_line(tb, tag) == expected.tobytes(), f"B={B} fmt={fmt} R={R}: tag {tag:#x} differs from layout"
+        await tb.disable_region(region.index)
+        base += region.span + 5
+    await tb.finish()
+
+
+@cocotb.parametrize(nxm_as_poison=[False, True])
+async def test_region_edges_and_unmapped(dut, nxm_as_poison):
+    """First/last line of adjacent regions, one past the end, overlap (lowest index wins), high bits, views 6/7."""
+    tb = await start(dut, stress=True, seed_offset=1)
+    tb.scoreboard.record = True
+    await tb.set_nxm_as_poison(nxm_as_poison)
+    rng = np.random.default_rng(tb.seed)
+    first = RegionSetup(0, base_line=16, n_superblocks=2, B=4, R=2)
+    second = RegionSetup(1, base_line=16 + first.span, n_superblocks=1, B=8, R=1)
+    overlap = RegionSetup(2, base_line=16 + 4, n_superblocks=1, B=2, R=1)        # inside `first`
+    for region in (first, second, overlap):
+        raw = rng.integers(0, 256, size=(region.span, tb.params.line_bytes), dtype=np.uint8)
+        tb.load_raw(region.base_line, raw)
+        await tb.program_region(region)
+    end = second.base_line + second.span
+    for line in (15, 16, first.base_line + first.span - 1, second.base_line, end - 1, end, end + 100):
+        for view in (View.RAW, View.WEIGHT_MAJOR, View.PACKED_K, View.EXPANDED_DEFAULT, 6, 7):
+            tb.read(view, line, 1)
+    unmapped = [tb.read(View.RAW, 15), tb.read(View.RAW, end), tb.read(6, 16), tb.read(7, end - 1)]
+    high_bits = tb.address(View.RAW, 16) | (1 << (tb.params.hpa_bits - tb.params.line_offset_bits))
+    unmapped.append(tb.req(ReqOpcode.MEM_RD, high_bits))
+    unmapped.append(tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, 16) | (1 << 45)))
+    for line in range(overlap.base_line, overlap.base_line + overlap.span):
+        tb.read(View.PACKED_K, line, 1)     # decoded in region 0 (B = 4): lines j < 1 mapped
+    await tb.quiesce()
+    for tag in unmapped:
+        got = tb.scoreboard.responses[tag]
+        assert got["data"] == 0
+        if nxm_as_poison:
+            assert (got["opcode"], got["poison"]) == (DrsOpcode.MEM_DATA, 1), got
+        else:
+            assert (got["opcode"], got["poison"]) == (DrsOpcode.MEM_DATA_NXM, 0), got
+    await tb.finish()
+
+
+@cocotb.test()
+async def test_illegal_k_and_packed_lines_past_k(dut):
+    """k = 0, k > B, k = 31 on views 2/3; default k outside 1..B on views 4/5; packed j >= k."""
+    tb = await start(dut, stress=False)
+    rng = np.random.default_rng(tb.seed)
+    for index, (B, default_k) in enumerate([(4, 0), (8, 9), (2, 2)]):
+        region = RegionSetup(index, base_line=64 * index, n_superblocks=1, B=B, default_k=default_k)
+        tb.load_raw(region.base_line, rng.integers(0, 256, size=(region.span, tb.params.line_bytes), dtype=np.uint8))
+        await tb.program_region(region)
+        for j in range(B):
+            line = region.base_line + j
+            for k in (0, B + 1, 31, 1, B):
+                tb.read(View.PACKED_K, line, k)
+                tb.read(View.EXPANDED_K, line, k)
+            tb.read(View.PACKED_DEFAULT, line)
+            tb.read(View.EXPANDED_DEFAULT, line)
+    await tb.finish()
+
+
+@cocotb.parametrize(stress=[False, True])
+async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
+    """MemWr/MemWrPtl on raw and weight-major views (R = 1 and R > 1), then every view reads them back."""
+    tb = await start(dut, stress, seed_offset=2)
+    rng = random.Random(tb.seed)
+    p = tb.params
+    regions = [RegionSetup(0, 0, 2, 8, 1, default_k=3), RegionSetup(1, 200, 1, 4, 4, default_k=2,
+                                                                  rounding=Rounding.MIDPOINT),
+               RegionSetup(2, 300, 1, 16, 2, fmt=Format.BF16, default_k=9)]
+    for region in regions:
+        await tb.program_region(region)
+    for region in regions:
+        for block in range(min(region.n_blocks, 3)):
+            for j in range(region.B):
+                line = region.base_line + block * region.B + j
+                enables = None if j % 3 else rng.getrandbits(p.line_bytes)    # MemWrPtl, partial groups
+                tb.write(View.WEIGHT_MAJOR, line, rng.getrandbits(p.data_width), byte_enable=enables)
+            tb.write(View.RAW, region.block_lines(block)[0], rng.getrandbits(p.data_width),
+                     byte_enable=rng.getrandbits(p.line_bytes))
+            for view in (View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT, 6, 7):
+                tb.write(view, region.base_line + block * region.B, rng.getrandbits(p.data_width))
+        await tb.quiesce()     # the host waits for its writes before reading the blocks back
+        for block in range(min(region.n_blocks, 3)):
+            for j in range(region.B):
+                line = region.base_line + block * region.B + j
+                tb.read(View.WEIGHT_MAJOR, line)
+                tb.read(View.PACKED_K, line, rng.randint(1, region.B))
+                tb.read(View.EXPANDED_DEFAULT, line)
+            for line in region.block_lines(block):
+                tb.read(View.RAW, line)
+    tb.write(View.RAW, 5000, 123)             # unmapped write: dropped, completed
+    tb.rwd(RwdOpcode.MEM_WR, tb.address(View.RAW, 0) | (1 << 44), 7)
+    await tb.finish()
+
+
+@cocotb.test()
+async def test_poison_table_overflow_and_clear(dut):
+    """Poisoned writes mark their block; overflow poisons every read until CONTROL.clear_poison."""
+    tb = await start(dut, stress=False)
+    tb.scoreboard.record = True
+    p = tb.params
+    region = RegionSetup(0, 0, p.poison_entries + 4, 4, 1)
+    await tb.program_region(region)
+    tb.write(View.RAW, region.block_lines(1)[2], 0x1234, poison=1)
+    tb.write(View.WEIGHT_MAJOR, region.block_lines(2)[0], 0x5678, poison=1)
+    await tb.quiesce()
+    poisoned = [tb.read(View.RAW, region.block_lines(1)[0]), tb.read(View.PACKED_K, region.block_lines(2)[0], 2)]
+    clean = [tb.read(View.RAW, region.block_lines(0)[0]), tb.read(View.EXPANDED_K, region.block_lines(3)[1], 3)]
+    await tb.quiesce()
+    assert [tb.scoreboard.responses[t]["poison"] for t in poisoned + clean] == [1, 1, 0, 0]
+    for block in range(3, 3 + p.poison_entries):        # one more distinct block than the table holds
+        tb.write(View.RAW, region.block_lines(block)[0], block, poison=1)
+    await tb.quiesce()
+    assert await tb.csr_read(CSR_STATUS) & 1 == 1, "poison overflow flag not set"
+    tag = tb.read(View.RAW, region.block_lines(0)[0])
+    await tb.quiesce()
+    assert tb.scoreboard.responses[tag]["poison"] == 1
+    await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
+    tag = tb.read(View.RAW, region.block_lines(1)[0])
+    await tb.quiesce()
+    assert tb.scoreboard.responses[tag]["poison"] == 0
+    tb.write(View.RAW, region.block_lines(4)[0], 1, poison=1)
+    await tb.quiesce()
+    await tb.program_region(region)                      # a region CONFIG write clears the table too
+    tb.read(View.RAW, region.block_lines(4)[0])
+    await tb.finish()
+
+
+@cocotb.test()
+async def test_opcodes_spec_read_invalidate_and_reserved(dut):
+    """MemSpecRd gets no response; MemInv/MemInvNT/MemClnEvct and reserved opcodes get one NDR Cmp each."""
+    tb = await start(dut, stress=True, seed_offset=3)
+    region = RegionSetup(0, 0, 1, 8, 1)
+    await tb.program_region(region)
+    for opcode in [ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT,
+                   *RESERVED_REQ]:
+        tb.req(opcode, tb.address(View.PACKED_K, 1, 4))
+        tb.req(opcode, tb.address(View.RAW, 9000))
+    for opcode in RESERVED_RWD:
+        tb.rwd(opcode, tb.address(View.RAW, 2), 0xFFFF)
+    tb.read(View.RAW, 2)
+    await tb.finish()
+
+
+@cocotb.test()
+async def test_streaming_hits_the_block_buffer(dut):
+    """Sequential packed and expanded streaming: k DRAM lines per block, the other lines hit the buffer."""
+    tb = await start(dut, stress=False)
+    rng = np.random.default_rng(tb.seed)
+    total_blocks = 0
+    for index, R in enumerate((1, 8)):
+        region = RegionSetup(index, 1024 * index, 2, 8, R, default_k=5)
+        await load_tensor(tb, region, tensor(rng, region.n_blocks * tb.params.data_width, 8, Format.INT))
+        total_blocks += region.n_blocks
+        for block in range(region.n_blocks):
+            for j in range(5):
+                tb.read(View.PACKED_DEFAULT, region.base_line + block * 8 + j)
+            for j in range(8):
+                tb.read(View.EXPANDED_K, region.base_line + block * 8 + j, 3)
+    counters = await tb.finish()
+    assert counters[Counter.BUFFER_MISSES] == 2 * total_blocks      # one per (block, mode)
+    assert counters[Counter.DRAM_LINES_READ] == total_blocks * (5 + 3)
+
+
+# --- constrained-random stress ------------------------------------------------------------------------------
+@cocotb.test()
+async def test_random(dut):
+    """Constrained-random traffic (SQ_TRANSACTIONS, SQ_SEED); writes a summary for `smartquant sim`."""
+    params, seed, transactions = settings()
+    rng = random.Random(seed)
+    knobs = dict(idle=rng.choice([0.0, 0.1, 0.4]), backpressure=rng.choice([0.0, 0.2, 0.5]),
+                 axi_pause=rng.choice([0.0, 0.2, 0.5]))
+    tb = TB(dut, params, seed, **knobs)
+    dut._log.info("random traffic: seed %d, %d transactions, %s", seed, transactions, knobs)
+    await tb.reset()
+    traffic = RandomTraffic(tb, random.Random(seed ^ 0x5EED))
+    wall_start, cycle_start = time.monotonic(), tb.cycles
+    counters, error = [], None
+    try:
+        await traffic.run(transactions)
+        counters = await tb.finish()
+    except AssertionError as failure:
+        error = failure
+    wall = time.monotonic() - wall_start
+    cycles = tb.cycles - cycle_start
+    board = tb.scoreboard
+    failed = board.stats.mismatches + len(board.missing())
+    summary = {
+        "seed": seed, "transactions": traffic.issued, "accepted": board.stats.requests,
+        "dropped_by_reset": tb.dropped_by_reset, "failed": failed,
+        "passed": max(0, traffic.issued - tb.dropped_by_reset - failed) if error is None else
+        max(0, board.stats.responses - board.stats.mismatches),
+        "mismatches": board.stats.mismatches, "drs_checked": board.stats.checked_drs,
+        "ndr_checked": board.stats.checked_ndr, "cycles": cycles, "wall_seconds": wall,
+        "cycles_per_second": cycles / wall if wall else 0.0,
+        "transactions_per_second": traffic.issued / wall if wall else 0.0,
+        "dev_load": dict(board.stats.dev_load), "knobs": knobs,
+        "counters": {counter_name(n): v for n, v in enumerate(counters)},
+        "error": None if error is None else str(error)[:2000],
+    }
+    if os.environ.get("SQ_SUMMARY"):
+        with open(os.environ["SQ_SUMMARY"], "w") as handle:
+            json.dump(summary, handle, indent=1)
+    if error is not None:
+        raise error
