@@ -31,7 +31,7 @@ class Block:
         self.B, self.k, self.mode, self.rounding = B, k, mode, rounding
         self.fields = rng.integers(0, 1 << B, size=(1, W), dtype=np.uint32)
         planes = layout.block_planes(self.fields, B)[0]
-        self.planes = [line_int(planes[p]) for p in range(k)]      # the controller sends planes 0..k-1
+        self.loads = [(p, line_int(planes[p])) for p in range(k)]   # the controller sends planes 0..k-1
         if mode == "packed":
             expected = layout.packed_lines(self.fields, B, k)[0]
         else:
@@ -54,7 +54,7 @@ def run_packer(params: ControllerParams, blocks, *, seed: int, load_idle=0.3, st
     rng = random.Random(seed)
     received = []
     total_lines = sum(len(b.expected) for b in blocks)
-    max_cycles = max_cycles or 50 + 40 * sum(len(b.planes) + len(b.expected) for b in blocks)
+    max_cycles = max_cycles or 50 + 40 * sum(len(b.loads) + len(b.expected) for b in blocks)
     state = {"cycle": 0, "starts_presented": 0}
 
     async def producer(ctx):
@@ -71,15 +71,16 @@ def run_packer(params: ControllerParams, blocks, *, seed: int, load_idle=0.3, st
             if not load_valid and load_block < len(blocks) and load_block <= state["starts_presented"] \
                     and rng.random() >= load_idle:
                 load_valid = True
-                ctx.set(dut.load.p.plane, load_plane)
-                ctx.set(dut.load.p.data, blocks[load_block].planes[load_plane])
+                plane, plane_data = blocks[load_block].loads[load_plane]
+                ctx.set(dut.load.p.plane, plane)
+                ctx.set(dut.load.p.data, plane_data)
             ctx.set(dut.load.valid, load_valid)
             ctx.set(dut.start.valid, start_valid)
             _, _, l_ready, s_ready = await ctx.tick().sample(dut.load.ready, dut.start.ready)
             if load_valid and l_ready:
                 load_valid = False
                 load_plane += 1
-                if load_plane == len(blocks[load_block].planes):
+                if load_plane == len(blocks[load_block].loads):
                     load_block, load_plane = load_block + 1, 0
             if start_valid and s_ready:
                 start_valid = False
@@ -183,6 +184,16 @@ def test_out_of_range_start_is_clamped():
         Block(rng, 64, 8, 2, "expanded", Rounding.MIDPOINT, start_log2_b=7),
     ]
     check_lines(blocks, run_packer(params, blocks, seed=5))
+
+
+def test_plane_numbers_beyond_b_max_are_ignored():
+    """b_max = 8: a load to plane 8..15 (outside the banks) must not disturb any plane of the block."""
+    params = ControllerParams(data_width=64, b_max=8)
+    rng = np.random.default_rng(9)
+    blocks = [Block(rng, 64, 8, k, mode, rounding) for k in (8, 5, 2) for mode, rounding in MODES]
+    for n, block in enumerate(blocks):
+        block.loads.insert(n % (len(block.loads) + 1), (8 + n % 8, (1 << 64) - 1))
+    check_lines(blocks, run_packer(params, blocks, seed=9))
 
 
 def first_line_cycles(received):

@@ -2,50 +2,58 @@
 
 Interface (streams are amaranth.lib.stream, payload layouts below):
 - load  (In, `load_layout`):  {plane, data}. Writes plane register `plane` of the *fill* bank. A block is the
-  planes loaded since the previous start; the controller sends planes 0..k-1 only (planes >= k are never read
-  for packing and are replaced by the rounding fill for expanded output, so stale contents do not matter).
+  planes loaded since the previous start; the controller sends planes 0..k-1 only. Every start clears the
+  fill bank, so planes >= k of the next block read as 0 (never stale data); plane numbers >= b_max are
+  ignored.
 - start (In, `start_layout`): {expanded, log2_b, k, midpoint}. Seals the fill bank as a block and queues its
   emission. B = 1 << log2_b. packed: k lines of k-bit fields; expanded: B lines of B-bit fields whose low
   B-k bits are the fill (floor 0..0, midpoint 10..0). Bit orders are golden/layout.py packed_lines /
   expanded_lines: field w at bits [w*F, w*F+F), field bit i = weight bit B-F+i (packed) / i (expanded).
-- line  (Out, `line_layout`): {index, last, data}: lines j = 0..n-1 in order, last on j = n-1.
+- line  (Out, `line_layout`): {index, last, data}: lines j = 0..n-1 in order, last on j = n-1. Held while
+  line.ready is low.
 
 Ordering rules (what the controller must respect):
 - Present start only after the block's last load has been accepted (start.valid from state, not from
-  load.ready: load.ready depends combinationally on start.valid and start.ready).
+  load.ready: load.ready depends combinationally on start.valid and start.ready, and start.ready on
+  line.ready).
 - A load accepted in the same cycle as a start belongs to the NEXT block (the start copies the bank as it was
   before that cycle), so a decoupled producer can stream planes of block n+1 right behind start n.
 - While a start is presented but not yet accepted (the previous block still emitting), load.ready is low:
   the fill bank is sealed until it has been copied.
-Out-of-range starts get a defined response, never a hang: B is clamped to b_max and k to 1..B.
+Out-of-range starts get a defined response, never a hang: B is clamped to b_max and k to 1..B (k = 0 -> 1).
 
-Design (why it is small). The naive packer is one case statement over (k, j) of fixed wirings: every output
-bit chooses among ~W*(1+2+...+B)/W sources (~85k LUT4 at W = 512, B = 16). Here the work is spread over
-cycles as a gearbox:
-- Two plane banks: the fill bank (written by `load`, FF clock enables only, no data mux) and the emit bank,
-  copied from the fill bank on start (again only clock enables). Emission of block n overlaps the fetch of
-  block n+1.
-- Field width F = k (packed) or B (expanded); P = pow2ceil(F); chunk C = W / P weights per cycle, so a cycle
-  produces C*F <= W bits. The emit bank does not shift: chunk c of plane q is selected by a mux whose width
-  depends on the chunk bit position m: bits m < W/b_max have b_max possible offsets, bits
-  W/2^(s+1) <= m < W/2^s only 2^s (the offset is always a multiple of C >= W/2^s there), and plane q is only
-  ever used with P >= pow2ceil(q+1), so its chunk is at most W/pow2ceil(q+1) bits wide. The high planes
-  (used only by wide fields) therefore carry only narrow chunk muxes. About (b_max/2 + ...)*W mux inputs in
-  total instead of a per-bit shift mux on all b_max*W plane bits.
-- Compaction: bit t of the chunk vector is field bit t % F of weight t // F, i.e. chunk bit t // F of plane
-  F-1-t%F (packed) / B-1-t%F (expanded, same wiring for F = B): one mux over F per output bit. Planes q >= k
-  are gated to the rounding fill before compaction (q == k carries the midpoint 1), so expanded and packed
-  share the wiring.
-- Gearbox: the chunk vector is rotated by the line's fill level (always a multiple of W/b_max, log2(b_max)
-  stages of 2:1 muxes) and merged under the partly filled line; a full line goes to the output register.
-Throughput: one chunk per cycle while the sink is ready, P chunks per block: pow2 F emits one line per cycle
-(F lines in F cycles), other F emit F lines in P = pow2ceil(F) cycles. The next block's start is accepted in
-the cycle of the current block's last chunk, so blocks follow back to back. Latency start -> first line:
-2 cycles. Area per W and b_max: scripts/packer_area.py.
+Design. A naive packer is one case statement over (k, j) of fixed wirings: every output bit chooses among
+(1+2+...+B) sources (~85k LUT4 + 28k PFUMX at W = 512, B = 16, ARCHITECTURE.md). Here the work is spread
+over cycles as a gearbox and factored into three small muxes per bit:
+- Two plane banks: the fill bank (written by `load`: clock enables plus a synchronous clear, no data mux)
+  and the emit bank, copied on start (clock enables; the midpoint plane k is a synchronous set). Emission of
+  block n overlaps the fetch of block n+1. Planes >= k being 0 is the expanded floor fill, and the set plane
+  k is the midpoint 1, so expanded and packed output share one datapath with no gating logic.
+- Field width F = k (packed) or B (expanded); P = pow2ceil(F); a chunk of C = W / P weights per cycle gives
+  C*F <= W bits. Chunk select: chunk bit m of plane q = plane bit m + offset, by a mux tree on the offset.
+  The emit bank never shifts (a shift mux would sit on every one of the b_max*W plane bits): chunk bits
+  m < W/b_max have b_max possible offsets, bits W/2^(s+1) <= m < W/2^s only 2^s (there the offset is a
+  multiple of C >= W/2^s), and plane q is only used with P >= pow2ceil(q+1), so its chunk is at most
+  W/pow2ceil(q+1) bits wide: the high planes (used by wide fields only) carry narrow muxes.
+- Compaction: output bit t = field bit t % F of weight t // F = chunk bit t // F of plane F-1-t%F (for
+  expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care.
+- Gearbox: the compacted chunk is rotated by the fill level of the line under assembly (a multiple of
+  W/b_max: log2(b_max) stages of 2:1 muxes) and merged under the partial line; a full line goes to the
+  output register, the overflow units to the partial line (per-unit clock enables, no mux).
+- Pipeline: chunk select -> register -> compaction -> register -> gearbox -> output register, all stages
+  moving together when the output register is free. The registers cost W + ~3W flip-flops and halve the
+  LUT4 count: yosys/ABC maps the same logic as one cone far worse (128/16: 10.0k -> 4.0k LUT4).
+Throughput: one chunk per cycle while the sink is ready, P chunks per block: a pow2 F emits one line per
+cycle (F lines in F cycles), other F emit F lines in P = pow2ceil(F) cycles. The next block's start is
+accepted in the cycle of the current block's last chunk, so blocks follow back to back (period max(P, k)
+with the loads of the next block overlapping). line.valid rises 4 cycles after the start handshake.
+Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=8 2.1k LUT4 + 0.3k PFUMX;
+W=128 b_max=16 4.0k + 0.5k; W=512 b_max=8 8.1k + 1.1k; W=512 b_max=16 16.0k + 2.3k, ~19.5k FF (two banks
+of b_max*W plus the pipeline).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, Cat, Const, Mux, Array
+from amaranth.hdl import Module, Signal, Cat, Const, Mux
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
