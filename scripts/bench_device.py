@@ -41,7 +41,7 @@ def simulate(params: ControllerParams, test_module: str, testcase, seed: int = 1
     from smartquant.sim import runner
 
     started = time.monotonic()
-    build_dir = runner.build(params, "controller")
+    build_dir = Path(runner.build(params, "controller")).resolve()
     names = [testcase] if isinstance(testcase, str) else list(testcase)
     run_dir = build_dir / "runs" / f"{'-'.join(names)[:60]}-seed{seed}-pid{os.getpid()}-{time.time_ns() % 10**9}"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,8 +110,10 @@ def rows_table(result: dict) -> str:
 
 def throughput_table(result: dict) -> str:
     rows = [[str(r["B"]), str(r["k"]), "yes" if r["power_of_two"] else "no", str(r["reads"]), str(r["cycles"]),
-             f"{r['lines_per_cycle']:.3f}", f"{r['r_beats_per_cycle']:.3f}"] for r in result["rows"]]
-    return _table(["B", "k", "2^n", "lines out", "cycles", "lines/cycle", "R beats/cycle"], rows)
+             f"{r['lines_per_cycle']:.3f}", f"{r['r_beats_per_cycle']:.3f}", str(r.get("ar_bursts", "-")),
+             str(r.get("ar_wait_cycles", "-"))] for r in result["rows"]]
+    return _table(["B", "k", "2^n", "lines out", "cycles", "lines/cycle", "R beats/cycle", "AR bursts",
+                   "AR waits"], rows)
 
 
 def latency_table(result: dict) -> str:

@@ -10,7 +10,8 @@ test_traffic     sequential packed-k streaming of `blocks` blocks at every k of 
 test_rows        packed-k streaming of `row_superblocks` superblocks for R in `row_runs` (1, 64), B = 8, at every k;
                  the AXI AR address stream (monitor) through golden/dram.py RowModel -> activates per k.
 test_throughput  always-ready backend and sinks: `throughput_blocks` blocks streamed packed at every k of B = 8
-                 (and 16): output lines per cycle from the first Req issued to the last DRS, and R beats per cycle.
+                 (and 16): output lines per cycle from the first Req accepted to the last DRS, R beats per cycle,
+                 and cycles AR waited for AxiRam's arready (a backend limit, not the controller's).
 test_latency     idle device, one read at a time: cycles from Req accepted to AR valid, first R beat to DRS
                  valid, and Req accepted to DRS valid, for raw and packed reads at several k.
 test_simspeed    sim/traffic.py RandomTraffic (the `smartquant sim` mix) for `simspeed_transactions`: cycles/s
@@ -165,7 +166,7 @@ class BeatMonitor:
         cocotb.start_soon(self._run())
 
     def clear(self) -> None:
-        self.count, self.first, self.last, self.first_valid = 0, None, None, None
+        self.count, self.first, self.last, self.first_valid, self.stalls = 0, None, None, None, 0
 
     async def _run(self) -> None:
         while True:
@@ -179,6 +180,8 @@ class BeatMonitor:
                     self.last = self.cycles()
                     if self.first is None:
                         self.first = self.cycles()
+                else:
+                    self.stalls += 1
 
 
 @cocotb.test()
@@ -190,13 +193,14 @@ async def test_throughput(dut):
     req = BeatMonitor(dut, "m2s_req__valid", "m2s_req__ready", cycles)
     drs = BeatMonitor(dut, "s2m_drs__valid", "s2m_drs__ready", cycles)
     beats = BeatMonitor(dut, "axi__rvalid", "axi__rready", cycles)
+    ar = BeatMonitor(dut, "axi__arvalid", "axi__arready", cycles)
     rows = []
     for index, B in enumerate(config["throughput_b"]):
         region = region_for(tb, index, B, 1, config["throughput_blocks"],
                             base_line=index * config["throughput_blocks"] * 16)
         await load_region(tb, region, rng)
         for k in range(1, B + 1):
-            for monitor in (req, drs, beats):
+            for monitor in (req, drs, beats, ar):
                 monitor.clear()
             wall = time.monotonic()
             reads = stream_packed(tb, region, k, range(region.n_blocks))
@@ -205,6 +209,7 @@ async def test_throughput(dut):
             span = drs.last - req.first + 1
             rows.append({"B": B, "k": k, "reads": reads, "cycles": span, "lines_per_cycle": drs.count / span,
                          "r_beats": beats.count, "r_beats_per_cycle": beats.count / span,
+                         "ar_bursts": ar.count, "ar_wait_cycles": ar.stalls, "r_wait_cycles": beats.stalls,
                          "power_of_two": k & (k - 1) == 0, "wall_seconds": wall})
         await tb.disable_region(index)
     await tb.finish()
