@@ -41,6 +41,8 @@ def simulate(params: ControllerParams, test_module: str, testcase, seed: int = 1
     from smartquant.sim import runner
 
     started = time.monotonic()
+    print(f"Verilator model of the controller for {params.key()} (built once per RTL version and parameter set; "
+          f"a first build takes minutes)", flush=True)
     build_dir = Path(runner.build(params, "controller")).resolve()
     names = [testcase] if isinstance(testcase, str) else list(testcase)
     run_dir = build_dir / "runs" / f"{'-'.join(names)[:60]}-seed{seed}-pid{os.getpid()}-{time.time_ns() % 10**9}"

@@ -306,6 +306,8 @@ def policy_schedules(config: dict, plan: streaming.StreamingPlan, batch) -> list
         return schedules
     from smartquant.golden import policies
     from smartquant.golden.sweep import prepare
+    if any(len(plan.regions[layer].matrices) != len(LAYER_MATRICES) for layer in plan.layers):
+        raise AssertionError("policies are fitted on whole layers: do not restrict `matrices` with policies")
     layers = list(plan.layers)
     calibration = prepare(policies.CALIBRATION_SENTENCES, plan.model, layers=layers)
     calibration._stored[plan.fmt_name] = {name: plan.stored[name] for name in calibration.names}
