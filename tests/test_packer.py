@@ -89,10 +89,14 @@ def run_packer(params: ControllerParams, blocks, *, seed: int, load_idle=0.3, st
         ctx.set(dut.start.valid, 0)
 
     async def consumer(ctx):
+        held = None     # a line offered without ready must stay offered, unchanged (stream rule)
         while len(received) < total_lines and state["cycle"] < max_cycles:
             ctx.set(dut.line.ready, rng.random() >= sink_stall)
             _, _, valid, ready, index, last, data = await ctx.tick().sample(
                 dut.line.valid, dut.line.ready, dut.line.p.index, dut.line.p.last, dut.line.p.data)
+            if held is not None:
+                assert valid and (index, last, data) == held, f"cycle {state['cycle']}: stalled line changed"
+            held = (index, last, data) if valid and not ready else None
             if valid and ready:
                 received.append((state["cycle"], index, last, data))
             state["cycle"] += 1
