@@ -28,6 +28,7 @@ import hashlib
 import importlib
 import json
 import os
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -190,6 +191,15 @@ def parse_results(results_xml: Path) -> tuple[int, list[tuple[str, str]]]:
     return tests, failures
 
 
+def _test_filter(testcase) -> str | None:
+    """COCOTB_TEST_FILTER regex selecting whole test names, including every @cocotb.parametrize variant
+    ("name/stress=True"); cocotb_tools' own `testcase=` anchors at the name and misses those."""
+    if not testcase:
+        return None
+    names = [testcase] if isinstance(testcase, str) else list(testcase)
+    return r"\.(" + "|".join(re.escape(name) for name in names) + r")(/.*)?$"
+
+
 def _simulate(params, design, build_dir, run_dir, testcase, seed, transactions, waves, extra_env) -> Path:
     from cocotb_tools.runner import get_runner
 
@@ -206,8 +216,8 @@ def _simulate(params, design, build_dir, run_dir, testcase, seed, transactions, 
     results_xml = run_dir / "results.xml"
     runner = get_runner("verilator")
     try:
-        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=run_dir,
-                    testcase=testcase, seed=seed, extra_env=env, waves=waves, results_xml=str(results_xml),
+        runner.test(test_module=test_module, hdl_toplevel=TOPLEVEL, hdl_toplevel_lang="verilog", build_dir=build_dir,
+                    test_dir=run_dir, test_filter=_test_filter(testcase), seed=seed, extra_env=env, waves=waves, results_xml=str(results_xml),
                     test_args=["--trace-file", _wave_name()] if waves else [])
     except SystemExit:
         # The cocotb runner exits when a test fails under pytest; the results file says what failed.

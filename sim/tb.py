@@ -144,6 +144,9 @@ class TB:
 
     # --- CSRs (always at quiescence, so the model sees them in the right place of the trace) -------------------
     async def csr_write(self, address: int, value: int) -> None:
+        # The model applies the write between two requests of its trace: only at quiescence is that place
+        # the same for the DUT (a region rewrite with reads queued would otherwise race the read engine).
+        await self.quiesce()
         response = await self.csr.write(address, value.to_bytes(4, "little"))
         assert response.resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {response.resp}"
         self.model.csr_write(address, value)
