@@ -461,6 +461,12 @@ def print_demo_result(result: dict) -> None:
     if runs and len(runs[0]["per_layer"]) > 1:
         print(f"\nPer layer, run {runs[0]['label']}:")
         print(format_layer_energy_table(runs[0]))
+    load = result["load"]
+    load_energy = energy.energy_report(load["counters"], load["activates"])
+    print(f"\nLoad (weight-major writes, once): {load['counters']['dram_lines_written']:,} DRAM lines written, "
+          f"{load['counters']['bytes_strobed']:,} bytes strobed, {load['activates']:,} activates (AW stream), "
+          f"{load_energy['total_pj'] / 1e6:.1f} uJ (DRAM {load_energy['dram_pj'] / 1e6:.1f}, link "
+          f"{load_energy['link_pj'] / 1e6:.1f}, controller {load_energy['controller_pj'] / 1e6:.2f})")
     speed = result.get("speed", {})
     if speed:
         print(f"\nsimulation: {speed['cycles']:,} cycles in {speed['wall_seconds']:.1f} s = "
