@@ -435,17 +435,35 @@ def decode(raw, B: int, n_weights: int, fmt: Format | int = Format.INT, R: int =
 
 # --- host views of blocks ----------------------------------------------------------------------------------
 def fill_pattern(B: int, k: int, rounding: Rounding | int) -> int:
-    """Value of the B-k dropped low bits in the expanded view."""
-    if k >= B or check_rounding(rounding) == Rounding.FLOOR:
+    """Value of the B-k dropped low bits in the expanded view, for the rules whose fill is one constant.
+
+    TOWARD_ZERO's fill depends on each weight's sign (and format): use `truncate`, which applies every rule."""
+    rounding = check_rounding(rounding)
+    if rounding == Rounding.TOWARD_ZERO:
+        raise SmartquantError("the toward-zero fill copies each weight's sign bit: use layout.truncate")
+    if k >= B or rounding == Rounding.FLOOR:
         return 0
     return 1 << (B - k - 1)
 
 
-def truncate(fields: np.ndarray, B: int, k: int, rounding: Rounding | int = Rounding.FLOOR) -> np.ndarray:
-    """Fields with the B-k low bits replaced by the rounding fill (what expanded-k returns)."""
+def truncate(fields: np.ndarray, B: int, k: int, rounding: Rounding | int = Rounding.FLOOR,
+             fmt: Format | int = Format.INT) -> np.ndarray:
+    """Fields with the B-k low bits replaced by the rounding fill (what expanded-k returns).
+
+    FLOOR 0..0, MIDPOINT 10..0; TOWARD_ZERO: INT fields get B-k copies of their sign bit (plane 0: 1..1 for
+    negative, 0..0 for non-negative codes, golden/quant.py's "toward-zero" rule), BF16 fields 0..0 (sign-magnitude
+    truncation is already toward zero)."""
     check_k(k, B)
-    keep = ((1 << B) - 1) ^ ((1 << (B - k)) - 1)
-    return (np.asarray(fields, dtype=np.uint32) & keep) | fill_pattern(B, k, rounding)
+    rounding = check_rounding(rounding)
+    fields = np.asarray(fields, dtype=np.uint32)
+    dropped_mask = (1 << (B - k)) - 1
+    kept = fields & (((1 << B) - 1) ^ dropped_mask)
+    if rounding != Rounding.TOWARD_ZERO:
+        return kept | fill_pattern(B, k, rounding)
+    if check_format(fmt) == Format.BF16:
+        return kept
+    sign = (fields >> (B - 1)) & 1
+    return kept | (sign * np.uint32(dropped_mask)).astype(np.uint32)
 
 
 def packed_lines(blocks: np.ndarray, B: int, k: int) -> np.ndarray:
@@ -461,9 +479,10 @@ def weight_major_lines(blocks: np.ndarray, B: int) -> np.ndarray:
     return packed_lines(blocks, B, B)
 
 
-def expanded_lines(blocks: np.ndarray, B: int, k: int, rounding: Rounding | int = Rounding.FLOOR) -> np.ndarray:
+def expanded_lines(blocks: np.ndarray, B: int, k: int, rounding: Rounding | int = Rounding.FLOOR,
+                   fmt: Format | int = Format.INT) -> np.ndarray:
     """(n_blocks, B, W/8): weight-major lines of the top k bits, dropped bits filled by the rounding rule."""
-    return weight_major_lines(truncate(blocks, B, k, rounding), B)
+    return weight_major_lines(truncate(blocks, B, k, rounding, fmt), B)
 
 
 def weight_major_to_blocks(lines: np.ndarray, B: int) -> np.ndarray:
@@ -549,7 +568,7 @@ def view_lines(raw_region, B: int, R: int, view: View | int, k: int, first_line:
     if view in (View.PACKED_K, View.PACKED_DEFAULT):
         block_lines = packed_lines(fields, B, precision)
     else:
-        block_lines = expanded_lines(fields, B, precision, rounding)
+        block_lines = expanded_lines(fields, B, precision, rounding, fmt)
     out[mapped] = block_lines[block[mapped] - first_block, line_in_slot[mapped]]
     return out
 
@@ -600,6 +619,6 @@ def _reference_packed_lines(blocks: np.ndarray, B: int, k: int) -> np.ndarray:
 
 
 def _reference_expanded_lines(blocks: np.ndarray, B: int, k: int,
-                              rounding: Rounding | int = Rounding.FLOOR) -> np.ndarray:
+                              rounding: Rounding | int = Rounding.FLOOR, fmt: Format | int = Format.INT) -> np.ndarray:
     n_blocks, W = blocks.shape
-    return _reference_pack_fields(truncate(blocks, B, k, rounding), B).reshape(n_blocks, B, W // 8)
+    return _reference_pack_fields(truncate(blocks, B, k, rounding, fmt), B).reshape(n_blocks, B, W // 8)

@@ -27,6 +27,7 @@ class Format(enum.IntEnum):
 class Rounding(enum.IntEnum):
     FLOOR = 0     # dropped low bits read as 0 (two's complement truncation = floor)
     MIDPOINT = 1  # dropped low bits read as 100..0 (middle of the dropped interval)
+    TOWARD_ZERO = 2  # INT: dropped low bits are copies of the sign bit (plane 0); BF16: 0..0 (= FLOOR)
 
 
 # CXL.mem opcodes (CXL 3.x, message level)
@@ -173,6 +174,7 @@ class Counter(enum.IntEnum):
     RAW_READS = 25
     BUSY_CYCLES = 26
     STALL_CYCLES = 27
+    AXI_ERRORS = 28    # R beats and B responses with RESP != OKAY (the data they carry is poisoned)
     READS_AT_K1 = 32   # reads_at_k[k] = READS_AT_K1 + k - 1, k = 1..16
 
 

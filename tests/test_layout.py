@@ -64,6 +64,37 @@ def test_expanded_fill_by_hand():
     assert layout.fill_pattern(8, 8, Rounding.MIDPOINT) == 0
 
 
+def test_toward_zero_fill_by_hand():
+    weights = np.zeros(64, dtype=np.int8)
+    weights[:3] = [-1, 5, -100]                            # 1111_1111, 0000_0101, 1001_1100
+    raw = layout.encode(weights, 8, W=64)
+    toward_zero = layout.view_lines(raw, 8, 1, View.EXPANDED_K, 3, 0, 1, rounding=Rounding.TOWARD_ZERO)
+    # top 3 bits kept, the 5 dropped bits copy the sign: 111_11111, 000_00000, 100_11111 (-97, nearer 0 than -128)
+    assert toward_zero[0, :4].tolist() == [0b1111_1111, 0b0000_0000, 0b1001_1111, 0]
+    # BF16 is sign-magnitude: dropping bits already truncates toward zero, the fill is 0..0 even for negatives
+    bf16 = layout.bf16_fields(np.array([-1.5, 3.25], dtype=np.float32))      # 0xBFC0, 0x4050
+    assert layout.truncate(bf16, 16, 9, Rounding.TOWARD_ZERO, Format.BF16).tolist() == [0xBF80, 0x4000]
+    assert layout.truncate(bf16, 16, 9, Rounding.TOWARD_ZERO, Format.INT).tolist() == [0xBFFF, 0x4000]
+
+
+@settings(max_examples=30, deadline=None)
+@given(B=st.sampled_from([2, 4, 8, 16]), k=st.integers(1, 16), seed=st.integers(0, 2**32 - 1))
+def test_property_toward_zero_fill_is_the_quant_rule(B, k, seed):
+    """layout.truncate(TOWARD_ZERO) and golden/quant.py's "toward-zero" read rule are the same numbers."""
+    from smartquant.golden import quant
+    k = min(k, B)
+    rng = np.random.default_rng(seed)
+    values = random_ints(rng, B, 512)
+    device = layout.ints_from_fields(layout.truncate(layout.fields_from_ints(values, B), B, k,
+                                                     Rounding.TOWARD_ZERO), B)
+    assert np.array_equal(device, quant.read_ints_at_k(values.astype(np.int32), B, k, "toward-zero"))
+    floats = rng.normal(0, 3, 512).astype(np.float32)
+    fields = layout.bf16_fields(floats)
+    k16 = min(16, 2 * k)
+    assert np.array_equal(layout.floats_from_bf16(layout.truncate(fields, 16, k16, Rounding.TOWARD_ZERO, Format.BF16)),
+                          quant.read_bf16_at_k(fields, k16, "toward-zero"))
+
+
 def test_raw_line_index_and_plane_runs_by_hand():
     assert layout.raw_line_index(1, 2, 1, 4, 2) == 1 * 2 * 4 + 2 * 2 + 1 == 13
     weights = np.zeros(4 * 64, dtype=np.int8)
@@ -256,7 +287,9 @@ def test_unmapped_views_read_zero():
     (lambda: layout.decode(np.zeros((8, 64), dtype=np.int8), 8, 8), "2-D uint8"),
     (lambda: layout.packed_lines(np.zeros((1, 512), dtype=np.uint32), 8, 9), "precision k"),
     (lambda: layout.truncate(np.zeros(4, dtype=np.uint32), 4, 0), "precision k"),
-    (lambda: layout.fill_pattern(8, 3, 2), "rounding must be"),
+    (lambda: layout.fill_pattern(8, 3, 3), "rounding must be"),
+    (lambda: layout.fill_pattern(8, 3, Rounding.TOWARD_ZERO), "sign bit"),
+    (lambda: layout.truncate(np.zeros(4, dtype=np.uint32), 8, 3, Rounding.TOWARD_ZERO, fmt=2), "storage format"),
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 8, 1, 0, 1), "view must be"),
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 2, 32, 0, 1), "5-bit HPA k field"),
     (lambda: layout.view_lines(np.zeros((8, 64), dtype=np.uint8), 8, 1, 2, 3, 4, 5), "outside the region"),
