@@ -13,7 +13,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
  1. REGION_BASE / REGION_SUPERBLOCKS keep the low `dram_addr_bits - log2(line bytes)` bits written (the width of
     the region entry in hdl/csr/layouts.py, at most 32) and read back those. REGION_CONFIG keeps bits [13:0]
     (higher bits read 0); enable reads back 0 when the fields are illegal: BF16 with B != 16, B > b_max,
-    rounding 2 or 3, and also log2(R) = 7 (R = 128 is outside the plane-run range 1..64 of section 1).
+    rounding 3, and also log2(R) = 7 (R = 128 is outside the plane-run range 1..64 of section 1).
  2. Region window match and span (n_superblocks * R * B) use exact arithmetic; the DRAM line of a raw index is
     (base_line + index) modulo the line-address space (the AXI address is dram_addr_bits wide).
  3. CSR writes honour WSTRB per byte (`strobe`), CONTROL acts only when byte 0 is strobed; the stored
@@ -36,6 +36,13 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     raises SmartquantError rather than guess.
 11. `load_raw` is a backdoor (like writing AxiRam directly): no traffic, no counters, no buffer invalidation.
 12. STATUS.busy reads 0: the model is idle between the requests it is given.
+13. Backend errors (DEVICE.md sections 3 and 4) cannot follow from the request trace, so the model is told where
+    they happen: `inject_read_error(line)` makes every R beat of that DRAM line answer RRESP = SLVERR,
+    `inject_write_error(line)` every B response of a write burst that covers that line BRESP = SLVERR, until
+    `clear_backend_errors()`. A test's AXI memory applies the same sets. The data a failed beat carries is
+    unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
+    its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
+    answered with poison = 1, whatever the reason (poison table, overflow, backend error).
 """
 from __future__ import annotations
 
@@ -62,7 +69,8 @@ PACKED, EXPANDED = "packed", "expanded"
 
 # counters the model predicts exactly: every defined one except the timing counters
 PREDICTED_COUNTERS = tuple(n for n in range(N_COUNTERS)
-                           if (n < Counter.BUSY_CYCLES or n >= Counter.READS_AT_K1) and n not in TIMING_COUNTERS)
+                           if (n in Counter.__members__.values() or n >= Counter.READS_AT_K1)
+                           and n not in TIMING_COUNTERS)
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,7 @@ def decode_region_config(params: ControllerParams, word: int) -> RegionConfig:
     log2_r = (word >> 4) & 0b111
     default_k = (word >> 7) & 0b11111
     rounding = (word >> 12) & 0b11
-    legal = not ((fmt == Format.BF16 and B != 16) or B > params.b_max or rounding > Rounding.MIDPOINT
+    legal = not ((fmt == Format.BF16 and B != 16) or B > params.b_max or rounding > max(Rounding)
                  or (1 << log2_r) > MAX_PLANE_RUN)
     return RegionConfig(enable=bool(word & 1) and legal, fmt=fmt, B=B, R=1 << log2_r, default_k=default_k,
                         rounding=rounding, legal=legal)
@@ -183,10 +191,13 @@ class DeviceModel:
         self.nxm_as_poison = False
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
-        self.slots: list[tuple | None] = [None] * params.buffer_slots   # (key, assembled lines) per slot
+        # (key, assembled lines, backend error while fetching them) per slot
+        self.slots: list[tuple | None] = [None] * params.buffer_slots
         self.victim = 0
         self.counts = [0] * N_COUNTERS
         self.axi_bursts: list[ReadBurst | WriteBurst] = []
+        self.read_error_lines: set[int] = set()    # DRAM lines whose R beats answer SLVERR (reading 13)
+        self.write_error_lines: set[int] = set()   # DRAM lines whose write bursts answer SLVERR on B
 
     # --- backend traffic --------------------------------------------------------------------------------
     @property
@@ -210,15 +221,34 @@ class DeviceModel:
             raise SmartquantError(f"DRAM line {first + beats - 1:#x} is outside the model memory of "
                                   f"{self.memory.size} bytes (pass a larger memory_bytes)")
 
-    def _axi_read(self, first: int, beats: int) -> np.ndarray:
+    def inject_read_error(self, line: int) -> None:
+        """Every later R beat of DRAM line `line` answers RRESP = SLVERR (until clear_backend_errors)."""
+        self._check_lines(line, 1)
+        self.read_error_lines.add(int(line))
+
+    def inject_write_error(self, line: int) -> None:
+        """Every later write burst covering DRAM line `line` answers BRESP = SLVERR (until clear_backend_errors)."""
+        self._check_lines(line, 1)
+        self.write_error_lines.add(int(line))
+
+    def clear_backend_errors(self) -> None:
+        self.read_error_lines.clear()
+        self.write_error_lines.clear()
+
+    def _axi_read(self, first: int, beats: int) -> tuple[np.ndarray, bool]:
+        """One INCR burst: (lines, any beat answered with an error RRESP)."""
         self._check_lines(first, beats)
         self.axi_bursts.append(ReadBurst(first, beats))
         self._count(Counter.READ_BURSTS)
         self._count(Counter.DRAM_LINES_READ, beats)
-        return self.memory[first:first + beats].copy()
+        errors = sum(line in self.read_error_lines for line in range(first, first + beats))
+        self._count(Counter.AXI_ERRORS, errors)
+        return self.memory[first:first + beats].copy(), errors > 0
 
-    def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> None:
-        """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set."""
+    def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
+        """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
+
+        Returns whether its B response is an error (the data is written either way, reading 13)."""
         self._check_lines(first, len(strobes))
         self.axi_bursts.append(WriteBurst(first, len(strobes), tuple(strobes)))
         self._count(Counter.WRITE_BURSTS)
@@ -228,6 +258,9 @@ class DeviceModel:
                                     bitorder="little").astype(bool)
             self.memory[first + beat, enabled] = lines[beat, enabled]
             self._count(Counter.BYTES_STROBED, _popcount(strobe))
+        error = any(line in self.write_error_lines for line in range(first, first + len(strobes)))
+        self._count(Counter.AXI_ERRORS, int(error))
+        return error
 
     # --- backdoor ---------------------------------------------------------------------------------------
     def load_raw(self, base_line: int, raw_lines) -> None:
@@ -423,49 +456,53 @@ class DeviceModel:
         if view == View.RAW:
             superblock, rest = divmod(L, config.R * config.B)
             block = superblock * config.R + rest % config.R
-            line = self._axi_read(self._dram_line(index, L), 1)[0]
+            lines, error = self._axi_read(self._dram_line(index, L), 1)
             self._count(Counter.RAW_READS)
-            return self._drs(tag, ld_id, line, self._poisoned_read(index, block))
+            return self._drs(tag, ld_id, lines[0], self._poisoned_read(index, block, error))
         block, j = divmod(L, config.B)
         mode = PACKED if view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
         k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
             view, config.default_k)
         if not 1 <= k <= config.B or (mode == PACKED and j >= k):
             return self._nxm_read(tag, ld_id)
-        lines = self._buffered_block(index, config, block, mode, k)
+        lines, error = self._buffered_block(index, config, block, mode, k)
         self._count(Counter.READS_AT_K1 + k - 1)
-        return self._drs(tag, ld_id, lines[j], self._poisoned_read(index, block))
+        return self._drs(tag, ld_id, lines[j], self._poisoned_read(index, block, error))
 
-    def _poisoned_read(self, index: int, block: int) -> bool:
-        poisoned = self.poison_overflow or (index, block) in self.poison_table
+    def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
+        poisoned = backend_error or self.poison_overflow or (index, block) in self.poison_table
         if poisoned:
             self._count(Counter.POISON_READS)
         return poisoned
 
-    def _buffered_block(self, index: int, config: RegionConfig, block: int, mode: str, k: int) -> np.ndarray:
-        """Assembled output lines of a block (packed: k lines, expanded: B lines), from the buffer or DRAM."""
+    def _buffered_block(self, index: int, config: RegionConfig, block: int, mode: str,
+                        k: int) -> tuple[np.ndarray, bool]:
+        """Assembled output lines of a block (packed: k lines, expanded: B lines), from the buffer or DRAM, and
+        whether a backend error hit their fetch (the slot stays poisoned until it is refetched)."""
         key = (index, block, mode, k, config.rounding)
         for slot in self.slots:
             if slot is not None and slot[0] == key:
                 self._count(Counter.BUFFER_HITS)
-                return slot[1]
+                return slot[1], slot[2]
         self._count(Counter.BUFFER_MISSES)
         B, R = config.B, config.R
         superblock, run_slot = divmod(block, R)
         first = layout.raw_line_index(superblock, 0, run_slot, B, R)
         if R == 1:   # planes are consecutive lines: one burst
-            planes = self._axi_read(self._dram_line(index, first), k)
+            planes, error = self._axi_read(self._dram_line(index, first), k)
         else:        # planes are R lines apart: one single-line burst per plane
-            planes = np.concatenate([self._axi_read(self._dram_line(
-                index, layout.raw_line_index(superblock, plane, run_slot, B, R)), 1) for plane in range(k)])
+            fetched = [self._axi_read(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)), 1)
+                       for plane in range(k)]
+            planes = np.concatenate([lines for lines, _ in fetched])
+            error = any(failed for _, failed in fetched)
         fields = layout.planes_to_blocks(planes[None], B, k)
         if mode == PACKED:
             lines = layout.packed_lines(fields, B, k)[0]
         else:
-            lines = layout.expanded_lines(fields, B, k, config.rounding)[0]
-        self.slots[self.victim] = (key, lines)
+            lines = layout.expanded_lines(fields, B, k, config.rounding, config.fmt)[0]
+        self.slots[self.victim] = (key, lines, error)
         self.victim = (self.victim + 1) % len(self.slots)
-        return lines
+        return lines, error
 
     # --- M2S RwD ----------------------------------------------------------------------------------------
     def rwd(self, opcode: int, address: int, tag: int, data: int, byte_enable: int, poison: int, ld_id: int = 0,
@@ -492,19 +529,23 @@ class DeviceModel:
         if view == View.RAW:
             superblock, rest = divmod(L, config.R * config.B)
             block = superblock * config.R + rest % config.R
-            self._axi_write(self._dram_line(index, L), line[None], [enables])
+            write_error = self._axi_write(self._dram_line(index, L), line[None], [enables])
         else:
             block, j = divmod(L, config.B)
-            self._weight_major_write(index, config, block, j, line, enables)
+            write_error = self._weight_major_write(index, config, block, j, line, enables)
         if poison:
             self._count(Counter.POISON_WRITES)
+            self._enter_poison(index, block)
+        if write_error:   # the block's stored data is unknown: later reads return poison
             self._enter_poison(index, block)
         self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
         return self._ndr(tag, ld_id)
 
     def _weight_major_write(self, index: int, config: RegionConfig, block: int, j: int, line: np.ndarray,
-                            enables: int) -> None:
-        """Weight-major line j of a block -> the bytes [j*S, (j+1)*S) of each of the B planes, S = W/8/B."""
+                            enables: int) -> bool:
+        """Weight-major line j of a block -> the bytes [j*S, (j+1)*S) of each of the B planes, S = W/8/B.
+
+        Returns whether any of its bursts answered an error on B."""
         p, B, R = self.params, config.B, config.R
         if p.data_width % (8 * B):
             raise SmartquantError(f"weight-major writes need W/B >= 8 bits per plane slice (W = {p.data_width}, "
@@ -523,12 +564,11 @@ class DeviceModel:
         plane_lines[:, j * slice_bytes:(j + 1) * slice_bytes] = slices
         superblock, run_slot = divmod(block, R)
         if R == 1:
-            self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, 0, 0, B, 1)), plane_lines,
-                            [full] * B)
-        else:
-            for plane in range(B):
-                self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)),
-                                plane_lines[plane:plane + 1], [full])
+            return self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, 0, 0, B, 1)),
+                                   plane_lines, [full] * B)
+        errors = [self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)),
+                                  plane_lines[plane:plane + 1], [full]) for plane in range(B)]
+        return any(errors)
 
     def _enter_poison(self, index: int, block: int) -> None:
         if (index, block) in self.poison_table:

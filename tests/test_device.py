@@ -83,12 +83,16 @@ def test_region_config_readback_and_illegal_fields():
     illegal = [
         region_config_word(enable=True, fmt=Format.BF16, B=8, R=1, default_k=8, rounding=0),   # BF16, B != 16
         region_config_word(enable=True, fmt=Format.INT, B=16, R=1, default_k=8, rounding=0),   # B > b_max
-        legal & ~(0b11 << 12) | (2 << 12),                                                     # rounding 2
+        legal & ~(0b11 << 12) | (3 << 12),                                                     # rounding 3
         legal | (0b111 << 4),                                                                  # R = 128
     ]
     for word in illegal:
         model.csr_write(config, word)
         assert model.csr_read(config) == word & ~1
+    toward_zero = legal & ~(0b11 << 12) | (Rounding.TOWARD_ZERO << 12)                       # rounding 2 is legal
+    model.csr_write(config, toward_zero)
+    assert model.csr_read(config) == toward_zero
+    model.csr_write(config, illegal[0])
     # a disabled region maps nothing
     model.program(region_csr_writes(params, 0, BASE, 1, Format.INT, 8, 1, 8, 0)[:2])
     assert is_nxm(read(model, View.RAW, BASE))
@@ -151,6 +155,30 @@ def test_bf16_expanded_floor_truncates_mantissa():
         write(model, View.WEIGHT_MAJOR, BASE + j, raw[j * 64:(j + 1) * 64])
     got = b"".join(data_bytes(read(model, View.EXPANDED_DEFAULT, BASE + j)).tobytes() for j in range(16))
     assert got == (bits & 0xFF80).astype(np.uint16).tobytes()    # sign, exponent, no mantissa bit at k = 9
+
+
+def test_expanded_toward_zero_fill_int8_and_bf16():
+    """TOWARD_ZERO: INT dropped bits copy the sign (worked bytewise here), BF16 fills 0 like floor."""
+    model = make_model(B=8, default_k=3, rounding=Rounding.TOWARD_ZERO)
+    weights = int8_block(4)
+    write_int8_block(model, 0, weights)
+    codes = weights.view(np.uint8)
+    # keep the top 3 bits; a negative code (bit 7 set) gets 11111 below them, a non-negative one 00000
+    expected = ((codes & 0xE0) | np.where(codes & 0x80, 0x1F, 0)).astype(np.uint8).tobytes()
+    got = b"".join(data_bytes(read(model, View.EXPANDED_DEFAULT, BASE + j)).tobytes() for j in range(8))
+    assert got == expected
+    assert read(model, View.EXPANDED_K, BASE, k=8).data == read(model, View.WEIGHT_MAJOR, BASE).data
+    # packed reads carry no fill: the same bytes whatever the rounding rule
+    floor_model = make_model(B=8, default_k=3)
+    write_int8_block(floor_model, 0, weights)
+    assert read(model, View.PACKED_DEFAULT, BASE + 1).data == read(floor_model, View.PACKED_DEFAULT, BASE + 1).data
+    bf16 = make_model(B=16, fmt=Format.BF16, n_superblocks=1, default_k=9, rounding=Rounding.TOWARD_ZERO)
+    values = np.linspace(-3.0, 3.0, 512).astype(np.float32)
+    bits = (values.view(np.uint32) >> 16).astype(np.uint16)
+    for j in range(16):
+        write(bf16, View.WEIGHT_MAJOR, BASE + j, bits.tobytes()[j * 64:(j + 1) * 64])
+    got = b"".join(data_bytes(read(bf16, View.EXPANDED_DEFAULT, BASE + j)).tobytes() for j in range(16))
+    assert got == (bits & 0xFF80).astype(np.uint16).tobytes()
 
 
 def test_int4_plane_run_transpose_and_bursts():
@@ -279,6 +307,39 @@ def test_poisoned_write_poisons_its_block_reads():
     assert model.counter(Counter.POISON_WRITES) == 1 and model.counter(Counter.POISON_READS) == 2
     write(model, View.RAW, BASE + 3, b"\x00" * 64, poison=0)           # writes never clear poison
     assert read(model, View.RAW, BASE + 3).poison == 1
+
+
+def test_backend_read_errors_poison_every_line_served_from_the_fetch():
+    model = make_model(B=4, R=2, n_superblocks=2, default_k=2)     # block b: superblock b // 2, slot b % 2
+    model.inject_read_error(BASE + 1 * 8 + 1 * 2 + 1)     # plane 1 of block 3 (superblock 1, slot 1)
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=1).poison == 0     # k = 1 never touches plane 1
+    assert model.counter(Counter.AXI_ERRORS) == 0
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=2).poison == 1     # miss: the fetch meets the error
+    assert read(model, View.PACKED_K, BASE + 3 * 4 + 1, k=2).poison == 1     # hit on the poisoned slot
+    assert model.counter(Counter.AXI_ERRORS) == 1 and model.counter(Counter.BUFFER_HITS) == 1
+    assert read(model, View.RAW, BASE + 1 * 8 + 1 * 2 + 1).poison == 1   # the raw line itself
+    assert read(model, View.RAW, BASE + 1 * 8 + 0 * 2 + 1).poison == 0   # plane 0 of the same block reads fine
+    assert read(model, View.EXPANDED_K, BASE + 2 * 4, k=4).poison == 0   # block 2
+    assert model.counter(Counter.AXI_ERRORS) == 2 and model.counter(Counter.POISON_READS) == 3
+    model.clear_backend_errors()
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=2).poison == 1     # still the poisoned slot (a hit)
+    read(model, View.PACKED_K, BASE, k=2)
+    read(model, View.PACKED_K, BASE + 4, k=2)                            # two misses evict it (2 slots)
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=2).poison == 0     # refetched without error
+    assert model.counter(Counter.AXI_ERRORS) == 2
+
+
+def test_backend_write_error_enters_the_block_in_the_poison_table():
+    model = make_model(B=4, R=2, n_superblocks=2)
+    model.inject_write_error(BASE + 0 * 8 + 3 * 2 + 0)    # plane 3 of block 0
+    write(model, View.WEIGHT_MAJOR, BASE + 0 * 4 + 1, b"\x11" * 64)   # 4 one-beat bursts, one answers SLVERR
+    assert model.counter(Counter.AXI_ERRORS) == 1 and model.counter(Counter.POISON_WRITES) == 0
+    assert model.poison_table == [(0, 0)]
+    assert read(model, View.RAW, BASE).poison == 1 and read(model, View.PACKED_K, BASE, k=1).poison == 1
+    write(model, View.RAW, BASE + 1, b"\x22" * 64)                    # block 1: no error
+    assert read(model, View.RAW, BASE + 1).poison == 0 and model.counter(Counter.AXI_ERRORS) == 1
+    model.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
+    assert read(model, View.RAW, BASE).poison == 0
 
 
 def test_poison_overflow_rule_and_clearing():
