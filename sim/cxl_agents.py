@@ -131,3 +131,24 @@ class HandshakeMonitor:
             if valid.value and ready.value and not (self.reset is not None and self.reset.value):
                 self.accepted += 1
                 self.callback(int(self.channel.payload.value))
+
+
+class AxiAddressMonitor:
+    """Reports (address, len) of every AXI AR or AW handshake (`<prefix>__arvalid` & `__arready`)."""
+
+    def __init__(self, dut, prefix: str, channel: str, clk, callback: Callable[[int, int], None], reset=None):
+        self.valid = getattr(dut, f"{prefix}__{channel}valid")
+        self.ready = getattr(dut, f"{prefix}__{channel}ready")
+        self.addr = getattr(dut, f"{prefix}__{channel}addr")
+        self.length = getattr(dut, f"{prefix}__{channel}len")
+        self.clk = clk
+        self.callback = callback
+        self.reset = reset
+        self._task = cocotb.start_soon(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await RisingEdge(self.clk)
+            await ReadOnly()
+            if self.valid.value and self.ready.value and not (self.reset is not None and self.reset.value):
+                self.callback(int(self.addr.value), int(self.length.value) + 1)

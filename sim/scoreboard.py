@@ -13,7 +13,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Callable
 
-from smartquant.golden.device import DeviceModel, Response
+from smartquant.golden.device import DeviceModel, ReadBurst, Response, WriteBurst
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout, unpack
 from smartquant.params import ControllerParams, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode
 
@@ -58,7 +58,11 @@ class Scoreboard:
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
         self.pending: dict[int, Pending] = {}
         self.stats = ScoreboardStats()
+        self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
         self.record = False                  # keep every response by tag (directed tests check some by hand)
+        self.bursts_checked = {"read": 0, "write": 0}
+        self._burst_index = {"read": 0, "write": 0}
+        self._burst_scan = {"read": 0, "write": 0}
         self.responses: dict[int, dict] = {}
         self.messages: list[str] = []
 
@@ -73,6 +77,8 @@ class Scoreboard:
 
     def _expect(self, kind: str, fields: dict, responses: list[Response]) -> None:
         self.stats.requests += 1
+        self.recent.append(f"{kind} {_opcode_name(kind, fields['opcode'])} address {fields['address']:#x} tag "
+                           f"{fields['tag']:#x} -> model reads so far {self.model.counts[12]} lines")
         tag = fields["tag"]
         if tag in self.pending:
             # The stimulus never reuses an outstanding tag, so this is a DUT accepting something twice.
@@ -138,7 +144,36 @@ class Scoreboard:
                     details.append(f"{name} {got[name]} expected {want.get(name, '0..3')}")
             self._mismatch(f"{what}: " + "; ".join(details))
 
+    # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
+    def on_axi_address(self, kind: str, byte_address: int, beats: int) -> None:
+        """AR (kind "read") or AW ("write") handshake; reads are in request order, so are writes."""
+        wanted = ReadBurst if kind == "read" else WriteBurst
+        trace = self.model.axi_bursts
+        position = self._burst_scan[kind]           # scan forward: the model's trace only grows
+        while position < len(trace) and not isinstance(trace[position], wanted):
+            position += 1
+        self._burst_scan[kind] = position + 1
+        index = self._burst_index[kind]
+        self._burst_index[kind] += 1
+        line = byte_address // self.params.line_bytes
+        if position >= len(trace):
+            self._mismatch(f"AXI {kind} burst #{index} line {line:#x} x{beats}: the model expects no further "
+                           f"{kind} burst (an extra DRAM access)")
+            return
+        self.bursts_checked[kind] += 1
+        want = trace[position]
+        if (line, beats) != (want.line, want.beats) or byte_address % self.params.line_bytes:
+            self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model expects "
+                           f"line {want.line:#x} ({want.line * self.params.line_bytes:#x}) x{want.beats}")
+
+    def restart_bursts(self) -> None:
+        """A new model (after reset) starts a new burst trace."""
+        self._burst_index = {"read": 0, "write": 0}
+        self._burst_scan = {"read": 0, "write": 0}
+
     def _mismatch(self, message: str) -> None:
+        if self.stats.mismatches == 0 and self.log is not None:
+            self.log.error("last accepted requests before the first mismatch:\n  " + "\n  ".join(self.recent))
         self.stats.mismatches += 1
         if len(self.messages) < MAX_REPORTED:
             self.messages.append(message)

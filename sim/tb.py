@@ -33,7 +33,7 @@ from smartquant.params import (
     CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
     RwdOpcode, View, counter_name,
 )
-from smartquant.sim.cxl_agents import HandshakeMonitor, StreamSink, StreamSource
+from smartquant.sim.cxl_agents import AxiAddressMonitor, HandshakeMonitor, StreamSink, StreamSource
 from smartquant.sim.scoreboard import Scoreboard
 
 CLOCK_NS = 10
@@ -118,6 +118,11 @@ class TB:
                                    reset=dut.rst)
         self.ndr_sink = StreamSink(dut, "s2m_ndr", dut.clk, self.scoreboard.on_ndr, pauses(self.rng, backpressure),
                                    reset=dut.rst)
+        # backend traffic: every AR/AW burst must be the one the model issued, in order
+        AxiAddressMonitor(dut, "axi", "ar", dut.clk, lambda a, n: self.scoreboard.on_axi_address("read", a, n),
+                          reset=dut.rst)
+        AxiAddressMonitor(dut, "axi", "aw", dut.clk, lambda a, n: self.scoreboard.on_axi_address("write", a, n),
+                          reset=dut.rst)
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"), dut.clk, dut.rst)
         self.ram = AxiRam(AxiBus.from_prefix(dut, "axi", bus_separator="__"), dut.clk, dut.rst,
                           size=1 << params.dram_addr_bits)
@@ -274,6 +279,7 @@ class TB:
         fresh.memory[uncertain] = ram[uncertain]
         self.model = fresh
         self.scoreboard.model = fresh
+        self.scoreboard.restart_bursts()
         self.traffic_since_clear = False
         regions = list(self.regions.values())
         self.regions = {}

@@ -314,3 +314,56 @@ async def test_random(dut):
             json.dump(summary, handle, indent=1)
     if error is not None:
         raise error
+
+
+@cocotb.test()
+async def test_dropped_and_unmapped_writes_keep_the_block_buffer(dut):
+    """A write the device drops (read-only view, reserved view) does not touch DRAM, so it must not cost the
+    buffered block a refetch: the model keeps the slot (DEVICE.md §4 invalidates on writes of the block)."""
+    tb = await start(dut, stress=False)
+    region = RegionSetup(0, 0, 2, 8, 2, default_k=4)
+    await tb.program_region(region)
+    for view in (View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT, 6, 7):
+        tb.read(View.PACKED_K, 8 * 1 + 0, 6)
+        await tb.quiesce()
+        tb.write(view, 8 * 1 + 2, 0xABCD)
+        await tb.quiesce()
+        tb.read(View.PACKED_K, 8 * 1 + 1, 6)
+    counters = await tb.finish()
+    assert counters[Counter.BUFFER_MISSES] == 1, counters[Counter.BUFFER_MISSES]
+
+
+@cocotb.test()
+async def test_raw_write_invalidates_and_poisons_its_own_block_with_plane_runs(dut):
+    """With R > 1 a raw line L = s*R*B + p*R + r belongs to block s*R + r, not L // B (DEVICE.md §3, §4)."""
+    tb = await start(dut, stress=False)
+    tb.scoreboard.record = True
+    region = RegionSetup(0, 0, 1, 4, 4, default_k=4)          # B = 4, R = 4: raw line 6 is plane 1 of block 2
+    await tb.program_region(region)
+    for block in (1, 2):
+        tb.read(View.PACKED_K, block * 4, 4)                      # both blocks into the buffer (2 slots)
+    await tb.quiesce()
+    tb.write(View.RAW, 6, (1 << 512) - 1, poison=1)
+    await tb.quiesce()
+    tags = {block: tb.read(View.PACKED_K, block * 4 + 1, 4) for block in (1, 2)}
+    counters = await tb.finish()
+    assert [tb.scoreboard.responses[tags[b]]["poison"] for b in (1, 2)] == [0, 1]
+    assert counters[Counter.BUFFER_HITS] == 1 and counters[Counter.BUFFER_MISSES] == 3
+
+
+@cocotb.test()
+async def test_buffer_key_is_mode_and_k_not_view(dut):
+    """The buffer key is (region, block, packed|expanded, k, rounding) (DEVICE.md §5): a block assembled for
+    expanded-k at the default k serves expanded-default, weight-major serves expanded-k at k = B, etc."""
+    tb = await start(dut, stress=False)
+    region = RegionSetup(0, 0, 1, 16, 4, default_k=6, rounding=Rounding.MIDPOINT)
+    await tb.program_region(region)
+    pairs = [((View.EXPANDED_K, 6), (View.EXPANDED_DEFAULT, 0)), ((View.WEIGHT_MAJOR, 0), (View.EXPANDED_K, 16)),
+             ((View.PACKED_K, 6), (View.PACKED_DEFAULT, 0)), ((View.EXPANDED_DEFAULT, 0), (View.EXPANDED_K, 6))]
+    for block, (first, second) in enumerate(pairs):
+        tb.read(first[0], block * 16, first[1])
+        await tb.quiesce()
+        tb.read(second[0], block * 16 + 1, second[1])
+        await tb.quiesce()
+    counters = await tb.finish()
+    assert counters[Counter.BUFFER_MISSES] == len(pairs) and counters[Counter.BUFFER_HITS] == len(pairs)
