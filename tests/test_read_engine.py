@@ -14,13 +14,16 @@ import pytest
 from amaranth.sim import Simulator
 
 from smartquant.golden.device import DeviceModel, region_csr_writes
+from smartquant.golden import layout
+from smartquant.hdl.backend.axi import AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.cxl.messages import drs_layout, unpack
 from smartquant.hdl.engine.read_engine import ReadEngine
 from smartquant.hdl.engine.packer import START_TO_LINE_CYCLES
 from smartquant.params import ControllerParams, Counter, Format, ReqOpcode, Rounding, View, N_COUNTERS
 
 READ_SIDE_COUNTERS = [Counter.DRS_SENT, Counter.DRAM_LINES_READ, Counter.READ_BURSTS, Counter.BUFFER_HITS,
-                      Counter.BUFFER_MISSES, Counter.NXM_READS, Counter.POISON_READS, Counter.RAW_READS] + \
+                      Counter.BUFFER_MISSES, Counter.NXM_READS, Counter.POISON_READS, Counter.RAW_READS,
+                      Counter.AXI_ERRORS] + \
                      [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)]
 
 
@@ -45,7 +48,7 @@ class ReadHarness:
     """Drives a ReadEngine cycle by cycle from one testbench; the golden model predicts every response."""
 
     def __init__(self, params, regions, seed=0, memory_latency=2, r_stall=0.0, ar_stall=0.0, drs_stall=0.0,
-                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=()):
+                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=()):
         self.params = params
         self.regions = regions
         self.rng = random.Random(seed)
@@ -66,6 +69,10 @@ class ReadHarness:
             lines = data_rng.integers(0, 256, size=(region.span, params.line_bytes), dtype=np.uint8)
             self.model.load_raw(region.base_line, lines)
         self.memory = self.model.memory.copy()   # the AXI model's own copy: the model never sees the DUT's reads
+        # DRAM lines whose R beats answer SLVERR; the golden model is told the same lines
+        self.error_lines = set(error_lines)
+        for line in self.error_lines:
+            self.model.inject_read_error(line)
         self.model.clear_trace()
         self.model.counts = [0] * N_COUNTERS
         self.events = [0] * N_COUNTERS
@@ -92,6 +99,8 @@ class ReadHarness:
                 for name, value in region.entry().items():
                     ctx.set(getattr(dut.regions[i], name), value)
             ctx.set(dut.nxm_as_poison, harness.nxm_as_poison)
+            ctx.set(dut.toward_zero, sum(1 << i for i, region in enumerate(harness.regions)
+                                         if region.rounding == Rounding.TOWARD_ZERO))
             cycle = 0
             stalled_drs = stalled_ar = None
             while requests or expected or bursts:
@@ -112,6 +121,7 @@ class ReadHarness:
                     line = bursts[0][0]
                     ctx.set(dut.axi.rdata, int.from_bytes(harness.memory[line].tobytes(), "little"))
                     ctx.set(dut.axi.rlast, bursts[0][1] == 1)
+                    ctx.set(dut.axi.rresp, AXI_RESP_SLVERR if line in harness.error_lines else AXI_RESP_OKAY)
                 ctx.set(dut.axi.rvalid, beat_ready)
                 ctx.set(dut.drs.ready, rng.random() >= harness.drs_stall)
                 ctx.set(dut.dev_load, rng.randrange(4))   # changes every cycle: a held DRS must not follow it
@@ -304,3 +314,76 @@ def test_block_reuse_across_slot_generations(slots):
         addresses.append(h.address(view, r0.base_line + block * r0.B + j, k))
     h.run(addresses)
     assert h.events[Counter.BUFFER_HITS] > 10
+
+
+def test_backend_read_errors_poison_the_fetch_and_its_hits():
+    """Error RRESP on some plane lines and raw lines: every DRS from a failed fetch (hits included, until the
+    slot is refilled) and every raw read of a failed line carries poison; axi_errors counts the failed beats."""
+    rng = random.Random(31)
+    r0, r1, r2 = REGIONS
+    error_lines = {
+        r0.base_line + 1 * 8 + 2,            # R = 1, B = 8: plane 2 of block 1
+        r1.base_line + 0 * 64 + 0 * 4 + 1,   # R = 4, B = 16: plane 0 of block 1
+        r1.base_line + 1 * 64 + 5 * 4 + 2,   # plane 5 of block 6
+        r2.base_line + 0 * 8 + 1 * 2 + 0,    # R = 2, B = 4: plane 1 of block 0
+    }
+    h = ReadHarness(P128, REGIONS, seed=31, memory_latency=3, r_stall=0.3, ar_stall=0.2, drs_stall=0.3,
+                    req_gap=0.1, error_lines=error_lines)
+    a = h.address
+    addresses = [a(View.PACKED_K, r0.base_line + 8 + j, k=3) for j in range(3)]        # block 1 at k = 3: poisoned
+    addresses += [a(View.PACKED_K, r0.base_line + 8 + j, k=2) for j in range(2)]       # k = 2 skips plane 2
+    addresses += [a(View.EXPANDED_K, r1.base_line + 16 + j, k=1) for j in (0, 15)]     # plane 0 of block 1
+    addresses += [a(View.RAW, line) for line in sorted(error_lines)]
+    addresses += every_view_addresses(h, rng, 70)
+    h.run(addresses)
+    poisoned = [d["poison"] for d in h.drs_log]
+    assert poisoned[:7] == [1, 1, 1, 0, 0, 1, 1] and poisoned[7:11] == [1, 1, 1, 1]
+    assert h.events[Counter.AXI_ERRORS] >= 6 and h.events[Counter.POISON_READS] > 11
+
+
+TOWARD_ZERO_REGIONS = [
+    Region(base_line=0x040, n_superblocks=2, B=8, R=1, default_k=3, rounding=Rounding.TOWARD_ZERO),
+    Region(base_line=0x100, n_superblocks=2, B=16, R=2, default_k=7, rounding=Rounding.TOWARD_ZERO),
+    Region(base_line=0x200, n_superblocks=1, B=16, R=1, default_k=9, rounding=Rounding.TOWARD_ZERO, fmt=Format.BF16),
+]
+P_TZ = ControllerParams(data_width=128, b_max=16, n_regions=3, request_depth=8, buffer_slots=2, dram_addr_bits=16)
+
+
+@pytest.mark.parametrize("B,R,ks", [(2, 1, [1, 2]), (4, 2, [1, 2, 3, 4]), (8, 1, [1, 3, 5, 7, 8]),
+                                    (16, 2, [1, 4, 9, 15, 16])])
+def test_toward_zero_expanded_reads_every_k(B, R, ks):
+    """Expanded toward-zero reads of an INT region (plus a BF16 region, whose fill is 0) at several k, every
+    line checked against golden/layout.py directly and everything else against the DeviceModel."""
+    regions = [Region(base_line=0x040, n_superblocks=2, B=B, R=R, default_k=ks[0], rounding=Rounding.TOWARD_ZERO),
+               TOWARD_ZERO_REGIONS[2]]
+    h = ReadHarness(P_TZ, regions, seed=B, memory_latency=3, r_stall=0.2, drs_stall=0.3)
+    blocks = 2 * R
+    expected = {}
+    addresses = []
+    for index, region in enumerate(regions):
+        raw = h.memory[region.base_line:region.base_line + region.span]
+        fields = layout.planes_to_blocks(layout.raw_to_planes(raw, region.B, region.R), region.B)
+        for k in (ks if index == 0 else [1, 9, 16]):
+            lines = layout.expanded_lines(fields, region.B, k, Rounding.TOWARD_ZERO, region.fmt)
+            for block in range(min(blocks, region.n_superblocks * region.R)):
+                for j in range(region.B):
+                    expected[len(addresses)] = lines[block, j]
+                    addresses.append(h.address(View.EXPANDED_K, region.base_line + block * region.B + j, k))
+    h.run(addresses)
+    for tag, want in expected.items():
+        assert h.drs_log[tag]["data"] == int.from_bytes(want.tobytes(), "little"), f"read {tag}"
+    # DRAM traffic stays k lines per fetched block, whatever the fill
+    assert h.events[Counter.DRAM_LINES_READ] == sum(k * blocks for k in ks) + (1 + 9 + 16) * 1   # BF16: 1 block
+
+
+def test_toward_zero_expanded_streaming_keeps_one_line_per_cycle():
+    """The sign-plane loads fill the packer's B cycles per block: sequential expanded reads stay ~1 DRS/cycle."""
+    k = 3
+    regions = [Region(base_line=0x100, n_superblocks=16, B=8, R=1, default_k=k, rounding=Rounding.TOWARD_ZERO)]
+    h = ReadHarness(P_STREAM, regions, seed=9, memory_latency=4)
+    n_blocks = 12
+    h.run([h.address(View.EXPANDED_DEFAULT, 0x100 + line) for line in range(n_blocks * 8)])
+    steady = h.drs_cycles[8:]
+    rate = (len(steady) - 1) / (steady[-1] - steady[0])
+    print(f"toward-zero expanded k={k}: steady DRS rate {rate:.3f} lines/cycle")
+    assert h.events[Counter.DRAM_LINES_READ] == n_blocks * k and rate >= 0.95

@@ -32,7 +32,17 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
 Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input) at DRS-register
 load. `read_load` reports reads in flight after dispatch in quarters of request_depth (0 light .. 3 severe).
 AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
-and DEVICE.md §5 counts one burst per block at R = 1. RRESP is not checked.
+and DEVICE.md §5 counts one burst per block at R = 1.
+Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
+errors of a block's plane beats into one flag per fill (error FIFO, parallel to the packer's blocks); the slot
+keeps the flag of the generation it holds, so every DRS served from that fetch, hits included, carries
+poison = 1 until the slot is refilled. A raw line carries its beat's flag through the raw FIFO. Counted in
+axi_errors (per beat); poison_reads counts every mapped DRS sent with poison = 1, whatever the reason.
+Toward-zero expanded reads of INT regions (`toward_zero` bit of the region, DEVICE.md §3): the dropped bits
+are copies of the sign, i.e. planes k..B-1 equal plane 0. The R router keeps plane 0 of the block in a
+register and, after the k fetched planes, loads it into the packer as planes k..B-1, then starts the block at
+k = B (B loads for the B lines the block emits, so streaming stays one line per cycle; DRAM traffic stays k
+lines). BF16 regions need no fill (sign-magnitude truncation is toward zero): their packer start is floor.
 """
 from __future__ import annotations
 
@@ -43,7 +53,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, View, DrsOpcode, META_FIELD_NO_OP
-from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR
+from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
@@ -58,6 +68,11 @@ def poison_query_layout(params: ControllerParams) -> data.StructLayout:
 
 
 SERVE_NXM, SERVE_RAW, SERVE_BUFFER = 0, 1, 2
+# the event counters this unit drives (every other entry of `events` is 0)
+READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.POISON_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
+                                Counter.BUFFER_MISSES, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
+                                Counter.DRS_SENT, Counter.AXI_ERRORS]
+                               + [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)])
 GENERATION_BITS = 2
 # Generations of one slot alive at once (held + pending fills). Below 1 << GENERATION_BITS so that a reused
 # generation number never aliases one with reads still queued.
@@ -83,6 +98,9 @@ class ReadEngine(wiring.Component):
             "nxm_as_poison": In(1),
             "poison_query": Out(poison_query_layout(params)),
             "poison_hit": In(1),
+            # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
+            # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
+            "toward_zero": In(params.n_regions),
             "invalidate": In(block_event_layout(params)),
             "invalidate_all": In(1),
             # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
@@ -110,7 +128,9 @@ class ReadEngine(wiring.Component):
         is_raw = Signal()
         is_buffered = Signal()
         is_expanded = Signal()
+        toward_zero = Signal()   # the region's rounding rule is toward zero
         m.d.comb += [
+            toward_zero.eq(self.toward_zero.bit_select(decoded.region, 1)),
             is_raw.eq(readable & (view == View.RAW)),
             is_buffered.eq(readable & (view != View.RAW)),
             is_expanded.eq((view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)),
@@ -125,6 +145,9 @@ class ReadEngine(wiring.Component):
         tag_expanded = [Signal(name=f"slot{s}_expanded") for s in range(slots)]
         tag_k = [Signal(5, name=f"slot{s}_k") for s in range(slots)]
         tag_midpoint = [Signal(name=f"slot{s}_midpoint") for s in range(slots)]
+        tag_toward_zero = [Signal(name=f"slot{s}_toward_zero") for s in range(slots)]
+        # backend error flag of the fill the slot holds (written_gen): its lines are served with poison
+        slot_error = [Signal(name=f"slot{s}_backend_error") for s in range(slots)]
         # Generations: every allocation of a slot starts a new generation (mod GENERATIONS). A read carries the
         # generation it hit or allocated; `waiting[s][g]` counts queued reads of generation g. The slot holds
         # the data of `written_gen` (the fill that last started writing), `lines_written` lines of it so far.
@@ -141,7 +164,7 @@ class ReadEngine(wiring.Component):
         for s in range(slots):
             m.d.comb += hits[s].eq(tag_valid[s] & (tag_region[s] == decoded.region) & (tag_block[s] == decoded.block)
                                    & (tag_expanded[s] == is_expanded) & (tag_k[s] == decoded.k)
-                                   & (tag_midpoint[s] == decoded.midpoint))
+                                   & (tag_midpoint[s] == decoded.midpoint) & (tag_toward_zero[s] == toward_zero))
         hit = hits.any()
         hit_slot = Signal(slot_bits)
         for s in reversed(range(slots)):
@@ -168,7 +191,8 @@ class ReadEngine(wiring.Component):
             "opcode": 3, "poison": 1,
         })
         fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
-        route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1})
+        route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1,
+                                          "sign_fill": 1})
         # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
         # fetch latency of a whole block (one DRS per cycle while streaming).
         m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth + p.b_max)
@@ -223,6 +247,8 @@ class ReadEngine(wiring.Component):
             route_entry.expanded.eq(is_expanded),
             route_entry.log2_b.eq(decoded.log2_b),
             route_entry.midpoint.eq(decoded.midpoint),
+            # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
+            route_entry.sign_fill.eq(is_expanded & toward_zero & ~decoded.bf16),
             route_fifo.w_data.eq(route_entry),
             route_fifo.w_en.eq(dispatch & needs_fetch),
             fill_fifo.w_data.eq(Cat(victim, victim_gen)),
@@ -262,38 +288,64 @@ class ReadEngine(wiring.Component):
         # block may follow at once (the packer holds load.ready low while a start waits), see packer.py.
         start_pending = Signal()
         start_payload = Signal.like(packer.start.p)
-        m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width, depth=2)
+        # raw line FIFO entries: the line and its RRESP error flag
+        m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width + 1, depth=2)
+        # one backend-error flag per block handed to the packer, popped with the block's last output line
+        m.submodules.error_fifo = error_fifo = SyncFIFO(width=1, depth=MAX_LIVE_GENERATIONS * slots)
         raw_beat = Signal()     # a raw line arrives on R this cycle
         raw_bypass = Signal()   # ... and goes straight into the DRS register (raw FIFO empty, serve waiting)
         last_beat = route.raw | (beat == route.k - 1)
-        to_packer_ok = packer.load.ready
+        beat_error = Signal()   # this R beat answers an error (any RRESP but OKAY)
+        block_error = Signal()  # an earlier plane beat of the block under load answered an error
+        plane0 = Signal(p.data_width)   # plane 0 (sign) of the block under load, for toward-zero fills
+        sign_filling = Signal()         # loading plane 0 into planes fill_plane..B-1 of the packer
+        fill_plane = Signal(5)
+        fill_last_plane = Signal(5)
+        to_packer_ok = packer.load.ready & error_fifo.w_rdy & ~sign_filling
+        route_b = Signal(5)   # B of the routed block
         m.d.comb += [
+            route_b.eq(Const(1, 5) << route.log2_b),
+            beat_error.eq(ar.rresp != AXI_RESP_OKAY),
             ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
-            raw_fifo.w_data.eq(ar.rdata),
+            raw_fifo.w_data.eq(Cat(ar.rdata, beat_error)),
             raw_beat.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
             raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
-            packer.load.valid.eq(ar.rvalid & route_fifo.r_rdy & ~route.raw),
-            packer.load.p.plane.eq(beat),
-            packer.load.p.data.eq(ar.rdata),
+            packer.load.valid.eq(Mux(sign_filling, 1, ar.rvalid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
+            packer.load.p.plane.eq(Mux(sign_filling, fill_plane, beat)),
+            packer.load.p.data.eq(Mux(sign_filling, plane0, ar.rdata)),
             packer.start.valid.eq(start_pending),
             packer.start.p.eq(start_payload),
+            error_fifo.w_data.eq(block_error | beat_error),
         ]
         with m.If(packer.start.valid & packer.start.ready):
             m.d.sync += start_pending.eq(0)
+        with m.If(sign_filling & packer.load.ready):
+            m.d.sync += fill_plane.eq(fill_plane + 1)
+            with m.If(fill_plane == fill_last_plane):
+                m.d.sync += [sign_filling.eq(0), start_pending.eq(1)]
         with m.If(ar.rvalid & ar.rready):
+            with m.If(~route.raw & (beat == 0)):
+                m.d.sync += plane0.eq(ar.rdata)
             with m.If(last_beat):
                 m.d.comb += route_fifo.r_en.eq(1)
-                m.d.sync += beat.eq(0)
+                m.d.sync += [beat.eq(0), block_error.eq(0)]
                 with m.If(~route.raw):
+                    m.d.comb += error_fifo.w_en.eq(1)
+                    b_value = route_b
+                    sign_fill = route.sign_fill & (route.k < b_value)
                     m.d.sync += [
-                        start_pending.eq(1),
                         start_payload.expanded.eq(route.expanded),
                         start_payload.log2_b.eq(route.log2_b),
-                        start_payload.k.eq(route.k),
-                        start_payload.midpoint.eq(route.midpoint),
+                        start_payload.k.eq(Mux(sign_fill, b_value, route.k)),
+                        start_payload.midpoint.eq(route.midpoint & ~route.sign_fill),
                     ]
+                    with m.If(sign_fill):
+                        # planes k..B-1 <- plane 0 (captured above, also when this beat is plane 0: k = 1)
+                        m.d.sync += [sign_filling.eq(1), fill_plane.eq(route.k), fill_last_plane.eq(b_value - 1)]
+                    with m.Else():
+                        m.d.sync += start_pending.eq(1)
             with m.Else():
-                m.d.sync += beat.eq(beat + 1)
+                m.d.sync += [beat.eq(beat + 1), block_error.eq(block_error | beat_error)]
 
         # ---- block buffer ------------------------------------------------------------------------------
         m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
@@ -308,6 +360,7 @@ class ReadEngine(wiring.Component):
             buffer_write.data.eq(packer.line.p.data),
             buffer_write.en.eq(packer.line.valid & packer.line.ready),
             fill_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
+            error_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
         ]
         held_readers = Signal()   # reads of the generation the slot holds are still queued
         with m.Switch(fill_slot):
@@ -324,13 +377,18 @@ class ReadEngine(wiring.Component):
         serve = Signal(serve_layout)
         m.d.comb += serve.eq(serve_fifo.r_data)
         line_ready = Signal()
+        line_error = Signal()   # the served line comes from a fetch that met a backend error
         line_written_now = packer.line.valid & packer.line.ready
         with m.Switch(serve.slot):
             for s in range(slots):
                 with m.Case(s):
-                    m.d.comb += line_ready.eq(((written_gen[s] == serve.gen) & (lines_written[s] > serve.line))
-                                              | (line_written_now & (fill_slot == s) & (fill.gen == serve.gen)
-                                                 & (packer.line.p.index == serve.line)))
+                    held_line = (written_gen[s] == serve.gen) & (lines_written[s] > serve.line)
+                    m.d.comb += [
+                        line_ready.eq(held_line | (line_written_now & (fill_slot == s) & (fill.gen == serve.gen)
+                                                   & (packer.line.p.index == serve.line))),
+                        # a line written this cycle belongs to the fill at the head of the error FIFO
+                        line_error.eq(Mux(held_line, slot_error[s], error_fifo.r_data)),
+                    ]
         serve_ready = Signal()
         with m.Switch(serve.kind):
             with m.Case(SERVE_RAW):
@@ -345,7 +403,12 @@ class ReadEngine(wiring.Component):
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
         raw_data = Signal(p.data_width)
+        raw_error = Signal()   # the raw line's R beat answered an error
         advance = Signal()
+        backend_error = Signal()   # the line served now was fetched with an error response
+        m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, line_error,
+                                         Mux(serve.kind == SERVE_RAW,
+                                             Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], beat_error), 0)))
         m.d.comb += [
             advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | self.drs.ready)),
             serve_fifo.r_en.eq(advance),
@@ -361,11 +424,11 @@ class ReadEngine(wiring.Component):
                 drs_payload.opcode.eq(serve.opcode),
                 drs_payload.tag.eq(serve.tag),
                 drs_payload.ld_id.eq(serve.ld_id),
-                drs_payload.poison.eq(serve.poison),
+                drs_payload.poison.eq(serve.poison | backend_error),
                 drs_payload.dev_load.eq(self.dev_load),
             ]
             with m.If(serve.kind == SERVE_RAW):
-                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data, ar.rdata))
+                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], ar.rdata))
         with m.Elif(self.drs.ready):
             m.d.sync += drs_valid.eq(0)
         m.d.comb += [
@@ -392,11 +455,13 @@ class ReadEngine(wiring.Component):
                 m.d.sync += [
                     tag_valid[s].eq(1), tag_region[s].eq(decoded.region), tag_block[s].eq(decoded.block),
                     tag_expanded[s].eq(is_expanded), tag_k[s].eq(decoded.k), tag_midpoint[s].eq(decoded.midpoint),
+                    tag_toward_zero[s].eq(toward_zero),
                     alloc_gen[s].eq(victim_gen),
                 ]
             with m.If(line_in):
                 with m.If(packer.line.p.index == 0):
-                    m.d.sync += [lines_written[s].eq(1), written_gen[s].eq(fill.gen)]
+                    m.d.sync += [lines_written[s].eq(1), written_gen[s].eq(fill.gen),
+                                 slot_error[s].eq(error_fifo.r_data)]
                 with m.Else():
                     m.d.sync += lines_written[s].eq(lines_written[s] + 1)
             with m.If(self.invalidate_all | (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
@@ -411,8 +476,6 @@ class ReadEngine(wiring.Component):
             with m.If(~readable):
                 m.d.comb += ev[Counter.NXM_READS].eq(1)
             with m.Else():
-                with m.If(self.poison_hit):
-                    m.d.comb += ev[Counter.POISON_READS].eq(1)
                 with m.If(is_raw):
                     m.d.comb += ev[Counter.RAW_READS].eq(1)
                 with m.Else():
@@ -424,12 +487,20 @@ class ReadEngine(wiring.Component):
             ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
+            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & beat_error),
+            # a mapped read answered with poison (poison table, overflow or backend error), counted when served
+            ev[Counter.POISON_READS].eq(advance & (serve.kind != SERVE_NXM) & (serve.poison | backend_error)),
         ]
+        # Entries this unit does not count are driven 0 explicitly: an undriven entry becomes a constant
+        # `always @*` in the Verilog, which never runs (Verilator ALWNEVER; random under +verilator+rand+reset).
+        for n in range(N_COUNTERS):
+            if n not in READ_ENGINE_EVENTS:
+                m.d.comb += ev[n].eq(0)
         in_flight = Signal(range(p.request_depth + 2))
         m.d.comb += in_flight.eq(serve_fifo.r_level + drs_valid)
         quarter = max(1, p.request_depth // 4)
         m.d.comb += self.read_load.eq(Mux(in_flight >= 3 * quarter, 3,
                                          Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
         m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
-                                 | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy)
+                                 | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m
