@@ -18,7 +18,7 @@ import pytest
 from amaranth.sim import Simulator
 
 from smartquant.golden.device import DeviceModel, decode_region_config, region_csr_writes, message_address
-from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
     ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
@@ -26,7 +26,7 @@ from smartquant.params import (
 
 WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.DRAM_LINES_WRITTEN,
                   Counter.BYTES_STROBED, Counter.WRITE_BURSTS, Counter.NXM_WRITES, Counter.POISON_WRITES,
-                  Counter.WR_DROPPED, Counter.WR_PARTIAL_GROUPS)
+                  Counter.WR_DROPPED, Counter.WR_PARTIAL_GROUPS, Counter.AXI_ERRORS)
 
 
 @dataclass
@@ -59,8 +59,10 @@ class AxiWriteSlave:
     """AW and W accepted independently with random ready; beats paired with bursts in AW order (AXI4 has no
     write interleaving); B per burst after a random delay, any ID first, in order within an ID."""
 
-    def __init__(self, dut, memory: np.ndarray, rng: random.Random, ready_prob: float, max_b_delay: int):
+    def __init__(self, dut, memory: np.ndarray, rng: random.Random, ready_prob: float, max_b_delay: int,
+                 error_lines=frozenset()):
         self.dut, self.memory, self.rng = dut, memory, rng
+        self.error_lines = error_lines   # a burst covering one of these lines answers BRESP = SLVERR
         self.ready_prob, self.max_b_delay = ready_prob, max_b_delay
         self.line_bytes = memory.shape[1]
         self.line_offset = (self.line_bytes - 1).bit_length()
@@ -86,8 +88,9 @@ class AxiWriteSlave:
             if last:
                 self.aw_queue.pop(0)
                 self.bursts_seen.append((burst[1], burst[2], tuple(burst[3])))
+                failed = any(burst[1] + beat in self.error_lines for beat in range(burst[2]))
                 self.b_pending.append([burst[0], self.cycle + self.rng.randrange(self.max_b_delay + 1),
-                                       len(self.bursts_seen) - 1])
+                                       len(self.bursts_seen) - 1, failed])
 
     async def aw_channel(self, ctx):
         axi = self.dut.axi
@@ -126,7 +129,7 @@ class AxiWriteSlave:
                 entry = self.rng.choice(ready_now) if ready_now else None
             ctx.set(axi.bvalid, entry is not None)
             ctx.set(axi.bid, 0 if entry is None else entry[0])
-            ctx.set(axi.bresp, AXI_RESP_OKAY)
+            ctx.set(axi.bresp, AXI_RESP_SLVERR if entry is not None and entry[3] else AXI_RESP_OKAY)
             _, _, bready = await ctx.tick().sample(axi.bready)
             edge += 1
             if entry is not None and bready:
@@ -136,14 +139,16 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000):
+                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=()):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
     dut = WritePath(params, max_outstanding=max_outstanding)
     model = DeviceModel(params, memory_bytes=1 << params.dram_addr_bits)
     initial = np.frombuffer(rng.randbytes(model.memory.size), np.uint8).reshape(model.memory.shape)
     model.load_raw(0, initial)
-    slave = AxiWriteSlave(dut, initial.copy(), rng, ready_prob, max_b_delay)
+    slave = AxiWriteSlave(dut, initial.copy(), rng, ready_prob, max_b_delay, frozenset(error_lines))
+    for line in error_lines:
+        model.inject_write_error(line)
 
     words = []
     for index, region in enumerate(regions):
@@ -151,13 +156,16 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                                        region.B, region.R, default_k=region.B, rounding=Rounding.FLOOR)
         model.program(writes_csr)
         words.append(writes_csr[-1][1])
-    expected, bursts_per_write = [], []
+    expected, bursts_per_write, failed_tags = [], [], []
     for w in writes:
-        before = len(model.axi_writes)
+        before, errors_before = len(model.axi_writes), model.counter(Counter.AXI_ERRORS)
         expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
         bursts_per_write.append(len(model.axi_writes) - before)
+        if model.counter(Counter.AXI_ERRORS) != errors_before:
+            failed_tags.append((w.tag, w.target))
 
     ndrs, inserts, invalidations = [], [], []
+    insert_edges = {}   # (region, block) -> clock edge of its first poison-table insert
     ndr_edges = {}   # tag -> clock edge of its NDR handshake
     rwd_edges, w_edges = [], []   # clock edges of RwD and W handshakes
     events = Multiset()
@@ -210,6 +218,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                 w_edges.append(edge)
             if insert.valid:
                 inserts.append((insert.region, insert.block))
+                insert_edges.setdefault((insert.region, insert.block), edge)
             if invalidate.valid:
                 invalidations.append((invalidate.region, invalidate.block))
             for n in WRITE_COUNTERS:
@@ -223,7 +232,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
     sim.run()
     return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
                 invalidations=invalidations, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
-                rwd_edges=rwd_edges, w_edges=w_edges)
+                rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags, insert_edges=insert_edges)
 
 
 def check_against_golden(result, writes):
@@ -241,6 +250,9 @@ def check_against_golden(result, writes):
     for n in WRITE_COUNTERS:
         assert result["events"][n] == model.counter(n), f"counter {Counter(n).name}"
     assert set(result["inserts"]) == set(model.poison_table)
+    # a failed write's block is in the poison table before its Cmp (the insert is registered one edge earlier)
+    for tag, target in result["failed_tags"]:
+        assert result["insert_edges"][target] < result["ndr_edges"][tag], f"NDR of failed write {tag} before insert"
     assert result["invalidations"] == [w.target for w in writes if w.target is not None]
     # a write's NDR comes after the B responses of all its bursts (bursts are issued in write order)
     first_burst = 0
@@ -321,6 +333,30 @@ def test_random_writes_match_golden(region_set):
     result = run_write_path(SMALL, regions, writes, seed=len(region_set))
     check_against_golden(result, writes)
     assert result["slave"].max_outstanding > 1, "never more than one write burst in flight"
+
+
+def test_failed_b_responses_poison_their_blocks():
+    """BRESP = SLVERR on a few plane lines: each failing B counts axi_errors and enters its write's block in the
+    poison table (before the Cmp), alongside poisoned writes competing for the same insert port."""
+    regions = REGION_SETS["int8_r1_int4_r4_bf16_r2"]
+    rng = random.Random(77)
+    writes = random_writes(SMALL, regions, 120, rng)
+    r0, r1, r2 = regions
+    error_lines = {r0.base_line + 3, r0.base_line + 8 * 5, r1.base_line + 1 * 4 + 2, r1.base_line + 16 + 3 * 4 + 1,
+                   r2.base_line + 5 * 2 + 1, r2.base_line + 32 + 0}
+    # plus targeted writes of those lines' blocks, so failures are certain
+    free_tags = iter(sorted(set(range(1 << 16)) - {w.tag for w in writes}))
+    for index, line in ((0, r0.base_line + 3), (1, r1.base_line + 1 * 4 + 2), (2, r2.base_line + 5 * 2 + 1)):
+        region = regions[index]
+        L = line - region.base_line
+        block = L // region.B if region.R == 1 else (L // (region.R * region.B)) * region.R + L % region.R
+        writes.insert(rng.randrange(len(writes)), Write(
+            opcode=int(RwdOpcode.MEM_WR), address=message_address(SMALL, View.RAW, line), tag=next(free_tags),
+            ld_id=index, data=rng.getrandbits(SMALL.data_width), byte_enable=0, poison=index == 1,
+            target=(index, block)))
+    result = run_write_path(SMALL, regions, writes, seed=77, error_lines=error_lines)
+    check_against_golden(result, writes)
+    assert result["model"].counter(Counter.AXI_ERRORS) >= 3 and len(result["failed_tags"]) >= 3
 
 
 def test_weight_major_round_trip_512():

@@ -30,17 +30,22 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
 - Several writes are in flight: each writable RwD takes an entry of the in-flight table (`max_outstanding`
   entries, 8 by default, at most 2**axi_id_bits; 8 sustain one raw write per cycle when B returns promptly) and uses the entry index as AWID on all its bursts, so B responses
   of one write arrive in order and different writes may complete out of order. The entry counts the B
-  responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1;
-  BRESP is not checked (DEVICE.md defines no error response for a write).
+  responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1.
+- Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
+  is entered in the poison table (through `poison_insert`, in a cycle without a poisoned-write insert) before
+  the write's NDR Cmp may go out, so a read the host sends after the Cmp already sees the poison. Each failing
+  B response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
 - The NDR register serves completed entries first, then the dropped write in `held` (a drop waits at most
   until the table drains, since no new write enters while it waits). NDR carries MetaField No-Op, the tag and
   LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line) for the poison table,
+  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; in other cycles the
+  block of a write whose B response failed) for the poison table,
   `invalidate` (every writable RwD's (region, block)) for the read engine's block buffer, and `events`, the
   per-cycle increments of rwd_mem_wr, rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes,
   wr_partial_groups, dram_lines_written (beats), write_bursts and bytes_strobed (set WSTRB bits). All
-  counters of a write are counted in one cycle, when it leaves `held`.
+  counters of a write are counted in one cycle, when it leaves `held`; axi_errors one cycle after the failing
+  B response. The other entries of `events` are driven 0.
 - `busy` is 1 while any write is held, issuing, awaiting B responses or waiting for its NDR; `outstanding` is
   the number of in-flight entries (writes with AXI traffic not yet completed).
 
@@ -48,7 +53,7 @@ Requires W/B >= 8 for every B <= b_max (a plane slice of whole bytes): data_widt
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -56,11 +61,18 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, SUPPORTED_B,
 )
-from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR
+from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import decode_address, line_bits, plane_line
 from smartquant.hdl.engine.poison import block_event_layout
+
+
+# the event counters this unit drives (every other entry of `events` is 0)
+WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.NXM_WRITES,
+                               Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
+                               Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
+                               Counter.AXI_ERRORS])
 
 
 def popcount(bits):
@@ -172,8 +184,12 @@ class WritePath(wiring.Component):
         entry_ld_id = [Signal(4, name=f"entry{i}_ld_id") for i in range(n_entries)]
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
         entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
+        entry_region = [Signal.like(decoded.region, name=f"entry{i}_region") for i in range(n_entries)]
+        entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
+        # a B response of the write failed and its block is not yet in the poison table
+        entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
         for i in range(n_entries):
-            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0))
+            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
 
         free_entry = Signal(range(n_entries))
         have_free = Signal()
@@ -317,10 +333,23 @@ class WritePath(wiring.Component):
         ]
         m.d.comb += held_leaves.eq(load_stage | drop)
 
+        b_error = b_fire & (axi.bresp != AXI_RESP_OKAY)
+        error_entry = Signal(range(n_entries))   # lowest entry whose failed block still waits for its insert
+        have_error = Signal()
+        for i in reversed(range(n_entries)):
+            with m.If(entry_error[i]):
+                m.d.comb += [error_entry.eq(i), have_error.eq(1)]
+        # a poisoned write's insert has the port first; a failed write's block goes in a cycle without one
+        error_insert = have_error & ~(load_stage & held.poison)
         for i in range(n_entries):
+            with m.If(error_insert & (error_entry == i)):
+                m.d.sync += entry_error[i].eq(0)
+            with m.If(b_error & (axi.bid == i) & entry_used[i]):   # after the clear: a new failure wins
+                m.d.sync += entry_error[i].eq(1)
             with m.If(load_stage & (free_entry == i)):
                 m.d.sync += [entry_used[i].eq(1), entry_tag[i].eq(held.tag), entry_ld_id[i].eq(held.ld_id),
-                             entry_due[i].eq(n_bursts)]
+                             entry_due[i].eq(n_bursts), entry_region[i].eq(decoded.region),
+                             entry_block[i].eq(decoded.block)]
             with m.Elif(complete & (done_entry == i)):
                 m.d.sync += entry_used[i].eq(0)
             with m.Elif(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] != 0)):
@@ -328,15 +357,16 @@ class WritePath(wiring.Component):
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
         m.d.sync += [
-            self.poison_insert.valid.eq(load_stage & held.poison),
-            self.poison_insert.region.eq(decoded.region),
-            self.poison_insert.block.eq(decoded.block),
+            self.poison_insert.valid.eq((load_stage & held.poison) | error_insert),
+            self.poison_insert.region.eq(Mux(error_insert, Array(entry_region)[error_entry], decoded.region)),
+            self.poison_insert.block.eq(Mux(error_insert, Array(entry_block)[error_entry], decoded.block)),
             self.invalidate.valid.eq(load_stage),
             self.invalidate.region.eq(decoded.region),
             self.invalidate.block.eq(decoded.block),
         ]
         events = self.events
         m.d.sync += events.eq(0)
+        m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
         with m.If(held_leaves):
             bytes_strobed = Mux(is_raw, popcount(byte_enable), full_groups << decoded.log2_b)
             m.d.sync += [
