@@ -69,8 +69,8 @@ def region_addr(i, offset):
 
 
 def spec_config_legal(fmt, B, R, rounding, b_max):
-    """DEVICE.md §6: BF16 needs B = 16, B <= b_max, rounding 0/1; R is a plane run of 1..64."""
-    return not ((fmt == Format.BF16 and B != 16) or B > b_max or rounding > 1 or R > MAX_PLANE_RUN)
+    """DEVICE.md §6: BF16 needs B = 16, B <= b_max, rounding 0/1/2; R is a plane run of 1..64."""
+    return not ((fmt == Format.BF16 and B != 16) or B > b_max or rounding > 2 or R > MAX_PLANE_RUN)
 
 
 # --- tests ---------------------------------------------------------------------------------------------------
@@ -88,7 +88,7 @@ def test_identity_params_and_holes():
         assert (word >> 18) & 0xF == params.buffer_slots
         assert (word >> 22) & 0x3F == params.dram_addr_bits
         # Holes read 0 and swallow writes (documented choice: OKAY, not SLVERR).
-        for hole in (0x014, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 28, 0xFFC):
+        for hole in (0x014, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 29, 0xFFC):
             await axil_write(ctx, dut.bus, hole, 0xFFFF_FFFF)
             assert await axil_read(ctx, dut.bus, hole) == 0
         # ID is read-only.
@@ -102,6 +102,7 @@ def test_identity_params_and_holes():
 CONFIG_CORNERS = [
     (Format.INT, 8, 0, 0), (Format.INT, 2, 6, 1), (Format.INT, 16, 3, 0), (Format.BF16, 16, 0, 1),
     (Format.BF16, 8, 0, 0), (Format.INT, 4, 7, 0), (Format.INT, 4, 2, 2), (Format.INT, 4, 2, 3),
+    (Format.BF16, 16, 1, 2),
 ]
 
 
@@ -138,6 +139,7 @@ def test_region_table_readback_and_legality(b_max):
             assert ctx.get(entry.log2_r) == log2_r
             assert ctx.get(entry.default_k) == default_k
             assert ctx.get(entry.midpoint) == (rounding & 1)
+            assert (ctx.get(dut.toward_zero) >> i) & 1 == int(rounding == 2)
             assert ctx.get(entry.base_line) == base
             assert ctx.get(entry.n_superblocks) == superblocks
             # Disabling works whatever the other fields say.
@@ -204,7 +206,7 @@ def test_counter_bank_counts_and_clears():
     n_cycles = 40
     increments = [[rng.randrange(256) for _ in range(N_COUNTERS)] for _ in range(n_cycles)]
     expected = [sum(cycle[n] for cycle in increments) & 0xFFFF_FFFF for n in range(N_COUNTERS)]
-    reserved = set(range(Counter.STALL_CYCLES + 1, Counter.READS_AT_K1))
+    reserved = set(range(Counter.AXI_ERRORS + 1, Counter.READS_AT_K1))   # 29..31 (DEVICE.md §6)
 
     async def tb(ctx):
         await ctx.tick()
@@ -288,13 +290,13 @@ def test_random_accesses_match_device_model():
     rng = random.Random(2026)
     registers = [CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS, 0x014, 0x200, 0xFFC]
     registers += [region_addr(i, offset) for i in range(params.n_regions + 1) for offset in (0, 4, 8, 12)]
-    registers += [CSR_COUNTER_BASE + 4 * n for n in (0, 13, 26, 29, 47, 48)]
+    registers += [CSR_COUNTER_BASE + 4 * n for n in (0, 13, 26, 28, 29, 47, 48)]
 
     def random_config():
         word = rng.getrandbits(32)
         if rng.random() < 0.5:   # mostly plausible configurations, so that legal ones occur often
             word = region_config_word(enable=True, fmt=Format.INT, B=rng.choice([2, 4, 8]), R=1 << rng.randrange(7),
-                                      default_k=rng.randrange(1, 9), rounding=rng.randrange(2))
+                                      default_k=rng.randrange(1, 9), rounding=rng.randrange(3))
         return word
 
     async def tb(ctx):
@@ -317,7 +319,8 @@ def test_random_accesses_match_device_model():
                 assert ctx.get(entry.enable) == config.enable
                 if config.enable:
                     assert (1 << ctx.get(entry.log2_b), 1 << ctx.get(entry.log2_r)) == (config.B, config.R)
-                    assert (ctx.get(entry.default_k), ctx.get(entry.midpoint)) == (config.default_k, config.rounding)
+                    rounding = ctx.get(entry.midpoint) | ((ctx.get(dut.toward_zero) >> i & 1) << 1)
+                    assert (ctx.get(entry.default_k), rounding) == (config.default_k, config.rounding)
                     assert ctx.get(entry.bf16) == config.fmt
                 assert ctx.get(entry.base_line) == model.region_base[i]
                 assert ctx.get(entry.n_superblocks) == model.region_superblocks[i]

@@ -11,18 +11,22 @@ Register map (byte addresses, 32-bit registers; smartquant.params holds the cons
     0x100+0x10*i    REGION_BASE(i)         RW  base line index (DPA >> log2(line bytes))
     0x104+0x10*i    REGION_SUPERBLOCKS(i)  RW  n_superblocks
     0x108+0x10*i    REGION_CONFIG(i)       RW  [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R),
-                                               [11:7] default k, [13:12] rounding
+                                               [11:7] default k, [13:12] rounding (0 floor, 1 midpoint,
+                                               2 toward zero)
     0x400+4*n       COUNTER(n)             RO  32-bit wrapping event counter n (smartquant.params.Counter)
 
 Choices this block makes where DEVICE.md leaves room (so the testbench and the golden model can rely on them):
-- Unknown or unimplemented addresses (including reserved counters 28..31 and regions >= n_regions) read 0 and
+- Unknown or unimplemented addresses (including reserved counters 29..31 and regions >= n_regions) read 0 and
   ignore writes, with response OKAY: a CXL.io BAR read of a hole must not raise an error on the host.
   The two low address bits are ignored (word registers).
 - WSTRB is honoured per byte on the RW registers; a CONTROL action bit acts only if byte 0 is strobed.
-- REGION_CONFIG legality is checked when the register is written: BF16 with B != 16, B > b_max, rounding 2 or 3,
+- REGION_CONFIG legality is checked when the register is written: BF16 with B != 16, B > b_max, rounding 3,
   and log2(R) = 7 (R = 128 is beyond the 1..64 plane run of the spec) store enable = 0, so the region stays
   disabled and enable reads back 0; the other fields read back as written. A default k outside 1..B is stored
   as written (views 4 and 5 then answer as illegal k, which the address decode handles).
+- The region entry (hdl/csr/layouts.py) carries rounding as its `midpoint` bit (config[12]); rounding 2 (toward
+  zero) is the separate output `toward_zero`, bit i for region i, so the entry layout the address decode and
+  the write path use is unchanged.
 - REGION_BASE and REGION_SUPERBLOCKS keep min(32, line bits) bits; higher written bits read back 0.
 - `regions_written` pulses the cycle after any region-table write (base, superblocks or config): the read engine
   invalidates every block-buffer slot. `clear_poison` pulses after a CONTROL write with bit 2 set and after any
@@ -44,13 +48,14 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
     CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, MAX_PLANE_RUN,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, MAX_PLANE_RUN, Rounding,
 )
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 
-# Counter indices that exist in hardware: 0..27 and the 16 reads_at_k counters (28..31 are reserved, read 0).
-IMPLEMENTED_COUNTERS = tuple(n for n in range(N_COUNTERS) if n <= Counter.STALL_CYCLES or n >= Counter.READS_AT_K1)
+# Counter indices that exist in hardware: every params.Counter and the 16 reads_at_k counters (the others,
+# 29..31, are reserved and read 0).
+IMPLEMENTED_COUNTERS = tuple(n for n in range(N_COUNTERS) if n in Counter.__members__.values() or n >= Counter.READS_AT_K1)
 
 REGION_CONFIG_BITS = 14
 MAX_LOG2_R = MAX_PLANE_RUN.bit_length() - 1
@@ -76,6 +81,7 @@ class CsrBlock(wiring.Component):
         super().__init__({
             "bus": In(AxiLiteSignature(params.csr_addr_bits, 32)),
             "regions": Out(data.ArrayLayout(entry, params.n_regions)),
+            "toward_zero": Out(params.n_regions),   # bit i: region i rounds toward zero (REGION_CONFIG rounding 2)
             "nxm_as_poison": Out(1),
             "clear_poison": Out(1),
             "regions_written": Out(1),
@@ -111,6 +117,7 @@ class CsrBlock(wiring.Component):
                 out.log2_r.eq(config[4:7]),
                 out.default_k.eq(config[7:12]),
                 out.midpoint.eq(config[12]),
+                self.toward_zero[i].eq(config[13] & ~config[12]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
             ]
@@ -185,7 +192,7 @@ class CsrBlock(wiring.Component):
                         rounding = new_config[12:14]
                         legal = ~((fmt_bf16 & (log2_b_minus_1 != 3))
                                   | (log2_b_minus_1 >= b_max_log2)
-                                  | (rounding > 1)
+                                  | (rounding > Rounding.TOWARD_ZERO)
                                   | (log2_r > MAX_LOG2_R))
                         m.d.sync += region_config[i].eq(Cat(new_config[0] & legal, new_config[1:]))
                         m.d.comb += [regions_written.eq(1), config_written.eq(1)]
