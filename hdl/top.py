@@ -16,6 +16,10 @@ ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycle
 channel holds valid without ready). DevLoad in every DRS and NDR is the larger of the read engine's load
 (reads in flight, quarters of request_depth) and the write path's (writes awaiting B responses, quarters of
 its in-flight table), sampled when the message enters its output register.
+Every entry of every unit's `events` array is driven (0 where the unit counts nothing): an undriven entry
+becomes a constant `always @*` in the Verilog that never runs (Verilator ALWNEVER) and would start random
+under +verilator+rand+reset. The Req front end leaves its other entries undriven, so the top uses
+`ReqFrontEndEvents`, which drives them 0 (hdl/cxl/frontend.py is not changed here).
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ from smartquant.params import ControllerParams, Counter, N_COUNTERS
 from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
-from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter
+from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS
 from smartquant.hdl.engine.poison import PoisonTable
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
@@ -38,6 +42,21 @@ READ_AXI_INPUTS = ("arready", "rid", "rdata", "rresp", "rlast", "rvalid")
 WRITE_AXI_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb", "wlast",
                      "wvalid", "bready")
 WRITE_AXI_INPUTS = ("awready", "wready", "bid", "bresp", "bvalid")
+
+
+# the event counters ReqFrontEnd drives: one per Req opcode and the bad-opcode count
+FRONTEND_EVENTS = frozenset([*REQ_OPCODE_COUNTERS.values(), Counter.REQ_BAD_OPCODE])
+
+
+class ReqFrontEndEvents(ReqFrontEnd):
+    """ReqFrontEnd with the event entries it does not count driven 0 (see the module docstring)."""
+
+    def elaborate(self, platform):
+        m = super().elaborate(platform)
+        for n in range(N_COUNTERS):
+            if n not in FRONTEND_EVENTS:
+                m.d.comb += self.events[n].eq(0)
+        return m
 
 
 class SmartQuantController(wiring.Component):
@@ -56,7 +75,7 @@ class SmartQuantController(wiring.Component):
         self._units = {}
         try:
             check_read_params(p)
-            for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEnd),
+            for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter)):
                 self._units[name] = unit_class(p)
@@ -95,6 +114,7 @@ class SmartQuantController(wiring.Component):
 
         m.d.comb += [
             read_engine.regions.eq(csr_block.regions),
+            read_engine.toward_zero.eq(csr_block.toward_zero),
             write_path.regions.eq(csr_block.regions),
             read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
             poison_table.query_region.eq(read_engine.poison_query.region),
@@ -140,11 +160,13 @@ class SmartQuantController(wiring.Component):
             csr_block.busy.eq(busy),
         ]
         top_events = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
+        top_counted = (Counter.NDR_SENT, Counter.BUSY_CYCLES, Counter.STALL_CYCLES)
         m.d.comb += [
             top_events[Counter.NDR_SENT].eq(self.s2m_ndr.valid & self.s2m_ndr.ready),
             top_events[Counter.BUSY_CYCLES].eq(busy),
             top_events[Counter.STALL_CYCLES].eq(stall),
         ]
+        m.d.comb += [top_events[n].eq(0) for n in range(N_COUNTERS) if n not in top_counted]
         for n in range(N_COUNTERS):
             m.d.comb += csr_block.counter_inc[n].eq(
                 frontend.events[n] + read_engine.events[n] + write_path.events[n] + top_events[n])
