@@ -61,8 +61,8 @@ class Scoreboard:
         self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
         self.record = False                  # keep every response by tag (directed tests check some by hand)
         self.bursts_checked = {"read": 0, "write": 0}
-        self._burst_index = {"read": 0, "write": 0}
-        self._burst_scan = {"read": 0, "write": 0}
+        self.restart_bursts()
+        self.early: dict[int, tuple[str, dict]] = {}   # responses seen in the cycle of their request's handshake
         self.responses: dict[int, dict] = {}
         self.messages: list[str] = []
 
@@ -77,8 +77,7 @@ class Scoreboard:
 
     def _expect(self, kind: str, fields: dict, responses: list[Response]) -> None:
         self.stats.requests += 1
-        self.recent.append(f"{kind} {_opcode_name(kind, fields['opcode'])} address {fields['address']:#x} tag "
-                           f"{fields['tag']:#x} -> model reads so far {self.model.counts[12]} lines")
+        self.recent.append((kind, fields["opcode"], fields["address"], fields["tag"]))
         tag = fields["tag"]
         if tag in self.pending:
             # The stimulus never reuses an outstanding tag, so this is a DUT accepting something twice.
@@ -88,8 +87,12 @@ class Scoreboard:
             raise AssertionError(f"golden model gave {len(responses)} responses to one request")
         for response in responses:
             self.pending[tag] = Pending(response.channel, response, fields, kind)
+        self._match_bursts()
         if not responses and self.on_complete is not None:
             self.on_complete(tag)      # MemSpecRd: nothing will come back
+        if tag in self.early:
+            channel, got = self.early.pop(tag)
+            self._check(channel, got, early=False)
 
     # --- S2M traffic ------------------------------------------------------------------------------------
     def on_drs(self, payload: int) -> None:
@@ -98,10 +101,15 @@ class Scoreboard:
     def on_ndr(self, payload: int) -> None:
         self._check("ndr", unpack(self.layouts["ndr"], payload))
 
-    def _check(self, channel: str, got: dict) -> None:
+    def _check(self, channel: str, got: dict, early: bool = True) -> None:
+        tag = got["tag"]
+        if early and tag not in self.pending and tag not in self.early:
+            # Monitors of one cycle run in no defined order: the request's handshake may be reported just after
+            # its response (a same-cycle bypass). Anything still parked at quiescence is a real stray response.
+            self.early[tag] = (channel, got)
+            return
         self.stats.responses += 1
         self.stats.dev_load[got["dev_load"]] += 1
-        tag = got["tag"]
         if self.record:
             self.responses[tag] = dict(got, channel=channel)
         pending = self.pending.pop(tag, None)
@@ -146,34 +154,52 @@ class Scoreboard:
 
     # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
     def on_axi_address(self, kind: str, byte_address: int, beats: int) -> None:
-        """AR (kind "read") or AW ("write") handshake; reads are in request order, so are writes."""
-        wanted = ReadBurst if kind == "read" else WriteBurst
+        """AR (kind "read") or AW ("write") handshake; reads are in request order, so are writes.
+
+        The DUT may issue AR in the very cycle it accepts the Req (a bypass), and the monitors of one cycle run
+        in no defined order, so a burst waits here until the model has produced its counterpart."""
+        self._bursts_waiting[kind].append((byte_address, beats))
+        self._match_bursts()
+
+    def _match_bursts(self) -> None:
         trace = self.model.axi_bursts
-        position = self._burst_scan[kind]           # scan forward: the model's trace only grows
-        while position < len(trace) and not isinstance(trace[position], wanted):
-            position += 1
-        self._burst_scan[kind] = position + 1
-        index = self._burst_index[kind]
-        self._burst_index[kind] += 1
-        line = byte_address // self.params.line_bytes
-        if position >= len(trace):
-            self._mismatch(f"AXI {kind} burst #{index} line {line:#x} x{beats}: the model expects no further "
-                           f"{kind} burst (an extra DRAM access)")
-            return
-        self.bursts_checked[kind] += 1
-        want = trace[position]
-        if (line, beats) != (want.line, want.beats) or byte_address % self.params.line_bytes:
-            self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model expects "
-                           f"line {want.line:#x} ({want.line * self.params.line_bytes:#x}) x{want.beats}")
+        for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
+            waiting = self._bursts_waiting[kind]
+            while waiting:
+                position = self._burst_scan[kind]       # scan forward: the model's trace only grows
+                while position < len(trace) and not isinstance(trace[position], wanted):
+                    position += 1
+                self._burst_scan[kind] = position
+                if position >= len(trace):
+                    break
+                self._burst_scan[kind] = position + 1
+                byte_address, beats = waiting.popleft()
+                index = self._burst_index[kind]
+                self._burst_index[kind] += 1
+                self.bursts_checked[kind] += 1
+                want = trace[position]
+                line = byte_address // self.params.line_bytes
+                if (line, beats) != (want.line, want.beats) or byte_address % self.params.line_bytes:
+                    self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
+                                   f"expects line {want.line:#x} ({want.line * self.params.line_bytes:#x}) "
+                                   f"x{want.beats}")
+
+    def extra_bursts(self) -> list[str]:
+        """DUT bursts the model never issued (checked at quiescence)."""
+        return [f"AXI {kind} burst address {address:#x} x{beats}: the model issued no such burst (extra DRAM "
+                f"access)" for kind in ("read", "write") for address, beats in self._bursts_waiting[kind]]
 
     def restart_bursts(self) -> None:
-        """A new model (after reset) starts a new burst trace."""
+        """A new model (after reset) starts a new burst trace; bursts of the old one are void."""
         self._burst_index = {"read": 0, "write": 0}
         self._burst_scan = {"read": 0, "write": 0}
+        self._bursts_waiting = {"read": collections.deque(), "write": collections.deque()}
 
     def _mismatch(self, message: str) -> None:
         if self.stats.mismatches == 0 and self.log is not None:
-            self.log.error("last accepted requests before the first mismatch:\n  " + "\n  ".join(self.recent))
+            self.log.error("last accepted requests before the first mismatch:\n  " + "\n  ".join(
+                f"{kind} {_opcode_name(kind, opcode)} address {address:#x} tag {tag:#x}"
+                for kind, opcode, address, tag in self.recent))
         self.stats.mismatches += 1
         if len(self.messages) < MAX_REPORTED:
             self.messages.append(message)
@@ -181,6 +207,12 @@ class Scoreboard:
             self.log.error("MISMATCH %s", message)
 
     # --- end of test --------------------------------------------------------------------------------------
+    def settle(self) -> None:
+        """At quiescence: responses still parked never had a request."""
+        for tag, (channel, got) in list(self.early.items()):
+            del self.early[tag]
+            self._check(channel, got, early=False)
+
     def missing(self) -> list[str]:
         return [f"tag {tag:#x} ({p.kind} {_opcode_name(p.kind, p.request['opcode'])} address "
                 f"{p.request['address']:#x}) never answered on {p.channel.upper()}" for tag, p in self.pending.items()]

@@ -321,9 +321,12 @@ class TB:
 
     def assert_clean(self) -> None:
         board = self.scoreboard
+        board.settle()
         assert board.stats.mismatches == 0, board.report()
         missing = board.missing()
         assert not missing, "unanswered tags:\n" + "\n".join(missing[:20])
+        extra = board.extra_bursts()
+        assert not extra, "\n".join(extra[:20])
 
     async def finish(self) -> list[int]:
         await self.quiesce()

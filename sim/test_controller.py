@@ -367,3 +367,40 @@ async def test_buffer_key_is_mode_and_k_not_view(dut):
         await tb.quiesce()
     counters = await tb.finish()
     assert counters[Counter.BUFFER_MISSES] == len(pairs) and counters[Counter.BUFFER_HITS] == len(pairs)
+
+
+@cocotb.parametrize(stress=[False, True])
+async def test_streaming_with_plane_runs_and_backpressure(dut, stress):
+    """Expanded-default streams of whole B = 16 blocks with R = 4 (k = 12 single-line bursts per miss), with
+    and without backpressure: each block misses once, whatever the timing (DEVICE.md §5)."""
+    tb = await start(dut, stress, seed_offset=4)
+    rng = np.random.default_rng(tb.seed)
+    region = RegionSetup(1, 32, 1, 16, 4, default_k=12)
+    await load_tensor(tb, region, tensor(rng, 4 * tb.params.data_width, 16, Format.INT))
+    for block in (0, 3, 1, 3, 2):
+        for j in range(16):
+            tb.read(View.EXPANDED_DEFAULT, region.base_line + block * 16 + j)
+    counters = await tb.finish()
+    assert counters[Counter.BUFFER_MISSES] == 4, counters[Counter.BUFFER_MISSES]
+
+
+@cocotb.test()
+async def test_raw_write_in_second_superblock_keeps_other_blocks_buffered(dut):
+    """Found by random seed 20261126: a raw write to line 150 (region base 32, B = 16, R = 4: L = 118 is
+    superblock 1, plane 13, slot 2, so block 6) must leave block 3 in the buffer."""
+    tb = await start(dut, stress=False)
+    region = RegionSetup(1, 32, 2, 16, 4, default_k=12)
+    await tb.program_region(region)
+    tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16)
+    await tb.quiesce()
+    tb.write(View.RAW, 150, 0x5A5A)
+    await tb.quiesce()
+    tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16 + 5)
+    await tb.quiesce()
+    # the same while block 3 is being streamed: the write of another block races the buffered reads
+    for j in range(16):
+        tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16 + j)
+        if j == 2:
+            tb.write(View.RAW, 150, 0xA5A5)
+    counters = await tb.finish()
+    assert counters[Counter.BUFFER_MISSES] == 1 and counters[Counter.BUFFER_HITS] == 17, counters[17:19]

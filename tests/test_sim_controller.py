@@ -11,9 +11,12 @@ DIRECTED = [
     "test_csr_identity_and_reset_state", "test_every_view_format_and_k", "test_region_edges_and_unmapped",
     "test_illegal_k_and_packed_lines_past_k", "test_writes_raw_weight_major_partial_and_dropped",
     "test_poison_table_overflow_and_clear", "test_opcodes_spec_read_invalidate_and_reserved",
-    "test_streaming_hits_the_block_buffer",
+    "test_streaming_hits_the_block_buffer", "test_dropped_and_unmapped_writes_keep_the_block_buffer",
+    "test_raw_write_invalidates_and_poisons_its_own_block_with_plane_runs", "test_buffer_key_is_mode_and_k_not_view",
+    "test_streaming_with_plane_runs_and_backpressure",
+    "test_raw_write_in_second_superblock_keeps_other_blocks_buffered",
 ]
-DIRECTED_CASES = 11          # three of the tests are parametrized twice
+DIRECTED_CASES = 17          # four of the tests are parametrized twice
 
 RANDOM_SEED = 20261126       # fixed so CI is reproducible; `smartquant sim --seed N` replays any other
 
