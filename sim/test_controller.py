@@ -398,9 +398,11 @@ async def test_raw_write_in_second_superblock_keeps_other_blocks_buffered(dut):
     tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16 + 5)
     await tb.quiesce()
     # the same while block 3 is being streamed: the write of another block races the buffered reads
-    for j in range(16):
-        tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16 + j)
-        if j == 2:
-            tb.write(View.RAW, 150, 0xA5A5)
+    for write_after in range(16):
+        for j in range(16):
+            tb.read(View.EXPANDED_DEFAULT, region.base_line + 3 * 16 + j)
+            if j == write_after:
+                tb.write(View.RAW, 150, 0xA5A5 + j)
+        await tb.quiesce()
     counters = await tb.finish()
-    assert counters[Counter.BUFFER_MISSES] == 1 and counters[Counter.BUFFER_HITS] == 17, counters[17:19]
+    assert counters[Counter.BUFFER_MISSES] == 1 and counters[Counter.BUFFER_HITS] == 1 + 16 * 16, counters[17:19]
