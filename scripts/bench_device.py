@@ -152,7 +152,9 @@ def summary_lines(name: str, result: dict) -> list:
     if name == "latency":
         return [f"added cycles (Req->AR + last R->DRS): max {max(r['added'] for r in result['rows'])}"]
     if name == "simspeed":
-        return [f"{result['cycles_per_second']:.0f} cycles/s, {result['transactions_per_second']:.0f} transactions/s"]
+        failed = " (the random run FAILED its checks: see below)" if result.get("error") else ""
+        return [f"{result['cycles_per_second']:.0f} cycles/s, {result['transactions_per_second']:.0f} "
+                f"transactions/s{failed}"]
     return []
 
 

@@ -251,10 +251,17 @@ async def test_simspeed(dut):
     tb, params, config = await start(dut)
     traffic = RandomTraffic(tb, random.Random(tb.seed ^ 0x5EED))
     wall, start_cycle = time.monotonic(), tb.cycles
-    await traffic.run(config["simspeed_transactions"])
-    await tb.finish()
+    error = None
+    try:
+        await traffic.run(config["simspeed_transactions"])
+        await tb.finish()
+    except AssertionError as failure:     # the speed is still measured; the failure is reported after it
+        error = failure
     wall = time.monotonic() - wall
     cycles = tb.cycles - start_cycle
     write_result("test_simspeed", {"transactions": traffic.issued, "cycles": cycles, "wall_seconds": wall,
                                    "cycles_per_second": cycles / wall,
-                                   "transactions_per_second": traffic.issued / wall})
+                                   "transactions_per_second": traffic.issued / wall,
+                                   "error": None if error is None else str(error)[:500]})
+    if error is not None:
+        raise error
