@@ -48,8 +48,11 @@ class ReadHarness:
     """Drives a ReadEngine cycle by cycle from one testbench; the golden model predicts every response."""
 
     def __init__(self, params, regions, seed=0, memory_latency=2, r_stall=0.0, ar_stall=0.0, drs_stall=0.0,
-                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=()):
+                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=(), invalidate=None):
         self.params = params
+        # (region, block, n): after the first n reads are answered, hold a write's invalidation of that block
+        # on the port for the rest of the run (the block is not read again)
+        self.invalidate = invalidate
         self.regions = regions
         self.rng = random.Random(seed)
         self.memory_latency = memory_latency
@@ -103,10 +106,22 @@ class ReadHarness:
                                          if region.rounding == Rounding.TOWARD_ZERO))
             cycle = 0
             stalled_drs = stalled_ar = None
+            accepted = 0
+            invalidating = False
             while requests or expected or bursts:
                 assert cycle < max_cycles, f"no progress: {len(requests)} reads unsent, {len(expected)} DRS missing"
                 rng = harness.rng
                 offer = bool(requests) and rng.random() >= harness.req_gap
+                if harness.invalidate is not None and not invalidating and accepted == harness.invalidate[2]:
+                    offer = False
+                    if not expected and not bursts:   # quiescent: the write is accepted now, in model order too
+                        invalidating = True
+                        region, block = harness.invalidate[:2]
+                        harness.model.slots = [None if slot is not None and slot[0][:2] == (region, block)
+                                               else slot for slot in harness.model.slots]
+                        ctx.set(dut.invalidate.valid, 1)
+                        ctx.set(dut.invalidate.region, region)
+                        ctx.set(dut.invalidate.block, block)
                 if offer:
                     address, tag, ld_id = requests[0]
                     ctx.set(dut.read.p.address, address)
@@ -128,6 +143,7 @@ class ReadHarness:
 
                 if offer and ctx.get(dut.read.ready):
                     requests.popleft()
+                    accepted += 1
                     harness.accept_cycles.append(cycle)
                     expected.extend(harness.model.req(ReqOpcode.MEM_RD, address, tag, ld_id))
                 if ctx.get(dut.axi.arvalid):
@@ -295,6 +311,17 @@ def test_added_latency_of_a_single_read(view, k):
     # raw: the line goes straight to the DRS register; packed/expanded: packer start after the last load (1),
     # the packer's pipeline, the DRS register (1)
     assert drs - last_beat <= (1 if view == View.RAW else 1 + START_TO_LINE_CYCLES + 1)
+
+
+def test_write_invalidation_in_the_reallocation_cycle_keeps_the_new_block():
+    """Regression (cocotb random seed 7): a write invalidating the block a slot holds, in the very cycle that
+    slot is reallocated to another block, must not drop the new block (the next read of it is a hit)."""
+    regions = [Region(base_line=0x100, n_superblocks=8, B=8, R=1, default_k=3)]
+    h = ReadHarness(P_STREAM, regions, seed=3, memory_latency=3, invalidate=(0, 0, 2))
+    blocks = [0, 1, 2, 2, 2]   # block 0 -> slot 0, block 1 -> slot 1, block 2 -> slot 0 (while 0 is invalidated)
+    h.run([h.address(View.PACKED_K, 0x100 + block * 8 + j, 3) for j, block in enumerate(blocks[:2])]
+          + [h.address(View.PACKED_K, 0x100 + 2 * 8 + j, 3) for j in range(3)])
+    assert h.model.counts[Counter.BUFFER_MISSES] == 3 and h.model.counts[Counter.BUFFER_HITS] == 2
 
 
 @pytest.mark.parametrize("slots", [1, 3])

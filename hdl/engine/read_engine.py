@@ -464,8 +464,13 @@ class ReadEngine(wiring.Component):
                                  slot_error[s].eq(error_fifo.r_data)]
                 with m.Else():
                     m.d.sync += lines_written[s].eq(lines_written[s] + 1)
-            with m.If(self.invalidate_all | (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
-                                             & (tag_block[s] == self.invalidate.block))):
+            # A write invalidates the block the slot holds now; when the slot is being reallocated in this
+            # cycle that block is leaving anyway, and the new one cannot be the written block (the host keeps no
+            # read and write of one block in flight together), so the allocation wins. A region rewrite
+            # invalidates everything, new allocations included.
+            hit_by_write = (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
+                            & (tag_block[s] == self.invalidate.block))
+            with m.If(self.invalidate_all | (hit_by_write & ~allocate)):
                 m.d.sync += tag_valid[s].eq(0)
         with m.If(dispatch & is_miss):
             m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))
