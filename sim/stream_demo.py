@@ -37,7 +37,7 @@ from smartquant.golden.minilm import LAYER_MATRICES, cosine, load_minilm
 from smartquant.golden.sweep import SENTENCES, single_blas_thread
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CSR_CONTROL, ControllerParams, Counter, DrsOpcode, View, counter_name,
+    CONTROL_CLEAR_COUNTERS, CSR_CONTROL, ControllerParams, DrsOpcode, View, counter_name,
 )
 from smartquant.sim.tb import TB, RegionSetup
 

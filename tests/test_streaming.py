@@ -1,14 +1,13 @@
 """Streaming MiniLM weights through the device: the host plan and decoder (fast), and a small RTL run."""
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from smartquant.errors import SmartquantError
 from smartquant.golden import layout, streaming
-from smartquant.golden.minilm import LAYER_MATRICES, load_minilm, matrix_name
-from smartquant.params import ControllerParams, View
+from smartquant.golden.minilm import load_minilm, matrix_name
+from smartquant.params import ControllerParams
 from smartquant.sim.runner import SIM_PARAMS
 
 
