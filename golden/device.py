@@ -388,12 +388,18 @@ class DeviceModel:
         self.poison_overflow = False
 
     # --- address decode ---------------------------------------------------------------------------------
+    def region_active(self, index: int) -> bool:
+        """Enabled with legal fields and a base on a B-line boundary: an R = 1 block is one burst of up to B
+        lines, which must not cross a 4 KiB boundary (DEVICE.md §2); CONFIG still reads back as written."""
+        config = decode_region_config(self.params, self.region_config[index])
+        return config.enable and self.region_base[index] % config.B == 0
+
     def _match_region(self, line: int) -> tuple[int, RegionConfig, int] | None:
         """(region index, config, L) of the lowest-numbered enabled region whose window holds `line`."""
         for index in range(self.params.n_regions):
-            config = decode_region_config(self.params, self.region_config[index])
-            if not config.enable:
+            if not self.region_active(index):
                 continue
+            config = decode_region_config(self.params, self.region_config[index])
             base = self.region_base[index]
             if base <= line < base + self.region_superblocks[index] * config.R * config.B:
                 return index, config, line - base

@@ -226,6 +226,16 @@ def test_unmapped_reads_nxm_and_as_poison():
     assert model.counter(Counter.POISON_READS) == 0 and model.counter(Counter.DRAM_LINES_READ) == 0
 
 
+def test_region_with_a_base_not_aligned_to_b_lines_is_inactive():
+    """An R = 1 block is one burst of up to B lines: a base off a B-line boundary could cross 4 KiB."""
+    model = DeviceModel(PARAMS, MEMORY_BYTES)
+    model.program(region_csr_writes(PARAMS, 0, BASE + 4, 1, Format.INT, 8, 1, 4, Rounding.FLOOR))
+    assert is_nxm(read(model, View.RAW, BASE + 4))
+    assert model.csr_read(CSR_REGION_BASE + 8) & 1 == 1      # CONFIG reads back as written
+    model.csr_write(CSR_REGION_BASE, BASE + 8)
+    assert read(model, View.RAW, BASE + 8).opcode == DrsOpcode.MEM_DATA
+
+
 def test_illegal_k_and_packed_line_past_k():
     model = make_model(B=8, default_k=0)
     for view, k, line in [(View.PACKED_K, 0, BASE), (View.PACKED_K, 9, BASE), (View.EXPANDED_K, 9, BASE),

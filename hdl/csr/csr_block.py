@@ -110,8 +110,11 @@ class CsrBlock(wiring.Component):
         for i in range(p.n_regions):
             config = region_config[i]
             out = self.regions[i]
+            # a base that is not a multiple of B lines would let an R = 1 block burst cross a 4 KiB boundary
+            # (AXI forbids it): such a region stays inactive (CONFIG still reads back as written)
+            base_misaligned = (region_base[i] & ((Const(2, 5) << config[2:4]) - 1)) != 0
             m.d.comb += [
-                out.enable.eq(config[0]),
+                out.enable.eq(config[0] & ~base_misaligned),
                 out.bf16.eq(config[1]),
                 out.log2_b.eq(config[2:4] + 1),
                 out.log2_r.eq(config[4:7]),
