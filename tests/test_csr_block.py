@@ -220,6 +220,7 @@ def test_counter_bank_counts_and_clears():
             await ctx.tick()
         for n in range(N_COUNTERS):
             ctx.set(dut.counter_inc[n], 0)
+        await ctx.tick()   # increments are registered: a counter shows an event one cycle later
         for n in range(N_COUNTERS):
             value = await axil_read(ctx, dut.bus, CSR_COUNTER_BASE + 4 * n)
             assert value == (0 if n in reserved else expected[n]), f"counter {n}"
@@ -230,6 +231,7 @@ def test_counter_bank_counts_and_clears():
         ctx.set(dut.counter_inc[Counter.NDR_SENT], 3)
         await ctx.tick().repeat(5)
         ctx.set(dut.counter_inc[Counter.NDR_SENT], 0)
+        await ctx.tick()
         assert await axil_read(ctx, dut.bus, CSR_COUNTER_BASE + 4 * Counter.NDR_SENT) == 15
 
     run(dut, tb)

@@ -201,11 +201,19 @@ class CsrBlock(wiring.Component):
                         m.d.comb += [regions_written.eq(1), config_written.eq(1)]
 
         # --- counter bank -------------------------------------------------------------------------------------
+        # The increments are registered first: the event logic of the units (decode, region match, poison
+        # lookup) then ends at a flip-flop instead of running on into 32-bit adders, which was the critical path
+        # of the FPGA build. Counters lag their events by one cycle; a clear drops the increments it meets.
+        counter_inc = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
+        with m.If(clear_counters):
+            m.d.sync += counter_inc.eq(0)
+        with m.Else():
+            m.d.sync += counter_inc.eq(self.counter_inc)
         for n, counter in counters.items():
             with m.If(clear_counters):
                 m.d.sync += counter.eq(0)
             with m.Else():
-                m.d.sync += counter.eq(counter + self.counter_inc[n])
+                m.d.sync += counter.eq(counter + counter_inc[n])
 
         # --- read channel -------------------------------------------------------------------------------------
         r_pending = Signal()
