@@ -43,7 +43,8 @@ from smartquant.params import ControllerParams, Format, Rounding, View
 
 STREAM_VIEWS = ("packed", "default")          # packed-k view (2), packed-default view (4)
 RULE_ROUNDING = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT}
-DEFAULT_KS = (8, 6, 4, 3)
+DEFAULT_KS = (8, 6, 4)
+LOAD_VIEWS = ("raw", "weight-major")
 DEFAULT_BUDGET = 5.0                          # bits per weight for the policy runs
 MIN_SIM_ADDR_BITS = 23                        # one INT8 + one BF16 layer (5.3 MB) fit in 8 MiB
 
@@ -180,6 +181,16 @@ class StreamingPlan:
         lines = layout.weight_major_lines(self.fields(name), self.B)          # (n_blocks, B, W/8)
         blocks, js = np.divmod(np.arange(placement.n_blocks * self.B), self.B)
         return region.line(placement, blocks, js), lines.reshape(-1, self.W // 8)
+
+    def raw_writes(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute lines (n,), line bytes (n, W/8)): the raw-view MemWr stream of the host-side encoder.
+
+        One DRAM beat per line instead of the B strobed beats of a weight-major write; the matrix starts on a
+        superblock (its first block is a multiple of R), so its raw lines are contiguous from first_block * B."""
+        placement = self.placements[name]
+        raw = layout.planes_to_raw(layout.block_planes(self.fields(name), self.B), self.R)
+        first = self.region_of(name).base_line + placement.first_block * self.B
+        return first + np.arange(len(raw)), raw
 
     # --- reading -------------------------------------------------------------------------------------------
     def packed_read_lines(self, name: str, precision_k: int) -> np.ndarray:
@@ -369,6 +380,9 @@ def add_streaming_arguments(parser) -> None:
     group.add_argument("--stream-view", default="packed", choices=STREAM_VIEWS,
                        help="packed: packed-k view (k in the address); default: packed-default view after a CSR "
                             "rewrite of the region's default k")
+    group.add_argument("--load-view", default="raw", choices=LOAD_VIEWS,
+                       help="how the weights enter the device: raw (host-side bit-plane encoder, 1 DRAM beat per "
+                            "line; default, fast) or weight-major (the device transposes: B strobed beats per line)")
     group.add_argument("--plane-run", type=int, default=1, help="plane run R of the regions (default 1)")
     group.add_argument("--stream-out", metavar="FILE", default=None,
                        help="JSON result file (default build/stream_demo.json); DRS payloads go to its .npz twin")
@@ -410,10 +424,13 @@ def demo_config(args) -> dict:
     model = load_minilm()
     layers = list(range(model.n_layers)) if args.all_layers else [0]
     out = Path(args.stream_out or Path(__file__).resolve().parent.parent / "build" / "stream_demo.json")
+    if not args.stream_out:
+        out.parent.mkdir(parents=True, exist_ok=True)
     if not out.parent.is_dir():
         raise SmartquantError(f"cannot write {out}: directory {out.parent} does not exist")
     return {"format": args.stream_format, "layers": layers, "ks": ks, "policies": policies,
             "budget": args.stream_budget, "view": check_view(args.stream_view), "R": args.plane_run,
+            "load_view": args.load_view,
             "rule": "floor", "out": str(out)}
 
 
@@ -453,7 +470,8 @@ def run_demo_streaming(args) -> int:
 def print_demo_result(result: dict) -> None:
     runs = result["runs"]
     print(f"{result['tokens']} tokens in {result['sentences']} sentences; {result['n_weights']:,} weights streamed "
-          f"per run; load: {result['load']['rwd']:,} weight-major MemWr in {result['load']['cycles']:,} cycles")
+          f"per run; load: {result['load']['rwd']:,} {result['load'].get('view', 'weight-major')} MemWr in "
+          f"{result['load']['cycles']:,} cycles")
     print(format_run_table(runs))
     print("\nEnergy (hardware counters read over CSR x golden/energy.py constants; activates from the DRAM row "
           "model over the recorded AXI AR stream):")
@@ -463,7 +481,7 @@ def print_demo_result(result: dict) -> None:
         print(format_layer_energy_table(runs[0]))
     load = result["load"]
     load_energy = energy.energy_report(load["counters"], load["activates"])
-    print(f"\nLoad (weight-major writes, once): {load['counters']['dram_lines_written']:,} DRAM lines written, "
+    print(f"\nLoad ({load.get('view', 'weight-major')} writes, once): {load['counters']['dram_lines_written']:,} DRAM lines written, "
           f"{load['counters']['bytes_strobed']:,} bytes strobed, {load['activates']:,} activates (AW stream), "
           f"{load_energy['total_pj'] / 1e6:.1f} uJ (DRAM {load_energy['dram_pj'] / 1e6:.1f}, link "
           f"{load_energy['link_pj'] / 1e6:.1f}, controller {load_energy['controller_pj'] / 1e6:.2f})")

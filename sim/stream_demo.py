@@ -130,8 +130,9 @@ def settings() -> tuple[ControllerParams, int, dict]:
 class StreamingHost:
     """The host: loads the plan's layers, then streams them at a schedule and runs the model on them."""
 
-    def __init__(self, tb: TB, plan: streaming.StreamingPlan, view: str):
+    def __init__(self, tb: TB, plan: streaming.StreamingPlan, view: str, load_view: str = "weight-major"):
         self.tb = tb
+        self.load_view = load_view
         self.plan = plan
         self.view = streaming.check_view(view)
         self.capture = DrsCapture(tb)
@@ -152,20 +153,23 @@ class StreamingHost:
         self.region_k[region.index] = (layer, default_k)
 
     async def load(self) -> dict:
-        """Weight-major MemWr of every planned matrix; returns the load's counters, cycles and activates."""
+        """MemWr of every planned matrix (weight-major, or raw lines from the host-side encoder); returns the
+        load's counters, cycles and activates."""
         await self.clear_counters()
         start, writes = self.tb.cycles, 0
+        raw = self.load_view == "raw"
+        view = View.RAW if raw else View.WEIGHT_MAJOR
         for layer in self.plan.layers:
             await self.program(layer, self.plan.B)
             for name in self.plan.names(layer):
-                lines, data = self.plan.weight_major_writes(name)
+                lines, data = self.plan.raw_writes(name) if raw else self.plan.weight_major_writes(name)
                 for line, row in zip(lines.tolist(), data):
-                    self.tb.write(View.WEIGHT_MAJOR, line, int.from_bytes(row.tobytes(), "little"))
+                    self.tb.write(view, line, int.from_bytes(row.tobytes(), "little"))
                 writes += len(lines)
             await self.wait()
         counters = await self.tb.check_counters()
         activates = RowModel().replay(self.aw.lines()).activates
-        return {"rwd": writes, "cycles": self.tb.cycles - start, "activates": activates,
+        return {"view": self.load_view, "rwd": writes, "cycles": self.tb.cycles - start, "activates": activates,
                 "counters": {counter_name(n): v for n, v in enumerate(counters)}}
 
     async def wait(self) -> None:
@@ -337,7 +341,7 @@ async def test_stream_minilm(dut):
     plan = streaming.StreamingPlan(model, params, config["format"], config["layers"], config["R"], config["rule"],
                                    matrices=config.get("matrices"))
     batch = model.tokenize(list(config.get("sentences") or SENTENCES))
-    host = StreamingHost(tb, plan, config["view"])
+    host = StreamingHost(tb, plan, config["view"], config.get("load_view", "weight-major"))
     tb.scoreboard.record = False
     with single_blas_thread():
         load = await host.load()

@@ -129,3 +129,16 @@ def test_rtl_streaming_matches_the_golden_model(tmp_path):
     assert data["runs"][0]["embedding_cos_mean"] > data["runs"][1]["embedding_cos_mean"]
     payloads = np.load(out.with_suffix(".npz"))
     assert payloads[f"static k=3|{matrix_name(0, 'query')}|k=3"].shape == (blocks * 3, 64)
+
+
+@pytest.mark.parametrize("R", [1, 4])
+def test_raw_load_stores_the_same_planes_as_the_weight_major_load(model, R):
+    """The demo's fast raw-view load (host-side encoder) must leave DRAM exactly as the weight-major load does:
+    decoding its planes gives back the weight-major lines, and it covers the same line range."""
+    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), R=R, matrices=["query", "key"])
+    for name in plan.names():
+        raw_lines, raw = plan.raw_writes(name)
+        wm_lines, wm = plan.weight_major_writes(name)
+        blocks = layout.planes_to_blocks(layout.raw_to_planes(raw, plan.B, R), plan.B)
+        assert (layout.weight_major_lines(blocks, plan.B).reshape(wm.shape) == wm).all()
+        assert sorted(raw_lines.tolist()) == sorted(wm_lines.tolist())

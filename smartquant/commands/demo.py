@@ -1,22 +1,29 @@
-"""The main job (first version): the precision sweep and the context-dependent policies on the real
-all-MiniLM-L6-v2 weights, computed by the numpy golden model.
+"""The main job, in two parts, on the real all-MiniLM-L6-v2 weights.
 
-Default (about a minute on a busy 2-core machine): INT8 per-channel and INT4 per-group-128 at every k, BF16 at k = 8..16,
-floor, midpoint and toward-zero fills, then the per-matrix and per-input policies on INT8 with the floor fill.
---full: every format x {floor, midpoint, toward-zero, nearest} x every k in 1..B (under 2 minutes in all).
-Streaming the weights through the simulated RTL comes in a later version.
+1. Golden model (numpy, about a minute): the precision sweep (INT8 per-channel and INT4 per-group-128 at every k,
+   BF16 at k = 8..16; floor, midpoint and toward-zero fills) and the per-matrix and per-input policies on INT8.
+   --full: every format x {floor, midpoint, toward-zero, nearest} x every k in 1..B.
+2. Streaming through the simulated device (cocotb + Verilator): encoder layer 0 is written into the RTL over
+   CXL.mem, then read back at each static k and under each policy, layer n+1's reads queued while layer n
+   computes; the weights that come out of the RTL feed the numpy forward and must equal the golden model's bit
+   for bit. Prints embedding cosine vs FP32, DRAM lines, link bytes and energy from the hardware counters.
+   The first run builds the simulator (Verilator, several minutes; cached in build/sim/). --no-stream skips it;
+   --all-layers streams all six layers (long).
 """
 from __future__ import annotations
 
 import sys
 
 from smartquant.commands import golden
+from smartquant.golden import streaming
 
 
 def add_arguments(parser):
     parser.add_argument("--full", action="store_true", help="full sweep: every rule and every k of every format")
     parser.add_argument("--csv", metavar="FILE", help="also write the sweep rows to a CSV file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    parser.add_argument("--no-stream", action="store_true", help="golden model only: skip streaming through the RTL")
+    streaming.add_streaming_arguments(parser)
 
 
 def run(args):
@@ -25,6 +32,8 @@ def run(args):
     progress = not args.no_progress
     if args.csv:
         sweep.check_csv_path(args.csv)
+    if not args.no_stream:
+        streaming.demo_config(args)   # bad streaming options fail now, not after the sweep
     model = load_minilm()     # fails early, with the pip command, when the weights are not installed
     print(f"all-MiniLM-L6-v2 from {model.directory}: {model.n_layers} layers, hidden {model.hidden}, "
           f"{sum(model.weights[name].size for name in model.linear_weight_names()):,} encoder weights swept")
@@ -42,4 +51,6 @@ def run(args):
     print("\n== Context-dependent precision policies ==", flush=True)
     golden.run_policies_command("int8", "floor", [4.0, 5.0, 6.0, 7.0], None, progress)
     sys.stdout.flush()
-    return 0
+    if args.no_stream:
+        return 0
+    return streaming.run_demo_streaming(args)
