@@ -41,6 +41,18 @@ def _load(path: Path):
     return data.get("results", data)
 
 
+def _save_line_plot(plt, fig, ax, path: Path, xlabel: str, ylabel: str, title: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_traffic(result: dict, path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -49,15 +61,8 @@ def plot_traffic(result: dict, path: Path) -> Path:
         ks = [r["k"] for r in rows]
         ax.plot(ks, [r["traffic_ratio"] for r in rows], "o", label=f"measured, B = {B}")
         ax.plot(ks, [k / B for k in ks], "-", alpha=0.5, label=f"ideal k/B, B = {B}")
-    ax.set_xlabel("precision k (planes read)")
-    ax.set_ylabel("DRAM lines read / full precision")
-    ax.set_title("Sequential packed-k streaming: DRAM traffic vs k")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(plt, fig, ax, path, "precision k (planes read)", "DRAM lines read / full precision",
+                           "Sequential packed-k streaming: DRAM traffic vs k")
 
 
 def plot_rows(result: dict, path: Path) -> Path:
@@ -69,15 +74,8 @@ def plot_rows(result: dict, path: Path) -> Path:
         ax.plot([r["k"] for r in rows], [r["activates"] / full for r in rows], "o-", label=f"R = {R}")
     B = result["rows"][0]["B"]
     ax.plot(range(1, B + 1), [k / B for k in range(1, B + 1)], "--", color="grey", label="k/B")
-    ax.set_xlabel("precision k")
-    ax.set_ylabel("row activates / activates at k = B")
-    ax.set_title("DRAM row activates vs k (open-page row model, 8 KiB rows)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save_line_plot(plt, fig, ax, path, "precision k", "row activates / activates at k = B",
+                           "DRAM row activates vs k (open-page row model, 8 KiB rows)")
 
 
 def plot_accuracy_traffic(demo: dict, path: Path) -> Path:

@@ -18,8 +18,9 @@ def address_bits(params: ControllerParams) -> int:
     return HPA_BITS - params.line_offset_bits
 
 
-def req_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({
+def _m2s_header(params: ControllerParams) -> dict:
+    """Fields M2S Req and RwD share, in payload order."""
+    return {
         "opcode": 4,
         "address": address_bits(params),
         "tag": 16,
@@ -27,18 +28,16 @@ def req_layout(params: ControllerParams) -> data.StructLayout:
         "meta_field": 2,
         "meta_value": 2,
         "snp_type": 3,
-    })
+    }
+
+
+def req_layout(params: ControllerParams) -> data.StructLayout:
+    return data.StructLayout(_m2s_header(params))
 
 
 def rwd_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
-        "opcode": 4,
-        "address": address_bits(params),
-        "tag": 16,
-        "ld_id": 4,
-        "meta_field": 2,
-        "meta_value": 2,
-        "snp_type": 3,
+        **_m2s_header(params),
         "poison": 1,
         "byte_enable": params.line_bytes,
         "data": params.data_width,
