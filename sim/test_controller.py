@@ -83,10 +83,12 @@ async def test_every_view_format_and_k(dut, stress):
     rng = np.random.default_rng(tb.seed)
     cases = [(2, Format.INT, 1, Rounding.FLOOR), (4, Format.INT, 2, Rounding.MIDPOINT),
              (8, Format.INT, 1, Rounding.MIDPOINT), (16, Format.INT, 4, Rounding.FLOOR),
-             (16, Format.BF16, 1, Rounding.MIDPOINT)]
+             (16, Format.BF16, 1, Rounding.MIDPOINT), (8, Format.INT, 2, Rounding.TOWARD_ZERO),
+             (16, Format.BF16, 1, Rounding.TOWARD_ZERO)]
     base = 3
     for number, (B, fmt, R, rounding) in enumerate(cases):
         n_weights = W * R + W // 3                       # a whole superblock and a partial last block
+        base = -(-base // B) * B                         # a region base is B-line aligned (DEVICE.md §2)
         region = RegionSetup(number % tb.params.n_regions, base, superblocks_for(n_weights, B, R, W), B, R,
                              default_k=max(1, B // 2), fmt=fmt, rounding=rounding)
         fields = await load_tensor(tb, region, tensor(rng, n_weights, B, fmt))
@@ -99,7 +101,7 @@ async def test_every_view_format_and_k(dut, stress):
                     tag = tb.read(View.PACKED_K, line, k)
                     by_hand.append((tag, layout.packed_lines(fields[block:block + 1], B, k)[0, j]))
                 tag = tb.read(View.EXPANDED_K, line, k, opcode=ReqOpcode.MEM_RD_DATA)
-                by_hand.append((tag, layout.expanded_lines(fields[block:block + 1], B, k, rounding)[0, j]))
+                by_hand.append((tag, layout.expanded_lines(fields[block:block + 1], B, k, rounding, fmt)[0, j]))
             tag = tb.read(View.WEIGHT_MAJOR, line)
             by_hand.append((tag, layout.weight_major_lines(fields[block:block + 1], B)[0, j]))
             tb.read(View.PACKED_DEFAULT, line)
@@ -177,7 +179,7 @@ async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
     p = tb.params
     regions = [RegionSetup(0, 0, 2, 8, 1, default_k=3), RegionSetup(1, 200, 1, 4, 4, default_k=2,
                                                                   rounding=Rounding.MIDPOINT),
-               RegionSetup(2, 300, 1, 16, 2, fmt=Format.BF16, default_k=9)]
+               RegionSetup(2, 304, 1, 16, 2, fmt=Format.BF16, default_k=9)]
     for region in regions:
         await tb.program_region(region)
     for region in regions:

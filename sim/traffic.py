@@ -44,7 +44,7 @@ def random_layout(rng: random.Random, params: ControllerParams) -> list[RegionSe
         n_superblocks = rng.randint(1, max(1, 6 // R))
         default_k = rng.randint(1, B) if rng.random() < 0.9 else rng.choice([0, B + 1])
         region = RegionSetup(index, cursor, n_superblocks, B, R, default_k=default_k, fmt=fmt,
-                             rounding=rng.choice([Rounding.FLOOR, Rounding.MIDPOINT]))
+                             rounding=rng.choice(list(Rounding)))
         if cursor + region.span > total_lines:
             break
         regions.append(region)
@@ -271,7 +271,7 @@ class RandomTraffic:
         if action == "default_k" and self.regions:
             region = rng.choice(self.regions)
             region.default_k = rng.randint(1, region.B)
-            region.rounding = rng.choice([Rounding.FLOOR, Rounding.MIDPOINT])
+            region.rounding = rng.choice(list(Rounding))
             await tb.program_region(region)
         elif action == "layout":
             await self.new_layout()
