@@ -139,8 +139,14 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
             saved_makeflags = os.environ.get("MAKEFLAGS")
             os.environ["MAKEFLAGS"] = ((saved_makeflags or "") + " " + MAKE_VARIABLES).strip()
             try:
+                # the compiler's output goes to build.log unless asked for: a user sees one line, not hundreds
+                log_file = None if verbose else build_dir / "build.log"
                 runner.build(verilog_sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                             build_args=args, waves=True, verbose=verbose, timescale=("1ns", "1ps"))
+                             build_args=args, waves=True, verbose=verbose, timescale=("1ns", "1ps"),
+                             log_file=log_file)
+            except RuntimeError as error:
+                tail = log_file.read_text(errors="replace")[-4000:] if log_file and log_file.exists() else ""
+                raise RuntimeError(f"Verilator build failed ({error}); log {log_file}:\n{tail}") from error
             finally:
                 if saved_makeflags is None:
                     os.environ.pop("MAKEFLAGS", None)
