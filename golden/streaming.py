@@ -455,7 +455,8 @@ def run_demo_streaming(args) -> int:
     print(f"\n== Streaming {config['format']} layer(s) {config['layers']} through the RTL ({params.key()}, "
           f"{config['view']} view, R = {config['R']}) ==", flush=True)
     result = simulate(params, "smartquant.sim.stream_demo", "test_stream_minilm", seed=args.seed,
-                      extra_env={"SQ_STREAM_CONFIG": json.dumps(config)})
+                      extra_env={"SQ_STREAM_CONFIG": json.dumps(config),
+                                 "SQ_PROGRESS": "0" if getattr(args, "no_progress", False) else "1"})
     path = Path(config["out"])
     if not result.passed or not path.exists():
         print(result.describe())

@@ -123,12 +123,12 @@ class TB:
                           reset=dut.rst)
         AxiAddressMonitor(dut, "axi", "aw", dut.clk, lambda a, n: self.scoreboard.on_axi_address("write", a, n),
                           reset=dut.rst)
+        for port in ("csr", "axi"):      # cocotbext-axi's signal listing and per-access INFO lines would drown
+            logging.getLogger(f"cocotb.{dut._name}.{port}").setLevel(logging.WARNING)   # the scoreboard's report
         self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"), dut.clk, dut.rst)
         self.ram = AxiRam(AxiBus.from_prefix(dut, "axi", bus_separator="__"), dut.clk, dut.rst,
                           size=1 << params.dram_addr_bits)
         self.set_axi_pauses(axi_pause)
-        for port in ("csr", "axi"):      # cocotbext-axi's per-access INFO lines would drown the scoreboard's report
-            logging.getLogger(f"cocotb.{dut._name}.{port}").setLevel(logging.WARNING)
 
     def set_axi_pauses(self, probability: float) -> None:
         """Random stalls on all five AXI channels of the RAM (ready on AW/W/AR, valid on R/B)."""
