@@ -139,7 +139,7 @@ def test_region_table_readback_and_legality(b_max):
             assert ctx.get(entry.enable) == legal
             base &= ~(B - 1)
             assert ctx.get(entry.bf16) == int(fmt)
-            assert 1 << ctx.get(entry.log2_b) == B
+            assert (1 << ctx.get(entry.log2_b)) == B
             assert ctx.get(entry.log2_r) == log2_r
             assert ctx.get(entry.default_k) == default_k
             assert ctx.get(entry.midpoint) == (rounding & 1)

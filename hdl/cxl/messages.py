@@ -44,25 +44,24 @@ def rwd_layout(params: ControllerParams) -> data.StructLayout:
     })
 
 
+# Fields S2M NDR and DRS share, in payload order.
+_S2M_HEADER = {
+    "opcode": 3,
+    "tag": 16,
+    "ld_id": 4,
+    "meta_field": 2,
+    "meta_value": 2,
+    "dev_load": 2,
+}
+
+
 def ndr_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({
-        "opcode": 3,
-        "tag": 16,
-        "ld_id": 4,
-        "meta_field": 2,
-        "meta_value": 2,
-        "dev_load": 2,
-    })
+    return data.StructLayout(dict(_S2M_HEADER))
 
 
 def drs_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
-        "opcode": 3,
-        "tag": 16,
-        "ld_id": 4,
-        "meta_field": 2,
-        "meta_value": 2,
-        "dev_load": 2,
+        **_S2M_HEADER,
         "poison": 1,
         "data": params.data_width,
     })
