@@ -277,12 +277,13 @@ def sequential_packed_stream(h, region, k, n_blocks):
             for block in range(n_blocks) for j in range(k)]
 
 
-@pytest.mark.parametrize("k", [4, 8])
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
 def test_packed_streaming_throughput_and_latency(k):
-    """Sequential packed-k reads, memory answering 1 line per cycle: DRS lines per cycle and added latency."""
-    regions = [Region(base_line=0x100, n_superblocks=16, B=8, R=1, default_k=k)]
+    """Sequential packed-k reads, memory answering 1 line per cycle: DRS lines per cycle and added latency.
+    Small k needs many blocks in flight (one fetch per line): the slot generations must cover the latency."""
+    regions = [Region(base_line=0x100, n_superblocks=64, B=8, R=1, default_k=k)]
     h = ReadHarness(P_STREAM, regions, seed=7, memory_latency=4)
-    n_blocks = 12
+    n_blocks = max(12, 48 // k)
     h.run(sequential_packed_stream(h, regions[0], k, n_blocks))
     assert h.events[Counter.BUFFER_MISSES] == n_blocks
     first_accept = h.accept_cycles[0]
