@@ -315,6 +315,12 @@ class HostBridge(wiring.Component):
                   csr_start, csr_write, csr_addr, csr_wdata, f_opcode, f_tag, f_flags, message_address,
                   f_byte_enable, f_data, f_csr_addr, f_csr_wdata):
         """A good frame: hand it to its destination (or answer BUSY / BAD_FIELD)."""
+        def m2s_header(payload):
+            """The fields M2S Req and RwD share, from the frame."""
+            return [payload.opcode.eq(f_opcode[:4]), payload.address.eq(message_address), payload.tag.eq(f_tag),
+                    payload.ld_id.eq(f_flags[:4]), payload.meta_field.eq(META_FIELD_NO_OP),
+                    payload.meta_value.eq(0), payload.snp_type.eq(0)]
+
         with m.Switch(rx_type):
             with m.Case(int(FrameType.PING)):
                 m.d.sync += info_pending.eq(1)
@@ -324,11 +330,7 @@ class HostBridge(wiring.Component):
                 with m.Elif(req_busy):
                     raise_error(ErrorCode.BUSY, rx_type)
                 with m.Else():
-                    req = self.m2s_req
-                    m.d.sync += [req.valid.eq(1), req.p.opcode.eq(f_opcode[:4]), req.p.address.eq(message_address),
-                                 req.p.tag.eq(f_tag), req.p.ld_id.eq(f_flags[:4]),
-                                 req.p.meta_field.eq(META_FIELD_NO_OP), req.p.meta_value.eq(0),
-                                 req.p.snp_type.eq(0)]
+                    m.d.sync += [self.m2s_req.valid.eq(1), *m2s_header(self.m2s_req.p)]
             with m.Case(int(FrameType.RWD)):
                 with m.If(hpa_too_high):
                     raise_error(ErrorCode.BAD_FIELD, rx_type)
@@ -336,10 +338,7 @@ class HostBridge(wiring.Component):
                     raise_error(ErrorCode.BUSY, rx_type)
                 with m.Else():
                     rwd = self.m2s_rwd
-                    m.d.sync += [rwd.valid.eq(1), rwd.p.opcode.eq(f_opcode[:4]), rwd.p.address.eq(message_address),
-                                 rwd.p.tag.eq(f_tag), rwd.p.ld_id.eq(f_flags[:4]),
-                                 rwd.p.meta_field.eq(META_FIELD_NO_OP), rwd.p.meta_value.eq(0),
-                                 rwd.p.snp_type.eq(0), rwd.p.poison.eq(f_flags[4]),
+                    m.d.sync += [rwd.valid.eq(1), *m2s_header(rwd.p), rwd.p.poison.eq(f_flags[4]),
                                  rwd.p.byte_enable.eq(f_byte_enable), rwd.p.data.eq(f_data)]
             with m.Case(int(FrameType.CSR_READ), int(FrameType.CSR_WRITE)):
                 with m.If(csr_busy):
