@@ -34,6 +34,7 @@ from smartquant.errors import SmartquantError
 from smartquant.golden import quant
 from smartquant.golden.minilm import LAYER_MATRICES, cosine
 from smartquant.golden.sweep import SweepContext, bytes_fetched, prepare, progress_bar, single_blas_thread
+from smartquant.tables import text_table
 
 CALIBRATION_SENTENCES = (
     "A small dog barked at the delivery van parked outside the house.",
@@ -357,8 +358,4 @@ def format_policy_table(rows) -> str:
         return f"{value:.3f}" if column == "k_over_B" else f"{value:.2f}"
     cells = [[cell(row, c) for c in POLICY_COLUMNS] for row in rows]
     titles = [headers[c] for c in POLICY_COLUMNS]
-    widths = [max([len(t)] + [len(r[i]) for r in cells]) for i, t in enumerate(titles)]
-
-    def line(values):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
-    return "\n".join([line(titles), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    return text_table(titles, cells)

@@ -40,6 +40,7 @@ from smartquant.golden import energy, layout, quant
 from smartquant.golden.device import region_csr_writes, superblocks_for
 from smartquant.golden.minilm import LAYER_MATRICES, MiniLM, matrix_name
 from smartquant.params import ControllerParams, Format, Rounding, View
+from smartquant.tables import text_table
 
 STREAM_VIEWS = ("packed", "default")          # packed-k view (2), packed-default view (4)
 RULE_ROUNDING = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT}
@@ -315,14 +316,6 @@ def energy_split(counters: Mapping, activates: int, tokens: int, requests: int |
     return report
 
 
-def _table(headers: list, rows: list) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(values):
-        return "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(values, widths)))
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
-
-
 def format_run_table(runs: list) -> str:
     """Accuracy and traffic of every streaming run (one row per static k or policy)."""
     headers = ["run", "bits/weight", "emb cos mean", "emb cos min", "DRAM lines read", "of full", "link MB",
@@ -333,7 +326,7 @@ def format_run_table(runs: list) -> str:
                      f"{run['embedding_cos_min']:.5f}", f"{run['counters']['dram_lines_read']:,}",
                      f"{run['traffic_ratio']:.4f}", f"{run['link_bytes'] / 1e6:.2f}", f"{run['activates']:,}",
                      "yes" if run["exact"] else "NO"])
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def format_energy_table(runs: list) -> str:
@@ -349,7 +342,7 @@ def format_energy_table(runs: list) -> str:
                      f"{e['total_nj'] / 1e3 / n_layers:.2f}", f"{e['total_nj_per_token']:.1f}",
                      f"{e['dram_nj_per_token']:.1f}", f"{e['link_nj_per_token']:.1f}",
                      f"{e['controller_nj_per_token']:.1f}", f"{e['pj_per_request']:.0f}"])
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 def format_layer_energy_table(run: dict) -> str:
@@ -361,7 +354,7 @@ def format_layer_energy_table(run: dict) -> str:
         rows.append([str(entry["layer"]), f"{e['dram_lines_read']:,}", f"{e['lines_delivered']:,}",
                      f"{e['activates']:,}", f"{e['dram_pj'] / 1e6:.2f}", f"{e['link_pj'] / 1e6:.2f}",
                      f"{e['controller_pj'] / 1e6:.2f}", f"{e['total_pj'] / 1e6:.2f}"])
-    return _table(headers, rows)
+    return text_table(headers, rows)
 
 
 # --- the `smartquant demo` hook ----------------------------------------------------------------------------

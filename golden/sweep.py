@@ -28,6 +28,7 @@ import numpy as np
 from smartquant.errors import SmartquantError
 from smartquant.golden import quant
 from smartquant.golden.minilm import MiniLM, TokenBatch, cosine, load_minilm, single_blas_thread
+from smartquant.tables import text_table
 
 # fixed evaluation sentences: different lengths, topics and punctuation
 SENTENCES = (
@@ -192,12 +193,7 @@ def format_table(rows, columns=COLUMNS) -> str:
     """Plain-text aligned table (text columns left, numbers right)."""
     headers = [TABLE_HEADERS.get(c, c) for c in columns]
     cells = [[_cell(row[c], c) for c in columns] for row in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    left = {"format", "rule"}
-
-    def line(values):
-        return "  ".join(v.ljust(w) if c in left else v.rjust(w) for v, w, c in zip(values, widths, columns))
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in cells])
+    return text_table(headers, cells, left={i for i, c in enumerate(columns) if c in ("format", "rule")})
 
 
 def check_csv_path(path) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
+from smartquant.tables import text_table
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = REPO_ROOT / "build" / "bench"
@@ -83,11 +84,7 @@ def run_benchmarks(names: list, config: dict | None = None, seed: int = 1,
 
 # --- tables ------------------------------------------------------------------------------------------------
 def _table(headers, rows) -> str:
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(values):
-        return "  ".join(v.rjust(w) for v, w in zip(values, widths))
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    return text_table(headers, rows, left=frozenset())
 
 
 def traffic_table(result: dict) -> str:
