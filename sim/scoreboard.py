@@ -154,15 +154,18 @@ class Scoreboard:
 
     # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
     def on_axi_address(self, kind: str, byte_address: int, beats: int) -> None:
-        """AR (kind "read") or AW ("write") handshake; reads are in request order, so are writes.
+        """AR handshake (kind "read"); reads are issued in request order."""
+        self._bursts_waiting[kind].append((byte_address, beats, None))
+        self._match_bursts()
 
-        The DUT may issue AR in the very cycle it accepts the Req (a bypass), and the monitors of one cycle run
-        in no defined order, so a burst waits here until the model has produced its counterpart."""
-        self._bursts_waiting[kind].append((byte_address, beats))
+    def on_axi_write(self, byte_address: int, beats: int, data: list[tuple[int, int]]) -> None:
+        """A whole AXI write burst (AW and all its W beats: (WDATA, WSTRB) per beat), in issue order."""
+        self._bursts_waiting["write"].append((byte_address, beats, data))
         self._match_bursts()
 
     def _match_bursts(self) -> None:
         trace = self.model.axi_bursts
+        line_bytes = self.params.line_bytes
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
             waiting = self._bursts_waiting[kind]
             while waiting:
@@ -173,21 +176,43 @@ class Scoreboard:
                 if position >= len(trace):
                     break
                 self._burst_scan[kind] = position + 1
-                byte_address, beats = waiting.popleft()
+                byte_address, beats, data = waiting.popleft()
                 index = self._burst_index[kind]
                 self._burst_index[kind] += 1
                 self.bursts_checked[kind] += 1
                 want = trace[position]
-                line = byte_address // self.params.line_bytes
-                if (line, beats) != (want.line, want.beats) or byte_address % self.params.line_bytes:
+                line = byte_address // line_bytes
+                if (line, beats) != (want.line, want.beats) or byte_address % line_bytes:
                     self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
-                                   f"expects line {want.line:#x} ({want.line * self.params.line_bytes:#x}) "
-                                   f"x{want.beats}")
+                                   f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
+                elif data is not None:
+                    self._check_write_data(index, want, data)
+
+    def _check_write_data(self, index: int, want: WriteBurst, data: list[tuple[int, int]]) -> None:
+        """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
+        line_bytes = self.params.line_bytes
+        for beat, ((value, strobe), want_strobe) in enumerate(zip(data, want.strobes)):
+            if strobe != want_strobe:
+                self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WSTRB {strobe:#x}, model "
+                               f"{want_strobe:#x}")
+                return
+            expected = int.from_bytes(want.data[beat * line_bytes:(beat + 1) * line_bytes], "little")
+            mask = int.from_bytes(bytes(0xFF if strobe >> i & 1 else 0 for i in range(line_bytes)), "little")
+            if (value ^ expected) & mask:
+                self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
+                               f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")
+                return
 
     def extra_bursts(self) -> list[str]:
-        """DUT bursts the model never issued (checked at quiescence)."""
-        return [f"AXI {kind} burst address {address:#x} x{beats}: the model issued no such burst (extra DRAM "
-                f"access)" for kind in ("read", "write") for address, beats in self._bursts_waiting[kind]]
+        """At quiescence: DUT bursts the model never issued, and model bursts the DUT never issued."""
+        problems = [f"AXI {kind} burst address {address:#x} x{beats}: the model issued no such burst (extra DRAM "
+                    f"access)" for kind in ("read", "write") for address, beats, _ in self._bursts_waiting[kind]]
+        for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
+            for burst in self.model.axi_bursts[self._burst_scan[kind]:]:
+                if isinstance(burst, wanted):
+                    problems.append(f"AXI {kind} burst at line {burst.line:#x} x{burst.beats}: the model issued it, "
+                                    f"the DUT did not (missing DRAM access)")
+        return problems
 
     def restart_bursts(self) -> None:
         """A new model (after reset) starts a new burst trace; bursts of the old one are void."""

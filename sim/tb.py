@@ -7,23 +7,20 @@
     tb.read(View.PACKED_K, line, k=3)   # queue requests; the scoreboard checks every response
     await tb.finish()                   # quiesce, check every counter, raise on any mismatch
 
-The model only sees accepted handshakes (HandshakeMonitor) and CSR writes done at quiescence. Backpressure
-and idle cycles come from `Pauses` generators seeded from the TB's own `random.Random(seed)`, so a seed
-replays a run exactly.
+The model only sees accepted handshakes (reported by sim/port_driver.py, which drives and samples every port
+in one coroutine) and CSR writes done at quiescence. Backpressure and idle cycles come from `Pauses`
+generators seeded from the TB's own `random.Random(seed)`, so a seed replays a run exactly.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
 import random
-from typing import Iterator
 
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge, Timer
-from cocotb.utils import get_sim_time
-from cocotbext.axi import AxiBus, AxiLiteBus, AxiLiteMaster, AxiRam
+from cocotb.triggers import ClockCycles, RisingEdge
 
 from smartquant.golden.device import PREDICTED_COUNTERS, DeviceModel, message_address, region_csr_writes
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY
@@ -33,21 +30,11 @@ from smartquant.params import (
     CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
     RwdOpcode, View, counter_name,
 )
-from smartquant.sim.cxl_agents import AxiAddressMonitor, HandshakeMonitor, StreamSink, StreamSource
+from smartquant.sim.harness import CONTROLLER_STATUS
+from smartquant.sim.port_driver import AxiLiteMaster, AxiMemory, PortDriver, Sink, Source
 from smartquant.sim.scoreboard import Scoreboard
 
 CLOCK_NS = 10
-
-
-def pauses(rng: random.Random, probability: float) -> Iterator[int] | None:
-    """Pause generator: 1 with the given probability each cycle (None when never pausing)."""
-    if probability <= 0:
-        return None
-
-    def generate():
-        while True:
-            yield int(rng.random() < probability)
-    return generate()
 
 
 @dataclasses.dataclass
@@ -108,60 +95,64 @@ class TB:
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params)}
         self.traffic_since_clear = False
 
-        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
+        cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start())
         dut.rst.value = 1
-        self.req_source = StreamSource(dut, "m2s_req", dut.clk, pauses(self.rng, idle))
-        self.rwd_source = StreamSource(dut, "m2s_rwd", dut.clk, pauses(self.rng, idle))
-        HandshakeMonitor(dut, "m2s_req", dut.clk, self.scoreboard.on_req, reset=dut.rst)
-        HandshakeMonitor(dut, "m2s_rwd", dut.clk, self.scoreboard.on_rwd, reset=dut.rst)
-        self.drs_sink = StreamSink(dut, "s2m_drs", dut.clk, self.scoreboard.on_drs, pauses(self.rng, backpressure),
-                                   reset=dut.rst)
-        self.ndr_sink = StreamSink(dut, "s2m_ndr", dut.clk, self.scoreboard.on_ndr, pauses(self.rng, backpressure),
-                                   reset=dut.rst)
-        # backend traffic: every AR/AW burst must be the one the model issued, in order
-        AxiAddressMonitor(dut, "axi", "ar", dut.clk, lambda a, n: self.scoreboard.on_axi_address("read", a, n),
-                          reset=dut.rst)
-        AxiAddressMonitor(dut, "axi", "aw", dut.clk, lambda a, n: self.scoreboard.on_axi_address("write", a, n),
-                          reset=dut.rst)
-        for port in ("csr", "axi"):      # cocotbext-axi's signal listing and per-access INFO lines would drown
-            logging.getLogger(f"cocotb.{dut._name}.{port}").setLevel(logging.WARNING)   # the scoreboard's report
-        self.csr = AxiLiteMaster(AxiLiteBus.from_prefix(dut, "csr", bus_separator="__"), dut.clk, dut.rst)
-        self.ram = AxiRam(AxiBus.from_prefix(dut, "axi", bus_separator="__"), dut.clk, dut.rst,
-                          size=1 << params.dram_addr_bits)
-        self.set_axi_pauses(axi_pause)
+        board = self.scoreboard
+        self.driver = driver = PortDriver(dut, dut.clk, self.rng, CONTROLLER_STATUS)
+        driver.in_reset = True
+        # callback order within a cycle: requests, AXI, responses (see sim/port_driver.py)
+        self.req_source = driver.add(Source(driver, "m2s_req", board.on_req))
+        self.rwd_source = driver.add(Source(driver, "m2s_rwd", board.on_rwd))
+        self.ram = driver.add(AxiMemory(driver, "axi", 1 << params.dram_addr_bits, params.line_bytes))
+        self.ram.on_read_burst = lambda address, beats, _id: board.on_axi_address("read", address, beats)
+        self.ram.on_write_burst = lambda address, beats, data, _id: board.on_axi_write(address, beats, data)
+        self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
+        self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
+        self.csr = driver.add(AxiLiteMaster(driver, "csr"))
+        self.set_knobs(idle=idle, backpressure=backpressure, axi_pause=axi_pause)
+        driver.start()
 
-    def set_axi_pauses(self, probability: float) -> None:
-        """Random stalls on all five AXI channels of the RAM (ready on AW/W/AR, valid on R/B)."""
-        for channel in (self.ram.write_if.aw_channel, self.ram.write_if.w_channel, self.ram.write_if.b_channel,
-                        self.ram.read_if.ar_channel, self.ram.read_if.r_channel):
-            channel.set_pause_generator(pauses(self.rng, probability))
+    def set_knobs(self, *, idle: float = 0.0, backpressure: float = 0.0, axi_pause: float = 0.0,
+                  stall_runs: float = 0.0) -> None:
+        """Idle cycles on the M2S sources, backpressure on the S2M sinks, stalls on all five AXI channels
+        (ready on AW/W/AR, valid on R/B); `stall_runs` adds long stall runs (2..24 cycles) on all of them."""
+        for source in (self.req_source, self.rwd_source):
+            source.pauses.set(idle, stall_runs)
+        for sink in (self.drs_sink, self.ndr_sink):
+            sink.pauses.set(backpressure, stall_runs)
+        for pauses in self.ram.pauses.values():
+            pauses.set(axi_pause, stall_runs)
 
     # --- reset and time -----------------------------------------------------------------------------------
+    def _set_reset(self, value: bool) -> None:
+        self.dut.rst.value = int(value)
+        self.driver.in_reset = value
+
     async def reset(self, cycles: int = 4) -> None:
-        self.dut.rst.value = 1
+        self._set_reset(True)
         await ClockCycles(self.dut.clk, cycles)
-        self.dut.rst.value = 0
+        self._set_reset(False)
         await ClockCycles(self.dut.clk, 2)
 
     @property
     def cycles(self) -> int:
-        return int(get_sim_time(unit="ns")) // CLOCK_NS
+        return self.driver.cycle
 
     # --- CSRs (always at quiescence, so the model sees them in the right place of the trace) -------------------
     async def csr_write(self, address: int, value: int) -> None:
         # The model applies the write between two requests of its trace: only at quiescence is that place
         # the same for the DUT (a region rewrite with reads queued would otherwise race the read engine).
         await self.quiesce()
-        response = await self.csr.write(address, value.to_bytes(4, "little"))
-        assert response.resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {response.resp}"
+        resp = await self.csr.write(address, value)
+        assert resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {resp}"
         self.model.csr_write(address, value)
         if address == CSR_CONTROL and value & CONTROL_CLEAR_COUNTERS:
             self.traffic_since_clear = False
 
     async def csr_read(self, address: int) -> int:
-        response = await self.csr.read(address, 4)
-        assert response.resp == AXI_RESP_OKAY, f"CSR read {address:#x} answered {response.resp}"
-        return int.from_bytes(response.data, "little")
+        data, resp = await self.csr.read(address)
+        assert resp == AXI_RESP_OKAY, f"CSR read {address:#x} answered {resp}"
+        return data
 
     async def set_nxm_as_poison(self, enable: bool) -> None:
         self.nxm_as_poison = enable
@@ -258,14 +249,14 @@ class TB:
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
         taken from AxiRam (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
-        self.dut.rst.value = 1
+        self._set_reset(True)
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
         await ClockCycles(self.dut.clk, 4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
         self.outstanding.clear()
         for listener in self.completion_listeners:
             listener(None, None)
-        self.dut.rst.value = 0
+        self._set_reset(False)
         await ClockCycles(self.dut.clk, 2)
         ram = self.ram_lines()
         expected = self.model.memory.copy()
@@ -319,7 +310,15 @@ class TB:
                 wrong.append(f"CSR {address:#05x} = {got:#x}, model {want:#x}")
         assert not wrong, "CSR mismatch: " + "; ".join(wrong)
 
+    def check_memory(self) -> None:
+        """The whole DRAM (the AXI memory) equals the model's memory, byte for byte."""
+        ram = self.ram_lines()
+        differing = np.nonzero((ram != self.model.memory).any(axis=1))[0]
+        assert differing.size == 0, (f"{differing.size} DRAM lines differ from the golden model's memory, first "
+                                     f"{[hex(line) for line in differing[:8].tolist()]}")
+
     def assert_clean(self) -> None:
+        assert not self.ram.errors, "AXI protocol violations: " + "; ".join(self.ram.errors[:10])
         board = self.scoreboard
         board.settle()
         assert board.stats.mismatches == 0, board.report()
@@ -331,6 +330,7 @@ class TB:
     async def finish(self) -> list[int]:
         await self.quiesce()
         self.assert_clean()
+        self.check_memory()
         await self.check_csrs()
         counters = await self.check_counters()
         self.assert_clean()

@@ -234,7 +234,7 @@ class RandomTraffic:
         return enables
 
     # --- a whole run ----------------------------------------------------------------------------------------
-    async def run(self, transactions: int, *, epochs: int = 8, reset_in_middle: bool = True) -> None:
+    async def run(self, transactions: int, *, epochs: int = 8, reset_in_middle: bool = False) -> None:
         tb, rng = self.tb, self.rng
         await self.new_layout()
         epoch_length = max(1, transactions // epochs)

@@ -1,0 +1,377 @@
+"""Functional coverage of the controller, sampled from what the monitors see at the DUT's ports.
+
+Pure Python (no cocotb): the testbench's monitors call the `sample_*` methods once per transaction (an accepted
+M2S message, a sent S2M message, an AXI R beat or B response, the end of a stall run, ...), never from the
+stimulus. A `Coverage` is a set of named groups of named bins with hit counts; `to_json` / `from_json` / `merge`
+combine runs of the same `ControllerParams`.
+
+The bins are data: each group is one entry of `GROUPS` (group name -> the bin names a parameter set defines),
+built from the small tables below, so adding a bin is one line. A bin a parameter set makes impossible (a B = 16
+format when b_max < 16, a k above b_max) is not defined for it. A sample that lands outside the defined bins
+(e.g. a stall on B, whose ready the DUT ties to 1) is not lost: it is counted in `unexpected`, which the table
+reports, and which does not count towards the percentage.
+
+Meaning of "mapped" (`ReadDecode.mapped`, from `decode_for_coverage`): a MemRd / MemRdData of that address is
+served from a region (not answered as unmapped / illegal k, docs/DEVICE.md section 3). A write is a mapped
+write when `decode` is not None and its view is 0..5 (the k field and the line in the block slot do not matter
+to writes); writes through views 2..5 are mapped (and dropped by the DUT).
+"""
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from amaranth.hdl import Shape
+
+from smartquant.hdl.cxl.messages import drs_layout, req_layout, rwd_layout
+from smartquant.params import (
+    MAX_PLANE_RUN, ControllerParams, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode, View,
+)
+
+if TYPE_CHECKING:
+    from smartquant.golden.device import DeviceModel
+
+# --- tables: one per group ------------------------------------------------------------------------------------
+CXL_CHANNELS = ("m2s_req", "m2s_rwd", "s2m_drs", "s2m_ndr")
+AXI_CHANNELS = ("aw", "w", "b", "ar", "r")
+# channels whose valid-without-ready runs are binned: not B, whose bready the DUT ties to 1
+# (hdl/engine/write_path.py), so a B stall is unreachable; one would be counted as unexpected
+STALL_CHANNELS = CXL_CHANNELS + ("aw", "w", "ar", "r")
+STALL_RUNS = (("1 cycle", 1), ("2-7 cycles", 2), (">=8 cycles", 8))   # (bin, shortest run in it), ascending
+
+# (name, Format, B): defined when B <= b_max
+FORMATS = (("INT2", Format.INT, 2), ("INT4", Format.INT, 4), ("INT8", Format.INT, 8), ("INT16", Format.INT, 16),
+           ("BF16", Format.BF16, 16))
+VIEWS = (View.RAW, View.WEIGHT_MAJOR, View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT)
+EXPANDED_VIEWS = (View.WEIGHT_MAJOR, View.EXPANDED_K, View.EXPANDED_DEFAULT)
+PACKED_VIEWS = (View.PACKED_K, View.PACKED_DEFAULT)
+PLANE_RUNS = tuple(1 << n for n in range(MAX_PLANE_RUN.bit_length()))          # 1, 2, 4, ..., 64
+FILL_ROUNDINGS = (Rounding.FLOOR, Rounding.MIDPOINT, Rounding.TOWARD_ZERO)
+READ_OPCODES = (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
+WRITE_OPCODES = (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL)
+
+WRITE_ENABLES = (
+    "MemWr",                          # byte_enable ignored (all ones)
+    "MemWrPtl all enabled",
+    "MemWrPtl some enabled",          # neither all nor none
+    "MemWrPtl partial B-byte group",  # mapped weight-major write with a B-byte group neither all-on nor all-off
+    "MemWrPtl none enabled",
+)
+AXI_ERRORS = ("read error", "write error")            # RRESP != OKAY on an R beat, BRESP != OKAY on a B
+POISON_TABLE_EVENTS = ("fill", "overflow", "clear")
+POISONED_RESPONSES = ("mapped read",)                  # DRS MemData, poison = 1, answering a mapped read
+NXM_MODES = {False: "nxm_as_poison off", True: "nxm_as_poison on"}
+TAG_REUSE = ("tag reused",)
+REGION_REWRITES = {False: "at quiescence", True: "with traffic in flight"}
+RESET_OBLIGATIONS = ("R beats owed", "B owed", "W beats owed")
+QUEUED_READERS = ((">= request_depth", lambda p: p.request_depth),)     # (bin, fewest readers of one key)
+DEV_LOAD_CHANNELS = ("DRS", "NDR")
+
+
+def _field_width(layout, name: str) -> int:
+    return next(Shape.cast(field.shape).width for field_name, field in layout if field_name == name)
+
+
+def opcode_name(enum_type, value: int, width: int) -> str:
+    """Opcode bin name: the enum member's name, or reserved_0b.... for unnamed values."""
+    try:
+        return enum_type(value).name
+    except ValueError:
+        return f"reserved_0b{value:0{width}b}"
+
+
+def format_name(fmt: int, B: int) -> str:
+    return "BF16" if fmt == Format.BF16 else f"INT{B}"
+
+
+def _enum_name(enum_type, value: int) -> str:
+    try:
+        return enum_type(value).name
+    except ValueError:
+        return str(value)
+
+
+def _formats(p: ControllerParams) -> list[tuple[str, int]]:
+    return [(name, B) for name, _, B in FORMATS if B <= p.b_max]
+
+
+def _opcode_bins(enum_type, width: int) -> list[str]:
+    return [opcode_name(enum_type, value, width) for value in range(1 << width)]
+
+
+def _view_format(p: ControllerParams) -> list[str]:
+    return [f"{view.name}/{f}" for view in VIEWS for f, _ in _formats(p)]
+
+
+# group -> bins of a parameter set, in report order
+GROUPS = (
+    ("read view x format", _view_format),
+    ("write view x format", _view_format),
+    ("format x k", lambda p: [f"{f}/k={k}" for f, B in _formats(p) for k in range(1, B + 1)]),
+    ("format x plane run", lambda p: [f"{f}/R={R}" for f, _ in _formats(p) for R in PLANE_RUNS]),
+    ("fill x format", lambda p: [f"{r.name}/{f}" for r in FILL_ROUNDINGS for f, _ in _formats(p)]),
+    ("req opcode", lambda p: _opcode_bins(ReqOpcode, _field_width(req_layout(p), "opcode"))),
+    ("rwd opcode", lambda p: _opcode_bins(RwdOpcode, _field_width(rwd_layout(p), "opcode"))),
+    ("write enables", lambda p: list(WRITE_ENABLES)),
+    ("stall", lambda p: [f"{c}/{run}" for c in STALL_CHANNELS for run, _ in STALL_RUNS]),
+    ("axi errors", lambda p: list(AXI_ERRORS)),
+    ("poison table", lambda p: list(POISON_TABLE_EVENTS)),
+    ("poisoned response", lambda p: list(POISONED_RESPONSES)),
+    ("nxm", lambda p: list(NXM_MODES.values())),
+    ("tag reuse", lambda p: list(TAG_REUSE)),
+    ("region rewrite", lambda p: list(REGION_REWRITES.values())),
+    ("reset", lambda p: list(RESET_OBLIGATIONS)),
+    ("queued readers", lambda p: [name for name, _ in QUEUED_READERS]),
+    ("dev load", lambda p: [f"{c}/{level}" for c in DEV_LOAD_CHANNELS
+                            for level in range(1 << _field_width(drs_layout(p), "dev_load"))]),
+)
+
+
+# --- address decode (what the golden model knows at acceptance time) -------------------------------------------
+@dataclass(frozen=True)
+class ReadDecode:
+    """An address as the golden model decodes it: view, region format / B / R / rounding, the effective k
+    (address k for views 2 and 3, the region default for 4 and 5, B for weight-major, 0 for raw and views 6, 7),
+    and whether a read of it is served (mapped) rather than answered as unmapped / illegal k."""
+    view: int
+    fmt: int
+    B: int
+    R: int
+    k: int
+    rounding: int
+    mapped: bool
+
+
+def decode_for_coverage(model: "DeviceModel", address: int) -> ReadDecode | None:
+    """Decode a message address (HPA >> log2(line bytes)) with the model's current region table.
+
+    None when no active region holds the line (or bits above the map are set); otherwise the region's fields,
+    with mapped = False for reserved views 6 and 7, illegal k (0 or > B) and packed line j >= k."""
+    view, k_field, match = model._decode(address)
+    if match is None:
+        return None
+    _, config, L = match
+    if view == View.WEIGHT_MAJOR:
+        k = config.B
+    elif view in (View.PACKED_K, View.EXPANDED_K):
+        k = k_field
+    elif view in (View.PACKED_DEFAULT, View.EXPANDED_DEFAULT):
+        k = config.default_k
+    else:                                    # raw, reserved
+        k = 0
+    if view == View.RAW:
+        mapped = True
+    elif view > View.EXPANDED_DEFAULT:
+        mapped = False
+    else:
+        mapped = 1 <= k <= config.B and not (view in PACKED_VIEWS and L % config.B >= k)
+    return ReadDecode(view=view, fmt=config.fmt, B=config.B, R=config.R, k=k, rounding=config.rounding,
+                      mapped=mapped)
+
+
+# --- the model ----------------------------------------------------------------------------------------------
+class Coverage:
+    """Hit counts of every bin `GROUPS` defines for one parameter set."""
+
+    JSON_VERSION = 1
+
+    def __init__(self, params: ControllerParams):
+        self.params = params
+        self._hits: dict[str, dict[str, int]] = {group: dict.fromkeys(bins(params), 0) for group, bins in GROUPS}
+        self.unexpected: collections.Counter[str] = collections.Counter()   # "group/bin" sampled but not defined
+        self._req_width = _field_width(req_layout(params), "opcode")
+        self._rwd_width = _field_width(rwd_layout(params), "opcode")
+        self._all_bytes = (1 << params.line_bytes) - 1
+        # run state, not coverage (neither saved nor merged): tag -> mapped? of reads awaiting their DRS
+        self._pending_reads: dict[int, collections.deque[bool]] = {}
+
+    def _hit(self, group: str, name: str) -> None:
+        bins = self._hits[group]
+        if name in bins:
+            bins[name] += 1
+        else:
+            self.unexpected[f"{group}/{name}"] += 1
+
+    # --- M2S, as accepted ---------------------------------------------------------------------------------
+    def sample_req(self, fields: dict, decode: ReadDecode | None) -> None:
+        opcode = int(fields["opcode"])
+        self._hit("req opcode", opcode_name(ReqOpcode, opcode, self._req_width))
+        if opcode not in READ_OPCODES:
+            return
+        mapped = decode is not None and decode.mapped
+        self._pending_reads.setdefault(int(fields["tag"]), collections.deque()).append(mapped)
+        if not mapped:
+            return
+        f = format_name(decode.fmt, decode.B)
+        self._hit("read view x format", f"{_enum_name(View, decode.view)}/{f}")
+        self._hit("format x plane run", f"{f}/R={decode.R}")
+        if decode.view != View.RAW:
+            self._hit("format x k", f"{f}/k={decode.k}")
+        if decode.view in EXPANDED_VIEWS and decode.k < decode.B:
+            self._hit("fill x format", f"{_enum_name(Rounding, decode.rounding)}/{f}")
+
+    def sample_rwd(self, fields: dict, decode: ReadDecode | None) -> None:
+        opcode = int(fields["opcode"])
+        self._hit("rwd opcode", opcode_name(RwdOpcode, opcode, self._rwd_width))
+        if opcode not in WRITE_OPCODES:
+            return
+        mapped = decode is not None and decode.view <= View.EXPANDED_DEFAULT
+        if opcode == RwdOpcode.MEM_WR:
+            self._hit("write enables", "MemWr")
+        else:
+            enables = int(fields["byte_enable"])
+            self._hit("write enables", "MemWrPtl all enabled" if enables == self._all_bytes
+                      else "MemWrPtl none enabled" if enables == 0 else "MemWrPtl some enabled")
+            if mapped and decode.view == View.WEIGHT_MAJOR and self._partial_group(enables, decode.B):
+                self._hit("write enables", "MemWrPtl partial B-byte group")
+        if mapped:
+            self._hit("write view x format", f"{_enum_name(View, decode.view)}/{format_name(decode.fmt, decode.B)}")
+
+    def _partial_group(self, enables: int, B: int) -> bool:
+        group_mask = (1 << B) - 1
+        return any(0 < (enables >> shift) & group_mask < group_mask
+                   for shift in range(0, self.params.line_bytes, B))
+
+    # --- S2M, as sent -------------------------------------------------------------------------------------
+    def sample_drs(self, fields: dict) -> None:
+        self._hit("dev load", f"DRS/{int(fields['dev_load'])}")
+        tag = int(fields["tag"])
+        pending = self._pending_reads.get(tag)
+        mapped = bool(pending) and pending.popleft()
+        if pending is not None and not pending:
+            del self._pending_reads[tag]
+        if mapped and int(fields["poison"]) and int(fields["opcode"]) == DrsOpcode.MEM_DATA:
+            self._hit("poisoned response", "mapped read")
+
+    def sample_ndr(self, fields: dict) -> None:
+        self._hit("dev load", f"NDR/{int(fields['dev_load'])}")
+
+    # --- AXI, as seen on the port -------------------------------------------------------------------------
+    def sample_axi_read_response(self, resp: int) -> None:
+        if resp:
+            self._hit("axi errors", "read error")
+
+    def sample_axi_write_response(self, resp: int) -> None:
+        if resp:
+            self._hit("axi errors", "write error")
+
+    def sample_stall(self, channel: str, cycles: int) -> None:
+        """A run of `cycles` consecutive cycles with valid = 1 and ready = 0 on `channel` ended."""
+        if channel not in CXL_CHANNELS + AXI_CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}: expected one of {CXL_CHANNELS + AXI_CHANNELS}")
+        if cycles < 1:
+            return
+        run = [name for name, shortest in STALL_RUNS if cycles >= shortest][-1]
+        self._hit("stall", f"{channel}/{run}")
+
+    # --- events the testbench recognises ------------------------------------------------------------------
+    def sample_tag_reuse(self) -> None:
+        self._hit("tag reuse", "tag reused")
+
+    def sample_poison_table(self, event: str) -> None:
+        if event not in POISON_TABLE_EVENTS:
+            raise ValueError(f"unknown poison table event {event!r}: expected one of {POISON_TABLE_EVENTS}")
+        self._hit("poison table", event)
+
+    def sample_nxm(self, nxm_as_poison: bool) -> None:
+        self._hit("nxm", NXM_MODES[bool(nxm_as_poison)])
+
+    def sample_region_rewrite(self, with_traffic_in_flight: bool) -> None:
+        self._hit("region rewrite", REGION_REWRITES[bool(with_traffic_in_flight)])
+
+    def sample_reset(self, r_beats_owed: int, b_owed: int, w_beats_owed: int) -> None:
+        for name, owed in zip(RESET_OBLIGATIONS, (r_beats_owed, b_owed, w_beats_owed)):
+            if owed > 0:
+                self._hit("reset", name)
+        self._pending_reads.clear()          # a reset drops every outstanding request
+
+    def sample_queued_readers(self, n: int) -> None:
+        for name, fewest in QUEUED_READERS:
+            if n >= fewest(self.params):
+                self._hit("queued readers", name)
+
+    # --- results ------------------------------------------------------------------------------------------
+    def bins(self) -> dict[str, dict[str, int]]:
+        return {group: dict(bins) for group, bins in self._hits.items()}
+
+    def missed(self) -> list[str]:
+        return [f"{group}/{name}" for group, bins in self._hits.items() for name, hits in bins.items() if not hits]
+
+    def _totals(self) -> tuple[int, int]:
+        defined = sum(len(bins) for bins in self._hits.values())
+        hit = sum(1 for bins in self._hits.values() for hits in bins.values() if hits)
+        return hit, defined
+
+    def percent(self) -> float:
+        hit, defined = self._totals()
+        return 100.0 * hit / defined if defined else 100.0
+
+    @staticmethod
+    def _format_percent(value: float) -> str:
+        # rounded down: never print 100.0% while a bin is missed
+        return f"{math.floor(value * 10 + 1e-9) / 10:.1f}%"
+
+    def summary_line(self) -> str:
+        hit, defined = self._totals()
+        line = f"coverage: {self._format_percent(self.percent())} of {defined} bins"
+        return line if hit == defined else f"{line}, {defined - hit} missed"
+
+    def table(self) -> str:
+        rows = []
+        for group, bins in self._hits.items():
+            hit = sum(1 for hits in bins.values() if hits)
+            rows.append((group, f"{hit} / {len(bins)}", self._format_percent(100.0 * hit / len(bins))))
+        hit, defined = self._totals()
+        rows.append(("total", f"{hit} / {defined}", self._format_percent(self.percent())))
+        header = ("group", "bins hit", "percent")
+        widths = [max(len(row[i]) for row in rows + [header]) for i in range(3)]
+        lines = [f"{header[0]:<{widths[0]}}  {header[1]:>{widths[1]}}  {header[2]:>{widths[2]}}",
+                 "  ".join("-" * w for w in widths)]
+        for i, (group, count, pct) in enumerate(rows):
+            if i == len(rows) - 1:
+                lines.append("  ".join("-" * w for w in widths))
+            lines.append(f"{group:<{widths[0]}}  {count:>{widths[1]}}  {pct:>{widths[2]}}")
+        for name, hits in sorted(self.unexpected.items()):
+            lines.append(f"unexpected: {name} ({hits} hits)")
+        return "\n".join(lines)
+
+    # --- persistence and merging --------------------------------------------------------------------------
+    def to_json(self) -> dict:
+        return {"version": self.JSON_VERSION, "params": self.params.as_dict(), "bins": self.bins(),
+                "unexpected": dict(self.unexpected)}
+
+    @classmethod
+    def from_json(cls, params: ControllerParams, data: dict) -> "Coverage":
+        if data.get("version") != cls.JSON_VERSION:
+            raise ValueError(f"coverage data version {data.get('version')!r}, expected {cls.JSON_VERSION}")
+        if data.get("params") != params.as_dict():
+            raise ValueError(f"coverage data is for parameters {data.get('params')}, not {params.as_dict()}")
+        coverage = cls(params)
+        for group, bins in data["bins"].items():
+            for name, hits in bins.items():
+                if name not in coverage._hits.get(group, {}):
+                    raise ValueError(f"coverage data has bin {group}/{name}, which these parameters do not define")
+                coverage._hits[group][name] = int(hits)
+        coverage.unexpected.update({name: int(hits) for name, hits in data.get("unexpected", {}).items()})
+        return coverage
+
+    def merge(self, other: "Coverage") -> None:
+        """Add the hits of another run of the same parameter set."""
+        if other.params != self.params:
+            raise ValueError(f"cannot merge coverage of {other.params} into {self.params}")
+        for group, bins in other._hits.items():
+            for name, hits in bins.items():
+                self._hit_n(group, name, hits)
+        self.unexpected.update(other.unexpected)
+
+    def _hit_n(self, group: str, name: str, hits: int) -> None:
+        if name in self._hits.get(group, {}):
+            self._hits[group][name] += hits
+        else:
+            self.unexpected[f"{group}/{name}"] += hits
+
+
+__all__ = ["Coverage", "ReadDecode", "decode_for_coverage", "GROUPS", "CXL_CHANNELS", "AXI_CHANNELS",
+           "STALL_CHANNELS", "format_name", "opcode_name"]

@@ -1,0 +1,435 @@
+"""One coroutine that drives and samples every port of the DUT, once per clock cycle.
+
+Why one coroutine: each cocotb wake-up and each VPI access costs microseconds of Python, and the W = 512
+controller itself simulates at ~150k cycles/s with ports-only visibility. Per-channel agents (one coroutine per
+channel and per AXI channel, as cocotbext-axi and the first testbench had) spent ~20 wake-ups a cycle. Here a
+cycle is two wake-ups (after the rising edge: drive; ReadOnly: sample), one read of the harness's `tb_status`
+vector (every valid/ready the DUT drives, sim/harness.py), writes only of inputs that change, and payload reads
+only on a handshake.
+
+Timing discipline (the same for every channel): inputs are written right after a rising edge; in the ReadOnly
+phase of that cycle everything is settled, and `valid & ready` seen there is a transfer that completes at the
+next rising edge. Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B,
+then S2M responses (DRS, NDR), so a response is never reported before the request it answers.
+
+Parts:
+* `Source`: an M2S stream into the DUT from a queue; VALID stays up until the handshake (no retraction).
+* `Sink`: an S2M stream out of the DUT, READY from a `Pauses` generator; reports every stall run.
+* `AxiMemory`: the AXI4 subordinate (device DRAM): a byte array, INCR bursts, W before or after AW,
+  per-channel pauses, a configurable read latency, injected SLVERR on chosen lines, and protocol checks. It
+  is not reset with the DUT: a controller reset leaves the memory and its responses in flight (a CXL link
+  reset need not reset the DRAM controller), so late R beats and B responses still arrive.
+* `AxiLiteMaster`: CSR reads and writes, one at a time.
+Every part reads its inputs from the same `tb_status` sample; `PortDriver.run` is the only coroutine.
+"""
+from __future__ import annotations
+
+import collections
+import random
+from typing import Callable
+
+import cocotb
+import numpy as np
+from cocotb.triggers import Event, ReadOnly, RisingEdge
+
+AXI_OKAY, AXI_SLVERR = 0b00, 0b10
+
+
+class Pauses:
+    """Per-cycle pause decisions of one channel: independent pauses at `rate`, plus stall runs started at
+    `run_rate` that last 2..`max_run` cycles (long runs exercise full queues; independent pauses do not)."""
+
+    def __init__(self, rng: random.Random, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24):
+        self.rng = rng
+        self.set(rate, run_rate, max_run)
+        self.remaining = 0
+
+    def set(self, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24) -> None:
+        self.rate, self.run_rate, self.max_run = rate, run_rate, max_run
+
+    def __call__(self) -> bool:
+        if self.remaining:
+            self.remaining -= 1
+            return True
+        if not (self.rate or self.run_rate):
+            return False
+        roll = self.rng.random()
+        if roll < self.run_rate:
+            self.remaining = self.rng.randint(1, self.max_run - 1)
+            return True
+        return roll < self.run_rate + self.rate
+
+
+class _Port:
+    """Writes an input only when its value changes (a VPI write costs as much as a read)."""
+
+    def __init__(self, handle, value: int = 0):
+        self.handle = handle
+        self.last = value
+        handle.value = value
+
+    def set(self, value: int) -> None:
+        if value != self.last:
+            self.handle.value = value
+            self.last = value
+
+
+class Source:
+    """M2S stream into the DUT. `on_accept(payload)` reports every transfer the DUT accepted."""
+
+    def __init__(self, driver: "PortDriver", prefix: str, on_accept: Callable[[int], None] | None = None):
+        dut = driver.dut
+        self.name = prefix
+        self.valid = _Port(getattr(dut, f"{prefix}__valid"))
+        self.payload = _Port(getattr(dut, f"{prefix}__payload"))
+        self.ready_mask = driver.mask(f"{prefix}__ready")
+        self.queue: collections.deque[int] = collections.deque()
+        self.pauses = Pauses(driver.rng)
+        self.on_accept = on_accept
+        self.driving = False
+        self.sent = 0
+        self.stall = 0
+        self.on_stall: Callable[[str, int], None] | None = None
+
+    def send_nowait(self, payload: int) -> None:
+        self.queue.append(int(payload))
+
+    def idle(self) -> bool:
+        return not self.queue
+
+    def flush(self) -> list[int]:
+        dropped = list(self.queue)
+        self.queue.clear()
+        self.driving = False
+        self.valid.set(0)
+        return dropped
+
+    def drive(self) -> None:
+        if not self.driving and self.queue and not self.pauses():
+            self.payload.set(self.queue[0])
+            self.driving = True
+        self.valid.set(int(self.driving))
+
+    def sample(self, status: int) -> None:
+        if not self.driving:
+            return
+        if status & self.ready_mask:
+            payload = self.queue.popleft()
+            self.driving = False
+            self.sent += 1
+            if self.stall and self.on_stall:
+                self.on_stall(self.name, self.stall)
+            self.stall = 0
+            if self.on_accept is not None:
+                self.on_accept(payload)
+        else:
+            self.stall += 1
+
+
+class Sink:
+    """S2M stream out of the DUT: READY from `pauses`; `callback(payload)` for every transfer."""
+
+    def __init__(self, driver: "PortDriver", prefix: str, callback: Callable[[int], None]):
+        dut = driver.dut
+        self.name = prefix
+        self.ready = _Port(getattr(dut, f"{prefix}__ready"))
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.valid_mask = driver.mask(f"{prefix}__valid")
+        self.pauses = Pauses(driver.rng)
+        self.callback = callback
+        self.received = 0
+        self.stall = 0
+        self.on_stall: Callable[[str, int], None] | None = None
+        self.driver = driver
+
+    def drive(self) -> None:
+        self.ready.set(0 if self.pauses() else 1)
+
+    def sample(self, status: int) -> None:
+        if not status & self.valid_mask or self.driver.in_reset:
+            return
+        if self.ready.last:
+            self.received += 1
+            if self.stall and self.on_stall:
+                self.on_stall(self.name, self.stall)
+            self.stall = 0
+            self.callback(int(self.payload.value))
+        else:
+            self.stall += 1
+
+
+class AxiMemory:
+    """AXI4 subordinate over a byte array (see the module docstring). Callbacks:
+    on_read_burst(byte_address, beats, arid), on_write_burst(byte_address, beats, [(data, strobe), ...], awid),
+    on_read_response(rresp), on_write_response(bresp), on_stall(channel, cycles)."""
+
+    def __init__(self, driver: "PortDriver", prefix: str, size: int, line_bytes: int, *, read_latency: int = 2,
+                 max_reads: int = 8):
+        dut = driver.dut
+        self.driver = driver
+        self.size = size
+        self.line_bytes = line_bytes
+        self.memory = np.zeros(size, dtype=np.uint8)
+        self.read_latency = read_latency
+        self.max_reads = max_reads          # bursts the memory queues before it stops accepting AR
+        rng = driver.rng
+        self.pauses = {channel: Pauses(rng) for channel in ("aw", "w", "b", "ar", "r")}
+        self.read_error_lines: set[int] = set()
+        self.write_error_lines: set[int] = set()
+
+        def handle(name):
+            return getattr(dut, f"{prefix}__{name}")
+        self.arready, self.awready, self.wready = (_Port(handle(n)) for n in ("arready", "awready", "wready"))
+        self.rvalid, self.rlast, self.rresp, self.rid = (_Port(handle(n)) for n in ("rvalid", "rlast", "rresp", "rid"))
+        self.rdata = _Port(handle("rdata"))
+        self.bvalid, self.bresp, self.bid = (_Port(handle(n)) for n in ("bvalid", "bresp", "bid"))
+        self.ar = {n: handle(f"ar{n}") for n in ("addr", "len", "id", "size", "burst")}
+        self.aw = {n: handle(f"aw{n}") for n in ("addr", "len", "id", "size", "burst")}
+        self.wdata, self.wstrb, self.wlast = handle("wdata"), handle("wstrb"), handle("wlast")
+        self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
+                                                                      "bready")}
+        self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, error, ready_at]
+        self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats] AW accepted
+        self.w_beats: collections.deque[tuple[int, int, int]] = collections.deque()   # (data, strobe, last)
+        self.responses: collections.deque[tuple[int, int, int]] = collections.deque()  # (id, resp, ready_at)
+        self.r_presenting = False
+        self.b_presenting = False
+        self.stalls = {channel: 0 for channel in ("aw", "w", "ar", "r", "b")}
+        self.on_read_burst = self.on_write_burst = self.on_read_response = self.on_write_response = None
+        self.on_stall: Callable[[str, int], None] | None = None
+        self.errors: list[str] = []          # AXI protocol violations seen on the manager side
+
+    # --- backdoor --------------------------------------------------------------------------------------------
+    def read(self, address: int, length: int) -> bytes:
+        return self.memory[address:address + length].tobytes()
+
+    def write(self, address: int, data: bytes) -> None:
+        self.memory[address:address + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def outstanding(self) -> tuple[int, int, int]:
+        """(R beats owed, B responses owed, W beats still expected) for accepted AR/AW bursts."""
+        r_beats = sum(burst[2] for burst in self.reads)
+        w_beats = sum(write[2] for write in self.writes) - len(self.w_beats)
+        return r_beats, len(self.responses) + len(self.writes), max(0, w_beats)
+
+    # --- per cycle -------------------------------------------------------------------------------------------
+    def drive(self) -> None:
+        cycle = self.driver.cycle
+        p = self.pauses
+        self.arready.set(0 if len(self.reads) >= self.max_reads or p["ar"]() else 1)
+        self.awready.set(0 if p["aw"]() else 1)
+        self.wready.set(0 if p["w"]() else 1)
+        if not self.r_presenting and self.reads and self.reads[0][4] <= cycle and not p["r"]():
+            arid, line, beats, _, _ = self.reads[0]
+            address = line * self.line_bytes
+            self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes].tobytes(), "little"))
+            self.rresp.set(AXI_SLVERR if line in self.read_error_lines else AXI_OKAY)
+            self.rlast.set(int(beats == 1))
+            self.rid.set(arid)
+            self.r_presenting = True
+        self.rvalid.set(int(self.r_presenting))
+        if not self.b_presenting and self.responses and self.responses[0][2] <= cycle and not p["b"]():
+            bid, bresp, _ = self.responses[0]
+            self.bid.set(bid)
+            self.bresp.set(bresp)
+            self.b_presenting = True
+        self.bvalid.set(int(self.b_presenting))
+
+    def _stall(self, channel: str, stalled: bool) -> None:
+        if stalled:
+            self.stalls[channel] += 1
+        elif self.stalls[channel]:
+            if self.on_stall:
+                self.on_stall(channel, self.stalls[channel])
+            self.stalls[channel] = 0
+
+    def _check_burst(self, kind: str, fields: dict) -> tuple[int, int, int]:
+        address, beats = int(fields["addr"].value), int(fields["len"].value) + 1
+        axi_id, size, burst = int(fields["id"].value), int(fields["size"].value), int(fields["burst"].value)
+        line_bits = (self.line_bytes - 1).bit_length()
+        if size != line_bits or burst != 0b01 or address % self.line_bytes:
+            self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
+                               f"burst at a line address)")
+        if address // 4096 != (address + beats * self.line_bytes - 1) // 4096:
+            self.errors.append(f"{kind} burst at {address:#x} x{beats} crosses a 4 KiB boundary")
+        if address + beats * self.line_bytes > self.size:
+            self.errors.append(f"{kind} burst at {address:#x} x{beats} runs past the memory ({self.size} bytes)")
+        return address, beats, axi_id
+
+    def sample(self, status: int) -> None:
+        m = self.m
+        cycle = self.driver.cycle
+        if status & m["arvalid"]:
+            if self.arready.last:
+                address, beats, arid = self._check_burst("read", self.ar)
+                first = address // self.line_bytes
+                self.reads.append([arid, first, beats, False, cycle + self.read_latency])
+                if self.on_read_burst:
+                    self.on_read_burst(address, beats, arid)
+            self._stall("ar", not self.arready.last)
+        if status & m["awvalid"]:
+            if self.awready.last:
+                address, beats, awid = self._check_burst("write", self.aw)
+                self.writes.append([awid, address // self.line_bytes, beats])
+            self._stall("aw", not self.awready.last)
+        if status & m["wvalid"]:
+            if self.wready.last:
+                self.w_beats.append((int(self.wdata.value), int(self.wstrb.value), int(self.wlast.value)))
+            self._stall("w", not self.wready.last)
+        while self.writes and len(self.w_beats) >= self.writes[0][2]:
+            self._complete_write(cycle)
+        if self.r_presenting:
+            if status & m["rready"]:
+                self.r_presenting = False
+                burst = self.reads[0]
+                if self.on_read_response:
+                    self.on_read_response(self.rresp.last)
+                burst[1] += 1
+                burst[2] -= 1
+                if burst[2] == 0:
+                    self.reads.popleft()
+            self._stall("r", not status & m["rready"])
+        if self.b_presenting:
+            if status & m["bready"]:
+                self.b_presenting = False
+                self.responses.popleft()
+                if self.on_write_response:
+                    self.on_write_response(self.bresp.last)
+            self._stall("b", not status & m["bready"])
+
+    def _complete_write(self, cycle: int) -> None:
+        awid, first, beats = self.writes.popleft()
+        data = [self.w_beats.popleft() for _ in range(beats)]
+        lasts = [last for _, _, last in data]
+        if lasts != [0] * (beats - 1) + [1]:
+            self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
+        failed = False
+        for beat, (value, strobe, _) in enumerate(data):
+            line = first + beat
+            failed |= line in self.write_error_lines
+            if strobe:
+                address = line * self.line_bytes
+                new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
+                enables = np.unpackbits(np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"),
+                                                      dtype=np.uint8), bitorder="little").astype(bool)
+                window = self.memory[address:address + self.line_bytes]
+                window[enables] = new[enables]
+        self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
+        if self.on_write_burst:
+            self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _ in data], awid)
+
+
+class AxiLiteMaster:
+    """CSR accesses over AXI4-Lite, one at a time: `await write(address, value)` -> BRESP,
+    `await read(address)` -> (data, RRESP)."""
+
+    def __init__(self, driver: "PortDriver", prefix: str):
+        dut = driver.dut
+
+        def handle(name):
+            return getattr(dut, f"{prefix}__{name}")
+        self.awaddr, self.awvalid, self.wdata, self.wstrb, self.wvalid, self.bready = (
+            _Port(handle(n)) for n in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready"))
+        self.araddr, self.arvalid, self.rready = (_Port(handle(n)) for n in ("araddr", "arvalid", "rready"))
+        _Port(handle("awprot")), _Port(handle("arprot"))
+        self.bresp, self.rresp, self.rdata = handle("bresp"), handle("rresp"), handle("rdata")
+        self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
+                                                                      "rvalid")}
+        self.ops: collections.deque = collections.deque()
+        self.state: dict | None = None
+
+    async def write(self, address: int, value: int) -> int:
+        op = {"kind": "write", "address": address, "value": value, "done": Event()}
+        self.ops.append(op)
+        await op["done"].wait()
+        return op["resp"]
+
+    async def read(self, address: int) -> tuple[int, int]:
+        op = {"kind": "read", "address": address, "done": Event()}
+        self.ops.append(op)
+        await op["done"].wait()
+        return op["data"], op["resp"]
+
+    def idle(self) -> bool:
+        return self.state is None and not self.ops
+
+    def drive(self) -> None:
+        if self.state is None and self.ops:
+            self.state = op = self.ops.popleft()
+            if op["kind"] == "write":
+                op["aw"] = op["w"] = False
+                self.awaddr.set(op["address"])
+                self.wdata.set(op["value"])
+                self.wstrb.set(0xF)
+            else:
+                op["ar"] = False
+                self.araddr.set(op["address"])
+        op = self.state
+        writing = op is not None and op["kind"] == "write"
+        reading = op is not None and op["kind"] == "read"
+        self.awvalid.set(int(writing and not op["aw"]))
+        self.wvalid.set(int(writing and not op["w"]))
+        self.bready.set(int(writing))
+        self.arvalid.set(int(reading and not op["ar"]))
+        self.rready.set(int(reading))
+
+    def sample(self, status: int) -> None:
+        op, m = self.state, self.m
+        if op is None:
+            return
+        if op["kind"] == "write":
+            if self.awvalid.last and status & m["awready"]:
+                op["aw"] = True
+            if self.wvalid.last and status & m["wready"]:
+                op["w"] = True
+            if status & m["bvalid"]:
+                op["resp"] = int(self.bresp.value)
+                self._done(op)
+        else:
+            if self.arvalid.last and status & m["arready"]:
+                op["ar"] = True
+            if status & m["rvalid"]:
+                op["data"], op["resp"] = int(self.rdata.value), int(self.rresp.value)
+                self._done(op)
+
+    def _done(self, op: dict) -> None:
+        self.state = None
+        op["done"].set()
+
+
+class PortDriver:
+    """Owns the clock loop: every registered part drives after the rising edge and samples in ReadOnly."""
+
+    def __init__(self, dut, clk, rng: random.Random, status_names: tuple[str, ...]):
+        self.dut = dut
+        self.clk = clk
+        self.rng = rng
+        self.status_names = status_names
+        self.status = dut.tb_status
+        self.cycle = 0
+        self.in_reset = False
+        self.parts: list = []      # in callback order
+        self._task = None
+
+    def mask(self, name: str) -> int:
+        return 1 << self.status_names.index(name)
+
+    def add(self, part):
+        self.parts.append(part)
+        return part
+
+    def start(self) -> None:
+        self._task = cocotb.start_soon(self._run())
+
+    async def _run(self) -> None:
+        parts = self.parts
+        status_handle = self.status
+        while True:
+            await RisingEdge(self.clk)
+            self.cycle += 1
+            for part in parts:
+                part.drive()
+            await ReadOnly()
+            status = int(status_handle.value)
+            for part in parts:
+                part.sample(status)
