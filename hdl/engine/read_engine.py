@@ -120,7 +120,13 @@ class ReadEngine(wiring.Component):
         slots = p.buffer_slots
         slot_bits = max(1, (slots - 1).bit_length())
         line_index_bits = max(1, (p.b_max - 1).bit_length())
-        count_bits = (p.request_depth + 2).bit_length()
+        # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
+        # fetch latency of a whole block (one DRS per cycle while streaming).
+        serve_depth = p.request_depth + p.b_max
+        # `waiting` counts the reads of one (slot, generation) in the serve FIFO: a read is claimed when it is
+        # written there and released when it leaves for the DRS register, so the count is at most serve_depth
+        # (all queued reads hitting one block while the DRS is held off).
+        count_bits = serve_depth.bit_length()
 
         # ---- dispatch ----------------------------------------------------------------------------------
         request = self.read.p
@@ -195,9 +201,7 @@ class ReadEngine(wiring.Component):
         fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
         route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1,
                                           "sign_fill": 1})
-        # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
-        # fetch latency of a whole block (one DRS per cycle while streaming).
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth + p.b_max)
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=serve_depth)
         m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=fetch_layout.size, depth=max(2, slots + 2))
         m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=p.request_depth)
         fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
