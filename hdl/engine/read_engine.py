@@ -29,8 +29,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
 - serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
   raw line FIFO or zero). The buffer read port is transparent (a line is served in the cycle it is
   written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
-Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input) at DRS-register
-load. `read_load` reports reads in flight after dispatch in quarters of request_depth (0 light .. 3 severe).
+Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input, computed by the top
+from the port occupancy, DEVICE.md §3) at DRS-register load.
 AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
 and DEVICE.md §5 counts one burst per block at R = 1.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
@@ -108,8 +108,7 @@ class ReadEngine(wiring.Component):
             # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
             "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-            "read_load": Out(2),    # reads in flight, quarters of request_depth (0 light .. 3 severe)
-            "dev_load": In(2),      # device load the top reports in DRS (max of read and write load)
+            "dev_load": In(2),      # DevLoad the top reports in DRS, sampled when the DRS register loads
             "busy": Out(1),
         })
 
@@ -481,7 +480,7 @@ class ReadEngine(wiring.Component):
         with m.If(dispatch & is_miss):
             m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))
 
-        # ---- events, load, busy ------------------------------------------------------------------------
+        # ---- events, busy ------------------------------------------------------------------------------
         ev = self.events
         with m.If(dispatch):
             with m.If(~readable):
@@ -507,11 +506,6 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        in_flight = Signal(range(p.request_depth + 2))
-        m.d.comb += in_flight.eq(serve_fifo.r_level + drs_valid)
-        quarter = max(1, p.request_depth // 4)
-        m.d.comb += self.read_load.eq(Mux(in_flight >= 3 * quarter, 3,
-                                         Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
         m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m
