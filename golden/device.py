@@ -7,7 +7,9 @@ expectation the RTL is checked against bit-exact; all bit orders come from `smar
 It also records the backend traffic (`axi_reads`, `axi_writes`, and both in issue order in `axi_bursts`) so
 that the traffic counters follow from the bursts and the DRAM row model (golden/dram.py) can replay the
 line-address stream (`backend_lines()`). DevLoad, busy_cycles and stall_cycles depend on timing and are not
-predicted.
+predicted. DevLoad's rule is `smartquant.params.dev_load_level` of the port occupancy (DEVICE.md §3): a checker
+that counts occupancy at the ports checks it by range (tests/test_dev_load.py); sim/scoreboard.py checks only
+that it is a legal 2-bit level.
 
 Readings of DEVICE.md where it leaves a choice open (the simplest one, reported to the lead):
  1. REGION_BASE / REGION_SUPERBLOCKS keep the low `dram_addr_bits - log2(line bytes)` bits written (the width of

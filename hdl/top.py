@@ -13,9 +13,9 @@ Units: ReqFrontEnd (Req split) -> ReadEngine (decode, block buffer, packer, DRS)
 NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
-channel holds valid without ready). DevLoad in every DRS and NDR is the larger of the read engine's load
-(reads in flight, quarters of request_depth) and the write path's (writes awaiting B responses, quarters of
-its in-flight table), sampled when the message enters its output register.
+channel holds valid without ready). DevLoad in every DRS and NDR is dev_load_level(N) of smartquant/params.py,
+N = M2S messages accepted on the ports that still owe a response (one up/down counter on the port handshakes),
+sampled when the message enters its output register (DEVICE.md §3).
 Every entry of every unit's `events` array is driven (0 where the unit counts nothing): an undriven entry
 becomes a constant `always @*` in the Verilog that never runs (Verilator ALWNEVER) and would start random
 under +verilator+rand+reset. The Req front end leaves its other entries undriven, so the top uses
@@ -27,7 +27,7 @@ from amaranth.hdl import Signal, Module, Mux, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, Counter, N_COUNTERS
+from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, dev_load_thresholds
 from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
@@ -70,6 +70,11 @@ class SmartQuantController(wiring.Component):
             "csr": In(AxiLiteSignature(p.csr_addr_bits, 32)),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
         })
+        # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
+        # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
+        # the NDR register, and the write path (held register, <= 2**axi_id_bits in-flight entries, its NDR
+        # register). Twice that sum is far from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + 4 + 1 + (1 << p.axi_id_bits) + 2) + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
         self._units = {}
@@ -126,15 +131,18 @@ class SmartQuantController(wiring.Component):
             read_engine.invalidate.eq(write_path.invalidate),
             read_engine.invalidate_all.eq(csr_block.regions_written),
         ]
-        # DevLoad: the busier of the read side (reads in flight) and the write side (writes awaiting B)
-        write_load = Signal(2)
-        outstanding = write_path.outstanding
-        limit = write_path.max_outstanding
-        m.d.comb += write_load.eq(Mux(outstanding * 4 >= 3 * limit, 3,
-                                      Mux(outstanding * 4 >= 2 * limit, 2, Mux(outstanding * 4 >= limit, 1, 0))))
+        # ---- DevLoad (DEVICE.md §3): occupancy N = M2S messages accepted that still owe a response ----------
+        occupancy = self.occupancy
+        req_counted = Signal()   # every Req gets a DRS or NDR except MemSpecRd (reserved opcodes get an NDR)
+        m.d.comb += req_counted.eq(self.m2s_req.valid & self.m2s_req.ready
+                                   & (self.m2s_req.p.opcode != ReqOpcode.MEM_SPEC_RD))
+        m.d.sync += occupancy.eq(occupancy + req_counted + (self.m2s_rwd.valid & self.m2s_rwd.ready)
+                                 - (self.s2m_drs.valid & self.s2m_drs.ready)
+                                 - (self.s2m_ndr.valid & self.s2m_ndr.ready))
+        optimal, moderate, severe = dev_load_thresholds(p)   # the level rule of params.dev_load_level
         dev_load = Signal(2)
         m.d.comb += [
-            dev_load.eq(Mux(read_engine.read_load > write_load, read_engine.read_load, write_load)),
+            dev_load.eq(Mux(occupancy >= severe, 3, Mux(occupancy >= moderate, 2, Mux(occupancy >= optimal, 1, 0)))),
             ndr_arbiter.dev_load.eq(dev_load),
             read_engine.dev_load.eq(dev_load),
         ]

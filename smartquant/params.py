@@ -118,12 +118,49 @@ class ControllerParams:
         """Meaningful HPA bits; any set bit above these decodes as unmapped."""
         return self.dram_addr_bits + 8
 
+    @property
+    def load_capacity(self) -> int:
+        """Most reads the device holds before M2S Req back-pressure starts (docs/DEVICE.md §3, DevLoad): the
+        front end's read FIFO (request_depth), the read engine's serve FIFO (request_depth + b_max) and the DRS
+        output register (1). Reached when reads queue without stalling dispatch (buffer hits, unmapped reads)
+        while S2M DRS is held off; tests/test_dev_load.py measures it at the ports."""
+        return 2 * self.request_depth + self.b_max + 1
+
     def as_dict(self) -> dict:
         return asdict(self)
 
     def key(self) -> str:
         """Short stable name of a parameter set (build-directory caching)."""
         return "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+
+
+class DevLoad(enum.IntEnum):
+    """CXL DevLoad field of S2M NDR / DRS (2 bits; CXL QoS Telemetry for Memory)."""
+    LIGHT_LOAD = 0
+    OPTIMAL_LOAD = 1
+    MODERATE_OVERLOAD = 2
+    SEVERE_OVERLOAD = 3
+
+
+def dev_load_thresholds(params: ControllerParams) -> tuple[int, int, int]:
+    """Smallest occupancy N at which DevLoad is Optimal, Moderate and Severe: N >= C/4, C/2 and 3C/4 of
+    C = params.load_capacity (rounded up). The RTL (hdl/top.py) compares against these constants."""
+    c = params.load_capacity
+    return tuple(-(-i * c // 4) for i in (1, 2, 3))
+
+
+def dev_load_level(params: ControllerParams, n: int) -> DevLoad:
+    """DevLoad reported at occupancy N (M2S messages accepted that still owe a response; docs/DEVICE.md §3)."""
+    if n < 0:
+        raise ValueError(f"occupancy must be >= 0, got {n}")
+    optimal, moderate, severe = dev_load_thresholds(params)
+    if n >= severe:
+        return DevLoad.SEVERE_OVERLOAD
+    if n >= moderate:
+        return DevLoad.MODERATE_OVERLOAD
+    if n >= optimal:
+        return DevLoad.OPTIMAL_LOAD
+    return DevLoad.LIGHT_LOAD
 
 
 def hpa(params: ControllerParams, view: View | int, offset: int, k: int = 0) -> int:

@@ -48,8 +48,10 @@ class ReadHarness:
     """Drives a ReadEngine cycle by cycle from one testbench; the golden model predicts every response."""
 
     def __init__(self, params, regions, seed=0, memory_latency=2, r_stall=0.0, ar_stall=0.0, drs_stall=0.0,
-                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=(), invalidate=None):
+                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=(), invalidate=None,
+                 drs_hold_cycles=0):
         self.params = params
+        self.drs_hold_cycles = drs_hold_cycles   # DRS ready held low for the first cycles of the run
         # (region, block, n): after the first n reads are answered, hold a write's invalidation of that block
         # on the port for the rest of the run (the block is not read again)
         self.invalidate = invalidate
@@ -138,7 +140,7 @@ class ReadHarness:
                     ctx.set(dut.axi.rlast, bursts[0][1] == 1)
                     ctx.set(dut.axi.rresp, AXI_RESP_SLVERR if line in harness.error_lines else AXI_RESP_OKAY)
                 ctx.set(dut.axi.rvalid, beat_ready)
-                ctx.set(dut.drs.ready, rng.random() >= harness.drs_stall)
+                ctx.set(dut.drs.ready, cycle >= harness.drs_hold_cycles and rng.random() >= harness.drs_stall)
                 ctx.set(dut.dev_load, rng.randrange(4))   # changes every cycle: a held DRS must not follow it
 
                 if offer and ctx.get(dut.read.ready):
@@ -415,3 +417,24 @@ def test_toward_zero_expanded_streaming_keeps_one_line_per_cycle():
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
     print(f"toward-zero expanded k={k}: steady DRS rate {rate:.3f} lines/cycle")
     assert h.events[Counter.DRAM_LINES_READ] == n_blocks * k and rate >= 0.95
+
+
+@pytest.mark.parametrize("request_depth,hits", [(4, 8), (4, 9), (8, 16), (8, 17), (4, 30)])
+def test_many_queued_hits_on_one_slot_generation(request_depth, hits):
+    """Regression (outside review): one (slot, generation) can have up to the serve FIFO depth
+    (request_depth + b_max) reads queued. With DRS held off, one miss plus `hits` hits on block 0, then misses on
+    blocks 1 and 2 (block 2 reuses slot 0): the per-generation waiting counter was sized for request_depth + 2 and
+    wrapped, so the engine hung (count wrapped to a value never reached again) or let block 2's fill overwrite
+    block 0's lines still owed (a DRS carrying another block's data). Every DRS is checked against the model.
+    30 hits at request_depth 4: the serve FIFO (20 entries) full of one generation's reads."""
+    params = ControllerParams(data_width=128, b_max=16, n_regions=1, request_depth=request_depth, buffer_slots=2,
+                              dram_addr_bits=16)
+    k = 8
+    regions = [Region(base_line=0x100, n_superblocks=4, B=16, R=1, default_k=k)]
+    h = ReadHarness(params, regions, seed=request_depth + hits, memory_latency=3, drs_hold_cycles=400)
+    a = h.address
+    addresses = [a(View.PACKED_K, 0x100 + j % k, k) for j in range(1 + hits)]        # miss + hits on block 0
+    addresses += [a(View.PACKED_K, 0x100 + block * 16 + 1, k) for block in (1, 2)]  # block 2 -> slot 0 again
+    h.run(addresses, max_cycles=2000)
+    assert h.model.counts[Counter.BUFFER_HITS] == hits and h.model.counts[Counter.BUFFER_MISSES] == 3
+    assert len(h.drs_log) == len(addresses) and h.drs_cycles[0] >= 400

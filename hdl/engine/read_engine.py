@@ -29,8 +29,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
 - serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
   raw line FIFO or zero). The buffer read port is transparent (a line is served in the cycle it is
   written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
-Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input) at DRS-register
-load. `read_load` reports reads in flight after dispatch in quarters of request_depth (0 light .. 3 severe).
+Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input, computed by the top
+from the port occupancy, DEVICE.md §3) at DRS-register load.
 AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
 and DEVICE.md §5 counts one burst per block at R = 1.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
@@ -108,8 +108,7 @@ class ReadEngine(wiring.Component):
             # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
             "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-            "read_load": Out(2),    # reads in flight, quarters of request_depth (0 light .. 3 severe)
-            "dev_load": In(2),      # device load the top reports in DRS (max of read and write load)
+            "dev_load": In(2),      # DevLoad the top reports in DRS, sampled when the DRS register loads
             "busy": Out(1),
         })
 
@@ -120,7 +119,13 @@ class ReadEngine(wiring.Component):
         slots = p.buffer_slots
         slot_bits = max(1, (slots - 1).bit_length())
         line_index_bits = max(1, (p.b_max - 1).bit_length())
-        count_bits = (p.request_depth + 2).bit_length()
+        # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
+        # fetch latency of a whole block (one DRS per cycle while streaming).
+        serve_depth = p.request_depth + p.b_max
+        # `waiting` counts the reads of one (slot, generation) in the serve FIFO: a read is claimed when it is
+        # written there and released when it leaves for the DRS register, so the count is at most serve_depth
+        # (all queued reads hitting one block while the DRS is held off).
+        count_bits = serve_depth.bit_length()
 
         # ---- dispatch ----------------------------------------------------------------------------------
         request = self.read.p
@@ -195,9 +200,7 @@ class ReadEngine(wiring.Component):
         fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
         route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1,
                                           "sign_fill": 1})
-        # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
-        # fetch latency of a whole block (one DRS per cycle while streaming).
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=p.request_depth + p.b_max)
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=serve_depth)
         m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=fetch_layout.size, depth=max(2, slots + 2))
         m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=p.request_depth)
         fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
@@ -477,7 +480,7 @@ class ReadEngine(wiring.Component):
         with m.If(dispatch & is_miss):
             m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))
 
-        # ---- events, load, busy ------------------------------------------------------------------------
+        # ---- events, busy ------------------------------------------------------------------------------
         ev = self.events
         with m.If(dispatch):
             with m.If(~readable):
@@ -503,11 +506,6 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        in_flight = Signal(range(p.request_depth + 2))
-        m.d.comb += in_flight.eq(serve_fifo.r_level + drs_valid)
-        quarter = max(1, p.request_depth // 4)
-        m.d.comb += self.read_load.eq(Mux(in_flight >= 3 * quarter, 3,
-                                         Mux(in_flight >= 2 * quarter, 2, Mux(in_flight >= quarter, 1, 0))))
         m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m
