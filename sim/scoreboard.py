@@ -1,11 +1,25 @@
 """Scoreboard: every S2M DRS and NDR checked bit-exact against the golden DeviceModel.
 
-The model is fed only with what the monitors saw the DUT accept (M2S Req/RwD handshakes, in acceptance order)
-and with CSR writes the testbench completed at quiescence; it never sees the stimulus queues. Each accepted
-request's expected responses wait under its tag; a response is checked field by field (opcode, tag, LD-ID,
-MetaField, MetaValue, poison, data; the opcode carries NXM) when it arrives, in any order. DevLoad is timing
-dependent: it is only checked to be a legal 2-bit level and histogrammed. A tag answered twice, a response
-nobody asked for and a response on the wrong channel are mismatches; `missing()` lists tags never answered.
+The model is fed only with what the port monitors saw the DUT accept (M2S Req/RwD handshakes, in acceptance
+order) and with CSR writes the testbench completed; it never sees the stimulus queues. Each accepted request's
+expected response waits under its tag; a response is checked field by field (opcode, tag, LD-ID, MetaField,
+MetaValue, poison, data; the opcode carries NXM) when it arrives, in any order.
+
+Every legal outcome is accepted, and only those:
+* Tags need not be unique (CXL does not require it): a response matches one of the requests outstanding under
+  its tag on its channel, the one it equals if any.
+* Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
+  read outstanding at any time between the acceptance of a write that changes the poison state (a poisoned
+  write, a write whose B fails, an insert that overflows the table) and that write's Cmp may see the table
+  before or after the change: its poison may be either value (data must still match), and the poison_reads
+  count the model predicted is corrected by the difference. A read accepted after the Cmp must see it
+  (docs/DEVICE.md §4).
+* DevLoad: the device reports dev_load_level(N) of its port occupancy N (M2S messages accepted that still owe
+  a response, docs/DEVICE.md §3) at the cycle it loads the message. The scoreboard counts N from the same
+  handshakes and requires level(min N) <= DevLoad <= level(max N) over the interval from the request's
+  acceptance to the response's handshake.
+A response nobody asked for and a response on the wrong channel are mismatches; `missing()` lists requests
+never answered. Functional coverage (sim/coverage.py), when given, is sampled here from the same handshakes.
 """
 from __future__ import annotations
 
@@ -15,7 +29,10 @@ from typing import Callable
 
 from smartquant.golden.device import DeviceModel, ReadBurst, Response, WriteBurst
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout, unpack
-from smartquant.params import ControllerParams, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode
+from smartquant.params import (
+    ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
+)
+from smartquant.sim.coverage import Coverage, decode_for_coverage
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 
@@ -35,6 +52,10 @@ class Pending:
     expected: Response
     request: dict           # the accepted M2S fields (for messages)
     kind: str               # "req" or "rwd"
+    load_min: int = 0       # port occupancy range while outstanding (DevLoad check)
+    load_max: int = 0
+    poison_either: bool = False   # concurrent with a poison-table change: poison may be 0 or 1
+    block_key: tuple | None = None   # buffered reads: (mode, k, rounding, block line), for queued-reader coverage
 
 
 @dataclass
@@ -44,19 +65,25 @@ class ScoreboardStats:
     checked_drs: int = 0
     checked_ndr: int = 0
     mismatches: int = 0
+    tag_reuses: int = 0
+    poison_either_accepted: int = 0   # concurrent reads whose poison differed from the model's acceptance order
     dev_load: collections.Counter = field(default_factory=collections.Counter)
 
 
 class Scoreboard:
     def __init__(self, params: ControllerParams, model: DeviceModel, log=None,
-                 on_complete: Callable[[int], None] | None = None):
+                 on_complete: Callable[[int, str, dict], None] | None = None, coverage: Coverage | None = None):
         self.params = params
+        self.coverage = coverage
+        self.occupancy = 0                       # N: accepted M2S messages that still owe a response
+        self.poison_windows: set[int] = set()    # id() of writes that changed the poison state, until their Cmp
+        self.queued_readers: collections.Counter = collections.Counter()
         self.model = model
         self.log = log
         self.on_complete = on_complete
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
-        self.pending: dict[int, Pending] = {}
+        self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
         self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
         self.record = False                  # keep every response by tag (directed tests check some by hand)
@@ -69,41 +96,109 @@ class Scoreboard:
     # --- accepted M2S traffic -----------------------------------------------------------------------------
     def on_req(self, payload: int) -> None:
         fields = unpack(self.layouts["req"], payload)
-        self._expect("req", fields, self.model.req(**fields))
+        decode = decode_for_coverage(self.model, fields["address"])
+        if self.coverage is not None:
+            self.coverage.sample_req(fields, decode)
+            if fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA) and (decode is None or not decode.mapped):
+                self.coverage.sample_nxm(self.model.nxm_as_poison)
+        key = None
+        if (decode is not None and decode.mapped and decode.view != View.RAW
+                and fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)):
+            mode = "packed" if decode.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
+            key = (mode, decode.k, decode.rounding, fields["address"] // decode.B)
+        self._expect("req", fields, self.model.req(**fields), key)
 
     def on_rwd(self, payload: int) -> None:
         fields = unpack(self.layouts["rwd"], payload)
-        self._expect("rwd", fields, self.model.rwd(**fields))
+        if self.coverage is not None:
+            self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
+        model = self.model
+        before = (len(model.poison_table), model.poison_overflow)
+        responses = model.rwd(**fields)
+        after = (len(model.poison_table), model.poison_overflow)
+        pendings = self._expect("rwd", fields, responses)
+        if after != before:
+            # reads outstanding now or accepted before this write's Cmp may see either poison state
+            self.poison_windows.update(id(p) for p in pendings)
+            for waiting in self.pending.values():
+                for p in waiting:
+                    p.poison_either = True
+            if self.coverage is not None:
+                if after[0] == self.params.poison_entries and before[0] < after[0]:
+                    self.coverage.sample_poison_table("fill")
+                if after[1] and not before[1]:
+                    self.coverage.sample_poison_table("overflow")
 
-    def _expect(self, kind: str, fields: dict, responses: list[Response]) -> None:
+    def _occupancy(self, change: int) -> None:
+        self.occupancy += change
+        n = self.occupancy
+        for waiting in self.pending.values():
+            for p in waiting:
+                if n < p.load_min:
+                    p.load_min = n
+                elif n > p.load_max:
+                    p.load_max = n
+
+    def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None) -> list[Pending]:
         self.stats.requests += 1
         self.recent.append((kind, fields["opcode"], fields["address"], fields["tag"]))
         tag = fields["tag"]
-        if tag in self.pending:
-            # The stimulus never reuses an outstanding tag, so this is a DUT accepting something twice.
-            self._mismatch(f"{kind} {_opcode_name(kind, fields['opcode'])} accepted with tag {tag:#x} while that "
-                           f"tag is still outstanding")
+        if self.pending.get(tag):
+            self.stats.tag_reuses += 1
+            if self.coverage is not None:
+                self.coverage.sample_tag_reuse()
         if len(responses) > 1:
             raise AssertionError(f"golden model gave {len(responses)} responses to one request")
+        created = []
         for response in responses:
-            self.pending[tag] = Pending(response.channel, response, fields, kind)
+            self._occupancy(+1)
+            pending = Pending(response.channel, response, fields, kind, self.occupancy, self.occupancy,
+                              bool(self.poison_windows), key)
+            self.pending.setdefault(tag, []).append(pending)
+            created.append(pending)
+            if key is not None:
+                self.queued_readers[key] += 1
+                if self.coverage is not None:
+                    self.coverage.sample_queued_readers(self.queued_readers[key])
         self._match_bursts()
         if not responses and self.on_complete is not None:
-            self.on_complete(tag)      # MemSpecRd: nothing will come back
+            self.on_complete(tag, kind, fields)      # MemSpecRd: nothing will come back
         if tag in self.early:
             channel, got = self.early.pop(tag)
             self._check(channel, got, early=False)
+        return created
 
     # --- S2M traffic ------------------------------------------------------------------------------------
     def on_drs(self, payload: int) -> None:
-        self._check("drs", unpack(self.layouts["drs"], payload))
+        fields = unpack(self.layouts["drs"], payload)
+        if self.coverage is not None:
+            self.coverage.sample_drs(fields)
+        self._check("drs", fields)
 
     def on_ndr(self, payload: int) -> None:
-        self._check("ndr", unpack(self.layouts["ndr"], payload))
+        fields = unpack(self.layouts["ndr"], payload)
+        if self.coverage is not None:
+            self.coverage.sample_ndr(fields)
+        self._check("ndr", fields)
+
+    def _differences(self, channel: str, pending: Pending, got: dict) -> list[str]:
+        expected = pending.expected
+        want = {"opcode": expected.opcode, "tag": expected.tag, "ld_id": expected.ld_id,
+                "meta_field": expected.meta_field, "meta_value": expected.meta_value}
+        if channel == "drs":
+            want["data"] = expected.data
+            if not pending.poison_either:
+                want["poison"] = expected.poison
+        wrong = [name for name, value in want.items() if got[name] != value]
+        low, high = (dev_load_level(self.params, n) for n in (pending.load_min, pending.load_max))
+        if not low <= got["dev_load"] <= high:
+            wrong.append("dev_load")
+        return wrong
 
     def _check(self, channel: str, got: dict, early: bool = True) -> None:
         tag = got["tag"]
-        if early and tag not in self.pending and tag not in self.early:
+        waiting = self.pending.get(tag, [])
+        if early and not waiting and tag not in self.early:
             # Monitors of one cycle run in no defined order: the request's handshake may be reported just after
             # its response (a same-cycle bypass). Anything still parked at quiescence is a real stray response.
             self.early[tag] = (channel, got)
@@ -112,13 +207,22 @@ class Scoreboard:
         self.stats.dev_load[got["dev_load"]] += 1
         if self.record:
             self.responses[tag] = dict(got, channel=channel)
-        pending = self.pending.pop(tag, None)
-        if pending is None:
+        if not waiting:
             self._mismatch(f"{channel.upper()} {_opcode_name(channel, got['opcode'])} tag {tag:#x}: no request "
                            f"is waiting for this tag (duplicate or unrequested response)")
             return
+        # with a reused tag, the response answers the request it matches (else the oldest on its channel)
+        candidates = [p for p in waiting if p.channel == channel] or waiting
+        pending = next((p for p in candidates if not self._differences(channel, p, got)), candidates[0])
+        waiting.remove(pending)
+        if not waiting:
+            del self.pending[tag]
+        self._occupancy(-1)
+        self.poison_windows.discard(id(pending))
+        if pending.block_key is not None:
+            self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
-            self.on_complete(tag)
+            self.on_complete(tag, pending.kind, pending.request)
         request = pending.request
         what = (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
                 f"address {request['address']:#x} tag {tag:#x}")
@@ -130,13 +234,12 @@ class Scoreboard:
         else:
             self.stats.checked_ndr += 1
         expected = pending.expected
-        want = {"opcode": expected.opcode, "tag": expected.tag, "ld_id": expected.ld_id,
-                "meta_field": expected.meta_field, "meta_value": expected.meta_value}
-        if channel == "drs":
-            want.update(poison=expected.poison, data=expected.data)
-        wrong = [name for name, value in want.items() if got[name] != value]
-        if not 0 <= got["dev_load"] <= 3:
-            wrong.append("dev_load")
+        wrong = self._differences(channel, pending, got)
+        if channel == "drs" and pending.poison_either and got["poison"] != expected.poison and not wrong:
+            # the legal other order: the model's poison_reads follows the DUT's answer
+            # (only mapped reads can differ: an unmapped read's poison is nxm_as_poison, which no write changes)
+            self.stats.poison_either_accepted += 1
+            self.model.counts[Counter.POISON_READS] += got["poison"] - expected.poison
         if wrong:
             details = []
             for name in wrong:
@@ -148,8 +251,12 @@ class Scoreboard:
                 elif name == "opcode":
                     details.append(f"opcode {_opcode_name(channel, got['opcode'])} expected "
                                    f"{_opcode_name(channel, expected.opcode)}")
+                elif name == "dev_load":
+                    details.append(f"dev_load {got['dev_load']} outside [{dev_load_level(self.params, pending.load_min)}, "
+                                   f"{dev_load_level(self.params, pending.load_max)}] (occupancy {pending.load_min}.."
+                                   f"{pending.load_max} while outstanding)")
                 else:
-                    details.append(f"{name} {got[name]} expected {want.get(name, '0..3')}")
+                    details.append(f"{name} {got[name]} expected {getattr(expected, name)}")
             self._mismatch(f"{what}: " + "; ".join(details))
 
     # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
@@ -240,12 +347,16 @@ class Scoreboard:
 
     def missing(self) -> list[str]:
         return [f"tag {tag:#x} ({p.kind} {_opcode_name(p.kind, p.request['opcode'])} address "
-                f"{p.request['address']:#x}) never answered on {p.channel.upper()}" for tag, p in self.pending.items()]
+                f"{p.request['address']:#x}) never answered on {p.channel.upper()}"
+                for tag, waiting in self.pending.items() for p in waiting]
 
-    def forget_outstanding(self) -> list[int]:
+    def forget_outstanding(self) -> list[Pending]:
         """Reset: requests in flight are lost by definition; any later response to them is a mismatch."""
-        lost = list(self.pending)
+        lost = [p for waiting in self.pending.values() for p in waiting]
         self.pending.clear()
+        self.occupancy = 0
+        self.poison_windows.clear()
+        self.queued_readers.clear()
         return lost
 
     def report(self) -> str:

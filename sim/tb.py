@@ -27,9 +27,10 @@ from smartquant.hdl.backend.axi import AXI_RESP_OKAY
 from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
 from smartquant.params import (
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS,
-    CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
+    CSR_VERSION, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
     RwdOpcode, View, counter_name,
 )
+from smartquant.sim.coverage import Coverage
 from smartquant.sim.harness import CONTROLLER_STATUS
 from smartquant.sim.port_driver import AxiLiteMaster, AxiMemory, PortDriver, Sink, Source
 from smartquant.sim.scoreboard import Scoreboard
@@ -85,9 +86,14 @@ class TB:
         self.rng = random.Random(seed)
         self.log = dut._log
         self.model = DeviceModel(params)
-        self.outstanding: dict[int, object] = {}   # tag -> whatever the issuer attached (conflict bookkeeping)
+        # tag -> [(kind, opcode, address, note)] of requests queued or unanswered (a tag may be reused); `note` is
+        # whatever the issuer attached (conflict bookkeeping)
+        self.outstanding: dict[int, list[tuple]] = {}
+        self.in_flight = 0
         self.completion_listeners = []
-        self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed)
+        self.coverage = Coverage(params)
+        self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed,
+                                     coverage=self.coverage)
         self.regions: dict[int, RegionSetup] = {}
         self.nxm_as_poison = False
         self.dropped_by_reset = 0
@@ -109,6 +115,11 @@ class TB:
         self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
         self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
         self.csr = driver.add(AxiLiteMaster(driver, "csr"))
+        coverage = self.coverage
+        self.ram.on_read_response = coverage.sample_axi_read_response
+        self.ram.on_write_response = coverage.sample_axi_write_response
+        for part in (self.req_source, self.rwd_source, self.drs_sink, self.ndr_sink, self.ram):
+            part.on_stall = coverage.sample_stall
         self.set_knobs(idle=idle, backpressure=backpressure, axi_pause=axi_pause)
         driver.start()
 
@@ -124,25 +135,38 @@ class TB:
             pauses.set(axi_pause, stall_runs)
 
     # --- reset and time -----------------------------------------------------------------------------------
-    def _set_reset(self, value: bool) -> None:
+    async def _set_reset(self, value: bool) -> None:
+        # after the next rising edge: the caller may have been woken in the ReadOnly phase (a driver event)
+        await RisingEdge(self.dut.clk)
         self.dut.rst.value = int(value)
         self.driver.in_reset = value
 
     async def reset(self, cycles: int = 4) -> None:
-        self._set_reset(True)
+        await self._set_reset(True)
         await ClockCycles(self.dut.clk, cycles)
-        self._set_reset(False)
+        await self._set_reset(False)
         await ClockCycles(self.dut.clk, 2)
 
     @property
     def cycles(self) -> int:
         return self.driver.cycle
 
-    # --- CSRs (always at quiescence, so the model sees them in the right place of the trace) -------------------
-    async def csr_write(self, address: int, value: int) -> None:
-        # The model applies the write between two requests of its trace: only at quiescence is that place
-        # the same for the DUT (a region rewrite with reads queued would otherwise race the read engine).
-        await self.quiesce()
+    # --- CSRs (at quiescence unless the caller says otherwise, so the model sees them in the right place) ----
+    async def csr_write(self, address: int, value: int, *, in_flight_ok: bool = False) -> None:
+        """A CSR write the model applies when it completes. By default at quiescence: only there is its place
+        in the model's trace the same as the DUT's for every request (a region rewrite with buffered reads
+        queued would race the read engine). `in_flight_ok`: the caller guarantees that nothing in flight
+        depends on it (e.g. rewriting a region no outstanding request touches, with no poison state)."""
+        if not in_flight_ok:
+            await self.quiesce()
+        in_flight = bool(self.outstanding)
+        poisoned = bool(self.model.poison_table or self.model.poison_overflow)
+        if address == CSR_CONTROL and value & CONTROL_CLEAR_POISON and poisoned:
+            self.coverage.sample_poison_table("clear")
+        if CSR_REGION_BASE <= address < CSR_REGION_BASE + CSR_REGION_STRIDE * self.params.n_regions:
+            self.coverage.sample_region_rewrite(in_flight)
+            if poisoned:
+                self.coverage.sample_poison_table("clear")
         resp = await self.csr.write(address, value)
         assert resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {resp}"
         self.model.csr_write(address, value)
@@ -158,11 +182,11 @@ class TB:
         self.nxm_as_poison = enable
         await self.csr_write(CSR_CONTROL, int(enable))
 
-    async def program_region(self, region: RegionSetup) -> None:
+    async def program_region(self, region: RegionSetup, *, in_flight_ok: bool = False) -> None:
         for address, value in region_csr_writes(self.params, region.index, region.base_line, region.n_superblocks,
                                                 region.fmt, region.B, region.R, region.default_k, region.rounding,
                                                 region.enable):
-            await self.csr_write(address, value)
+            await self.csr_write(address, value, in_flight_ok=in_flight_ok)
         self.regions[region.index] = region
 
     async def disable_region(self, index: int) -> None:
@@ -191,10 +215,15 @@ class TB:
     def address(self, view: int, line: int, k: int = 0) -> int:
         return message_address(self.params, view, line, k)
 
+    def _track(self, tag: int, kind: str, opcode: int, address: int, note) -> None:
+        self.outstanding.setdefault(tag, []).append((kind, opcode, address, note))
+        self.in_flight += 1
+
     def req(self, opcode: int, address: int, *, note=None, ld_id: int | None = None, tag: int | None = None) -> int:
+        """Queue a Req; `tag` may repeat an outstanding one (CXL does not require unique tags)."""
         tag = self.new_tag() if tag is None else tag
         ld_id = self.rng.randrange(16) if ld_id is None else ld_id
-        self.outstanding[tag] = note
+        self._track(tag, "req", opcode, address, note)
         self.traffic_since_clear = True
         self.req_source.send_nowait(pack(self.layouts["req"], opcode=opcode, address=address, tag=tag, ld_id=ld_id,
                                          meta_field=self.rng.randrange(4), meta_value=self.rng.randrange(4),
@@ -207,7 +236,7 @@ class TB:
     def rwd(self, opcode: int, address: int, data: int, *, byte_enable: int | None = None, poison: int = 0,
             note=None) -> int:
         tag = self.new_tag()
-        self.outstanding[tag] = note
+        self._track(tag, "rwd", opcode, address, note)
         self.traffic_since_clear = True
         full = (1 << self.params.line_bytes) - 1
         self.rwd_source.send_nowait(pack(self.layouts["rwd"], opcode=opcode, address=address, tag=tag,
@@ -222,8 +251,17 @@ class TB:
         opcode = RwdOpcode.MEM_WR if byte_enable is None else RwdOpcode.MEM_WR_PTL
         return self.rwd(opcode, self.address(view, line), data, byte_enable=byte_enable, poison=poison, note=note)
 
-    def _completed(self, tag: int) -> None:
-        note = self.outstanding.pop(tag, None)
+    def _completed(self, tag: int, kind: str, request: dict) -> None:
+        entries = self.outstanding.get(tag, [])
+        note = None
+        for index, (entry_kind, opcode, address, entry_note) in enumerate(entries):
+            if (entry_kind, opcode, address) == (kind, request["opcode"], request["address"]):
+                note = entry_note
+                del entries[index]
+                self.in_flight -= 1
+                break
+        if not entries:
+            self.outstanding.pop(tag, None)
         for listener in self.completion_listeners:
             listener(tag, note)
 
@@ -249,14 +287,16 @@ class TB:
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
         taken from AxiRam (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
-        self._set_reset(True)
+        self.coverage.sample_reset(*self.ram.outstanding())
+        await self._set_reset(True)
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
         await ClockCycles(self.dut.clk, 4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
         self.outstanding.clear()
+        self.in_flight = 0
         for listener in self.completion_listeners:
             listener(None, None)
-        self._set_reset(False)
+        await self._set_reset(False)
         await ClockCycles(self.dut.clk, 2)
         ram = self.ram_lines()
         expected = self.model.memory.copy()

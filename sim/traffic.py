@@ -1,10 +1,16 @@
 """Constrained-random CXL.mem traffic for the controller testbench (replayable from one seed).
 
-Constraints (docs/DEVICE.md §4): a read and a write of the same block are never in flight together, so the
-generator keeps per-block counts of reads and writes in flight and waits before issuing a conflicting one.
-Regions never overlap (the block-buffer keys of overlapping regions would alias DRAM the host could not
-reason about either). Region-table rewrites, NXM-mode toggles, poison clears and counter clears happen at
-quiescence; one reset lands in the middle of traffic.
+A run is a sequence of phases (RandomTraffic.PHASES, shuffled, repeated): calm, idle M2S, S2M backpressure,
+AXI pauses, long stall runs, AXI SLVERR injection, many reads of one block key (hammer), tag reuse, region
+rewrites with traffic in flight, controller resets with AXI transactions in flight, and all knobs at once.
+Each phase starts at quiescence with a register change (usually a new layout: formats and plane runs are dealt
+from a deck of every (format, B, R) combination, so INT2..BF16 and R = 1..64 all occur).
+
+Constraints (docs/DEVICE.md §4): a read and a write of the same block are never in flight together (their
+hit/miss order is timing dependent; directed tests cover that case), so the generator keeps per-block counts
+of reads and writes in flight and waits before issuing a conflicting one. Regions never overlap. Region
+rewrites with traffic in flight touch only regions no request in flight depends on (see
+_phase_rewrite_in_flight); other register changes happen at quiescence.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CSR_CONTROL, SUPPORTED_B, ControllerParams, Format, ReqOpcode,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CSR_CONTROL, MAX_PLANE_RUN, ControllerParams, Format, ReqOpcode,
     Rounding, RwdOpcode, View,
 )
 from smartquant.sim.tb import TB, RegionSetup
@@ -33,14 +39,36 @@ class Note:
     lines: tuple[int, ...] = ()     # DRAM lines a write may change
 
 
-def random_layout(rng: random.Random, params: ControllerParams) -> list[RegionSetup]:
-    """Non-overlapping regions with random formats; the last index is sometimes an illegal configuration."""
+FORMATS = [(Format.INT, 2), (Format.INT, 4), (Format.INT, 8), (Format.INT, 16), (Format.BF16, 16)]
+PLANE_RUNS = [1 << n for n in range(MAX_PLANE_RUN.bit_length())]      # 1, 2, 4, ..., 64
+
+
+class LayoutDeck:
+    """Every (format, B, R) combination the parameters allow, dealt in a shuffled order and reshuffled when used
+    up, so a run of many layouts sees each combination (INT2 and R = 64 included) rather than a random few."""
+
+    def __init__(self, rng: random.Random, params: ControllerParams):
+        self.rng = rng
+        self.combos = [(fmt, B, R) for fmt, B in FORMATS if B <= params.b_max for R in PLANE_RUNS]
+        self.cards: list = []
+
+    def deal(self) -> tuple[int, int, int]:
+        if not self.cards:
+            self.cards = list(self.combos)
+            self.rng.shuffle(self.cards)
+        return self.cards.pop()
+
+
+def random_layout(rng: random.Random, params: ControllerParams, deck: LayoutDeck | None = None) -> list[RegionSetup]:
+    """Non-overlapping regions, formats and plane runs from the deck (random when None)."""
     total_lines = (1 << params.dram_addr_bits) // params.line_bytes
     regions, cursor = [], rng.randrange(0, 4) * params.b_max
     for index in range(params.n_regions):
-        B = rng.choice([b for b in SUPPORTED_B if b <= params.b_max])
-        fmt = Format.BF16 if B == 16 and rng.random() < 0.4 else Format.INT
-        R = rng.choice([1, 1, 2, 4, 8])
+        if deck is not None:
+            fmt, B, R = deck.deal()
+        else:
+            fmt, B = rng.choice([combo for combo in FORMATS if combo[1] <= params.b_max])
+            R = rng.choice([1, 1, 2, 4, 8])
         n_superblocks = rng.randint(1, max(1, 6 // R))
         default_k = rng.randint(1, B) if rng.random() < 0.9 else rng.choice([0, B + 1])
         region = RegionSetup(index, cursor, n_superblocks, B, R, default_k=default_k, fmt=fmt,
@@ -48,9 +76,7 @@ def random_layout(rng: random.Random, params: ControllerParams) -> list[RegionSe
         if cursor + region.span > total_lines:
             break
         regions.append(region)
-        # Gaps are unmapped lines. Bases stay multiples of B lines: an R = 1 block is one INCR burst of up to
-        # B lines, and AXI forbids a burst crossing 4 KiB, which an unaligned base makes possible (found with
-        # seed 5: a 4-beat write burst from line 62; DEVICE.md does not yet require the alignment).
+        # Gaps are unmapped lines. Bases stay multiples of B lines (DEVICE.md §2): no AXI burst crosses 4 KiB.
         gap = rng.randrange(0, 40)
         cursor += region.span + gap
         cursor = -(-cursor // params.b_max) * params.b_max
@@ -95,7 +121,7 @@ class RandomTraffic:
 
     async def _issue(self, note: Note, send) -> None:
         waited = 0
-        while self._conflicts(note) or len(self.tb.outstanding) >= self.max_outstanding:
+        while self._conflicts(note) or self.tb.in_flight >= self.max_outstanding:
             await RisingEdge(self.tb.dut.clk)
             waited += 1
             if waited > 20000:
@@ -113,12 +139,12 @@ class RandomTraffic:
         tb = self.tb
         for index in range(self.params.n_regions):
             await tb.disable_region(index)
-        layout = random_layout(self.rng, self.params)
+        layout = random_layout(self.rng, self.params, getattr(self, "deck", None))
         for region in layout:
             span_bytes = region.span * self.params.line_bytes
             tb.load_raw(region.base_line, np.frombuffer(self.rng.randbytes(span_bytes), dtype=np.uint8)
                         .reshape(region.span, self.params.line_bytes))
-            if region.index == self.params.n_regions - 1 and self.rng.random() < 0.3:
+            if region.index == self.params.n_regions - 1 and region.index and self.rng.random() < 0.15:
                 region.fmt, region.B = Format.BF16, 8       # illegal: BF16 needs B = 16 -> stays disabled
                 region.default_k = min(region.default_k, 8)
             await tb.program_region(region)
@@ -233,41 +259,163 @@ class RandomTraffic:
                 enables |= 0xFF << (8 * group)
         return enables
 
-    # --- a whole run ----------------------------------------------------------------------------------------
-    async def run(self, transactions: int, *, epochs: int = 8, reset_in_middle: bool = False) -> None:
+    # --- a whole run: phases ---------------------------------------------------------------------------------
+    PHASES = ("calm", "idle", "backpressure", "axi_pauses", "stall_runs", "errors", "hammer", "tag_reuse",
+              "rewrite_in_flight", "reset", "stress")
+
+    def _knobs(self, phase: str) -> dict:
+        rng = self.rng
+        return {
+            "calm": dict(),
+            "idle": dict(idle=rng.uniform(0.2, 0.6)),
+            "backpressure": dict(backpressure=rng.uniform(0.3, 0.7)),
+            "axi_pauses": dict(axi_pause=rng.uniform(0.2, 0.6)),
+            "stall_runs": dict(stall_runs=rng.uniform(0.02, 0.08)),
+            "errors": dict(axi_pause=0.2),
+            "hammer": dict(backpressure=0.3, stall_runs=0.05),
+            "tag_reuse": dict(backpressure=0.3),
+            "rewrite_in_flight": dict(axi_pause=0.3),
+            "reset": dict(axi_pause=0.5, stall_runs=0.05),
+            "stress": dict(idle=0.3, backpressure=0.3, axi_pause=0.3, stall_runs=0.03),
+        }[phase]
+
+    async def run(self, transactions: int, *, phase_length: int = 600) -> None:
+        """Phases of about `phase_length` transactions in a shuffled cycle of PHASES: each changes the stimulus
+        knobs and starts with a new region layout at quiescence, so every seed visits every regime."""
         tb, rng = self.tb, self.rng
+        self.deck = LayoutDeck(rng, self.params)
+        self.phases_run: list[str] = []
         await self.new_layout()
-        epoch_length = max(1, transactions // epochs)
-        reset_at = rng.randrange(transactions // 3, 2 * transactions // 3) if reset_in_middle and transactions >= 300 \
-            else None
-        next_epoch, next_log = epoch_length, self.log_every
+        order: list[str] = []
+        next_log = self.log_every
         while self.issued < transactions:
-            number = self.issued
-            if reset_at is not None and number >= reset_at:
-                reset_at = None
-                await ClockCycles(tb.dut.clk, rng.randrange(1, 30))    # let requests get in flight
-                lines = {line for written in self.write_lines.values() for line in written}
-                # writes still queued or unanswered may also have touched raw lines we did not record
-                lines |= {line for note in tb.outstanding.values() if isinstance(note, Note) for line in note.lines}
-                tb.log.info("reset in the middle of traffic at transaction %d (%d requests outstanding)",
-                            number, len(tb.outstanding))
-                await tb.reset_mid_traffic(lines)
-            elif number >= next_epoch:
-                next_epoch += epoch_length
-                await tb.quiesce()
-                tb.assert_clean()
-                await tb.check_counters()
-                await self.epoch_change()
-            await self.one(budget=transactions - self.issued)
+            if not order:
+                order = list(self.PHASES)
+                rng.shuffle(order)
+            phase = order.pop()
+            self.phases_run.append(phase)
+            budget = min(transactions - self.issued, max(50, int(phase_length * rng.uniform(0.5, 1.5))))
+            await tb.quiesce()
+            tb.assert_clean()
+            await tb.check_counters()
+            await self.epoch_change()
+            tb.set_knobs(**self._knobs(phase))
+            await getattr(self, f"_phase_{phase}", self._phase_mixed)(budget)
             if self.log_every and self.issued >= next_log:
-                next_log += self.log_every
-                tb.log.info("%d / %d transactions issued, %d mismatches so far", self.issued, transactions,
-                            tb.scoreboard.stats.mismatches)
+                next_log = (self.issued // self.log_every + 1) * self.log_every
+                tb.log.info("%d / %d transactions issued (phase %s), %d mismatches so far", self.issued,
+                            transactions, phase, tb.scoreboard.stats.mismatches)
+        tb.set_knobs()
+
+    async def _phase_mixed(self, budget: int) -> None:
+        end = self.issued + budget
+        while self.issued < end:
+            await self.one(budget=end - self.issued)
+
+    async def _phase_errors(self, budget: int) -> None:
+        """SLVERR on a few mapped lines (reads and writes), set and cleared at quiescence in model and memory."""
+        tb, rng = self.tb, self.rng
+        lines = [region.base_line + rng.randrange(region.span) for region in self.regions for _ in range(3)]
+        for line in lines:
+            if rng.random() < 0.5:
+                tb.model.inject_read_error(line)
+                tb.ram.read_error_lines.add(line)
+            else:
+                tb.model.inject_write_error(line)
+                tb.ram.write_error_lines.add(line)
+        await self._phase_mixed(budget)
+        await tb.quiesce()
+        tb.model.clear_backend_errors()
+        tb.ram.read_error_lines.clear()
+        tb.ram.write_error_lines.clear()
+
+    async def _phase_hammer(self, budget: int) -> None:
+        """Many reads of one buffered block key at once (more than request_depth), the rest mixed."""
+        tb, rng = self.tb, self.rng
+        end = self.issued + budget
+        while self.issued < end and self.regions:
+            region = rng.choice(self.regions)
+            block = self._pick_block(region)
+            view = rng.choice([View.PACKED_K, View.EXPANDED_K])
+            k = rng.randint(1, region.B)
+            lines = k if view == View.PACKED_K else region.B
+            for _ in range(self.params.request_depth + rng.randrange(self.params.b_max + 1)):
+                address = tb.address(view, region.base_line + block * region.B + rng.randrange(lines), k)
+                note = Note("read", (region.index, block))
+                await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
+            for _ in range(rng.randrange(1, 20)):
+                await self.one()
+
+    async def _phase_tag_reuse(self, budget: int) -> None:
+        """Reads and NDR-only requests that reuse a tag still outstanding (CXL allows it)."""
+        tb, rng = self.tb, self.rng
+        end = self.issued + budget
+        while self.issued < end:
+            if tb.outstanding and rng.random() < 0.3:
+                tag = rng.choice(list(tb.outstanding))
+                address, note = self._target(writing=False)
+                opcode = rng.choice([ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_INV])
+                if opcode == ReqOpcode.MEM_INV:
+                    note = Note("read", None)
+                await self._issue(note, lambda: tb.req(opcode, address, note=note, tag=tag))
+            else:
+                await self.one()
+
+    async def _phase_rewrite_in_flight(self, budget: int) -> None:
+        """Region rewrites (default k, rounding) while raw reads, unpoisoned writes and NDR-only requests of
+        other regions are in flight. Such traffic does not depend on the rewritten region, on the block buffer or
+        on the poison table (which the rewrite clears), so the model's order is the DUT's (DEVICE.md §4)."""
+        tb, rng = self.tb, self.rng
+        if len(self.regions) < 2:
+            return await self._phase_mixed(budget)
+        await tb.csr_write(CSR_CONTROL, int(tb.nxm_as_poison) | CONTROL_CLEAR_POISON)
+        end = self.issued + budget
+        while self.issued < end:
+            target = rng.choice(self.regions)
+            others = [region for region in self.regions if region is not target]
+            for _ in range(rng.randrange(2, 12)):
+                region = rng.choice(others)
+                block = self._pick_block(region)
+                superblock, slot = divmod(block, region.R)
+                line = region.base_line + superblock * region.R * region.B + rng.randrange(region.B) * region.R + slot
+                if rng.random() < 0.5:
+                    note = Note("read", (region.index, block))
+                    await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, line), note=note))
+                else:
+                    note = Note("write", (region.index, block), (line,))
+                    data = rng.getrandbits(self.params.data_width)
+                    await self._issue(note, lambda: tb.rwd(RwdOpcode.MEM_WR, tb.address(View.RAW, line), data,
+                                                           byte_enable=(1 << self.params.line_bytes) - 1, note=note))
+            target.default_k = rng.randint(1, target.B)
+            target.rounding = rng.choice(list(Rounding))
+            await tb.program_region(target, in_flight_ok=True)
+
+    async def _phase_reset(self, budget: int) -> None:
+        """Controller resets with AXI transactions in flight (R beats, B responses, W beats owed); the AXI
+        memory is not reset, so late responses arrive after the reset (DEVICE.md, Reset)."""
+        tb, rng = self.tb, self.rng
+        end = self.issued + budget
+        for wanted in rng.sample(range(3), 3):      # 0: R beats owed, 1: B owed, 2: W beats owed
+            if wanted == 2:
+                tb.ram.pauses["w"].set(0.9)           # W waits while AW is taken
+            for _ in range(max(1, budget // 4)):
+                await self.one()
+                if tb.ram.outstanding()[wanted]:
+                    break
+            await ClockCycles(tb.dut.clk, rng.randrange(0, 3))
+            lines = {line for written in self.write_lines.values() for line in written}
+            lines |= {line for entries in tb.outstanding.values() for *_, note in entries if isinstance(note, Note)
+                      for line in note.lines}
+            tb.log.info("reset with %d requests outstanding, AXI owed (R beats, B, W beats) %s", tb.in_flight,
+                        tb.ram.outstanding())
+            await tb.reset_mid_traffic(lines)
+            tb.set_knobs(**self._knobs("reset"))
+        await self._phase_mixed(max(0, end - self.issued))
 
     async def epoch_change(self) -> None:
         """A register change at quiescence: what a runtime does between layers or tensors."""
         tb, rng = self.tb, self.rng
-        action = rng.choice(["default_k", "default_k", "layout", "nxm", "clear_poison", "clear_counters"])
+        action = rng.choice(["default_k", "layout", "layout", "nxm", "clear_poison", "clear_counters"])
         if action == "default_k" and self.regions:
             region = rng.choice(self.regions)
             region.default_k = rng.randint(1, region.B)
