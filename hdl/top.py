@@ -124,6 +124,7 @@ class SmartQuantController(wiring.Component):
             poison_table.clear.eq(csr_block.clear_poison),
             csr_block.poison_overflow.eq(poison_table.overflow),
             read_engine.invalidate.eq(write_path.invalidate),
+            read_engine.invalidate_landed.eq(write_path.landed),
             read_engine.invalidate_all.eq(csr_block.regions_written),
         ]
         # DevLoad: the busier of the read side (reads in flight) and the write side (writes awaiting B)

@@ -46,6 +46,9 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
   wr_partial_groups, dram_lines_written (beats), write_bursts and bytes_strobed (set WSTRB bits). All
   counters of a write are counted in one cycle, when it leaves `held`; axi_errors one cycle after the failing
   B response. The other entries of `events` are driven 0.
+- `landed`: the (region, block) of a write whose last B response arrived, registered (the cycle after that B,
+  before the write's Cmp can leave): the read engine invalidates the block's slots again, so a read that ran
+  concurrently with the write and filled a slot with the old planes cannot serve a read sent after the Cmp.
 - `busy` is 1 while any write is held, issuing, awaiting B responses or waiting for its NDR; `outstanding` is
   the number of in-flight entries (writes with AXI traffic not yet completed).
 
@@ -104,6 +107,7 @@ class WritePath(wiring.Component):
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
+            "landed": Out(block_event_layout(p)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
             "busy": Out(1),
             "outstanding": Out(range(self.max_outstanding + 1)),
@@ -364,6 +368,13 @@ class WritePath(wiring.Component):
             self.invalidate.region.eq(decoded.region),
             self.invalidate.block.eq(decoded.block),
         ]
+        # `landed`: the write's last B response arrives (registered, like `invalidate`): two cycles before its
+        # Cmp can leave the NDR register, so the read engine drops slots filled while the write was in flight
+        m.d.sync += self.landed.valid.eq(0)
+        for i in range(n_entries):
+            with m.If(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] == 1)):
+                m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
+                             self.landed.block.eq(entry_block[i])]
         events = self.events
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
