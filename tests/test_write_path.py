@@ -459,3 +459,20 @@ def test_long_random_writes(seed):
                             max_b_delay=rng.randrange(0, 30), ndr_ready_prob=rng.uniform(0.2, 1.0),
                             gap_prob=rng.uniform(0.0, 0.5), max_cycles=200_000)
     check_against_golden(result, writes)
+
+
+def test_failed_b_insert_is_not_starved_by_poisoned_writes():
+    """A back-to-back stream of poisoned writes (each wants the poison-table insert port when it is accepted)
+    and one failing B response: the failed write's block must still enter the table, and its Cmp leave, within
+    a few cycles of the B response, not only after the stream ends."""
+    region = Region(0x100, 32, Format.INT, 4, 1)
+    error_line = 0x100
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.RAW, 0x100 + i), tag=i, ld_id=0,
+                    data=i * 0x9E3779B97F4A7C15, byte_enable=0, poison=1, target=(0, i // 4)) for i in range(80)]
+    result = run_write_path(SMALL, [region], writes, seed=8, ready_prob=1.0, max_b_delay=0, ndr_ready_prob=1.0,
+                            gap_prob=0.0, error_lines={error_line})
+    check_against_golden(result, writes)
+    b_edge = result["slave"].b_edges[0]          # the failing burst is the first write's
+    assert result["failed_tags"] == [(0, (0, 0))]
+    assert result["ndr_edges"][0] - b_edge <= 8, \
+        f"Cmp of the failed write {result['ndr_edges'][0] - b_edge} cycles after its B response"
