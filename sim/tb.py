@@ -110,6 +110,7 @@ class TB:
 
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns").start())
         dut.rst.value = 1
+        dut.axi_rst.value = 1    # AxiRam is reset with the controller: no AXI transaction survives a reset
         self.req_source = StreamSource(dut, "m2s_req", dut.clk, pauses(self.rng, idle))
         self.rwd_source = StreamSource(dut, "m2s_rwd", dut.clk, pauses(self.rng, idle))
         HandshakeMonitor(dut, "m2s_req", dut.clk, self.scoreboard.on_req, reset=dut.rst)
@@ -138,9 +139,9 @@ class TB:
 
     # --- reset and time -----------------------------------------------------------------------------------
     async def reset(self, cycles: int = 4) -> None:
-        self.dut.rst.value = 1
+        self.dut.rst.value = self.dut.axi_rst.value = 1
         await ClockCycles(self.dut.clk, cycles)
-        self.dut.rst.value = 0
+        self.dut.rst.value = self.dut.axi_rst.value = 0
         await ClockCycles(self.dut.clk, 2)
 
     @property
@@ -258,14 +259,14 @@ class TB:
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
         taken from AxiRam (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
-        self.dut.rst.value = 1
+        self.dut.rst.value = self.dut.axi_rst.value = 1
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
         await ClockCycles(self.dut.clk, 4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
         self.outstanding.clear()
         for listener in self.completion_listeners:
             listener(None, None)
-        self.dut.rst.value = 0
+        self.dut.rst.value = self.dut.axi_rst.value = 0
         await ClockCycles(self.dut.clk, 2)
         ram = self.ram_lines()
         expected = self.model.memory.copy()

@@ -186,8 +186,7 @@ class Bench:
                 except StopIteration:
                     done = True
                 ctx.set(cd.rst, self.rst)
-                if hasattr(dut, "axi_rst"):
-                    ctx.set(dut.axi_rst, self.axi_rst)
+                ctx.set(dut.axi_rst, self.axi_rst)
                 for queue, port, name in ((self.req, dut.m2s_req, "req"), (self.rwd, dut.m2s_rwd, "rwd")):
                     offer = bool(queue) and not self.rst
                     ctx.set(port.valid, offer)
@@ -287,3 +286,182 @@ def test_read_after_write_completion_sees_the_write(view, held):
     # the concurrent read may see old or new data; this one saw the old (the memory held the write back)
     assert bench.drs[100][0]["data"] == before.data
     assert bench.drs[101][0]["data"] == after.data, "a read after the write's Cmp returned the pre-write data"
+
+
+# ---- DEVICE.md "Reset": AXI transactions in flight at a controller reset --------------------------------------
+B8, BASE, K = 8, 0x80, 3
+CONFIG = (0, BASE, 4, Format.INT, B8, 1, K, Rounding.FLOOR)      # INT8, R = 1: block b = lines BASE + 8b ..
+
+
+def line_of(model, line):
+    return int.from_bytes(model.memory[line].tobytes(), "little")
+
+
+def reset_bench(lines):
+    """A Bench whose model holds `lines` written raw from BASE (the script writes them the same way)."""
+    bench = Bench()
+    bench.model.program(region_csr_writes(PARAMS, *CONFIG))
+    for i, value in enumerate(lines):
+        bench.model.rwd(RwdOpcode.MEM_WR, bench.model.address(View.RAW, BASE + i), 1000 + i, value, ALL_BYTES, 0)
+    return bench
+
+
+def fill(b, lines):
+    yield from b.program(*CONFIG)
+    for i, value in enumerate(lines):
+        b.write(1000 + i, View.RAW, BASE + i, value)
+    yield from b.wait(lambda: all(1000 + i in b.ndr for i in range(len(lines))))
+
+
+def expect_reads(bench, reads):
+    """reads: tag -> (view, line, k); the DRS data against the model."""
+    for tag, (view, line, k) in reads.items():
+        (want,) = bench.model.req(ReqOpcode.MEM_RD, bench.model.address(view, line, k), tag)
+        assert bench.drs[tag][0]["data"] == want.data, f"tag {tag}: {View(view).name} line {line:#x} wrong data"
+
+
+def test_reset_with_a_read_burst_in_flight():
+    """A packed k = 3 read's 3-beat R burst is held in the memory across the controller's reset; the memory
+    sends it after the reset. Later reads must get their own data, not the old burst's beats."""
+    lines = block_lines(3, 2 * B8)
+    bench = reset_bench(lines)
+    reads = {200: (View.RAW, BASE + 9, 0), 201: (View.RAW, BASE + 8, 0), 202: (View.PACKED_K, BASE + 8, K),
+             203: (View.RAW, BASE + 1, 0), 204: (View.PACKED_K, BASE, K)}
+
+    def script(b):
+        yield from fill(b, lines)
+        b.memory.hold["r"] = True
+        b.read(100, View.PACKED_K, BASE, K)
+        yield from b.wait(lambda: b.memory.ar)
+        yield from b.reset()
+        b.memory.hold["r"] = False
+        yield from b.program(*CONFIG)
+        for tag, (view, line, k) in reads.items():
+            b.read(tag, view, line, k)
+        yield from b.wait(lambda: all(tag in b.drs for tag in reads))
+        yield from b.idle(4)
+        status = yield from b.csr_read(CSR_STATUS)
+        assert not status & STATUS_BUSY, "STATUS.busy stuck after the drain"
+
+    bench.run(script)
+    assert 100 not in bench.drs
+    expect_reads(bench, reads)
+    assert bench.memory.r_beats == 3 + 1 + 1 + 3 + 1 + 3
+
+
+def test_reset_with_a_b_response_outstanding():
+    """A write's B response is held across the controller's reset and sent after it, while the next write's
+    data waits in the memory: the next write's Cmp must come only after its own B response."""
+    lines = block_lines(4, B8)
+    bench = reset_bench(lines)
+
+    def script(b):
+        yield from fill(b, lines)
+        b.memory.hold["b"] = True
+        b.write(1, View.RAW, BASE + 2, lines[0])
+        yield from b.wait(lambda: b.memory.b)
+        yield from b.reset()
+        yield from b.program(*CONFIG)
+        b.memory.hold["w"] = True
+        b.write(2, View.RAW, BASE + 3, lines[1])
+        yield from b.idle(3)
+        b.memory.hold["b"] = False       # the stale B arrives while the new write's data is not accepted
+        yield from b.idle(20)
+        b.memory.hold["w"] = False
+        yield from b.wait(lambda: 2 in b.ndr)
+        yield from b.idle(4)
+        yield from b.csr_read(CSR_STATUS)
+
+    bench.run(script)
+    assert 1 not in bench.ndr
+    burst = len(bench.memory.aw_log) - 1
+    assert bench.memory.aw_log[burst][0] == BASE + 3
+    assert bench.ndr[2][1] > bench.memory.b_cycles[burst], "the Cmp left before the write's own B response"
+    assert bench.memory.lines[BASE + 3] == lines[1]
+    assert not bench.csr_reads[-1] & STATUS_BUSY, "STATUS.busy stuck after the drain"
+
+
+@pytest.mark.parametrize("view, beats_in", [(View.RAW, 0), (View.WEIGHT_MAJOR, 3)])
+def test_reset_between_aw_and_w(view, beats_in):
+    """The memory accepted a write's AW and `beats_in` of its W beats when the controller was reset: the
+    controller completes the burst with WSTRB = 0 (memory beyond those beats unchanged, correct WLAST), and the
+    next write lands at its own address."""
+    old, new = block_lines(5, 2 * B8), block_lines(6, 2)
+    bench = reset_bench(old)
+    model = bench.model
+    before = [line_of(model, BASE + i) for i in range(2 * B8)]
+    model.rwd(RwdOpcode.MEM_WR, model.address(view, BASE), 50, new[0], ALL_BYTES, 0)
+    interrupted = [line_of(model, BASE + i) for i in range(B8)]   # all of the interrupted write landed
+    expected = {BASE + i: interrupted[i] if i < beats_in else before[i] for i in range(B8)}
+    expected[BASE + 8] = new[1]
+
+    def script(b):
+        yield from fill(b, old)
+        b.memory.w_budget = beats_in
+        b.write(50, view, BASE, new[0])
+        yield from b.wait(lambda: b.memory.aw and b.memory.w_budget == 0)
+        yield from b.idle(3)
+        yield from b.reset()
+        b.memory.w_budget = None
+        yield from b.program(*CONFIG)
+        b.write(51, View.RAW, BASE + 8, new[1])
+        yield from b.wait(lambda: 51 in b.ndr)
+        yield from b.idle(4)
+
+    bench.run(script)
+    assert 50 not in bench.ndr
+    got = {line: bench.memory.lines.get(line, 0) for line in expected}
+    wrong = [hex(line) for line in expected if got[line] != expected[line]]
+    assert not wrong, f"DRAM lines {wrong} differ (strobed beats after the reset, or data at the old address)"
+    assert not bench.memory.aw and not bench.memory.w and not bench.memory.b
+
+
+def test_reset_with_w_beats_ahead_of_their_aw():
+    """The memory took a write's W beat but not yet its AW when the controller was reset (AXI lets W lead
+    AW). The controller sends that AW again after the reset (the interrupted write lands at its own address)
+    so the next write's AW is not paired with the old beat."""
+    old, new = block_lines(7, B8), block_lines(8, 2)
+    bench = reset_bench(old)
+
+    def script(b):
+        yield from fill(b, old)
+        b.memory.hold["aw"] = True
+        b.write(60, View.RAW, BASE + 4, new[0])
+        yield from b.wait(lambda: b.memory.w)
+        yield from b.idle(3)
+        yield from b.reset()
+        b.memory.hold["aw"] = False
+        yield from b.program(*CONFIG)
+        b.write(61, View.RAW, BASE + 5, new[1])
+        yield from b.wait(lambda: 61 in b.ndr)
+        yield from b.idle(4)
+
+    bench.run(script)
+    assert bench.memory.lines[BASE + 5] == new[1], "the next write's AW took the old W beat"
+    assert bench.memory.lines[BASE + 4] in (old[4], new[0])
+    assert not bench.memory.aw and not bench.memory.w and not bench.memory.b
+
+
+def test_reset_of_controller_and_memory_together():
+    """When the memory is reset with the controller (`axi_rst`), nothing is owed: the controller does not
+    wait for the responses the memory dropped."""
+    lines = block_lines(9, B8)
+    bench = reset_bench(lines)
+    reads = {300: (View.RAW, BASE + 1, 0), 301: (View.PACKED_K, BASE, K)}
+
+    def script(b):
+        yield from fill(b, lines)
+        b.memory.hold["r"] = b.memory.hold["b"] = True
+        b.read(100, View.PACKED_K, BASE, K)
+        b.write(101, View.RAW, BASE + 2, lines[2])
+        yield from b.wait(lambda: b.memory.ar and b.memory.b)
+        yield from b.reset(memory_too=True)
+        b.memory.hold["r"] = b.memory.hold["b"] = False
+        yield from b.program(*CONFIG)
+        for tag, (view, line, k) in reads.items():
+            b.read(tag, view, line, k)
+        b.write(302, View.RAW, BASE + 3, lines[3])
+        yield from b.wait(lambda: all(tag in b.drs for tag in reads) and 302 in b.ndr)
+
+    bench.run(script)
+    expect_reads(bench, reads)
