@@ -8,7 +8,7 @@ or, faster, through the bridge's byte streams (serial=False); the ULX3S top (fpg
 dram_addr_bits = log2(ram_bytes), so every DRAM address the controller can form exists in the RAM.
 """
 
-from amaranth import Module, Cat
+from amaranth import Module, Cat, ResetSignal
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -71,4 +71,6 @@ class BridgedSystem(wiring.Component):
         wiring.connect(m, controller.s2m_drs, bridge.s2m_drs)
         wiring.connect(m, bridge.csr, controller.csr)
         wiring.connect(m, controller.axi, ram.axi)
+        # the block RAM shares the controller's reset: no AXI transaction survives it (hdl/backend/axi_drain.py)
+        m.d.comb += controller.axi_rst.eq(ResetSignal())
         return m

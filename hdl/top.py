@@ -6,8 +6,10 @@ Ports (Verilog flattens them with "__": m2s_req__valid, csr__awaddr, axi__arvali
     s2m_ndr  Out stream of ndr_layout   (S2M NDR)
     s2m_drs  Out stream of drs_layout   (S2M DRS)
     csr      AXI4-Lite subordinate (CSR map of DEVICE.md §6)
-    axi      AXI4 manager to device DRAM (read engine drives ar*/r*, write path aw*/w*/b*)
-Clock `clk`, synchronous reset `rst`.
+    axi      AXI4 manager to device DRAM (read engine drives ar*/r*, write path aw*/w*/b*, through AxiDrain)
+    axi_rst  In  the memory behind `axi` is reset too (tie to rst if it shares the controller's reset, else 0)
+Clock `clk`, synchronous reset `rst`. AxiDrain (hdl/backend/axi_drain.py) sits between the engines and the AXI
+port: after a reset it absorbs the responses and sends the W beats the memory is still owed (DEVICE.md "Reset").
 
 Units: ReqFrontEnd (Req split) -> ReadEngine (decode, block buffer, packer, DRS); WritePath (RwD -> AXI writes,
 NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
@@ -29,6 +31,7 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, dev_load_thresholds
 from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
+from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS
@@ -69,6 +72,7 @@ class SmartQuantController(wiring.Component):
             "s2m_drs": Out(stream.Signature(drs_layout(p))),
             "csr": In(AxiLiteSignature(p.csr_addr_bits, 32)),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
+            "axi_rst": In(1),
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
@@ -82,7 +86,7 @@ class SmartQuantController(wiring.Component):
             check_read_params(p)
             for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
-                                     ("ndr_arbiter", NdrArbiter)):
+                                     ("ndr_arbiter", NdrArbiter), ("axi_drain", AxiDrain)):
                 self._units[name] = unit_class(p)
         except ValueError:
             for unit in (self, *self._units.values()):   # refused design: nothing built here is an error
@@ -107,15 +111,19 @@ class SmartQuantController(wiring.Component):
         wiring.connect(m, ndr_arbiter.ndr, wiring.flipped(self.s2m_ndr))
         wiring.connect(m, wiring.flipped(self.csr), csr_block.bus)
 
-        # One AXI manager port shared by member: reads from the read engine, writes from the write path.
+        # One AXI manager port shared by member: reads from the read engine, writes from the write path, both
+        # through the drain unit (reset with AXI transactions in flight).
+        axi_drain = self._units["axi_drain"]
         for name in READ_AXI_MEMBERS:
-            m.d.comb += getattr(self.axi, name).eq(getattr(read_engine.axi, name))
+            m.d.comb += getattr(axi_drain.up, name).eq(getattr(read_engine.axi, name))
         for name in READ_AXI_INPUTS:
-            m.d.comb += getattr(read_engine.axi, name).eq(getattr(self.axi, name))
+            m.d.comb += getattr(read_engine.axi, name).eq(getattr(axi_drain.up, name))
         for name in WRITE_AXI_MEMBERS:
-            m.d.comb += getattr(self.axi, name).eq(getattr(write_path.axi, name))
+            m.d.comb += getattr(axi_drain.up, name).eq(getattr(write_path.axi, name))
         for name in WRITE_AXI_INPUTS:
-            m.d.comb += getattr(write_path.axi, name).eq(getattr(self.axi, name))
+            m.d.comb += getattr(write_path.axi, name).eq(getattr(axi_drain.up, name))
+        wiring.connect(m, axi_drain.down, wiring.flipped(self.axi))
+        m.d.comb += axi_drain.axi_rst.eq(self.axi_rst)
 
         m.d.comb += [
             read_engine.regions.eq(csr_block.regions),
@@ -129,6 +137,7 @@ class SmartQuantController(wiring.Component):
             poison_table.clear.eq(csr_block.clear_poison),
             csr_block.poison_overflow.eq(poison_table.overflow),
             read_engine.invalidate.eq(write_path.invalidate),
+            read_engine.invalidate_landed.eq(write_path.landed),
             read_engine.invalidate_all.eq(csr_block.regions_written),
         ]
         # ---- DevLoad (DEVICE.md §3): occupancy N = M2S messages accepted that still owe a response ----------
@@ -152,9 +161,10 @@ class SmartQuantController(wiring.Component):
         busy = Signal()
         stall = Signal()
         axi_write_in_flight = Signal()
-        outstanding_writes = Signal(8)   # AW accepted, B not yet returned
-        aw_done = axi.awvalid & axi.awready
-        b_done = axi.bvalid & axi.bready
+        # AW accepted, B not yet returned, as the write path sees them (the drain hides a B from before a reset)
+        outstanding_writes = Signal(8)
+        aw_done = write_path.axi.awvalid & write_path.axi.awready
+        b_done = write_path.axi.bvalid & write_path.axi.bready
         with m.If(aw_done & ~b_done):
             m.d.sync += outstanding_writes.eq(outstanding_writes + 1)
         with m.Elif(b_done & ~aw_done):
@@ -162,7 +172,7 @@ class SmartQuantController(wiring.Component):
         m.d.comb += [
             axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
             busy.eq(frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid | self.m2s_req.valid
-                    | self.s2m_ndr.valid | axi_write_in_flight),
+                    | self.s2m_ndr.valid | axi_write_in_flight | axi_drain.busy),
             stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
                      | (axi.arvalid & ~axi.arready) | (axi.awvalid & ~axi.awready) | (axi.wvalid & ~axi.wready)),
             csr_block.busy.eq(busy),

@@ -103,6 +103,7 @@ class TB:
 
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start())
         dut.rst.value = 1
+        dut.axi_rst.value = 0    # the AXI memory is never reset with the controller (port_driver.AxiMemory)
         board = self.scoreboard
         self.driver = driver = PortDriver(dut, dut.clk, self.rng, CONTROLLER_STATUS)
         driver.in_reset = True

@@ -164,7 +164,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
         if model.counter(Counter.AXI_ERRORS) != errors_before:
             failed_tags.append((w.tag, w.target))
 
-    ndrs, inserts, invalidations = [], [], []
+    ndrs, inserts, invalidations, landed = [], [], [], []
     insert_edges = {}   # (region, block) -> clock edge of its first poison-table insert
     ndr_edges = {}   # tag -> clock edge of its NDR handshake
     rwd_edges, w_edges = [], []   # clock edges of RwD and W handshakes
@@ -208,9 +208,9 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
 
     async def monitor(ctx):
         edge = 0
-        async for _, _, insert, invalidate, counts, rwd_fire, w_fire in ctx.tick().sample(
+        async for _, _, insert, invalidate, counts, rwd_fire, w_fire, land in ctx.tick().sample(
                 dut.poison_insert, dut.invalidate, dut.events, dut.rwd.valid & dut.rwd.ready,
-                dut.axi.wvalid & dut.axi.wready):
+                dut.axi.wvalid & dut.axi.wready, dut.landed):
             edge += 1
             if rwd_fire:
                 rwd_edges.append(edge)
@@ -221,6 +221,8 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                 insert_edges.setdefault((insert.region, insert.block), edge)
             if invalidate.valid:
                 invalidations.append((invalidate.region, invalidate.block))
+            if land.valid:
+                landed.append((land.region, land.block))
             for n in WRITE_COUNTERS:
                 events[n] += counts[n]
 
@@ -231,7 +233,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
         sim.add_testbench(background, background=True)
     sim.run()
     return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
-                invalidations=invalidations, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
+                invalidations=invalidations, landed=landed, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
                 rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags, insert_edges=insert_edges)
 
 
@@ -254,6 +256,8 @@ def check_against_golden(result, writes):
     for tag, target in result["failed_tags"]:
         assert result["insert_edges"][target] < result["ndr_edges"][tag], f"NDR of failed write {tag} before insert"
     assert result["invalidations"] == [w.target for w in writes if w.target is not None]
+    # every mapped write lands once (its last B response), in completion order
+    assert Multiset(result["landed"]) == Multiset(w.target for w in writes if w.target is not None)
     # a write's NDR comes after the B responses of all its bursts (bursts are issued in write order)
     first_burst = 0
     for w, n_bursts in zip(writes, result["bursts_per_write"]):
@@ -455,3 +459,20 @@ def test_long_random_writes(seed):
                             max_b_delay=rng.randrange(0, 30), ndr_ready_prob=rng.uniform(0.2, 1.0),
                             gap_prob=rng.uniform(0.0, 0.5), max_cycles=200_000)
     check_against_golden(result, writes)
+
+
+def test_failed_b_insert_is_not_starved_by_poisoned_writes():
+    """A back-to-back stream of poisoned writes (each wants the poison-table insert port when it is accepted)
+    and one failing B response: the failed write's block must still enter the table, and its Cmp leave, within
+    a few cycles of the B response, not only after the stream ends."""
+    region = Region(0x100, 32, Format.INT, 4, 1)
+    error_line = 0x100
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.RAW, 0x100 + i), tag=i, ld_id=0,
+                    data=i * 0x9E3779B97F4A7C15, byte_enable=0, poison=1, target=(0, i // 4)) for i in range(80)]
+    result = run_write_path(SMALL, [region], writes, seed=8, ready_prob=1.0, max_b_delay=0, ndr_ready_prob=1.0,
+                            gap_prob=0.0, error_lines={error_line})
+    check_against_golden(result, writes)
+    b_edge = result["slave"].b_edges[0]          # the failing burst is the first write's
+    assert result["failed_tags"] == [(0, (0, 0))]
+    assert result["ndr_edges"][0] - b_edge <= 8, \
+        f"Cmp of the failed write {result['ndr_edges'][0] - b_edge} cycles after its B response"

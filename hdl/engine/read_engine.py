@@ -104,6 +104,8 @@ class ReadEngine(wiring.Component):
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
             "toward_zero": In(params.n_regions),
             "invalidate": In(block_event_layout(params)),
+            # a write's last B response arrived (write path `landed`): its block's slots are invalidated again
+            "invalidate_landed": In(block_event_layout(params)),
             "invalidate_all": In(1),
             # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
             "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
@@ -473,9 +475,13 @@ class ReadEngine(wiring.Component):
             # cycle that block is leaving anyway, and the new one cannot be the written block (the host keeps no
             # read and write of one block in flight together), so the allocation wins. A region rewrite
             # invalidates everything, new allocations included.
+            # A landed write invalidates again (a read concurrent with the write may have filled the slot with
+            # the old planes); an allocation in that cycle fetches after the B response, so it wins too.
             hit_by_write = (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
                             & (tag_block[s] == self.invalidate.block))
-            with m.If(self.invalidate_all | (hit_by_write & ~allocate)):
+            hit_by_landed = (self.invalidate_landed.valid & (tag_region[s] == self.invalidate_landed.region)
+                             & (tag_block[s] == self.invalidate_landed.block))
+            with m.If(self.invalidate_all | ((hit_by_write | hit_by_landed) & ~allocate)):
                 m.d.sync += tag_valid[s].eq(0)
         with m.If(dispatch & is_miss):
             m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))

@@ -32,20 +32,24 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
   of one write arrive in order and different writes may complete out of order. The entry counts the B
   responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1.
 - Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
-  is entered in the poison table (through `poison_insert`, in a cycle without a poisoned-write insert) before
+  is entered in the poison table (through `poison_insert`; a pending error insert has the port first and a
+  poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before
   the write's NDR Cmp may go out, so a read the host sends after the Cmp already sees the poison. Each failing
   B response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
 - The NDR register serves completed entries first, then the dropped write in `held` (a drop waits at most
   until the table drains, since no new write enters while it waits). NDR carries MetaField No-Op, the tag and
   LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; in other cycles the
-  block of a write whose B response failed) for the poison table,
+  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of a write
+  whose B response failed, which goes first) for the poison table,
   `invalidate` (every writable RwD's (region, block)) for the read engine's block buffer, and `events`, the
   per-cycle increments of rwd_mem_wr, rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes,
   wr_partial_groups, dram_lines_written (beats), write_bursts and bytes_strobed (set WSTRB bits). All
   counters of a write are counted in one cycle, when it leaves `held`; axi_errors one cycle after the failing
   B response. The other entries of `events` are driven 0.
+- `landed`: the (region, block) of a write whose last B response arrived, registered (the cycle after that B,
+  before the write's Cmp can leave): the read engine invalidates the block's slots again, so a read that ran
+  concurrently with the write and filled a slot with the old planes cannot serve a read sent after the Cmp.
 - `busy` is 1 while any write is held, issuing, awaiting B responses or waiting for its NDR; `outstanding` is
   the number of in-flight entries (writes with AXI traffic not yet completed).
 
@@ -104,6 +108,7 @@ class WritePath(wiring.Component):
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
+            "landed": Out(block_event_layout(p)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
             "busy": Out(1),
             "outstanding": Out(range(self.max_outstanding + 1)),
@@ -285,8 +290,11 @@ class WritePath(wiring.Component):
             (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_fifo.w_rdy))
             & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_fifo.w_rdy)))
 
+        # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
+        # (have_error is defined with the in-flight table's error flags below).
+        have_error = Signal()
         load_stage = Signal()
-        m.d.comb += load_stage.eq(held_valid & writable & stage_free & have_free)
+        m.d.comb += load_stage.eq(held_valid & writable & stage_free & have_free & ~(held.poison & have_error))
         with m.If(load_stage):   # after the counter updates above: a new write restarts them at 0
             m.d.sync += [
                 stage_busy.eq(1),
@@ -335,12 +343,12 @@ class WritePath(wiring.Component):
 
         b_error = b_fire & (axi.bresp != AXI_RESP_OKAY)
         error_entry = Signal(range(n_entries))   # lowest entry whose failed block still waits for its insert
-        have_error = Signal()
         for i in reversed(range(n_entries)):
             with m.If(entry_error[i]):
                 m.d.comb += [error_entry.eq(i), have_error.eq(1)]
-        # a poisoned write's insert has the port first; a failed write's block goes in a cycle without one
-        error_insert = have_error & ~(load_stage & held.poison)
+        # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see load_stage):
+        # each pending error takes one cycle, so neither side waits longer than the in-flight table is deep.
+        error_insert = have_error
         for i in range(n_entries):
             with m.If(error_insert & (error_entry == i)):
                 m.d.sync += entry_error[i].eq(0)
@@ -364,6 +372,13 @@ class WritePath(wiring.Component):
             self.invalidate.region.eq(decoded.region),
             self.invalidate.block.eq(decoded.block),
         ]
+        # `landed`: the write's last B response arrives (registered, like `invalidate`): two cycles before its
+        # Cmp can leave the NDR register, so the read engine drops slots filled while the write was in flight
+        m.d.sync += self.landed.valid.eq(0)
+        for i in range(n_entries):
+            with m.If(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] == 1)):
+                m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
+                             self.landed.block.eq(entry_block[i])]
         events = self.events
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)

@@ -1,0 +1,182 @@
+"""AxiDrain: keeps the AXI4 manager port consistent across a controller reset (docs/DEVICE.md "Reset").
+
+The memory behind the AXI port need not be reset with the controller (a CXL link reset does not reset the DRAM
+controller), so transactions it accepted before `rst` still complete after it: R beats arrive for reads the
+read engine forgot, B responses for writes the write path forgot, and an accepted AW still waits for its W
+beats. Without this unit the engines would take those as answers to their new requests.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, Mux, Array, ResetSignal
+from amaranth.lib import wiring, data
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import ControllerParams
+from smartquant.hdl.backend.axi import AxiSignature
+
+AR_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst")
+R_MEMBERS = ("rid", "rdata", "rresp", "rlast")
+AW_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst")
+B_MEMBERS = ("bid", "bresp")
+
+
+class AxiDrain(wiring.Component):
+    """Sits between the engines (`up`, AR/R from the read engine, AW/W/B from the write path) and the AXI port
+    (`down`). In normal operation it passes everything through and keeps, in registers that `rst` does not
+    reset (reset_less; they start at their init value 0 at power-up), the obligations of the port:
+
+    - R beats owed: sum of ARLEN + 1 over accepted ARs minus R beats taken;
+    - B responses owed: AWs accepted minus B responses taken;
+    - W beats owed: a queue (`queue_depth` entries) of the lengths of accepted AW bursts whose W beats are not
+      all sent, with the beats already sent of the oldest one. AXI lets W lead AW: a W beat may go before its
+      AW is accepted only for the AW being presented (never for a later one), and the unit keeps a copy of that
+      AW. A new AW waits while the queue is full (W progress never waits for a new AW, so no deadlock).
+
+    After `rst` (and at power-up) `draining` is 1; while anything is owed the unit holds off new AR / AW / W of
+    the engines (their VALID does not reach the port, their READY is 0, R and B are hidden from them), keeps
+    RREADY = BREADY = 1 and discards what arrives, presents again the AW whose W beats went ahead of it, and
+    sends the owed W beats with WSTRB = 0 and data 0 (WLAST on the last beat of each burst), so the memory
+    completes its accepted bursts without changing memory (apart from beats it already took). When nothing is
+    owed, `draining` drops and traffic resumes; with nothing owed there is no added cycle.
+
+    While `rst` (or `axi_rst`) is high every VALID toward the memory is 0 and RREADY = BREADY = 1.
+    `axi_rst` says the memory's AXI interface is reset too (tie it to `rst` when the memory shares the
+    controller's reset, 0 when it does not): it clears every obligation, since the memory dropped them.
+    `busy` is 1 while the drain holds traffic off.
+    """
+
+    def __init__(self, params: ControllerParams = ControllerParams(), queue_depth: int = 4):
+        self.params = params
+        self.queue_depth = queue_depth
+        signature = AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)
+        super().__init__({
+            "up": In(signature),      # from the engines (they are the managers)
+            "down": Out(signature),   # to the memory
+            "axi_rst": In(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        up, down = self.up, self.down
+        depth = self.queue_depth
+
+        # ---- obligations (survive rst) -----------------------------------------------------------------
+        r_owed = Signal(16, reset_less=True)
+        b_owed = Signal(16, reset_less=True)
+        lengths = Array(Signal(8, name=f"w_burst{i}_len", reset_less=True) for i in range(depth))
+        rd_ptr = Signal(range(depth), reset_less=True)
+        wr_ptr = Signal(range(depth), reset_less=True)
+        count = Signal(range(depth + 1), reset_less=True)   # accepted AW bursts with W beats still owed
+        head_sent = Signal(9, reset_less=True)   # W beats sent of the oldest burst (count = 0: of the AW presented)
+        early_done = Signal(reset_less=True)     # count = 0 and every W beat of the presented AW went already
+        aw_layout = data.StructLayout({"id": p.axi_id_bits, "addr": p.dram_addr_bits, "len": 8})
+        early_aw = Signal(aw_layout, reset_less=True)   # the AW whose W beats went ahead of it
+
+        draining = Signal(init=1)   # reset by rst: set after every reset
+        early = Signal()            # W beats went ahead of an AW not yet accepted
+        owed = Signal()
+        hold = Signal()
+        rst = ResetSignal()
+        m.d.comb += [
+            early.eq((count == 0) & ((head_sent != 0) | early_done)),
+            owed.eq((r_owed != 0) | (b_owed != 0) | (count != 0) | early),
+            hold.eq(rst | self.axi_rst | (draining & owed)),
+            self.busy.eq(draining & owed),
+        ]
+        with m.If(~owed):
+            m.d.sync += draining.eq(0)
+
+        # ---- AR / R ------------------------------------------------------------------------------------
+        for name in AR_MEMBERS:
+            m.d.comb += getattr(down, name).eq(getattr(up, name))
+        for name in R_MEMBERS:
+            m.d.comb += getattr(up, name).eq(getattr(down, name))
+        m.d.comb += [
+            down.arvalid.eq(up.arvalid & ~hold),
+            up.arready.eq(down.arready & ~hold),
+            up.rvalid.eq(down.rvalid & ~hold),
+            down.rready.eq(hold | up.rready),
+        ]
+        ar_fire = down.arvalid & down.arready
+        r_fire = down.rvalid & down.rready
+        r_next = r_owed + Mux(ar_fire, down.arlen + 1, 0)
+        m.d.sync += r_owed.eq(Mux(r_fire & (r_next != 0), r_next - 1, r_next))
+
+        # ---- AW / W / B --------------------------------------------------------------------------------
+        queue_full = count == depth
+        for name in AW_MEMBERS[3:]:
+            m.d.comb += getattr(down, name).eq(getattr(up, name))   # size and burst are constants
+        with m.If(hold):   # only the AW whose W beats went ahead of it (outside reset)
+            m.d.comb += [
+                down.awvalid.eq(early & ~rst & ~self.axi_rst),
+                down.awid.eq(early_aw.id),
+                down.awaddr.eq(early_aw.addr),
+                down.awlen.eq(early_aw.len),
+            ]
+        with m.Else():
+            m.d.comb += [
+                down.awvalid.eq(up.awvalid & ~queue_full),
+                down.awid.eq(up.awid),
+                down.awaddr.eq(up.awaddr),
+                down.awlen.eq(up.awlen),
+            ]
+        m.d.comb += up.awready.eq(down.awready & ~hold & ~queue_full)
+
+        head_last = Signal(8)   # AWLEN of the burst the next W beat belongs to
+        m.d.comb += head_last.eq(Mux(count != 0, lengths[rd_ptr], down.awlen))
+        w_credit = Signal()     # the next W beat has its AW accepted, or presented now
+        m.d.comb += w_credit.eq((count != 0) | (down.awvalid & ~early_done))
+        last_beat = head_sent == head_last
+        with m.If(hold):   # owed beats, strobes 0
+            m.d.comb += [
+                down.wvalid.eq(w_credit & ~rst & ~self.axi_rst),
+                down.wdata.eq(0),
+                down.wstrb.eq(0),
+                down.wlast.eq(last_beat),
+            ]
+        with m.Else():
+            m.d.comb += [
+                down.wvalid.eq(up.wvalid & w_credit),
+                down.wdata.eq(up.wdata),
+                down.wstrb.eq(up.wstrb),
+                down.wlast.eq(up.wlast),
+            ]
+        m.d.comb += up.wready.eq(down.wready & ~hold & w_credit)
+
+        for name in B_MEMBERS:
+            m.d.comb += getattr(up, name).eq(getattr(down, name))
+        m.d.comb += [
+            up.bvalid.eq(down.bvalid & ~hold),
+            down.bready.eq(hold | up.bready),
+        ]
+
+        aw_fire = down.awvalid & down.awready
+        w_fire = down.wvalid & down.wready
+        b_fire = down.bvalid & down.bready
+        # an accepted AW enters the queue unless all its W beats went ahead of it
+        enqueue = aw_fire & ~((count == 0) & (early_done | (w_fire & last_beat)))
+        pop = w_fire & (count != 0) & last_beat
+        b_next = b_owed + aw_fire
+        with m.If(self.axi_rst):
+            m.d.sync += [r_owed.eq(0), b_owed.eq(0), count.eq(0), rd_ptr.eq(0), wr_ptr.eq(0), head_sent.eq(0),
+                         early_done.eq(0)]
+        with m.Else():
+            m.d.sync += [
+                b_owed.eq(Mux(b_fire & (b_next != 0), b_next - 1, b_next)),
+                count.eq(count + enqueue - pop),
+            ]
+            with m.If(enqueue):
+                m.d.sync += [lengths[wr_ptr].eq(down.awlen), wr_ptr.eq(Mux(wr_ptr == depth - 1, 0, wr_ptr + 1))]
+            with m.If(pop):
+                m.d.sync += rd_ptr.eq(Mux(rd_ptr == depth - 1, 0, rd_ptr + 1))
+            with m.If(w_fire):
+                m.d.sync += head_sent.eq(Mux(last_beat, 0, head_sent + 1))
+            with m.If(aw_fire & (count == 0)):
+                m.d.sync += early_done.eq(0)
+            with m.Elif(w_fire & (count == 0) & last_beat):
+                m.d.sync += early_done.eq(1)
+        with m.If(w_fire & (count == 0)):   # a beat ahead of its AW: keep that AW
+            m.d.sync += [early_aw.id.eq(down.awid), early_aw.addr.eq(down.awaddr), early_aw.len.eq(down.awlen)]
+        return m
