@@ -28,7 +28,7 @@ def status_mask(names: tuple[str, ...], name: str) -> int:
 
 
 class SimHarness(wiring.Component):
-    """Wraps `inner` (a wiring.Component whose members are all interfaces) and adds `tb_status`."""
+    """Wraps `inner` (a wiring.Component) with the same ports and adds `tb_status`."""
 
     def __init__(self, inner: wiring.Component, status_names: tuple[str, ...]):
         self.inner = inner
@@ -40,7 +40,10 @@ class SimHarness(wiring.Component):
         m = Module()
         m.submodules.dut = inner = self.inner
         for name, member in inner.signature.members.items():
-            if member.flow == wiring.In:
+            if member.is_port:            # a plain signal (e.g. axi_rst)
+                outer, wrapped = getattr(self, name), getattr(inner, name)
+                m.d.comb += wrapped.eq(outer) if member.flow == wiring.In else outer.eq(wrapped)
+            elif member.flow == wiring.In:
                 wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(inner, name))
             else:
                 wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(self, name)))

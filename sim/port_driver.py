@@ -189,7 +189,8 @@ class AxiMemory:
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
                                                                       "bready")}
         self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, error, ready_at]
-        self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats] AW accepted
+        self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats, stale] AW accepted
+        self.stale_w_beats = 0    # W beats taken before a controller reset for an AW not yet accepted
         self.w_beats: collections.deque[tuple[int, int, int]] = collections.deque()   # (data, strobe, last)
         self.responses: collections.deque[tuple[int, int, int]] = collections.deque()  # (id, resp, ready_at)
         self.r_presenting = False
@@ -205,6 +206,13 @@ class AxiMemory:
 
     def write(self, address: int, data: bytes) -> None:
         self.memory[address:address + len(data)] = np.frombuffer(data, dtype=np.uint8)
+
+    def controller_reset(self) -> None:
+        """The controller is reset: bursts it issued before are no longer reported (their W beats, sent by the
+        controller's drain after the reset, complete them without reaching a scoreboard)."""
+        for write in self.writes:
+            write[3] = True
+        self.stale_w_beats = max(0, len(self.w_beats) - sum(write[2] for write in self.writes))
 
     def outstanding(self) -> tuple[int, int, int]:
         """(R beats owed, B responses owed, W beats still expected) for accepted AR/AW bursts."""
@@ -270,7 +278,9 @@ class AxiMemory:
         if status & m["awvalid"]:
             if self.awready.last:
                 address, beats, awid = self._check_burst("write", self.aw)
-                self.writes.append([awid, address // self.line_bytes, beats])
+                stale = self.stale_w_beats > 0
+                self.stale_w_beats = max(0, self.stale_w_beats - beats)
+                self.writes.append([awid, address // self.line_bytes, beats, stale])
             self._stall("aw", not self.awready.last)
         if status & m["wvalid"]:
             if self.wready.last:
@@ -298,7 +308,7 @@ class AxiMemory:
             self._stall("b", not status & m["bready"])
 
     def _complete_write(self, cycle: int) -> None:
-        awid, first, beats = self.writes.popleft()
+        awid, first, beats, stale = self.writes.popleft()
         data = [self.w_beats.popleft() for _ in range(beats)]
         lasts = [last for _, _, last in data]
         if lasts != [0] * (beats - 1) + [1]:
@@ -315,7 +325,7 @@ class AxiMemory:
                 window = self.memory[address:address + self.line_bytes]
                 window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
-        if self.on_write_burst:
+        if self.on_write_burst and not stale:
             self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _ in data], awid)
 
 

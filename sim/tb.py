@@ -290,6 +290,7 @@ class TB:
         """
         self.coverage.sample_reset(*self.ram.outstanding())
         await self._set_reset(True)
+        self.ram.controller_reset()
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
         await ClockCycles(self.dut.clk, 4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
@@ -298,7 +299,15 @@ class TB:
         for listener in self.completion_listeners:
             listener(None, None)
         await self._set_reset(False)
-        await ClockCycles(self.dut.clk, 2)
+        # the controller drains what the memory is still owed or owes (DEVICE.md "Reset"); W beats the memory took
+        # before the reset land when their AW arrives, so memory is settled only once nothing is owed
+        for _ in range(2000):
+            await RisingEdge(self.dut.clk)
+            if not any(self.ram.outstanding()) and not self.ram.w_beats:
+                break
+        else:
+            raise AssertionError(f"AXI obligations not drained 2000 cycles after reset: (R beats, B, W beats) owed "
+                                 f"{self.ram.outstanding()}")
         ram = self.ram_lines()
         expected = self.model.memory.copy()
         uncertain = np.zeros(len(expected), dtype=bool)
