@@ -300,6 +300,9 @@ class RandomTraffic:
             await tb.check_counters()
             await self.epoch_change()
             tb.set_knobs(**self._knobs(phase))
+            # phases that fill the device (DevLoad up to Severe) let more requests be outstanding
+            self.max_outstanding = (self.params.load_capacity + 16 if phase in ("backpressure", "hammer", "stress")
+                                    else 24)
             await getattr(self, f"_phase_{phase}", self._phase_mixed)(budget)
             if self.log_every and self.issued >= next_log:
                 next_log = (self.issued // self.log_every + 1) * self.log_every
@@ -362,11 +365,12 @@ class RandomTraffic:
                 await self.one()
 
     async def _phase_rewrite_in_flight(self, budget: int) -> None:
-        """Region rewrites (default k, rounding) while raw reads, unpoisoned writes and NDR-only requests of
-        other regions are in flight. Such traffic does not depend on the rewritten region, on the block buffer or
-        on the poison table (which the rewrite clears), so the model's order is the DUT's (DEVICE.md §4)."""
+        """Region rewrites (default k, rounding) while raw reads and unpoisoned writes of other regions, unmapped
+        reads and NDR-only requests are in flight. None of these depends on the rewritten region's default k, on
+        the block buffer or on the poison table (which the rewrite clears, and which is empty here), so the
+        model's order is the DUT's (DEVICE.md §4)."""
         tb, rng = self.tb, self.rng
-        if len(self.regions) < 2:
+        if not self.regions:
             return await self._phase_mixed(budget)
         await tb.csr_write(CSR_CONTROL, int(tb.nxm_as_poison) | CONTROL_CLEAR_POISON)
         end = self.issued + budget
@@ -374,18 +378,30 @@ class RandomTraffic:
             target = rng.choice(self.regions)
             others = [region for region in self.regions if region is not target]
             for _ in range(rng.randrange(2, 12)):
-                region = rng.choice(others)
-                block = self._pick_block(region)
-                superblock, slot = divmod(block, region.R)
-                line = region.base_line + superblock * region.R * region.B + rng.randrange(region.B) * region.R + slot
-                if rng.random() < 0.5:
-                    note = Note("read", (region.index, block))
-                    await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, line), note=note))
+                roll = rng.random()
+                if others and roll < 0.6:
+                    region = rng.choice(others)
+                    block = self._pick_block(region)
+                    superblock, slot = divmod(block, region.R)
+                    line = (region.base_line + superblock * region.R * region.B + rng.randrange(region.B) * region.R
+                            + slot)
+                    if roll < 0.3:
+                        note = Note("read", (region.index, block))
+                        await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, line),
+                                                               note=note))
+                    else:
+                        note = Note("write", (region.index, block), (line,))
+                        data = rng.getrandbits(self.params.data_width)
+                        await self._issue(note, lambda: tb.rwd(RwdOpcode.MEM_WR, tb.address(View.RAW, line), data,
+                                                               byte_enable=(1 << self.params.line_bytes) - 1,
+                                                               note=note))
+                elif roll < 0.8:
+                    address = self._unmapped_address()
+                    await self._issue(Note("read", None), lambda: tb.req(ReqOpcode.MEM_RD, address))
                 else:
-                    note = Note("write", (region.index, block), (line,))
-                    data = rng.getrandbits(self.params.data_width)
-                    await self._issue(note, lambda: tb.rwd(RwdOpcode.MEM_WR, tb.address(View.RAW, line), data,
-                                                           byte_enable=(1 << self.params.line_bytes) - 1, note=note))
+                    opcode = rng.choice([ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT])
+                    address, _ = self._target(writing=False)
+                    await self._issue(Note("read", None), lambda: tb.req(opcode, address))
             target.default_k = rng.randint(1, target.B)
             target.rounding = rng.choice(list(Rounding))
             await tb.program_region(target, in_flight_ok=True)

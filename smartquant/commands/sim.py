@@ -1,52 +1,84 @@
 """Run constrained-random CXL.mem traffic through the RTL (cocotb + Verilator) against the golden model.
 
-Every DRS and NDR is checked bit-exact, every tag must be answered once, and every counter read over AXI-Lite
-must equal the golden model's. The seed is printed and replays the run exactly. Builds are cached under
-build/sim/ per parameter set. With --waves the run is traced (FST) and the file is kept; without it, a failing
-run is repeated once with tracing and the wave file's path is printed.
+Every DRS and NDR is checked bit-exact (DevLoad against the port occupancy), every AXI burst (address, beats,
+WSTRB, WDATA), every counter over AXI-Lite and the whole memory at the end against the golden model. The traffic
+runs in phases (idle, backpressure, AXI pauses, stall runs, SLVERR injection, tag reuse, region rewrites in
+flight, resets with AXI in flight, ...), and functional coverage sampled from the port monitors is printed and
+written as JSON (--coverage-report). The seed is printed and replays the run exactly. Builds are cached under
+build/sim/ per parameter set. With --waves the run is traced and the file is kept; without it, a failing run
+is repeated once with tracing and the wave file's path is printed.
+
+Every ControllerParams field is an option (defaults: the controller's, with a 1 MiB simulated DRAM).
 
 Examples:
-  smartquant sim --transactions 10000 --seed 7
-  smartquant sim --transactions 1000000 --seed 1 --data-width 256
+  smartquant sim --transactions 20000 --seed 7
+  smartquant sim --transactions 20000 --seed 4401 --data-width 128 --request-depth 4 --buffer-slots 1
+  smartquant sim --transactions 1000000 --seed 1 --coverage-report cov.json
   smartquant sim --directed                   # the directed cocotb tests instead of random traffic
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 
 from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
 
+SIM_DEFAULTS = {"dram_addr_bits": 20}      # AxiMemory holds the whole device in the simulator's memory
+FIELD_HELP = {
+    "data_width": "line width W in bits (64, 128, 256, 512)",
+    "b_max": "widest storage format B the datapath supports (2, 4, 8, 16)",
+    "n_regions": "region-table entries (1..16)",
+    "request_depth": "outstanding M2S requests the front end buffers",
+    "buffer_slots": "block-buffer slots",
+    "poison_entries": "poisoned blocks remembered before the overflow rule applies",
+    "dram_addr_bits": "simulated device capacity, log2 bytes (12..24 in simulation)",
+    "axi_id_bits": "AXI ID width",
+    "csr_addr_bits": "AXI-Lite CSR address width",
+}
+
 
 def add_arguments(parser):
     parser.add_argument("--transactions", type=int, default=10_000, help="random transactions (default 10000)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
-    parser.add_argument("--waves", action="store_true", help="trace the run and keep the FST wave file")
-    parser.add_argument("--data-width", type=int, default=512, choices=(64, 128, 256, 512),
-                        help="line width W in bits (default 512)")
-    parser.add_argument("--dram-addr-bits", type=int, default=20,
-                        help="simulated device capacity, log2 bytes (default 20: a 1 MiB AxiRam)")
-    parser.add_argument("--buffer-slots", type=int, default=2, help="block-buffer slots (default 2)")
+    parser.add_argument("--waves", action="store_true", help="trace the run and keep the wave file")
+    parser.add_argument("--coverage-report", metavar="PATH", default=None,
+                        help="write the functional coverage (JSON: every bin and its hits) to PATH")
     parser.add_argument("--directed", action="store_true", help="run the directed tests instead")
+    group = parser.add_argument_group("controller parameters (ControllerParams)")
+    defaults = ControllerParams(**SIM_DEFAULTS)
+    for field in dataclasses.fields(ControllerParams):
+        default = getattr(defaults, field.name)
+        group.add_argument("--" + field.name.replace("_", "-"), type=int, default=default, dest=field.name,
+                           help=f"{FIELD_HELP.get(field.name, field.name)} (default {default})")
+
+
+def params_from_args(args) -> ControllerParams:
+    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ControllerParams)}
+    if not 12 <= values["dram_addr_bits"] <= 24:
+        raise SmartquantError(f"--dram-addr-bits must be 12..24 in simulation (the AXI memory holds the whole "
+                              f"device), got {values['dram_addr_bits']}")
+    try:
+        return ControllerParams(**values)
+    except ValueError as error:
+        raise SmartquantError(str(error)) from None
 
 
 def run(args):
     from smartquant.sim import runner
+    from smartquant.sim.coverage import Coverage
 
     if args.transactions < 1:
         raise SmartquantError(f"--transactions must be >= 1, got {args.transactions}")
-    if not 12 <= args.dram_addr_bits <= 24:
-        raise SmartquantError(f"--dram-addr-bits must be 12..24 in simulation (AxiRam holds the whole device), "
-                              f"got {args.dram_addr_bits}")
+    params = params_from_args(args)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 31)
-    try:
-        params = ControllerParams(data_width=args.data_width, dram_addr_bits=args.dram_addr_bits,
-                                  buffer_slots=args.buffer_slots)
-    except ValueError as error:
-        raise SmartquantError(str(error)) from None
     print(f"smartquant sim: seed {seed}, {params.key()}", flush=True)
     testcase = None if args.directed else "test_random"
-    result = runner.run(params, testcase=testcase, seed=seed, transactions=args.transactions, waves=args.waves)
+    try:
+        result = runner.run(params, testcase=testcase, seed=seed, transactions=args.transactions, waves=args.waves)
+    except RuntimeError as error:       # the Verilator build or the simulator refused the design
+        raise SmartquantError(str(error)) from None
     summary = result.summary
     if args.directed:
         print(result.describe())
@@ -58,15 +90,21 @@ def run(args):
     print(f"{summary['transactions']} transactions: {summary['passed']} passed, {summary['failed']} failed "
           f"({summary['mismatches']} mismatches), seed {seed}")
     print(f"  accepted {summary['accepted']}, DRS checked {summary['drs_checked']}, NDR checked "
-          f"{summary['ndr_checked']}, dropped by the mid-run reset {summary['dropped_by_reset']}")
+          f"{summary['ndr_checked']}, AXI bursts checked {summary['bursts_checked']}, dropped by resets "
+          f"{summary['dropped_by_reset']}, reused tags {summary['tag_reuses']}")
     print(f"  {summary['cycles']} cycles in {summary['wall_seconds']:.1f} s: {summary['cycles_per_second']:.0f} "
           f"cycles/s, {summary['transactions_per_second']:.0f} transactions/s (wall {result.wall_seconds:.1f} s "
           f"with build)")
-    print(f"  DevLoad levels seen: {summary['dev_load']}; stimulus knobs {summary['knobs']}")
-    counters = {name: value for name, value in summary.get("counters", {}).items()
-                if value and not name.startswith("reserved")}
-    if counters:
-        print("  counters since the last clear: " + ", ".join(f"{name}={value}" for name, value in counters.items()))
+    print(f"  phases: {dict(summary['phases'])}; DevLoad levels seen: {summary['dev_load']}")
+    coverage = Coverage.from_json(params, summary["coverage"])
+    print(coverage.table())
+    print(coverage.summary_line())
+    if coverage.missed():
+        print("  missed bins: " + ", ".join(coverage.missed()))
+    if args.coverage_report:
+        with open(args.coverage_report, "w") as handle:
+            json.dump(coverage.to_json(), handle, indent=1)
+        print(f"  coverage report: {args.coverage_report}")
     if not result.passed:
         print(result.describe())
         return 1
