@@ -35,6 +35,12 @@ from cocotb.triggers import Event, ReadOnly, RisingEdge
 AXI_OKAY, AXI_SLVERR = 0b00, 0b10
 
 
+def read_int(handle) -> int:
+    """A port's value as an int, without building a cocotb LogicArray (several microseconds for a 600-bit
+    payload). Uses the GPI handle's binary string, which a 2-state simulator (Verilator) fills with 0/1 only."""
+    return int(handle._handle.get_signal_val_binstr(), 2)
+
+
 class Pauses:
     """Per-cycle pause decisions of one channel: independent pauses at `rate`, plus stall runs started at
     `run_rate` that last 2..`max_run` cycles (long runs exercise full queues; independent pauses do not)."""
@@ -153,7 +159,7 @@ class Sink:
             if self.stall and self.on_stall:
                 self.on_stall(self.name, self.stall)
             self.stall = 0
-            self.callback(int(self.payload.value))
+            self.callback(read_int(self.payload))
         else:
             self.stall += 1
 
@@ -252,8 +258,8 @@ class AxiMemory:
             self.stalls[channel] = 0
 
     def _check_burst(self, kind: str, fields: dict) -> tuple[int, int, int]:
-        address, beats = int(fields["addr"].value), int(fields["len"].value) + 1
-        axi_id, size, burst = int(fields["id"].value), int(fields["size"].value), int(fields["burst"].value)
+        address, beats = read_int(fields["addr"]), read_int(fields["len"]) + 1
+        axi_id, size, burst = read_int(fields["id"]), read_int(fields["size"]), read_int(fields["burst"])
         line_bits = (self.line_bytes - 1).bit_length()
         if size != line_bits or burst != 0b01 or address % self.line_bytes:
             self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
@@ -284,7 +290,7 @@ class AxiMemory:
             self._stall("aw", not self.awready.last)
         if status & m["wvalid"]:
             if self.wready.last:
-                self.w_beats.append((int(self.wdata.value), int(self.wstrb.value), int(self.wlast.value)))
+                self.w_beats.append((read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast)))
             self._stall("w", not self.wready.last)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:
             self._complete_write(cycle)
@@ -440,6 +446,6 @@ class PortDriver:
             for part in parts:
                 part.drive()
             await ReadOnly()
-            status = int(status_handle.value)
+            status = read_int(status_handle)
             for part in parts:
                 part.sample(status)

@@ -51,12 +51,22 @@ class LayoutDeck:
         self.rng = rng
         self.combos = [(fmt, B, R) for fmt, B in FORMATS if B <= params.b_max for R in PLANE_RUNS]
         self.cards: list = []
+        self.roundings = collections.Counter()     # per format: the fill rules cycle, so each format gets all
 
     def deal(self) -> tuple[int, int, int]:
         if not self.cards:
             self.cards = list(self.combos)
             self.rng.shuffle(self.cards)
         return self.cards.pop()
+
+    def give_back(self, combo: tuple[int, int, int]) -> None:
+        """A combination that found no room in this layout goes first into the next one."""
+        self.cards.append(combo)
+
+    def rounding(self, fmt: int, B: int) -> Rounding:
+        turn = self.roundings[(fmt, B)]
+        self.roundings[(fmt, B)] += 1
+        return list(Rounding)[turn % len(Rounding)]
 
 
 def random_layout(rng: random.Random, params: ControllerParams, deck: LayoutDeck | None = None) -> list[RegionSetup]:
@@ -71,9 +81,11 @@ def random_layout(rng: random.Random, params: ControllerParams, deck: LayoutDeck
             R = rng.choice([1, 1, 2, 4, 8])
         n_superblocks = rng.randint(1, max(1, 6 // R))
         default_k = rng.randint(1, B) if rng.random() < 0.9 else rng.choice([0, B + 1])
-        region = RegionSetup(index, cursor, n_superblocks, B, R, default_k=default_k, fmt=fmt,
-                             rounding=rng.choice(list(Rounding)))
+        rounding = deck.rounding(fmt, B) if deck is not None else rng.choice(list(Rounding))
+        region = RegionSetup(index, cursor, n_superblocks, B, R, default_k=default_k, fmt=fmt, rounding=rounding)
         if cursor + region.span > total_lines:
+            if deck is not None:
+                deck.give_back((fmt, B, R))
             break
         regions.append(region)
         # Gaps are unmapped lines. Bases stay multiples of B lines (DEVICE.md §2): no AXI burst crosses 4 KiB.
@@ -95,6 +107,7 @@ class RandomTraffic:
         self.write_lines: dict[int, tuple[int, ...]] = {}
         self.issued = 0
         self.hot_blocks: collections.deque = collections.deque(maxlen=8)
+        self.poison_rate = 0.04
         tb.completion_listeners.append(self._completed)
 
     # --- bookkeeping ---------------------------------------------------------------------------------------
@@ -235,8 +248,10 @@ class RandomTraffic:
                 opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
             else:
                 opcode = RwdOpcode.MEM_WR_PTL
-                enables = rng.getrandbits(p.line_bytes) if rng.random() < 0.5 else self._group_enables()
-            poison = int(rng.random() < 0.04)
+                roll = rng.random()
+                enables = (0 if roll < 0.03 else rng.getrandbits(p.line_bytes) if roll < 0.5
+                           else self._group_enables())
+            poison = int(rng.random() < self.poison_rate)
             await self._issue(note, lambda: tb.rwd(opcode, address, data, byte_enable=enables, poison=poison,
                                                    note=note))
         elif roll < 0.96:
@@ -280,10 +295,14 @@ class RandomTraffic:
         }[phase]
 
     async def run(self, transactions: int, *, phase_length: int = 600) -> None:
-        """Phases of about `phase_length` transactions in a shuffled cycle of PHASES: each changes the stimulus
-        knobs and starts with a new region layout at quiescence, so every seed visits every regime."""
+        """Phases of about `phase_length` transactions (fewer when the run is short, so that it still holds twice
+        the layouts needed to deal every (format, R) combination) in a shuffled cycle of PHASES: each changes
+        the stimulus knobs and starts with a new region layout at quiescence, so every seed visits every
+        regime and every configuration."""
         tb, rng = self.tb, self.rng
         self.deck = LayoutDeck(rng, self.params)
+        layouts_needed = 2 * -(-len(self.deck.combos) // self.params.n_regions) + 2 * len(self.PHASES)
+        phase_length = max(50, min(phase_length, transactions // layouts_needed))
         self.phases_run: list[str] = []
         await self.new_layout()
         order: list[str] = []
@@ -298,8 +317,11 @@ class RandomTraffic:
             await tb.quiesce()
             tb.assert_clean()
             await tb.check_counters()
+            await self.new_layout()
             await self.epoch_change()
             tb.set_knobs(**self._knobs(phase))
+            # poisoned writes: rare, but often enough in the error and stress phases to overflow the table
+            self.poison_rate = 0.25 if phase in ("errors", "stress") else 0.04
             # phases that fill the device (DevLoad up to Severe) let more requests be outstanding
             self.max_outstanding = (self.params.load_capacity + 16 if phase in ("backpressure", "hammer", "stress")
                                     else 24)
@@ -431,7 +453,7 @@ class RandomTraffic:
     async def epoch_change(self) -> None:
         """A register change at quiescence: what a runtime does between layers or tensors."""
         tb, rng = self.tb, self.rng
-        action = rng.choice(["default_k", "layout", "layout", "nxm", "clear_poison", "clear_counters"])
+        action = rng.choice(["default_k", "layout", "nxm", "clear_poison", "clear_counters"])
         if action == "default_k" and self.regions:
             region = rng.choice(self.regions)
             region.default_k = rng.randint(1, region.B)
