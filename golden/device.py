@@ -49,6 +49,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import functools
 from typing import Iterable
 
 import numpy as np
@@ -117,6 +118,7 @@ class RegionConfig:
     legal: bool
 
 
+@functools.lru_cache(maxsize=4096)
 def decode_region_config(params: ControllerParams, word: int) -> RegionConfig:
     fmt = (word >> 1) & 1
     B = 2 << ((word >> 2) & 0b11)

@@ -18,6 +18,8 @@ to writes); writes through views 2..5 are mapped (and dropped by the DUT).
 """
 from __future__ import annotations
 
+import functools
+
 import collections
 import math
 from dataclasses import dataclass
@@ -74,6 +76,7 @@ def _field_width(layout, name: str) -> int:
     return next(Shape.cast(field.shape).width for field_name, field in layout if field_name == name)
 
 
+@functools.lru_cache(maxsize=None)
 def opcode_name(enum_type, value: int, width: int) -> str:
     """Opcode bin name: the enum member's name, or reserved_0b.... for unnamed values."""
     try:

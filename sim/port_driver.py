@@ -66,17 +66,26 @@ class Pauses:
         return roll < self.run_rate + self.rate
 
 
+GPI_DEPOSIT = 0     # cocotb.handle._GPISetAction.DEPOSIT
+
+
 class _Port:
-    """Writes an input only when its value changes (a VPI write costs as much as a read)."""
+    """An input of the DUT, written only when its value changes, straight through the GPI handle: the drive phase
+    runs right after a rising edge, where an immediate write is what cocotb's scheduled (ReadWrite-phase) write
+    would do one callback later, without the per-write Python (range checks, LogicArray, an extra trigger)."""
 
     def __init__(self, handle, value: int = 0):
-        self.handle = handle
-        self.last = value
-        handle.value = value
+        self.gpi = handle._handle
+        self.width = len(handle)
+        self.last = None
+        self.set(value)
 
     def set(self, value: int) -> None:
         if value != self.last:
-            self.handle.value = value
+            if self.width <= 32:
+                self.gpi.set_signal_val_int(GPI_DEPOSIT, value)
+            else:
+                self.gpi.set_signal_val_binstr(GPI_DEPOSIT, format(value, f"0{self.width}b"))
             self.last = value
 
 

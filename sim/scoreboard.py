@@ -35,6 +35,8 @@ from smartquant.params import (
 from smartquant.sim.coverage import Coverage, decode_for_coverage
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
+# 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
+BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
 
 
 def _opcode_name(channel: str, opcode: int) -> str:
@@ -75,6 +77,7 @@ class Scoreboard:
                  on_complete: Callable[[int, str, dict], None] | None = None, coverage: Coverage | None = None):
         self.params = params
         self.coverage = coverage
+        self.load_level = [int(dev_load_level(params, n)) for n in range(4 * params.load_capacity + 64)]
         self.occupancy = 0                       # N: accepted M2S messages that still owe a response
         self.poison_windows: set[int] = set()    # id() of writes that changed the poison state, until their Cmp
         self.queued_readers: collections.Counter = collections.Counter()
@@ -190,10 +193,13 @@ class Scoreboard:
             if not pending.poison_either:
                 want["poison"] = expected.poison
         wrong = [name for name, value in want.items() if got[name] != value]
-        low, high = (dev_load_level(self.params, n) for n in (pending.load_min, pending.load_max))
-        if not low <= got["dev_load"] <= high:
+        if not self._level(pending.load_min) <= got["dev_load"] <= self._level(pending.load_max):
             wrong.append("dev_load")
         return wrong
+
+    def _level(self, n: int) -> int:
+        """dev_load_level(n), from a table (it is asked twice per response)."""
+        return self.load_level[n] if n < len(self.load_level) else int(dev_load_level(self.params, n))
 
     def _check(self, channel: str, got: dict, early: bool = True) -> None:
         tag = got["tag"]
@@ -298,13 +304,14 @@ class Scoreboard:
     def _check_write_data(self, index: int, want: WriteBurst, data: list[tuple[int, int]]) -> None:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
         line_bytes = self.params.line_bytes
+        strobe_bytes = line_bytes // 8
         for beat, ((value, strobe), want_strobe) in enumerate(zip(data, want.strobes)):
             if strobe != want_strobe:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WSTRB {strobe:#x}, model "
                                f"{want_strobe:#x}")
                 return
             expected = int.from_bytes(want.data[beat * line_bytes:(beat + 1) * line_bytes], "little")
-            mask = int.from_bytes(bytes(0xFF if strobe >> i & 1 else 0 for i in range(line_bytes)), "little")
+            mask = int.from_bytes(b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
             if (value ^ expected) & mask:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")

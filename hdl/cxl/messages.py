@@ -67,15 +67,27 @@ def drs_layout(params: ControllerParams) -> data.StructLayout:
     })
 
 
+_FIELD_TABLES: dict[int, tuple] = {}
+
+
+def _fields(layout: data.StructLayout) -> tuple[tuple[str, int, int], ...]:
+    """(name, offset, width) of every field, computed once per layout object (testbenches pack and unpack
+    millions of payloads; Shape.cast per field per call was a visible share of simulation time)."""
+    entry = _FIELD_TABLES.get(id(layout))
+    if entry is None or entry[0] is not layout:
+        entry = (layout, tuple((name, field.offset, Shape.cast(field.shape).width) for name, field in layout))
+        _FIELD_TABLES[id(layout)] = entry
+    return entry[1]
+
+
 def pack(layout: data.StructLayout, **fields: int) -> int:
     """Flatten named field values into the payload integer (missing fields are 0)."""
     value = 0
-    for name, field in layout:
+    for name, offset, width in _fields(layout):
         v = int(fields.pop(name, 0))
-        width = Shape.cast(field.shape).width
         if v < 0 or v >> width:
             raise ValueError(f"field {name}={v:#x} does not fit in {width} bits")
-        value |= v << field.offset
+        value |= v << offset
     if fields:
         raise ValueError(f"unknown fields {sorted(fields)}")
     return value
@@ -84,4 +96,4 @@ def pack(layout: data.StructLayout, **fields: int) -> int:
 def unpack(layout: data.StructLayout, value: int) -> dict[str, int]:
     """Split a payload integer into its named fields."""
     value = int(value)
-    return {name: (value >> field.offset) & ((1 << Shape.cast(field.shape).width) - 1) for name, field in layout}
+    return {name: (value >> offset) & ((1 << width) - 1) for name, offset, width in _fields(layout)}
