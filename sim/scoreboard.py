@@ -92,7 +92,6 @@ class Scoreboard:
         self.record = False                  # keep every response by tag (directed tests check some by hand)
         self.bursts_checked = {"read": 0, "write": 0}
         self.restart_bursts()
-        self.early: dict[int, tuple[str, dict]] = {}   # responses seen in the cycle of their request's handshake
         self.responses: dict[int, dict] = {}
         self.messages: list[str] = []
 
@@ -166,9 +165,6 @@ class Scoreboard:
         self._match_bursts()
         if not responses and self.on_complete is not None:
             self.on_complete(tag, kind, fields)      # MemSpecRd: nothing will come back
-        if tag in self.early:
-            channel, got = self.early.pop(tag)
-            self._check(channel, got, early=False)
         return created
 
     # --- S2M traffic ------------------------------------------------------------------------------------
@@ -201,14 +197,11 @@ class Scoreboard:
         """dev_load_level(n), from a table (it is asked twice per response)."""
         return self.load_level[n] if n < len(self.load_level) else int(dev_load_level(self.params, n))
 
-    def _check(self, channel: str, got: dict, early: bool = True) -> None:
+    def _check(self, channel: str, got: dict) -> None:
+        # The port driver reports a cycle's requests before its responses, so a response whose request has not
+        # been reported is a response nobody asked for.
         tag = got["tag"]
         waiting = self.pending.get(tag, [])
-        if early and not waiting and tag not in self.early:
-            # Monitors of one cycle run in no defined order: the request's handshake may be reported just after
-            # its response (a same-cycle bypass). Anything still parked at quiescence is a real stray response.
-            self.early[tag] = (channel, got)
-            return
         self.stats.responses += 1
         self.stats.dev_load[got["dev_load"]] += 1
         if self.record:
@@ -346,12 +339,6 @@ class Scoreboard:
             self.log.error("MISMATCH %s", message)
 
     # --- end of test --------------------------------------------------------------------------------------
-    def settle(self) -> None:
-        """At quiescence: responses still parked never had a request."""
-        for tag, (channel, got) in list(self.early.items()):
-            del self.early[tag]
-            self._check(channel, got, early=False)
-
     def missing(self) -> list[str]:
         return [f"tag {tag:#x} ({p.kind} {_opcode_name(p.kind, p.request['opcode'])} address "
                 f"{p.request['address']:#x}) never answered on {p.channel.upper()}"

@@ -370,7 +370,6 @@ class TB:
     def assert_clean(self) -> None:
         assert not self.ram.errors, "AXI protocol violations: " + "; ".join(self.ram.errors[:10])
         board = self.scoreboard
-        board.settle()
         assert board.stats.mismatches == 0, board.report()
         missing = board.missing()
         assert not missing, "unanswered tags:\n" + "\n".join(missing[:20])

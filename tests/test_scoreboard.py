@@ -1,0 +1,134 @@
+"""The cocotb scoreboard (sim/scoreboard.py) as a checker: it accepts every legal outcome and rejects wrong ones.
+
+Pure Python, no simulator: requests and responses are fed as the port monitors would report them, and the
+expectation is written by hand from docs/DEVICE.md. A checker that cannot fail is a defect, so every tolerance
+is tested from both sides.
+"""
+import numpy as np
+
+from smartquant.golden.device import DeviceModel, message_address, region_csr_writes
+from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, pack, req_layout, rwd_layout
+from smartquant.params import (
+    ControllerParams, Counter, DrsOpcode, Format, META_FIELD_NO_OP, NdrOpcode, ReqOpcode, Rounding, RwdOpcode,
+    View, dev_load_level,
+)
+from smartquant.sim.scoreboard import Scoreboard
+
+PARAMS = ControllerParams(data_width=128, dram_addr_bits=16, poison_entries=2)
+B = 8
+
+
+def make_board():
+    model = DeviceModel(PARAMS)
+    for address, value in region_csr_writes(PARAMS, 0, 0, 8, Format.INT, B, 1, B, Rounding.FLOOR):
+        model.csr_write(address, value)
+    rng = np.random.default_rng(1)
+    model.load_raw(0, rng.integers(0, 256, size=(8 * B, PARAMS.line_bytes), dtype=np.uint8))
+    return Scoreboard(PARAMS, model)
+
+
+def read(board, tag, block, line=0):
+    address = message_address(PARAMS, View.RAW, block * B + line)
+    board.on_req(pack(req_layout(PARAMS), opcode=ReqOpcode.MEM_RD, address=address, tag=tag))
+
+
+def write(board, tag, block, poison=0):
+    address = message_address(PARAMS, View.RAW, block * B)
+    board.on_rwd(pack(rwd_layout(PARAMS), opcode=RwdOpcode.MEM_WR, address=address, tag=tag, poison=poison,
+                      byte_enable=(1 << PARAMS.line_bytes) - 1, data=0))
+
+
+def drs(board, tag, block, poison, dev_load=0, line=0):
+    data = int.from_bytes(board.model.memory[block * B + line].tobytes(), "little")
+    board.on_drs(pack(drs_layout(PARAMS), opcode=DrsOpcode.MEM_DATA, tag=tag, poison=poison, data=data,
+                      meta_field=META_FIELD_NO_OP, dev_load=dev_load))
+
+
+def ndr(board, tag, dev_load=0):
+    board.on_ndr(pack(ndr_layout(PARAMS), opcode=NdrOpcode.CMP, tag=tag, meta_field=META_FIELD_NO_OP,
+                      dev_load=dev_load))
+
+
+def fill_poison_table(board):
+    for tag, block in ((100, 6), (101, 7)):      # poison_entries = 2: the table is full
+        write(board, tag, block, poison=1)
+        ndr(board, tag)
+
+
+def test_read_concurrent_with_an_overflowing_write_may_see_either_poison():
+    for answer in (0, 1):
+        board = make_board()
+        fill_poison_table(board)
+        read(board, 1, block=0)                  # outstanding when the overflowing write is accepted
+        write(board, 2, block=3, poison=1)       # third distinct block: overflow, every read poisoned
+        read(board, 3, block=1)                  # accepted before the write's Cmp
+        drs(board, 1, 0, poison=answer)
+        drs(board, 3, 1, poison=answer)
+        ndr(board, 2)
+        assert board.stats.mismatches == 0, board.report()
+        # poison_reads follows what the device answered
+        assert board.model.counts[Counter.POISON_READS] == 2 * answer
+
+
+def test_read_sent_after_the_cmp_must_see_the_overflow():
+    board = make_board()
+    fill_poison_table(board)
+    write(board, 2, block=3, poison=1)
+    ndr(board, 2)
+    read(board, 4, block=1)
+    drs(board, 4, 1, poison=0)
+    assert board.stats.mismatches == 1 and "poison 0 expected 1" in board.report()
+
+
+def test_read_with_no_concurrent_poison_change_is_exact():
+    board = make_board()
+    read(board, 1, block=0)
+    drs(board, 1, 0, poison=1)
+    assert board.stats.mismatches == 1
+
+
+def test_reused_tag_matches_the_request_it_answers():
+    board = make_board()
+    read(board, 7, block=0, line=1)
+    read(board, 7, block=2, line=3)              # same tag, still outstanding
+    assert board.stats.tag_reuses == 1
+    drs(board, 7, 2, poison=0, line=3)           # answers the second one first
+    drs(board, 7, 0, poison=0, line=1)
+    assert board.stats.mismatches == 0 and not board.missing()
+    drs(board, 7, 0, poison=0, line=1)           # a third answer has no request
+    assert board.stats.mismatches == 1
+
+
+def test_dev_load_must_lie_in_the_occupancy_range():
+    board = make_board()
+    n = PARAMS.load_capacity                     # occupancy climbs to n while the reads wait
+    for tag in range(n):
+        read(board, tag, block=tag % 8)
+    assert dev_load_level(PARAMS, 1) == 0 and dev_load_level(PARAMS, n - 1) == 3
+    drs(board, 0, 0, poison=0, dev_load=2)       # tag 0 saw N = 1 .. n: any level is legal
+    drs(board, n - 2, (n - 2) % 8, poison=0, dev_load=3)   # saw N = n - 1 .. n: Severe only
+    assert board.stats.mismatches == 0
+    drs(board, n - 1, (n - 1) % 8, poison=0, dev_load=0)   # Light with N >= n - 2 is wrong
+    assert board.stats.mismatches == 1 and "dev_load 0 outside [3, 3]" in board.report()
+
+
+def test_write_burst_data_and_strobes_are_compared():
+    board = make_board()
+    write(board, 1, block=2)
+    want = board.model.axi_bursts[-1]
+    line_bytes = PARAMS.line_bytes
+    full = (1 << line_bytes) - 1
+    board.on_axi_write(want.line * line_bytes, 1, [(0, full)])
+    assert board.stats.mismatches == 0
+    write(board, 2, block=4)
+    board.on_axi_write(board.model.axi_bursts[-1].line * line_bytes, 1, [(1 << 77, full)])   # one bit flipped
+    assert board.stats.mismatches == 1 and "WDATA differs" in board.report()
+    write(board, 3, block=5)
+    board.on_axi_write(board.model.axi_bursts[-1].line * line_bytes, 1, [(0, full >> 1)])    # one byte unstrobed
+    assert board.stats.mismatches == 2 and "WSTRB" in board.report()
+
+
+def test_a_burst_the_model_issued_but_the_dut_did_not_is_reported():
+    board = make_board()
+    write(board, 1, block=2)
+    assert any("the DUT did not" in problem for problem in board.extra_bursts())
