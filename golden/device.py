@@ -36,7 +36,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
  9. The byte_enable field of MemWr is ignored (all ones); MemWrPtl's is used.
 10. A weight-major write needs W/B >= 8 (a plane slice of whole bytes); with W = 64 and B = 16 the model
     raises SmartquantError rather than guess.
-11. `load_raw` is a backdoor (like writing AxiRam directly): no traffic, no counters, no buffer invalidation.
+11. `load_raw` is a backdoor (like writing the testbench memory directly): no traffic, no counters, no buffer invalidation.
 12. STATUS.busy reads 0: the model is idle between the requests it is given.
 13. Backend errors (DEVICE.md sections 3 and 4) cannot follow from the request trace, so the model is told where
     they happen: `inject_read_error(line)` makes every R beat of that DRAM line answer RRESP = SLVERR,
@@ -271,7 +271,7 @@ class DeviceModel:
 
     # --- backdoor ---------------------------------------------------------------------------------------
     def load_raw(self, base_line: int, raw_lines) -> None:
-        """Write raw lines (n, line_bytes) straight into model memory, like a backdoor load of AxiRam."""
+        """Write raw lines (n, line_bytes) straight into model memory, like a backdoor load of the testbench memory."""
         raw = np.asarray(raw_lines, dtype=np.uint8)
         if raw.ndim != 2 or raw.shape[1] != self.params.line_bytes:
             raise SmartquantError(f"raw lines must have shape (n, {self.params.line_bytes}), got {raw.shape}")

@@ -11,7 +11,7 @@ test_rows        packed-k streaming of `row_superblocks` superblocks for R in `r
                  the AXI AR address stream (monitor) through golden/dram.py RowModel -> activates per k.
 test_throughput  always-ready backend and sinks: `throughput_blocks` blocks streamed packed at every k of B = 8
                  (and 16): output lines per cycle from the first Req accepted to the last DRS, R beats per cycle,
-                 and cycles AR waited for AxiRam's arready (a backend limit, not the controller's).
+                 and cycles AR waited for the AXI memory's arready (a backend limit, not the controller's).
 test_latency     idle device, one read at a time: cycles from Req accepted to AR valid, first R beat to DRS
                  valid, and Req accepted to DRS valid, for raw and packed reads at several k.
 test_simspeed    sim/traffic.py RandomTraffic (the `smartquant sim` mix) for `simspeed_transactions`: cycles/s

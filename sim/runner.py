@@ -42,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BUILD_ROOT = REPO_ROOT / "build" / "sim"
 TOPLEVEL = "smartquant_top"
 
-# A 1 MiB device keeps AxiRam small; everything else at the defaults (W = 512).
+# A 1 MiB device keeps the simulated AXI memory small; everything else at the defaults (W = 512).
 SIM_PARAMS = ControllerParams(dram_addr_bits=20)
 
 # design name -> (module, function building the simulated top from params, cocotb test module). The top is

@@ -1,9 +1,9 @@
 """Testbench of the SmartQuantController: agents, AXI models, golden model and scoreboard in one TB object.
 
-    tb = TB(dut, params, seed)          # starts the clock, agents, AxiRam, AxiLiteMaster
+    tb = TB(dut, params, seed)          # starts the clock and the port driver (CXL channels, AXI memory, CSR master)
     await tb.reset()
     await tb.program_region(RegionSetup(0, base_line=0, n_superblocks=2, B=8, R=1, default_k=4))
-    tb.load_raw(0, raw_lines)           # backdoor into AxiRam and the model alike
+    tb.load_raw(0, raw_lines)           # backdoor into the AXI memory and the model alike
     tb.read(View.PACKED_K, line, k=3)   # queue requests; the scoreboard checks every response
     await tb.finish()                   # quiesce, check every counter, raise on any mismatch
 
@@ -286,7 +286,7 @@ class TB:
 
         After reset the DUT has lost its CSRs, counters, buffer and poison table; DRAM keeps its contents.
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
-        taken from AxiRam (they hold old data, new data or a mix of strobed beats) into the fresh model.
+        taken from the AXI memory (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
         self.coverage.sample_reset(*self.ram.outstanding())
         await self._set_reset(True)

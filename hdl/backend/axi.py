@@ -1,7 +1,7 @@
 """AXI4 and AXI4-Lite port signatures with flat, conventionally named members.
 
 Members are plain signals (not streams) so that the Verilog ports come out as `<port>__awaddr` etc., which
-cocotbext-axi binds with `AxiBus.from_prefix(dut, "<port>", bus_separator="__")`.
+any AXI verification IP binds by prefix (sim/port_driver.py uses `<port>__<member>`).
 """
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out

@@ -31,8 +31,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
 Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input, computed by the top
 from the port occupancy, DEVICE.md §3) at DRS-register load.
-AXI bursts ignore the 4 KB boundary rule: the memory behind the port (AxiRam, FPGA BRAM) has no such limit
-and DEVICE.md §5 counts one burst per block at R = 1.
+A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
+(DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
 errors of a block's plane beats into one flag per fill (error FIFO, parallel to the packer's blocks); the slot
 keeps the flag of the generation it holds, so every DRS served from that fetch, hits included, carries
