@@ -29,7 +29,7 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, ReadOnly, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from smartquant.golden import streaming
 from smartquant.golden.dram import RowModel
@@ -44,42 +44,25 @@ from smartquant.sim.tb import TB, RegionSetup
 
 # --- monitors shared with sim/device_bench.py ---------------------------------------------------------------
 class AddressMonitor:
-    """Records every accepted AXI address handshake of one channel ("ar" or "aw"): cycle, line, beats."""
+    """Records every AXI burst of one channel ("ar": reads, "aw": writes) the testbench's AXI memory took from the
+    controller: (cycle, first line, beats)."""
 
-    def __init__(self, dut, channel: str, line_bytes: int, clock_cycles):
-        self.valid = getattr(dut, f"axi__{channel}valid")
-        self.ready = getattr(dut, f"axi__{channel}ready")
-        self.addr = getattr(dut, f"axi__{channel}addr")
-        self.len = getattr(dut, f"axi__{channel}len")
-        self.clk = dut.clk
-        self.rst = dut.rst
-        self.line_shift = line_bytes.bit_length() - 1
-        self.cycles = clock_cycles          # callable -> current cycle number
+    def __init__(self, tb: TB, channel: str):
+        self.tb = tb
+        self.line_bytes = tb.params.line_bytes
         self.bursts: list[tuple[int, int, int]] = []
-        self.first_valid_cycle: int | None = None     # first cycle valid was seen since clear()
-        cocotb.start_soon(self._run())
+        tb.burst_listeners[channel].append(self._record)
+
+    def _record(self, address: int, beats: int) -> None:
+        self.bursts.append((self.tb.cycles, address // self.line_bytes, beats))
 
     def clear(self) -> None:
         self.bursts.clear()
-        self.first_valid_cycle = None
 
     def lines(self, start: int = 0) -> np.ndarray:
         """Line address of every beat of bursts[start:], in issue order."""
         runs = [np.arange(line, line + beats, dtype=np.int64) for _, line, beats in self.bursts[start:]]
         return np.concatenate(runs) if runs else np.zeros(0, dtype=np.int64)
-
-    async def _run(self) -> None:
-        while True:
-            await RisingEdge(self.clk)
-            await ReadOnly()
-            if self.rst.value:
-                continue
-            if self.valid.value:
-                if self.first_valid_cycle is None:
-                    self.first_valid_cycle = self.cycles()
-                if self.ready.value:
-                    self.bursts.append((self.cycles(), int(self.addr.value) >> self.line_shift,
-                                        int(self.len.value) + 1))
 
 
 class DrsCapture:
@@ -136,8 +119,8 @@ class StreamingHost:
         self.plan = plan
         self.view = streaming.check_view(view)
         self.capture = DrsCapture(tb)
-        self.ar = AddressMonitor(tb.dut, "ar", tb.params.line_bytes, lambda: tb.cycles)
-        self.aw = AddressMonitor(tb.dut, "aw", tb.params.line_bytes, lambda: tb.cycles)
+        self.ar = AddressMonitor(tb, "ar")
+        self.aw = AddressMonitor(tb, "aw")
         self.region_k: dict[int, tuple] = {}         # region-table entry -> (layer, default k) programmed
         self.issued = 0
         self.label = ""

@@ -14,7 +14,6 @@ generators seeded from the TB's own `random.Random(seed)`, so a seed replays a r
 from __future__ import annotations
 
 import dataclasses
-import logging
 import random
 
 import cocotb
@@ -27,8 +26,8 @@ from smartquant.hdl.backend.axi import AXI_RESP_OKAY
 from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
 from smartquant.params import (
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS,
-    CSR_VERSION, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, N_COUNTERS, ControllerParams, Counter, Format, ReqOpcode, Rounding,
-    RwdOpcode, View, counter_name,
+    CSR_VERSION, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, N_COUNTERS, ControllerParams, Counter, Format,
+    ReqOpcode, Rounding, RwdOpcode, counter_name,
 )
 from smartquant.sim.coverage import Coverage
 from smartquant.sim.harness import CONTROLLER_STATUS
@@ -111,8 +110,10 @@ class TB:
         self.req_source = driver.add(Source(driver, "m2s_req", board.on_req))
         self.rwd_source = driver.add(Source(driver, "m2s_rwd", board.on_rwd))
         self.ram = driver.add(AxiMemory(driver, "axi", 1 << params.dram_addr_bits, params.line_bytes))
-        self.ram.on_read_burst = lambda address, beats, _id: board.on_axi_address("read", address, beats)
-        self.ram.on_write_burst = lambda address, beats, data, _id: board.on_axi_write(address, beats, data)
+        # other recorders of the AXI bursts (e.g. sim/stream_demo.py's row model) register here
+        self.burst_listeners: dict[str, list] = {"ar": [], "aw": []}
+        self.ram.on_read_burst = self._read_burst
+        self.ram.on_write_burst = self._write_burst
         self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
         self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
         self.csr = driver.add(AxiLiteMaster(driver, "csr"))
@@ -123,6 +124,16 @@ class TB:
             part.on_stall = coverage.sample_stall
         self.set_knobs(idle=idle, backpressure=backpressure, axi_pause=axi_pause)
         driver.start()
+
+    def _read_burst(self, address: int, beats: int, _id: int) -> None:
+        self.scoreboard.on_axi_address("read", address, beats)
+        for listener in self.burst_listeners["ar"]:
+            listener(address, beats)
+
+    def _write_burst(self, address: int, beats: int, data: list, _id: int) -> None:
+        self.scoreboard.on_axi_write(address, beats, data)
+        for listener in self.burst_listeners["aw"]:
+            listener(address, beats)
 
     def set_knobs(self, *, idle: float = 0.0, backpressure: float = 0.0, axi_pause: float = 0.0,
                   stall_runs: float = 0.0) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from smartquant.golden import layout
 from smartquant.golden.device import superblocks_for
 from smartquant.params import (
-    CONTROL_CLEAR_POISON, CSR_CONTROL, CSR_COUNTER_BASE, CSR_STATUS, ControllerParams, Counter, DrsOpcode,
+    CONTROL_CLEAR_POISON, CSR_CONTROL, CSR_STATUS, ControllerParams, Counter, DrsOpcode,
     Format, ReqOpcode, Rounding, RwdOpcode, View, counter_name,
 )
 from smartquant.sim.tb import TB, RegionSetup

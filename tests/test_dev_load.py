@@ -13,7 +13,6 @@ N from the port handshakes and checks every DRS and NDR:
 from __future__ import annotations
 
 import random
-from collections import deque
 
 import pytest
 from amaranth.sim import Simulator

@@ -5,8 +5,6 @@ fail when the cocotb results file records a failure (the message names the wave 
 Random runs must also reach every functional-coverage bin (sim/coverage.py) defined for their parameters.
 Parameter sets and seeds are pytest parameters, so `pytest -n 2` (pytest-xdist) spreads them over cores.
 """
-import json
-
 import pytest
 
 from smartquant.params import ControllerParams
