@@ -482,6 +482,24 @@ class DeviceModel:
         self._count(Counter.READS_AT_K1 + k - 1)
         return self._drs(tag, ld_id, lines[j], self._poisoned_read(index, block, error))
 
+    def poison_key(self, address: int) -> tuple[int, int] | None:
+        """(region, block) whose poison state a read of `address` reports now; None when the read is unmapped
+        (illegal k and packed lines j >= k included), so no poison-table change can affect it."""
+        view, k_field, match = self._decode(address)
+        if match is None or view > View.EXPANDED_DEFAULT:
+            return None
+        index, config, L = match
+        if view == View.RAW:
+            superblock, rest = divmod(L, config.R * config.B)
+            return index, superblock * config.R + rest % config.R
+        block, j = divmod(L, config.B)
+        k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
+            view, config.default_k)
+        packed = view in (View.PACKED_K, View.PACKED_DEFAULT)
+        if not 1 <= k <= config.B or (packed and j >= k):
+            return None
+        return index, block
+
     def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
         poisoned = backend_error or self.poison_overflow or (index, block) in self.poison_table
         if poisoned:

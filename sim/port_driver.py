@@ -434,6 +434,7 @@ class PortDriver:
         self.cycle = 0
         self.in_reset = False
         self.parts: list = []      # in callback order
+        self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self._task = None
 
     def mask(self, name: str) -> int:
@@ -448,6 +449,7 @@ class PortDriver:
 
     async def _run(self) -> None:
         parts = self.parts
+        end_hooks = self.end_of_cycle
         status_handle = self.status
         while True:
             await RisingEdge(self.clk)
@@ -458,3 +460,5 @@ class PortDriver:
             status = read_int(status_handle)
             for part in parts:
                 part.sample(status)
+            for hook in end_hooks:
+                hook()

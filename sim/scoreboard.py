@@ -54,10 +54,11 @@ class Pending:
     expected: Response
     request: dict           # the accepted M2S fields (for messages)
     kind: str               # "req" or "rwd"
-    load_min: int = 0       # port occupancy range while outstanding (DevLoad check)
-    load_max: int = 0
-    poison_either: bool = False   # concurrent with a poison-table change: poison may be 0 or 1
+    load_min: int | None = None   # port occupancy range while outstanding (DevLoad check; see end_cycle)
+    load_max: int | None = None
+    poison_either: bool = False   # concurrent with a poison-table change that affects it: poison may be 0 or 1
     block_key: tuple | None = None   # buffered reads: (mode, k, rounding, block line), for queued-reader coverage
+    poison_key: tuple | None = None  # mapped reads: the (region, block) whose poison state the read reports
 
 
 @dataclass
@@ -79,7 +80,12 @@ class Scoreboard:
         self.coverage = coverage
         self.load_level = [int(dev_load_level(params, n)) for n in range(4 * params.load_capacity + 64)]
         self.occupancy = 0                       # N: accepted M2S messages that still owe a response
-        self.poison_windows: set[int] = set()    # id() of writes that changed the poison state, until their Cmp
+        self.occupancy_change = 0                # handshakes of the current cycle, applied by end_cycle
+        self.occupancy_applied = 0               # the last N folded into the outstanding requests' ranges
+        self.new_pending: list[Pending] = []     # accepted this cycle: their DevLoad range starts at end_cycle
+        # id() of a write that changed the poison state -> the blocks it changed (None: all, an overflow), until
+        # its Cmp
+        self.poison_windows: dict[int, frozenset | None] = {}
         self.queued_readers: collections.Counter = collections.Counter()
         self.model = model
         self.log = log
@@ -108,40 +114,70 @@ class Scoreboard:
                 and fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)):
             mode = "packed" if decode.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
             key = (mode, decode.k, decode.rounding, fields["address"] // decode.B)
-        self._expect("req", fields, self.model.req(**fields), key)
+        poison_key = (self.model.poison_key(fields["address"])
+                      if fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA) else None)
+        self._expect("req", fields, self.model.req(**fields), key, poison_key)
 
     def on_rwd(self, payload: int) -> None:
         fields = unpack(self.layouts["rwd"], payload)
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
         model = self.model
-        before = (len(model.poison_table), model.poison_overflow)
+        table_before, overflow_before = set(model.poison_table), model.poison_overflow
         responses = model.rwd(**fields)
-        after = (len(model.poison_table), model.poison_overflow)
         pendings = self._expect("rwd", fields, responses)
-        if after != before:
-            # reads outstanding now or accepted before this write's Cmp may see either poison state
-            self.poison_windows.update(id(p) for p in pendings)
+        overflowed = model.poison_overflow and not overflow_before
+        entered = frozenset(model.poison_table) - table_before
+        if overflowed or entered:
+            # Reads outstanding now or accepted before this write's Cmp may see the table before or after the
+            # change, if the change concerns them: every mapped read for an overflow, else reads of the entered
+            # block (DEVICE.md §4). Unmapped reads never depend on the table.
+            affected = None if overflowed else entered
+            for pending in pendings:
+                self.poison_windows[id(pending)] = affected
             for waiting in self.pending.values():
                 for p in waiting:
-                    p.poison_either = True
+                    if self._poison_affects(affected, p.poison_key):
+                        p.poison_either = True
             if self.coverage is not None:
-                if after[0] == self.params.poison_entries and before[0] < after[0]:
+                if len(model.poison_table) == self.params.poison_entries and entered:
                     self.coverage.sample_poison_table("fill")
-                if after[1] and not before[1]:
+                if overflowed:
                     self.coverage.sample_poison_table("overflow")
 
-    def _occupancy(self, change: int) -> None:
-        self.occupancy += change
-        n = self.occupancy
-        for waiting in self.pending.values():
-            for p in waiting:
-                if n < p.load_min:
-                    p.load_min = n
-                elif n > p.load_max:
-                    p.load_max = n
+    @staticmethod
+    def _poison_affects(affected: frozenset | None, poison_key: tuple | None) -> bool:
+        return poison_key is not None and (affected is None or poison_key in affected)
 
-    def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None) -> list[Pending]:
+    def _occupancy(self, change: int) -> None:
+        self.occupancy_change += change
+
+    def end_cycle(self) -> None:
+        """Called once per cycle after every handshake of the cycle was reported (sim/port_driver.py).
+
+        The device's occupancy register holds, during cycle c + 1, N after the handshakes of cycle c; a message
+        loaded at the edge ending cycle e carries level(N during e). A request accepted in cycle a can be answered
+        by a message loaded at the end of cycle a + 1 at the earliest (N after cycle a), and a response handed over
+        in cycle h was loaded at the end of cycle h - 1 at the latest (N after cycle h - 2). So each outstanding
+        request's range takes N after a cycle only from the next cycle on."""
+        n_before, self.occupancy = self.occupancy, self.occupancy + self.occupancy_change
+        self.occupancy_change = 0
+        if n_before != self.occupancy_applied:
+            self.occupancy_applied = n_before
+            for waiting in self.pending.values():
+                for p in waiting:
+                    if p.load_min is None:
+                        continue
+                    if n_before < p.load_min:
+                        p.load_min = n_before
+                    elif n_before > p.load_max:
+                        p.load_max = n_before
+        for p in self.new_pending:
+            p.load_min = p.load_max = self.occupancy
+        self.new_pending.clear()
+
+    def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None,
+                poison_key: tuple | None = None) -> list[Pending]:
         self.stats.requests += 1
         self.recent.append((kind, fields["opcode"], fields["address"], fields["tag"]))
         tag = fields["tag"]
@@ -154,9 +190,11 @@ class Scoreboard:
         created = []
         for response in responses:
             self._occupancy(+1)
-            pending = Pending(response.channel, response, fields, kind, self.occupancy, self.occupancy,
-                              bool(self.poison_windows), key)
+            either = any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
+            pending = Pending(response.channel, response, fields, kind, block_key=key, poison_key=poison_key,
+                              poison_either=either)
             self.pending.setdefault(tag, []).append(pending)
+            self.new_pending.append(pending)
             created.append(pending)
             if key is not None:
                 self.queued_readers[key] += 1
@@ -189,7 +227,9 @@ class Scoreboard:
             if not pending.poison_either:
                 want["poison"] = expected.poison
         wrong = [name for name, value in want.items() if got[name] != value]
-        if not self._level(pending.load_min) <= got["dev_load"] <= self._level(pending.load_max):
+        if pending.load_min is None:      # answered in the cycle it was accepted: impossible for a register
+            wrong.append("dev_load")
+        elif not self._level(pending.load_min) <= got["dev_load"] <= self._level(pending.load_max):
             wrong.append("dev_load")
         return wrong
 
@@ -217,7 +257,7 @@ class Scoreboard:
         if not waiting:
             del self.pending[tag]
         self._occupancy(-1)
-        self.poison_windows.discard(id(pending))
+        self.poison_windows.pop(id(pending), None)
         if pending.block_key is not None:
             self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
@@ -250,10 +290,12 @@ class Scoreboard:
                 elif name == "opcode":
                     details.append(f"opcode {_opcode_name(channel, got['opcode'])} expected "
                                    f"{_opcode_name(channel, expected.opcode)}")
+                elif name == "dev_load" and pending.load_min is None:
+                    details.append("answered in the cycle its request was accepted")
                 elif name == "dev_load":
-                    details.append(f"dev_load {got['dev_load']} outside [{dev_load_level(self.params, pending.load_min)}, "
-                                   f"{dev_load_level(self.params, pending.load_max)}] (occupancy {pending.load_min}.."
-                                   f"{pending.load_max} while outstanding)")
+                    details.append(f"dev_load {got['dev_load']} outside [{self._level(pending.load_min)}, "
+                                   f"{self._level(pending.load_max)}] (occupancy {pending.load_min}.."
+                                   f"{pending.load_max} while it could be loaded)")
                 else:
                     details.append(f"{name} {got[name]} expected {getattr(expected, name)}")
             self._mismatch(f"{what}: " + "; ".join(details))
@@ -348,7 +390,8 @@ class Scoreboard:
         """Reset: requests in flight are lost by definition; any later response to them is a mismatch."""
         lost = [p for waiting in self.pending.values() for p in waiting]
         self.pending.clear()
-        self.occupancy = 0
+        self.new_pending.clear()
+        self.occupancy = self.occupancy_change = self.occupancy_applied = 0
         self.poison_windows.clear()
         self.queued_readers.clear()
         return lost

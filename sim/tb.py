@@ -117,6 +117,7 @@ class TB:
         self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
         self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
         self.csr = driver.add(AxiLiteMaster(driver, "csr"))
+        driver.end_of_cycle.append(board.end_cycle)
         coverage = self.coverage
         self.ram.on_read_response = coverage.sample_axi_read_response
         self.ram.on_write_response = coverage.sample_axi_write_response

@@ -27,26 +27,31 @@ def make_board():
     return Scoreboard(PARAMS, model)
 
 
+# Each helper is one handshake in a cycle of its own (end_cycle closes the cycle, as the port driver does).
 def read(board, tag, block, line=0):
     address = message_address(PARAMS, View.RAW, block * B + line)
     board.on_req(pack(req_layout(PARAMS), opcode=ReqOpcode.MEM_RD, address=address, tag=tag))
+    board.end_cycle()
 
 
 def write(board, tag, block, poison=0):
     address = message_address(PARAMS, View.RAW, block * B)
     board.on_rwd(pack(rwd_layout(PARAMS), opcode=RwdOpcode.MEM_WR, address=address, tag=tag, poison=poison,
                       byte_enable=(1 << PARAMS.line_bytes) - 1, data=0))
+    board.end_cycle()
 
 
 def drs(board, tag, block, poison, dev_load=0, line=0):
     data = int.from_bytes(board.model.memory[block * B + line].tobytes(), "little")
     board.on_drs(pack(drs_layout(PARAMS), opcode=DrsOpcode.MEM_DATA, tag=tag, poison=poison, data=data,
                       meta_field=META_FIELD_NO_OP, dev_load=dev_load))
+    board.end_cycle()
 
 
 def ndr(board, tag, dev_load=0):
     board.on_ndr(pack(ndr_layout(PARAMS), opcode=NdrOpcode.CMP, tag=tag, meta_field=META_FIELD_NO_OP,
                       dev_load=dev_load))
+    board.end_cycle()
 
 
 def fill_poison_table(board):
@@ -87,6 +92,20 @@ def test_read_with_no_concurrent_poison_change_is_exact():
     assert board.stats.mismatches == 1
 
 
+def test_a_new_entry_concerns_only_its_own_block_and_never_unmapped_reads():
+    board = make_board()
+    read(board, 1, block=1)                      # another block: its poison cannot change
+    unmapped = message_address(PARAMS, View.RAW, 200)
+    board.on_req(pack(req_layout(PARAMS), opcode=ReqOpcode.MEM_RD, address=unmapped, tag=2))
+    board.end_cycle()
+    write(board, 3, block=0, poison=1)           # enters block 0 only (no overflow)
+    drs(board, 1, 1, poison=1)
+    board.on_drs(pack(drs_layout(PARAMS), opcode=DrsOpcode.MEM_DATA, tag=2, poison=1,
+                      meta_field=META_FIELD_NO_OP))    # nxm_as_poison is off: an unmapped read is never poison
+    board.end_cycle()
+    assert board.stats.mismatches == 2, board.report()
+
+
 def test_reused_tag_matches_the_request_it_answers():
     board = make_board()
     read(board, 7, block=0, line=1)
@@ -99,14 +118,31 @@ def test_reused_tag_matches_the_request_it_answers():
     assert board.stats.mismatches == 1
 
 
+def test_dev_load_counts_a_cycle_as_a_whole():
+    """N changes once per cycle: a Req and an RwD accepted in the same cycle move it by two at once."""
+    board = make_board()
+    optimal = dev_load_level(PARAMS, 0)
+    threshold = next(n for n in range(100) if dev_load_level(PARAMS, n) != optimal)   # first N at level 1
+    for tag in range(threshold - 2):
+        read(board, tag, block=tag % 8)
+    address = message_address(PARAMS, View.RAW, 0)
+    board.on_req(pack(req_layout(PARAMS), opcode=ReqOpcode.MEM_RD, address=address, tag=500))
+    board.on_rwd(pack(rwd_layout(PARAMS), opcode=RwdOpcode.MEM_WR, address=message_address(PARAMS, View.RAW, 9),
+                      tag=501, byte_enable=(1 << PARAMS.line_bytes) - 1, data=0))
+    board.end_cycle()                            # N = threshold from the next cycle on, never threshold - 1
+    board.end_cycle()
+    drs(board, 500, 0, poison=0, dev_load=0)
+    assert board.stats.mismatches == 1 and "dev_load 0 outside" in board.report()
+
+
 def test_dev_load_must_lie_in_the_occupancy_range():
     board = make_board()
     n = PARAMS.load_capacity                     # occupancy climbs to n while the reads wait
     for tag in range(n):
         read(board, tag, block=tag % 8)
     assert dev_load_level(PARAMS, 1) == 0 and dev_load_level(PARAMS, n - 1) == 3
-    drs(board, 0, 0, poison=0, dev_load=2)       # tag 0 saw N = 1 .. n: any level is legal
-    drs(board, n - 2, (n - 2) % 8, poison=0, dev_load=3)   # saw N = n - 1 .. n: Severe only
+    drs(board, 0, 0, poison=0, dev_load=2)       # tag 0 could be loaded at N = 1 .. n - 1: any level
+    drs(board, n - 2, (n - 2) % 8, poison=0, dev_load=3)   # at N = n - 1 .. n: Severe only
     assert board.stats.mismatches == 0
     drs(board, n - 1, (n - 1) % 8, poison=0, dev_load=0)   # Light with N >= n - 2 is wrong
     assert board.stats.mismatches == 1 and "dev_load 0 outside [3, 3]" in board.report()
