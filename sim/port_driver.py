@@ -72,7 +72,9 @@ GPI_DEPOSIT = 0     # cocotb.handle._GPISetAction.DEPOSIT
 class _Port:
     """An input of the DUT, written only when its value changes, straight through the GPI handle: the drive phase
     runs right after a rising edge, where an immediate write is what cocotb's scheduled (ReadWrite-phase) write
-    would do one callback later, without the per-write Python (range checks, LogicArray, an extra trigger)."""
+    would do one callback later, without the per-write Python (range checks, LogicArray, an extra trigger).
+    Checked with Verilator (the same cycle counts and results as scheduled writes); another simulator may
+    need COCOTB's scheduled writes back."""
 
     def __init__(self, handle, value: int = 0):
         self.gpi = handle._handle
@@ -161,7 +163,14 @@ class Sink:
         self.ready.set(0 if self.pauses() else 1)
 
     def sample(self, status: int) -> None:
-        if not status & self.valid_mask or self.driver.in_reset:
+        if self.driver.in_reset:
+            self.stall = 0
+            return
+        if not status & self.valid_mask:
+            if self.stall:
+                self.driver.protocol_errors.append(f"{self.name}: VALID dropped after {self.stall} stalled cycles "
+                                                   f"without a handshake (cycle {self.driver.cycle})")
+                self.stall = 0
             return
         if self.ready.last:
             self.received += 1
@@ -206,8 +215,10 @@ class AxiMemory:
         self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, error, ready_at]
         self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats, stale] AW accepted
         self.stale_w_beats = 0    # W beats taken before a controller reset for an AW not yet accepted
-        self.w_beats: collections.deque[tuple[int, int, int]] = collections.deque()   # (data, strobe, last)
-        self.responses: collections.deque[tuple[int, int, int]] = collections.deque()  # (id, resp, ready_at)
+        self.w_beats: collections.deque[tuple] = collections.deque()   # (data, strobe, last, reset epoch)
+        self.responses: list[tuple[int, int, int]] = []    # (id, resp, ready_at): in order per ID only
+        self.b_index = 0                                   # the response being presented
+        self.epoch = 0                                     # controller resets so far
         self.r_presenting = False
         self.b_presenting = False
         self.stalls = {channel: 0 for channel in ("aw", "w", "ar", "r", "b")}
@@ -228,6 +239,7 @@ class AxiMemory:
         for write in self.writes:
             write[3] = True
         self.stale_w_beats = max(0, len(self.w_beats) - sum(write[2] for write in self.writes))
+        self.epoch += 1
 
     def outstanding(self) -> tuple[int, int, int]:
         """(R beats owed, B responses owed, W beats still expected) for accepted AR/AW bursts."""
@@ -251,12 +263,28 @@ class AxiMemory:
             self.rid.set(arid)
             self.r_presenting = True
         self.rvalid.set(int(self.r_presenting))
-        if not self.b_presenting and self.responses and self.responses[0][2] <= cycle and not p["b"]():
-            bid, bresp, _ = self.responses[0]
-            self.bid.set(bid)
-            self.bresp.set(bresp)
-            self.b_presenting = True
+        if not self.b_presenting and self.responses and not p["b"]():
+            # AXI orders B responses per ID only: present the oldest response of a randomly chosen ID
+            heads, seen = [], set()
+            for index, (bid, _, ready_at) in enumerate(self.responses):
+                if bid not in seen:
+                    seen.add(bid)
+                    if ready_at <= cycle:
+                        heads.append(index)
+            if heads:
+                self.b_index = self.driver.rng.choice(heads)
+                bid, bresp, _ = self.responses[self.b_index]
+                self.bid.set(bid)
+                self.bresp.set(bresp)
+                self.b_presenting = True
         self.bvalid.set(int(self.b_presenting))
+
+    def _valid_dropped(self, channel: str, status: int) -> None:
+        """Called when the DUT's VALID of `channel` is 0: an unfinished handshake is a protocol error."""
+        if self.stalls[channel] and not self.driver.in_reset:
+            self.driver.protocol_errors.append(f"axi {channel}: VALID dropped after {self.stalls[channel]} stalled "
+                                               f"cycles without a handshake (cycle {self.driver.cycle})")
+        self.stalls[channel] = 0
 
     def _stall(self, channel: str, stalled: bool) -> None:
         if stalled:
@@ -290,6 +318,8 @@ class AxiMemory:
                 if self.on_read_burst:
                     self.on_read_burst(address, beats, arid)
             self._stall("ar", not self.arready.last)
+        else:
+            self._valid_dropped("ar", status)
         if status & m["awvalid"]:
             if self.awready.last:
                 address, beats, awid = self._check_burst("write", self.aw)
@@ -297,10 +327,14 @@ class AxiMemory:
                 self.stale_w_beats = max(0, self.stale_w_beats - beats)
                 self.writes.append([awid, address // self.line_bytes, beats, stale])
             self._stall("aw", not self.awready.last)
+        else:
+            self._valid_dropped("aw", status)
         if status & m["wvalid"]:
             if self.wready.last:
-                self.w_beats.append((read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast)))
+                self.w_beats.append((read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast), self.epoch))
             self._stall("w", not self.wready.last)
+        else:
+            self._valid_dropped("w", status)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:
             self._complete_write(cycle)
         if self.r_presenting:
@@ -317,7 +351,7 @@ class AxiMemory:
         if self.b_presenting:
             if status & m["bready"]:
                 self.b_presenting = False
-                self.responses.popleft()
+                del self.responses[self.b_index]
                 if self.on_write_response:
                     self.on_write_response(self.bresp.last)
             self._stall("b", not status & m["bready"])
@@ -325,11 +359,15 @@ class AxiMemory:
     def _complete_write(self, cycle: int) -> None:
         awid, first, beats, stale = self.writes.popleft()
         data = [self.w_beats.popleft() for _ in range(beats)]
-        lasts = [last for _, _, last in data]
+        lasts = [last for _, _, last, _ in data]
+        if stale and any(strobe for _, strobe, _, epoch in data if epoch == self.epoch):
+            # beats the controller sent after its reset only complete a burst the memory accepted before it
+            self.errors.append(f"write burst at line {first:#x}: a W beat sent after the controller's reset to "
+                               f"complete it has WSTRB != 0 (the drain must not change memory)")
         if lasts != [0] * (beats - 1) + [1]:
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
         failed = False
-        for beat, (value, strobe, _) in enumerate(data):
+        for beat, (value, strobe, _, _) in enumerate(data):
             line = first + beat
             failed |= line in self.write_error_lines
             if strobe:
@@ -341,7 +379,8 @@ class AxiMemory:
                 window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
-            self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _ in data], awid)
+            self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],
+                                awid)
 
 
 class AxiLiteMaster:
@@ -362,6 +401,8 @@ class AxiLiteMaster:
                                                                       "rvalid")}
         self.ops: collections.deque = collections.deque()
         self.state: dict | None = None
+        self.driver = driver
+        self.errors = driver.protocol_errors
 
     async def write(self, address: int, value: int) -> int:
         op = {"kind": "write", "address": address, "value": value, "done": Event()}
@@ -401,6 +442,8 @@ class AxiLiteMaster:
     def sample(self, status: int) -> None:
         op, m = self.state, self.m
         if op is None:
+            if status & (m["bvalid"] | m["rvalid"]) and not self.driver.in_reset:
+                self.errors.append(f"CSR port: BVALID/RVALID with no access in progress (cycle {self.driver.cycle})")
             return
         if op["kind"] == "write":
             if self.awvalid.last and status & m["awready"]:
@@ -408,13 +451,17 @@ class AxiLiteMaster:
             if self.wvalid.last and status & m["wready"]:
                 op["w"] = True
             if status & m["bvalid"]:
-                op["resp"] = int(self.bresp.value)
+                if not (op["aw"] and op["w"]):
+                    self.errors.append(f"CSR write {op['address']:#x}: BVALID before the AW and W handshakes")
+                op["resp"] = read_int(self.bresp)
                 self._done(op)
         else:
             if self.arvalid.last and status & m["arready"]:
                 op["ar"] = True
             if status & m["rvalid"]:
-                op["data"], op["resp"] = int(self.rdata.value), int(self.rresp.value)
+                if not op["ar"]:
+                    self.errors.append(f"CSR read {op['address']:#x}: RVALID before the AR handshake")
+                op["data"], op["resp"] = read_int(self.rdata), read_int(self.rresp)
                 self._done(op)
 
     def _done(self, op: dict) -> None:
@@ -434,6 +481,7 @@ class PortDriver:
         self.cycle = 0
         self.in_reset = False
         self.parts: list = []      # in callback order
+        self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self._task = None
 

