@@ -300,3 +300,20 @@ def test_decode_feeds_coverage_end_to_end():
     assert hit_bins(cov) == {"req opcode/MEM_RD", "read view x format/EXPANDED_K/BF16", "format x k/BF16/k=12",
                              "format x plane run/BF16/R=1", "fill x format/TOWARD_ZERO/BF16"}
     assert format_name(Format.BF16, 16) == "BF16" and format_name(Format.INT, 2) == "INT2"
+
+
+def test_merge_coverage_command_adds_runs_and_lists_what_both_missed(tmp_path, capsys):
+    from smartquant.cli import main
+    first, second = Coverage(ControllerParams()), Coverage(ControllerParams())
+    first.sample_tag_reuse()
+    second.sample_nxm(True)
+    paths = []
+    for name, coverage in (("a.json", first), ("b.json", second)):
+        path = tmp_path / name
+        path.write_text(json.dumps(coverage.to_json()))
+        paths.append(str(path))
+    out = tmp_path / "merged.json"
+    assert main(["sim", "--merge-coverage", *paths, "--coverage-report", str(out)]) == 1   # bins still missed
+    merged = Coverage.from_json(ControllerParams(), json.loads(out.read_text()))
+    assert merged.bins()["tag reuse"]["tag reused"] == 1 and merged.bins()["nxm"]["nxm_as_poison on"] == 1
+    assert "nxm/nxm_as_poison off" in capsys.readouterr().out

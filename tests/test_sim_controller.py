@@ -5,6 +5,8 @@ fail when the cocotb results file records a failure (the message names the wave 
 Random runs must also reach every functional-coverage bin (sim/coverage.py) defined for their parameters.
 Parameter sets and seeds are pytest parameters, so `pytest -n 2` (pytest-xdist) spreads them over cores.
 """
+import json
+
 import pytest
 
 from smartquant.params import ControllerParams
@@ -45,10 +47,15 @@ DEFAULT_RUN = {SWEEP[0]: 40_000, SWEEP[1]: 30_000, SWEEP[2]: 30_000}    # 10^5 t
 RANDOM_SEED = 20261126       # fixed so CI is reproducible; `smartquant sim --seed N` replays any other
 
 
+COVERAGE_DIR = runner.REPO_ROOT / "build" / "coverage"   # one JSON per run: `smartquant sim --merge-coverage`
+
+
 def check_random_run(params: ControllerParams, seed: int, transactions: int) -> dict:
     result = runner.run(params, testcase="test_random", seed=seed, transactions=transactions)
     assert result.passed, result.describe()
     summary = result.summary
+    COVERAGE_DIR.mkdir(parents=True, exist_ok=True)
+    (COVERAGE_DIR / f"{params.key()}-seed{seed}-{transactions}.json").write_text(json.dumps(summary["coverage"]))
     assert summary["transactions"] >= transactions
     assert summary["mismatches"] == 0 and summary["failed"] == 0, summary["error"]
     assert summary["drs_checked"] > transactions // 3 and summary["ndr_checked"] > transactions // 8, summary

@@ -15,6 +15,7 @@ Examples:
   smartquant sim --transactions 20000 --seed 4401 --data-width 128 --request-depth 4 --buffer-slots 1
   smartquant sim --transactions 1000000 --seed 1 --coverage-report cov.json
   smartquant sim --directed                   # the directed cocotb tests instead of random traffic
+  smartquant sim --merge-coverage a.json b.json --coverage-report all.json   # several runs, one report
 """
 from __future__ import annotations
 
@@ -46,6 +47,9 @@ def add_arguments(parser):
     parser.add_argument("--coverage-report", metavar="PATH", default=None,
                         help="write the functional coverage (JSON: every bin and its hits) to PATH")
     parser.add_argument("--directed", action="store_true", help="run the directed tests instead")
+    parser.add_argument("--merge-coverage", nargs="+", metavar="JSON", default=None,
+                        help="merge coverage reports of several runs (same parameters) and print the table; no "
+                             "simulation (with --coverage-report, also write the merged JSON)")
     group = parser.add_argument_group("controller parameters (ControllerParams)")
     defaults = ControllerParams(**SIM_DEFAULTS)
     for field in dataclasses.fields(ControllerParams):
@@ -65,10 +69,42 @@ def params_from_args(args) -> ControllerParams:
         raise SmartquantError(str(error)) from None
 
 
+def merge_coverage(paths: list[str], out: str | None) -> int:
+    from smartquant.sim.coverage import Coverage
+
+    merged = None
+    for path in paths:
+        try:
+            with open(path) as handle:
+                data = json.load(handle)
+            params = ControllerParams(**data["params"])
+            coverage = Coverage.from_json(params, data)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SmartquantError(f"cannot read coverage report {path}: {error}") from None
+        if merged is None:
+            merged = coverage
+        elif coverage.params != merged.params:
+            raise SmartquantError(f"{path} is for {coverage.params.key()}, the others for {merged.params.key()}")
+        else:
+            merged.merge(coverage)
+    print(f"{len(paths)} coverage reports of {merged.params.key()} merged")
+    print(merged.table())
+    print(merged.summary_line())
+    if merged.missed():
+        print("  missed bins: " + ", ".join(merged.missed()))
+    if out:
+        with open(out, "w") as handle:
+            json.dump(merged.to_json(), handle, indent=1)
+        print(f"  merged coverage report: {out}")
+    return 0 if not merged.missed() else 1
+
+
 def run(args):
     from smartquant.sim import runner
     from smartquant.sim.coverage import Coverage
 
+    if args.merge_coverage:
+        return merge_coverage(args.merge_coverage, args.coverage_report)
     if args.transactions < 1:
         raise SmartquantError(f"--transactions must be >= 1, got {args.transactions}")
     params = params_from_args(args)
