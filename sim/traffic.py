@@ -249,8 +249,8 @@ class RandomTraffic:
             else:
                 opcode = RwdOpcode.MEM_WR_PTL
                 roll = rng.random()
-                enables = (0 if roll < 0.03 else rng.getrandbits(p.line_bytes) if roll < 0.5
-                           else self._group_enables())
+                enables = (0 if roll < 0.03 else (1 << p.line_bytes) - 1 if roll < 0.06
+                           else rng.getrandbits(p.line_bytes) if roll < 0.5 else self._group_enables())
             poison = int(rng.random() < self.poison_rate)
             await self._issue(note, lambda: tb.rwd(opcode, address, data, byte_enable=enables, poison=poison,
                                                    note=note))
