@@ -335,6 +335,10 @@ class TB:
         fresh.memory[:] = expected
         fresh.memory[uncertain] = ram[uncertain]
         self.model = fresh
+        # bursts of the old model the DUT never issued may belong to requests the reset cut; a DUT burst the old
+        # model never issued is wrong whatever the reset did (requests are reported before their bursts)
+        stray = [address for kind in ("read", "write") for address, _, _ in self.scoreboard._bursts_waiting[kind]]
+        assert not stray, f"AXI bursts at {[hex(a) for a in stray[:8]]} the model never issued (before the reset)"
         self.scoreboard.model = fresh
         self.scoreboard.restart_bursts()
         self.traffic_since_clear = False
