@@ -9,15 +9,15 @@ Every legal outcome is accepted, and only those:
 * Tags need not be unique (CXL does not require it): a response matches one of the requests outstanding under
   its tag on its channel, the one it equals if any.
 * Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
-  read outstanding at any time between the acceptance of a write that changes the poison state (a poisoned
-  write, a write whose B fails, an insert that overflows the table) and that write's Cmp may see the table
-  before or after the change: its poison may be either value (data must still match), and the poison_reads
-  count the model predicted is corrected by the difference. A read accepted after the Cmp must see it
-  (docs/DEVICE.md §4).
+  read outstanding at any time between the acceptance of a write that changes the poison state and that
+  write's Cmp may see the table before or after the change, if the change concerns it: a new entry concerns
+  the mapped reads of its block, an insert that overflows the table every mapped read; unmapped reads never.
+  Such a read's poison may be either value (data must still match), and the poison_reads count the model
+  predicted is corrected by the difference. A read accepted after the Cmp must see it (docs/DEVICE.md §4).
 * DevLoad: the device reports dev_load_level(N) of its port occupancy N (M2S messages accepted that still owe
-  a response, docs/DEVICE.md §3) at the cycle it loads the message. The scoreboard counts N from the same
-  handshakes and requires level(min N) <= DevLoad <= level(max N) over the interval from the request's
-  acceptance to the response's handshake.
+  a response, docs/DEVICE.md §3), sampled when it loads the message. The scoreboard counts N per cycle from
+  the same handshakes and requires level(min N) <= DevLoad <= level(max N) over the cycles in which the
+  response could have been loaded (see end_cycle).
 A response nobody asked for and a response on the wrong channel are mismatches; `missing()` lists requests
 never answered. Functional coverage (sim/coverage.py), when given, is sampled here from the same handshakes.
 """
