@@ -156,6 +156,7 @@ class Sink:
         self.callback = callback
         self.received = 0
         self.stall = 0
+        self.held = 0           # the payload of a stalled transfer
         self.on_stall: Callable[[str, int], None] | None = None
         self.driver = driver
 
@@ -173,12 +174,20 @@ class Sink:
                 self.stall = 0
             return
         if self.ready.last:
+            payload = read_int(self.payload)
+            if self.stall and payload != self.held:
+                # a stalled transfer must keep its payload (DevLoad included) until it is taken: compared
+                # between the first stalled cycle and the handshake (one extra read per stall run)
+                self.driver.protocol_errors.append(f"{self.name}: payload changed while VALID waited for READY "
+                                                   f"(cycle {self.driver.cycle})")
             self.received += 1
             if self.stall and self.on_stall:
                 self.on_stall(self.name, self.stall)
             self.stall = 0
-            self.callback(read_int(self.payload))
+            self.callback(payload)
         else:
+            if not self.stall:
+                self.held = read_int(self.payload)
             self.stall += 1
 
 
@@ -222,6 +231,7 @@ class AxiMemory:
         self.r_presenting = False
         self.b_presenting = False
         self.stalls = {channel: 0 for channel in ("aw", "w", "ar", "r", "b")}
+        self.held: dict[str, tuple] = {}
         self.on_read_burst = self.on_write_burst = self.on_read_response = self.on_write_response = None
         self.on_stall: Callable[[str, int], None] | None = None
         self.errors: list[str] = []          # AXI protocol violations seen on the manager side
@@ -279,6 +289,20 @@ class AxiMemory:
                 self.b_presenting = True
         self.bvalid.set(int(self.b_presenting))
 
+    def _hold(self, channel: str, accepted: bool, read: Callable[[], tuple]) -> tuple | None:
+        """While the DUT's VALID waits for our READY its payload must not change (AXI A3.2.1): the payload of the
+        first stalled cycle is compared with the one taken at the handshake. Returns the payload when taken."""
+        stalled = self.stalls[channel]
+        if accepted:
+            value = read()
+            if stalled and value != self.held[channel]:
+                self.driver.protocol_errors.append(f"axi {channel}: payload changed while VALID waited for READY "
+                                                   f"(cycle {self.driver.cycle})")
+            return value
+        if not stalled:
+            self.held[channel] = read()
+        return None
+
     def _valid_dropped(self, channel: str, status: int) -> None:
         """Called when the DUT's VALID of `channel` is 0: an unfinished handshake is a protocol error."""
         if self.stalls[channel] and not self.driver.in_reset:
@@ -311,6 +335,7 @@ class AxiMemory:
         m = self.m
         cycle = self.driver.cycle
         if status & m["arvalid"]:
+            self._hold("ar", self.arready.last, lambda: (read_int(self.ar["addr"]), read_int(self.ar["len"])))
             if self.arready.last:
                 address, beats, arid = self._check_burst("read", self.ar)
                 first = address // self.line_bytes
@@ -321,6 +346,7 @@ class AxiMemory:
         else:
             self._valid_dropped("ar", status)
         if status & m["awvalid"]:
+            self._hold("aw", self.awready.last, lambda: (read_int(self.aw["addr"]), read_int(self.aw["len"])))
             if self.awready.last:
                 address, beats, awid = self._check_burst("write", self.aw)
                 stale = self.stale_w_beats > 0
@@ -330,8 +356,10 @@ class AxiMemory:
         else:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
-            if self.wready.last:
-                self.w_beats.append((read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast), self.epoch))
+            beat = self._hold("w", self.wready.last,
+                              lambda: (read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast)))
+            if beat is not None:
+                self.w_beats.append((*beat, self.epoch))
             self._stall("w", not self.wready.last)
         else:
             self._valid_dropped("w", status)

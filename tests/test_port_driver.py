@@ -1,0 +1,112 @@
+"""The port driver's handshake checks (sim/port_driver.py) fail when the DUT breaks a rule: no simulator, the
+ports are stand-ins with the GPI handle interface the driver uses."""
+import random
+
+from smartquant.sim.port_driver import AXI_OKAY, AxiMemory, PortDriver, Sink
+
+STATUS = ("s2m_drs__valid", "axi__arvalid", "axi__rready", "axi__awvalid", "axi__wvalid", "axi__bready")
+
+
+class FakeGpi:
+    def __init__(self, width):
+        self.width, self.value = width, 0
+
+    def get_signal_val_binstr(self):
+        return format(self.value, f"0{self.width}b")
+
+    def set_signal_val_int(self, action, value):
+        self.value = value
+
+    def set_signal_val_binstr(self, action, value):
+        self.value = int(value, 2)
+
+
+class FakeSignal:
+    def __init__(self, width=1):
+        self._handle = FakeGpi(width)
+
+    def __len__(self):
+        return self._handle.width
+
+    def set(self, value):
+        self._handle.value = value
+
+
+class FakeDut:
+    def __init__(self):
+        self.signals = {}
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "signals":
+            raise AttributeError(name)
+        return self.signals.setdefault(name, FakeSignal(64))
+
+
+def make_driver():
+    dut = FakeDut()
+    dut.signals["tb_status"] = FakeSignal(len(STATUS))
+    return dut, PortDriver(dut, None, random.Random(1), STATUS)
+
+
+def cycle(driver, status):
+    driver.cycle += 1
+    for part in driver.parts:
+        part.drive()
+    for part in driver.parts:
+        part.sample(status)
+
+
+def test_sink_reports_a_payload_that_changes_while_stalled_and_a_dropped_valid():
+    dut, driver = make_driver()
+    got = []
+    sink = driver.add(Sink(driver, "s2m_drs", got.append))
+    valid = driver.mask("s2m_drs__valid")
+    sink.pauses.set(1.0)                       # READY low: the transfer stalls
+    dut.s2m_drs__payload.set(5)
+    cycle(driver, valid)
+    dut.s2m_drs__payload.set(6)                # changed while waiting
+    sink.pauses.set(0.0)
+    cycle(driver, valid)
+    assert got == [6] and "payload changed" in driver.protocol_errors[-1]
+    sink.pauses.set(1.0)
+    cycle(driver, valid)
+    cycle(driver, 0)                           # VALID dropped without a handshake
+    assert "VALID dropped" in driver.protocol_errors[-1]
+    assert len(driver.protocol_errors) == 2
+
+
+def test_sink_accepts_a_held_payload():
+    dut, driver = make_driver()
+    got = []
+    sink = driver.add(Sink(driver, "s2m_drs", got.append))
+    valid = driver.mask("s2m_drs__valid")
+    dut.s2m_drs__payload.set(9)
+    sink.pauses.set(1.0)
+    cycle(driver, valid)
+    cycle(driver, valid)
+    sink.pauses.set(0.0)
+    cycle(driver, valid)
+    assert got == [9] and not driver.protocol_errors
+
+
+def test_axi_memory_flags_a_moving_ar_and_orders_b_per_id_only():
+    dut, driver = make_driver()
+    memory = driver.add(AxiMemory(driver, "axi", 1 << 16, 64))
+    memory.pauses["ar"].set(1.0)
+    dut.axi__arsize.set(6)
+    dut.axi__arburst.set(1)
+    dut.axi__araddr.set(0x40)
+    cycle(driver, driver.mask("axi__arvalid"))
+    dut.axi__araddr.set(0x80)                  # AR address moved before ARREADY
+    memory.pauses["ar"].set(0.0)
+    cycle(driver, driver.mask("axi__arvalid"))
+    assert "axi ar: payload changed" in driver.protocol_errors[-1]
+    # B responses of different IDs may come in any order, of one ID in order
+    memory.responses = [(1, AXI_OKAY, 0), (1, 2, 0), (2, AXI_OKAY, 0)]
+    orders = set()
+    for seed in range(20):
+        driver.rng.seed(seed)
+        memory.b_presenting = False
+        memory.drive()
+        orders.add(memory.responses[memory.b_index][:2])
+    assert orders == {(1, AXI_OKAY), (2, AXI_OKAY)}     # never the second response of ID 1 first
