@@ -232,15 +232,25 @@ class TB:
     def address(self, view: int, line: int, k: int = 0) -> int:
         return message_address(self.params, view, line, k)
 
-    def _track(self, tag: int, kind: str, opcode: int, address: int, note) -> None:
-        self.outstanding.setdefault(tag, []).append((kind, opcode, address, note))
+    def _track(self, tag: int, kind: str, opcode: int, address: int, note, ld_id: int) -> None:
+        self.outstanding.setdefault(tag, []).append((kind, opcode, address, note, ld_id))
         self.in_flight += 1
 
     def req(self, opcode: int, address: int, *, note=None, ld_id: int | None = None, tag: int | None = None) -> int:
-        """Queue a Req; `tag` may repeat an outstanding one (CXL does not require unique tags)."""
+        """Queue a Req; `tag` may repeat an outstanding one (CXL does not require unique tags). A reused tag gets
+        an LD-ID no outstanding request with that tag has: two NDR Cmp with the same tag and LD-ID are the same
+        bits, so no checker at the ports could tell which request completed (and which write's poison window or
+        conflict ended). Without a free LD-ID a fresh tag is used."""
+        if tag is not None and tag in self.outstanding and ld_id is None:
+            taken = {entry[4] for entry in self.outstanding[tag]}
+            free = [candidate for candidate in range(16) if candidate not in taken]
+            if free:
+                ld_id = self.rng.choice(free)
+            else:
+                tag = None
         tag = self.new_tag() if tag is None else tag
         ld_id = self.rng.randrange(16) if ld_id is None else ld_id
-        self._track(tag, "req", opcode, address, note)
+        self._track(tag, "req", opcode, address, note, ld_id)
         self.traffic_since_clear = True
         self.req_source.send_nowait(pack(self.layouts["req"], opcode=opcode, address=address, tag=tag, ld_id=ld_id,
                                          meta_field=self.rng.randrange(4), meta_value=self.rng.randrange(4),
@@ -253,11 +263,12 @@ class TB:
     def rwd(self, opcode: int, address: int, data: int, *, byte_enable: int | None = None, poison: int = 0,
             note=None) -> int:
         tag = self.new_tag()
-        self._track(tag, "rwd", opcode, address, note)
+        ld_id = self.rng.randrange(16)
+        self._track(tag, "rwd", opcode, address, note, ld_id)
         self.traffic_since_clear = True
         full = (1 << self.params.line_bytes) - 1
         self.rwd_source.send_nowait(pack(self.layouts["rwd"], opcode=opcode, address=address, tag=tag,
-                                         ld_id=self.rng.randrange(16), meta_field=self.rng.randrange(4),
+                                         ld_id=ld_id, meta_field=self.rng.randrange(4),
                                          meta_value=self.rng.randrange(4), snp_type=self.rng.randrange(8),
                                          poison=poison, byte_enable=full if byte_enable is None else byte_enable,
                                          data=data))
@@ -271,8 +282,9 @@ class TB:
     def _completed(self, tag: int, kind: str, request: dict) -> None:
         entries = self.outstanding.get(tag, [])
         note = None
-        for index, (entry_kind, opcode, address, entry_note) in enumerate(entries):
-            if (entry_kind, opcode, address) == (kind, request["opcode"], request["address"]):
+        for index, (entry_kind, opcode, address, entry_note, ld_id) in enumerate(entries):
+            if (entry_kind, opcode, address, ld_id) == (kind, request["opcode"], request["address"],
+                                                        request["ld_id"]):
                 note = entry_note
                 del entries[index]
                 self.in_flight -= 1
