@@ -7,13 +7,14 @@ Storage formats (what the host writes into a region):
 - BF16: the weight's bfloat16 bit pattern (golden/layout.py bf16_fields, round-to-nearest-even).
 
 Reading at precision k (docs/DEVICE.md section 3): the device keeps the top k bits of each B-bit field and fills
-the B-k dropped bits by the region's rounding rule. The scale is unchanged (the host keeps it). Three read rules:
+the B-k dropped bits by the region's rounding rule. The scale is unchanged (the host keeps it). Four read rules:
 - "floor":    dropped bits 0..0 (the device's FLOOR fill; for two's complement this is rounding toward -inf).
 - "midpoint": dropped bits 10..0 (the device's MIDPOINT fill; the middle of the dropped interval).
-- "toward-zero": dropped bits = copies of the sign bit (0..0 for positive, 1..1 for negative codes), i.e.
-  truncation toward zero. NOT a device rule in docs/DEVICE.md: a candidate fill measured here because it is
-  as cheap as floor (plane 0 is the sign and is always fetched) and keeps small weights near 0. For BF16
-  (sign-magnitude) floor already truncates toward zero, so this rule equals floor.
+- "toward-zero": dropped bits = copies of the sign bit (0..0 for positive, 1..1 for negative codes): the
+  device's TOWARD_ZERO fill (docs/DEVICE.md; first measured here as a candidate), about truncation toward zero
+  (a negative code lands one B-bit LSB below its truncation: -77 at k = 3 of 8 reads -65). As cheap as floor
+  (plane 0 is the sign and is always fetched). For BF16 (sign-magnitude) floor already truncates toward zero,
+  so this rule equals floor.
 - "nearest":  for comparison only (the device cannot do it without the dropped bits): the stored value rounded
   to the nearest point of the same k-bit grid, ties to even. INT: same scale, clipped to the k-bit range.
   BF16: the nearer in value of the two k-bit patterns around the weight (never infinity).

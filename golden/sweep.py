@@ -203,6 +203,23 @@ def format_table(rows, columns=COLUMNS) -> str:
     return text_table(headers, cells, left={i for i, c in enumerate(columns) if c in ("format", "rule", "correction")})
 
 
+def pivot_table(rows, metric: str, cell) -> str:
+    """One line per (format, k), one column per rule x correction (raw / +corr): `cell(row[metric])`."""
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    corrections = sorted({bool(r.get("correction")) for r in rows})
+    columns = [(rule, c) for rule in rules for c in corrections]
+    lines = {}
+    for r in rows:
+        lines.setdefault((r["format"], r["k"]), {})[(r["rule"], bool(r.get("correction")))] = r
+    headers = ["format", "k", "MB fetched"] + [f"{rule} {'+corr' if c else 'raw'}" for rule, c in columns]
+    cells = []
+    for (name, k), by_column in lines.items():
+        first = next(iter(by_column.values()))
+        cells.append([name, str(k), f"{first['bytes_fetched'] / 1e6:.1f}"]
+                     + [cell(by_column[col][metric]) if col in by_column else "-" for col in columns])
+    return text_table(headers, cells, left={0})
+
+
 def check_csv_path(path) -> None:
     """Fail before a long run, not after it, when the CSV file cannot be written."""
     directory = Path(path).resolve().parent

@@ -33,6 +33,7 @@ def test_llm_formats():
     assert FORMATS["int4"].group_size == llm_sweep.INT4_GROUP == 32
     assert FORMATS["int8"].group_size is None and FORMATS["bf16"].device_format == Format.BF16
     assert llm_sweep.llm_format("int4", 64).group_size == 64
+    assert llm_sweep.DEFAULT_RULE in llm_sweep.FILL_RULES and llm_sweep.DEFAULT_CORRECTION is True
     with pytest.raises(SmartquantError):
         llm_sweep.llm_format("int3")
 
@@ -209,3 +210,5 @@ def test_minilm_sweep_correction_option():
     by = {(r["rule"], r["correction"]): r["embedding_cos_mean"] for r in rows}
     assert len(rows) == 4 and by[("floor", True)] == pytest.approx(by[("midpoint", True)], abs=1e-5)
     assert by[("floor", True)] > by[("floor", False)]
+    lines = sweep.pivot_table(rows, "embedding_cos_mean", lambda v: f"{v:.4f}").splitlines()
+    assert len(lines) == 3 and lines[2].split()[-1] == f"{by[('midpoint', True)]:.4f}"

@@ -10,8 +10,9 @@
                               stored as INT8 per-channel, INT4 per-group 32 or BF16 and read at k under each
                               device fill, per-row bias correction off and on; JSON to --out
 
-Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s, policies about 30 s,
-on a busy 2-core machine.
+Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s (36 s for 224 points with
+--correction both on a quieter day), policies about 30 s, llm-sweep 6 min 35 s (103 forwards of 1024 tokens,
+one BLAS thread), on a busy 2-core machine.
 """
 from __future__ import annotations
 
@@ -90,6 +91,9 @@ def add_arguments(parser):
     llm.add_argument("--correction", choices=CORRECTION_CHOICES, default="both",
                      help="per-row bias correction off, on or both (default both)")
     llm.add_argument("--int4-group", type=int, default=32, help="INT4 group size along the input (default 32)")
+    llm.add_argument("--text", choices=("test", "background"), default="test",
+                     help="Lee corpus part scored: test = lee.cor, the evaluation text (default); background = "
+                          "lee_background.cor, the calibration text that choices are made on")
     llm.add_argument("--windows", type=int, default=4, help="evaluation windows (default 4)")
     llm.add_argument("--window", type=int, default=256, help="predicted tokens per window (default 256)")
     llm.add_argument("--out", metavar="FILE", default=None,
@@ -109,6 +113,10 @@ def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=
     rows = sweep.run_sweep(formats, rules, chosen, progress=progress, corrections=corrections)
     print("Storage: " + "; ".join(f"{name} = {quant.STORAGE_FORMATS[name].describe()}" for name in formats))
     print(sweep.format_table(rows))
+    if len(corrections) > 1:
+        print("\nSentence-embedding cosine vs FP32 (mean over sentences); raw = read at k, +corr = per-row bias "
+              "correction:")
+        print(sweep.pivot_table(rows, "embedding_cos_mean", lambda value: f"{value:.4f}"))
     if csv_path:
         sweep.write_csv(rows, csv_path)
         print(f"wrote {len(rows)} rows to {csv_path}")
@@ -150,7 +158,7 @@ def run_llm_sweep_command(args) -> dict:
         raise SmartquantError("--windows and --window must be positive")
     path = llm_sweep.output_path(args.out)       # fail before the run, not after it
     progress = not args.no_progress
-    setup = llm_sweep.prepare(n_windows=args.windows, window=args.window)
+    setup = llm_sweep.prepare(n_windows=args.windows, window=args.window, part=args.text)
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if progress else None
     result = llm_sweep.run_llm_sweep(formats, rules, chosen, corrections_of(args.correction), setup,
                                      int4_group=args.int4_group, progress=progress, log=log)
