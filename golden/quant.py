@@ -7,17 +7,31 @@ Storage formats (what the host writes into a region):
 - BF16: the weight's bfloat16 bit pattern (golden/layout.py bf16_fields, round-to-nearest-even).
 
 Reading at precision k (docs/DEVICE.md section 3): the device keeps the top k bits of each B-bit field and fills
-the B-k dropped bits by the region's rounding rule. The scale is unchanged (the host keeps it). Three read rules:
+the B-k dropped bits by the region's rounding rule. The scale is unchanged (the host keeps it). Four read rules:
 - "floor":    dropped bits 0..0 (the device's FLOOR fill; for two's complement this is rounding toward -inf).
 - "midpoint": dropped bits 10..0 (the device's MIDPOINT fill; the middle of the dropped interval).
-- "toward-zero": dropped bits = copies of the sign bit (0..0 for positive, 1..1 for negative codes), i.e.
-  truncation toward zero. NOT a device rule in docs/DEVICE.md: a candidate fill measured here because it is
-  as cheap as floor (plane 0 is the sign and is always fetched) and keeps small weights near 0. For BF16
-  (sign-magnitude) floor already truncates toward zero, so this rule equals floor.
+- "toward-zero": dropped bits = copies of the sign bit (0..0 for positive, 1..1 for negative codes): the
+  device's TOWARD_ZERO fill (docs/DEVICE.md; first measured here as a candidate), about truncation toward zero
+  (a negative code lands one B-bit LSB below its truncation: -77 at k = 3 of 8 reads -65). As cheap as floor
+  (plane 0 is the sign and is always fetched). For BF16 (sign-magnitude) floor already truncates toward zero,
+  so this rule equals floor.
 - "nearest":  for comparison only (the device cannot do it without the dropped bits): the stored value rounded
   to the nearest point of the same k-bit grid, ties to even. INT: same scale, clipped to the k-bit range.
   BF16: the nearer in value of the two k-bit patterns around the weight (never infinity).
 Weight matrices follow the PyTorch Linear convention: shape (out_features, in_features), rows are channels.
+
+Per-row bias correction (data-free, after Nagel et al., "Data-Free Quantization Through Weight Equalization and
+Bias Correction", ICCV 2019). Reading at k < B adds an error E_k = W_k - W_B to the stored weights W_B (the
+weights the B stored bits encode, not the float original). Write E_k = E_c + e 1^T with e the row mean of E_k
+(one value per output row) and E_c the row-centred rest. The output error E_k x = E_c x + e * sum_j x_j: the
+second term shifts the whole row's output, and the fill rules make it large (floor moves every code of a row
+down by about half a step). The correction removes it: c_k = -e = mean_j (W_B - W_k)[row, j] per row and per
+k, computed at load time from the stored codes and scales only (no activations, no data), and applied on the
+host as y = W_k x + c_k * sum_j x_j (one extra sum per input vector, one multiply-add per output). Numerically
+that is y = (W_k + c_k 1^T) x, which is how `StoredMatrix.read(k, rule, corrected=True)` returns it.
+Nagel's own form subtracts E_k E[x] with E[x] from BatchNorm statistics; a decoder has no BatchNorm, and
+estimating E[x] from calibration text would no longer be data-free, so the row-mean form is used here.
+After correction every row's mean error is 0; at k = B the correction is 0.
 """
 from __future__ import annotations
 
@@ -69,6 +83,15 @@ class QuantizedMatrix:
         """float32 weights as read at precision k (None = all B bits) under a read rule."""
         ints = self.ints if precision_k is None else read_ints_at_k(self.ints, self.bits, precision_k, rule)
         return dequantize(ints, self.scales, self.group_size)
+
+    def row_correction(self, precision_k: int, rule: str = "floor", read_ints: np.ndarray | None = None) -> np.ndarray:
+        """(out,) float32 per-row bias correction c_k = mean_j (W_B - W_k)[row, j], from codes and scales only.
+
+        read_ints: the codes as read at k (read_ints_at_k), if the caller already has them."""
+        if read_ints is None:
+            read_ints = read_ints_at_k(self.ints, self.bits, precision_k, rule)
+        error = dequantize(self.ints - read_ints, self.scales, self.group_size)   # W_B - W_k, exactly
+        return error.mean(axis=1, dtype=np.float64).astype(np.float32)
 
 
 def quantize_symmetric(weights, bits: int, group_size: int | None = None) -> QuantizedMatrix:
@@ -204,11 +227,32 @@ class StoredMatrix:
     def n_weights(self) -> int:
         return int(np.prod(self.shape))
 
-    def read(self, precision_k: int | None = None, rule: str = "floor") -> np.ndarray:
+    def read(self, precision_k: int | None = None, rule: str = "floor", corrected: bool = False) -> np.ndarray:
+        """float32 weights read at k under a rule; corrected: plus the per-row bias correction (module docstring)."""
+        if corrected:
+            weights, correction = self.read_with_correction(precision_k, rule)
+            weights += correction[:, None]
+            return weights
         k = self.fmt.bits if precision_k is None else precision_k
         if self.quantized is None:
             return read_bf16_at_k(self.fields, k, rule)
         return self.quantized.dequantize(k, rule)
+
+    def read_with_correction(self, precision_k: int | None = None, rule: str = "floor") -> tuple:
+        """(weights read at k (float32, a new array), per-row correction c_k (out,) float32) in one read."""
+        k = self.fmt.bits if precision_k is None else precision_k
+        if self.quantized is None:
+            weights = read_bf16_at_k(self.fields, k, rule)
+            full = layout.floats_from_bf16(self.fields)
+            correction = (full - weights).mean(axis=1, dtype=np.float64).astype(np.float32)
+            return weights, correction
+        q = self.quantized
+        ints = read_ints_at_k(q.ints, q.bits, k, rule)
+        return dequantize(ints, q.scales, q.group_size), q.row_correction(k, rule, ints)
+
+    def row_correction(self, precision_k: int, rule: str = "floor") -> np.ndarray:
+        """(out,) per-row bias correction at k: mean_j (W_B - W_k)[row, j] (see the module docstring)."""
+        return self.read_with_correction(precision_k, rule)[1]
 
 
 def snr_db(reference, approximation, signal_power: float | None = None) -> float:

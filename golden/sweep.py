@@ -11,6 +11,8 @@ candidate toward-zero fill, or round-to-nearest for comparison; see golden/quant
   of every real token's output vector with the FP32 layer output; mean and minimum over layers and tokens;
 - sentence-embedding cosine: the whole model with every matrix read at k against the FP32 embeddings of
   the fixed SENTENCES; mean and minimum over sentences;
+- correction: whether the per-row bias correction (golden/quant.py: + row mean of W_B - W_k, computed from the
+  stored codes) is applied to the weights read at k;
 - bytes fetched: weights x k bits / 8 (the device reads k of B planes), and that as a fraction of B. Host-kept
   INT scales are not fetched from the device and not counted (`scale_bytes` gives their size at FP16).
 """
@@ -40,8 +42,8 @@ SENTENCES = (
     "Rain is expected tomorrow afternoon, so the football match may be postponed.",
 )
 
-COLUMNS = ("format", "rule", "B", "k", "k_over_B", "bytes_fetched", "scale_bytes", "snr_db_mean", "snr_db_min",
-           "layer_cos_mean", "layer_cos_min", "embedding_cos_mean", "embedding_cos_min")
+COLUMNS = ("format", "rule", "correction", "B", "k", "k_over_B", "bytes_fetched", "scale_bytes", "snr_db_mean",
+           "snr_db_min", "layer_cos_mean", "layer_cos_min", "embedding_cos_mean", "embedding_cos_min")
 
 
 def progress_bar(iterable, total: int | None = None, description: str = "", enabled: bool = True):
@@ -70,9 +72,9 @@ class SweepContext:
             self._stored[fmt_name] = {name: quant.StoredMatrix(self.model.weights[name], fmt) for name in self.names}
         return self._stored[fmt_name]
 
-    def read_all(self, fmt_name: str, precision_k: int | None, rule: str) -> dict:
-        """name -> float32 weights of every swept matrix as read at precision k under a rule."""
-        return {name: stored.read(precision_k, rule) for name, stored in self.stored(fmt_name).items()}
+    def read_all(self, fmt_name: str, precision_k: int | None, rule: str, corrected: bool = False) -> dict:
+        """name -> float32 weights of every swept matrix as read at precision k under a rule (and corrected)."""
+        return {name: stored.read(precision_k, rule, corrected) for name, stored in self.stored(fmt_name).items()}
 
     def signal_power(self, name: str) -> float:
         if name not in self._signal_power:
@@ -114,10 +116,10 @@ def bytes_fetched(n_weights: int, precision_k: int) -> int:
     return n_weights * precision_k // 8
 
 
-def sweep_point(context: SweepContext, fmt_name: str, precision_k: int, rule: str) -> dict:
+def sweep_point(context: SweepContext, fmt_name: str, precision_k: int, rule: str, corrected: bool = False) -> dict:
     """One row of the sweep table (see the module docstring for the definitions)."""
     fmt = quant.storage_format(fmt_name)
-    weights = context.read_all(fmt_name, precision_k, rule)
+    weights = context.read_all(fmt_name, precision_k, rule, corrected)
     snrs = np.array([quant.snr_db(context.model.weights[name], weights[name], context.signal_power(name))
                      for name in context.names])
     mask = context.batch.attention_mask
@@ -132,7 +134,7 @@ def sweep_point(context: SweepContext, fmt_name: str, precision_k: int, rule: st
     n_scales = sum(stored.quantized.scales.size
                    for stored in context.stored(fmt_name).values() if stored.quantized is not None)
     return {
-        "format": fmt_name, "rule": rule, "B": fmt.bits, "k": precision_k,
+        "format": fmt_name, "rule": rule, "correction": bool(corrected), "B": fmt.bits, "k": precision_k,
         "k_over_B": precision_k / fmt.bits,
         "bytes_fetched": bytes_fetched(n_weights, precision_k),
         "scale_bytes": 2 * n_scales,
@@ -153,8 +155,8 @@ def parse_choices(value: str, allowed, what: str) -> list:
 
 
 def run_sweep(formats=("int8", "int4", "bf16"), rules=quant.READ_RULES, ks: dict | None = None,
-              context: SweepContext | None = None, progress: bool = True) -> list:
-    """Rows for every format x rule x k (all of 1..B unless ks[format] lists the k to run)."""
+              context: SweepContext | None = None, progress: bool = True, corrections=(False,)) -> list:
+    """Rows for every format x rule x k x correction (all k in 1..B unless ks[format] lists the k to run)."""
     for name in formats:
         quant.storage_format(name)
     for rule in rules:
@@ -164,15 +166,17 @@ def run_sweep(formats=("int8", "int4", "bf16"), rules=quant.READ_RULES, ks: dict
     for name in formats:
         B = quant.STORAGE_FORMATS[name].bits
         chosen = range(1, B + 1) if ks is None or name not in ks else ks[name]
-        points += [(name, rule, k) for rule in rules for k in chosen]
+        points += [(name, rule, k, corrected) for rule in rules for corrected in corrections for k in chosen]
     with single_blas_thread():
-        return [sweep_point(context, name, k, rule)
-                for name, rule, k in progress_bar(points, len(points), "precision sweep", progress)]
+        return [sweep_point(context, name, k, rule, corrected)
+                for name, rule, k, corrected in progress_bar(points, len(points), "precision sweep", progress)]
 
 
 def _cell(value, column: str) -> str:
     if column in ("format", "rule"):
         return str(value)
+    if column == "correction":
+        return "on" if value else "off"
     if column in ("B", "k"):
         return str(value)
     if column == "k_over_B":
@@ -184,16 +188,36 @@ def _cell(value, column: str) -> str:
     return f"{value:.5f}"
 
 
-TABLE_HEADERS = {"bytes_fetched": "MB fetched", "scale_bytes": "scale MB", "k_over_B": "k/B",
+TABLE_HEADERS = {"correction": "corr", "bytes_fetched": "MB fetched", "scale_bytes": "scale MB", "k_over_B": "k/B",
                  "snr_db_mean": "SNR dB mean", "snr_db_min": "SNR dB min", "layer_cos_mean": "layer cos",
                  "layer_cos_min": "layer cos min", "embedding_cos_mean": "emb cos", "embedding_cos_min": "emb cos min"}
 
 
 def format_table(rows, columns=COLUMNS) -> str:
-    """Plain-text aligned table (text columns left, numbers right)."""
+    """Plain-text aligned table (text columns left, numbers right); no correction column when it is off in
+    every row (the default sweep)."""
+    if not any(row.get("correction") for row in rows):
+        columns = tuple(c for c in columns if c != "correction")
     headers = [TABLE_HEADERS.get(c, c) for c in columns]
     cells = [[_cell(row[c], c) for c in columns] for row in rows]
-    return text_table(headers, cells, left={i for i, c in enumerate(columns) if c in ("format", "rule")})
+    return text_table(headers, cells, left={i for i, c in enumerate(columns) if c in ("format", "rule", "correction")})
+
+
+def pivot_table(rows, metric: str, cell) -> str:
+    """One line per (format, k), one column per rule x correction (raw / +corr): `cell(row[metric])`."""
+    rules = list(dict.fromkeys(r["rule"] for r in rows))
+    corrections = sorted({bool(r.get("correction")) for r in rows})
+    columns = [(rule, c) for rule in rules for c in corrections]
+    lines = {}
+    for r in rows:
+        lines.setdefault((r["format"], r["k"]), {})[(r["rule"], bool(r.get("correction")))] = r
+    headers = ["format", "k", "MB fetched"] + [f"{rule} {'+corr' if c else 'raw'}" for rule, c in columns]
+    cells = []
+    for (name, k), by_column in lines.items():
+        first = next(iter(by_column.values()))
+        cells.append([name, str(k), f"{first['bytes_fetched'] / 1e6:.1f}"]
+                     + [cell(by_column[col][metric]) if col in by_column else "-" for col in columns])
+    return text_table(headers, cells, left={0})
 
 
 def check_csv_path(path) -> None:
