@@ -19,7 +19,7 @@ import dataclasses
 import random
 
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import RisingEdge
 
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CSR_CONTROL, MAX_PLANE_RUN, ControllerParams, Format, ReqOpcode,
@@ -158,6 +158,8 @@ class RandomTraffic:
             tb.load_raw(region.base_line, np.frombuffer(self.rng.randbytes(span_bytes), dtype=np.uint8)
                         .reshape(region.span, self.params.line_bytes))
             if region.index == self.params.n_regions - 1 and region.index and self.rng.random() < 0.15:
+                if getattr(self, "deck", None) is not None:
+                    self.deck.give_back((region.fmt, region.B, region.R))   # this layout does not use its card
                 region.fmt, region.B = Format.BF16, 8       # illegal: BF16 needs B = 16 -> stays disabled
                 region.default_k = min(region.default_k, 8)
             await tb.program_region(region)
@@ -444,16 +446,15 @@ class RandomTraffic:
         tb, rng = self.tb, self.rng
         end = self.issued + budget
         for wanted in rng.sample(range(3), 3):      # 0: R beats owed, 1: B owed, 2: W beats owed
-            if wanted == 2:
-                tb.ram.pauses["w"].set(0.9)           # W waits while AW is taken
+            # the memory holds back the channel whose obligation this reset is to catch in flight
+            tb.ram.pauses[("r", "b", "w")[wanted]].set(0.9)
             for _ in range(max(1, budget // 4)):
                 await self.one()
                 if tb.ram.outstanding()[wanted]:
                     break
-            await ClockCycles(tb.dut.clk, rng.randrange(0, 3))
             lines = {line for written in self.write_lines.values() for line in written}
-            lines |= {line for entries in tb.outstanding.values() for *_, note in entries if isinstance(note, Note)
-                      for line in note.lines}
+            lines |= {line for entries in tb.outstanding.values() for entry in entries
+                      if isinstance(entry[3], Note) for line in entry[3].lines}
             tb.log.info("reset with %d requests outstanding, AXI owed (R beats, B, W beats) %s", tb.in_flight,
                         tb.ram.outstanding())
             await tb.reset_mid_traffic(lines)
