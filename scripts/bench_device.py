@@ -180,7 +180,11 @@ def run(name: str, args) -> int:
         if args.blocks < 1:
             raise SmartquantError(f"--blocks must be >= 1, got {args.blocks}")
         config.update(blocks=args.blocks, throughput_blocks=args.blocks)
-    out = Path(args.out) if getattr(args, "out", None) else BENCH_DIR / f"{name}.json"
+    if getattr(args, "out", None):
+        out = Path(args.out)
+    else:
+        BENCH_DIR.mkdir(parents=True, exist_ok=True)    # the default place (a fresh clone has no build/ yet)
+        out = BENCH_DIR / f"{name}.json"
     if not out.parent.is_dir():
         raise SmartquantError(f"cannot write {out}: directory {out.parent} does not exist")
     print(f"smartquant bench {name}: simulating {', '.join(BENCH_TESTS[n] for n in names)} "
