@@ -5,7 +5,7 @@ controller itself simulates at ~150k cycles/s with ports-only visibility. Per-ch
 channel and per AXI channel, as cocotbext-axi and the first testbench had) spent ~20 wake-ups a cycle. Here a
 cycle is two wake-ups (after the rising edge: drive; ReadOnly: sample), one read of the harness's `tb_status`
 vector (every valid/ready the DUT drives, sim/harness.py), writes only of inputs that change, and payload reads
-only on a handshake.
+only on a handshake and on the first cycle of a stall (to check the payload is held).
 
 Timing discipline (the same for every channel): inputs are written right after a rising edge; in the ReadOnly
 phase of that cycle everything is settled, and `valid & ready` seen there is a transfer that completes at the
@@ -20,7 +20,7 @@ Parts:
   is not reset with the DUT: a controller reset leaves the memory and its responses in flight (a CXL link
   reset need not reset the DRAM controller), so late R beats and B responses still arrive.
 * `AxiLiteMaster`: CSR reads and writes, one at a time.
-Every part reads its inputs from the same `tb_status` sample; `PortDriver.run` is the only coroutine.
+Every part reads its inputs from the same `tb_status` sample; `PortDriver._run` is the only coroutine.
 """
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ class AxiMemory:
         self.wdata, self.wstrb, self.wlast = handle("wdata"), handle("wstrb"), handle("wlast")
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
                                                                       "bready")}
-        self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, error, ready_at]
+        self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, ready_at]
         self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats, stale] AW accepted
         self.stale_w_beats = 0    # W beats taken before a controller reset for an AW not yet accepted
         self.w_beats: collections.deque[tuple] = collections.deque()   # (data, strobe, last, reset epoch)
@@ -234,7 +234,7 @@ class AxiMemory:
         self.held: dict[str, tuple] = {}
         self.on_read_burst = self.on_write_burst = self.on_read_response = self.on_write_response = None
         self.on_stall: Callable[[str, int], None] | None = None
-        self.errors: list[str] = []          # AXI protocol violations seen on the manager side
+        self.errors = driver.protocol_errors   # AXI protocol violations seen on the manager side
 
     # --- backdoor --------------------------------------------------------------------------------------------
     def read(self, address: int, length: int) -> bytes:
@@ -251,6 +251,10 @@ class AxiMemory:
         self.stale_w_beats = max(0, len(self.w_beats) - sum(write[2] for write in self.writes))
         self.epoch += 1
 
+    def idle(self) -> bool:
+        """Nothing owed either way: no burst waiting for beats or responses, no W beat waiting for its AW."""
+        return not any(self.outstanding()) and not self.w_beats
+
     def outstanding(self) -> tuple[int, int, int]:
         """(R beats owed, B responses owed, W beats still expected) for accepted AR/AW bursts."""
         r_beats = sum(burst[2] for burst in self.reads)
@@ -264,8 +268,8 @@ class AxiMemory:
         self.arready.set(0 if len(self.reads) >= self.max_reads or p["ar"]() else 1)
         self.awready.set(0 if p["aw"]() else 1)
         self.wready.set(0 if p["w"]() else 1)
-        if not self.r_presenting and self.reads and self.reads[0][4] <= cycle and not p["r"]():
-            arid, line, beats, _, _ = self.reads[0]
+        if not self.r_presenting and self.reads and self.reads[0][3] <= cycle and not p["r"]():
+            arid, line, beats, _ = self.reads[0]
             address = line * self.line_bytes
             self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes].tobytes(), "little"))
             self.rresp.set(AXI_SLVERR if line in self.read_error_lines else AXI_OKAY)
@@ -339,7 +343,7 @@ class AxiMemory:
             if self.arready.last:
                 address, beats, arid = self._check_burst("read", self.ar)
                 first = address // self.line_bytes
-                self.reads.append([arid, first, beats, False, cycle + self.read_latency])
+                self.reads.append([arid, first, beats, cycle + self.read_latency])
                 if self.on_read_burst:
                     self.on_read_burst(address, beats, arid)
             self._stall("ar", not self.arready.last)

@@ -352,10 +352,14 @@ class Scoreboard:
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")
                 return
 
+    def unissued_dut_bursts(self) -> list[str]:
+        """DUT bursts the model never issued (requests are reported before their bursts, so at any time)."""
+        return [f"AXI {kind} burst address {address:#x} x{beats}: the model issued no such burst (extra DRAM "
+                f"access)" for kind in ("read", "write") for address, beats, _ in self._bursts_waiting[kind]]
+
     def extra_bursts(self) -> list[str]:
         """At quiescence: DUT bursts the model never issued, and model bursts the DUT never issued."""
-        problems = [f"AXI {kind} burst address {address:#x} x{beats}: the model issued no such burst (extra DRAM "
-                    f"access)" for kind in ("read", "write") for address, beats, _ in self._bursts_waiting[kind]]
+        problems = self.unissued_dut_bursts()
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
             for burst in self.model.axi_bursts[self._burst_scan[kind]:]:
                 if isinstance(burst, wanted):
