@@ -209,9 +209,7 @@ class RandomTraffic:
         if view in (View.PACKED_K, View.EXPANDED_K):
             k = rng.randint(1, region.B) if rng.random() < 0.92 else rng.choice([0, region.B + 1, 31])
         if view == View.RAW:
-            superblock, slot = divmod(block, region.R)
-            plane = rng.randrange(region.B)
-            line = region.base_line + superblock * region.R * region.B + plane * region.R + slot
+            line = region.block_lines(block)[rng.randrange(region.B)]    # the block's line of a random plane
             lines = (line,)
         else:
             line = region.base_line + block * region.B + rng.randrange(region.B)
@@ -408,9 +406,7 @@ class RandomTraffic:
                 if others and roll < 0.6:
                     region = rng.choice(others)
                     block = self._pick_block(region)
-                    superblock, slot = divmod(block, region.R)
-                    line = (region.base_line + superblock * region.R * region.B + rng.randrange(region.B) * region.R
-                            + slot)
+                    line = region.block_lines(block)[rng.randrange(region.B)]
                     if roll < 0.3:
                         note = Note("read", (region.index, block))
                         await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, line),
