@@ -118,6 +118,21 @@ class RegionConfig:
     legal: bool
 
 
+@dataclass(frozen=True)
+class ReadTarget:
+    """A read's address decoded (DeviceModel.read_target): its view, region, line L in the region, the block
+    whose poison it reports (s*R + r for a raw line), line j in the block, the effective k (0 for raw and
+    reserved views) and whether it is served (mapped) or answered as unmapped."""
+    view: int
+    index: int
+    config: RegionConfig
+    L: int
+    block: int
+    j: int
+    k: int
+    mapped: bool
+
+
 @functools.lru_cache(maxsize=4096)
 def decode_region_config(params: ControllerParams, word: int) -> RegionConfig:
     fmt = (word >> 1) & 1
@@ -461,44 +476,39 @@ class DeviceModel:
         self._count(counter)
         return self._ndr(tag, ld_id)
 
-    def _read(self, address: int, tag: int, ld_id: int) -> list[Response]:
+    def read_target(self, address: int) -> ReadTarget | None:
+        """What a read of `address` reaches with the current region table (the one decode of a read, shared by
+        the model and the testbench's checker and coverage); None when no region holds the line or bits above
+        the map are set. Views 6 and 7, an illegal k and a packed line j >= k are `mapped` = False."""
         view, k_field, match = self._decode(address)
-        if match is None or view > View.EXPANDED_DEFAULT:
-            return self._nxm_read(tag, ld_id)
-        index, config, L = match
-        if view == View.RAW:
-            superblock, rest = divmod(L, config.R * config.B)
-            block = superblock * config.R + rest % config.R
-            lines, error = self._axi_read(self._dram_line(index, L), 1)
-            self._count(Counter.RAW_READS)
-            return self._drs(tag, ld_id, lines[0], self._poisoned_read(index, block, error))
-        block, j = divmod(L, config.B)
-        mode = PACKED if view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
-        k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
-            view, config.default_k)
-        if not 1 <= k <= config.B or (mode == PACKED and j >= k):
-            return self._nxm_read(tag, ld_id)
-        lines, error = self._buffered_block(index, config, block, mode, k)
-        self._count(Counter.READS_AT_K1 + k - 1)
-        return self._drs(tag, ld_id, lines[j], self._poisoned_read(index, block, error))
-
-    def poison_key(self, address: int) -> tuple[int, int] | None:
-        """(region, block) whose poison state a read of `address` reports now; None when the read is unmapped
-        (illegal k and packed lines j >= k included), so no poison-table change can affect it."""
-        view, k_field, match = self._decode(address)
-        if match is None or view > View.EXPANDED_DEFAULT:
+        if match is None:
             return None
         index, config, L = match
         if view == View.RAW:
             superblock, rest = divmod(L, config.R * config.B)
-            return index, superblock * config.R + rest % config.R
+            return ReadTarget(view, index, config, L, superblock * config.R + rest % config.R, 0, 0, True)
         block, j = divmod(L, config.B)
+        if view > View.EXPANDED_DEFAULT:
+            return ReadTarget(view, index, config, L, block, j, 0, False)
         k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
             view, config.default_k)
         packed = view in (View.PACKED_K, View.PACKED_DEFAULT)
-        if not 1 <= k <= config.B or (packed and j >= k):
-            return None
-        return index, block
+        mapped = 1 <= k <= config.B and not (packed and j >= k)
+        return ReadTarget(view, index, config, L, block, j, k, mapped)
+
+    def _read(self, address: int, tag: int, ld_id: int) -> list[Response]:
+        target = self.read_target(address)
+        if target is None or not target.mapped:
+            return self._nxm_read(tag, ld_id)
+        index, config, block = target.index, target.config, target.block
+        if target.view == View.RAW:
+            lines, error = self._axi_read(self._dram_line(index, target.L), 1)
+            self._count(Counter.RAW_READS)
+            return self._drs(tag, ld_id, lines[0], self._poisoned_read(index, block, error))
+        mode = PACKED if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
+        lines, error = self._buffered_block(index, config, block, mode, target.k)
+        self._count(Counter.READS_AT_K1 + target.k - 1)
+        return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(index, block, error))
 
     def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
         poisoned = backend_error or self.poison_overflow or (index, block) in self.poison_table

@@ -33,7 +33,7 @@ from smartquant.params import (
 )
 
 if TYPE_CHECKING:
-    from smartquant.golden.device import DeviceModel
+    from smartquant.golden.device import DeviceModel, ReadTarget
 
 # --- tables: one per group ------------------------------------------------------------------------------------
 CXL_CHANNELS = ("m2s_req", "m2s_rwd", "s2m_drs", "s2m_ndr")
@@ -48,7 +48,6 @@ FORMATS = (("INT2", Format.INT, 2), ("INT4", Format.INT, 4), ("INT8", Format.INT
            ("BF16", Format.BF16, 16))
 VIEWS = (View.RAW, View.WEIGHT_MAJOR, View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT)
 EXPANDED_VIEWS = (View.WEIGHT_MAJOR, View.EXPANDED_K, View.EXPANDED_DEFAULT)
-PACKED_VIEWS = (View.PACKED_K, View.PACKED_DEFAULT)
 PLANE_RUNS = tuple(1 << n for n in range(MAX_PLANE_RUN.bit_length()))          # 1, 2, 4, ..., 64
 FILL_ROUNDINGS = (Rounding.FLOOR, Rounding.MIDPOINT, Rounding.TOWARD_ZERO)
 READ_OPCODES = (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
@@ -152,26 +151,15 @@ def decode_for_coverage(model: "DeviceModel", address: int) -> ReadDecode | None
 
     None when no active region holds the line (or bits above the map are set); otherwise the region's fields,
     with mapped = False for reserved views 6 and 7, illegal k (0 or > B) and packed line j >= k."""
-    view, k_field, match = model._decode(address)
-    if match is None:
-        return None
-    _, config, L = match
-    if view == View.WEIGHT_MAJOR:
-        k = config.B
-    elif view in (View.PACKED_K, View.EXPANDED_K):
-        k = k_field
-    elif view in (View.PACKED_DEFAULT, View.EXPANDED_DEFAULT):
-        k = config.default_k
-    else:                                    # raw, reserved
-        k = 0
-    if view == View.RAW:
-        mapped = True
-    elif view > View.EXPANDED_DEFAULT:
-        mapped = False
-    else:
-        mapped = 1 <= k <= config.B and not (view in PACKED_VIEWS and L % config.B >= k)
-    return ReadDecode(view=view, fmt=config.fmt, B=config.B, R=config.R, k=k, rounding=config.rounding,
-                      mapped=mapped)
+    target = model.read_target(address)
+    return None if target is None else read_decode(target)
+
+
+def read_decode(target: "ReadTarget") -> ReadDecode:
+    """The coverage view of a decoded read (golden/device.py DeviceModel.read_target)."""
+    config = target.config
+    return ReadDecode(view=target.view, fmt=config.fmt, B=config.B, R=config.R, k=target.k,
+                      rounding=config.rounding, mapped=target.mapped)
 
 
 # --- the model ----------------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_
 from smartquant.params import (
     ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
 )
-from smartquant.sim.coverage import Coverage, decode_for_coverage
+from smartquant.sim.coverage import Coverage, decode_for_coverage, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 # 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
@@ -104,18 +104,19 @@ class Scoreboard:
     # --- accepted M2S traffic -----------------------------------------------------------------------------
     def on_req(self, payload: int) -> None:
         fields = unpack(self.layouts["req"], payload)
-        decode = decode_for_coverage(self.model, fields["address"])
+        target = self.model.read_target(fields["address"])
+        is_read = fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
+        served = is_read and target is not None and target.mapped
         if self.coverage is not None:
-            self.coverage.sample_req(fields, decode)
-            if fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA) and (decode is None or not decode.mapped):
+            self.coverage.sample_req(fields, None if target is None else read_decode(target))
+            if is_read and not served:
                 self.coverage.sample_nxm(self.model.nxm_as_poison)
-        key = None
-        if (decode is not None and decode.mapped and decode.view != View.RAW
-                and fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)):
-            mode = "packed" if decode.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
-            key = (mode, decode.k, decode.rounding, fields["address"] // decode.B)
-        poison_key = (self.model.poison_key(fields["address"])
-                      if fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA) else None)
+        key = poison_key = None
+        if served:
+            poison_key = (target.index, target.block)
+            if target.view != View.RAW:
+                mode = "packed" if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
+                key = (mode, target.k, target.config.rounding, fields["address"] // target.config.B)
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
 
     def on_rwd(self, payload: int) -> None:
