@@ -22,11 +22,6 @@ CONTROLLER_STATUS = (
 LOOPBACK_STATUS = ("m2s_req__ready", "s2m_req__valid")
 
 
-def status_mask(names: tuple[str, ...], name: str) -> int:
-    """Bit mask of one port in tb_status."""
-    return 1 << names.index(name)
-
-
 class SimHarness(wiring.Component):
     """Wraps `inner` (a wiring.Component) with the same ports and adds `tb_status`."""
 
