@@ -472,11 +472,11 @@ class ReadEngine(wiring.Component):
                 with m.Else():
                     m.d.sync += lines_written[s].eq(lines_written[s] + 1)
             # A write invalidates the block the slot holds now; when the slot is being reallocated in this
-            # cycle that block is leaving anyway, and the new one cannot be the written block (the host keeps no
-            # read and write of one block in flight together), so the allocation wins. A region rewrite
+            # cycle that block is leaving anyway, so the allocation wins: if the new block is the written one
+            # (a read concurrent with the write, DEVICE.md §4), it may hold old planes until the write lands.
+            # A landed write invalidates again, so no read sent after the write's Cmp hits such a slot; an
+            # allocation in that cycle fetches after the B response, so it wins too. A region rewrite
             # invalidates everything, new allocations included.
-            # A landed write invalidates again (a read concurrent with the write may have filled the slot with
-            # the old planes); an allocation in that cycle fetches after the B response, so it wins too.
             hit_by_write = (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
                             & (tag_block[s] == self.invalidate.block))
             hit_by_landed = (self.invalidate_landed.valid & (tag_region[s] == self.invalidate_landed.region)
