@@ -26,12 +26,11 @@ from amaranth import Module, Signal, Cat, C, Const, Mux
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, META_FIELD_NO_OP
+from smartquant.params import HPA_BITS, ControllerParams, META_FIELD_NO_OP
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_SLVERR
 from smartquant.fpga.protocol import (FrameType, ErrorCode, payload_length, SYNC_HOST, SYNC_DEVICE, CRC8_POLY,
-                                      REQUEST_TYPES, PROTOCOL_VERSION, FLAG_DEV_LOAD_SHIFT, HPA_BYTES,
-                                      CXL_HPA_BITS)
+                                      REQUEST_TYPES, PROTOCOL_VERSION, FLAG_DEV_LOAD_SHIFT, HPA_BYTES)
 
 
 def crc8_step(crc, byte):
@@ -122,8 +121,8 @@ class HostBridge(wiring.Component):
         f_data = rx_buf[data_at:data_at + p.data_width]
         f_csr_addr = rx_buf[0:16]
         f_csr_wdata = rx_buf[16:48]
-        hpa_too_high = f_hpa[CXL_HPA_BITS:].any()
-        message_address = f_hpa[p.line_offset_bits:CXL_HPA_BITS]
+        hpa_too_high = f_hpa[HPA_BITS:].any()
+        message_address = f_hpa[p.line_offset_bits:HPA_BITS]
 
         info_pending = Signal()
         csr_start = Signal()

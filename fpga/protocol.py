@@ -58,13 +58,13 @@ from dataclasses import dataclass
 import enum
 
 from smartquant.errors import SmartquantError
+from smartquant.params import HPA_BITS
 
 PROTOCOL_VERSION = 1
 SYNC_HOST = 0xA5
 SYNC_DEVICE = 0x5A
 CRC8_POLY = 0x07
 HPA_BYTES = 7        # 52-bit CXL HPA
-CXL_HPA_BITS = 52
 
 
 class FrameType(enum.IntEnum):
@@ -142,8 +142,8 @@ def _flags(ld_id: int, poison: bool = False) -> int:
 def _check_tag_hpa(tag: int, hpa: int) -> None:
     if not 0 <= tag < 1 << 16:
         raise SmartquantError(f"tag must be 0..65535, got {tag}")
-    if not 0 <= hpa < 1 << CXL_HPA_BITS:
-        raise SmartquantError(f"HPA {hpa:#x} does not fit {CXL_HPA_BITS} bits")
+    if not 0 <= hpa < 1 << HPA_BITS:
+        raise SmartquantError(f"HPA {hpa:#x} does not fit {HPA_BITS} bits")
 
 
 # --- host -> device ----------------------------------------------------------------------------------------

@@ -56,7 +56,6 @@ import numpy as np
 
 from smartquant.errors import SmartquantError
 from smartquant.golden import layout
-from smartquant.hdl.cxl.messages import address_bits
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE,
     CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION, ID_VALUE,
@@ -462,7 +461,7 @@ class DeviceModel:
     def req(self, opcode: int, address: int, tag: int, ld_id: int = 0, meta_field: int = 0, meta_value: int = 0,
             snp_type: int = 0) -> list[Response]:
         """Apply one M2S Req; returns the S2M messages it produces (none for MemSpecRd)."""
-        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(self.params)), tag=(tag, 16),
+        self._check_fields(opcode=(opcode, 4), address=(address, self.params.message_address_bits), tag=(tag, 16),
                            ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
                            snp_type=(snp_type, 3))
         if opcode in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA):
@@ -550,7 +549,7 @@ class DeviceModel:
             meta_field: int = 0, meta_value: int = 0, snp_type: int = 0) -> list[Response]:
         """Apply one M2S RwD; returns its NDR Cmp."""
         p = self.params
-        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(p)), tag=(tag, 16), ld_id=(ld_id, 4),
+        self._check_fields(opcode=(opcode, 4), address=(address, p.message_address_bits), tag=(tag, 16), ld_id=(ld_id, 4),
                            meta_field=(meta_field, 2), meta_value=(meta_value, 2), snp_type=(snp_type, 3),
                            data=(data, p.data_width), byte_enable=(byte_enable, p.line_bytes), poison=(poison, 1))
         if opcode not in (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL):

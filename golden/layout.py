@@ -451,7 +451,7 @@ def truncate(fields: np.ndarray, B: int, k: int, rounding: Rounding | int = Roun
     """Fields with the B-k low bits replaced by the rounding fill (what expanded-k returns).
 
     FLOOR 0..0, MIDPOINT 10..0; TOWARD_ZERO: INT fields get B-k copies of their sign bit (plane 0: 1..1 for
-    negative, 0..0 for non-negative codes, golden/quant.py's "toward-zero" rule), BF16 fields 0..0 (sign-magnitude
+    negative, 0..0 for non-negative codes, workloads/quant.py's "toward-zero" rule), BF16 fields 0..0 (sign-magnitude
     truncation is already toward zero)."""
     check_k(k, B)
     rounding = check_rounding(rounding)

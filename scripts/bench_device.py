@@ -25,10 +25,9 @@ from pathlib import Path
 
 from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
+from smartquant.scripts.plots import BENCH_DIR
 from smartquant.tables import text_table
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = REPO_ROOT / "build" / "bench"
 BENCH_MODULE = "smartquant.sim.device_bench"
 BENCH_TESTS = {"traffic": "test_traffic", "rows": "test_rows", "throughput": "test_throughput",
                "latency": "test_latency", "simspeed": "test_simspeed"}
@@ -69,7 +68,8 @@ def run_benchmarks(names: list, config: dict | None = None, seed: int = 1,
                    params: ControllerParams = BENCH_PARAMS) -> tuple[dict, object]:
     """({benchmark name: result dict}, RunResult) of one simulation running the benchmarks' cocotb tests."""
     BENCH_DIR.mkdir(parents=True, exist_ok=True)
-    out_dir = BENCH_DIR / f"raw-{os.getpid()}-{time.time_ns() % 10**9}"
+    # absolute: the simulator writes into it from its own run directory
+    out_dir = BENCH_DIR.resolve() / f"raw-{os.getpid()}-{time.time_ns() % 10**9}"
     out_dir.mkdir()
     result = simulate(params, BENCH_MODULE, [BENCH_TESTS[name] for name in names], seed,
                       {"SQ_BENCH_CONFIG": json.dumps(config or {}), "SQ_BENCH_DIR": str(out_dir)})

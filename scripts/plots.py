@@ -19,9 +19,10 @@ from pathlib import Path
 
 from smartquant.errors import SmartquantError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMG_DIR = REPO_ROOT / "docs" / "img"
-DEMO_JSON = REPO_ROOT / "build" / "stream_demo.json"
+# default places, under the working directory (the repository when run from a clone), never the installed package
+BENCH_DIR = Path("build") / "bench"
+DEMO_JSON = Path("build") / "stream_demo.json"
+IMG_DIR = Path("docs") / "img"
 
 
 def _pyplot():
@@ -125,7 +126,7 @@ def plot_energy(demo: dict, path: Path) -> Path:
 def write_plots(bench_dir: Path | None = None, demo_json: Path | None = None, img_dir: Path | None = None,
                 verbose: bool = False) -> list:
     """Every plot whose input exists; returns the written paths."""
-    bench_dir = Path(bench_dir) if bench_dir else REPO_ROOT / "build" / "bench"
+    bench_dir = Path(bench_dir) if bench_dir else BENCH_DIR
     demo_json = Path(demo_json) if demo_json else DEMO_JSON
     img_dir = Path(img_dir) if img_dir else IMG_DIR
     img_dir.mkdir(parents=True, exist_ok=True)

@@ -1,16 +1,16 @@
 """cocotb: stream all-MiniLM-L6-v2 encoder layers through the SmartQuantController and run the model on them.
 
-Run by smartquant.golden.streaming.run_demo_streaming (or tests/test_streaming.py) through
+Run by smartquant.commands.demo_streaming.run_demo_streaming (or tests/test_streaming.py) through
 smartquant.scripts.bench_device.simulate. Settings: SQ_PARAMS, SQ_SEED and SQ_STREAM_CONFIG, a JSON object
-{format, layers, ks, policies, budget, view, R, rule, out, [matrices], [sentences]} (golden/streaming.py
+{format, layers, ks, policies, budget, view, R, rule, out, [matrices], [sentences]} (workloads/streaming.py
 demo_config; `matrices` limits the streamed matrices to some short names, `sentences` replaces the demo
 sentences: both for quick tests).
 
 1. Load: the layers' weights go in through the CXL.mem weight-major write path (MemWr on view 1), one region per
-   layer (golden/streaming.py StreamingPlan). The TB's scoreboard checks every NDR against the golden
+   layer (workloads/streaming.py StreamingPlan). The TB's scoreboard checks every NDR against the golden
    DeviceModel.
 2. Runs: for every static k and every policy, counters are cleared over CSR, then the host loop streams the
-   layers in golden/streaming.py's prefetch order (layer n+1's reads are queued before layer n's numpy
+   layers in workloads/streaming.py's prefetch order (layer n+1's reads are queued before layer n's numpy
    forward runs; a per-input policy fetches on demand). Each DRS payload is captured by tag, decoded with
    StreamingPlan.decode_packed and fed into the numpy layer forward. Checks: decoded weights == the golden
    weights (quant's arithmetic read) bit for bit, layer outputs and sentence embeddings == golden_forward
@@ -30,10 +30,10 @@ import time
 import cocotb
 import numpy as np
 
-from smartquant.golden import streaming
+from smartquant.workloads import streaming
 from smartquant.golden.dram import RowModel
-from smartquant.golden.minilm import LAYER_MATRICES, cosine, load_minilm
-from smartquant.golden.sweep import SENTENCES, single_blas_thread
+from smartquant.workloads.minilm import LAYER_MATRICES, cosine, load_minilm
+from smartquant.workloads.sweep import SENTENCES, single_blas_thread
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CSR_CONTROL, ControllerParams, DrsOpcode, View, counter_name,
@@ -290,8 +290,8 @@ def policy_schedules(config: dict, plan: streaming.StreamingPlan, batch) -> list
                  for k in config["ks"]]
     if not config["policies"]:
         return schedules
-    from smartquant.golden import policies
-    from smartquant.golden.sweep import prepare
+    from smartquant.workloads import policies
+    from smartquant.workloads.sweep import prepare
     if any(len(plan.regions[layer].matrices) != len(LAYER_MATRICES) for layer in plan.layers):
         raise AssertionError("policies are fitted on whole layers: do not restrict `matrices` with policies")
     layers = list(plan.layers)

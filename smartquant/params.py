@@ -60,6 +60,7 @@ class DrsOpcode(enum.IntEnum):
 META_FIELD_NO_OP = 0b11  # responses carry MetaField = No-Op: an HDM-H device keeps no host metadata
 
 SUPPORTED_B = (2, 4, 8, 16)
+HPA_BITS = 52            # CXL host physical address width: HPA[51:0]
 MAX_PLANE_RUN = 64
 
 
@@ -99,6 +100,11 @@ class ControllerParams:
     def line_offset_bits(self) -> int:
         """log2(line_bytes): HPA bits below the line address."""
         return (self.line_bytes - 1).bit_length()
+
+    @property
+    def message_address_bits(self) -> int:
+        """Width of a CXL.mem message's address field, HPA[51 : line_offset_bits] (RTL and golden model alike)."""
+        return HPA_BITS - self.line_offset_bits
 
     @property
     def block_weights(self) -> int:

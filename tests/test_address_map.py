@@ -11,7 +11,6 @@ from amaranth.sim import Simulator
 
 from smartquant.params import ControllerParams, View, hpa, split_hpa
 from smartquant.hdl.csr.layouts import region_entry_layout
-from smartquant.hdl.cxl.messages import address_bits
 from smartquant.hdl.engine.address_map import decode_address, plane_line
 
 PARAMS = ControllerParams(data_width=128, n_regions=2, dram_addr_bits=20)
@@ -66,7 +65,7 @@ def run_decode(cases):
     """cases: list of (regions, hpa). Returns the decoded field dicts from the simulator."""
     m = Module()
     regions_sig = Signal(data.ArrayLayout(region_entry_layout(PARAMS), PARAMS.n_regions))
-    address = Signal(address_bits(PARAMS))
+    address = Signal(PARAMS.message_address_bits)
     decoded = decode_address(m, PARAMS, address, regions_sig)
     results = []
 

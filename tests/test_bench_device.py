@@ -74,9 +74,8 @@ def test_missing_inputs_and_bad_options_are_clear_errors(tmp_path):
 
 def test_default_output_directory_is_created_in_a_fresh_clone(tmp_path, monkeypatch):
     """`smartquant bench latency` in a fresh clone (no build/ yet) writes build/bench/latency.json."""
-    fresh = tmp_path / "build" / "bench"
-    monkeypatch.setattr(bench_device, "BENCH_DIR", fresh)
+    monkeypatch.chdir(tmp_path)            # the default place is build/bench under the working directory
     finished = SimpleNamespace(wall_seconds=0.0, passed=True, describe=lambda: "")
     monkeypatch.setattr(bench_device, "run_benchmarks", lambda names, config, seed: ({}, finished))
     bench_device.run("latency", SimpleNamespace(blocks=None, out=None, bench_seed=1, no_plots=True))
-    assert (fresh / "latency.json").exists()
+    assert (tmp_path / "build" / "bench" / "latency.json").exists()

@@ -534,3 +534,14 @@ def test_csr_write_strobes_merge_bytes():
     model.csr_write(config, illegal)
     model.csr_write(config, 0, strobe=0b0010)                   # byte 1 (rounding, k[4:1]) zeroed, byte 0 kept
     assert model.csr_read(config) == illegal & 0xFE             # legal now, but the stored enable stays 0
+
+
+def test_golden_model_stands_apart_from_the_rtl_and_the_workloads():
+    """The device golden model (golden/) loads without the HDL, Amaranth or the workload code."""
+    import subprocess
+    import sys
+    code = ("import sys, smartquant.golden.device, smartquant.golden.layout, smartquant.golden.dram, "
+            "smartquant.golden.energy; print(sorted(m for m in sys.modules if m.split('.')[0] == 'amaranth' "
+            "or m.startswith(('smartquant.hdl', 'smartquant.workloads', 'smartquant.sim'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]"

@@ -80,8 +80,8 @@ def test_toward_zero_fill_by_hand():
 @settings(max_examples=30, deadline=None)
 @given(B=st.sampled_from([2, 4, 8, 16]), k=st.integers(1, 16), seed=st.integers(0, 2**32 - 1))
 def test_property_toward_zero_fill_is_the_quant_rule(B, k, seed):
-    """layout.truncate(TOWARD_ZERO) and golden/quant.py's "toward-zero" read rule are the same numbers."""
-    from smartquant.golden import quant
+    """layout.truncate(TOWARD_ZERO) and workloads/quant.py's "toward-zero" read rule are the same numbers."""
+    from smartquant.workloads import quant
     k = min(k, B)
     rng = np.random.default_rng(seed)
     values = random_ints(rng, B, 512)

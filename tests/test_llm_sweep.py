@@ -1,4 +1,4 @@
-"""Storage and k-bit readback of LLM weights, the per-row bias correction (golden/quant.py), and the SmolLM2
+"""Storage and k-bit readback of LLM weights, the per-row bias correction (workloads/quant.py), and the SmolLM2
 perplexity sweep (workloads/llm_sweep.py) on a tiny slice: one matrix stored, a few tokens.
 
 The readback tests need no model; the sweep tests need the SmolLM2 GGUF and the Lee corpus and are skipped,
@@ -12,7 +12,8 @@ import pytest
 
 from smartquant.cli import main
 from smartquant.errors import SmartquantError
-from smartquant.golden import layout, quant
+from smartquant.golden import layout
+from smartquant.workloads import quant
 from smartquant.params import Format, Rounding
 from smartquant.workloads import corpus, llm_sweep, smollm2
 
@@ -202,8 +203,8 @@ def test_sweep_rejects_bad_arguments(tmp_path):
 
 @needs_model
 def test_minilm_sweep_correction_option():
-    from smartquant.golden import sweep
-    from smartquant.golden.minilm import load_minilm
+    from smartquant.workloads import sweep
+    from smartquant.workloads.minilm import load_minilm
     context = sweep.prepare(sweep.SENTENCES[:1], load_minilm(), layers=(2,))
     rows = sweep.run_sweep(("int8",), ("floor", "midpoint"), {"int8": [4]}, context=context, progress=False,
                            corrections=(False, True))

@@ -1,4 +1,4 @@
-"""numpy all-MiniLM-L6-v2 (golden/minilm.py) against a recorded sentence-transformers reference.
+"""numpy all-MiniLM-L6-v2 (workloads/minilm.py) against a recorded sentence-transformers reference.
 
 tests/data/minilm_reference.npz was made once by hand with torch + sentence-transformers on the dev machine
 (its `note` field says exactly how); no test imports torch.
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from smartquant.errors import SmartquantError
-from smartquant.golden import minilm
+from smartquant.workloads import minilm
 
 REFERENCE = np.load(Path(__file__).parent / "data" / "minilm_reference.npz")
 

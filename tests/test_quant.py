@@ -1,9 +1,10 @@
-"""Quantizers and precision-k reads (golden/quant.py): hand-worked examples, error bounds, the bit-plane codec."""
+"""Quantizers and precision-k reads (workloads/quant.py): hand-worked examples, error bounds, the bit-plane codec."""
 import numpy as np
 import pytest
 
 from smartquant.errors import SmartquantError
-from smartquant.golden import layout, quant
+from smartquant.golden import layout
+from smartquant.workloads import quant
 from smartquant.params import Rounding
 
 RNG = np.random.default_rng(7)

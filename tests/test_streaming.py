@@ -4,9 +4,11 @@ import json
 import numpy as np
 import pytest
 
+from smartquant.commands import demo_streaming
 from smartquant.errors import SmartquantError
-from smartquant.golden import layout, streaming
-from smartquant.golden.minilm import load_minilm, matrix_name
+from smartquant.golden import layout
+from smartquant.workloads import streaming
+from smartquant.workloads.minilm import load_minilm, matrix_name
 from smartquant.params import ControllerParams
 from smartquant.sim.runner import SIM_PARAMS
 
@@ -98,11 +100,11 @@ def test_bad_inputs_are_clear_errors(model):
     with pytest.raises(SmartquantError, match="streaming view"):
         streaming.check_view("expanded")
     with pytest.raises(SmartquantError, match="stream-k"):
-        streaming.parse_ks("8,x", 8)
+        demo_streaming.parse_ks("8,x", 8)
     with pytest.raises(SmartquantError, match="precision k"):
-        streaming.parse_ks("9", 8)
+        demo_streaming.parse_ks("9", 8)
     with pytest.raises(SmartquantError, match="policies"):
-        streaming.parse_policies("greedy,oracle")
+        demo_streaming.parse_policies("greedy,oracle")
 
 
 def test_rtl_streaming_matches_the_golden_model(tmp_path):

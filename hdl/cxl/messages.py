@@ -10,19 +10,12 @@ from amaranth.lib import data
 
 from smartquant.params import ControllerParams
 
-HPA_BITS = 52
-
-
-def address_bits(params: ControllerParams) -> int:
-    """Width of the message address field: HPA[51 : log2(line bytes)]."""
-    return HPA_BITS - params.line_offset_bits
-
 
 def _m2s_header(params: ControllerParams) -> dict:
     """Fields M2S Req and RwD share, in payload order."""
     return {
         "opcode": 4,
-        "address": address_bits(params),
+        "address": params.message_address_bits,
         "tag": 16,
         "ld_id": 4,
         "meta_field": 2,

@@ -23,7 +23,6 @@ from amaranth.hdl import Signal, Cat, Const, Mux
 from amaranth.lib import data
 
 from smartquant.params import ControllerParams, View
-from smartquant.hdl.cxl.messages import address_bits
 
 VIEW_FIELD_BITS = 3
 K_FIELD_BITS = 5
@@ -85,7 +84,7 @@ def decode_address(m, params: ControllerParams, address, regions) -> data.View:
     """
     lb = line_bits(params)
     address = address.as_value() if hasattr(address, "as_value") else address
-    assert len(address) == address_bits(params)
+    assert len(address) == params.message_address_bits
     line = address[:lb]
     view = address[lb:lb + VIEW_FIELD_BITS]
     k_field = address[lb + VIEW_FIELD_BITS:lb + VIEW_FIELD_BITS + K_FIELD_BITS]

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 
 from smartquant.commands import golden
-from smartquant.golden import streaming
+from smartquant.commands import demo_streaming
 
 
 def add_arguments(parser):
@@ -23,17 +23,17 @@ def add_arguments(parser):
     parser.add_argument("--csv", metavar="FILE", help="also write the sweep rows to a CSV file")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     parser.add_argument("--no-stream", action="store_true", help="golden model only: skip streaming through the RTL")
-    streaming.add_streaming_arguments(parser)
+    demo_streaming.add_streaming_arguments(parser)
 
 
 def run(args):
-    from smartquant.golden.minilm import load_minilm
-    from smartquant.golden import quant, sweep
+    from smartquant.workloads.minilm import load_minilm
+    from smartquant.workloads import quant, sweep
     progress = not args.no_progress
     if args.csv:
         sweep.check_csv_path(args.csv)
     if not args.no_stream:
-        streaming.demo_config(args)   # bad streaming options fail now, not after the sweep
+        demo_streaming.demo_config(args)   # bad streaming options fail now, not after the sweep
     model = load_minilm()     # fails early, with the pip command, when the weights are not installed
     print(f"all-MiniLM-L6-v2 from {model.directory}: {model.n_layers} layers, hidden {model.hidden}, "
           f"{sum(model.weights[name].size for name in model.linear_weight_names()):,} encoder weights swept")
@@ -53,4 +53,4 @@ def run(args):
     sys.stdout.flush()
     if args.no_stream:
         return 0
-    return streaming.run_demo_streaming(args)
+    return demo_streaming.run_demo_streaming(args)

@@ -67,7 +67,7 @@ def add_arguments(parser):
     sweep.add_argument("--k", metavar="LIST", help="comma list of precisions to run (default every k in 1..B; "
                                                    "values above a format's B are skipped)")
     sweep.add_argument("--correction", choices=CORRECTION_CHOICES, default="off",
-                       help="per-row bias correction (golden/quant.py): off, on or both (default off)")
+                       help="per-row bias correction (workloads/quant.py): off, on or both (default off)")
     sweep.add_argument("--csv", metavar="FILE", help="also write the rows to a CSV file")
     sweep.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     policies = actions.add_parser("policies", help="context-dependent precision policies vs static k",
@@ -102,7 +102,7 @@ def add_arguments(parser):
 
 
 def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=(False,)) -> list:
-    from smartquant.golden import quant, sweep
+    from smartquant.workloads import quant, sweep
     if csv_path:
         sweep.check_csv_path(csv_path)
     chosen = None
@@ -124,7 +124,7 @@ def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=
 
 
 def run_policies_command(fmt_name, rule, budgets, csv_path, progress: bool) -> list:
-    from smartquant.golden import policies, quant, sweep
+    from smartquant.workloads import policies, quant, sweep
     fmt = quant.storage_format(fmt_name)
     for budget in budgets:
         policies.check_budget(budget, fmt.bits)
@@ -143,7 +143,7 @@ def run_policies_command(fmt_name, rule, budgets, csv_path, progress: bool) -> l
 def run_llm_sweep_command(args) -> dict:
     import sys
 
-    from smartquant.golden.sweep import parse_choices
+    from smartquant.workloads.sweep import parse_choices
     from smartquant.workloads import llm_sweep
     formats = parse_choices(args.format, FORMATS, "--format")
     rules = list(DEVICE_FILLS) if args.rounding == "fills" else parse_choices(args.rounding, RULES, "--rounding")

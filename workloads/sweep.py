@@ -4,14 +4,14 @@ What is quantized: the 36 encoder weight matrices (6 layers x query, key, value,
 FFN out; 10.6 M weights), the ones a device streams for every forward. Embedding tables (looked up a row at a
 time), biases and LayerNorm parameters stay FP32. Each matrix is stored in a format (quant.STORAGE_FORMATS) and
 read back at every precision k in 1..B under a read rule (floor / midpoint fill as the device does, the
-candidate toward-zero fill, or round-to-nearest for comparison; see golden/quant.py). For each (format, rule, k):
+candidate toward-zero fill, or round-to-nearest for comparison; see workloads/quant.py). For each (format, rule, k):
 - per-matrix SNR in dB of the weights read at k against the FP32 weights (so k = B shows the storage format's
   own quantization error); the table gives the mean and the minimum over the 36 matrices;
 - layer-output cosine: each layer run on its cached FP32 input with all six of its matrices read at k, cosine
   of every real token's output vector with the FP32 layer output; mean and minimum over layers and tokens;
 - sentence-embedding cosine: the whole model with every matrix read at k against the FP32 embeddings of
   the fixed SENTENCES; mean and minimum over sentences;
-- correction: whether the per-row bias correction (golden/quant.py: + row mean of W_B - W_k, computed from the
+- correction: whether the per-row bias correction (workloads/quant.py: + row mean of W_B - W_k, computed from the
   stored codes) is applied to the weights read at k;
 - bytes fetched: weights x k bits / 8 (the device reads k of B planes), and that as a fraction of B. Host-kept
   INT scales are not fetched from the device and not counted (`scale_bytes` gives their size at FP16).
@@ -28,8 +28,8 @@ import sys
 import numpy as np
 
 from smartquant.errors import SmartquantError
-from smartquant.golden import quant
-from smartquant.golden.minilm import MiniLM, TokenBatch, cosine, load_minilm, single_blas_thread
+from smartquant.workloads import quant
+from smartquant.workloads.minilm import MiniLM, TokenBatch, cosine, load_minilm, single_blas_thread
 from smartquant.tables import text_table
 
 # fixed evaluation sentences: different lengths, topics and punctuation

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from smartquant.errors import SmartquantError
-from smartquant.golden import quant
-from smartquant.golden.minilm import LAYER_MATRICES, cosine
-from smartquant.golden.sweep import SweepContext, bytes_fetched, prepare, progress_bar, single_blas_thread
+from smartquant.workloads import quant
+from smartquant.workloads.minilm import LAYER_MATRICES, cosine
+from smartquant.workloads.sweep import SweepContext, bytes_fetched, prepare, progress_bar, single_blas_thread
 from smartquant.tables import text_table
 
 CALIBRATION_SENTENCES = (
