@@ -1,0 +1,412 @@
+"""SmolLM2-135M's KV cache stored in a bit-plane region and read back at precision k (issue 13, items 2 and 3).
+
+What is modelled. Every decoder layer's K (after RoPE) and V are written into a KV region as they are produced
+and attention reads them back at a precision k of their B stored bits; the weights stay at reference precision
+(the dequantized GGUF in float32). The hook is smollm2's `attention` argument: `KVCacheAttention` stores the
+layer's K and V through golden/layout's codec (the device's bit-plane layout: blocks of W values, plane runs R),
+reads them back through the expanded-k view with the region's fill rule (what the device returns) and attends
+over what it read.
+
+Storage formats (`KV_FORMATS`):
+- bf16: B = 16, the bfloat16 pattern of each float32 value (round to nearest even, golden/layout.bf16_fields).
+  Storing FP32 K/V as BF16 is itself a rounding (relative error <= 2^-8), so k = 16 is the BF16 cache, not the
+  float32 forward.
+- int8: B = 8, symmetric codes round(x / s) in -127..127 with one scale s = max|x| / 127 per (sequence, token,
+  KV head): the 64 values one token writes for one head. The host computes s when the token's K/V are produced
+  and keeps it (one float per 64 values); the device stores the codes only.
+
+Fill rules: the device's floor / midpoint / toward-zero (docs/DEVICE.md section 3). For BF16 toward-zero is the
+floor fill (sign-magnitude truncation); midpoint puts the dropped mantissa bits at the middle of the truncated
+interval, an unbiased estimate of the magnitude, so it is the one to use for BF16 (measured in the README table).
+
+Stream layout. A stream is the K (or V) of one (layer, sequence, KV head): token-major, head_dim = 64 values a
+token, so a block of W = 512 values holds 8 consecutive tokens. Block b of a stream holds tokens 8b..8b+7.
+All streams live in one region of the format (the device has 4 region-table entries, not 720): stream s
+occupies blocks [s * blocks_per_stream, (s + 1) * blocks_per_stream), blocks_per_stream = ceil(context / 8)
+rounded up to whole superblocks of R.
+
+Traffic (`kv_traffic`), for autoregressive decoding of each sequence, one token per step, every layer:
+- writes go through the coalescing weight-major write path of issue 13 item 1: the host sends each token's
+  values as weight-major lines (head_dim * B / W lines per token and stream: BF16 2, INT8 1), the device gathers
+  them and writes a block as B whole plane lines (one burst with R = 1) when its 8th token arrives; the last,
+  partial block of a sequence is flushed (B lines) at its end.
+- step t attends over tokens 0..t: it reads every block of the stream touched so far at the precision the
+  policy gives that block at that step, through the packed-k view (k lines a block; the host applies the
+  region's fill to the packed fields, which gives the expanded-k values, tested). A full block costs k DRAM
+  lines in one burst; the partial block still being gathered (the newest, when (t+1) % 8 != 0) is served from
+  the coalescing buffer: k DRS lines, no DRAM line. (Were the gather buffer to spill it, DRAM reads would grow
+  by at most one block per stream and step.)
+- activates: golden/dram.py's open-page row model over the burst stream in the decode order (step, layer,
+  sequence, head, K then V). With R = 1 a block's k lines are one burst inside one DRAM row, so activates do
+  not depend on k (each burst is replayed as its first line plus k - 1 row hits).
+Energy: golden/energy.energy_report on those counters (DRAM read / write / activate, link on DRS and RwD data,
+controller per message and line).
+
+Policies (`KVPolicy`): a base precision per (layer, K or V) and an optional recent window: the newest
+`recent_blocks` blocks of every stream (the block being filled counts as the first) and the first `sink_blocks`
+blocks (the attention sink at the start of a sequence) are read at `recent_k` (default B), the other blocks at
+the base precision. Static k is the policy with one precision everywhere.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+import math
+from pathlib import Path
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+from smartquant.errors import SmartquantError
+from smartquant.golden import energy, layout
+from smartquant.golden.dram import count_activates
+from smartquant.params import Counter, Format, Rounding, View, counter_name
+from smartquant.workloads import smollm2
+
+FILLS = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT, "toward-zero": Rounding.TOWARD_ZERO}
+KINDS = ("key", "value")
+INT8_MAX_CODE = 127          # symmetric: -127..127, so -x reads back as the negation of x
+DEFAULT_OUT = Path("docs") / "results" / "kv_sweep.json"
+
+
+@dataclass(frozen=True)
+class KVFormat:
+    name: str
+    bits: int
+    device_format: Format
+
+    def describe(self) -> str:
+        if self.device_format == Format.BF16:
+            return "BF16 (B = 16, round to nearest even)"
+        return f"INT{self.bits} symmetric, one host-kept scale per (token, KV head)"
+
+
+KV_FORMATS = {"bf16": KVFormat("bf16", 16, Format.BF16), "int8": KVFormat("int8", 8, Format.INT)}
+
+
+def kv_format(name: str) -> KVFormat:
+    if name not in KV_FORMATS:
+        raise SmartquantError(f"KV format must be one of {', '.join(KV_FORMATS)}, got {name!r}")
+    return KV_FORMATS[name]
+
+
+def check_fill(rule: str) -> Rounding:
+    if rule not in FILLS:
+        raise SmartquantError(f"fill rule must be one of {', '.join(FILLS)}, got {rule!r}")
+    return FILLS[rule]
+
+
+# --- host side: values <-> stored codes ---------------------------------------------------------------------
+def quantize(x: np.ndarray, fmt: KVFormat) -> tuple[np.ndarray, np.ndarray | None]:
+    """What the host writes for K or V (n, T, H, d): float32 values (BF16: the codec rounds them) or int8 codes,
+    and the host-kept scales (n, T, H, 1) float32 for INT (None for BF16)."""
+    x = np.asarray(x, dtype=np.float32)
+    if fmt.device_format == Format.BF16:
+        return x, None
+    absmax = np.abs(x).max(axis=-1, keepdims=True)
+    # an all-zero token head gets scale 1 so its codes are 0, not 0/0
+    scales = np.where(absmax > 0, absmax / np.float32(INT8_MAX_CODE), np.float32(1.0)).astype(np.float32)
+    codes = np.clip(np.rint(x / scales), -INT8_MAX_CODE, INT8_MAX_CODE).astype(np.int8)
+    return codes, scales
+
+
+def dequantize(fields: np.ndarray, scales: np.ndarray | None, fmt: KVFormat) -> np.ndarray:
+    """float32 values of B-bit fields as read (BF16 patterns, or two's complement codes times their scales)."""
+    if fmt.device_format == Format.BF16:
+        return layout.floats_from_bf16(fields)
+    return (layout.ints_from_fields(fields, fmt.bits).astype(np.float32) * scales).astype(np.float32)
+
+
+# --- the region: streams of blocks ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StreamGeometry:
+    """How a (n, T, H, d) K or V tensor maps onto blocks: one stream per (sequence, head), 8 tokens a block."""
+    n: int
+    T: int
+    heads: int
+    head_dim: int
+    W: int = layout.DEFAULT_W
+    R: int = 1
+
+    def __post_init__(self):
+        layout.check_w(self.W)
+        layout.check_r(self.R)
+        if self.W % self.head_dim:
+            raise SmartquantError(f"a block of W = {self.W} values must hold whole tokens of head_dim "
+                                  f"{self.head_dim}")
+
+    @property
+    def tokens_per_block(self) -> int:
+        return self.W // self.head_dim
+
+    @property
+    def blocks_per_stream(self) -> int:
+        """Blocks one stream occupies (whole superblocks of R, so streams never share a superblock)."""
+        return layout.n_blocks_for(self.T * self.head_dim, self.W, self.R)
+
+    @property
+    def padded_tokens(self) -> int:
+        return self.blocks_per_stream * self.tokens_per_block
+
+    def to_streams(self, x: np.ndarray) -> np.ndarray:
+        """(n, T, H, d) -> flat values, stream-major ((sequence, head), token, dim), tokens zero padded."""
+        streams = np.zeros((self.n, self.heads, self.padded_tokens, self.head_dim), dtype=x.dtype)
+        streams[:, :, : self.T] = x.transpose(0, 2, 1, 3)
+        return streams.reshape(-1)
+
+    def from_streams(self, flat: np.ndarray) -> np.ndarray:
+        """Inverse of to_streams (padding dropped)."""
+        streams = flat.reshape(self.n, self.heads, self.padded_tokens, self.head_dim)[:, :, : self.T]
+        return np.ascontiguousarray(streams.transpose(0, 2, 1, 3))
+
+
+def store(x: np.ndarray, fmt: KVFormat, R: int = 1, W: int = layout.DEFAULT_W):
+    """Host quantization and the device's region contents: (raw lines, scales, geometry) of K or V (n, T, H, d)."""
+    geometry = StreamGeometry(*x.shape, W=W, R=R)
+    values, scales = quantize(x, fmt)
+    raw = layout.encode(geometry.to_streams(values), fmt.bits, fmt.device_format, R, W)
+    return raw, scales, geometry
+
+
+def read_fields(raw: np.ndarray, fmt: KVFormat, geometry: StreamGeometry, k: int, rule: str) -> np.ndarray:
+    """Fields (n, T, H, d) the device's expanded-k view returns for the whole region at precision k."""
+    rounding = check_fill(rule)
+    lines = layout.view_lines(raw, fmt.bits, geometry.R, View.EXPANDED_K, k, 0, raw.shape[0],
+                              fmt.device_format, rounding)
+    fields = layout.weight_major_to_blocks(lines.reshape(-1, fmt.bits, lines.shape[1]), fmt.bits)
+    return geometry.from_streams(fields.reshape(-1))
+
+
+def read_values(raw, scales, fmt: KVFormat, geometry: StreamGeometry, k: int, rule: str) -> np.ndarray:
+    return dequantize(read_fields(raw, fmt, geometry, k, rule), scales, fmt)
+
+
+# --- policies -------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KVPolicy:
+    """Precision of each block read: `recent_k` (None = B) for the newest `recent_blocks` blocks of each stream
+    and its first `sink_blocks` blocks, `key_k` / `value_k` (one int, or one per layer) for the others."""
+    name: str
+    key_k: int | tuple = 16
+    value_k: int | tuple = 16
+    recent_blocks: int = 0
+    recent_k: int | None = None
+    sink_blocks: int = 0
+
+    def base_k(self, layer: int, kind: str) -> int:
+        value = self.key_k if kind == "key" else self.value_k
+        return int(value if isinstance(value, (int, np.integer)) else value[layer])
+
+    def check(self, fmt: KVFormat, n_layers: int) -> None:
+        for kind in KINDS:
+            value = self.key_k if kind == "key" else self.value_k
+            values = [value] if isinstance(value, (int, np.integer)) else list(value)
+            if not isinstance(value, (int, np.integer)) and len(values) != n_layers:
+                raise SmartquantError(f"policy {self.name}: {kind} precisions need one per layer ({n_layers}), "
+                                      f"got {len(values)}")
+            for k in values + ([self.recent_k] if self.recent_k is not None else []):
+                layout.check_k(int(k), fmt.bits)
+        if self.recent_blocks < 0 or self.sink_blocks < 0:
+            raise SmartquantError(f"policy {self.name}: recent_blocks and sink_blocks must be >= 0")
+
+    def block_precision(self, layer: int, kind: str, fmt: KVFormat, steps: int, tokens_per_block: int) -> np.ndarray:
+        """(steps, n_blocks) int: the precision block b is read at by the query of step t (b <= t // tpb)."""
+        n_blocks = -(-steps // tokens_per_block)
+        age = (np.arange(steps) // tokens_per_block)[:, None] - np.arange(n_blocks)[None, :]
+        recent = self.recent_k if self.recent_k is not None else fmt.bits
+        high = ((age >= 0) & (age < self.recent_blocks)) | (np.arange(n_blocks)[None, :] < self.sink_blocks)
+        return np.where(high, recent, self.base_k(layer, kind)).astype(np.int64)
+
+    def uniform(self, layer: int, kind: str, fmt: KVFormat) -> bool:
+        recent = self.recent_k if self.recent_k is not None else fmt.bits
+        return (self.recent_blocks == 0 and self.sink_blocks == 0) or recent == self.base_k(layer, kind)
+
+
+def static_policy(k: int) -> KVPolicy:
+    return KVPolicy(f"static k={k}", k, k)
+
+
+# --- attention over what the cache returns --------------------------------------------------------------------
+def mixed_precision_gqa_attention(q: np.ndarray, keys: dict, values: dict, key_map: np.ndarray,
+                                  value_map: np.ndarray) -> np.ndarray:
+    """Causal GQA attention where query t sees key / value s as read at precision key_map[t, s] / value_map[t, s].
+
+    keys / values: precision -> (n, T, Hkv, d) tensor read at it. Same arithmetic as smollm2.causal_gqa_attention
+    otherwise (scores scaled by 1/sqrt(d), softmax over s <= t)."""
+    n, T, Hq, d = q.shape
+    Hkv = next(iter(keys.values())).shape[2]
+    group = Hq // Hkv
+    qg = q.reshape(n, T, Hkv, group, d).transpose(0, 2, 3, 1, 4)          # (n, Hkv, group, T, d)
+    scores = np.zeros((n, Hkv, group, T, T), dtype=np.float32)
+    for k, tensor in keys.items():
+        kg = tensor.transpose(0, 2, 1, 3)[:, :, None]
+        np.copyto(scores, qg @ kg.swapaxes(-1, -2), where=key_map == k)
+    scores *= np.float32(1.0 / np.sqrt(d))
+    scores = np.where(np.tri(T, dtype=bool), scores, np.float32(-np.inf))
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    weights = np.exp(scores)
+    weights /= weights.sum(axis=-1, keepdims=True)
+    out = np.zeros((n, Hkv, group, T, d), dtype=np.float32)
+    for k, tensor in values.items():
+        vg = tensor.transpose(0, 2, 1, 3)[:, :, None]
+        out += np.where(value_map == k, weights, np.float32(0)) @ vg
+    return out.transpose(0, 3, 1, 2, 4).reshape(n, T, Hq, d).astype(np.float32, copy=False)
+
+
+@dataclass
+class KVCacheAttention:
+    """smollm2 `attention` hook: stores K and V in the format's region, attends over them read at the policy's k."""
+    fmt: KVFormat
+    rule: str
+    policy: KVPolicy
+    R: int = 1
+    W: int = layout.DEFAULT_W
+    layers_seen: list = field(default_factory=list)
+
+    def __post_init__(self):
+        check_fill(self.rule)
+
+    def read(self, layer: int, kind: str, x: np.ndarray) -> tuple[dict, np.ndarray | None]:
+        """(precision -> values read, (T, T) precision map or None when one precision serves every read)."""
+        raw, scales, geometry = store(x, self.fmt, self.R, self.W)
+        if self.policy.uniform(layer, kind, self.fmt):
+            k = self.policy.base_k(layer, kind)
+            return {k: read_values(raw, scales, self.fmt, geometry, k, self.rule)}, None
+        T = x.shape[1]
+        blocks = self.policy.block_precision(layer, kind, self.fmt, T, geometry.tokens_per_block)
+        token_map = blocks[:, np.arange(T) // geometry.tokens_per_block]
+        reads = {int(k): read_values(raw, scales, self.fmt, geometry, int(k), self.rule)
+                 for k in np.unique(token_map[np.tri(T, dtype=bool)])}
+        return reads, token_map
+
+    def __call__(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        self.layers_seen.append(layer)
+        keys, key_map = self.read(layer, "key", k)
+        values, value_map = self.read(layer, "value", v)
+        if key_map is None and value_map is None:
+            return smollm2.causal_gqa_attention(q, next(iter(keys.values())), next(iter(values.values())))
+        T = q.shape[1]
+        if key_map is None:
+            key_map = np.full((T, T), next(iter(keys)))
+        if value_map is None:
+            value_map = np.full((T, T), next(iter(values)))
+        return mixed_precision_gqa_attention(q, keys, values, key_map, value_map)
+
+
+# --- traffic, activates and energy of decoding with the cache (module docstring) -------------------------------
+@dataclass(frozen=True)
+class CacheShape:
+    """What the traffic depends on: the model's layers, KV heads and head size, the sequences and their length."""
+    n_layers: int
+    n_kv_heads: int
+    head_dim: int
+    sequences: int
+    tokens: int
+    W: int = layout.DEFAULT_W
+
+    @classmethod
+    def of(cls, config, sequences: int, tokens: int, W: int = layout.DEFAULT_W) -> "CacheShape":
+        return cls(config.n_layers, config.n_kv_heads, config.head_dim, sequences, tokens, W)
+
+    @property
+    def tokens_per_block(self) -> int:
+        return self.W // self.head_dim
+
+    @property
+    def blocks_per_stream(self) -> int:
+        return -(-self.tokens // self.tokens_per_block)
+
+    @property
+    def streams_per_layer(self) -> int:
+        """(sequence, head, K or V) streams of one layer."""
+        return self.sequences * self.n_kv_heads * len(KINDS)
+
+    @property
+    def streams(self) -> int:
+        return self.n_layers * self.streams_per_layer
+
+    def host_lines_per_token(self, fmt: KVFormat) -> int:
+        """Weight-major lines one token's values of one stream take (head_dim values of B bits)."""
+        bits = self.head_dim * fmt.bits
+        if bits % self.W:
+            raise SmartquantError(f"a token's {self.head_dim} values of {fmt.bits} bits are not whole lines of "
+                                  f"{self.W} bits")
+        return bits // self.W
+
+
+def read_schedule(shape: CacheShape, policy: KVPolicy, fmt: KVFormat, layer: int, kind: str) -> dict:
+    """Lines read by one stream of (layer, kind) over the decode steps: full blocks (from DRAM) and the partial
+    block being gathered (from the coalescing buffer), as sums of k and block counts, and lines per k."""
+    tpb = shape.tokens_per_block
+    precision = policy.block_precision(layer, kind, fmt, shape.tokens, tpb)    # (steps, blocks)
+    steps = np.arange(shape.tokens)[:, None]
+    block = np.arange(precision.shape[1])[None, :]
+    full = block < (steps + 1) // tpb                         # blocks whose 8 tokens are all written by step t
+    tail = (block == steps // tpb) & ((steps + 1) % tpb != 0)  # the newest block, still being gathered
+    reads = precision[full | tail]
+    lines_at_k = np.bincount(reads, weights=reads, minlength=fmt.bits + 1).astype(np.int64)   # k lines a block
+    return {"full_lines": int(precision[full].sum()), "full_blocks": int(full.sum()),
+            "tail_lines": int(precision[tail].sum()), "lines_at_k": lines_at_k}
+
+
+def kv_counters(shape: CacheShape, policy: KVPolicy, fmt: KVFormat) -> dict:
+    """The device counters (params.counter_name keys) of decoding every sequence token by token with the cache,
+    plus `gather_buffer_lines` (DRS lines of partial blocks served by the coalescing buffer, no DRAM line)."""
+    policy.check(fmt, shape.n_layers)
+    per_stream = shape.sequences * shape.n_kv_heads           # streams sharing one (layer, kind) schedule
+    counts = {counter_name(int(c)): 0 for c in Counter}
+    counts.update({counter_name(int(Counter.READS_AT_K1) + k): 0 for k in range(16)})
+    gather = 0
+    for layer in range(shape.n_layers):
+        for kind in KINDS:
+            s = read_schedule(shape, policy, fmt, layer, kind)
+            lines = (s["full_lines"] + s["tail_lines"]) * per_stream
+            counts["req_mem_rd"] += lines                      # packed-k view: one MemRd per line
+            counts["drs_sent"] += lines
+            counts["dram_lines_read"] += s["full_lines"] * per_stream
+            counts["read_bursts"] += s["full_blocks"] * per_stream      # R = 1: one burst of k lines per block
+            counts["buffer_misses"] += s["full_blocks"] * per_stream
+            counts["buffer_hits"] += (s["full_lines"] - s["full_blocks"]) * per_stream
+            gather += s["tail_lines"] * per_stream
+            for k in range(1, fmt.bits + 1):
+                counts[f"reads_at_k{k}"] += int(s["lines_at_k"][k]) * per_stream
+    written_blocks = shape.blocks_per_stream * shape.streams   # the partial last block is flushed at the end
+    counts["rwd_mem_wr"] = shape.host_lines_per_token(fmt) * shape.tokens * shape.streams
+    counts["ndr_sent"] = counts["rwd_mem_wr"]
+    counts["dram_lines_written"] = written_blocks * fmt.bits
+    counts["write_bursts"] = written_blocks                    # coalesced, R = 1: one burst of B plane lines
+    counts["bytes_strobed"] = counts["dram_lines_written"] * shape.W // 8
+    counts["gather_buffer_lines"] = gather
+    return counts
+
+
+def burst_stream(shape: CacheShape, fmt: KVFormat) -> np.ndarray:
+    """First DRAM line of every burst (block writes and full-block reads) in decode order: step, layer, then
+    (sequence, head, K/V) stream, block writes of the step before its reads. Independent of k for R = 1."""
+    B, tpb = fmt.bits, shape.tokens_per_block
+    span = shape.blocks_per_stream * B                         # lines of one stream
+    base = (np.arange(shape.streams) * span).reshape(shape.n_layers, shape.streams_per_layer, 1)
+    parts = []
+    for t in range(shape.tokens):
+        n_full = (t + 1) // tpb
+        reads = base + (np.arange(n_full) * B)[None, None, :]
+        if (t + 1) % tpb == 0:                                 # block t // tpb is complete: written first
+            writes = base + (t // tpb) * B
+            parts.append(np.concatenate([writes, reads], axis=2).reshape(-1))
+        else:
+            parts.append(reads.reshape(-1))
+    if shape.tokens % tpb:                                     # the final flush of the partial blocks
+        parts.append((base + (shape.tokens // tpb) * B).reshape(-1))
+    return np.concatenate(parts)
+
+
+def kv_energy(counters: dict, activates: int, shape: CacheShape) -> dict:
+    """golden/energy.energy_report of the cache's counters, with per-token figures (tokens of all sequences)."""
+    report = energy.energy_report(counters, activates, line_bits=shape.W)
+    tokens = shape.sequences * shape.tokens
+    report["tokens"] = tokens
+    report["nj_per_token"] = report["total_pj"] / tokens / 1e3
+    report["dram_nj_per_token"] = report["dram_pj"] / tokens / 1e3
+    return report
