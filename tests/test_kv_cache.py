@@ -342,3 +342,59 @@ def test_fewer_planes_cost_accuracy(model, ids):
                       - reference).mean()
     assert error(INT8, "toward-zero", 4) > 3 * error(INT8, "toward-zero", 7)
     assert error(BF16, "midpoint", 9) > 3 * error(BF16, "midpoint", 11)
+
+
+# --- the sweep and its command line ------------------------------------------------------------------------------
+def test_policy_compared_with_the_static_curve_by_interpolation():
+    def static(k, traffic, ppl):
+        return {"kind": "static", "format": "int8", "fill": "toward-zero", "k": k,
+                "dram_lines_read_per_token": traffic, "perplexity": ppl}
+    # at k = 4 another fill than the policy's is better: the static curve takes the best fill at each k
+    better_fill = dict(static(4, 400.0, 100.0), fill="midpoint")
+    rows = [static(8, 800.0, 10.0), static(6, 600.0, 11.0), static(4, 400.0, 300.0), better_fill,
+            {"kind": "policy", "format": "int8", "fill": "toward-zero", "k": None,
+             "dram_lines_read_per_token": 500.0, "perplexity": 11.0 ** 0.5 * 100.0 ** 0.5 / 2}]
+    kc.compare_with_static(rows)
+    policy = rows[-1]
+    # halfway between k = 4 and 6 in traffic: the geometric mean of their perplexities
+    assert policy["static_perplexity_at_equal_traffic"] == pytest.approx((11.0 * 100.0) ** 0.5)
+    # perplexity 16.58 lies between 11 (600) and 100 (400) at log fraction ln(100/16.58) / ln(100/11)
+    fraction = np.log(100.0 / policy["perplexity"]) / np.log(100.0 / 11.0)
+    assert policy["static_traffic_at_equal_perplexity"] == pytest.approx(400.0 + 200.0 * fraction)
+    outside = {"kind": "policy", "format": "int8", "fill": "toward-zero", "k": None,
+               "dram_lines_read_per_token": 300.0, "perplexity": 5.0}
+    kc.compare_with_static(rows[:4] + [outside])
+    assert outside["static_perplexity_at_equal_traffic"] is None
+    assert outside["static_traffic_at_equal_perplexity"] is None
+
+
+def test_cli_help_and_bad_input(capsys):
+    from smartquant.cli import main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["golden", "kv-sweep", "--help"])
+    assert exit_info.value.code == 0
+    assert "--no-policies" in capsys.readouterr().out
+    assert main(["golden", "kv-sweep", "--format", "fp8"]) == 2
+    assert "--format must list some of bf16, int8" in capsys.readouterr().err
+    assert main(["golden", "kv-sweep", "--k", "0,4"]) == 2
+    assert main(["golden", "kv-sweep", "--fill", "nearest"]) == 2
+
+
+@needs_model
+def test_kv_sweep_command_on_a_short_window(model, tmp_path, capsys):
+    from smartquant.cli import main
+    out = tmp_path / "kv.json"
+    assert main(["golden", "kv-sweep", "--format", "int8", "--k", "8,4", "--windows", "1", "--window", "24",
+                 "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "recent 4 blocks at 8, older k=4" in printed and f"wrote {out}" in printed
+    import json
+    result = json.loads(out.read_text())
+    assert result["tokens"] == 24
+    static = {(r["fill"], r["k"]): r for r in result["rows"] if r["kind"] == "static"}
+    # k = 8 once (every fill reads the stored codes), k = 4 under each of the three fills
+    assert sorted(static) == [("floor", 4), ("midpoint", 4), ("toward-zero", 4), ("toward-zero", 8)]
+    assert static[("toward-zero", 4)]["dram_lines_read_per_token"] == pytest.approx(
+        static[("toward-zero", 8)]["dram_lines_read_per_token"] / 2)
+    # 30 layers x 3 KV heads x (K, V) = 180 streams, each 3 blocks of 8 tokens written as 8 plane lines
+    assert static[("toward-zero", 8)]["dram_lines_written_per_token"] == 180 * 3 * 8 / 24

@@ -410,3 +410,298 @@ def kv_energy(counters: dict, activates: int, shape: CacheShape) -> dict:
     report["nj_per_token"] = report["total_pj"] / tokens / 1e3
     report["dram_nj_per_token"] = report["dram_pj"] / tokens / 1e3
     return report
+
+
+# --- the sweep: perplexity vs KV precision, traffic and energy per token -------------------------------------
+# Static points: every k of each format under each device fill (identical reads evaluated once: k = B, and the
+# BF16 toward-zero fill, which is its floor fill).
+DEFAULT_KS = {"bf16": tuple(range(16, 8, -1)), "int8": tuple(range(8, 2, -1))}
+DEFAULT_FILLS = {"bf16": ("midpoint", "floor"), "int8": ("toward-zero", "floor", "midpoint")}
+# Policies, chosen on the calibration text lee_background.cor (README, "KV cache"): keys need more planes than
+# values, and the newest tokens more than the old ones. recent_blocks = 4 is the newest 25..32 tokens.
+DEFAULT_POLICIES = {
+    "int8": (("toward-zero", KVPolicy("K6 V5", 6, 5)),
+             ("toward-zero", KVPolicy("recent 2 blocks at 8, older k=4", 4, 4, recent_blocks=2)),
+             ("toward-zero", KVPolicy("recent 4 blocks at 8, older k=4", 4, 4, recent_blocks=4)),
+             ("toward-zero", KVPolicy("recent 4 blocks at 8, older K5 V4", 5, 4, recent_blocks=4)),
+             ("toward-zero", KVPolicy("recent 4 blocks at 8, older k=5", 5, 5, recent_blocks=4))),
+    "bf16": (("midpoint", KVPolicy("K11 V10", 11, 10)),
+             ("midpoint", KVPolicy("recent 4 blocks at 16, older k=10", 10, 10, recent_blocks=4))),
+}
+
+
+@dataclass
+class KVSetup:
+    model: smollm2.SmolLM2
+    batch: np.ndarray
+    source: str
+
+    @property
+    def shape(self) -> CacheShape:
+        # the windows are independent sequences of batch.shape[1] - 1 decode steps (the last id is only a target)
+        return CacheShape.of(self.model.config, self.batch.shape[0], self.batch.shape[1] - 1)
+
+
+def prepare(n_windows: int = 4, window: int = 256, part: str = "test", model=None) -> KVSetup:
+    """The llm sweep's evaluation: n_windows x window predicted tokens of a Lee corpus part (workloads/corpus)."""
+    from smartquant.workloads.corpus import PARTS, lee_text
+    model = smollm2.load_smollm2() if model is None else model
+    batch = smollm2.windows(model.encode(lee_text(part)), n_windows, window)
+    return KVSetup(model, batch, f"Lee corpus {PARTS[part]} (gensim test data)")
+
+
+def evaluate(setup: KVSetup, fmt: KVFormat | None, rule: str | None, policy: KVPolicy | None) -> float:
+    """Perplexity of the setup's windows (the last token of each window is only a target, so the cache holds
+    window tokens); fmt None = the float32 reference forward."""
+    from threadpoolctl import threadpool_limits
+    attention = None if fmt is None else KVCacheAttention(fmt, rule, policy)
+    with threadpool_limits(limits=1):
+        nll = setup.model.token_nll(setup.batch, attention=attention)
+    return float(np.exp(nll.mean()))
+
+
+def traffic_row(shape: CacheShape, fmt: KVFormat, policy: KVPolicy, activates: int) -> dict:
+    counters = kv_counters(shape, policy, fmt)
+    report = kv_energy(counters, activates, shape)
+    tokens = report["tokens"]
+    line_bytes = shape.W // 8
+    return {
+        "dram_lines_read_per_token": counters["dram_lines_read"] / tokens,
+        "dram_lines_written_per_token": counters["dram_lines_written"] / tokens,
+        "link_lines_per_token": (counters["drs_sent"] + counters["rwd_mem_wr"]) / tokens,
+        "kb_read_per_token": counters["dram_lines_read"] * line_bytes / tokens / 1e3,
+        "activates_per_token": activates / tokens,
+        "nj_per_token": report["nj_per_token"],
+        "dram_nj_per_token": report["dram_nj_per_token"],
+        "counters": {name: value for name, value in counters.items() if value},
+    }
+
+
+def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """y at x on the polyline (xs increasing); None outside it."""
+    if len(xs) < 2 or not xs[0] <= x <= xs[-1]:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
+def compare_with_static(rows: list) -> None:
+    """Adds to each policy row the perplexity of static k at its DRAM read traffic and the static traffic at its
+    perplexity. The static curve is the best fill at each k of the format (the envelope, so a policy is never
+    compared with a weak fill); log perplexity is interpolated linearly between neighbouring k. None where the
+    policy lies outside the curve."""
+    for row in rows:
+        if row["kind"] != "policy":
+            continue
+        best = {}
+        for r in rows:
+            if r["kind"] == "static" and r["format"] == row["format"]:
+                if r["k"] not in best or r["perplexity"] < best[r["k"]]["perplexity"]:
+                    best[r["k"]] = r
+        static = sorted(best.values(), key=lambda r: r["dram_lines_read_per_token"])
+        traffic = [r["dram_lines_read_per_token"] for r in static]
+        log_ppl = [math.log(r["perplexity"]) for r in static]
+        at_traffic = _interpolate(row["dram_lines_read_per_token"], traffic, log_ppl)
+        row["static_perplexity_at_equal_traffic"] = None if at_traffic is None else math.exp(at_traffic)
+        # traffic for the policy's perplexity: along the static curve while perplexity falls with traffic
+        monotone = [0]
+        for i in range(1, len(static)):
+            if log_ppl[i] < log_ppl[monotone[-1]]:
+                monotone.append(i)
+        falling = [-log_ppl[i] for i in monotone]
+        row["static_traffic_at_equal_perplexity"] = _interpolate(
+            -math.log(row["perplexity"]), falling, [traffic[i] for i in monotone])
+
+
+def run_kv_sweep(setup: KVSetup, formats=("bf16", "int8"), ks: dict | None = None, fills: dict | None = None,
+                 policies: dict | None = None, log=None) -> dict:
+    """Perplexity, traffic and energy per token for every static point and policy; JSON-ready."""
+    log = log or (lambda line: None)
+    start = time.perf_counter()
+    shape = setup.shape
+    reference = evaluate(setup, None, None, None)
+    log(f"reference (float32 K/V, no cache): perplexity {reference:.3f}")
+    rows = []
+    for name in formats:
+        fmt = kv_format(name)
+        activates = count_activates(burst_stream(shape, fmt)).activates     # the same for every k (R = 1)
+        chosen_ks = list((ks or DEFAULT_KS).get(name, DEFAULT_KS[name]))
+        chosen_fills = list((fills or DEFAULT_FILLS).get(name, DEFAULT_FILLS[name]))
+        for rule in chosen_fills:
+            check_fill(rule)
+        points = [("static", rule, static_policy(k), k) for k in chosen_ks for rule in chosen_fills
+                  if not (k == fmt.bits and rule != chosen_fills[0])
+                  and not (fmt.device_format == Format.BF16 and rule == "toward-zero" and "floor" in chosen_fills)]
+        points += [("policy", rule, policy, None) for rule, policy in (policies if policies is not None
+                                                                          else DEFAULT_POLICIES).get(name, ())]
+        for kind, rule, policy, k in points:
+            began = time.perf_counter()
+            policy.check(fmt, shape.n_layers)
+            row = {"kind": kind, "format": name, "fill": rule, "policy": policy.name, "k": k,
+                   "perplexity": evaluate(setup, fmt, rule, policy)}
+            row.update(traffic_row(shape, fmt, policy, activates))
+            rows.append(row)
+            log(f"[{len(rows)}] {name} {rule:11s} {policy.name:36s} perplexity {row['perplexity']:10.3f}  "
+                f"{row['dram_lines_read_per_token']:8.0f} lines/token  ({time.perf_counter() - began:.1f} s)")
+    compare_with_static(rows)
+    return {"text": setup.source, "windows": int(setup.batch.shape[0]), "window": int(setup.batch.shape[1] - 1),
+            "tokens": int(setup.batch.shape[0] * (setup.batch.shape[1] - 1)), "reference_perplexity": reference,
+            "storage": {name: kv_format(name).describe() for name in formats}, "W": shape.W, "R": 1,
+            "rows": rows, "seconds": time.perf_counter() - start}
+
+
+def format_table(result: dict) -> str:
+    from smartquant.tables import text_table
+    full = {r["format"]: r["dram_lines_read_per_token"] for r in result["rows"]
+            if r["k"] == KV_FORMATS[r["format"]].bits}
+
+    def opt(value, spec):
+        return "-" if value is None else format(value, spec)
+    body = []
+    for r in result["rows"]:
+        reads = r["dram_lines_read_per_token"]
+        ppl = opt(r["perplexity"], ".4g" if r["perplexity"] >= 1e4 else ".2f")
+        body.append([r["format"], r["fill"], r["policy"], ppl,
+                     f"{reads:.0f}", opt(reads / full[r["format"]] if r["format"] in full else None, ".3f"),
+                     f"{r['dram_lines_written_per_token']:.0f}", f"{r['link_lines_per_token']:.0f}",
+                     f"{r['nj_per_token'] / 1e3:.1f}",
+                     opt(r.get("static_perplexity_at_equal_traffic"), ".2f"),
+                     opt(r.get("static_traffic_at_equal_perplexity"), ".0f")])
+    headers = ["format", "fill", "KV precision", "perplexity", "DRAM rd/token", "of k=B", "DRAM wr/token",
+               "link/token", "uJ/token", "static ppl @ =traffic", "static rd @ =ppl"]
+    return text_table(headers, body, left={0, 1, 2})
+
+
+def output_path(out: str | None) -> Path:
+    path = Path(out) if out else DEFAULT_OUT
+    if path.exists() and path.is_dir():
+        raise SmartquantError(f"--out {path} is a directory")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SmartquantError(f"cannot create {path.parent}: {error}") from None
+    return path
+
+
+def write_json(result: dict, path: Path) -> None:
+    path.write_text(json.dumps(result, indent=1) + "\n")
+
+
+# --- command line (smartquant golden kv-sweep) -----------------------------------------------------------------
+def add_cli_arguments(parser) -> None:
+    parser.add_argument("--format", default="bf16,int8", metavar="LIST", help="comma list of bf16, int8 (default both)")
+    parser.add_argument("--k", metavar="LIST", help="comma list of static precisions (default BF16 16..9, "
+                                                    "INT8 8..3; values above a format's B are skipped)")
+    parser.add_argument("--fill", metavar="LIST", help="comma list of floor, midpoint, toward-zero (default BF16 "
+                                                       "midpoint,floor; INT8 toward-zero,floor,midpoint)")
+    parser.add_argument("--no-policies", action="store_true", help="static k only")
+    parser.add_argument("--text", choices=("test", "background"), default="test",
+                        help="Lee corpus part: test = lee.cor, the evaluation text (default); background = "
+                             "lee_background.cor, the calibration text the policies were chosen on")
+    parser.add_argument("--windows", type=int, default=4, help="evaluation windows (default 4)")
+    parser.add_argument("--window", type=int, default=256, help="predicted tokens per window (default 256)")
+    parser.add_argument("--out", metavar="FILE", help=f"JSON output (default {DEFAULT_OUT})")
+    parser.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--calibrate", metavar="FILE",
+                        help="instead of the sweep: measure each layer's K and V sensitivity (INT8 midpoint read "
+                             "at k = 3, one stream at a time) on lee_background.cor over --windows x --window "
+                             "tokens, write it to FILE and print the ranking the per-layer policy uses")
+
+
+def _list(text: str | None, choices, option: str, cast=str):
+    if text is None:
+        return None
+    try:
+        values = [cast(part.strip()) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SmartquantError(f"{option} takes a comma list, got {text!r}") from None
+    bad = [v for v in values if choices is not None and v not in choices]
+    if bad or not values:
+        raise SmartquantError(f"{option} must list some of {', '.join(map(str, choices))}, got {text!r}")
+    return values
+
+
+def run_cli(args) -> dict:
+    formats = _list(args.format, tuple(KV_FORMATS), "--format")
+    fills = _list(args.fill, tuple(FILLS), "--fill")
+    ks = _list(args.k, None, "--k", int)
+    chosen_ks = None
+    if ks is not None:
+        chosen_ks = {name: [k for k in ks if 1 <= k <= KV_FORMATS[name].bits] for name in formats}
+        if any(k < 1 for k in ks) or not all(chosen_ks.values()):
+            raise SmartquantError(f"--k must list precisions in 1..B for every format chosen, got {ks}")
+    if args.windows < 1 or args.window < 1:
+        raise SmartquantError("--windows and --window must be positive")
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.no_progress else None
+    if args.calibrate:
+        return run_calibration(args, output_path(args.calibrate), log)
+    path = output_path(args.out)
+    setup = prepare(args.windows, args.window, args.text)
+    result = run_kv_sweep(setup, formats, chosen_ks, {name: fills for name in formats} if fills else None,
+                          {} if args.no_policies else None, log)
+    print(f"SmolLM2-135M-Instruct with its KV cache in a bit-plane region, weights at reference precision; "
+          f"perplexity on {result['text']}, {result['tokens']} predicted tokens ({result['windows']} windows of "
+          f"{result['window']}); float32 K/V (no cache) {result['reference_perplexity']:.3f}.")
+    print("Storage: " + "; ".join(f"{n} = {d}" for n, d in result["storage"].items())
+          + f". W = {result['W']}, R = 1, 8 tokens of one KV head a block.")
+    print("Per token (decoding each window token by token, every layer): DRAM lines read (full blocks, packed-k) "
+          "and written (whole blocks through the coalescing path), link lines (DRS + RwD data), energy "
+          "(golden/energy.py, with activates); the last two columns compare a policy with the static curve of its "
+          "format and fill.")
+    print(format_table(result))
+    write_json(result, path)
+    print(f"wrote {path} ({len(result['rows'])} rows, {result['seconds']:.0f} s)")
+    return result
+
+
+# --- calibration of a per-layer policy (on lee_background.cor) ---------------------------------------------------
+CALIBRATION_K_LOW = 3
+CALIBRATION_FILL = "midpoint"       # the best INT8 fill at k <= 5 on lee_background.cor (README)
+
+
+def calibrate_layers(setup: KVSetup, fmt: KVFormat, rule: str, k_low: int, log=None) -> dict:
+    """Sensitivity of each (layer, K or V): the rise in mean NLL when only that stream is read at k_low (every
+    other at B). Returns {"reference_nll": ..., "delta_nll": {"key": [per layer], "value": [per layer]}}."""
+    from threadpoolctl import threadpool_limits
+    log = log or (lambda line: None)
+    n_layers = setup.model.config.n_layers
+
+    def mean_nll(policy):
+        with threadpool_limits(limits=1):
+            return float(setup.model.token_nll(setup.batch, attention=KVCacheAttention(fmt, rule, policy)).mean())
+    base = mean_nll(static_policy(fmt.bits))
+    delta = {}
+    for kind in KINDS:
+        delta[kind] = []
+        for layer in range(n_layers):
+            lowered = tuple(k_low if i == layer else fmt.bits for i in range(n_layers))
+            policy = KVPolicy("one stream low", lowered if kind == "key" else fmt.bits,
+                              lowered if kind == "value" else fmt.bits)
+            delta[kind].append(mean_nll(policy) - base)
+            log(f"calibration {kind} layer {layer:2d} at k={k_low}: delta NLL {delta[kind][-1]:+.4f}")
+    return {"format": fmt.name, "fill": rule, "k_low": k_low, "reference_nll": base, "delta_nll": delta}
+
+
+def per_layer_policy(name: str, delta: dict, n_low: int, k_high: int, k_low: int, recent_blocks: int = 0) -> KVPolicy:
+    """The n_low least sensitive (layer, K or V) streams (calibrate_layers) at k_low, the others at k_high."""
+    n_layers = len(delta["key"])
+    ranked = sorted((delta[kind][layer], kind, layer) for kind in KINDS for layer in range(n_layers))
+    low = {(kind, layer) for _, kind, layer in ranked[:n_low]}
+    ks = {kind: tuple(k_low if (kind, layer) in low else k_high for layer in range(n_layers)) for kind in KINDS}
+    return KVPolicy(name, ks["key"], ks["value"], recent_blocks=recent_blocks)
+
+
+def run_calibration(args, path: Path, log) -> dict:
+    start = time.perf_counter()
+    setup = prepare(args.windows, args.window, "background")
+    fmt, rule, k_low = KV_FORMATS["int8"], CALIBRATION_FILL, CALIBRATION_K_LOW
+    result = calibrate_layers(setup, fmt, rule, k_low, log)
+    result.update(text=setup.source, tokens=int(setup.batch.shape[0] * (setup.batch.shape[1] - 1)),
+                  seconds=time.perf_counter() - start)
+    ranked = sorted((result["delta_nll"][kind][layer], kind, layer) for kind in KINDS
+                    for layer in range(len(result["delta_nll"]["key"])))
+    print(f"Rise in mean NLL when one layer's K or V is read at INT8 k = {k_low} ({rule}), the rest at k = 8; "
+          f"{result['tokens']} tokens of {result['text']}; least sensitive first:")
+    print(", ".join(f"{kind[0].upper()}{layer} {delta:+.4f}" for delta, kind, layer in ranked))
+    write_json(result, path)
+    print(f"wrote {path} ({result['seconds']:.0f} s)")
+    return result
