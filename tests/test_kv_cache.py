@@ -398,3 +398,20 @@ def test_kv_sweep_command_on_a_short_window(model, tmp_path, capsys):
         static[("toward-zero", 8)]["dram_lines_read_per_token"] / 2)
     # 30 layers x 3 KV heads x (K, V) = 180 streams, each 3 blocks of 8 tokens written as 8 plane lines
     assert static[("toward-zero", 8)]["dram_lines_written_per_token"] == 180 * 3 * 8 / 24
+
+
+def test_per_layer_policy_lowers_the_least_sensitive_streams():
+    delta = {"key": [0.5, -0.1, 0.3], "value": [0.0, 0.2, 0.4]}
+    policy = kc.per_layer_policy("p", delta, n_low=3, k_high=6, k_low=2, recent_blocks=1)
+    assert policy.key_k == (6, 2, 6) and policy.value_k == (2, 2, 6) and policy.recent_blocks == 1
+
+
+def test_calibrated_policy_costs_the_traffic_of_its_uniform_counterpart():
+    """30 of the 60 streams at 3 and 30 at 5 read exactly the lines of all 60 at 4 (the equal-traffic pair)."""
+    policy = kc.calibrated_policy()
+    assert sum(k == 3 for k in policy.key_k + policy.value_k) == 30
+    shape = kc.CacheShape(n_layers=30, n_kv_heads=3, head_dim=64, sequences=1, tokens=64)
+    uniform = kc.KVPolicy("u", 4, 4, recent_blocks=2)
+    lines = [kc.kv_counters(shape, p, INT8)["dram_lines_read"] for p in (policy, uniform)]
+    assert lines[0] == lines[1] > kc.kv_counters(shape, kc.KVPolicy("lower", 3, 3, recent_blocks=2), INT8)[
+        "dram_lines_read"]

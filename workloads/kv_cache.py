@@ -416,17 +416,33 @@ def kv_energy(counters: dict, activates: int, shape: CacheShape) -> dict:
 # Static points: every k of each format under each device fill (identical reads evaluated once: k = B, and the
 # BF16 toward-zero fill, which is its floor fill).
 DEFAULT_KS = {"bf16": tuple(range(16, 8, -1)), "int8": tuple(range(8, 2, -1))}
-DEFAULT_FILLS = {"bf16": ("midpoint", "floor"), "int8": ("toward-zero", "floor", "midpoint")}
-# Policies, chosen on the calibration text lee_background.cor (README, "KV cache"): keys need more planes than
-# values, and the newest tokens more than the old ones. recent_blocks = 4 is the newest 25..32 tokens.
+DEFAULT_FILLS = {"bf16": ("midpoint", "floor"), "int8": ("midpoint", "toward-zero", "floor")}
+# Policies, chosen on the calibration text lee_background.cor (README, "KV cache"): the midpoint fill is the best
+# INT8 and BF16 fill at low k; keys need more planes than values; the newest tokens more than the old ones.
+# recent_blocks = 2 is the newest 9..16 tokens of a stream, 4 the newest 25..32.
+# The 30 of 60 (layer, K/V) streams least hurt by INT8 k = 3 (`smartquant golden kv-sweep --calibrate
+# docs/results/kv_calibration.json --windows 2`, 512 tokens of lee_background.cor; per_layer_policy of it):
+CALIBRATED_LOW_KEYS = (4, 5, 6, 17, 20)
+CALIBRATED_LOW_VALUES = (0, 2, 3, 4, 7, 8, 9, 10, 11, 12, 14, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29)
+
+
+def calibrated_policy(n_layers: int = 30, recent_blocks: int = 2, k_high: int = 5, k_low: int = 3) -> KVPolicy:
+    """Older blocks of the calibrated streams at k_low, of the others at k_high (3 and 5: 4 bits on average)."""
+    def ks(low):
+        return tuple(k_low if layer in low else k_high for layer in range(n_layers))
+    return KVPolicy(f"recent {recent_blocks} blocks at 8, older calibrated {k_low}/{k_high} per layer",
+                    ks(CALIBRATED_LOW_KEYS), ks(CALIBRATED_LOW_VALUES), recent_blocks=recent_blocks)
+
+
 DEFAULT_POLICIES = {
-    "int8": (("toward-zero", KVPolicy("K6 V5", 6, 5)),
-             ("toward-zero", KVPolicy("recent 2 blocks at 8, older k=4", 4, 4, recent_blocks=2)),
-             ("toward-zero", KVPolicy("recent 4 blocks at 8, older k=4", 4, 4, recent_blocks=4)),
-             ("toward-zero", KVPolicy("recent 4 blocks at 8, older K5 V4", 5, 4, recent_blocks=4)),
-             ("toward-zero", KVPolicy("recent 4 blocks at 8, older k=5", 5, 5, recent_blocks=4))),
+    "int8": (("midpoint", KVPolicy("K5 V4", 5, 4)),
+             ("midpoint", KVPolicy("recent 2 blocks at 8, older k=4", 4, 4, recent_blocks=2)),
+             ("midpoint", calibrated_policy()),
+             ("midpoint", KVPolicy("recent 2 blocks at 8, older K5 V4", 5, 4, recent_blocks=2)),
+             ("midpoint", KVPolicy("recent 4 blocks at 8, older k=4", 4, 4, recent_blocks=4)),
+             ("midpoint", KVPolicy("recent 2 blocks at 8, older k=5", 5, 5, recent_blocks=2))),
     "bf16": (("midpoint", KVPolicy("K11 V10", 11, 10)),
-             ("midpoint", KVPolicy("recent 4 blocks at 16, older k=10", 10, 10, recent_blocks=4))),
+             ("midpoint", KVPolicy("recent 4 blocks at 16, older K10 V9", 10, 9, recent_blocks=4))),
 }
 
 
@@ -592,7 +608,7 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--k", metavar="LIST", help="comma list of static precisions (default BF16 16..9, "
                                                     "INT8 8..3; values above a format's B are skipped)")
     parser.add_argument("--fill", metavar="LIST", help="comma list of floor, midpoint, toward-zero (default BF16 "
-                                                       "midpoint,floor; INT8 toward-zero,floor,midpoint)")
+                                                       "midpoint,floor; INT8 midpoint,toward-zero,floor)")
     parser.add_argument("--no-policies", action="store_true", help="static k only")
     parser.add_argument("--text", choices=("test", "background"), default="test",
                         help="Lee corpus part: test = lee.cor, the evaluation text (default); background = "
