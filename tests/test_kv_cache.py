@@ -393,11 +393,14 @@ def test_kv_sweep_command_on_a_short_window(model, tmp_path, capsys):
     assert result["tokens"] == 24
     static = {(r["fill"], r["k"]): r for r in result["rows"] if r["kind"] == "static"}
     # k = 8 once (every fill reads the stored codes), k = 4 under each of the three fills
-    assert sorted(static) == [("floor", 4), ("midpoint", 4), ("toward-zero", 4), ("toward-zero", 8)]
+    assert sorted(static) == [("floor", 4), ("midpoint", 4), ("midpoint", 8), ("toward-zero", 4)]
     assert static[("toward-zero", 4)]["dram_lines_read_per_token"] == pytest.approx(
-        static[("toward-zero", 8)]["dram_lines_read_per_token"] / 2)
+        static[("midpoint", 8)]["dram_lines_read_per_token"] / 2)
     # 30 layers x 3 KV heads x (K, V) = 180 streams, each 3 blocks of 8 tokens written as 8 plane lines
-    assert static[("toward-zero", 8)]["dram_lines_written_per_token"] == 180 * 3 * 8 / 24
+    assert static[("midpoint", 8)]["dram_lines_written_per_token"] == 180 * 3 * 8 / 24
+    policies = [r for r in result["rows"] if r["kind"] == "policy"]
+    assert len(policies) == len(kc.DEFAULT_POLICIES["int8"])
+    assert all("static_perplexity_at_equal_traffic" in r for r in policies)
 
 
 def test_per_layer_policy_lowers_the_least_sensitive_streams():
