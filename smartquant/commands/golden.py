@@ -9,6 +9,8 @@
   smartquant golden llm-sweep SmolLM2-135M perplexity (Lee corpus, 1024 tokens) with its 210 linear matrices
                               stored as INT8 per-channel, INT4 per-group 32 or BF16 and read at k under each
                               device fill, per-row bias correction off and on; JSON to --out
+  smartquant golden kv-sweep  SmolLM2-135M perplexity with its KV cache in a BF16 / INT8 bit-plane region read
+                              at k (static, and KV precision policies), DRAM traffic and energy per token
 
 Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s (36 s for 224 points with
 --correction both on a quieter day), policies about 30 s, llm-sweep 6 min 35 s (103 forwards of 1024 tokens,
@@ -99,6 +101,12 @@ def add_arguments(parser):
     llm.add_argument("--out", metavar="FILE", default=None,
                      help="JSON output (default build/llm_sweep.json under the working directory)")
     llm.add_argument("--no-progress", action="store_true", help="no progress bar or point log on stderr")
+    from smartquant.workloads import kv_cache
+    kv_cache.add_cli_arguments(actions.add_parser(
+        "kv-sweep", help="SmolLM2-135M perplexity vs KV-cache precision, traffic and energy per token",
+        description="SmolLM2-135M with its KV cache stored in a BF16 or INT8 bit-plane region and read at k "
+                    "(static k per fill, and KV precision policies), weights at reference precision "
+                    "(workloads/kv_cache.py)."))
 
 
 def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=(False,)) -> list:
@@ -183,6 +191,9 @@ def run(args: argparse.Namespace):
         run_sweep_command(formats, rules, parse_ks(args.k), args.csv, progress, corrections_of(args.correction))
     elif args.action == "llm-sweep":
         run_llm_sweep_command(args)
+    elif args.action == "kv-sweep":
+        from smartquant.workloads import kv_cache
+        kv_cache.run_cli(args)
     else:
         run_policies_command(args.format, args.rounding, parse_budgets(args.budgets), args.csv, progress)
     return 0
