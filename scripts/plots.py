@@ -135,8 +135,10 @@ def plot_perplexity_traffic(demo: dict, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     reference = demo["reference"]["perplexity"]
     for ax, (xlabel, value) in zip(axes, (
-            ("DRAM lines read (hardware counter)", lambda run: run["counters"]["dram_lines_read"]),
-            ("streaming energy, uJ (counters x energy model)", lambda run: run["energy"]["total_pj"] / 1e6))):
+            ("DRAM lines read by the streamed layer(s) (hardware counter)",
+             lambda run: run["counters"]["dram_lines_read"]),
+            ("energy of streaming the layer(s), uJ (counters x energy model)",
+             lambda run: run["energy"]["total_pj"] / 1e6))):
         static = sorted((run for run in demo["runs"] if run["label"].startswith("static")), key=value)
         ax.plot([value(run) for run in static], [run["perplexity"] for run in static], "o-", color="tab:blue",
                 label="static k")
