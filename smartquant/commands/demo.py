@@ -7,9 +7,9 @@ MiniLM, in two parts:
    BF16 at k = 8..16; floor, midpoint and toward-zero fills) and the per-matrix and per-input policies on INT8.
    --full: every format x {floor, midpoint, toward-zero, nearest} x every k in 1..B.
 2. Streaming through the simulated device (cocotb + Verilator): encoder layer 0 is written into the RTL over
-   CXL.mem, then read back at each static k and under each policy, layer n+1's reads queued while layer n
-   computes; the weights that come out of the RTL feed the numpy forward and must equal the golden model's bit
-   for bit. Prints embedding cosine vs FP32, DRAM lines, link bytes and energy from the hardware counters.
+   CXL.mem, then read back at each static k and under each policy (a per-input policy's reads are issued as its
+   forward asks for them); the weights that come out of the RTL feed the numpy forward and must equal the golden
+   model's bit for bit. Prints embedding cosine vs FP32, DRAM lines, link bytes and energy from the hardware counters.
    The first run builds the simulator (Verilator, several minutes; cached in build/sim/). --no-stream skips it;
    --all-layers streams all six layers (long).
 SmolLM2: decoder layer 0 (--smollm2-layers) stored INT8 per-channel in regions of plane run R = 64, written over
