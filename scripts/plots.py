@@ -7,8 +7,12 @@
                             (build/stream_demo.json: `smartquant demo`)
     energy_per_token.png    energy per token split DRAM activate / DRAM read / link / controller, per run
                             (build/stream_demo.json)
+    perplexity_traffic.png  SmolLM2 perplexity vs DRAM lines read and vs energy of the streamed layer(s), static k
+                            vs the per-matrix schedule (build/stream_demo_smollm2.json: `smartquant demo --model
+                            smollm2`)
 
-    smartquant bench plots [--bench-dir build/bench] [--demo-json build/stream_demo.json] [--img-dir docs/img]
+    smartquant bench plots [--bench-dir build/bench] [--demo-json build/stream_demo.json]
+                           [--smollm2-json build/stream_demo_smollm2.json] [--img-dir docs/img]
 
 Plots whose input file is missing are skipped (and said so).
 """
@@ -22,6 +26,7 @@ from smartquant.errors import SmartquantError
 # default places, under the working directory (the repository when run from a clone), never the installed package
 BENCH_DIR = Path("build") / "bench"
 DEMO_JSON = Path("build") / "stream_demo.json"
+SMOLLM2_DEMO_JSON = Path("build") / "stream_demo_smollm2.json"
 IMG_DIR = Path("docs") / "img"
 
 
@@ -123,18 +128,53 @@ def plot_energy(demo: dict, path: Path) -> Path:
     return path
 
 
+def plot_perplexity_traffic(demo: dict, path: Path) -> Path:
+    """Two panels, perplexity (RTL-streamed run) against the streamed layers' DRAM lines read (hardware counter)
+    and against their streaming energy (counters x golden/energy.py, activates from the row model)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    reference = demo["reference"]["perplexity"]
+    for ax, (xlabel, value) in zip(axes, (
+            ("DRAM lines read by the streamed layer(s) (hardware counter)",
+             lambda run: run["counters"]["dram_lines_read"]),
+            ("energy of streaming the layer(s), uJ (counters x energy model)",
+             lambda run: run["energy"]["total_pj"] / 1e6))):
+        static = sorted((run for run in demo["runs"] if run["label"].startswith("static")), key=value)
+        ax.plot([value(run) for run in static], [run["perplexity"] for run in static], "o-", color="tab:blue",
+                label="static k")
+        for run in demo["runs"]:
+            policy = not run["label"].startswith("static")
+            if policy:
+                ax.plot(value(run), run["perplexity"], "s", color="tab:red", label=run["label"])
+            ax.annotate(run["label"].replace("static ", ""), (value(run), run["perplexity"]), fontsize=7,
+                        xytext=(5, 4 if not policy else -10), textcoords="offset points")
+        ax.axhline(reference, color="grey", linestyle="--", linewidth=1, label=f"reference {reference:.2f}")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"perplexity, {demo['tokens']} tokens of lee.cor")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"SmolLM2-135M, layers {demo['config']['layers']} streamed through the RTL (R = "
+                 f"{demo['config']['R']}), every layer at the run's k", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(bench_dir: Path | None = None, demo_json: Path | None = None, img_dir: Path | None = None,
-                verbose: bool = False) -> list:
+                verbose: bool = False, smollm2_json: Path | None = None) -> list:
     """Every plot whose input exists; returns the written paths."""
     bench_dir = Path(bench_dir) if bench_dir else BENCH_DIR
     demo_json = Path(demo_json) if demo_json else DEMO_JSON
+    smollm2_json = Path(smollm2_json) if smollm2_json else SMOLLM2_DEMO_JSON
     img_dir = Path(img_dir) if img_dir else IMG_DIR
     img_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for name, source, plot in (("traffic_ratio.png", bench_dir / "traffic.json", plot_traffic),
                                ("row_activates.png", bench_dir / "rows.json", plot_rows),
                                ("accuracy_traffic.png", demo_json, plot_accuracy_traffic),
-                               ("energy_per_token.png", demo_json, plot_energy)):
+                               ("energy_per_token.png", demo_json, plot_energy),
+                               ("perplexity_traffic.png", smollm2_json, plot_perplexity_traffic)):
         data = _load(source)
         if data is None:
             if verbose:
@@ -147,12 +187,14 @@ def write_plots(bench_dir: Path | None = None, demo_json: Path | None = None, im
 def add_arguments(group) -> None:
     group.add_argument("--bench-dir", default=None, help="directory of the benchmark JSON files (build/bench)")
     group.add_argument("--demo-json", default=None, help="streaming demo result (build/stream_demo.json)")
+    group.add_argument("--smollm2-json", default=None,
+                       help="SmolLM2 streaming demo result (build/stream_demo_smollm2.json)")
     group.add_argument("--img-dir", default=None, help="where the PNGs go (docs/img)")
 
 
 def run(args) -> int:
     written = write_plots(getattr(args, "bench_dir", None), getattr(args, "demo_json", None),
-                          getattr(args, "img_dir", None), verbose=True)
+                          getattr(args, "img_dir", None), verbose=True, smollm2_json=getattr(args, "smollm2_json", None))
     for path in written:
         print(f"wrote {path}")
     if not written:

@@ -1,21 +1,24 @@
-"""cocotb: stream all-MiniLM-L6-v2 encoder layers through the SmartQuantController and run the model on them.
+"""cocotb: stream transformer layers through the SmartQuantController and run the model on what comes out.
 
-Run by smartquant.commands.demo_streaming.run_demo_streaming (or tests/test_streaming.py) through
-smartquant.scripts.bench_device.simulate. Settings: SQ_PARAMS, SQ_SEED and SQ_STREAM_CONFIG, a JSON object
-{format, layers, ks, policies, budget, view, R, rule, out, [matrices], [sentences]} (workloads/streaming.py
-demo_config; `matrices` limits the streamed matrices to some short names, `sentences` replaces the demo
-sentences: both for quick tests).
+One host for both workloads of workloads/stream_workloads.py: all-MiniLM-L6-v2 (embedding cosine) and
+SmolLM2-135M (perplexity). Run by smartquant.commands.demo_streaming.run_demo_streaming (or tests/test_streaming.py)
+through smartquant.scripts.bench_device.simulate. Settings: SQ_PARAMS, SQ_SEED and SQ_STREAM_CONFIG, a JSON object
+{workload, format, layers, ks, policies, budget, view, R, rule, corrected, load_view, out, [per_matrix],
+[matrices], [sentences], [windows, window]} (smartquant/commands/demo_streaming.py demo_config): `schedules` are
+SmolLM2's per-matrix run {spec} (stream_workloads.smollm2_layer_precisions), `policies` MiniLM's fitted
+policies; `matrices` limits the streamed matrices to some short names, `sentences` replaces MiniLM's demo sentences,
+`windows` x `window` are SmolLM2's perplexity tokens (both for quick tests).
 
-1. Load: the layers' weights go in through the CXL.mem weight-major write path (MemWr on view 1), one region per
-   layer (workloads/streaming.py StreamingPlan). The TB's scoreboard checks every NDR against the golden
-   DeviceModel.
-2. Runs: for every static k and every policy, counters are cleared over CSR, then the host loop streams the
-   layers in workloads/streaming.py's prefetch order (layer n+1's reads are queued before layer n's numpy
-   forward runs; a per-input policy fetches on demand). Each DRS payload is captured by tag, decoded with
-   StreamingPlan.decode_packed and fed into the numpy layer forward. Checks: decoded weights == the golden
-   weights (quant's arithmetic read) bit for bit, layer outputs and sentence embeddings == golden_forward
-   exactly, every DRS bit-exact against the DeviceModel (scoreboard) and every counter read over CSR after each
-   layer equal to the model's.
+1. Load: the layers' weights go in over CXL.mem (MemWr on the raw view from the host's bit-plane encoder, or on
+   the weight-major view), one region per layer (workloads/streaming.py StreamingPlan). The TB's scoreboard
+   checks every NDR against the golden DeviceModel.
+2. Runs: for every static k and every schedule or policy, counters are cleared over CSR, the layers' packed
+   reads are issued layer by layer (a per-input policy fetches on demand, as its forward asks), each DRS
+   payload is captured by tag and decoded with StreamingPlan.decode_packed, and the model's forward runs with
+   those weights (streaming.forward_with). Checks: decoded weights == the golden weights (quant's arithmetic
+   read) bit for bit, the forward's outputs (MiniLM: every layer output and the embeddings; SmolLM2: every
+   token's NLL, hence the perplexity) == the golden forward's exactly, every DRS bit-exact against the
+   DeviceModel (scoreboard) and every counter read over CSR after each layer equal to the model's.
 3. Accounting: hardware counters (read over AXI-Lite) per layer and per run; the AXI AR (and AW) address streams
    recorded by a monitor go through golden/dram.py's RowModel for activates; golden/energy.py gives energy.
 The result JSON (and an .npz of every DRS payload, per run and matrix) goes to config["out"].
@@ -30,10 +33,10 @@ import time
 import cocotb
 import numpy as np
 
-from smartquant.workloads import streaming
 from smartquant.golden.dram import RowModel
-from smartquant.workloads.minilm import LAYER_MATRICES, cosine, load_minilm
-from smartquant.workloads.sweep import SENTENCES, single_blas_thread
+from smartquant.workloads import streaming
+from smartquant.workloads.minilm import single_blas_thread
+from smartquant.workloads.stream_workloads import MiniLMWorkload, SmolLM2Workload
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CSR_CONTROL, ControllerParams, DrsOpcode, View, counter_name,
@@ -110,12 +113,13 @@ def settings() -> tuple[ControllerParams, int, dict]:
 
 # --- the host side of the demo ------------------------------------------------------------------------------
 class StreamingHost:
-    """The host: loads the plan's layers, then streams them at a schedule and runs the model on them."""
+    """The host: loads the plan's layers, then streams them at a schedule and runs the workload's model on them."""
 
-    def __init__(self, tb: TB, plan: streaming.StreamingPlan, view: str, load_view: str = "weight-major"):
+    def __init__(self, tb: TB, plan: streaming.StreamingPlan, workload, view: str, load_view: str = "weight-major"):
         self.tb = tb
         self.load_view = load_view
         self.plan = plan
+        self.workload = workload
         self.view = streaming.check_view(view)
         self.capture = DrsCapture(tb)
         self.ar = AddressMonitor(tb, "ar")
@@ -198,147 +202,160 @@ class StreamingHost:
             fetched[(name, precision_k)] = self.plan.decode_packed(
                 name, precision_k, rows.reshape(n_blocks, precision_k, -1))
 
-    async def account(self, layer: int, state: dict) -> dict:
-        """Counters (checked against the model) and activates since the previous account of this run."""
-        counters = await self.tb.check_counters()
-        delta = {counter_name(n): counters[n] - state["counters"][n] for n in range(len(counters))}
+    async def fetch(self, layer: int, wanted: list, fetched: dict, state: dict) -> None:
+        """Issue the packed reads of (name, k) pairs of one layer, wait, decode, account them to the layer."""
+        pending = [await self.issue(name, k) for name, k in wanted]
+        await self.wait()
+        self.collect(pending, fetched)
+        counters = await self.tb.check_counters()       # every counter against the model
         activates = state["rows"].replay(self.ar.lines(state["bursts"])).activates
+        entry = state["per_layer"].setdefault(layer, {"layer": layer, "counters": {}, "activates": 0})
+        for n, value in enumerate(counters):
+            name = counter_name(n)
+            entry["counters"][name] = entry["counters"].get(name, 0) + value - state["counters"][n]
+        entry["activates"] += activates
         state["counters"], state["bursts"] = counters, len(self.ar.bursts)
-        return {"layer": layer, "counters": delta, "activates": activates,
-                "energy": streaming.energy_split(delta, activates, state["tokens"])}
 
-    async def stream(self, label: str, batch, choose, per_matrix_k: dict | None) -> dict:
-        """One streaming run. per_matrix_k given -> prefetch a layer ahead; None -> fetch on demand (choose(x))."""
-        plan, model, tb = self.plan, self.plan.model, self.tb
+    async def stream(self, label: str, choose, per_matrix_k: dict | None, model_bits: float | None = None) -> dict:
+        """One streaming run. per_matrix_k given: every layer's reads are issued before the forward runs;
+        None (a per-input policy): fetched on demand, as the forward asks for them (streaming.WeightsNeeded)."""
+        plan, workload, tb = self.plan, self.workload, self.tb
         self.label = label
+        workload.begin_run()
         await self.clear_counters()
-        state = {"counters": [0] * 64, "bursts": 0, "rows": RowModel(), "tokens": int(batch.attention_mask.sum())}
+        state = {"counters": [0] * 64, "bursts": 0, "rows": RowModel(), "per_layer": {}}
         start_cycle = tb.cycles
-        fetched, per_layer, chosen_all = {}, [], {}
-        streamed = list(plan.layers)
-        hidden = model.embed(batch)
+        fetched = {}
         if per_matrix_k is not None:
-            first = streamed[0]
-            pending = [await self.issue(name, per_matrix_k[name]) for name in plan.names(first)]
-            await self.wait()
-            self.collect(pending, fetched)
-            per_layer.append(await self.account(first, state))
-        outputs = {}
-        for layer in range(model.n_layers):
-            if layer not in plan.layers:
-                hidden = model.layer(layer, hidden, batch.attention_mask)
-                continue
-            if per_matrix_k is not None:
-                position = streamed.index(layer)
-                following = streamed[position + 1] if position + 1 < len(streamed) else None
-                pending = []
-                if following is not None:        # prefetch: queued before this layer's forward runs
-                    pending = [await self.issue(name, per_matrix_k[name]) for name in plan.names(following)]
-                hidden, chosen = streaming.run_layer(model, layer, hidden, batch.attention_mask, choose, fetched,
-                                                     plan.placements)
-                if following is not None:
-                    await self.wait()
-                    self.collect(pending, fetched)
-                    per_layer.append(await self.account(following, state))
-            else:
-                while True:
-                    try:
-                        hidden_next, chosen = streaming.run_layer(model, layer, hidden, batch.attention_mask,
-                                                                  choose, fetched, plan.placements)
-                        break
-                    except streaming.WeightsNeeded as need:
-                        pending = [await self.issue(need.name, need.precision_k)]
-                        await self.wait()
-                        self.collect(pending, fetched)
-                hidden = hidden_next
-                per_layer.append(await self.account(layer, state))
-            chosen_all.update(chosen)
-            outputs[layer] = hidden
+            for layer in plan.layers:
+                await self.fetch(layer, [(name, per_matrix_k[name]) for name in plan.names(layer)], fetched, state)
+        while True:
+            try:
+                outputs, chosen = streaming.forward_with(workload, plan, workload.inputs, choose, fetched)
+                break
+            except streaming.WeightsNeeded as need:
+                await self.fetch(plan.placements[need.name].layer, [(need.name, need.precision_k)], fetched, state)
         cycles = tb.cycles - start_cycle
-        embeddings = model.pool(hidden, batch.attention_mask)
-        return self._summarise(label, batch, choose, fetched, chosen_all, outputs, embeddings, per_layer, cycles)
+        return self._summarise(label, choose, fetched, chosen, outputs, state, cycles, model_bits)
 
-    def _summarise(self, label, batch, choose, fetched, chosen, outputs, embeddings, per_layer, cycles) -> dict:
-        plan, model = self.plan, self.plan.model
+    def _summarise(self, label, choose, fetched, chosen, outputs, state, cycles, model_bits) -> dict:
+        plan, workload = self.plan, self.workload
+        tokens = workload.tokens()
         wrong_weights = [f"{name} k={k}" for (name, k), weights in fetched.items()
                          if not np.array_equal(weights.view(np.uint32),
                                                plan.golden_weights(name, k).view(np.uint32))]
-        golden_embeddings, golden_outputs, golden_chosen = streaming.golden_forward(plan, batch, choose)
-        wrong_outputs = [layer for layer in outputs if not np.array_equal(outputs[layer], golden_outputs[layer])]
-        exact = not wrong_weights and not wrong_outputs and np.array_equal(embeddings, golden_embeddings) \
-            and chosen == golden_chosen
-        reference = model.pool(model.hidden_states(batch)[-1], batch.attention_mask)
-        cosines = cosine(embeddings, reference)
+        golden_outputs, golden_chosen = streaming.golden_forward(workload, plan, workload.inputs, choose)
+        wrong_outputs = streaming.outputs_equal(outputs, golden_outputs)
+        exact = not wrong_weights and not wrong_outputs and chosen == golden_chosen
+        per_layer = [state["per_layer"][layer] for layer in plan.layers if layer in state["per_layer"]]
+        for entry in per_layer:
+            entry["energy"] = streaming.energy_split(entry["counters"], entry["activates"], tokens)
         totals = {name: sum(entry["counters"][name] for entry in per_layer) for name in per_layer[0]["counters"]}
         activates = sum(entry["activates"] for entry in per_layer)
-        full_lines = sum(p.n_blocks for p in plan.placements.values()) * plan.B
         bits = sum(plan.placements[name].n_weights * k for name, k in chosen.items()) / plan.n_weights()
         return {
             "label": label, "layers": list(plan.layers), "k": chosen, "bits_per_weight": bits,
-            "embedding_cos_mean": float(cosines.mean()), "embedding_cos_min": float(cosines.min()),
-            "counters": totals, "activates": activates, "traffic_ratio": totals["dram_lines_read"] / full_lines,
+            "model_bits_per_weight": bits if model_bits is None else model_bits,
+            **workload.score(outputs), "golden": workload.score(golden_outputs),
+            "counters": totals, "activates": activates, "traffic_ratio": totals["dram_lines_read"] / plan.full_lines(),
             "link_bytes": totals["drs_sent"] * self.tb.params.line_bytes, "cycles": cycles,
-            "energy": streaming.energy_split(totals, activates, int(batch.attention_mask.sum())),
+            "energy": streaming.energy_split(totals, activates, tokens),
             "per_layer": per_layer, "exact": bool(exact), "wrong_weights": wrong_weights[:10],
-            "wrong_layer_outputs": wrong_outputs,
+            "wrong_outputs": wrong_outputs,
         }
 
 
-def policy_schedules(config: dict, plan: streaming.StreamingPlan, batch) -> list:
-    """(label, choose, per_matrix_k or None) of every static k and policy the config asks for."""
-    schedules = [(f"static k={k}", streaming.static_choice(k), {name: k for name in plan.names()})
-                 for k in config["ks"]]
-    if not config["policies"]:
-        return schedules
-    from smartquant.workloads import policies
-    from smartquant.workloads.sweep import prepare
-    if any(len(plan.regions[layer].matrices) != len(LAYER_MATRICES) for layer in plan.layers):
-        raise AssertionError("policies are fitted on whole layers: do not restrict `matrices` with policies")
-    layers = list(plan.layers)
-    calibration = prepare(policies.CALIBRATION_SENTENCES, plan.model, layers=layers)
-    calibration._stored[plan.fmt_name] = {name: plan.stored[name] for name in calibration.names}
-    names = [name for name in calibration.names if name in plan.placements]
-    budget = config["budget"]
-    if "greedy" in config["policies"]:
-        nsr = policies.output_nsr(calibration, plan.fmt_name, plan.rule)
-        sizes = {name: plan.model.weights[name].size for name in names}
-        allocation = policies.greedy_allocation({n: nsr[n] for n in names}, sizes, budget, plan.B)
-        schedules.append((f"greedy {budget:g} b/w", lambda name, x, a=allocation: a[name], allocation))
-    if "activation" in config["policies"]:
-        activation = policies.ActivationPolicy.fit_tables(calibration, plan.fmt_name, plan.rule)
-        activation.calibrate(calibration, budget)
-        schedules.append((f"activation {budget:g} b/w", streaming.activation_choice(activation, batch.attention_mask),
-                          None))
+def build_workload(config: dict):
+    """The workload of a config, its read set to the config's rule and correction."""
+    if config.get("workload", "minilm") == "smollm2":
+        workload = SmolLM2Workload(fmt_name=config["format"], n_windows=config.get("windows", 4),
+                                   window=config.get("window", 256))
+        workload.set_read(config["rule"], config.get("corrected", False))
+        return workload, workload.layer_matrices(config["layers"], config.get("matrices"))
+    workload = MiniLMWorkload(sentences=config.get("sentences"))
+    return workload, workload.layer_matrices(config["layers"], config.get("matrices"))
+
+
+def schedules_of(config: dict, plan: streaming.StreamingPlan, workload) -> list:
+    """(label, choose, per_matrix_k of the planned matrices or None, model bits/weight or None) of every static
+    k, named schedule and fitted policy the config asks for."""
+    # the whole model's bits/weight only where every layer follows the schedule (SmolLM2's resident reads)
+    schedules = [(f"static k={k}", streaming.static_choice(k), {name: k for name in plan.names()},
+                  float(k) if workload.name == "smollm2" else None) for k in config["ks"]]
+    if "per_matrix" in config:
+        from smartquant.workloads.stream_workloads import bits_per_weight, smollm2_layer_precisions
+        mapping = smollm2_layer_precisions(workload.model, config["per_matrix"]["spec"], plan.B)
+        bits = bits_per_weight(mapping, {name: workload.model.weights[name].size for name in mapping})
+        schedules.append((f"per-matrix {bits:.2f} b/w", streaming.mapping_choice(mapping),
+                          {name: mapping[name] for name in plan.names()}, bits))
+    if config["policies"]:
+        schedules += minilm_policy_schedules(config, plan, workload)
     return schedules
 
 
+def minilm_policy_schedules(config: dict, plan: streaming.StreamingPlan, workload) -> list:
+    """MiniLM's per-matrix greedy and per-input activation policies, fitted on the calibration sentences."""
+    from smartquant.workloads import policies
+    from smartquant.workloads.minilm import LAYER_MATRICES
+    from smartquant.workloads.sweep import prepare
+    if workload.name != "minilm":
+        raise AssertionError("fitted policies exist for MiniLM only; give SmolLM2 its schedules")
+    if any(len(plan.regions[layer].matrices) != len(LAYER_MATRICES) for layer in plan.layers):
+        raise AssertionError("policies are fitted on whole layers: do not restrict `matrices` with policies")
+    layers = list(plan.layers)
+    calibration = prepare(policies.CALIBRATION_SENTENCES, workload.model, layers=layers)
+    calibration._stored[plan.fmt_name] = {name: plan.stored[name] for name in calibration.names}
+    names = [name for name in calibration.names if name in plan.placements]
+    budget = config["budget"]
+    schedules = []
+    if "greedy" in config["policies"]:
+        nsr = policies.output_nsr(calibration, plan.fmt_name, plan.rule)
+        sizes = {name: workload.model.weights[name].size for name in names}
+        allocation = policies.greedy_allocation({n: nsr[n] for n in names}, sizes, budget, plan.B)
+        schedules.append((f"greedy {budget:g} b/w", streaming.mapping_choice(allocation), allocation, None))
+    if "activation" in config["policies"]:
+        activation = policies.ActivationPolicy.fit_tables(calibration, plan.fmt_name, plan.rule)
+        activation.calibrate(calibration, budget)
+        mask = workload.inputs.attention_mask
+        schedules.append((f"activation {budget:g} b/w", activation_choice(activation, mask), None, None))
+    return schedules
+
+
+def activation_choice(policy, mask: np.ndarray):
+    """choose(name, x) of policies.ActivationPolicy on the batch's real tokens (one k per matrix per batch)."""
+    from smartquant.workloads.policies import activation_statistics
+    return lambda name, x: int(policy.choose(name, activation_statistics(x, mask)))
+
+
 @cocotb.test()
-async def test_stream_minilm(dut):
-    """Load MiniLM layer(s) through the write path, stream them at every schedule, check, account, record."""
+async def test_stream_layers(dut):
+    """Load the layers through the write path, stream them at every schedule, check, account, record."""
     params, seed, config = settings()
     wall_start = time.monotonic()
     tb = TB(dut, params, seed)
     await tb.reset()
-    model = load_minilm()
-    plan = streaming.StreamingPlan(model, params, config["format"], config["layers"], config["R"], config["rule"],
-                                   matrices=config.get("matrices"))
-    batch = model.tokenize(list(config.get("sentences") or SENTENCES))
-    host = StreamingHost(tb, plan, config["view"], config.get("load_view", "weight-major"))
+    workload, layer_matrices = build_workload(config)
+    plan = streaming.StreamingPlan(layer_matrices, params, config["format"], config["R"], config["rule"],
+                                   config.get("corrected", False))
+    host = StreamingHost(tb, plan, workload, config["view"], config.get("load_view", "weight-major"))
     tb.scoreboard.record = False
     with single_blas_thread():
+        reference = workload.reference()
         load = await host.load()
-        dut._log.info("loaded %d weight-major lines in %d cycles", load["rwd"], load["cycles"])
+        dut._log.info("loaded %d %s lines in %d cycles", load["rwd"], load["view"], load["cycles"])
         runs = []
-        for label, choose, per_matrix_k in policy_schedules(config, plan, batch):
-            run = await host.stream(label, batch, choose, per_matrix_k)
-            dut._log.info("%s: %.3f bits/weight, embedding cosine %.5f, exact %s, %d cycles", label,
-                          run["bits_per_weight"], run["embedding_cos_mean"], run["exact"], run["cycles"])
+        for label, choose, per_matrix_k, model_bits in schedules_of(config, plan, workload):
+            run = await host.stream(label, choose, per_matrix_k, model_bits)
+            dut._log.info("%s: %.3f bits/weight, %s, exact %s, %d cycles", label, run["bits_per_weight"],
+                          ", ".join(f"{key} {run[key]:.5g}" for key in run["golden"]), run["exact"], run["cycles"])
             runs.append(run)
         await tb.finish()
     wall = time.monotonic() - wall_start
     result = {
-        "config": config, "params": params.as_dict(), "seed": seed, "sentences": len(batch),
-        "tokens": int(batch.attention_mask.sum()), "n_weights": plan.n_weights(), "load": load, "runs": runs,
+        "workload": workload.name, "config": config, "params": params.as_dict(), "seed": seed,
+        "inputs": int(len(workload.inputs)), "tokens": workload.tokens(), "n_weights": plan.n_weights(),
+        "reference": {key: value for key, value in reference.items() if key != "embeddings"},
+        "load": load, "runs": runs,
         "speed": {"cycles": tb.cycles, "wall_seconds": wall, "cycles_per_second": tb.cycles / wall,
                   "transactions": host.issued + load["rwd"],
                   "transactions_per_second": (host.issued + load["rwd"]) / wall},
@@ -352,5 +369,5 @@ async def test_stream_minilm(dut):
         np.savez(os.path.splitext(out)[0] + ".npz", **host.payloads)
     bad = [run["label"] for run in runs if not run["exact"]]
     assert not bad, f"RTL-streamed weights or outputs differ from the golden model in runs {bad}: " + "; ".join(
-        f"{run['label']}: weights {run['wrong_weights']}, layers {run['wrong_layer_outputs']}" for run in runs
+        f"{run['label']}: weights {run['wrong_weights']}, outputs {run['wrong_outputs']}" for run in runs
         if not run["exact"])

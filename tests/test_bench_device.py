@@ -49,16 +49,23 @@ def test_plots_are_written_from_result_files(tmp_path):
                      {"label": "greedy 5 b/w", "counters": {"dram_lines_read": 60}, "embedding_cos_mean": 0.97,
                       "energy": energy}]}
     (tmp_path / "demo.json").write_text(json.dumps(demo))
-    written = plots.write_plots(bench_dir, tmp_path / "demo.json", tmp_path / "img")
-    assert sorted(p.name for p in written) == ["accuracy_traffic.png", "energy_per_token.png", "row_activates.png",
-                                               "traffic_ratio.png"]
+    smollm2 = {"config": {"layers": [0], "R": 64}, "tokens": 1024, "reference": {"perplexity": 34.6},
+               "runs": [{"label": label, "counters": {"dram_lines_read": lines}, "perplexity": ppl,
+                         "energy": {"total_pj": lines * 1e3}}
+                        for label, lines, ppl in (("static k=8", 800, 34.7), ("static k=5", 500, 46.4),
+                                                  ("per-matrix 5.78 b/w", 578, 38.0))]}
+    (tmp_path / "smollm2.json").write_text(json.dumps(smollm2))
+    written = plots.write_plots(bench_dir, tmp_path / "demo.json", tmp_path / "img",
+                                smollm2_json=tmp_path / "smollm2.json")
+    assert sorted(p.name for p in written) == ["accuracy_traffic.png", "energy_per_token.png",
+                                               "perplexity_traffic.png", "row_activates.png", "traffic_ratio.png"]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 1000
 
 
 def test_missing_inputs_and_bad_options_are_clear_errors(tmp_path):
     args = SimpleNamespace(benchmark="plots", bench_dir=str(tmp_path), demo_json=str(tmp_path / "none.json"),
-                           img_dir=str(tmp_path / "img"))
+                           smollm2_json=str(tmp_path / "none2.json"), img_dir=str(tmp_path / "img"))
     with pytest.raises(SmartquantError, match="no input found"):
         bench.run(args)
     (tmp_path / "traffic.json").write_text("{not json")

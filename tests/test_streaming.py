@@ -1,4 +1,5 @@
-"""Streaming MiniLM weights through the device: the host plan and decoder (fast), and a small RTL run."""
+"""Streaming transformer weights through the device: the host plan and decoder (fast), and small RTL runs of
+both workloads (MiniLM and SmolLM2)."""
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.workloads import streaming
 from smartquant.workloads.minilm import load_minilm, matrix_name
+from smartquant.workloads.stream_workloads import MiniLMWorkload
 from smartquant.params import ControllerParams
 from smartquant.sim.runner import SIM_PARAMS
 
@@ -18,10 +20,19 @@ def model():
     return load_minilm()
 
 
+@pytest.fixture(scope="module")
+def workload(model):
+    return MiniLMWorkload(model)
+
+
+def minilm_plan(workload, params=SIM_PARAMS, fmt_name="int8", layers=(0,), matrices=None, **options):
+    return streaming.StreamingPlan(workload.layer_matrices(layers, matrices), params, fmt_name, **options)
+
+
 @pytest.mark.parametrize("fmt_name, ks", [("int8", (1, 3, 8)), ("bf16", (2, 9, 16))])
-def test_packed_lines_decode_to_the_quantizers_weights(model, fmt_name, ks):
+def test_packed_lines_decode_to_the_quantizers_weights(model, workload, fmt_name, ks):
     # the decoder goes through the bit-plane layout; the expectation is quant's arithmetic read of the codes
-    plan = streaming.StreamingPlan(model, SIM_PARAMS, fmt_name, (1,), R=4, matrices=["query", "output"])
+    plan = minilm_plan(workload, fmt_name=fmt_name, layers=(1,), R=4, matrices=["query", "output"])
     for name in plan.names():
         fields = plan.fields(name)
         for k in ks:
@@ -31,8 +42,8 @@ def test_packed_lines_decode_to_the_quantizers_weights(model, fmt_name, ks):
             assert np.array_equal(weights.view(np.uint32), golden.view(np.uint32)), (name, k)
 
 
-def test_midpoint_rule_adds_the_fill_the_host_expects(model):
-    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), rule="midpoint", matrices=["key"])
+def test_midpoint_rule_adds_the_fill_the_host_expects(workload):
+    plan = minilm_plan(workload, rule="midpoint", matrices=["key"])
     name = plan.names()[0]
     stored = plan.stored[name].quantized
     weights = plan.decode_packed(name, 3, layout.packed_lines(plan.fields(name), 8, 3))
@@ -41,9 +52,24 @@ def test_midpoint_rule_adds_the_fill_the_host_expects(model):
     assert np.array_equal(weights, expected_codes.astype(np.float32) * stored.scales)
 
 
-def test_placement_geometry(model):
+def test_toward_zero_rule_with_correction_is_what_the_host_expects(workload):
+    plan = minilm_plan(workload, rule="toward-zero", corrected=True, matrices=["value"], R=4)
+    name = plan.names()[0]
+    stored = plan.stored[name].quantized
+    weights = plan.decode_packed(name, 3, layout.packed_lines(plan.fields(name), 8, 3))
+    # hand rule: top 3 bits kept, the 5 dropped bits are copies of the sign (11111b for negative codes), then
+    # each row gets its mean error at k back: c = mean over the row of (stored code - read code) x scale
+    read_codes = np.where(stored.ints < 0, ((stored.ints >> 5) << 5) | 31, (stored.ints >> 5) << 5)
+    assert (read_codes[stored.ints == -1] == -1).all() and (read_codes[stored.ints == 40] == 32).all()
+    correction = ((stored.ints - read_codes) * stored.scales).astype(np.float64).mean(axis=1)
+    expected = read_codes.astype(np.float32) * stored.scales + correction.astype(np.float32)[:, None]
+    assert np.allclose(weights, expected, rtol=0, atol=1e-7)
+    assert np.abs((weights - stored.ints * stored.scales).mean(axis=1)).max() < 1e-6   # row mean error gone
+
+
+def test_placement_geometry(workload):
     params = ControllerParams(dram_addr_bits=23)
-    plan = streaming.StreamingPlan(model, params, "int8", (2, 3, 4, 5, 0), R=2)
+    plan = minilm_plan(workload, params, layers=(2, 3, 4, 5, 0), R=2)
     # 384 x 384 = 147456 weights = 288 blocks; 1536 x 384 = 1152 blocks; R = 2 divides both
     blocks = [p.n_blocks for p in plan.regions[2].matrices]
     assert blocks == [288, 288, 288, 288, 1152, 1152]
@@ -62,37 +88,36 @@ def test_placement_geometry(model):
     assert streaming.StreamingPlan.required_addr_bits(plan.end_line, 64) == 24   # 5 x 1.77 MB
 
 
-def test_prefetch_order_fetches_the_next_layer_before_computing_this_one():
-    assert streaming.prefetch_schedule([0, 1, 2]) == [
-        ("fetch", 0), ("wait", 0), ("fetch", 1), ("compute", 0), ("wait", 1), ("fetch", 2), ("compute", 1),
-        ("wait", 2), ("compute", 2)]
-    assert streaming.prefetch_schedule([4]) == [("fetch", 4), ("wait", 4), ("compute", 4)]
-
-
-def test_run_layer_asks_for_missing_weights_and_keeps_fp32_for_unstreamed(model):
-    batch = model.tokenize(["A short sentence."])
-    hidden = model.embed(batch)
-    streamed = {matrix_name(0, "query")}
+def test_forward_asks_for_missing_weights_and_keeps_fp32_for_unstreamed(model, workload):
+    plan = minilm_plan(workload, matrices=["query"])
+    query = matrix_name(0, "query")
     with pytest.raises(streaming.WeightsNeeded) as need:
-        streaming.run_layer(model, 0, hidden, batch.attention_mask, streaming.static_choice(5), {}, streamed)
-    assert (need.value.name, need.value.precision_k) == (matrix_name(0, "query"), 5)
-    fetched = {(matrix_name(0, "query"), 5): model.weights[matrix_name(0, "query")]}
-    output, chosen = streaming.run_layer(model, 0, hidden, batch.attention_mask, streaming.static_choice(5),
-                                         fetched, streamed)
-    assert chosen == {matrix_name(0, "query"): 5}
-    assert np.array_equal(output, model.layer(0, hidden, batch.attention_mask))
+        streaming.forward_with(workload, plan, workload.inputs, streaming.static_choice(5), {})
+    assert (need.value.name, need.value.precision_k) == (query, 5)
+    # the streamed matrix given its FP32 weights: the whole forward is the plain model's
+    outputs, chosen = streaming.forward_with(workload, plan, workload.inputs, streaming.static_choice(5),
+                                             {(query, 5): model.weights[query]})
+    assert chosen == {query: 5}
+    plain = model.hidden_states(workload.inputs)
+    assert np.array_equal(outputs["layer 5 output"], plain[-1])
+    assert np.array_equal(outputs["embeddings"], model.pool(plain[-1], workload.inputs.attention_mask))
+    assert streaming.outputs_equal(outputs, outputs) == []
+    golden, _ = streaming.golden_forward(workload, plan, workload.inputs, streaming.static_choice(3))
+    assert streaming.outputs_equal(golden, outputs) == [f"layer {i} output" for i in range(6)] + ["embeddings"]
 
 
-def test_bad_inputs_are_clear_errors(model):
+def test_bad_inputs_are_clear_errors(workload):
     with pytest.raises(SmartquantError, match="layers"):
-        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (6,))
+        workload.layer_matrices((6,))
     with pytest.raises(SmartquantError, match="read rule"):
-        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), rule="nearest")
+        minilm_plan(workload, rule="nearest")
     with pytest.raises(SmartquantError, match="matrices"):
-        streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), matrices=["qkv"])
+        workload.layer_matrices((0,), ["qkv"])
     with pytest.raises(SmartquantError, match="b_max"):
-        streaming.StreamingPlan(model, ControllerParams(b_max=8), "bf16", (0,))
-    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), matrices=["query"])
+        minilm_plan(workload, ControllerParams(b_max=8), "bf16")
+    with pytest.raises(SmartquantError, match="at least one"):
+        streaming.StreamingPlan({}, SIM_PARAMS)
+    plan = minilm_plan(workload, matrices=["query"])
     with pytest.raises(SmartquantError, match="precision k"):
         plan.packed_read_lines(plan.names()[0], 9)
     with pytest.raises(SmartquantError, match="packed lines of shape"):
@@ -111,10 +136,11 @@ def test_rtl_streaming_matches_the_golden_model(tmp_path):
     """One matrix of layer 0 written through the weight-major path, streamed back at k = 8 and 3 (RTL)."""
     from smartquant.scripts.bench_device import simulate
     out = tmp_path / "stream.json"
-    config = {"format": "int8", "layers": [0], "ks": [8, 3], "policies": [], "budget": 5.0, "view": "default",
+    config = {"workload": "minilm", "format": "int8", "layers": [0], "ks": [8, 3], "policies": [], "budget": 5.0,
+              "view": "default",
               "R": 1, "rule": "floor", "out": str(out), "matrices": ["query"],
               "sentences": ["Bit planes stream at run-time precision.", "A second, slightly longer sentence here."]}
-    result = simulate(SIM_PARAMS, "smartquant.sim.stream_demo", "test_stream_minilm", seed=3,
+    result = simulate(SIM_PARAMS, "smartquant.sim.stream_demo", "test_stream_layers", seed=3,
                       extra_env={"SQ_STREAM_CONFIG": json.dumps(config)})
     assert result.passed, result.describe()
     data = json.loads(out.read_text())
@@ -134,10 +160,10 @@ def test_rtl_streaming_matches_the_golden_model(tmp_path):
 
 
 @pytest.mark.parametrize("R", [1, 4])
-def test_raw_load_stores_the_same_planes_as_the_weight_major_load(model, R):
+def test_raw_load_stores_the_same_planes_as_the_weight_major_load(workload, R):
     """The demo's fast raw-view load (host-side encoder) must leave DRAM exactly as the weight-major load does:
     decoding its planes gives back the weight-major lines, and it covers the same line range."""
-    plan = streaming.StreamingPlan(model, SIM_PARAMS, "int8", (0,), R=R, matrices=["query", "key"])
+    plan = minilm_plan(workload, R=R, matrices=["query", "key"])
     for name in plan.names():
         raw_lines, raw = plan.raw_writes(name)
         wm_lines, wm = plan.weight_major_writes(name)

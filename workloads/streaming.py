@@ -1,28 +1,37 @@
-"""Streaming MiniLM weights through the device: the host-side plan, the decoder and the streaming loop order.
+"""Streaming a transformer's weights through the device: the host-side plan, the decoder and the host loop.
 
-Plan (`StreamingPlan`): each streamed encoder layer gets one region of the device; its six weight matrices
-(query, key, value, attention output, FFN in, FFN out) lie back to back in that region, each starting on a
-superblock boundary (a matrix is whole superblocks; its last one padded with zero weights by the encoder).
-Region-table entries are reused round-robin (layer i -> entry i % n_regions) and reprogrammed before a layer
-is written or read, which also sets the layer's default k. Layers lie back to back in DRAM from `first_line`.
+One path for every workload: a plan places named weight matrices (grouped by layer) in device regions, writes
+them, reads them at k and decodes what comes back; a workload adapter (`MiniLMWorkload`: the all-MiniLM-L6-v2
+encoder scored by embedding cosine; `SmolLM2Workload`: the SmolLM2-135M decoder scored by perplexity) runs its
+model's forward with the streamed matrices substituted.
+
+Plan (`StreamingPlan`): each streamed layer gets one region of the device; its weight matrices lie back to back
+in that region in the order given, each starting on a superblock boundary (a matrix is whole superblocks; its
+last one padded with zero weights by the encoder). Region-table entries are reused round-robin (layer i of the
+plan -> entry i % n_regions) and reprogrammed before a layer is written or read, which also sets the layer's
+default k. Layers lie back to back in DRAM from `first_line`.
 Storage: INT8 symmetric per-channel (the host keeps the per-row scales) or BF16, as workloads/quant.py stores them
-(`quant.STORAGE_FORMATS`); the host writes the B-bit weights through the weight-major view (view 1).
+(`quant.STORAGE_FORMATS`); the host writes the B-bit weights through the weight-major view (view 1) or, faster,
+as raw bit-plane lines from its own encoder (view 0).
 
 Reading: at precision k through the packed-k view (k in the address) or the packed-default view after the host
 rewrote the region's default k over CSR. Either way a block arrives as k packed lines (DEVICE.md section 3),
 which `decode_packed` turns back into the matrix: field w of the block's bitstream is the weight's top k bits,
-which the host widens to B bits with the read rule's fill (floor: 0..0, midpoint: 10..0) and dequantizes with
-its scales. The independent expectation is `golden_weights`: quant.StoredMatrix.read(k, rule), computed from
-the quantized codes by arithmetic shifts, never through the bit-plane layout.
+which the host widens to B bits with the read rule's fill (floor: 0..0, midpoint: 10..0, toward-zero: copies
+of the sign bit, layout.truncate) and dequantizes with its scales; with `corrected` the host then adds the
+per-row bias correction c_k (workloads/quant.py: computed from the stored codes at load time, never read from
+the device). The independent expectation is `golden_weights`: quant.StoredMatrix.read(k, rule, corrected),
+computed from the quantized codes by arithmetic shifts, never through the bit-plane layout.
 
-Loop order (`prefetch_schedule`): layer n+1's reads are issued before layer n's forward runs, so the device
-streams the next layer while the host computes (the cocotb demo issues them and only then runs numpy). A
-per-input policy (policies.ActivationPolicy) knows a matrix's k only once the matrix's input exists, so its
-reads are issued on demand: `run_layer` raises `WeightsNeeded` for a (matrix, k) not yet fetched and the
-caller fetches it and runs the layer again (numpy reruns of one layer cost milliseconds).
+Host loop (`forward_with`): a static schedule ({matrix: k}) is fetched layer by layer before the forward runs;
+a per-input policy (policies.ActivationPolicy) knows a matrix's k only once the matrix's input exists, so
+`forward_with` raises `WeightsNeeded` for a (matrix, k) not fetched yet, the caller fetches it and runs the
+forward again (a MiniLM forward costs milliseconds). Matrices that are not streamed take the workload's
+`resident_weight`: MiniLM's FP32 weights; for SmolLM2 the golden model's read at the schedule's k, so that the
+perplexity is that of the whole model at the schedule, with the streamed layers coming from the RTL.
 
 The `smartquant demo` options, the Verilator launch and the printed tables are in
-smartquant/commands/demo_streaming.py; this module only computes.
+smartquant/commands/demo_streaming.py; the cocotb host in sim/stream_demo.py; this module only computes.
 """
 from __future__ import annotations
 
@@ -36,11 +45,10 @@ from smartquant.golden import energy, layout
 from smartquant.golden.device import region_csr_writes, superblocks_for
 from smartquant.params import ControllerParams, Format, Rounding, View
 from smartquant.workloads import quant
-from smartquant.workloads.minilm import LAYER_MATRICES, MiniLM, matrix_name
 
 STREAM_VIEWS = ("packed", "default")          # packed-k view (2), packed-default view (4)
-RULE_ROUNDING = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT}
-MIN_SIM_ADDR_BITS = 23                        # one INT8 + one BF16 layer (5.3 MB) fit in 8 MiB
+RULE_ROUNDING = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT, "toward-zero": Rounding.TOWARD_ZERO}
+MIN_SIM_ADDR_BITS = 23                        # one INT8 + one BF16 MiniLM layer (5.3 MB) fit in 8 MiB
 
 
 @dataclass(frozen=True)
@@ -48,7 +56,6 @@ class MatrixPlacement:
     """Where one weight matrix lies in its layer's region (blocks counted from the region start)."""
     name: str
     layer: int
-    short: str
     shape: tuple
     first_block: int
     n_blocks: int
@@ -96,45 +103,49 @@ def check_view(view: str) -> str:
     return view
 
 
+def plan_lines(shapes_by_layer: Mapping[int, list], B: int, R: int, W: int = layout.DEFAULT_W) -> int:
+    """DRAM lines a plan of these matrix shapes occupies (each matrix padded to whole superblocks)."""
+    return sum(superblocks_for(int(np.prod(shape)), B, R, W) * R * B
+               for shapes in shapes_by_layer.values() for shape in shapes)
+
+
 class StreamingPlan:
     """Which matrices go where, how they are written, read and decoded (see the module docstring)."""
 
-    def __init__(self, model: MiniLM, params: ControllerParams, fmt_name: str = "int8", layers=(0,), R: int = 1,
-                 rule: str = "floor", first_line: int = 0, matrices=None):
-        """matrices: short names (LAYER_MATRICES keys) to place, default all six (fewer for quick tests)."""
-        self.model = model
+    def __init__(self, layer_matrices: Mapping[int, Mapping[str, np.ndarray]], params: ControllerParams,
+                 fmt_name: str = "int8", R: int = 1, rule: str = "floor", corrected: bool = False,
+                 first_line: int = 0):
+        """layer_matrices: {layer: {matrix name: float (out, in) weights}}, in streaming order."""
         self.params = params
         self.fmt = quant.storage_format(fmt_name)
         self.fmt_name = fmt_name
         self.B = self.fmt.bits
         self.rule = check_rule(rule)
+        self.corrected = bool(corrected)
         layout.check_r(R)
         self.R = R
         self.W = params.data_width
-        self.layers = tuple(int(layer) for layer in layers)
-        if not self.layers or len(set(self.layers)) != len(self.layers) or not all(
-                0 <= layer < model.n_layers for layer in self.layers):
-            raise SmartquantError(f"layers must be distinct indices in 0..{model.n_layers - 1}, got {list(layers)}")
         if self.B > params.b_max:
             raise SmartquantError(f"{fmt_name} needs B = {self.B} but the controller has b_max = {params.b_max}")
-        shorts = list(LAYER_MATRICES) if matrices is None else [s for s in LAYER_MATRICES if s in set(matrices)]
-        if not shorts or (matrices is not None and len(shorts) != len(set(matrices))):
-            raise SmartquantError(f"matrices must be names among {', '.join(LAYER_MATRICES)}, got {matrices!r}")
+        if not layer_matrices or not all(layer_matrices.values()):
+            raise SmartquantError("a plan needs at least one layer, each with at least one matrix")
+        self.layers = tuple(int(layer) for layer in layer_matrices)
         self.stored: dict[str, quant.StoredMatrix] = {}
         self.regions: dict[int, LayerRegion] = {}
+        self._corrections: dict[tuple, np.ndarray] = {}
         line = first_line
-        for position, layer in enumerate(self.layers):
+        for position, (layer, matrices) in enumerate(layer_matrices.items()):
             placements, block = [], 0
-            for short in shorts:
-                name = matrix_name(layer, short)
-                weights = model.weights[name]
+            for name, weights in matrices.items():
+                if name in self.stored:
+                    raise SmartquantError(f"matrix {name} is planned twice")
                 self.stored[name] = quant.StoredMatrix(weights, self.fmt)
                 n_blocks = superblocks_for(weights.size, self.B, R, self.W) * R
-                placements.append(MatrixPlacement(name, layer, short, tuple(weights.shape), block, n_blocks))
+                placements.append(MatrixPlacement(name, int(layer), tuple(weights.shape), block, n_blocks))
                 block += n_blocks
-            region = LayerRegion(layer, position % params.n_regions, line, block // R, self.B, R,
+            region = LayerRegion(int(layer), position % params.n_regions, line, block // R, self.B, R,
                                  self.fmt.device_format, tuple(placements))
-            self.regions[layer] = region
+            self.regions[int(layer)] = region
             line += region.span
         self.end_line = line
         self.placements = {p.name: p for region in self.regions.values() for p in region.matrices}
@@ -152,6 +163,10 @@ class StreamingPlan:
 
     def n_weights(self) -> int:
         return sum(p.n_weights for p in self.placements.values())
+
+    def full_lines(self) -> int:
+        """Lines of every planned matrix at full precision (k = B): what a k = B stream reads."""
+        return sum(p.n_blocks for p in self.placements.values()) * self.B
 
     @staticmethod
     def required_addr_bits(end_line: int, line_bytes: int, minimum: int = MIN_SIM_ADDR_BITS) -> int:
@@ -197,8 +212,16 @@ class StreamingPlan:
     def view_of(self, view: str) -> View:
         return View.PACKED_K if check_view(view) == "packed" else View.PACKED_DEFAULT
 
+    def correction(self, name: str, precision_k: int) -> np.ndarray:
+        """(out,) per-row bias correction of a matrix at k, from its stored codes (host side, computed once)."""
+        key = (name, precision_k)
+        if key not in self._corrections:
+            self._corrections[key] = self.stored[name].row_correction(precision_k, self.rule)
+        return self._corrections[key]
+
     def decode_packed(self, name: str, precision_k: int, lines: np.ndarray) -> np.ndarray:
-        """float32 (out, in) weights from the packed DRS lines (n_blocks, k, W/8) of a matrix read at k."""
+        """float32 (out, in) weights the host uses, from the packed DRS lines (n_blocks, k, W/8) of a matrix read
+        at k: the top k bits widened with the rule's fill, dequantized, plus the row correction if `corrected`."""
         placement = self.placements[name]
         lines = np.asarray(lines, dtype=np.uint8)
         if lines.shape != (placement.n_blocks, precision_k, self.W // 8):
@@ -206,18 +229,22 @@ class StreamingPlan:
                                   f", got {lines.shape}")
         top = layout.unpack_fields(lines.reshape(placement.n_blocks, -1), precision_k, self.W)
         top = top.reshape(-1)[: placement.n_weights]
-        dropped = self.B - precision_k
-        fill = layout.fill_pattern(self.B, precision_k, RULE_ROUNDING[self.rule])
-        fields = (top.astype(np.uint32) << dropped) | np.uint32(fill)
+        # the top k bits at the top of a B-bit field, then the device's own fill rule (the expanded view's)
+        fields = layout.truncate(top.astype(np.uint32) << (self.B - precision_k), self.B, precision_k,
+                                 RULE_ROUNDING[self.rule], self.fmt.device_format)
         stored = self.stored[name]
         if stored.quantized is None:
-            return layout.floats_from_bf16(fields).reshape(placement.shape)
-        ints = layout.ints_from_fields(fields, self.B).reshape(placement.shape)
-        return quant.dequantize(ints, stored.quantized.scales, stored.quantized.group_size)
+            weights = layout.floats_from_bf16(fields).reshape(placement.shape)
+        else:
+            ints = layout.ints_from_fields(fields, self.B).reshape(placement.shape)
+            weights = quant.dequantize(ints, stored.quantized.scales, stored.quantized.group_size)
+        if self.corrected:
+            weights += self.correction(name, precision_k)[:, None]
+        return weights
 
     def golden_weights(self, name: str, precision_k: int) -> np.ndarray:
         """What the host must see at k: quant's arithmetic read of the stored codes (no bit-plane layout)."""
-        return self.stored[name].read(precision_k, self.rule)
+        return self.stored[name].read(precision_k, self.rule, corrected=self.corrected)
 
 
 # --- precision schedules -----------------------------------------------------------------------------------
@@ -226,8 +253,13 @@ def static_choice(precision_k: int) -> Callable:
     return lambda name, x: precision_k
 
 
+def mapping_choice(per_matrix_k: Mapping[str, int]) -> Callable:
+    """choose(name, x) -> k of a per-matrix schedule."""
+    return lambda name, x: int(per_matrix_k[name])
+
+
 class WeightsNeeded(Exception):
-    """run_layer needs a (matrix, k) that has not been fetched from the device yet."""
+    """A forward needs a (matrix, k) that has not been fetched from the device yet."""
 
     def __init__(self, name: str, precision_k: int):
         super().__init__(f"{name} at k = {precision_k}")
@@ -235,67 +267,48 @@ class WeightsNeeded(Exception):
         self.precision_k = precision_k
 
 
-def run_layer(model: MiniLM, layer: int, hidden: np.ndarray, mask: np.ndarray, choose: Callable,
-              fetched: Mapping, streamed=None) -> tuple[np.ndarray, dict]:
-    """Layer forward with every matrix taken from `fetched[(name, k)]`, k = choose(name, its input).
+def forward_with(workload, plan: StreamingPlan, inputs, choose: Callable, fetched: Mapping) -> tuple[dict, dict]:
+    """The workload's forward with every planned matrix taken from `fetched[(name, k)]`, k = choose(name, its
+    input), and every other matrix from workload.resident_weight(name, choose, x).
 
-    streamed: the matrix names that come from the device (default all); the others keep their FP32 weights.
-    Returns (output, {name: k}); raises WeightsNeeded for the first (name, k) missing from `fetched`.
-    """
+    Returns (outputs: the workload's arrays to compare, {planned name: k}); raises WeightsNeeded for the first
+    (name, k) missing from `fetched`."""
     chosen = {}
 
     def select_weight(name, x):
-        if streamed is not None and name not in streamed:
-            return model.weights[name]
+        if name not in plan.placements:
+            return workload.resident_weight(name, choose, x)
         k = int(choose(name, x))
         chosen[name] = k
         if (name, k) not in fetched:
             raise WeightsNeeded(name, k)
         return fetched[(name, k)]
-    return model.layer(layer, hidden, mask, select_weight=select_weight), chosen
+    return workload.forward(inputs, select_weight), chosen
 
 
-def activation_choice(policy, mask: np.ndarray) -> Callable:
-    """choose(name, x) of policies.ActivationPolicy on the batch's real tokens (one k per matrix per batch)."""
-    from smartquant.workloads.policies import activation_statistics
-    return lambda name, x: int(policy.choose(name, activation_statistics(x, mask)))
+class GoldenWeights(dict):
+    """`fetched` for the golden forward: every (name, k) read by the golden model when first asked for."""
+
+    def __init__(self, plan: StreamingPlan):
+        super().__init__()
+        self.plan = plan
+
+    def __contains__(self, key) -> bool:
+        return True
+
+    def __missing__(self, key):
+        self[key] = weights = self.plan.golden_weights(*key)
+        return weights
 
 
-def prefetch_schedule(layers) -> list:
-    """The host loop order: ("fetch", l0), then per layer ("fetch", next), ("compute", current), ("wait", next)."""
-    layers = list(layers)
-    steps = [("fetch", layers[0]), ("wait", layers[0])] if layers else []
-    for position, layer in enumerate(layers):
-        following = layers[position + 1] if position + 1 < len(layers) else None
-        if following is not None:
-            steps.append(("fetch", following))
-        steps.append(("compute", layer))
-        if following is not None:
-            steps.append(("wait", following))
-    return steps
+def golden_forward(workload, plan: StreamingPlan, inputs, choose: Callable) -> tuple[dict, dict]:
+    """(outputs, {name: k}) computed with golden_weights: the expectation of a streaming run."""
+    return forward_with(workload, plan, inputs, choose, GoldenWeights(plan))
 
 
-def golden_forward(plan: StreamingPlan, batch, choose: Callable) -> tuple[np.ndarray, dict, dict]:
-    """(embeddings, layer outputs, {name: k}) computed with golden_weights: the expectation of a streaming run."""
-    model = plan.model
-    hidden = model.embed(batch)
-    outputs, chosen_all = {}, {}
-    golden = {}
-    for layer in range(model.n_layers):
-        if layer in plan.layers:
-            while True:
-                try:
-                    hidden_next, chosen = run_layer(model, layer, hidden, batch.attention_mask, choose, golden,
-                                                    plan.placements)
-                    break
-                except WeightsNeeded as need:
-                    golden[(need.name, need.precision_k)] = plan.golden_weights(need.name, need.precision_k)
-            chosen_all.update(chosen)
-            hidden = hidden_next
-            outputs[layer] = hidden
-        else:
-            hidden = model.layer(layer, hidden, batch.attention_mask)
-    return model.pool(hidden, batch.attention_mask), outputs, chosen_all
+def outputs_equal(outputs: Mapping, expected: Mapping) -> list:
+    """Names of the output arrays that differ from the expectation in any bit (empty: all equal)."""
+    return [key for key in expected if not np.array_equal(np.asarray(outputs[key]), np.asarray(expected[key]))]
 
 
 # --- reports -----------------------------------------------------------------------------------------------

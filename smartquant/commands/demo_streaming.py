@@ -1,9 +1,10 @@
 """The streaming half of `smartquant demo`: its options, the Verilator launch and the printed tables.
 
-`add_streaming_arguments(parser)` / `run_demo_streaming(args)` are the demo's hook: they build the run's
-settings (`demo_config`: JSON that the cocotb module smartquant.sim.stream_demo reads), run it in Verilator
-(through smartquant.scripts.bench_device.simulate) and print the accuracy / traffic / energy tables. The plan,
-the decoder and the loop order it checks are in smartquant.workloads.streaming.
+`add_streaming_arguments(parser)` / `run_demo_streaming(args)` are the demo's hook: for each workload asked for
+(--model minilm, smollm2 or both) they build the run's settings (`demo_config`: JSON that the cocotb module
+smartquant.sim.stream_demo reads), run it in Verilator (through smartquant.scripts.bench_device.simulate) and
+print the accuracy / traffic / energy tables. The plan, the decoder and the host loop it checks are in
+smartquant.workloads.streaming, the two workloads in smartquant.workloads.stream_workloads.
 
   python -m smartquant.commands.demo_streaming [options]   the streaming half alone (same options as the demo)
 """
@@ -15,29 +16,39 @@ from pathlib import Path
 
 from smartquant.errors import SmartquantError
 from smartquant.golden import energy, layout
-from smartquant.golden.device import superblocks_for
 from smartquant.params import ControllerParams
-from smartquant.scripts.plots import DEMO_JSON
+from smartquant.scripts.plots import DEMO_JSON, SMOLLM2_DEMO_JSON
 from smartquant.tables import text_table
 from smartquant.workloads import quant
-from smartquant.workloads.minilm import LAYER_MATRICES, matrix_name
-from smartquant.workloads.streaming import STREAM_VIEWS, StreamingPlan, check_view
+from smartquant.workloads.streaming import STREAM_VIEWS, StreamingPlan, check_view, plan_lines
 
 DEFAULT_KS = (8, 6, 4)
 LOAD_VIEWS = ("raw", "weight-major")
-DEFAULT_BUDGET = 5.0                          # bits per weight for the policy runs
+DEFAULT_BUDGET = 5.0                          # bits per weight for the MiniLM policy runs
+MODELS = ("minilm", "smollm2", "both")
+SMOLLM2_DEFAULT_KS = (8, 6, 5)
+SMOLLM2_DEFAULT_LAYERS = (0,)
 
 
-def format_run_table(runs: list) -> str:
+def format_run_table(result: dict) -> str:
     """Accuracy and traffic of every streaming run (one row per static k or policy)."""
-    headers = ["run", "bits/weight", "emb cos mean", "emb cos min", "DRAM lines read", "of full", "link MB",
-               "activates", "RTL == golden"]
+    smollm2 = result.get("workload") == "smollm2"
+    if smollm2:
+        headers = ["run", "bits/weight", "perplexity (RTL)", "perplexity (golden)"]
+    else:
+        headers = ["run", "bits/weight", "emb cos mean", "emb cos min"]
+    headers += ["DRAM lines read", "of full", "link MB", "activates", "RTL == golden"]
     rows = []
-    for run in runs:
-        rows.append([run["label"], f"{run['bits_per_weight']:.2f}", f"{run['embedding_cos_mean']:.5f}",
-                     f"{run['embedding_cos_min']:.5f}", f"{run['counters']['dram_lines_read']:,}",
-                     f"{run['traffic_ratio']:.4f}", f"{run['link_bytes'] / 1e6:.2f}", f"{run['activates']:,}",
-                     "yes" if run["exact"] else "NO"])
+    for run in result["runs"]:
+        if smollm2:
+            row = [run["label"], f"{run['bits_per_weight']:.2f}", f"{run['perplexity']:.4f}",
+                   f"{run['golden']['perplexity']:.4f}"]
+        else:
+            row = [run["label"], f"{run['bits_per_weight']:.2f}", f"{run['embedding_cos_mean']:.5f}",
+                   f"{run['embedding_cos_min']:.5f}"]
+        rows.append(row + [f"{run['counters']['dram_lines_read']:,}", f"{run['traffic_ratio']:.4f}",
+                           f"{run['link_bytes'] / 1e6:.2f}", f"{run['activates']:,}",
+                           "yes" if run["exact"] else "NO"])
     return text_table(headers, rows)
 
 
@@ -71,34 +82,63 @@ def format_layer_energy_table(run: dict) -> str:
 
 # --- the `smartquant demo` hook ----------------------------------------------------------------------------
 def add_streaming_arguments(parser) -> None:
-    """Options of the streaming half of `smartquant demo` (all prefixed --stream-... or plain flags)."""
+    """Options of the streaming half of `smartquant demo`."""
     group = parser.add_argument_group("streaming through the simulated RTL")
-    group.add_argument("--all-layers", action="store_true", help="stream all 6 encoder layers (default: layer 0)")
-    group.add_argument("--stream-format", default="int8", choices=("int8", "bf16"),
-                       help="storage format of the streamed layers (default int8 per-channel)")
-    group.add_argument("--stream-k", default=",".join(map(str, DEFAULT_KS)),
-                       help=f"static precisions to stream, comma list (default {','.join(map(str, DEFAULT_KS))})")
-    group.add_argument("--stream-policies", default="greedy,activation",
-                       help="policies to stream: greedy (per matrix), activation (per input), none")
-    group.add_argument("--stream-budget", type=float, default=DEFAULT_BUDGET,
-                       help=f"policy budget in bits per weight (default {DEFAULT_BUDGET})")
-    group.add_argument("--stream-view", default="packed", choices=STREAM_VIEWS,
-                       help="packed: packed-k view (k in the address); default: packed-default view after a CSR "
-                            "rewrite of the region's default k")
+    group.add_argument("--model", default="both", choices=MODELS,
+                       help="workload streamed through the RTL: minilm (the encoder, after the golden sweep), "
+                            "smollm2 (a SmolLM2-135M decoder layer, perplexity) or both (default)")
+    group.add_argument("--plane-run", type=int, default=None,
+                       help="plane run R of the regions (default 1 for MiniLM, 64 for SmolLM2: the layout where "
+                            "row activates fall with k)")
     group.add_argument("--load-view", default="raw", choices=LOAD_VIEWS,
                        help="how the weights enter the device: raw (host-side bit-plane encoder, 1 DRAM beat per "
                             "line; default, fast) or weight-major (the device transposes: B strobed beats per line)")
-    group.add_argument("--plane-run", type=int, default=1, help="plane run R of the regions (default 1)")
-    group.add_argument("--stream-out", metavar="FILE", default=None,
-                       help="JSON result file (default build/stream_demo.json); DRS payloads go to its .npz twin")
+    group.add_argument("--stream-view", default="packed", choices=STREAM_VIEWS,
+                       help="packed: packed-k view (k in the address); default: packed-default view after a CSR "
+                            "rewrite of the region's default k")
     group.add_argument("--seed", type=int, default=1, help="testbench seed (default 1)")
+    minilm = parser.add_argument_group("MiniLM streaming (--model minilm or both)")
+    minilm.add_argument("--all-layers", action="store_true", help="stream all 6 encoder layers (default: layer 0)")
+    minilm.add_argument("--stream-format", default="int8", choices=("int8", "bf16"),
+                        help="storage format of the streamed layers (default int8 per-channel)")
+    minilm.add_argument("--stream-k", default=",".join(map(str, DEFAULT_KS)),
+                        help=f"static precisions to stream, comma list (default {','.join(map(str, DEFAULT_KS))})")
+    minilm.add_argument("--stream-policies", default="greedy,activation",
+                        help="policies to stream: greedy (per matrix), activation (per input), none")
+    minilm.add_argument("--stream-budget", type=float, default=DEFAULT_BUDGET,
+                        help=f"policy budget in bits per weight (default {DEFAULT_BUDGET})")
+    minilm.add_argument("--stream-out", metavar="FILE", default=None,
+                        help=f"JSON result file (default {DEMO_JSON}); DRS payloads go to its .npz twin")
+    smollm2 = parser.add_argument_group("SmolLM2 streaming (--model smollm2 or both)")
+    smollm2.add_argument("--smollm2-layers", default=",".join(map(str, SMOLLM2_DEFAULT_LAYERS)),
+                         help="decoder layers streamed through the RTL, comma list of 0..29 (default 0; each "
+                              "layer adds about 57k writes and 57k x k/8 reads per run); the other layers are "
+                              "read at the same k by the golden model")
+    smollm2.add_argument("--smollm2-static-k", default=",".join(map(str, SMOLLM2_DEFAULT_KS)),
+                         help=f"static precisions, comma list (default {','.join(map(str, SMOLLM2_DEFAULT_KS))}; "
+                              "'none' for none)")
+    smollm2.add_argument("--smollm2-k", default=None, metavar="SPEC",
+                         help="the per-matrix precision run: one k for all ('6') or per matrix kind "
+                              "('attn_q=5,ffn_down=7', the others keep the default); default: "
+                              "workloads/stream_workloads.py DEFAULT_KIND_K (5.78 bits/weight); 'none' skips it")
+    smollm2.add_argument("--smollm2-windows", type=int, default=4,
+                         help="perplexity windows of 256 tokens of lee.cor (default 4 = 1024 tokens)")
+    smollm2.add_argument("--smollm2-out", metavar="FILE", default=None,
+                         help=f"JSON result file (default {SMOLLM2_DEMO_JSON})")
 
 
-def parse_ks(text: str, B: int) -> list:
+def models_of(args) -> list:
+    model = getattr(args, "model", "minilm")
+    return ["minilm", "smollm2"] if model == "both" else [model]
+
+
+def parse_ks(text: str, B: int, option: str = "--stream-k") -> list:
+    if text.strip() == "none":
+        return []
     try:
         ks = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SmartquantError(f"--stream-k must be a comma list of integers, got {text!r}") from None
+        raise SmartquantError(f"{option} must be a comma list of integers, got {text!r}") from None
     for k in ks:
         layout.check_k(k, B)
     return ks
@@ -114,9 +154,30 @@ def parse_policies(text: str) -> list:
     return names
 
 
-def demo_config(args) -> dict:
+def parse_layers(text: str, n_layers: int) -> list:
+    from smartquant.workloads.stream_workloads import check_layers
+    try:
+        layers = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SmartquantError(f"--smollm2-layers must be a comma list of integers, got {text!r}") from None
+    return check_layers(layers, n_layers)
+
+
+def output_path(option_value, default: Path) -> str:
+    # absolute: the simulator process that writes it runs in its own build directory
+    out = Path(option_value or default).resolve()
+    if not option_value:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        raise SmartquantError(f"cannot write {out}: directory {out.parent} does not exist")
+    return str(out)
+
+
+def demo_config(args, workload: str = "minilm") -> dict:
     """The JSON settings the cocotb module smartquant.sim.stream_demo reads (SQ_STREAM_CONFIG)."""
-    from smartquant.workloads.minilm import load_minilm
+    common = {"workload": workload, "view": check_view(args.stream_view), "load_view": args.load_view}
+    if workload == "smollm2":
+        return {**common, **smollm2_config(args)}
     fmt = quant.storage_format(args.stream_format)
     ks = parse_ks(args.stream_k, fmt.bits)
     policies = parse_policies(args.stream_policies)
@@ -125,42 +186,81 @@ def demo_config(args) -> dict:
     if policies:
         from smartquant.workloads.policies import check_budget
         check_budget(args.stream_budget, fmt.bits)
-    layout.check_r(args.plane_run)
+    R = 1 if args.plane_run is None else args.plane_run
+    layout.check_r(R)
+    from smartquant.workloads.minilm import load_minilm
     model = load_minilm()
     layers = list(range(model.n_layers)) if args.all_layers else [0]
-    # absolute: the simulator process that writes it runs in its own build directory
-    out = Path(args.stream_out or DEMO_JSON).resolve()
-    if not args.stream_out:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.parent.is_dir():
-        raise SmartquantError(f"cannot write {out}: directory {out.parent} does not exist")
-    return {"format": args.stream_format, "layers": layers, "ks": ks, "policies": policies,
-            "budget": args.stream_budget, "view": check_view(args.stream_view), "R": args.plane_run,
-            "load_view": args.load_view,
-            "rule": "floor", "out": str(out)}
+    return {**common, "format": args.stream_format, "layers": layers, "ks": ks, "policies": policies,
+            "budget": args.stream_budget, "R": R, "rule": "floor", "corrected": False,
+            "out": output_path(args.stream_out, DEMO_JSON)}
+
+
+def smollm2_config(args) -> dict:
+    """SmolLM2's settings: INT8 per-channel, the generative default read (toward-zero + row correction)."""
+    from smartquant.workloads import llm_sweep
+    from smartquant.workloads.smollm2 import gguf_path
+    from smartquant.workloads.gguf_weights import GGUFFile
+    from smartquant.workloads.stream_workloads import parse_kind_k
+    n_layers = int(GGUFFile(gguf_path()).value("llama.block_count"))     # metadata only: fails early if missing
+    fmt = llm_sweep.llm_format("int8")
+    ks = parse_ks(args.smollm2_static_k, fmt.bits, "--smollm2-static-k")
+    spec = args.smollm2_k
+    per_matrix = spec is None or spec.strip() != "none"
+    if per_matrix and spec is not None:
+        for k in parse_kind_k(spec).values():
+            layout.check_k(k, fmt.bits)
+    if not ks and not per_matrix:
+        raise SmartquantError("nothing to stream: give --smollm2-static-k or --smollm2-k")
+    if args.smollm2_windows < 1:
+        raise SmartquantError(f"--smollm2-windows must be >= 1, got {args.smollm2_windows}")
+    R = 64 if args.plane_run is None else args.plane_run
+    layout.check_r(R)
+    config = {"format": "int8", "layers": parse_layers(args.smollm2_layers, n_layers), "ks": ks, "policies": [],
+              "budget": None, "R": R, "rule": llm_sweep.DEFAULT_RULE, "corrected": llm_sweep.DEFAULT_CORRECTION,
+              "windows": args.smollm2_windows, "window": 256, "out": output_path(args.smollm2_out, SMOLLM2_DEMO_JSON)}
+    if per_matrix:
+        config["per_matrix"] = {"spec": spec}
+    return config
 
 
 def demo_params(config: dict) -> ControllerParams:
     """Controller parameters of a demo run: the default geometry with a device big enough for the layers."""
-    from smartquant.workloads.minilm import load_minilm
-    model = load_minilm()
     fmt = quant.storage_format(config["format"])
-    lines = 0
-    for layer in config["layers"]:
-        for short in LAYER_MATRICES:
-            n = model.weights[matrix_name(layer, short)].size
-            lines += superblocks_for(n, fmt.bits, config["R"]) * config["R"] * fmt.bits
+    shapes = {layer: layer_shapes(config, layer) for layer in config["layers"]}
+    lines = plan_lines(shapes, fmt.bits, config["R"])
     return ControllerParams(dram_addr_bits=StreamingPlan.required_addr_bits(lines, 64))
 
 
+def layer_shapes(config: dict, layer: int) -> list:
+    """(out, in) of every matrix a layer of the config streams, from the model files' metadata."""
+    if config["workload"] == "smollm2":
+        from smartquant.workloads.gguf_weights import GGUFFile
+        from smartquant.workloads.smollm2 import LAYER_MATRICES, gguf_path, matrix_name
+        gguf = GGUFFile(gguf_path())
+        return [gguf.shape(matrix_name(layer, short)) for short in LAYER_MATRICES]
+    from smartquant.workloads.minilm import LAYER_MATRICES, load_minilm, matrix_name
+    model = load_minilm()
+    return [model.weights[matrix_name(layer, short)].shape for short in LAYER_MATRICES]
+
+
 def run_demo_streaming(args) -> int:
-    """Stream MiniLM layer(s) through the RTL (cocotb + Verilator), print the accuracy and energy tables."""
+    """Stream the asked-for workloads' layers through the RTL (cocotb + Verilator), print the tables."""
+    configs = [demo_config(args, workload) for workload in models_of(args)]   # every bad option fails first
+    status = 0
+    for config in configs:
+        status = max(status, run_one(config, args))
+    return status
+
+
+def run_one(config: dict, args) -> int:
     from smartquant.scripts.bench_device import simulate
-    config = demo_config(args)
     params = demo_params(config)
-    print(f"\n== Streaming {config['format']} layer(s) {config['layers']} through the RTL ({params.key()}, "
-          f"{config['view']} view, R = {config['R']}) ==", flush=True)
-    result = simulate(params, "smartquant.sim.stream_demo", "test_stream_minilm", seed=args.seed,
+    name = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M"}[config["workload"]]
+    print(f"\n== Streaming {name} {config['format']} layer(s) {config['layers']} through the RTL ({params.key()}, "
+          f"{config['view']} view, R = {config['R']}, {config['rule']} fill"
+          f"{', row correction' if config['corrected'] else ''}) ==", flush=True)
+    result = simulate(params, "smartquant.sim.stream_demo", "test_stream_layers", seed=args.seed,
                       extra_env={"SQ_STREAM_CONFIG": json.dumps(config),
                                  "SQ_PROGRESS": "0" if getattr(args, "no_progress", False) else "1"})
     path = Path(config["out"])
@@ -169,17 +269,30 @@ def run_demo_streaming(args) -> int:
         if path.exists():
             print_demo_result(json.loads(path.read_text()))
         return 1
-    print_demo_result(json.loads(path.read_text()))
+    data = json.loads(path.read_text())
+    print_demo_result(data)
     print(f"(simulation wall time {result.wall_seconds:.0f} s; results in {path})")
+    if config["workload"] == "smollm2":
+        from smartquant.scripts.plots import plot_perplexity_traffic
+        print(f"plot: {plot_perplexity_traffic(data, path.with_suffix('.png'))} (`smartquant bench plots` puts it "
+              "in docs/img)")
     return 0
 
 
 def print_demo_result(result: dict) -> None:
     runs = result["runs"]
-    print(f"{result['tokens']} tokens in {result['sentences']} sentences; {result['n_weights']:,} weights streamed "
-          f"per run; load: {result['load']['rwd']:,} {result['load'].get('view', 'weight-major')} MemWr in "
-          f"{result['load']['cycles']:,} cycles")
-    print(format_run_table(runs))
+    if result.get("workload") == "smollm2":
+        reference = result["reference"]
+        print(f"perplexity over {result['tokens']} tokens of lee.cor ({result['inputs']} windows); reference model "
+              f"(dequantized GGUF, float32) {reference['perplexity']:.4f}. Layers {result['config']['layers']} "
+              f"come from the RTL ({result['n_weights']:,} weights), the other layers are read at the same k by "
+              f"the golden model; load: {result['load']['rwd']:,} {result['load']['view']} MemWr in "
+              f"{result['load']['cycles']:,} cycles")
+    else:
+        print(f"{result['tokens']} tokens in {result['inputs']} sentences; {result['n_weights']:,} weights streamed "
+              f"per run; load: {result['load']['rwd']:,} {result['load'].get('view', 'weight-major')} MemWr in "
+              f"{result['load']['cycles']:,} cycles")
+    print(format_run_table(result))
     print("\nEnergy (hardware counters read over CSR x golden/energy.py constants; activates from the DRAM row "
           "model over the recorded AXI AR stream):")
     print(format_energy_table(runs))
