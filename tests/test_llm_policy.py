@@ -188,6 +188,7 @@ def test_cli_small_run_prints_the_table_and_writes_json(tmp_path, capsys):
     assert "lee_background.cor" in result["calibration"]["text"] and "lee.cor" in result["evaluation"]["text"]
     assert set(result["configs"]) == {"3", "4", "5", "6", "7"}
     assert "(a) per-matrix sensitivity" in captured.out and "traffic ratio at equal ppl" in captured.out
+    assert out.with_suffix(".txt").read_text().strip() == llm_policy.format_table(result).strip()
     for row in result["rows"]:
         # traffic ratio = the row's bits over the static bits that reach its perplexity
         if row["traffic_ratio"] is not None:

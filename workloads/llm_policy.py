@@ -55,7 +55,7 @@ FORMAT = "int8"
 B = 8
 # The lowest k a policy may choose. k = 3 is allowed no more: static k = 3 is at perplexity 1e6 and the
 # single-matrix probes cannot resolve what dozens of matrices at 3 bits do together (measured: with 3 allowed,
-# 46 of 210 matrices went to 3 and the policy lost to static k = 5 at 5 bits, 52.8 against 44.7).
+# 46 of 210 matrices went to 3 and the policy lost to static k = 5 at 5 bits, 52.8 against 44.7; README).
 MIN_K = 4
 STATIC_KS = (3, 4, 5, 6, 7, 8)   # the static envelope
 CONFIGS = (("floor", True), ("toward-zero", True))
@@ -63,7 +63,7 @@ PROBE_K = 3                    # probed where the damage is large enough to meas
 TABLE_KS = range(min(MIN_K, PROBE_K), B + 1)   # the k with a read configuration and an NSR table
 NSR_TOKEN_STRIDE = 4           # every 4th calibration token for the NSR tables (they are smooth averages)
 DEFAULT_BUDGETS = (4.5, 5.0, 5.5, 6.0)
-DEFAULT_OUT = Path("build") / "llm_policy.json"
+DEFAULT_OUT = Path("docs") / "results" / "llm_policy.json"   # under the working directory; the table beside it (.txt)
 
 
 def config_label(config) -> str:

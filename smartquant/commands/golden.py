@@ -11,7 +11,8 @@
                               device fill, per-row bias correction off and on; JSON to --out
   smartquant golden llm-policy SmolLM2-135M: per-matrix sensitivity and per-sequence activation policies vs the
                               best static k (best fill + correction per k), at equal bits per weight and at
-                              equal perplexity; calibrated on lee_background.cor, scored on lee.cor; JSON to --out
+                              equal perplexity; calibrated on lee_background.cor, scored on lee.cor; JSON and
+                              table to docs/results/ (--out)
 
 Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s (36 s for 224 points with
 --correction both on a quieter day), policies about 30 s, llm-sweep 6 min 35 s (103 forwards of 1024 tokens,
@@ -123,7 +124,8 @@ def add_arguments(parser):
                         help="store only these decoder layers' matrices, the others stay at reference precision "
                              "(a quick look; default all 30)")
     policy.add_argument("--out", metavar="FILE", default=None,
-                        help="JSON output (default build/llm_policy.json under the working directory)")
+                        help="JSON output; the printed table goes beside it with the suffix .txt (default "
+                             "docs/results/llm_policy.json under the working directory)")
     policy.add_argument("--no-progress", action="store_true", help="no progress log on stderr")
 
 
@@ -231,9 +233,15 @@ def run_llm_policy_command(args) -> dict:
     print("bits/weight = DRAM traffic per forward / 8 bits per weight. Static rows: every matrix at k with the "
           "better configuration on the evaluation text. 'static ... at same ...': the static envelope "
           "interpolated log-linearly; traffic ratio = policy bits / static bits at equal perplexity.")
-    print(llm_policy.format_table(result))
+    table = llm_policy.format_table(result)
+    print(table)
     llm_sweep.write_json(result, path)
-    print(f"wrote {path} ({result['seconds']:.0f} s)")
+    text = path.with_suffix(".txt")
+    try:
+        text.write_text(table + "\n")
+    except OSError as error:
+        raise SmartquantError(f"cannot write {text}: {error.strerror}") from None
+    print(f"wrote {path} and {text} ({result['seconds']:.0f} s)")
     return result
 
 
