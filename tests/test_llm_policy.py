@@ -157,6 +157,7 @@ def test_calibration_text_is_disjoint_from_the_evaluation_text():
     (["golden", "llm-policy", "--budgets", "9"], "budget"),
     (["golden", "llm-policy", "--budgets", "4,x"], "comma list"),
     (["golden", "llm-policy", "--windows", "0"], "must be positive"),
+    (["golden", "llm-policy", "--probe-windows", "5"], "probe windows"),
     (["golden", "llm-policy", "--layers", "0,a"], "--layers"),
     (["golden", "llm-policy", "--out", "{file}/x.json"], "cannot create directory"),
 ])

@@ -295,12 +295,16 @@ def compare(row: dict, envelope: list, B_bits: int = B) -> dict:
 
 
 def run_llm_policies(budgets=DEFAULT_BUDGETS, n_windows: int = 4, window: int = 256, calibration_windows: int = 4,
-                     layers=None, static_ks=STATIC_KS, log=None, closed_loop_steps: int = 3) -> dict:
+                     layers=None, static_ks=STATIC_KS, log=None, closed_loop_steps: int = 3,
+                     probe_windows: int = 1) -> dict:
     """The whole comparison; returns the JSON-ready result.
 
     layers: decoder layers whose matrices are stored and read at k (default all 30); the others stay at
     reference precision and are not counted in the bits per weight (quick looks and tests)."""
     log = log or (lambda line: None)
+    if not 1 <= probe_windows <= calibration_windows:
+        raise SmartquantError(f"probe windows must be in 1..{calibration_windows} (the calibration windows), "
+                              f"got {probe_windows}")
     for budget in budgets:
         check_budget(budget, B)
         if budget < MIN_K:
@@ -334,7 +338,7 @@ def run_llm_policies(budgets=DEFAULT_BUDGETS, n_windows: int = 4, window: int = 
                 best[row["k"]] = row
         envelope = static_envelope([(k, row["perplexity"]) for k, row in best.items()])
         reader = Reader(stored, configs)
-        sensitivity = measure_sensitivity(calibration, reader, log)
+        sensitivity = measure_sensitivity(calibration, reader, log, probe_windows)
         weighted = {name: sensitivity.nsr[name] * sensitivity.gains[name] for name in evaluation.names}
         activation = ActivationPolicy.from_weights({name: evaluation.model.weights[name] for name in evaluation.names},
                                                    reader, B, MIN_K)
@@ -375,7 +379,7 @@ def run_llm_policies(budgets=DEFAULT_BUDGETS, n_windows: int = 4, window: int = 
         "calibration": {"text": calibration.source, "tokens": calibration.tokens,
                         "reference_perplexity": calibration_reference},
         "configs": {str(k): config_label(config) for k, config in sorted(configs.items())},
-        "min_k": MIN_K, "probe_k": PROBE_K, "envelope": envelope,
+        "min_k": MIN_K, "probe_k": PROBE_K, "probe_windows": probe_windows, "envelope": envelope,
         "static_rows": static_rows, "calibration_rows": calibration_rows,
         "rows": static_table + policy_rows,
         "gains": sensitivity.gains, "probe_damage": sensitivity.probe_damage, "probe_floor": sensitivity.probe_floor,

@@ -118,6 +118,9 @@ def add_arguments(parser):
     policy.add_argument("--calibration-windows", type=int, default=4,
                         help="calibration windows of lee_background.cor (default 4)")
     policy.add_argument("--window", type=int, default=256, help="predicted tokens per window (default 256)")
+    policy.add_argument("--probe-windows", type=int, default=1,
+                        help="calibration windows each sensitivity probe runs on (default 1; more: less noise, "
+                             "proportionally longer probes)")
     policy.add_argument("--closed-loop-steps", type=int, default=3,
                         help="closed-loop bisection runs that set the per-sequence policy's price (default 3)")
     policy.add_argument("--layers", metavar="LIST", default=None,
@@ -222,7 +225,8 @@ def run_llm_policy_command(args) -> dict:
     path = llm_sweep.output_path(args.out or llm_policy.DEFAULT_OUT)     # fail before the run, not after it
     log = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.no_progress else None
     result = llm_policy.run_llm_policies(budgets, args.windows, args.window, args.calibration_windows, log=log,
-                                         layers=layers, closed_loop_steps=args.closed_loop_steps)
+                                         layers=layers, closed_loop_steps=args.closed_loop_steps,
+                                         probe_windows=args.probe_windows)
     evaluation, calibration = result["evaluation"], result["calibration"]
     print(f"SmolLM2-135M-Instruct, {result['matrices']} matrices ({result['weights'] / 1e6:.1f} M weights) stored as "
           f"{result['storage']}. Evaluated on {evaluation['text']} ({evaluation['tokens']} tokens, reference "
