@@ -110,7 +110,8 @@ def add_arguments(parser):
                     "SmolLM2-135M's 210 INT8 matrices against the best static k (best fill + bias correction at "
                     "each k): bits per weight (= DRAM traffic / 8 bits), perplexity, and the traffic ratio to the "
                     "static envelope at equal perplexity (workloads/llm_policy.py). Calibrated on "
-                    "lee_background.cor, scored on lee.cor. About 10 minutes with the defaults on one core.")
+                    "lee_background.cor, scored on lee.cor. With the defaults about 4.5 minutes of CPU on one core "
+                    "(11 minutes wall on a shared 2-core machine).")
     policy.add_argument("--budgets", default=",".join(str(b) for b in llm_policy.DEFAULT_BUDGETS),
                         help="comma list of average bits per weight for the policies (default "
                              f"{','.join(str(b) for b in llm_policy.DEFAULT_BUDGETS)}; each >= {llm_policy.MIN_K})")
