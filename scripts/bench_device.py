@@ -122,9 +122,10 @@ def latency_table(result: dict) -> str:
 
 
 def simspeed_table(result: dict) -> str:
-    return _table(["transactions", "cycles", "wall s", "cycles/s", "transactions/s"],
+    return _table(["transactions", "cycles", "wall s", "cycles/s", "transactions/s", "CPU s", "cycles/CPU s"],
                   [[str(result["transactions"]), str(result["cycles"]), f"{result['wall_seconds']:.1f}",
-                    f"{result['cycles_per_second']:.0f}", f"{result['transactions_per_second']:.0f}"]])
+                    f"{result['cycles_per_second']:.0f}", f"{result['transactions_per_second']:.0f}",
+                    f"{result['cpu_seconds']:.1f}", f"{result['cycles_per_cpu_second']:.0f}"]])
 
 
 def summary_lines(name: str, result: dict) -> list:
@@ -151,7 +152,7 @@ def summary_lines(name: str, result: dict) -> list:
     if name == "simspeed":
         failed = " (the random run FAILED its checks: see below)" if result.get("error") else ""
         return [f"{result['cycles_per_second']:.0f} cycles/s, {result['transactions_per_second']:.0f} "
-                f"transactions/s{failed}"]
+                f"transactions/s, {result['cycles_per_cpu_second']:.0f} cycles per CPU second{failed}"]
     return []
 
 

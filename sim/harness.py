@@ -1,19 +1,19 @@
 """Simulation harness: the design under test with one extra output, `tb_status`, for a fast testbench.
 
 The testbench (sim/port_driver.py) samples every handshake of every port each cycle. Reading a dozen 1-bit
-ports through VPI costs a dozen calls per cycle; the harness concatenates the valid/ready bits the DUT drives
-into one vector, so a cycle costs one read. The harness adds wiring only: every port of the wrapped design
-keeps its name (`m2s_req__valid`, `axi__arvalid`, ...), and the DUT's logic is unchanged.
+ports through VPI costs a dozen calls per cycle; the harness concatenates the valid/ready bits the DUT drives,
+and then the reset, into one vector, so a cycle costs one read. The harness adds wiring only: every port of
+the wrapped design keeps its name (`m2s_req__valid`, `axi__arvalid`, ...), and the DUT's logic is unchanged.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module
+from amaranth.hdl import Cat, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import Out
 
 from smartquant.params import ControllerParams
 
-# The 1-bit ports the DUT drives, in tb_status bit order (bit 0 first).
+# The 1-bit ports the DUT drives, in tb_status bit order (bit 0 first); the bit after them is the reset.
 CONTROLLER_STATUS = (
     "m2s_req__ready", "m2s_rwd__ready", "s2m_drs__valid", "s2m_ndr__valid",
     "axi__arvalid", "axi__rready", "axi__awvalid", "axi__wvalid", "axi__bready",
@@ -29,7 +29,7 @@ class SimHarness(wiring.Component):
         self.inner = inner
         self.status_names = status_names
         members = dict(inner.signature.members.items())
-        super().__init__({**members, "tb_status": Out(len(status_names))})
+        super().__init__({**members, "tb_status": Out(len(status_names) + 1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -46,7 +46,7 @@ class SimHarness(wiring.Component):
         for name in self.status_names:
             port, member = name.split("__")
             bits.append(getattr(getattr(inner, port), member))
-        m.d.comb += self.tb_status.eq(Cat(*bits))
+        m.d.comb += self.tb_status.eq(Cat(*bits, ResetSignal()))
         return m
 
 

@@ -3,14 +3,20 @@
 Why one coroutine: each cocotb wake-up and each VPI access costs microseconds of Python, and the W = 512
 controller itself simulates at ~150k cycles/s with ports-only visibility. Per-channel agents (one coroutine per
 channel and per AXI channel, as cocotbext-axi and the first testbench had) spent ~20 wake-ups a cycle. Here a
-cycle is two wake-ups (after the rising edge: drive; ReadOnly: sample), one read of the harness's `tb_status`
-vector (every valid/ready the DUT drives, sim/harness.py), writes only of inputs that change, and payload reads
-only on a handshake and on the first cycle of a stall (to check the payload is held).
+cycle is one wake-up, right after the rising edge, one read of the harness's `tb_status` vector (every
+valid/ready the DUT drives, and the reset), writes only of inputs that change, and payload reads only on a
+handshake and on the first cycle of a stall (to check the payload is held).
 
-Timing discipline (the same for every channel): inputs are written right after a rising edge; in the ReadOnly
-phase of that cycle everything is settled, and `valid & ready` seen there is a transfer that completes at the
-next rising edge. Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B,
-then S2M responses (DRS, NDR), so a response is never reported before the request it answers.
+Timing discipline (the same for every channel), from how cocotb runs Verilator (cocotb's verilator.cpp): the
+clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge, and
+writes made in it are applied after the evaluation (inertial puts). So at the wake-up for edge t+1 every port
+still shows, settled, what it was during cycle t (outputs against the inputs this driver wrote for cycle t),
+and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
+transfer that completed at edge t+1), then writes the inputs of cycle t+1. An output that depends
+combinationally on an input is seen as it settled, so no second wake-up (cocotb's ReadOnly phase) is needed.
+tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently.
+Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B, then S2M responses
+(DRS, NDR), so a response is never reported before the request it answers.
 
 Parts:
 * `Source`: an M2S stream into the DUT from a queue; VALID stays up until the handshake (no retraction).
@@ -25,12 +31,14 @@ Every part reads its inputs from the same `tb_status` sample; `PortDriver._run` 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import random
 from typing import Callable
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Event, ReadOnly, RisingEdge
+from cocotb.triggers import Event, RisingEdge
 
 AXI_OKAY, AXI_SLVERR = 0b00, 0b10
 
@@ -502,7 +510,8 @@ class AxiLiteMaster:
 
 
 class PortDriver:
-    """Owns the clock loop: every registered part drives after the rising edge and samples in ReadOnly."""
+    """Owns the clock loop: at every rising edge, every registered part samples the cycle that just ended, then
+    drives the next one."""
 
     def __init__(self, dut, clk, rng: random.Random, status_names: tuple[str, ...]):
         self.dut = dut
@@ -510,11 +519,15 @@ class PortDriver:
         self.rng = rng
         self.status_names = status_names
         self.status = dut.tb_status
+        self.reset_mask = 1 << len(status_names)    # the harness appends the reset to the status bits
         self.cycle = 0
-        self.in_reset = False
+        self.in_reset = True       # the DUT's reset during the cycle being sampled
         self.parts: list = []      # in callback order
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
+        self.tick = Event()        # set (and cleared) after every step: other coroutines wait on it
+        self.alarms: list[tuple[int, int, Event]] = []      # (cycle, sequence, event) heap
+        self._alarm_sequence = itertools.count()
         self._task = None
 
     def mask(self, name: str) -> int:
@@ -527,18 +540,49 @@ class PortDriver:
     def start(self) -> None:
         self._task = cocotb.start_soon(self._run())
 
+    def step(self, status: int) -> None:
+        """Sample the cycle that ended (its `tb_status`), drive the next one, then wake the coroutines waiting
+        for a cycle. They run after this step, in the same time step: what they write (a reset, a queued
+        request) takes effect in the cycle just driven, and the driver samples it after the next edge."""
+        self.in_reset = bool(status & self.reset_mask)
+        for part in self.parts:
+            part.sample(status)
+        for hook in self.end_of_cycle:
+            hook()
+        self.cycle += 1
+        for part in self.parts:
+            part.drive()
+        alarms = self.alarms
+        while alarms and alarms[0][0] <= self.cycle:
+            event = heapq.heappop(alarms)[2]
+            event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
+            event.clear()
+        self.tick.set()
+        self.tick.clear()
+
+    def next_cycle(self):
+        """A trigger: the next step of the driver. Coroutines of the testbench wait for cycles this way (never on
+        the clock itself), so they always run after the driver's step of the cycle, in a fixed order."""
+        return self.tick.wait()
+
+    def alarm(self, cycle: int, event: Event) -> None:
+        """Set and clear `event` after the driver's step of `cycle` (the next step if that is past)."""
+        heapq.heappush(self.alarms, (cycle, next(self._alarm_sequence), event))
+
+    async def cycles(self, count: int) -> None:
+        """Wait `count` driver steps with one wake-up."""
+        if count <= 0:
+            return
+        done = Event()
+        self.alarm(self.cycle + count, done)
+        await done.wait()
+
     async def _run(self) -> None:
-        parts = self.parts
-        end_hooks = self.end_of_cycle
         status_handle = self.status
+        edge = RisingEdge(self.clk)
+        step = self.step
+        for part in self.parts:       # the first cycle
+            part.drive()
         while True:
-            await RisingEdge(self.clk)
-            self.cycle += 1
-            for part in parts:
-                part.drive()
-            await ReadOnly()
-            status = read_int(status_handle)
-            for part in parts:
-                part.sample(status)
-            for hook in end_hooks:
-                hook()
+            await edge
+            step(read_int(status_handle))

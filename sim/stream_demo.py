@@ -29,7 +29,6 @@ import time
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles
 
 from smartquant.workloads import streaming
 from smartquant.golden.dram import RowModel
@@ -164,7 +163,7 @@ class StreamingHost:
             with tqdm(total=queued, desc=self.label or "load", unit="msg", file=sys.stderr, leave=False) as bar:
                 limit = tb.cycles + 100 * queued + 20_000
                 while tb.outstanding and tb.cycles < limit:
-                    await ClockCycles(tb.dut.clk, 1024)
+                    await tb.driver.cycles(1024)
                     bar.update(queued - len(tb.outstanding) - bar.n)
         await tb.quiesce(timeout_cycles=100 * len(tb.outstanding) + 20_000)
 

@@ -20,7 +20,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import Event
 
 from smartquant.golden.device import (
     PREDICTED_COUNTERS, REGION_REG_CONFIG, DeviceModel, message_address, region_csr_writes,
@@ -93,6 +93,7 @@ class TB:
         self.outstanding: dict[int, list[tuple]] = {}
         self.in_flight = 0
         self.completion_listeners = []
+        self.completions = Event()     # set (and cleared) whenever requests complete or are dropped by a reset
         self.coverage = Coverage(params)
         self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed,
                                      coverage=self.coverage)
@@ -108,7 +109,6 @@ class TB:
         dut.axi_rst.value = 0    # the AXI memory is never reset with the controller (port_driver.AxiMemory)
         board = self.scoreboard
         self.driver = driver = PortDriver(dut, dut.clk, self.rng, CONTROLLER_STATUS)
-        driver.in_reset = True
         # callback order within a cycle: requests, AXI, responses (see sim/port_driver.py)
         self.req_source = driver.add(Source(driver, "m2s_req", board.on_req))
         self.rwd_source = driver.add(Source(driver, "m2s_rwd", board.on_rwd))
@@ -152,16 +152,15 @@ class TB:
 
     # --- reset and time -----------------------------------------------------------------------------------
     async def _set_reset(self, value: bool) -> None:
-        # after the next rising edge: the caller may have been woken in the ReadOnly phase (a driver event)
-        await RisingEdge(self.dut.clk)
+        # from the next rising edge on (the port driver sees the reset through the harness's tb_status)
+        await self.driver.next_cycle()
         self.dut.rst.value = int(value)
-        self.driver.in_reset = value
 
     async def reset(self, cycles: int = 4) -> None:
         await self._set_reset(True)
-        await ClockCycles(self.dut.clk, cycles)
+        await self.driver.cycles(cycles)
         await self._set_reset(False)
-        await ClockCycles(self.dut.clk, 2)
+        await self.driver.cycles(2)
 
     @property
     def cycles(self) -> int:
@@ -293,6 +292,13 @@ class TB:
             self.outstanding.pop(tag, None)
         for listener in self.completion_listeners:
             listener(tag, note)
+        self.completions.set()
+        self.completions.clear()
+
+    async def wait_for_completion(self, deadline: int) -> None:
+        """Until a request completes (or a reset drops them), or the driver reaches cycle `deadline`."""
+        self.driver.alarm(deadline, self.completions)
+        await self.completions.wait()
 
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
@@ -304,9 +310,9 @@ class TB:
                     f"timeout after {timeout_cycles} cycles: {len(self.req_source.queue)} Req and "
                     f"{len(self.rwd_source.queue)} RwD not accepted, {len(missing)} accepted requests unanswered"
                     + "".join(f"\n  {line}" for line in missing[:10]) + f"\n{self.scoreboard.report()}")
-            await RisingEdge(self.dut.clk)
+            await self.driver.next_cycle()
         # responses that should not exist (duplicates) would show up in the next few cycles
-        await ClockCycles(self.dut.clk, 8)
+        await self.driver.cycles(8)
 
     # --- reset in the middle of traffic -------------------------------------------------------------------
     async def reset_mid_traffic(self, write_lines_in_flight: set[int]) -> None:
@@ -320,17 +326,19 @@ class TB:
         self.coverage.sample_reset(*self.ram.outstanding())    # what the memory is owed as reset is asserted
         self.ram.controller_reset()
         dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
-        await ClockCycles(self.dut.clk, 4)
+        await self.driver.cycles(4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
         self.outstanding.clear()
         self.in_flight = 0
         for listener in self.completion_listeners:
             listener(None, None)
+        self.completions.set()
+        self.completions.clear()
         await self._set_reset(False)
         # the controller drains what the memory is still owed or owes (DEVICE.md "Reset"); W beats the memory took
         # before the reset land when their AW arrives, so memory is settled only once nothing is owed
         for _ in range(2000):
-            await RisingEdge(self.dut.clk)
+            await self.driver.next_cycle()
             if self.ram.idle():
                 break
         else:

@@ -285,14 +285,14 @@ async def test_random(dut):
     dut._log.info("random traffic: seed %d, %d transactions", seed, transactions)
     await tb.reset()
     traffic = RandomTraffic(tb, random.Random(seed ^ 0x5EED))
-    wall_start, cycle_start = time.monotonic(), tb.cycles
+    wall_start, cpu_start, cycle_start = time.monotonic(), time.process_time(), tb.cycles
     counters, error = [], None
     try:
         await traffic.run(transactions)
         counters = await tb.finish()
     except AssertionError as failure:
         error = failure
-    wall = time.monotonic() - wall_start
+    wall, cpu = time.monotonic() - wall_start, time.process_time() - cpu_start
     cycles = tb.cycles - cycle_start
     board = tb.scoreboard
     failed = board.stats.mismatches + len(board.missing())
@@ -305,6 +305,8 @@ async def test_random(dut):
         "ndr_checked": board.stats.checked_ndr, "cycles": cycles, "wall_seconds": wall,
         "cycles_per_second": cycles / wall if wall else 0.0,
         "transactions_per_second": traffic.issued / wall if wall else 0.0,
+        # CPU time of the simulator process (Verilator and Python): the speed on a machine shared with other jobs
+        "cpu_seconds": cpu, "cycles_per_cpu_second": cycles / cpu if cpu else 0.0,
         "dev_load": dict(board.stats.dev_load), "phases": collections.Counter(getattr(traffic, "phases_run", [])),
         "tag_reuses": board.stats.tag_reuses, "poison_either_accepted": board.stats.poison_either_accepted,
         "bursts_checked": board.bursts_checked,

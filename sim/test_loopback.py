@@ -51,7 +51,7 @@ async def test_loopback_stream(dut, pauses):
     for _ in range(50 * count):
         if len(received) == count:
             break
-        await ClockCycles(dut.clk, 1)
+        await driver.next_cycle()
     expected = list(sent)
     if os.environ.get("SQ_INJECT_ERROR") == "1":
         expected[count // 2] ^= 1

@@ -19,7 +19,6 @@ import dataclasses
 import random
 
 import numpy as np
-from cocotb.triggers import RisingEdge
 
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CSR_CONTROL, MAX_PLANE_RUN, ControllerParams, Format, ReqOpcode,
@@ -133,10 +132,11 @@ class RandomTraffic:
         return self.reads_in_flight[note.block_key] > 0
 
     async def _issue(self, note: Note, send) -> None:
-        waited = 0
+        start = self.tb.cycles
         while self._conflicts(note) or self.tb.in_flight >= self.max_outstanding:
-            await RisingEdge(self.tb.dut.clk)
-            waited += 1
+            # only a completion (or a reset) unblocks: no wake-up per cycle while waiting
+            await self.tb.wait_for_completion(start + 20001)
+            waited = self.tb.cycles - start
             if waited > 20000:
                 raise AssertionError(f"stimulus stuck for {waited} cycles waiting for responses:\n"
                                      + "\n".join(self.tb.scoreboard.missing()[:10]))

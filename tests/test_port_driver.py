@@ -49,11 +49,13 @@ def make_driver():
 
 
 def cycle(driver, status):
-    driver.cycle += 1
+    """One clock cycle: the parts drive it, then sample the DUT's (stand-in) outputs of it."""
     for part in driver.parts:
         part.drive()
+    driver.in_reset = False
     for part in driver.parts:
         part.sample(status)
+    driver.cycle += 1
 
 
 def test_sink_reports_a_payload_that_changes_while_stalled_and_a_dropped_valid():

@@ -43,6 +43,8 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # the seven linear maps of a decoder layer, in the order a forward uses them
 LAYER_MATRICES = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 CONTROL_TOKEN = 3  # tokenizer.ggml.token_type of control tokens (llama.cpp LLAMA_TOKEN_TYPE_CONTROL)
+# attention(layer index, q (n, T, Hq, d), k and v (n, T, Hkv, d)) -> (n, T, Hq, d): replaces causal_gqa_attention
+Attention = Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 def matrix_name(layer: int, short: str) -> str:
@@ -250,11 +252,14 @@ class SmolLM2:
 
     def layer(self, index: int, hidden: np.ndarray, matrices: Mapping[str, np.ndarray] | None = None,
               taps: dict | None = None,
-              select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+              select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+              attention: Attention | None = None) -> np.ndarray:
         """Decoder layer `index` on hidden (n, T, H); positions are 0..T-1.
 
         `taps`, if given, receives each matrix's input by short name. `select_weight(name, x)`, if given, picks a
-        matrix's weight after seeing its input x (n, T, in); it overrides `matrices`.
+        matrix's weight after seeing its input x (n, T, in); it overrides `matrices`. `attention(index, q, k, v)`,
+        if given, replaces causal_gqa_attention: it sees the layer's K and V as they are produced (after RoPE),
+        e.g. to store them in a KV cache and attend over what it reads back (workloads/kv_cache.py).
         """
         cfg = self.config
         if not 0 <= index < cfg.n_layers:
@@ -277,37 +282,42 @@ class SmolLM2:
         q = rope_interleaved(linear("attn_q", normed).reshape(n, T, cfg.n_heads, cfg.head_dim), cos, sin)
         k = rope_interleaved(linear("attn_k", normed).reshape(n, T, cfg.n_kv_heads, cfg.head_dim), cos, sin)
         v = linear("attn_v", normed).reshape(n, T, cfg.n_kv_heads, cfg.head_dim)
-        attended = hidden + linear("attn_output", causal_gqa_attention(q, k, v).reshape(n, T, H))
+        attend = causal_gqa_attention(q, k, v) if attention is None else attention(index, q, k, v)
+        attended = hidden + linear("attn_output", attend.reshape(n, T, H))
         normed = rms_norm(attended, self.weights[prefix + "ffn_norm.weight"], cfg.eps)
         gated = silu(linear("ffn_gate", normed)) * linear("ffn_up", normed)
         return (attended + linear("ffn_down", gated)).astype(np.float32, copy=False)
 
     def final_hidden(self, ids: np.ndarray, matrices: Mapping[str, np.ndarray] | None = None,
-                     select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                     select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+                     attention: Attention | None = None) -> np.ndarray:
         """Output of the final RMSNorm, (n, T, H)."""
-        return self.finish(self.embed(ids), 0, matrices, select_weight)
+        return self.finish(self.embed(ids), 0, matrices, select_weight, attention)
 
     def finish(self, hidden: np.ndarray, start: int, matrices: Mapping[str, np.ndarray] | None = None,
-               select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+               attention: Attention | None = None) -> np.ndarray:
         """Layers start..n_layers-1 on hidden (the input of layer `start`), then the final RMSNorm."""
         with single_blas_thread():
             for index in range(start, self.config.n_layers):
-                hidden = self.layer(index, hidden, matrices, select_weight=select_weight)
+                hidden = self.layer(index, hidden, matrices, select_weight=select_weight, attention=attention)
         return rms_norm(hidden, self.weights["output_norm.weight"], self.config.eps)
 
     def logits(self, ids: np.ndarray, matrices: Mapping[str, np.ndarray] | None = None,
-               select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+               select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+               attention: Attention | None = None) -> np.ndarray:
         """Next-token logits (n, T, vocab) float32 (tied head: final hidden x token embedding^T)."""
-        hidden = self.final_hidden(ids, matrices, select_weight)
+        hidden = self.final_hidden(ids, matrices, select_weight, attention)
         with single_blas_thread():
             return (hidden.reshape(-1, hidden.shape[-1]) @ self.weights["token_embd.weight"].T).reshape(
                 *hidden.shape[:2], -1)
 
     def token_nll(self, ids: np.ndarray, matrices: Mapping[str, np.ndarray] | None = None,
-                  select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
+                  select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+                  attention: Attention | None = None) -> np.ndarray:
         """Negative log-likelihood (n, T-1) float64 of ids[:, 1:] given the tokens before each."""
         ids = np.asarray(ids)
-        return self.nll_of_final_hidden(ids, self.final_hidden(ids, matrices, select_weight))
+        return self.nll_of_final_hidden(ids, self.final_hidden(ids, matrices, select_weight, attention))
 
     def nll_of_final_hidden(self, ids: np.ndarray, hidden: np.ndarray) -> np.ndarray:
         """token_nll from the final RMSNorm's output (n, T, H) of the sequences ids (n, T)."""

@@ -13,6 +13,8 @@
                               best static k (best fill + correction per k), at equal bits per weight and at
                               equal perplexity; calibrated on lee_background.cor, scored on lee.cor; JSON and
                               table to docs/results/ (--out)
+  smartquant golden kv-sweep  SmolLM2-135M perplexity with its KV cache in a BF16 / INT8 bit-plane region read
+                              at k (static, and KV precision policies), DRAM traffic and energy per token
 
 Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s (36 s for 224 points with
 --correction both on a quieter day), policies about 30 s, llm-sweep 6 min 35 s (103 forwards of 1024 tokens,
@@ -131,6 +133,12 @@ def add_arguments(parser):
                         help="JSON output; the printed table goes beside it with the suffix .txt (default "
                              "docs/results/llm_policy.json under the working directory)")
     policy.add_argument("--no-progress", action="store_true", help="no progress log on stderr")
+    from smartquant.workloads import kv_cache
+    kv_cache.add_cli_arguments(actions.add_parser(
+        "kv-sweep", help="SmolLM2-135M perplexity vs KV-cache precision, traffic and energy per token",
+        description="SmolLM2-135M with its KV cache stored in a BF16 or INT8 bit-plane region and read at k "
+                    "(static k per fill, and KV precision policies), weights at reference precision "
+                    "(workloads/kv_cache.py)."))
 
 
 def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=(False,)) -> list:
@@ -260,6 +268,9 @@ def run(args: argparse.Namespace):
         run_llm_sweep_command(args)
     elif args.action == "llm-policy":
         run_llm_policy_command(args)
+    elif args.action == "kv-sweep":
+        from smartquant.workloads import kv_cache
+        kv_cache.run_cli(args)
     else:
         run_policies_command(args.format, args.rounding, parse_budgets(args.budgets), args.csv, progress)
     return 0

@@ -130,7 +130,7 @@ def run(args):
           f"{summary['dropped_by_reset']}, reused tags {summary['tag_reuses']}")
     print(f"  {summary['cycles']} cycles in {summary['wall_seconds']:.1f} s: {summary['cycles_per_second']:.0f} "
           f"cycles/s, {summary['transactions_per_second']:.0f} transactions/s (wall {result.wall_seconds:.1f} s "
-          f"with build)")
+          f"with build); {summary['cycles_per_cpu_second']:.0f} cycles per CPU second")
     print(f"  phases: {dict(summary['phases'])}; DevLoad levels seen: {summary['dev_load']}")
     coverage = Coverage.from_json(params, summary["coverage"])
     print(coverage.table())
