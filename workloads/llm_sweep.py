@@ -172,7 +172,7 @@ def run_llm_sweep(formats=("int8", "int4", "bf16"), rules=FILL_RULES, ks: dict |
     }
 
 
-def _ppl_cell(value: float) -> str:
+def perplexity_cell(value: float) -> str:
     if not math.isfinite(value):
         return "inf"
     if value >= 1e5:
@@ -183,7 +183,7 @@ def _ppl_cell(value: float) -> str:
 def format_table(result: dict) -> str:
     """One line per (format, k): perplexity for each rule x correction (raw / +corr), and MB fetched."""
     from smartquant.workloads.sweep import pivot_table
-    return pivot_table(result["rows"], "perplexity", _ppl_cell)
+    return pivot_table(result["rows"], "perplexity", perplexity_cell)
 
 
 def output_path(path=None) -> Path:

@@ -96,13 +96,17 @@ def embedding_gains(context: SweepContext, nsr: dict, weights: "WeightCache", pr
     return gains
 
 
-def greedy_allocation(nsr: dict, sizes: dict, budget: float, B: int) -> dict:
-    """name -> k: minimise sum of NSR under total bits <= budget * total weights (see the module docstring)."""
+def greedy_allocation(nsr: dict, sizes: dict, budget: float, B: int, min_k: int = 1) -> dict:
+    """name -> k in min_k..B: minimise sum of NSR under total bits <= budget * total weights (module docstring).
+
+    nsr[name][k - 1] is the (weighted) noise of the matrix read at k; entries below min_k are never used."""
     check_budget(budget, B)
+    if budget < min_k:
+        raise SmartquantError(f"a budget of {budget} bits per weight is below the lowest precision k = {min_k}")
     names = list(nsr)
     total_bits = int(np.floor(budget * sum(sizes[name] for name in names)))
-    precision = {name: 1 for name in names}
-    spent = sum(sizes[name] for name in names)
+    precision = {name: min_k for name in names}
+    spent = sum(sizes[name] for name in names) * min_k
     while True:
         best = None
         for name in names:
@@ -130,27 +134,35 @@ class ActivationPolicy:
     signal_bias: dict      # name -> energy of the per-row means of the FP32 weights
     sizes: dict            # name -> weights in the matrix
     B: int
-    gains: dict | None = None   # name -> embedding damage per unit NSR (embedding_gains); None = all 1
+    gains: dict | None = None   # name -> model damage per unit NSR (e.g. embedding_gains); None = all 1
     price: float = 1e-9    # NSR units per bit fetched: the Lagrange multiplier set by `calibrate`
+    min_k: int = 1         # the lowest precision the policy may choose
 
     @classmethod
     def fit_tables(cls, context: SweepContext, fmt_name: str, rule: str) -> "ActivationPolicy":
         stored = context.stored(fmt_name)
-        B = quant.storage_format(fmt_name).bits
+        return cls.from_weights({name: context.model.weights[name] for name in context.names},
+                                lambda name, k: stored[name].read(k, rule), quant.storage_format(fmt_name).bits)
+
+    @classmethod
+    def from_weights(cls, reference: dict, read, B: int, min_k: int = 1) -> "ActivationPolicy":
+        """Tables from the reference weights {name: (out, in)} and read(name, k), the weights the host uses at k
+        (any model, fill rule or correction); rows for k below min_k stay 0 (`choose` never picks them)."""
         error_columns, error_bias, signal_columns, signal_bias = {}, {}, {}, {}
-        for name in context.names:
-            weights = context.model.weights[name].astype(np.float64)
+        for name, matrix in reference.items():
+            weights = matrix.astype(np.float64)
             centred, means = split_row_means(weights)
             signal_columns[name] = np.sum(centred ** 2, axis=0)
             signal_bias[name] = float(np.sum(means ** 2))
-            columns, bias = [], []
-            for k in range(1, B + 1):
-                centred, means = split_row_means(weights - stored[name].read(k, rule))
-                columns.append(np.sum(centred ** 2, axis=0))
-                bias.append(float(np.sum(means ** 2)))
-            error_columns[name], error_bias[name] = np.stack(columns), np.array(bias)
-        sizes = {name: context.model.weights[name].size for name in context.names}
-        return cls(error_columns, error_bias, signal_columns, signal_bias, sizes, B)
+            columns = np.zeros((B, weights.shape[1]))
+            bias = np.zeros(B)
+            for k in range(min_k, B + 1):
+                centred, means = split_row_means(weights - read(name, k))
+                columns[k - 1] = np.sum(centred ** 2, axis=0)
+                bias[k - 1] = float(np.sum(means ** 2))
+            error_columns[name], error_bias[name] = columns, bias
+        sizes = {name: matrix.size for name, matrix in reference.items()}
+        return cls(error_columns, error_bias, signal_columns, signal_bias, sizes, B, min_k=min_k)
 
     def predicted_nsr(self, name: str, statistics: tuple) -> np.ndarray:
         """Predicted output NSR (times the matrix's gain, if set) at k = 1..B from (channel energies (..., in), mean squared channel sum (...,)).
@@ -168,8 +180,9 @@ class ActivationPolicy:
     def choose(self, name: str, statistics: tuple, price: float | None = None) -> np.ndarray:
         """k minimising predicted NSR + price * bits fetched (equal marginal gain per bit, as greedy (a))."""
         price = self.price if price is None else price
-        bits = self.sizes[name] * np.arange(1, self.B + 1)
-        return np.argmin(self.predicted_nsr(name, statistics) + price * bits, axis=-1) + 1
+        bits = self.sizes[name] * np.arange(self.min_k, self.B + 1)
+        cost = self.predicted_nsr(name, statistics)[..., self.min_k - 1:] + price * bits
+        return np.argmin(cost, axis=-1) + self.min_k
 
     def calibrate(self, context: SweepContext, budget: float, weights: "WeightCache | None" = None) -> float:
         """Lowest price whose average bits per weight on the context's sentences stay within the budget.
@@ -178,42 +191,51 @@ class ActivationPolicy:
         each sentence run through the weights the policy picks, whose activations differ from FP32 enough to
         overshoot a 4-bit budget by ~9% open loop (measured: 4.35 bits on the calibration sentences).
         """
-        price = self._calibrate_open_loop(context, budget)
+        price = self.open_loop_price(per_sentence_statistics(context), budget)
         if weights is None:
             return price
         total = sum(self.sizes[name] for name in context.names)
+        return self.closed_loop_price(
+            lambda: evaluate_per_input(context, self, weights)["bytes_fetched"] * 8 / total, budget)
 
-        def closed_loop_bits(price: float) -> float:
+    def closed_loop_price(self, measured_bits, budget: float, steps: int = 8) -> float:
+        """Lowest price (from the current one, log-space bisection in `steps` runs) at which measured_bits(),
+        the average bits per weight of the calibration inputs run with the weights the policy picks at
+        self.price, stay within the budget; sets and returns it."""
+        def bits_at(price: float) -> float:
             self.price = price
-            return evaluate_per_input(context, self, weights)["bytes_fetched"] * 8 / total
-        low, high = price, price
-        if closed_loop_bits(price) <= budget:
-            low = price / 4
+            return measured_bits()
+        low = high = self.price
+        if bits_at(high) <= budget:
+            low = high / 4
         else:
             for _ in range(6):
                 high *= 4
-                if closed_loop_bits(high) <= budget:
+                if bits_at(high) <= budget:
                     break
             else:
                 raise SmartquantError(f"no price keeps the per-input policy within {budget} bits per weight")
-        for _ in range(8):         # log-space bisection between a price over budget and one within it
+        for _ in range(steps):     # log-space bisection between a price over budget and one within it
             middle = np.sqrt(low * high)
-            low, high = (middle, high) if closed_loop_bits(middle) > budget else (low, middle)
+            low, high = (middle, high) if bits_at(middle) > budget else (low, middle)
         self.price = high
         return high
 
-    def _calibrate_open_loop(self, context: SweepContext, budget: float) -> float:
+    def open_loop_price(self, statistics: dict, budget: float) -> float:
+        """Lowest price whose choices on given input statistics ({name: (energies (n, in), square sums (n,))},
+        n inputs, e.g. from the reference activations) average at most `budget` bits per weight; sets it."""
         check_budget(budget, self.B)
-        statistics = per_sentence_statistics(context)
+        if budget < self.min_k:
+            raise SmartquantError(f"a budget of {budget} bits per weight is below the lowest precision k = {self.min_k}")
         total = sum(self.sizes[name] for name in statistics)
 
         def average_bits(price: float) -> float:
             return sum(self.sizes[name] * self.choose(name, stats, price).mean()
                        for name, stats in statistics.items()) / total
-        low, high = 1e-16, 1e2     # prices: everything at k = B .. everything at k = 1
+        low, high = 1e-24, 1e6     # prices: everything at k = B .. everything at k = min_k
         if average_bits(high) > budget:
             raise SmartquantError(f"budget {budget} bits is below what any price reaches")
-        for _ in range(80):        # bisection in log space; average_bits falls as the price rises
+        for _ in range(100):       # bisection in log space; average_bits falls as the price rises
             middle = np.sqrt(low * high)
             low, high = (middle, high) if average_bits(middle) > budget else (low, middle)
         self.price = high
@@ -233,6 +255,12 @@ def activation_statistics(x: np.ndarray, mask: np.ndarray | None = None) -> tupl
     return np.mean(x ** 2, axis=0), float(np.mean(x.sum(axis=1) ** 2))
 
 
+def per_row_statistics(x: np.ndarray, mask: np.ndarray | None = None) -> tuple:
+    """(energies (n, in), square sums (n,)): activation_statistics of each row (sentence, window) of x (n, T, in)."""
+    per_row = [activation_statistics(x[row], None if mask is None else mask[row]) for row in range(x.shape[0])]
+    return np.stack([energy for energy, _ in per_row]), np.array([square for _, square in per_row])
+
+
 def per_sentence_statistics(context: SweepContext) -> dict:
     """name -> (energies (sentences, in), square sums (sentences,)) of each matrix's FP32 input per sentence."""
     mask = context.batch.attention_mask
@@ -241,9 +269,7 @@ def per_sentence_statistics(context: SweepContext) -> dict:
         taps = {}
         context.model.layer(layer, context.states[layer], mask, taps=taps)
         for short, x in taps.items():
-            per_row = [activation_statistics(x[row], mask[row]) for row in range(len(context.batch))]
-            statistics[f"encoder.layer.{layer}.{LAYER_MATRICES[short]}.weight"] = (
-                np.stack([energy for energy, _ in per_row]), np.array([square for _, square in per_row]))
+            statistics[f"encoder.layer.{layer}.{LAYER_MATRICES[short]}.weight"] = per_row_statistics(x, mask)
     return statistics
 
 

@@ -292,9 +292,14 @@ class SmolLM2:
                      select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
                      attention: Attention | None = None) -> np.ndarray:
         """Output of the final RMSNorm, (n, T, H)."""
-        hidden = self.embed(ids)
+        return self.finish(self.embed(ids), 0, matrices, select_weight, attention)
+
+    def finish(self, hidden: np.ndarray, start: int, matrices: Mapping[str, np.ndarray] | None = None,
+               select_weight: Callable[[str, np.ndarray], np.ndarray] | None = None,
+               attention: Attention | None = None) -> np.ndarray:
+        """Layers start..n_layers-1 on hidden (the input of layer `start`), then the final RMSNorm."""
         with single_blas_thread():
-            for index in range(self.config.n_layers):
+            for index in range(start, self.config.n_layers):
                 hidden = self.layer(index, hidden, matrices, select_weight=select_weight, attention=attention)
         return rms_norm(hidden, self.weights["output_norm.weight"], self.config.eps)
 
@@ -312,7 +317,10 @@ class SmolLM2:
                   attention: Attention | None = None) -> np.ndarray:
         """Negative log-likelihood (n, T-1) float64 of ids[:, 1:] given the tokens before each."""
         ids = np.asarray(ids)
-        hidden = self.final_hidden(ids, matrices, select_weight, attention)
+        return self.nll_of_final_hidden(ids, self.final_hidden(ids, matrices, select_weight, attention))
+
+    def nll_of_final_hidden(self, ids: np.ndarray, hidden: np.ndarray) -> np.ndarray:
+        """token_nll from the final RMSNorm's output (n, T, H) of the sequences ids (n, T)."""
         embedding = self.weights["token_embd.weight"]
         nll = np.empty((ids.shape[0], ids.shape[1] - 1), dtype=np.float64)
         with single_blas_thread():

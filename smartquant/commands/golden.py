@@ -9,6 +9,10 @@
   smartquant golden llm-sweep SmolLM2-135M perplexity (Lee corpus, 1024 tokens) with its 210 linear matrices
                               stored as INT8 per-channel, INT4 per-group 32 or BF16 and read at k under each
                               device fill, per-row bias correction off and on; JSON to --out
+  smartquant golden llm-policy SmolLM2-135M: per-matrix sensitivity and per-sequence activation policies vs the
+                              best static k (best fill + correction per k), at equal bits per weight and at
+                              equal perplexity; calibrated on lee_background.cor, scored on lee.cor; JSON and
+                              table to docs/results/ (--out)
   smartquant golden kv-sweep  SmolLM2-135M perplexity with its KV cache in a BF16 / INT8 bit-plane region read
                               at k (static, and KV precision policies), DRAM traffic and energy per token
 
@@ -101,6 +105,34 @@ def add_arguments(parser):
     llm.add_argument("--out", metavar="FILE", default=None,
                      help="JSON output (default build/llm_sweep.json under the working directory)")
     llm.add_argument("--no-progress", action="store_true", help="no progress bar or point log on stderr")
+    from smartquant.workloads import llm_policy
+    policy = actions.add_parser(
+        "llm-policy", help="SmolLM2-135M context-dependent precision vs the best static k",
+        description="Per-matrix (sensitivity) and per-sequence (activation statistics) precision policies on "
+                    "SmolLM2-135M's 210 INT8 matrices against the best static k (best fill + bias correction at "
+                    "each k): bits per weight (= DRAM traffic / 8 bits), perplexity, and the traffic ratio to the "
+                    "static envelope at equal perplexity (workloads/llm_policy.py). Calibrated on "
+                    "lee_background.cor, scored on lee.cor. With the defaults about 4.5 minutes of CPU on one core "
+                    "(11 minutes wall on a shared 2-core machine).")
+    policy.add_argument("--budgets", default=",".join(str(b) for b in llm_policy.DEFAULT_BUDGETS),
+                        help="comma list of average bits per weight for the policies (default "
+                             f"{','.join(str(b) for b in llm_policy.DEFAULT_BUDGETS)}; each >= {llm_policy.MIN_K})")
+    policy.add_argument("--windows", type=int, default=4, help="evaluation windows of lee.cor (default 4)")
+    policy.add_argument("--calibration-windows", type=int, default=4,
+                        help="calibration windows of lee_background.cor (default 4)")
+    policy.add_argument("--window", type=int, default=256, help="predicted tokens per window (default 256)")
+    policy.add_argument("--probe-windows", type=int, default=1,
+                        help="calibration windows each sensitivity probe runs on (default 1; more: less noise, "
+                             "proportionally longer probes)")
+    policy.add_argument("--closed-loop-steps", type=int, default=3,
+                        help="closed-loop bisection runs that set the per-sequence policy's price (default 3)")
+    policy.add_argument("--layers", metavar="LIST", default=None,
+                        help="store only these decoder layers' matrices, the others stay at reference precision "
+                             "(a quick look; default all 30)")
+    policy.add_argument("--out", metavar="FILE", default=None,
+                        help="JSON output; the printed table goes beside it with the suffix .txt (default "
+                             "docs/results/llm_policy.json under the working directory)")
+    policy.add_argument("--no-progress", action="store_true", help="no progress log on stderr")
     from smartquant.workloads import kv_cache
     kv_cache.add_cli_arguments(actions.add_parser(
         "kv-sweep", help="SmolLM2-135M perplexity vs KV-cache precision, traffic and energy per token",
@@ -183,6 +215,49 @@ def run_llm_sweep_command(args) -> dict:
     return result
 
 
+def run_llm_policy_command(args) -> dict:
+    import sys
+
+    from smartquant.workloads import llm_policy, llm_sweep
+    budgets = parse_budgets(args.budgets)
+    if args.windows < 1 or args.calibration_windows < 1 or args.window < 1:
+        raise SmartquantError("--windows, --calibration-windows and --window must be positive")
+    if args.closed_loop_steps < 0:
+        raise SmartquantError(f"--closed-loop-steps must be >= 0, got {args.closed_loop_steps}")
+    layers = None
+    if args.layers is not None:
+        try:
+            layers = [int(part) for part in args.layers.split(",") if part.strip()]
+        except ValueError:
+            raise SmartquantError(f"--layers takes a comma list of layer indices, e.g. 0,1; got {args.layers!r}") \
+                from None
+    path = llm_sweep.output_path(args.out or llm_policy.DEFAULT_OUT)     # fail before the run, not after it
+    log = (lambda line: print(line, file=sys.stderr, flush=True)) if not args.no_progress else None
+    result = llm_policy.run_llm_policies(budgets, args.windows, args.window, args.calibration_windows, log=log,
+                                         layers=layers, closed_loop_steps=args.closed_loop_steps,
+                                         probe_windows=args.probe_windows)
+    evaluation, calibration = result["evaluation"], result["calibration"]
+    print(f"SmolLM2-135M-Instruct, {result['matrices']} matrices ({result['weights'] / 1e6:.1f} M weights) stored as "
+          f"{result['storage']}. Evaluated on {evaluation['text']} ({evaluation['tokens']} tokens, reference "
+          f"perplexity {evaluation['reference_perplexity']:.3f}); calibrated on {calibration['text']} "
+          f"({calibration['tokens']} tokens).")
+    print("Read configuration per k (chosen on the calibration text): "
+          + ", ".join(f"k={k}: {label}" for k, label in result["configs"].items()) + "; k=8: stored weights.")
+    print("bits/weight = DRAM traffic per forward / 8 bits per weight. Static rows: every matrix at k with the "
+          "better configuration on the evaluation text. 'static ... at same ...': the static envelope "
+          "interpolated log-linearly; traffic ratio = policy bits / static bits at equal perplexity.")
+    table = llm_policy.format_table(result)
+    print(table)
+    llm_sweep.write_json(result, path)
+    text = path.with_suffix(".txt")
+    try:
+        text.write_text(table + "\n")
+    except OSError as error:
+        raise SmartquantError(f"cannot write {text}: {error.strerror}") from None
+    print(f"wrote {path} and {text} ({result['seconds']:.0f} s)")
+    return result
+
+
 def run(args: argparse.Namespace):
     progress = not args.no_progress
     if args.action == "sweep":
@@ -191,6 +266,8 @@ def run(args: argparse.Namespace):
         run_sweep_command(formats, rules, parse_ks(args.k), args.csv, progress, corrections_of(args.correction))
     elif args.action == "llm-sweep":
         run_llm_sweep_command(args)
+    elif args.action == "llm-policy":
+        run_llm_policy_command(args)
     elif args.action == "kv-sweep":
         from smartquant.workloads import kv_cache
         kv_cache.run_cli(args)
