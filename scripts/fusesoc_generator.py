@@ -2,7 +2,7 @@
 """FuseSoC generator (smartquant.core): writes the controller's Verilog for the requested parameters and a core
 file that provides it.
 
-FuseSoC calls it as `python3 generate.py <input.yml>` in the directory where the generated files go; the input
+FuseSoC calls it as `python3 fusesoc_generator.py <input.yml>` in the directory where the generated files go; the input
 holds `parameters` (module name and ControllerParams fields) and `vlnv` (the generated core's name). The Verilog
 comes from `smartquant verilog` (found as $SMARTQUANT, else on PATH, else `python3 -m smartquant.cli`), so the
 same Amaranth sources and parameter checks as the CLI apply; a bad parameter stops the build with its message.
@@ -61,6 +61,6 @@ def main(input_file: str) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        print("usage: generate.py <fusesoc generator input .yml>", file=sys.stderr)
+        print("usage: fusesoc_generator.py <fusesoc generator input .yml>", file=sys.stderr)
         sys.exit(2)
     sys.exit(main(sys.argv[1]))
