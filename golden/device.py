@@ -209,6 +209,13 @@ class DeviceModel:
         self.region_base = [0] * params.n_regions
         self.region_superblocks = [0] * params.n_regions
         self.region_config = [0] * params.n_regions
+        # decoded region table, rebuilt after a region register changes (csr_write is the only writer): the
+        # active windows in index order, and read_target's answer per address (asked by the checker, the
+        # coverage and _read for every request)
+        self._windows: list[tuple[int, int, int, RegionConfig]] | None = None
+        self._targets: dict[int, ReadTarget | None] = {}
+        self._address_limit = 1 << address_bits(params)
+        self._assembled: dict[tuple, np.ndarray] = {}      # _assemble's memo
         self.nxm_as_poison = False
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
@@ -403,6 +410,8 @@ class DeviceModel:
             # the stored enable bit is already cleared for illegal fields (what a later partial write merges with)
             self.region_config[index] = word & ~1 | int(decode_region_config(self.params, word).enable)
             self._clear_poison()         # a region rewrite starts a new tensor
+        self._windows = None
+        self._targets.clear()
         self.slots = [None] * self.params.buffer_slots
 
     def _clear_poison(self) -> None:
@@ -416,14 +425,23 @@ class DeviceModel:
         config = decode_region_config(self.params, self.region_config[index])
         return config.enable and self.region_base[index] % config.B == 0
 
+    def _active_windows(self) -> list[tuple[int, int, int, RegionConfig]]:
+        """(base, end, index, config) of every active region, lowest index first (cached until a region
+        register is written)."""
+        if self._windows is None:
+            self._windows = []
+            for index in range(self.params.n_regions):
+                if self.region_active(index):
+                    config = decode_region_config(self.params, self.region_config[index])
+                    base = self.region_base[index]
+                    self._windows.append((base, base + self.region_superblocks[index] * config.R * config.B, index,
+                                          config))
+        return self._windows
+
     def _match_region(self, line: int) -> tuple[int, RegionConfig, int] | None:
         """(region index, config, L) of the lowest-numbered enabled region whose window holds `line`."""
-        for index in range(self.params.n_regions):
-            if not self.region_active(index):
-                continue
-            config = decode_region_config(self.params, self.region_config[index])
-            base = self.region_base[index]
-            if base <= line < base + self.region_superblocks[index] * config.R * config.B:
+        for base, end, index, config in self._windows if self._windows is not None else self._active_windows():
+            if base <= line < end:
                 return index, config, line - base
         return None
 
@@ -462,9 +480,12 @@ class DeviceModel:
     def req(self, opcode: int, address: int, tag: int, ld_id: int = 0, meta_field: int = 0, meta_value: int = 0,
             snp_type: int = 0) -> list[Response]:
         """Apply one M2S Req; returns the S2M messages it produces (none for MemSpecRd)."""
-        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(self.params)), tag=(tag, 16),
-                           ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
-                           snp_type=(snp_type, 3))
+        if not (0 <= opcode < 16 and 0 <= address < self._address_limit and 0 <= tag < 1 << 16 and 0 <= ld_id < 16
+                and 0 <= meta_field < 4 and 0 <= meta_value < 4 and 0 <= snp_type < 8):
+            # the same bounds field by field, for the message (the one-expression test above is the fast path)
+            self._check_fields(opcode=(opcode, 4), address=(address, address_bits(self.params)), tag=(tag, 16),
+                               ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
+                               snp_type=(snp_type, 3))
         if opcode in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA):
             self._count(Counter.REQ_MEM_RD if opcode == ReqOpcode.MEM_RD else Counter.REQ_MEM_RD_DATA)
             return self._read(address, tag, ld_id)
@@ -480,6 +501,16 @@ class DeviceModel:
         """What a read of `address` reaches with the current region table (the one decode of a read, shared by
         the model and the testbench's checker and coverage); None when no region holds the line or bits above
         the map are set. Views 6 and 7, an illegal k and a packed line j >= k are `mapped` = False."""
+        try:
+            return self._targets[address]
+        except KeyError:
+            pass
+        if len(self._targets) >= 1 << 16:      # a bound on the memo for long runs with one region table
+            self._targets.clear()
+        target = self._targets[address] = self._read_target(address)
+        return target
+
+    def _read_target(self, address: int) -> ReadTarget | None:
         view, k_field, match = self._decode(address)
         if match is None:
             return None
@@ -536,23 +567,43 @@ class DeviceModel:
                        for plane in range(k)]
             planes = np.concatenate([lines for lines, _ in fetched])
             error = any(failed for _, failed in fetched)
-        fields = layout.planes_to_blocks(planes[None], B, k)
-        if mode == PACKED:
-            lines = layout.packed_lines(fields, B, k)[0]
-        else:
-            lines = layout.expanded_lines(fields, B, k, config.rounding, config.fmt)[0]
+        lines = self._assemble(planes, config, mode, k)
         self.slots[self.victim] = (key, lines, error)
         self.victim = (self.victim + 1) % len(self.slots)
         return lines, error
+
+    def _assemble(self, planes: np.ndarray, config: RegionConfig, mode: str, k: int) -> np.ndarray:
+        """The output lines of a block from its first k planes. A pure function of the plane bytes and the
+        format, memoised by them: evicted blocks are refetched with the same contents again and again (the
+        assembled lines are read-only, only ever converted to response data)."""
+        memo_key = (planes.tobytes(), config.B, config.fmt, config.rounding, mode, k)
+        lines = self._assembled.get(memo_key)
+        if lines is None:
+            B = config.B
+            fields = layout.planes_to_blocks(planes[None], B, k)
+            if mode == PACKED:
+                lines = layout.packed_lines(fields, B, k)[0]
+            else:
+                lines = layout.expanded_lines(fields, B, k, config.rounding, config.fmt)[0]
+            lines.setflags(write=False)
+            if len(self._assembled) >= 4096:      # a bound on the memo's memory
+                self._assembled.clear()
+            self._assembled[memo_key] = lines
+        return lines
 
     # --- M2S RwD ----------------------------------------------------------------------------------------
     def rwd(self, opcode: int, address: int, tag: int, data: int, byte_enable: int, poison: int, ld_id: int = 0,
             meta_field: int = 0, meta_value: int = 0, snp_type: int = 0) -> list[Response]:
         """Apply one M2S RwD; returns its NDR Cmp."""
         p = self.params
-        self._check_fields(opcode=(opcode, 4), address=(address, address_bits(p)), tag=(tag, 16), ld_id=(ld_id, 4),
-                           meta_field=(meta_field, 2), meta_value=(meta_value, 2), snp_type=(snp_type, 3),
-                           data=(data, p.data_width), byte_enable=(byte_enable, p.line_bytes), poison=(poison, 1))
+        if not (0 <= opcode < 16 and 0 <= address < self._address_limit and 0 <= tag < 1 << 16 and 0 <= ld_id < 16
+                and 0 <= meta_field < 4 and 0 <= meta_value < 4 and 0 <= snp_type < 8
+                and 0 <= data < 1 << p.data_width and 0 <= byte_enable < 1 << p.line_bytes and 0 <= poison < 2):
+            # the same bounds field by field, for the message (the one-expression test above is the fast path)
+            self._check_fields(opcode=(opcode, 4), address=(address, address_bits(p)), tag=(tag, 16),
+                               ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
+                               snp_type=(snp_type, 3), data=(data, p.data_width),
+                               byte_enable=(byte_enable, p.line_bytes), poison=(poison, 1))
         if opcode not in (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL):
             self._count(Counter.RWD_BAD_OPCODE)
             return self._ndr(tag, ld_id)

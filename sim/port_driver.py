@@ -49,6 +49,20 @@ def read_int(handle) -> int:
     return int(handle._handle.get_signal_val_binstr(), 2)
 
 
+def int_reader(handle) -> Callable[[], int]:
+    """A function reading the port's value as an unsigned int. Ports of up to 32 bits are read as one integer
+    (GPI's get_signal_val_long, what cocotb's own get() uses for them), which costs a fraction of parsing the
+    binary string; the mask makes a 32-bit value that GPI returns as a negative C int unsigned again. Wider
+    ports go through `read_int`'s binary string."""
+    gpi = handle._handle
+    width = len(handle)
+    if width <= 32:
+        get_long, mask = gpi.get_signal_val_long, (1 << width) - 1
+        return lambda: get_long() & mask
+    get_binstr = gpi.get_signal_val_binstr
+    return lambda: int(get_binstr(), 2)
+
+
 class Pauses:
     """Per-cycle pause decisions of one channel: independent pauses at `rate`, plus stall runs started at
     `run_rate` that last 2..`max_run` cycles (long runs exercise full queues; independent pauses do not)."""
@@ -158,7 +172,7 @@ class Sink:
         dut = driver.dut
         self.name = prefix
         self.ready = _Port(getattr(dut, f"{prefix}__ready"))
-        self.payload = getattr(dut, f"{prefix}__payload")
+        self.read_payload = int_reader(getattr(dut, f"{prefix}__payload"))
         self.valid_mask = driver.mask(f"{prefix}__valid")
         self.pauses = Pauses(driver.rng)
         self.callback = callback
@@ -182,7 +196,7 @@ class Sink:
                 self.stall = 0
             return
         if self.ready.last:
-            payload = read_int(self.payload)
+            payload = self.read_payload()
             if self.stall and payload != self.held:
                 # a stalled transfer must keep its payload (DevLoad included) until it is taken: compared
                 # between the first stalled cycle and the handshake (one extra read per stall run)
@@ -195,7 +209,7 @@ class Sink:
             self.callback(payload)
         else:
             if not self.stall:
-                self.held = read_int(self.payload)
+                self.held = self.read_payload()
             self.stall += 1
 
 
@@ -224,9 +238,9 @@ class AxiMemory:
         self.rvalid, self.rlast, self.rresp, self.rid = (_Port(handle(n)) for n in ("rvalid", "rlast", "rresp", "rid"))
         self.rdata = _Port(handle("rdata"))
         self.bvalid, self.bresp, self.bid = (_Port(handle(n)) for n in ("bvalid", "bresp", "bid"))
-        self.ar = {n: handle(f"ar{n}") for n in ("addr", "len", "id", "size", "burst")}
-        self.aw = {n: handle(f"aw{n}") for n in ("addr", "len", "id", "size", "burst")}
-        self.wdata, self.wstrb, self.wlast = handle("wdata"), handle("wstrb"), handle("wlast")
+        self.ar = {n: int_reader(handle(f"ar{n}")) for n in ("addr", "len", "id", "size", "burst")}
+        self.aw = {n: int_reader(handle(f"aw{n}")) for n in ("addr", "len", "id", "size", "burst")}
+        self.wdata, self.wstrb, self.wlast = (int_reader(handle(n)) for n in ("wdata", "wstrb", "wlast"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
                                                                       "bready")}
         self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, ready_at]
@@ -331,8 +345,8 @@ class AxiMemory:
             self.stalls[channel] = 0
 
     def _check_burst(self, kind: str, fields: dict) -> tuple[int, int, int]:
-        address, beats = read_int(fields["addr"]), read_int(fields["len"]) + 1
-        axi_id, size, burst = read_int(fields["id"]), read_int(fields["size"]), read_int(fields["burst"])
+        address, beats = fields["addr"](), fields["len"]() + 1
+        axi_id, size, burst = fields["id"](), fields["size"](), fields["burst"]()
         line_bits = (self.line_bytes - 1).bit_length()
         if size != line_bits or burst != 0b01 or address % self.line_bytes:
             self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
@@ -347,7 +361,7 @@ class AxiMemory:
         m = self.m
         cycle = self.driver.cycle
         if status & m["arvalid"]:
-            self._hold("ar", self.arready.last, lambda: (read_int(self.ar["addr"]), read_int(self.ar["len"])))
+            self._hold("ar", self.arready.last, lambda: (self.ar["addr"](), self.ar["len"]()))
             if self.arready.last:
                 address, beats, arid = self._check_burst("read", self.ar)
                 first = address // self.line_bytes
@@ -358,7 +372,7 @@ class AxiMemory:
         else:
             self._valid_dropped("ar", status)
         if status & m["awvalid"]:
-            self._hold("aw", self.awready.last, lambda: (read_int(self.aw["addr"]), read_int(self.aw["len"])))
+            self._hold("aw", self.awready.last, lambda: (self.aw["addr"](), self.aw["len"]()))
             if self.awready.last:
                 address, beats, awid = self._check_burst("write", self.aw)
                 stale = self.stale_w_beats > 0
@@ -369,7 +383,7 @@ class AxiMemory:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
             beat = self._hold("w", self.wready.last,
-                              lambda: (read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast)))
+                              lambda: (self.wdata(), self.wstrb(), self.wlast()))
             if beat is not None:
                 self.w_beats.append((*beat, self.epoch))
             self._stall("w", not self.wready.last)
@@ -436,7 +450,7 @@ class AxiLiteMaster:
             _Port(handle(n)) for n in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready"))
         self.araddr, self.arvalid, self.rready = (_Port(handle(n)) for n in ("araddr", "arvalid", "rready"))
         _Port(handle("awprot")), _Port(handle("arprot"))
-        self.bresp, self.rresp, self.rdata = handle("bresp"), handle("rresp"), handle("rdata")
+        self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
                                                                       "rvalid")}
         self.ops: collections.deque = collections.deque()
@@ -493,7 +507,7 @@ class AxiLiteMaster:
             if status & m["bvalid"]:
                 if not (op["aw"] and op["w"]):
                     self.errors.append(f"CSR write {op['address']:#x}: BVALID before the AW and W handshakes")
-                op["resp"] = read_int(self.bresp)
+                op["resp"] = self.bresp()
                 self._done(op)
         else:
             if self.arvalid.last and status & m["arready"]:
@@ -501,7 +515,7 @@ class AxiLiteMaster:
             if status & m["rvalid"]:
                 if not op["ar"]:
                     self.errors.append(f"CSR read {op['address']:#x}: RVALID before the AR handshake")
-                op["data"], op["resp"] = read_int(self.rdata), read_int(self.rresp)
+                op["data"], op["resp"] = self.rdata(), self.rresp()
                 self._done(op)
 
     def _done(self, op: dict) -> None:
@@ -578,11 +592,11 @@ class PortDriver:
         await done.wait()
 
     async def _run(self) -> None:
-        status_handle = self.status
+        read_status = int_reader(self.status)
         edge = RisingEdge(self.clk)
         step = self.step
         for part in self.parts:       # the first cycle
             part.drive()
         while True:
             await edge
-            step(read_int(status_handle))
+            step(read_status())
