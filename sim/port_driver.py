@@ -74,6 +74,9 @@ class Pauses:
 
     def set(self, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24) -> None:
         self.rate, self.run_rate, self.max_run = rate, run_rate, max_run
+        # `p.remaining or p.active` is false exactly when p() would return False without drawing a random number:
+        # the per-cycle callers test it before paying for the call
+        self.active = bool(rate or run_rate)
 
     def __call__(self) -> bool:
         if self.remaining:
@@ -144,10 +147,13 @@ class Source:
         return dropped
 
     def drive(self) -> None:
-        if not self.driving and self.queue and not self.pauses():
-            self.payload.set(self.queue[0])
-            self.driving = True
-        self.valid.set(int(self.driving))
+        if not self.driving and self.queue:
+            pauses = self.pauses
+            if not ((pauses.remaining or pauses.active) and pauses()):
+                self.payload.set(self.queue[0])
+                self.driving = True
+        if self.driving != self.valid.last:
+            self.valid.set(int(self.driving))
 
     def sample(self, status: int) -> None:
         if not self.driving:
@@ -183,7 +189,10 @@ class Sink:
         self.driver = driver
 
     def drive(self) -> None:
-        self.ready.set(0 if self.pauses() else 1)
+        pauses = self.pauses
+        ready = 0 if (pauses.remaining or pauses.active) and pauses() else 1
+        if ready != self.ready.last:
+            self.ready.set(ready)
 
     def sample(self, status: int) -> None:
         if self.driver.in_reset:
@@ -243,6 +252,7 @@ class AxiMemory:
         self.wdata, self.wstrb, self.wlast = (int_reader(handle(n)) for n in ("wdata", "wstrb", "wlast"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
                                                                       "bready")}
+        self.address_data_valid = self.m["arvalid"] | self.m["awvalid"] | self.m["wvalid"]
         self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, ready_at]
         self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats, stale] AW accepted
         self.stale_w_beats = 0    # W beats taken before a controller reset for an AW not yet accepted
@@ -287,10 +297,13 @@ class AxiMemory:
     def drive(self) -> None:
         cycle = self.driver.cycle
         p = self.pauses
-        self.arready.set(0 if len(self.reads) >= self.max_reads or p["ar"]() else 1)
-        self.awready.set(0 if p["aw"]() else 1)
-        self.wready.set(0 if p["w"]() else 1)
-        if not self.r_presenting and self.reads and self.reads[0][3] <= cycle and not p["r"]():
+        # (x.remaining or x.active) and x() is x() without the call when x cannot pause (see Pauses.set)
+        ar, aw, w, r, b = p["ar"], p["aw"], p["w"], p["r"], p["b"]
+        self.arready.set(0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1)
+        self.awready.set(0 if (aw.remaining or aw.active) and aw() else 1)
+        self.wready.set(0 if (w.remaining or w.active) and w() else 1)
+        if (not self.r_presenting and self.reads and self.reads[0][3] <= cycle
+                and not ((r.remaining or r.active) and r())):
             arid, line, beats, _ = self.reads[0]
             address = line * self.line_bytes
             self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes].tobytes(), "little"))
@@ -299,7 +312,7 @@ class AxiMemory:
             self.rid.set(arid)
             self.r_presenting = True
         self.rvalid.set(int(self.r_presenting))
-        if not self.b_presenting and self.responses and not p["b"]():
+        if not self.b_presenting and self.responses and not ((b.remaining or b.active) and b()):
             # AXI orders B responses per ID only: present the oldest response of a randomly chosen ID
             heads, seen = [], set()
             for index, (bid, _, ready_at) in enumerate(self.responses):
@@ -358,6 +371,11 @@ class AxiMemory:
         return address, beats, axi_id
 
     def sample(self, status: int) -> None:
+        if not (status & self.address_data_valid or self.r_presenting or self.b_presenting
+                or self.stalls["ar"] or self.stalls["aw"] or self.stalls["w"]):
+            # nothing offered, presented or stalled: every branch below would do nothing (no VALID dropped after
+            # a stall; bursts complete only when an AW or W is taken)
+            return
         m = self.m
         cycle = self.driver.cycle
         if status & m["arvalid"]:
@@ -421,10 +439,15 @@ class AxiMemory:
         if lasts != [0] * (beats - 1) + [1]:
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
         failed = False
+        all_bytes = (1 << self.line_bytes) - 1
         for beat, (value, strobe, _, _) in enumerate(data):
             line = first + beat
             failed |= line in self.write_error_lines
-            if strobe:
+            if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
+                address = line * self.line_bytes
+                self.memory[address:address + self.line_bytes] = np.frombuffer(
+                    value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
+            elif strobe:
                 address = line * self.line_bytes
                 new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
                 enables = np.unpackbits(np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"),
@@ -455,6 +478,7 @@ class AxiLiteMaster:
                                                                       "rvalid")}
         self.ops: collections.deque = collections.deque()
         self.state: dict | None = None
+        self.quiet = False          # the last drive() wrote no access (all VALID/READY 0)
         self.driver = driver
         self.errors = driver.protocol_errors
 
@@ -474,6 +498,9 @@ class AxiLiteMaster:
         return self.state is None and not self.ops
 
     def drive(self) -> None:
+        if self.state is None and not self.ops and self.quiet:
+            return                   # no access: every VALID and READY already written 0
+        self.quiet = self.state is None and not self.ops
         if self.state is None and self.ops:
             self.state = op = self.ops.popleft()
             if op["kind"] == "write":

@@ -34,7 +34,7 @@ from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_
 from smartquant.params import (
     ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
 )
-from smartquant.sim.coverage import Coverage, decode_for_coverage, read_decode
+from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 # 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
@@ -105,6 +105,7 @@ class Scoreboard:
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
         self.unpack = {channel: field_unpacker(layout) for channel, layout in self.layouts.items()}
+        self._read_decodes: dict[int, tuple] = {}      # _read_decode's memo
         self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
         self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
@@ -121,7 +122,7 @@ class Scoreboard:
         is_read = fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
         served = is_read and target is not None and target.mapped
         if self.coverage is not None:
-            self.coverage.sample_req(fields, None if target is None else read_decode(target))
+            self.coverage.sample_req(fields, None if target is None else self._read_decode(target))
             if is_read and not served:
                 self.coverage.sample_nxm(self.model.nxm_as_poison)
         key = poison_key = None
@@ -131,6 +132,16 @@ class Scoreboard:
                 mode = "packed" if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
                 key = (mode, target.k, target.config.rounding, fields["address"] // target.config.B)
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
+
+    def _read_decode(self, target) -> "ReadDecode":
+        """coverage.read_decode of a target, one object per target (the model returns the same target for an
+        address until the region table changes), so the coverage can memoise its bins per object."""
+        entry = self._read_decodes.get(id(target))
+        if entry is None or entry[0] is not target:
+            if len(self._read_decodes) >= 1 << 16:
+                self._read_decodes.clear()
+            entry = self._read_decodes[id(target)] = (target, read_decode(target))
+        return entry[1]
 
     def on_rwd(self, payload: int) -> None:
         fields = self.unpack["rwd"](payload)
@@ -270,7 +281,12 @@ class Scoreboard:
             return
         # with a reused tag, the response answers the request it matches (else the oldest on its channel)
         candidates = [p for p in waiting if p.channel == channel] or waiting
-        pending = next((p for p in candidates if not self._differences(channel, p, got)), candidates[0])
+        pending, wrong = candidates[0], None
+        for candidate in candidates:
+            differences = self._differences(channel, candidate, got)
+            if not differences:
+                pending, wrong = candidate, differences
+                break
         waiting.remove(pending)
         if not waiting:
             del self.pending[tag]
@@ -291,7 +307,8 @@ class Scoreboard:
         else:
             self.stats.checked_ndr += 1
         expected = pending.expected
-        wrong = self._differences(channel, pending, got)
+        if wrong is None:      # no candidate matched: the differences of the one it is held against
+            wrong = self._differences(channel, pending, got)
         if channel == "drs" and pending.poison_either and got["poison"] != expected.poison and not wrong:
             # the legal other order: the model's poison_reads follows the DUT's answer
             # (only mapped reads can differ: an unmapped read's poison is nxm_as_poison, which no write changes)
@@ -358,13 +375,17 @@ class Scoreboard:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
         line_bytes = self.params.line_bytes
         strobe_bytes = line_bytes // 8
+        all_bytes, all_data = (1 << line_bytes) - 1, (1 << (8 * line_bytes)) - 1
         for beat, ((value, strobe), want_strobe) in enumerate(zip(data, want.strobes)):
             if strobe != want_strobe:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WSTRB {strobe:#x}, model "
                                f"{want_strobe:#x}")
                 return
+            if not strobe:
+                continue                 # no byte enabled: WDATA is don't-care
             expected = int.from_bytes(want.data[beat * line_bytes:(beat + 1) * line_bytes], "little")
-            mask = int.from_bytes(b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
+            mask = all_data if strobe == all_bytes else int.from_bytes(
+                b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
             if (value ^ expected) & mask:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")
