@@ -357,8 +357,29 @@ class AxiMemory:
                 self.on_stall(channel, self.stalls[channel])
             self.stalls[channel] = 0
 
-    def _check_burst(self, kind: str, fields: dict) -> tuple[int, int, int]:
-        address, beats = fields["addr"](), fields["len"]() + 1
+    def _address_channel(self, channel: str, kind: str, fields: dict, ready: int) -> tuple[int, int, int] | None:
+        """AR or AW with VALID = 1: `_hold`, `_check_burst` and `_stall` in one, reading the address and length
+        once. Returns (byte address, beats, ID) when taken."""
+        stalled = self.stalls[channel]
+        if not ready:
+            if not stalled:
+                self.held[channel] = (fields["addr"](), fields["len"]())
+            self.stalls[channel] = stalled + 1
+            return None
+        held = (fields["addr"](), fields["len"]())
+        if stalled:
+            if held != self.held[channel]:
+                self.driver.protocol_errors.append(f"axi {channel}: payload changed while VALID waited for READY "
+                                                   f"(cycle {self.driver.cycle})")
+            if self.on_stall:
+                self.on_stall(channel, stalled)
+            self.stalls[channel] = 0
+        return self._check_burst(kind, fields, held)
+
+    def _check_burst(self, kind: str, fields: dict, address_len: tuple[int, int] | None = None
+                     ) -> tuple[int, int, int]:
+        address, length = (fields["addr"](), fields["len"]()) if address_len is None else address_len
+        beats = length + 1
         axi_id, size, burst = fields["id"](), fields["size"](), fields["burst"]()
         line_bits = (self.line_bytes - 1).bit_length()
         if size != line_bits or burst != 0b01 or address % self.line_bytes:
@@ -379,24 +400,22 @@ class AxiMemory:
         m = self.m
         cycle = self.driver.cycle
         if status & m["arvalid"]:
-            self._hold("ar", self.arready.last, lambda: (self.ar["addr"](), self.ar["len"]()))
-            if self.arready.last:
-                address, beats, arid = self._check_burst("read", self.ar)
+            burst = self._address_channel("ar", "read", self.ar, self.arready.last)
+            if burst is not None:
+                address, beats, arid = burst
                 first = address // self.line_bytes
                 self.reads.append([arid, first, beats, cycle + self.read_latency])
                 if self.on_read_burst:
                     self.on_read_burst(address, beats, arid)
-            self._stall("ar", not self.arready.last)
         else:
             self._valid_dropped("ar", status)
         if status & m["awvalid"]:
-            self._hold("aw", self.awready.last, lambda: (self.aw["addr"](), self.aw["len"]()))
-            if self.awready.last:
-                address, beats, awid = self._check_burst("write", self.aw)
+            burst = self._address_channel("aw", "write", self.aw, self.awready.last)
+            if burst is not None:
+                address, beats, awid = burst
                 stale = self.stale_w_beats > 0
                 self.stale_w_beats = max(0, self.stale_w_beats - beats)
                 self.writes.append([awid, address // self.line_bytes, beats, stale])
-            self._stall("aw", not self.awready.last)
         else:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
@@ -564,6 +583,8 @@ class PortDriver:
         self.cycle = 0
         self.in_reset = True       # the DUT's reset during the cycle being sampled
         self.parts: list = []      # in callback order
+        self._samplers: list[Callable[[int], None]] = []
+        self._drivers: list[Callable[[], None]] = []
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self.tick = Event()        # set (and cleared) after every step: other coroutines wait on it
@@ -576,6 +597,8 @@ class PortDriver:
 
     def add(self, part):
         self.parts.append(part)
+        self._samplers.append(part.sample)       # bound once: step() calls them every cycle
+        self._drivers.append(part.drive)
         return part
 
     def start(self) -> None:
@@ -586,13 +609,13 @@ class PortDriver:
         for a cycle. They run after this step, in the same time step: what they write (a reset, a queued
         request) takes effect in the cycle just driven, and the driver samples it after the next edge."""
         self.in_reset = bool(status & self.reset_mask)
-        for part in self.parts:
-            part.sample(status)
+        for sample in self._samplers:
+            sample(status)
         for hook in self.end_of_cycle:
             hook()
         self.cycle += 1
-        for part in self.parts:
-            part.drive()
+        for drive in self._drivers:
+            drive()
         alarms = self.alarms
         while alarms and alarms[0][0] <= self.cycle:
             event = heapq.heappop(alarms)[2]
