@@ -655,8 +655,7 @@ class DeviceModel:
             raise SmartquantError(f"weight-major writes need W/B >= 8 bits per plane slice (W = {p.data_width}, "
                                   f"B = {B})")
         slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
-        fields = layout.unpack_fields(line[None], B, p.data_width // B)
-        slices = layout.block_planes(fields, B)[0]            # (B planes, slice_bytes)
+        slices = self._line_planes(line, B)                    # (B planes, slice_bytes)
         full = 0
         for group in range(slice_bytes):
             group_enables = (enables >> (group * B)) & ((1 << B) - 1)
@@ -673,6 +672,14 @@ class DeviceModel:
         errors = [self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)),
                                   plane_lines[plane:plane + 1], [full]) for plane in range(B)]
         return any(errors)
+
+    @staticmethod
+    def _line_planes(line: np.ndarray, B: int) -> np.ndarray:
+        """(B, W/8/B) planes of a weight-major line: layout.block_planes of layout.unpack_fields (tests/
+        test_device.py compares them for every B), on the line's bits: the line is a stream of B-bit fields,
+        field w's bit i at stream bit w*B + i, and plane p holds bit B-1-p of every field, field w at bit w."""
+        bits = np.unpackbits(line, bitorder="little").reshape(-1, B)        # bits[w, i]
+        return np.packbits(np.ascontiguousarray(bits[:, ::-1].T), axis=1, bitorder="little")
 
     def _enter_poison(self, index: int, block: int) -> None:
         if (index, block) in self.poison_table:

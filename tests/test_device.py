@@ -570,3 +570,17 @@ def test_region_rewrite_changes_the_decode_of_an_address_read_before():
     assert model.read_target(address).L == 0
     model.csr_write(CSR_REGION_BASE + 8, 0)                # disabled
     assert model.read_target(address) is None
+
+
+@pytest.mark.parametrize("data_width", [128, 512])
+def test_weight_major_line_planes_equal_the_layout_functions(data_width):
+    """DeviceModel._line_planes (the planes a weight-major write stores) must equal layout.block_planes of
+    layout.unpack_fields of the line, for every B."""
+    rng = np.random.default_rng(data_width + 1)
+    for B in (2, 4, 8, 16):
+        if data_width % (8 * B):
+            continue
+        for _ in range(4):
+            line = rng.integers(0, 256, size=data_width // 8, dtype=np.uint8)
+            fields = layout.unpack_fields(line[None], B, data_width // B)
+            assert np.array_equal(DeviceModel._line_planes(line, B), layout.block_planes(fields, B)[0]), B
