@@ -299,9 +299,16 @@ class AxiMemory:
         p = self.pauses
         # (x.remaining or x.active) and x() is x() without the call when x cannot pause (see Pauses.set)
         ar, aw, w, r, b = p["ar"], p["aw"], p["w"], p["r"], p["b"]
-        self.arready.set(0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1)
-        self.awready.set(0 if (aw.remaining or aw.active) and aw() else 1)
-        self.wready.set(0 if (w.remaining or w.active) and w() else 1)
+        # the READY/VALID ports are compared here before calling set(): most cycles change none of them
+        ready = 0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1
+        if ready != self.arready.last:
+            self.arready.set(ready)
+        ready = 0 if (aw.remaining or aw.active) and aw() else 1
+        if ready != self.awready.last:
+            self.awready.set(ready)
+        ready = 0 if (w.remaining or w.active) and w() else 1
+        if ready != self.wready.last:
+            self.wready.set(ready)
         if (not self.r_presenting and self.reads and self.reads[0][3] <= cycle
                 and not ((r.remaining or r.active) and r())):
             arid, line, beats, _ = self.reads[0]
@@ -311,7 +318,8 @@ class AxiMemory:
             self.rlast.set(int(beats == 1))
             self.rid.set(arid)
             self.r_presenting = True
-        self.rvalid.set(int(self.r_presenting))
+        if self.r_presenting != self.rvalid.last:
+            self.rvalid.set(int(self.r_presenting))
         if not self.b_presenting and self.responses and not ((b.remaining or b.active) and b()):
             # AXI orders B responses per ID only: present the oldest response of a randomly chosen ID
             heads, seen = [], set()
@@ -326,7 +334,8 @@ class AxiMemory:
                 self.bid.set(bid)
                 self.bresp.set(bresp)
                 self.b_presenting = True
-        self.bvalid.set(int(self.b_presenting))
+        if self.b_presenting != self.bvalid.last:
+            self.bvalid.set(int(self.b_presenting))
 
     def _hold(self, channel: str, accepted: bool, read: Callable[[], tuple]) -> tuple | None:
         """While the DUT's VALID waits for our READY its payload must not change (AXI A3.2.1): the payload of the

@@ -296,11 +296,9 @@ class Scoreboard:
             self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
             self.on_complete(tag, pending.kind, pending.request)
-        request = pending.request
-        what = (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
-                f"address {request['address']:#x} tag {tag:#x}")
         if pending.channel != channel:
-            self._mismatch(f"{what}: came on {channel.upper()}, expected {pending.channel.upper()}")
+            self._mismatch(f"{self._what(channel, pending, tag)}: came on {channel.upper()}, expected "
+                           f"{pending.channel.upper()}")
             return
         if channel == "drs":
             self.stats.checked_drs += 1
@@ -333,7 +331,14 @@ class Scoreboard:
                                    f"(occupancy {low}..{high} while it could be loaded)")
                 else:
                     details.append(f"{name} {got[name]} expected {getattr(expected, name)}")
-            self._mismatch(f"{what}: " + "; ".join(details))
+            self._mismatch(f"{self._what(channel, pending, tag)}: " + "; ".join(details))
+
+    @staticmethod
+    def _what(channel: str, pending: Pending, tag: int) -> str:
+        """The head of a response's mismatch message (built only for a mismatch)."""
+        request = pending.request
+        return (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
+                f"address {request['address']:#x} tag {tag:#x}")
 
     # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
     def on_axi_address(self, kind: str, byte_address: int, beats: int) -> None:
@@ -347,6 +352,8 @@ class Scoreboard:
         self._match_bursts()
 
     def _match_bursts(self) -> None:
+        if not (self._bursts_waiting["read"] or self._bursts_waiting["write"]):
+            return
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
