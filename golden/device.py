@@ -185,7 +185,7 @@ def message_address(params: ControllerParams, view: View | int, line: int, k: in
 
 
 def _popcount(value: int) -> int:
-    return bin(value).count("1")
+    return value.bit_count() if hasattr(value, "bit_count") else bin(value).count("1")
 
 
 class DeviceModel:
@@ -215,6 +215,7 @@ class DeviceModel:
         self._windows: list[tuple[int, int, int, RegionConfig]] | None = None
         self._targets: dict[int, ReadTarget | None] = {}
         self._address_limit = 1 << address_bits(params)
+        self._all_bytes = (1 << params.line_bytes) - 1          # WSTRB of a whole line
         self.nxm_as_poison = False
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
@@ -279,12 +280,14 @@ class DeviceModel:
         """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
 
         Returns whether its B response is an error (the data is written either way, reading 13)."""
-        self._check_lines(first, len(strobes))
-        self.axi_bursts.append(WriteBurst(first, len(strobes), tuple(strobes),
-                                          np.ascontiguousarray(lines[:len(strobes)], dtype=np.uint8).tobytes()))
+        beats = len(strobes)
+        self._check_lines(first, beats)
+        self.axi_bursts.append(WriteBurst(first, beats, tuple(strobes),
+                                          np.ascontiguousarray(lines[:beats], dtype=np.uint8).tobytes()))
         self._count(Counter.WRITE_BURSTS)
-        self._count(Counter.DRAM_LINES_WRITTEN, len(strobes))
-        all_bytes = (1 << self.params.line_bytes) - 1
+        self._count(Counter.DRAM_LINES_WRITTEN, beats)
+        all_bytes = self._all_bytes
+        strobed = 0
         for beat, strobe in enumerate(strobes):
             if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
                 self.memory[first + beat] = lines[beat]
@@ -292,7 +295,8 @@ class DeviceModel:
                 enabled = np.unpackbits(np.frombuffer(strobe.to_bytes(self.params.line_bytes // 8, "little"),
                                                       np.uint8), bitorder="little").astype(bool)
                 self.memory[first + beat, enabled] = lines[beat, enabled]
-            self._count(Counter.BYTES_STROBED, _popcount(strobe))
+            strobed += _popcount(strobe)
+        self._count(Counter.BYTES_STROBED, strobed)
         error = bool(self.write_error_lines) and any(line in self.write_error_lines
                                                      for line in range(first, first + len(strobes)))
         if error:
