@@ -216,6 +216,7 @@ class DeviceModel:
         self._targets: dict[int, ReadTarget | None] = {}
         self._address_limit = 1 << address_bits(params)
         self._all_bytes = (1 << params.line_bytes) - 1          # WSTRB of a whole line
+        self._enables: dict[int, np.ndarray] = {}               # _byte_enables' memo
         self.nxm_as_poison = False
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
@@ -292,8 +293,7 @@ class DeviceModel:
             if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
                 self.memory[first + beat] = lines[beat]
             elif strobe:
-                enabled = np.unpackbits(np.frombuffer(strobe.to_bytes(self.params.line_bytes // 8, "little"),
-                                                      np.uint8), bitorder="little").astype(bool)
+                enabled = self._byte_enables(strobe)
                 self.memory[first + beat, enabled] = lines[beat, enabled]
             strobed += _popcount(strobe)
         self._count(Counter.BYTES_STROBED, strobed)
@@ -302,6 +302,19 @@ class DeviceModel:
         if error:
             self._count(Counter.AXI_ERRORS)
         return error
+
+    def _byte_enables(self, strobe: int) -> np.ndarray:
+        """WSTRB as a read-only boolean array over the line's bytes, built once per pattern (weight-major
+        writes repeat a few)."""
+        enabled = self._enables.get(strobe)
+        if enabled is None:
+            if len(self._enables) >= 1 << 12:
+                self._enables.clear()
+            enabled = np.unpackbits(np.frombuffer(strobe.to_bytes(self.params.line_bytes // 8, "little"), np.uint8),
+                                    bitorder="little").astype(bool)
+            enabled.setflags(write=False)
+            self._enables[strobe] = enabled
+        return enabled
 
     # --- backdoor ---------------------------------------------------------------------------------------
     def load_raw(self, base_line: int, raw_lines) -> None:

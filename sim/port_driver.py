@@ -240,6 +240,7 @@ class AxiMemory:
         self.pauses = {channel: Pauses(rng) for channel in ("aw", "w", "b", "ar", "r")}
         self.read_error_lines: set[int] = set()
         self.write_error_lines: set[int] = set()
+        self.enables: dict[int, np.ndarray] = {}     # WSTRB -> the line's byte enables (_complete_write)
 
         def handle(name):
             return getattr(dut, f"{prefix}__{name}")
@@ -478,8 +479,13 @@ class AxiMemory:
             elif strobe:
                 address = line * self.line_bytes
                 new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-                enables = np.unpackbits(np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"),
-                                                      dtype=np.uint8), bitorder="little").astype(bool)
+                enables = self.enables.get(strobe)
+                if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
+                    if len(self.enables) >= 1 << 12:
+                        self.enables.clear()
+                    enables = self.enables[strobe] = np.unpackbits(
+                        np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"), dtype=np.uint8),
+                        bitorder="little").astype(bool)
                 window = self.memory[address:address + self.line_bytes]
                 window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))

@@ -106,6 +106,7 @@ class Scoreboard:
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
         self.unpack = {channel: field_unpacker(layout) for channel, layout in self.layouts.items()}
         self._read_decodes: dict[int, tuple] = {}      # _read_decode's memo
+        self._strobe_masks: dict[int, int] = {}        # WSTRB -> WDATA bit mask (_check_write_data)
         self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
         self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
@@ -391,8 +392,12 @@ class Scoreboard:
             if not strobe:
                 continue                 # no byte enabled: WDATA is don't-care
             expected = int.from_bytes(want.data[beat * line_bytes:(beat + 1) * line_bytes], "little")
-            mask = all_data if strobe == all_bytes else int.from_bytes(
-                b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
+            mask = all_data if strobe == all_bytes else self._strobe_masks.get(strobe)
+            if mask is None:     # built once per strobe pattern (weight-major writes repeat a few patterns)
+                if len(self._strobe_masks) >= 1 << 12:
+                    self._strobe_masks.clear()
+                mask = self._strobe_masks[strobe] = int.from_bytes(
+                    b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
             if (value ^ expected) & mask:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")
