@@ -177,6 +177,7 @@ class Coverage:
         self._all_bytes = (1 << params.line_bytes) - 1
         # run state, not coverage (neither saved nor merged): tag -> mapped? of reads awaiting their DRS
         self._pending_reads: dict[int, collections.deque[bool]] = {}
+        self._read_bins: dict[int, tuple[ReadDecode, list[tuple[str, str]]]] = {}   # sample_req's memo
 
     def _hit(self, group: str, name: str) -> None:
         bins = self._hits[group]
@@ -195,13 +196,26 @@ class Coverage:
         self._pending_reads.setdefault(int(fields["tag"]), collections.deque()).append(mapped)
         if not mapped:
             return
+        # the bins of a decode, named once per decode object (the scoreboard passes the same object for every
+        # read of an address until the region table changes)
+        entry = self._read_bins.get(id(decode))
+        if entry is None or entry[0] is not decode:
+            if len(self._read_bins) >= 1 << 16:
+                self._read_bins.clear()
+            entry = self._read_bins[id(decode)] = (decode, self._mapped_read_bins(decode))
+        for group, name in entry[1]:
+            self._hit(group, name)
+
+    @staticmethod
+    def _mapped_read_bins(decode: ReadDecode) -> list[tuple[str, str]]:
         f = format_name(decode.fmt, decode.B)
-        self._hit("read view x format", f"{_enum_name(View, decode.view)}/{f}")
-        self._hit("format x plane run", f"{f}/R={decode.R}")
+        bins = [("read view x format", f"{_enum_name(View, decode.view)}/{f}"),
+                ("format x plane run", f"{f}/R={decode.R}")]
         if decode.view != View.RAW:
-            self._hit("format x k", f"{f}/k={decode.k}")
+            bins.append(("format x k", f"{f}/k={decode.k}"))
         if decode.view in EXPANDED_VIEWS and decode.k < decode.B:
-            self._hit("fill x format", f"{_enum_name(Rounding, decode.rounding)}/{f}")
+            bins.append(("fill x format", f"{_enum_name(Rounding, decode.rounding)}/{f}"))
+        return bins
 
     def sample_rwd(self, fields: dict, decode: ReadDecode | None) -> None:
         opcode = int(fields["opcode"])

@@ -43,10 +43,19 @@ from cocotb.triggers import Event, RisingEdge
 AXI_OKAY, AXI_SLVERR = 0b00, 0b10
 
 
-def read_int(handle) -> int:
-    """A port's value as an int, without building a cocotb LogicArray (several microseconds for a 600-bit
-    payload). Uses the GPI handle's binary string, which a 2-state simulator (Verilator) fills with 0/1 only."""
-    return int(handle._handle.get_signal_val_binstr(), 2)
+def int_reader(handle) -> Callable[[], int]:
+    """A function reading the port's value as an unsigned int, without building a cocotb LogicArray (several
+    microseconds for a 600-bit payload). Ports of up to 32 bits are read as one integer (GPI's
+    get_signal_val_long, what cocotb's own get() uses for them), which costs a fraction of parsing the binary
+    string; the mask makes a 32-bit value that GPI returns as a negative C int unsigned again. Wider ports are
+    read as the GPI handle's binary string, which a 2-state simulator (Verilator) fills with 0/1 only."""
+    gpi = handle._handle
+    width = len(handle)
+    if width <= 32:
+        get_long, mask = gpi.get_signal_val_long, (1 << width) - 1
+        return lambda: get_long() & mask
+    get_binstr = gpi.get_signal_val_binstr
+    return lambda: int(get_binstr(), 2)
 
 
 class Pauses:
@@ -60,6 +69,9 @@ class Pauses:
 
     def set(self, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24) -> None:
         self.rate, self.run_rate, self.max_run = rate, run_rate, max_run
+        # `p.remaining or p.active` is false exactly when p() would return False without drawing a random number:
+        # the per-cycle callers test it before paying for the call
+        self.active = bool(rate or run_rate)
 
     def __call__(self) -> bool:
         if self.remaining:
@@ -130,10 +142,13 @@ class Source:
         return dropped
 
     def drive(self) -> None:
-        if not self.driving and self.queue and not self.pauses():
-            self.payload.set(self.queue[0])
-            self.driving = True
-        self.valid.set(int(self.driving))
+        if not self.driving and self.queue:
+            pauses = self.pauses
+            if not ((pauses.remaining or pauses.active) and pauses()):
+                self.payload.set(self.queue[0])
+                self.driving = True
+        if self.driving != self.valid.last:
+            self.valid.set(int(self.driving))
 
     def sample(self, status: int) -> None:
         if not self.driving:
@@ -158,7 +173,7 @@ class Sink:
         dut = driver.dut
         self.name = prefix
         self.ready = _Port(getattr(dut, f"{prefix}__ready"))
-        self.payload = getattr(dut, f"{prefix}__payload")
+        self.read_payload = int_reader(getattr(dut, f"{prefix}__payload"))
         self.valid_mask = driver.mask(f"{prefix}__valid")
         self.pauses = Pauses(driver.rng)
         self.callback = callback
@@ -169,7 +184,10 @@ class Sink:
         self.driver = driver
 
     def drive(self) -> None:
-        self.ready.set(0 if self.pauses() else 1)
+        pauses = self.pauses
+        ready = 0 if (pauses.remaining or pauses.active) and pauses() else 1
+        if ready != self.ready.last:
+            self.ready.set(ready)
 
     def sample(self, status: int) -> None:
         if self.driver.in_reset:
@@ -182,7 +200,7 @@ class Sink:
                 self.stall = 0
             return
         if self.ready.last:
-            payload = read_int(self.payload)
+            payload = self.read_payload()
             if self.stall and payload != self.held:
                 # a stalled transfer must keep its payload (DevLoad included) until it is taken: compared
                 # between the first stalled cycle and the handshake (one extra read per stall run)
@@ -195,7 +213,7 @@ class Sink:
             self.callback(payload)
         else:
             if not self.stall:
-                self.held = read_int(self.payload)
+                self.held = self.read_payload()
             self.stall += 1
 
 
@@ -217,6 +235,7 @@ class AxiMemory:
         self.pauses = {channel: Pauses(rng) for channel in ("aw", "w", "b", "ar", "r")}
         self.read_error_lines: set[int] = set()
         self.write_error_lines: set[int] = set()
+        self.enables: dict[int, np.ndarray] = {}     # WSTRB -> the line's byte enables (_complete_write)
 
         def handle(name):
             return getattr(dut, f"{prefix}__{name}")
@@ -224,11 +243,12 @@ class AxiMemory:
         self.rvalid, self.rlast, self.rresp, self.rid = (_Port(handle(n)) for n in ("rvalid", "rlast", "rresp", "rid"))
         self.rdata = _Port(handle("rdata"))
         self.bvalid, self.bresp, self.bid = (_Port(handle(n)) for n in ("bvalid", "bresp", "bid"))
-        self.ar = {n: handle(f"ar{n}") for n in ("addr", "len", "id", "size", "burst")}
-        self.aw = {n: handle(f"aw{n}") for n in ("addr", "len", "id", "size", "burst")}
-        self.wdata, self.wstrb, self.wlast = handle("wdata"), handle("wstrb"), handle("wlast")
+        self.ar = {n: int_reader(handle(f"ar{n}")) for n in ("addr", "len", "id", "size", "burst")}
+        self.aw = {n: int_reader(handle(f"aw{n}")) for n in ("addr", "len", "id", "size", "burst")}
+        self.wdata, self.wstrb, self.wlast = (int_reader(handle(n)) for n in ("wdata", "wstrb", "wlast"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("arvalid", "rready", "awvalid", "wvalid",
                                                                       "bready")}
+        self.address_data_valid = self.m["arvalid"] | self.m["awvalid"] | self.m["wvalid"]
         self.reads: collections.deque[list] = collections.deque()     # [id, next line, beats left, ready_at]
         self.writes: collections.deque[list] = collections.deque()    # [id, first line, beats, stale] AW accepted
         self.stale_w_beats = 0    # W beats taken before a controller reset for an AW not yet accepted
@@ -273,10 +293,20 @@ class AxiMemory:
     def drive(self) -> None:
         cycle = self.driver.cycle
         p = self.pauses
-        self.arready.set(0 if len(self.reads) >= self.max_reads or p["ar"]() else 1)
-        self.awready.set(0 if p["aw"]() else 1)
-        self.wready.set(0 if p["w"]() else 1)
-        if not self.r_presenting and self.reads and self.reads[0][3] <= cycle and not p["r"]():
+        # (x.remaining or x.active) and x() is x() without the call when x cannot pause (see Pauses.set)
+        ar, aw, w, r, b = p["ar"], p["aw"], p["w"], p["r"], p["b"]
+        # the READY/VALID ports are compared here before calling set(): most cycles change none of them
+        ready = 0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1
+        if ready != self.arready.last:
+            self.arready.set(ready)
+        ready = 0 if (aw.remaining or aw.active) and aw() else 1
+        if ready != self.awready.last:
+            self.awready.set(ready)
+        ready = 0 if (w.remaining or w.active) and w() else 1
+        if ready != self.wready.last:
+            self.wready.set(ready)
+        if (not self.r_presenting and self.reads and self.reads[0][3] <= cycle
+                and not ((r.remaining or r.active) and r())):
             arid, line, beats, _ = self.reads[0]
             address = line * self.line_bytes
             self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes].tobytes(), "little"))
@@ -284,8 +314,9 @@ class AxiMemory:
             self.rlast.set(int(beats == 1))
             self.rid.set(arid)
             self.r_presenting = True
-        self.rvalid.set(int(self.r_presenting))
-        if not self.b_presenting and self.responses and not p["b"]():
+        if self.r_presenting != self.rvalid.last:
+            self.rvalid.set(int(self.r_presenting))
+        if not self.b_presenting and self.responses and not ((b.remaining or b.active) and b()):
             # AXI orders B responses per ID only: present the oldest response of a randomly chosen ID
             heads, seen = [], set()
             for index, (bid, _, ready_at) in enumerate(self.responses):
@@ -299,7 +330,8 @@ class AxiMemory:
                 self.bid.set(bid)
                 self.bresp.set(bresp)
                 self.b_presenting = True
-        self.bvalid.set(int(self.b_presenting))
+        if self.b_presenting != self.bvalid.last:
+            self.bvalid.set(int(self.b_presenting))
 
     def _hold(self, channel: str, accepted: bool, read: Callable[[], tuple]) -> tuple | None:
         """While the DUT's VALID waits for our READY its payload must not change (AXI A3.2.1): the payload of the
@@ -330,9 +362,30 @@ class AxiMemory:
                 self.on_stall(channel, self.stalls[channel])
             self.stalls[channel] = 0
 
-    def _check_burst(self, kind: str, fields: dict) -> tuple[int, int, int]:
-        address, beats = read_int(fields["addr"]), read_int(fields["len"]) + 1
-        axi_id, size, burst = read_int(fields["id"]), read_int(fields["size"]), read_int(fields["burst"])
+    def _address_channel(self, channel: str, kind: str, fields: dict, ready: int) -> tuple[int, int, int] | None:
+        """AR or AW with VALID = 1: `_hold`, `_check_burst` and `_stall` in one, reading the address and length
+        once. Returns (byte address, beats, ID) when taken."""
+        stalled = self.stalls[channel]
+        if not ready:
+            if not stalled:
+                self.held[channel] = (fields["addr"](), fields["len"]())
+            self.stalls[channel] = stalled + 1
+            return None
+        held = (fields["addr"](), fields["len"]())
+        if stalled:
+            if held != self.held[channel]:
+                self.driver.protocol_errors.append(f"axi {channel}: payload changed while VALID waited for READY "
+                                                   f"(cycle {self.driver.cycle})")
+            if self.on_stall:
+                self.on_stall(channel, stalled)
+            self.stalls[channel] = 0
+        return self._check_burst(kind, fields, held)
+
+    def _check_burst(self, kind: str, fields: dict, address_len: tuple[int, int] | None = None
+                     ) -> tuple[int, int, int]:
+        address, length = (fields["addr"](), fields["len"]()) if address_len is None else address_len
+        beats = length + 1
+        axi_id, size, burst = fields["id"](), fields["size"](), fields["burst"]()
         line_bits = (self.line_bytes - 1).bit_length()
         if size != line_bits or burst != 0b01 or address % self.line_bytes:
             self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
@@ -344,32 +397,35 @@ class AxiMemory:
         return address, beats, axi_id
 
     def sample(self, status: int) -> None:
+        if not (status & self.address_data_valid or self.r_presenting or self.b_presenting
+                or self.stalls["ar"] or self.stalls["aw"] or self.stalls["w"]):
+            # nothing offered, presented or stalled: every branch below would do nothing (no VALID dropped after
+            # a stall; bursts complete only when an AW or W is taken)
+            return
         m = self.m
         cycle = self.driver.cycle
         if status & m["arvalid"]:
-            self._hold("ar", self.arready.last, lambda: (read_int(self.ar["addr"]), read_int(self.ar["len"])))
-            if self.arready.last:
-                address, beats, arid = self._check_burst("read", self.ar)
+            burst = self._address_channel("ar", "read", self.ar, self.arready.last)
+            if burst is not None:
+                address, beats, arid = burst
                 first = address // self.line_bytes
                 self.reads.append([arid, first, beats, cycle + self.read_latency])
                 if self.on_read_burst:
                     self.on_read_burst(address, beats, arid)
-            self._stall("ar", not self.arready.last)
         else:
             self._valid_dropped("ar", status)
         if status & m["awvalid"]:
-            self._hold("aw", self.awready.last, lambda: (read_int(self.aw["addr"]), read_int(self.aw["len"])))
-            if self.awready.last:
-                address, beats, awid = self._check_burst("write", self.aw)
+            burst = self._address_channel("aw", "write", self.aw, self.awready.last)
+            if burst is not None:
+                address, beats, awid = burst
                 stale = self.stale_w_beats > 0
                 self.stale_w_beats = max(0, self.stale_w_beats - beats)
                 self.writes.append([awid, address // self.line_bytes, beats, stale])
-            self._stall("aw", not self.awready.last)
         else:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
             beat = self._hold("w", self.wready.last,
-                              lambda: (read_int(self.wdata), read_int(self.wstrb), read_int(self.wlast)))
+                              lambda: (self.wdata(), self.wstrb(), self.wlast()))
             if beat is not None:
                 self.w_beats.append((*beat, self.epoch))
             self._stall("w", not self.wready.last)
@@ -407,14 +463,24 @@ class AxiMemory:
         if lasts != [0] * (beats - 1) + [1]:
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
         failed = False
+        all_bytes = (1 << self.line_bytes) - 1
         for beat, (value, strobe, _, _) in enumerate(data):
             line = first + beat
             failed |= line in self.write_error_lines
-            if strobe:
+            if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
+                address = line * self.line_bytes
+                self.memory[address:address + self.line_bytes] = np.frombuffer(
+                    value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
+            elif strobe:
                 address = line * self.line_bytes
                 new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-                enables = np.unpackbits(np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"),
-                                                      dtype=np.uint8), bitorder="little").astype(bool)
+                enables = self.enables.get(strobe)
+                if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
+                    if len(self.enables) >= 1 << 12:
+                        self.enables.clear()
+                    enables = self.enables[strobe] = np.unpackbits(
+                        np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"), dtype=np.uint8),
+                        bitorder="little").astype(bool)
                 window = self.memory[address:address + self.line_bytes]
                 window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
@@ -436,11 +502,12 @@ class AxiLiteMaster:
             _Port(handle(n)) for n in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready"))
         self.araddr, self.arvalid, self.rready = (_Port(handle(n)) for n in ("araddr", "arvalid", "rready"))
         _Port(handle("awprot")), _Port(handle("arprot"))
-        self.bresp, self.rresp, self.rdata = handle("bresp"), handle("rresp"), handle("rdata")
+        self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
                                                                       "rvalid")}
         self.ops: collections.deque = collections.deque()
         self.state: dict | None = None
+        self.quiet = False          # the last drive() wrote no access (all VALID/READY 0)
         self.driver = driver
         self.errors = driver.protocol_errors
 
@@ -460,6 +527,9 @@ class AxiLiteMaster:
         return self.state is None and not self.ops
 
     def drive(self) -> None:
+        if self.state is None and not self.ops and self.quiet:
+            return                   # no access: every VALID and READY already written 0
+        self.quiet = self.state is None and not self.ops
         if self.state is None and self.ops:
             self.state = op = self.ops.popleft()
             if op["kind"] == "write":
@@ -493,7 +563,7 @@ class AxiLiteMaster:
             if status & m["bvalid"]:
                 if not (op["aw"] and op["w"]):
                     self.errors.append(f"CSR write {op['address']:#x}: BVALID before the AW and W handshakes")
-                op["resp"] = read_int(self.bresp)
+                op["resp"] = self.bresp()
                 self._done(op)
         else:
             if self.arvalid.last and status & m["arready"]:
@@ -501,7 +571,7 @@ class AxiLiteMaster:
             if status & m["rvalid"]:
                 if not op["ar"]:
                     self.errors.append(f"CSR read {op['address']:#x}: RVALID before the AR handshake")
-                op["data"], op["resp"] = read_int(self.rdata), read_int(self.rresp)
+                op["data"], op["resp"] = self.rdata(), self.rresp()
                 self._done(op)
 
     def _done(self, op: dict) -> None:
@@ -523,6 +593,8 @@ class PortDriver:
         self.cycle = 0
         self.in_reset = True       # the DUT's reset during the cycle being sampled
         self.parts: list = []      # in callback order
+        self._samplers: list[Callable[[int], None]] = []
+        self._drivers: list[Callable[[], None]] = []
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self.tick = Event()        # set (and cleared) after every step: other coroutines wait on it
@@ -535,6 +607,8 @@ class PortDriver:
 
     def add(self, part):
         self.parts.append(part)
+        self._samplers.append(part.sample)       # bound once: step() calls them every cycle
+        self._drivers.append(part.drive)
         return part
 
     def start(self) -> None:
@@ -545,13 +619,13 @@ class PortDriver:
         for a cycle. They run after this step, in the same time step: what they write (a reset, a queued
         request) takes effect in the cycle just driven, and the driver samples it after the next edge."""
         self.in_reset = bool(status & self.reset_mask)
-        for part in self.parts:
-            part.sample(status)
+        for sample in self._samplers:
+            sample(status)
         for hook in self.end_of_cycle:
             hook()
         self.cycle += 1
-        for part in self.parts:
-            part.drive()
+        for drive in self._drivers:
+            drive()
         alarms = self.alarms
         while alarms and alarms[0][0] <= self.cycle:
             event = heapq.heappop(alarms)[2]
@@ -578,11 +652,11 @@ class PortDriver:
         await done.wait()
 
     async def _run(self) -> None:
-        status_handle = self.status
+        read_status = int_reader(self.status)
         edge = RisingEdge(self.clk)
         step = self.step
         for part in self.parts:       # the first cycle
             part.drive()
         while True:
             await edge
-            step(read_int(status_handle))
+            step(read_status())

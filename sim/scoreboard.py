@@ -28,15 +28,25 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from smartquant.golden.device import DeviceModel, ReadBurst, Response, WriteBurst
-from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout, unpack
+from amaranth.hdl import Shape
+
+from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout
 from smartquant.params import (
     ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
 )
-from smartquant.sim.coverage import Coverage, decode_for_coverage, read_decode
+from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 # 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
 BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
+
+
+def field_unpacker(layout) -> Callable[[int], dict[str, int]]:
+    """A function splitting a payload into the layout's named fields, the same dict as messages.unpack, as one
+    generated dict display (about half the cost of unpack's generic loop, paid for every message checked)."""
+    items = ", ".join(f"{name!r}: value >> {field.offset} & {(1 << Shape.cast(field.shape).width) - 1}"
+                      for name, field in layout)
+    return eval(f"lambda value: {{{items}}}")
 
 
 def _opcode_name(channel: str, opcode: int) -> str:
@@ -54,8 +64,7 @@ class Pending:
     expected: Response
     request: dict           # the accepted M2S fields (for messages)
     kind: str               # "req" or "rwd"
-    load_min: int | None = None   # port occupancy range while outstanding (DevLoad check; see end_cycle)
-    load_max: int | None = None
+    accepted: int = 0       # the scoreboard's cycle of the handshake (DevLoad range; see end_cycle)
     poison_either: bool = False   # concurrent with a poison-table change that affects it: poison may be 0 or 1
     block_key: tuple | None = None   # buffered reads: (mode, k, rounding, block line), for queued-reader coverage
     poison_key: tuple | None = None  # mapped reads: the (region, block) whose poison state the read reports
@@ -81,8 +90,11 @@ class Scoreboard:
         self.load_level = [int(dev_load_level(params, n)) for n in range(4 * params.load_capacity + 64)]
         self.occupancy = 0                       # N: accepted M2S messages that still owe a response
         self.occupancy_change = 0                # handshakes of the current cycle, applied by end_cycle
-        self.occupancy_applied = 0               # the last N folded into the outstanding requests' ranges
-        self.new_pending: list[Pending] = []     # accepted this cycle: their DevLoad range starts at end_cycle
+        self.cycle = 0                           # cycles closed by end_cycle
+        # N after each cycle: occupancy_history[c - history_start] for cycle c (trimmed to what pending requests
+        # still need)
+        self.occupancy_history: list[int] = []
+        self.history_start = 0
         # id() of a write that changed the poison state -> the blocks it changed (None: all, an overflow), until
         # its Cmp
         self.poison_windows: dict[int, frozenset | None] = {}
@@ -92,6 +104,9 @@ class Scoreboard:
         self.on_complete = on_complete
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
+        self.unpack = {channel: field_unpacker(layout) for channel, layout in self.layouts.items()}
+        self._read_decodes: dict[int, tuple] = {}      # _read_decode's memo
+        self._strobe_masks: dict[int, int] = {}        # WSTRB -> WDATA bit mask (_check_write_data)
         self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
         self.recent = collections.deque(maxlen=16)   # last accepted requests, printed with the first mismatch
@@ -103,12 +118,12 @@ class Scoreboard:
 
     # --- accepted M2S traffic -----------------------------------------------------------------------------
     def on_req(self, payload: int) -> None:
-        fields = unpack(self.layouts["req"], payload)
+        fields = self.unpack["req"](payload)
         target = self.model.read_target(fields["address"])
         is_read = fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
         served = is_read and target is not None and target.mapped
         if self.coverage is not None:
-            self.coverage.sample_req(fields, None if target is None else read_decode(target))
+            self.coverage.sample_req(fields, None if target is None else self._read_decode(target))
             if is_read and not served:
                 self.coverage.sample_nxm(self.model.nxm_as_poison)
         key = poison_key = None
@@ -119,8 +134,18 @@ class Scoreboard:
                 key = (mode, target.k, target.config.rounding, fields["address"] // target.config.B)
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
 
+    def _read_decode(self, target) -> "ReadDecode":
+        """coverage.read_decode of a target, one object per target (the model returns the same target for an
+        address until the region table changes), so the coverage can memoise its bins per object."""
+        entry = self._read_decodes.get(id(target))
+        if entry is None or entry[0] is not target:
+            if len(self._read_decodes) >= 1 << 16:
+                self._read_decodes.clear()
+            entry = self._read_decodes[id(target)] = (target, read_decode(target))
+        return entry[1]
+
     def on_rwd(self, payload: int) -> None:
-        fields = unpack(self.layouts["rwd"], payload)
+        fields = self.unpack["rwd"](payload)
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
         model = self.model
@@ -150,9 +175,6 @@ class Scoreboard:
     def _poison_affects(affected: frozenset | None, poison_key: tuple | None) -> bool:
         return poison_key is not None and (affected is None or poison_key in affected)
 
-    def _occupancy(self, change: int) -> None:
-        self.occupancy_change += change
-
     def end_cycle(self) -> None:
         """Called once per cycle after every handshake of the cycle was reported (sim/port_driver.py).
 
@@ -160,22 +182,28 @@ class Scoreboard:
         loaded at the edge ending cycle e carries level(N during e). A request accepted in cycle a can be answered
         by a message loaded at the end of cycle a + 1 at the earliest (N after cycle a), and a response handed over
         in cycle h was loaded at the end of cycle h - 1 at the latest (N after cycle h - 2). So each outstanding
-        request's range takes N after a cycle only from the next cycle on."""
-        n_before, self.occupancy = self.occupancy, self.occupancy + self.occupancy_change
+        request's range takes N after a cycle only from the next cycle on.
+
+        So a request accepted in cycle a and answered in cycle h > a allows the levels of N after the cycles
+        a .. max(a, h - 2) (`_load_range`); N after every cycle is kept until no pending request needs it."""
+        self.occupancy += self.occupancy_change
         self.occupancy_change = 0
-        if n_before != self.occupancy_applied:
-            self.occupancy_applied = n_before
-            for waiting in self.pending.values():
-                for p in waiting:
-                    if p.load_min is None:
-                        continue
-                    if n_before < p.load_min:
-                        p.load_min = n_before
-                    elif n_before > p.load_max:
-                        p.load_max = n_before
-        for p in self.new_pending:
-            p.load_min = p.load_max = self.occupancy
-        self.new_pending.clear()
+        self.occupancy_history.append(self.occupancy)
+        self.cycle += 1
+        if len(self.occupancy_history) > 1 << 16:
+            oldest = min((p.accepted for waiting in self.pending.values() for p in waiting), default=self.cycle)
+            drop = min(oldest, self.cycle) - self.history_start
+            del self.occupancy_history[:drop]
+            self.history_start += drop
+
+    def _load_range(self, pending: Pending) -> tuple[int, int] | None:
+        """(min, max) of N while `pending`'s response could have been loaded (see end_cycle), for a response seen
+        in the current cycle; None when it was accepted in this same cycle (impossible for a register)."""
+        if pending.accepted >= self.cycle:
+            return None
+        first = pending.accepted - self.history_start
+        window = self.occupancy_history[first:max(first + 1, self.cycle - 1 - self.history_start)]
+        return min(window), max(window)
 
     def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None,
                 poison_key: tuple | None = None) -> list[Pending]:
@@ -190,12 +218,12 @@ class Scoreboard:
             raise AssertionError(f"golden model gave {len(responses)} responses to one request")
         created = []
         for response in responses:
-            self._occupancy(+1)
-            either = any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
-            pending = Pending(response.channel, response, fields, kind, block_key=key, poison_key=poison_key,
-                              poison_either=either)
+            self.occupancy_change += 1
+            either = poison_key is not None and any(self._poison_affects(affected, poison_key)
+                                                    for affected in self.poison_windows.values())
+            pending = Pending(response.channel, response, fields, kind, accepted=self.cycle, block_key=key,
+                              poison_key=poison_key, poison_either=either)
             self.pending.setdefault(tag, []).append(pending)
-            self.new_pending.append(pending)
             created.append(pending)
             if key is not None:
                 self.queued_readers[key] += 1
@@ -208,13 +236,13 @@ class Scoreboard:
 
     # --- S2M traffic ------------------------------------------------------------------------------------
     def on_drs(self, payload: int) -> None:
-        fields = unpack(self.layouts["drs"], payload)
+        fields = self.unpack["drs"](payload)
         if self.coverage is not None:
             self.coverage.sample_drs(fields)
         self._check("drs", fields)
 
     def on_ndr(self, payload: int) -> None:
-        fields = unpack(self.layouts["ndr"], payload)
+        fields = self.unpack["ndr"](payload)
         if self.coverage is not None:
             self.coverage.sample_ndr(fields)
         self._check("ndr", fields)
@@ -228,9 +256,10 @@ class Scoreboard:
             if not pending.poison_either:
                 want["poison"] = expected.poison
         wrong = [name for name, value in want.items() if got[name] != value]
-        if pending.load_min is None:      # answered in the cycle it was accepted: impossible for a register
+        load = self._load_range(pending)
+        if load is None:      # answered in the cycle it was accepted: impossible for a register
             wrong.append("dev_load")
-        elif not self._level(pending.load_min) <= got["dev_load"] <= self._level(pending.load_max):
+        elif not self._level(load[0]) <= got["dev_load"] <= self._level(load[1]):
             wrong.append("dev_load")
         return wrong
 
@@ -253,28 +282,32 @@ class Scoreboard:
             return
         # with a reused tag, the response answers the request it matches (else the oldest on its channel)
         candidates = [p for p in waiting if p.channel == channel] or waiting
-        pending = next((p for p in candidates if not self._differences(channel, p, got)), candidates[0])
+        pending, wrong = candidates[0], None
+        for candidate in candidates:
+            differences = self._differences(channel, candidate, got)
+            if not differences:
+                pending, wrong = candidate, differences
+                break
         waiting.remove(pending)
         if not waiting:
             del self.pending[tag]
-        self._occupancy(-1)
+        self.occupancy_change -= 1
         self.poison_windows.pop(id(pending), None)
         if pending.block_key is not None:
             self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
             self.on_complete(tag, pending.kind, pending.request)
-        request = pending.request
-        what = (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
-                f"address {request['address']:#x} tag {tag:#x}")
         if pending.channel != channel:
-            self._mismatch(f"{what}: came on {channel.upper()}, expected {pending.channel.upper()}")
+            self._mismatch(f"{self._what(channel, pending, tag)}: came on {channel.upper()}, expected "
+                           f"{pending.channel.upper()}")
             return
         if channel == "drs":
             self.stats.checked_drs += 1
         else:
             self.stats.checked_ndr += 1
         expected = pending.expected
-        wrong = self._differences(channel, pending, got)
+        if wrong is None:      # no candidate matched: the differences of the one it is held against
+            wrong = self._differences(channel, pending, got)
         if channel == "drs" and pending.poison_either and got["poison"] != expected.poison and not wrong:
             # the legal other order: the model's poison_reads follows the DUT's answer
             # (only mapped reads can differ: an unmapped read's poison is nxm_as_poison, which no write changes)
@@ -291,15 +324,22 @@ class Scoreboard:
                 elif name == "opcode":
                     details.append(f"opcode {_opcode_name(channel, got['opcode'])} expected "
                                    f"{_opcode_name(channel, expected.opcode)}")
-                elif name == "dev_load" and pending.load_min is None:
+                elif name == "dev_load" and self._load_range(pending) is None:
                     details.append("answered in the cycle its request was accepted")
                 elif name == "dev_load":
-                    details.append(f"dev_load {got['dev_load']} outside [{self._level(pending.load_min)}, "
-                                   f"{self._level(pending.load_max)}] (occupancy {pending.load_min}.."
-                                   f"{pending.load_max} while it could be loaded)")
+                    low, high = self._load_range(pending)
+                    details.append(f"dev_load {got['dev_load']} outside [{self._level(low)}, {self._level(high)}] "
+                                   f"(occupancy {low}..{high} while it could be loaded)")
                 else:
                     details.append(f"{name} {got[name]} expected {getattr(expected, name)}")
-            self._mismatch(f"{what}: " + "; ".join(details))
+            self._mismatch(f"{self._what(channel, pending, tag)}: " + "; ".join(details))
+
+    @staticmethod
+    def _what(channel: str, pending: Pending, tag: int) -> str:
+        """The head of a response's mismatch message (built only for a mismatch)."""
+        request = pending.request
+        return (f"{channel.upper()} for {pending.kind} {_opcode_name(pending.kind, request['opcode'])} "
+                f"address {request['address']:#x} tag {tag:#x}")
 
     # --- backend traffic: the DUT's AXI bursts against the model's, in issue order ---------------------------
     def on_axi_address(self, kind: str, byte_address: int, beats: int) -> None:
@@ -313,6 +353,8 @@ class Scoreboard:
         self._match_bursts()
 
     def _match_bursts(self) -> None:
+        if not (self._bursts_waiting["read"] or self._bursts_waiting["write"]):
+            return
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
@@ -341,13 +383,21 @@ class Scoreboard:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
         line_bytes = self.params.line_bytes
         strobe_bytes = line_bytes // 8
+        all_bytes, all_data = (1 << line_bytes) - 1, (1 << (8 * line_bytes)) - 1
         for beat, ((value, strobe), want_strobe) in enumerate(zip(data, want.strobes)):
             if strobe != want_strobe:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WSTRB {strobe:#x}, model "
                                f"{want_strobe:#x}")
                 return
+            if not strobe:
+                continue                 # no byte enabled: WDATA is don't-care
             expected = int.from_bytes(want.data[beat * line_bytes:(beat + 1) * line_bytes], "little")
-            mask = int.from_bytes(b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
+            mask = all_data if strobe == all_bytes else self._strobe_masks.get(strobe)
+            if mask is None:     # built once per strobe pattern (weight-major writes repeat a few patterns)
+                if len(self._strobe_masks) >= 1 << 12:
+                    self._strobe_masks.clear()
+                mask = self._strobe_masks[strobe] = int.from_bytes(
+                    b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
             if (value ^ expected) & mask:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")
@@ -395,8 +445,7 @@ class Scoreboard:
         """Reset: requests in flight are lost by definition; any later response to them is a mismatch."""
         lost = [p for waiting in self.pending.values() for p in waiting]
         self.pending.clear()
-        self.new_pending.clear()
-        self.occupancy = self.occupancy_change = self.occupancy_applied = 0
+        self.occupancy = self.occupancy_change = 0
         self.poison_windows.clear()
         self.queued_readers.clear()
         return lost

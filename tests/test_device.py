@@ -545,3 +545,53 @@ def test_golden_model_stands_apart_from_the_rtl_and_the_workloads():
             "or m.startswith(('smartquant.hdl', 'smartquant.workloads', 'smartquant.sim'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]"
+
+
+@pytest.mark.parametrize("data_width", [128, 512])
+def test_block_assembly_equals_the_layout_functions(data_width):
+    """DeviceModel._assemble builds packed-k and expanded-k lines on plane bits (a fast path); it must equal
+    layout.packed_lines / expanded_lines of layout.planes_to_blocks for every B, k, fill rule and format."""
+    from smartquant.golden.device import EXPANDED, PACKED, RegionConfig
+    rng = np.random.default_rng(data_width)
+    line_bytes = data_width // 8
+    for B in (2, 4, 8, 16):
+        for fmt in (Format.INT, Format.BF16) if B == 16 else (Format.INT,):
+            for rounding in (Rounding.FLOOR, Rounding.MIDPOINT, Rounding.TOWARD_ZERO):
+                config = RegionConfig(enable=True, fmt=fmt, B=B, R=1, default_k=B, rounding=rounding, legal=True)
+                for k in range(1, B + 1):
+                    planes = rng.integers(0, 256, size=(k, line_bytes), dtype=np.uint8)
+                    fields = layout.planes_to_blocks(planes[None], B, k)
+                    packed = DeviceModel._assemble(planes, config, PACKED, k)
+                    expanded = DeviceModel._assemble(planes, config, EXPANDED, k)
+                    assert np.array_equal(packed, layout.packed_lines(fields, B, k)[0]), (B, k)
+                    assert np.array_equal(expanded, layout.expanded_lines(fields, B, k, rounding, fmt)[0]), \
+                        (B, k, rounding, fmt)
+
+
+def test_region_rewrite_changes_the_decode_of_an_address_read_before():
+    """read_target is memoised per address: a region register write must make the next read see the new
+    table (base, size and config each)."""
+    model = make_model(B=8, R=1, n_superblocks=1)
+    address = model.address(View.RAW, BASE + 8)           # one past the single superblock: unmapped
+    assert model.read_target(address) is None
+    model.csr_write(CSR_REGION_BASE + 4, 2)                # two superblocks: now mapped
+    target = model.read_target(address)
+    assert target is not None and target.mapped and target.L == 8
+    model.csr_write(CSR_REGION_BASE + 0, BASE + 8)         # moved: the same line is now L = 0
+    assert model.read_target(address).L == 0
+    model.csr_write(CSR_REGION_BASE + 8, 0)                # disabled
+    assert model.read_target(address) is None
+
+
+@pytest.mark.parametrize("data_width", [128, 512])
+def test_weight_major_line_planes_equal_the_layout_functions(data_width):
+    """DeviceModel._line_planes (the planes a weight-major write stores) must equal layout.block_planes of
+    layout.unpack_fields of the line, for every B."""
+    rng = np.random.default_rng(data_width + 1)
+    for B in (2, 4, 8, 16):
+        if data_width % (8 * B):
+            continue
+        for _ in range(4):
+            line = rng.integers(0, 256, size=data_width // 8, dtype=np.uint8)
+            fields = layout.unpack_fields(line[None], B, data_width // B)
+            assert np.array_equal(DeviceModel._line_planes(line, B), layout.block_planes(fields, B)[0]), B

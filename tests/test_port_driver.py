@@ -2,7 +2,7 @@
 ports are stand-ins with the GPI handle interface the driver uses."""
 import random
 
-from smartquant.sim.port_driver import AXI_OKAY, AxiMemory, PortDriver, Sink
+from smartquant.sim.port_driver import AXI_OKAY, AxiMemory, PortDriver, Sink, int_reader
 
 STATUS = ("s2m_drs__valid", "axi__arvalid", "axi__rready", "axi__awvalid", "axi__wvalid", "axi__bready")
 
@@ -13,6 +13,10 @@ class FakeGpi:
 
     def get_signal_val_binstr(self):
         return format(self.value, f"0{self.width}b")
+
+    def get_signal_val_long(self):
+        # a C int, as GPI returns it: a 32-bit value with bit 31 set comes back negative
+        return self.value - (1 << 32) if self.width == 32 and self.value >> 31 else self.value
 
     def set_signal_val_int(self, action, value):
         self.value = value
@@ -112,3 +116,13 @@ def test_axi_memory_flags_a_moving_ar_and_orders_b_per_id_only():
         memory.drive()
         orders.add(memory.responses[memory.b_index][:2])
     assert orders == {(1, AXI_OKAY), (2, AXI_OKAY)}     # never the second response of ID 1 first
+
+
+def test_int_reader_reads_narrow_ports_unsigned_and_wide_ports_whole():
+    """Ports of up to 32 bits are read as one GPI integer (negative for bit 31 in C): the value must come back
+    unsigned; wider ports through the binary string."""
+    for width, value in ((1, 1), (15, 0x5A5A), (32, 0xFFFF_FFFF), (32, 0x8000_0001), (33, 1 << 32),
+                         (600, (1 << 599) | 12345)):
+        signal = FakeSignal(width)
+        signal.set(value)
+        assert int_reader(signal)() == value, (width, hex(value))

@@ -168,3 +168,16 @@ def test_a_burst_the_model_issued_but_the_dut_did_not_is_reported():
     board = make_board()
     write(board, 1, block=2)
     assert any("the DUT did not" in problem for problem in board.extra_bursts())
+
+
+def test_field_unpacker_equals_messages_unpack():
+    """The scoreboard's generated unpackers split every channel's payload exactly like messages.unpack."""
+    import random
+    from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout, unpack
+    from smartquant.sim.scoreboard import field_unpacker
+    rng = random.Random(3)
+    for params in (PARAMS, ControllerParams()):
+        for layout in (req_layout(params), rwd_layout(params), drs_layout(params), ndr_layout(params)):
+            fast = field_unpacker(layout)
+            for payload in [0, (1 << layout.size) - 1] + [rng.getrandbits(layout.size) for _ in range(50)]:
+                assert fast(payload) == unpack(layout, payload)
