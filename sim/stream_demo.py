@@ -286,7 +286,8 @@ def schedules_of(config: dict, plan: streaming.StreamingPlan, workload) -> list:
         from smartquant.workloads.stream_workloads import bits_per_weight, smollm2_layer_precisions
         mapping = smollm2_layer_precisions(workload.model, config["per_matrix"]["spec"], plan.B)
         bits = bits_per_weight(mapping, {name: workload.model.weights[name].size for name in mapping})
-        schedules.append((f"per-matrix {bits:.2f} b/w", streaming.mapping_choice(mapping),
+        fitted = (config["per_matrix"]["spec"] or "").startswith("policy")
+        schedules.append((f"{'policy (a)' if fitted else 'per-kind'} {bits:.2f} b/w", streaming.mapping_choice(mapping),
                           {name: mapping[name] for name in plan.names()}, bits))
     if config["policies"]:
         schedules += minilm_policy_schedules(config, plan, workload)

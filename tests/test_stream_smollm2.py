@@ -27,8 +27,8 @@ def model():
     return load_smollm2()
 
 
-def test_default_schedule_covers_every_matrix_at_the_stated_bits(model):
-    schedule = stream_workloads.smollm2_layer_precisions(model)
+def test_per_kind_schedule_covers_every_matrix_at_the_stated_bits(model):
+    schedule = stream_workloads.smollm2_layer_precisions(model, "attn_q=5")      # every other kind: its default
     assert len(schedule) == 30 * 7
     assert schedule["blk.0.attn_q.weight"] == 5 and schedule["blk.29.ffn_down.weight"] == 6
     sizes = {name: model.weights[name].size for name in schedule}
@@ -38,6 +38,31 @@ def test_default_schedule_covers_every_matrix_at_the_stated_bits(model):
         np.prod(s) for s in SHAPES.values())
     assert stream_workloads.bits_per_weight(schedule, sizes) == pytest.approx(by_hand)
     assert round(by_hand, 2) == 5.78                       # what the docs and the option help say
+
+
+def test_policy_schedule_is_the_llm_policy_runs_allocation(model, tmp_path, monkeypatch):
+    """policy:5.5 from the committed llm-policy result gives the allocation that run evaluated: the same number
+    of matrices at each k (its row records them) and the same bits per weight; it is the demo's default when
+    the result file is in place, the per-kind assignment when not."""
+    import json
+    from smartquant.workloads.llm_policy import DEFAULT_OUT
+    result = json.loads((stream_workloads.Path(__file__).resolve().parent.parent / DEFAULT_OUT).read_text())
+    row = next(r for r in result["rows"] if r["policy"].startswith("(a)") and r["budget"] == 5.5)
+    monkeypatch.chdir(stream_workloads.Path(__file__).resolve().parent.parent)
+    schedule = stream_workloads.smollm2_layer_precisions(model)
+    assert stream_workloads.policy_spec_default() == "policy:5.5"
+    counts = {str(k): sum(1 for v in schedule.values() if v == k) for k in range(result["min_k"], 9)}
+    assert counts == {str(k): n for k, n in row["matrices_per_k"].items()}
+    sizes = {name: model.weights[name].size for name in schedule}
+    assert stream_workloads.bits_per_weight(schedule, sizes) == pytest.approx(row["bits_per_weight"])
+    assert stream_workloads.bits_per_weight(schedule, sizes) <= 5.5
+    monkeypatch.chdir(tmp_path)                                   # no result file here
+    assert stream_workloads.policy_spec_default() is None
+    assert stream_workloads.smollm2_layer_precisions(model) == stream_workloads.smollm2_layer_precisions(model, "attn_q=5")
+    with pytest.raises(SmartquantError, match="llm-policy"):
+        stream_workloads.smollm2_layer_precisions(model, "policy:5.5")
+    with pytest.raises(SmartquantError, match="BUDGET"):
+        stream_workloads.smollm2_layer_precisions(model, "policy:lots")
 
 
 def test_schedule_spec(model):
@@ -59,11 +84,21 @@ def demo_args(*argv):
     return parser.parse_args(list(argv))
 
 
-def test_demo_settings(tmp_path):
+def test_demo_settings(tmp_path, monkeypatch):
+    repo = stream_workloads.Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)          # where the llm-policy result is: the default per-matrix run is its policy
     config = demo_streaming.demo_config(demo_args("--smollm2-out", str(tmp_path / "s.json")), "smollm2")
     assert (config["R"], config["rule"], config["corrected"], config["ks"], config["layers"]) == (
         64, "toward-zero", True, [8, 6, 5], [0])
-    assert config["per_matrix"] == {"spec": None} and config["windows"] == 4
+    # named absolutely: the simulator runs in its own directory
+    assert config["per_matrix"] == {"spec": f"policy:5.5:{repo / 'docs' / 'results' / 'llm_policy.json'}"}
+    assert config["windows"] == 4
+    monkeypatch.chdir(tmp_path)      # no result file: the per-kind assignment
+    config = demo_streaming.demo_config(demo_args("--smollm2-out", str(tmp_path / "s.json")), "smollm2")
+    assert config["per_matrix"] == {"spec": None}
+    with pytest.raises(SmartquantError, match="llm-policy"):
+        demo_streaming.demo_config(demo_args("--smollm2-k", "policy:5.5", "--smollm2-out", str(tmp_path / "s.json")),
+                                   "smollm2")
     # a layer at R = 64: every matrix padded to 64-block superblocks (attn_k: 216 blocks -> 256)
     assert demo_streaming.layer_shapes(config, 0) == [SHAPES[k] for k in LAYER_MATRICES]
     assert demo_streaming.demo_params(config).dram_addr_bits == 23
@@ -96,14 +131,14 @@ def test_rtl_streamed_smollm2_matrix_gives_the_quantizers_perplexity(model, tmp_
     blocks = 256                                   # 192 x 576 weights = 216 blocks, padded to 4 x 64
     assert data["load"]["rwd"] == blocks * 8 and data["load"]["counters"]["dram_lines_written"] == blocks * 8
     runs = {run["label"]: run for run in data["runs"]}
-    assert list(runs) == ["static k=8", "static k=5", "per-matrix 5.72 b/w"]
+    assert list(runs) == ["static k=8", "static k=5", "per-kind 5.72 b/w"]
     for run, k in zip(data["runs"], (8, 5, 3)):
         assert run["exact"] and run["k"] == {"blk.1.attn_k.weight": k}
         assert run["counters"]["dram_lines_read"] == blocks * k == run["counters"]["drs_sent"]
         assert run["traffic_ratio"] == k / 8
         assert run["perplexity"] == run["golden"]["perplexity"]
     # R = 64: the k plane lines of a superblock lie in fewer DRAM rows at smaller k
-    assert runs["per-matrix 5.72 b/w"]["activates"] < runs["static k=8"]["activates"]
+    assert runs["per-kind 5.72 b/w"]["activates"] < runs["static k=8"]["activates"]
     batch = smollm2.windows(model.encode(lee_text("test")), 1, 32)
     fmt = quant.storage_format("int8")
     for k in (8, 5):

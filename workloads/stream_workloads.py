@@ -20,6 +20,9 @@ the whole model at the schedule, with the streamed layers' weights coming from t
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 
 from smartquant.errors import SmartquantError
@@ -189,13 +192,55 @@ def parse_kind_k(text: str) -> dict:
         raise SmartquantError(f"--smollm2-k must be a k or a comma list kind=k, got {text!r}") from None
 
 
+POLICY_BUDGET = 5.5       # bits per weight of the demo's per-matrix policy run
+
+
+def policy_spec_default() -> str | None:
+    """The demo's default per-matrix run: policy (a) of `smartquant golden llm-policy` at POLICY_BUDGET, when its
+    result file is at its default place under the working directory (a clone has it, in docs/results/); else
+    None, the per-kind assignment DEFAULT_KIND_K."""
+    from smartquant.workloads.llm_policy import DEFAULT_OUT
+    return f"policy:{POLICY_BUDGET:g}" if DEFAULT_OUT.exists() else None
+
+
+def policy_precisions(spec: str, sizes: dict, B: int = 8) -> dict:
+    """'policy:BUDGET[:FILE]': the per-matrix sensitivity policy (a) of issue 12 part 3, allocated at BUDGET bits
+    per weight from the sensitivities (gains x noise per k) that `smartquant golden llm-policy` measured on the
+    calibration text and wrote to FILE (default docs/results/llm_policy.json under the working directory): the
+    same greedy allocation that command evaluates, so no probe is re-run."""
+    from smartquant.workloads.llm_policy import DEFAULT_OUT
+    from smartquant.workloads.policies import greedy_allocation
+    parts = spec.split(":", 2)
+    try:
+        budget = float(parts[1])
+    except (IndexError, ValueError):
+        raise SmartquantError(f"--smollm2-k policy:BUDGET[:FILE] needs a number of bits per weight, got {spec!r}") \
+            from None
+    path = Path(parts[2]) if len(parts) == 3 else DEFAULT_OUT
+    try:
+        result = json.loads(path.read_text())
+        weighted = {name: np.asarray(result["nsr"][name]) * result["gains"][name] for name in sizes}
+        min_k = int(result["min_k"])
+    except FileNotFoundError:
+        raise SmartquantError(f"{path} not found: run `smartquant golden llm-policy` (it writes it) or give "
+                              f"policy:BUDGET:FILE") from None
+    except (KeyError, ValueError, TypeError) as error:
+        raise SmartquantError(f"{path} is not an llm-policy result covering every matrix ({error})") from None
+    return greedy_allocation(weighted, sizes, budget, B, min_k)
+
+
 def smollm2_layer_precisions(model, spec: str | None = None, B: int = 8) -> dict:
     """{matrix name: k} for every linear matrix of SmolLM2: the precision policy the streaming demo runs.
 
-    The one hook for a precision policy: today a fixed per-kind assignment (DEFAULT_KIND_K, or `spec`, the
-    --smollm2-k option); a policy fitted per matrix (issue 12 part 3) replaces the body of this function."""
+    The one hook for a precision policy: 'policy:BUDGET[:FILE]' is part 3's fitted per-matrix policy
+    (policy_precisions); a k or 'kind=k,...' a fixed per-kind assignment (DEFAULT_KIND_K for kinds not named);
+    None the demo's default (policy_spec_default)."""
     from smartquant.golden import layout
     from smartquant.workloads.smollm2 import LAYER_MATRICES, matrix_name
+    names = [matrix_name(layer, kind) for layer in range(model.config.n_layers) for kind in LAYER_MATRICES]
+    spec = policy_spec_default() if spec is None else spec
+    if spec is not None and spec.strip().startswith("policy"):
+        return policy_precisions(spec.strip(), {name: model.weights[name].size for name in names}, B)
     kinds = DEFAULT_KIND_K if spec is None else parse_kind_k(spec)
     for kind, k in kinds.items():
         layout.check_k(k, B)

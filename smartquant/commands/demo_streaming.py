@@ -118,9 +118,12 @@ def add_streaming_arguments(parser) -> None:
                          help=f"static precisions, comma list (default {','.join(map(str, SMOLLM2_DEFAULT_KS))}; "
                               "'none' for none)")
     smollm2.add_argument("--smollm2-k", default=None, metavar="SPEC",
-                         help="the per-matrix precision run: one k for all ('6') or per matrix kind "
-                              "('attn_q=5,ffn_down=7', the others keep the default); default: "
-                              "workloads/stream_workloads.py DEFAULT_KIND_K (5.78 bits/weight); 'none' skips it")
+                         help="the per-matrix precision run: 'policy:BUDGET[:FILE]' (the fitted per-matrix policy "
+                              "of `smartquant golden llm-policy`, allocated at BUDGET bits/weight from its result "
+                              "FILE, default docs/results/llm_policy.json), one k for all ('6') or per matrix kind "
+                              "('attn_q=5,ffn_down=7', the others keep workloads/stream_workloads.py "
+                              "DEFAULT_KIND_K); default: policy:5.5 when that file is here, else DEFAULT_KIND_K "
+                              "(5.78 bits/weight); 'none' skips it")
     smollm2.add_argument("--smollm2-windows", type=int, default=4,
                          help="perplexity windows of 256 tokens of lee.cor (default 4 = 1024 tokens)")
     smollm2.add_argument("--smollm2-out", metavar="FILE", default=None,
@@ -201,13 +204,21 @@ def smollm2_config(args) -> dict:
     from smartquant.workloads import llm_sweep
     from smartquant.workloads.smollm2 import gguf_path
     from smartquant.workloads.gguf_weights import GGUFFile
-    from smartquant.workloads.stream_workloads import parse_kind_k
+    from smartquant.workloads.stream_workloads import parse_kind_k, policy_precisions, policy_spec_default
     n_layers = int(GGUFFile(gguf_path()).value("llama.block_count"))     # metadata only: fails early if missing
     fmt = llm_sweep.llm_format("int8")
     ks = parse_ks(args.smollm2_static_k, fmt.bits, "--smollm2-static-k")
     spec = args.smollm2_k
     per_matrix = spec is None or spec.strip() != "none"
-    if per_matrix and spec is not None:
+    if spec is None:
+        spec = policy_spec_default()     # decided here: the simulator runs in its own directory
+    if per_matrix and spec is not None and spec.strip().startswith("policy"):
+        spec = spec.strip()
+        if spec.count(":") == 1:          # the default result file, named absolutely for the simulator
+            from smartquant.workloads.llm_policy import DEFAULT_OUT
+            spec = f"{spec}:{DEFAULT_OUT.resolve()}"
+        policy_precisions(spec, {}, fmt.bits)      # budget and file checked now, not after the build
+    elif per_matrix and spec is not None:
         for k in parse_kind_k(spec).values():
             layout.check_k(k, fmt.bits)
     if not ks and not per_matrix:
