@@ -17,7 +17,7 @@ from smartquant.golden.device import DeviceModel, region_csr_writes
 from smartquant.golden import layout
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.cxl.messages import drs_layout, unpack
-from smartquant.hdl.engine.read_engine import ReadEngine
+from smartquant.hdl.engine.read_engine import ReadEngine, DRS_OUTPUT_CYCLES
 from smartquant.hdl.engine.packer import START_TO_LINE_CYCLES
 from smartquant.params import ControllerParams, Counter, Format, ReqOpcode, Rounding, View, N_COUNTERS
 
@@ -312,8 +312,8 @@ def test_added_latency_of_a_single_read(view, k):
     print(f"{View(view).name} k={k}: accept->AR valid {ar_valid - accept}, last R beat->DRS valid {drs - last_beat}")
     assert ar_valid - accept <= 1
     # raw: the line goes straight to the DRS register; packed/expanded: packer start after the last load (1),
-    # the packer's pipeline, the DRS register (1)
-    assert drs - last_beat <= (1 if view == View.RAW else 1 + START_TO_LINE_CYCLES + 1)
+    # the packer's pipeline; then the DRS register and the DRS output buffer (DRS_OUTPUT_CYCLES)
+    assert drs - last_beat <= (0 if view == View.RAW else 1 + START_TO_LINE_CYCLES) + DRS_OUTPUT_CYCLES
 
 
 def test_write_invalidation_in_the_reallocation_cycle_keeps_the_new_block():

@@ -133,23 +133,26 @@ class CsrBlock(wiring.Component):
         w_strb = Signal(4)
         b_pending = Signal()
 
+        # every ready is a flip-flop of its own (the inverse of its held flag), so no port is driven by logic
+        aw_ready = Signal(init=1)
+        w_ready = Signal(init=1)
         m.d.comb += [
-            bus.awready.eq(~aw_held),
-            bus.wready.eq(~w_held),
+            bus.awready.eq(aw_ready),
+            bus.wready.eq(w_ready),
             bus.bvalid.eq(b_pending),
             bus.bresp.eq(AXI_RESP_OKAY),
         ]
         with m.If(bus.awvalid & bus.awready):
-            m.d.sync += [aw_held.eq(1), aw_addr.eq(bus.awaddr)]
+            m.d.sync += [aw_held.eq(1), aw_ready.eq(0), aw_addr.eq(bus.awaddr)]
         with m.If(bus.wvalid & bus.wready):
-            m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
+            m.d.sync += [w_held.eq(1), w_ready.eq(0), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += b_pending.eq(0)
 
         do_write = Signal()
         m.d.comb += do_write.eq(aw_held & w_held & ~b_pending)
         with m.If(do_write):
-            m.d.sync += [aw_held.eq(0), w_held.eq(0), b_pending.eq(1)]
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), aw_ready.eq(1), w_ready.eq(1), b_pending.eq(1)]
 
         byte_mask = Signal(32)
         m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))
@@ -218,14 +221,15 @@ class CsrBlock(wiring.Component):
         # --- read channel -------------------------------------------------------------------------------------
         r_pending = Signal()
         r_data = Signal(32)
+        ar_ready = Signal(init=1)   # == ~r_pending, as a flip-flop of its own
         m.d.comb += [
-            bus.arready.eq(~r_pending),
+            bus.arready.eq(ar_ready),
             bus.rvalid.eq(r_pending),
             bus.rdata.eq(r_data),
             bus.rresp.eq(AXI_RESP_OKAY),
         ]
         with m.If(bus.rvalid & bus.rready):
-            m.d.sync += r_pending.eq(0)
+            m.d.sync += [r_pending.eq(0), ar_ready.eq(1)]
 
         read_value = Signal(32)
         with m.Switch(bus.araddr[2:]):
@@ -254,6 +258,6 @@ class CsrBlock(wiring.Component):
                 m.d.comb += read_value.eq(0)
 
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [r_pending.eq(1), r_data.eq(read_value)]
+            m.d.sync += [r_pending.eq(1), ar_ready.eq(0), r_data.eq(read_value)]
 
         return m

@@ -61,6 +61,7 @@ from smartquant.hdl.engine.address_map import decode_address, line_bits, region_
 from smartquant.hdl.engine.poison import block_event_layout
 
 from smartquant.hdl.engine.packer import BlockPacker
+from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
 def poison_query_layout(params: ControllerParams) -> data.StructLayout:
@@ -79,6 +80,9 @@ GENERATION_BITS = 3
 # in flight (slots x live generations) must cover fetch latency + packer pipeline: with 3 live generations and
 # 2 slots streaming fell to 0.38 lines/cycle at k = 1 and 0.68 at k = 2; with 7 it holds 1.0.
 MAX_LIVE_GENERATIONS = 7
+# cycles from a line being servable to S2M DRS valid: the DRS register (the buffer's read cycle), then the output
+# buffer that keeps S2M DRS registered
+DRS_OUTPUT_CYCLES = 2
 
 
 def check_read_params(params: ControllerParams) -> None:
@@ -208,6 +212,7 @@ class ReadEngine(wiring.Component):
         fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
         m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
 
+        fetch_bypass = Signal()   # the fetch dispatched now goes straight into the AR register (AR issuer)
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
         can_dispatch = Signal()
@@ -248,7 +253,7 @@ class ReadEngine(wiring.Component):
             fetch_entry.k.eq(decoded.k),
             fetch_entry.log2_r.eq(decoded.log2_r),
             fetch_fifo.w_data.eq(fetch_entry),
-            fetch_fifo.w_en.eq(dispatch & needs_fetch),
+            fetch_fifo.w_en.eq(dispatch & needs_fetch & ~fetch_bypass),
             route_entry.raw.eq(is_raw),
             route_entry.k.eq(decoded.k),
             route_entry.expanded.eq(is_expanded),
@@ -263,30 +268,57 @@ class ReadEngine(wiring.Component):
         ]
 
         # ---- AR issuer ---------------------------------------------------------------------------------
-        fetch = Signal(fetch_layout)
-        m.d.comb += fetch.eq(fetch_fifo.r_data)
-        plane = Signal(5)   # next plane of a strided (R > 1) fetch
-        single_burst = fetch.raw | (fetch.log2_r == 0)
+        # AR is an output register (valid, address, length are flip-flops). It loads the fetch FIFO's head, or
+        # the fetch dispatched in this cycle when the FIFO is empty (no cycle lost to the FIFO); an R > 1 fetch
+        # stays in it for its k one-line bursts, stepping the address by R.
         ar = self.axi
         line_bytes_log2 = p.line_offset_bits
+        ar_valid = Signal()
         ar_line = Signal(lb)
+        ar_len = Signal(8)
+        ar_bursts_left = Signal(5)   # bursts of the fetch after the one presented
+        ar_log2_stride = Signal(3)
+        ar_fire = ar_valid & ar.arready
+        ar_free = Signal()
+        next_fetch = Signal(fetch_layout)
+        next_single_burst = next_fetch.raw | (next_fetch.log2_r == 0)
         m.d.comb += [
-            ar_line.eq(fetch.line + (plane << fetch.log2_r)),
-            ar.arvalid.eq(fetch_fifo.r_rdy),
+            ar_free.eq(~ar_valid | (ar_fire & (ar_bursts_left == 0))),
+            fetch_bypass.eq(~fetch_fifo.r_rdy & ar_free),
+            next_fetch.eq(Mux(fetch_fifo.r_rdy, fetch_fifo.r_data, fetch_entry.as_value())),
+            fetch_fifo.r_en.eq(ar_free),
+            ar.arvalid.eq(ar_valid),
             ar.araddr.eq(Cat(Const(0, line_bytes_log2), ar_line)),
             ar.arid.eq(0),
             ar.arsize.eq(line_bytes_log2),
             ar.arburst.eq(AXI_BURST_INCR),
-            ar.arlen.eq(Mux(single_burst, Mux(fetch.raw, 0, fetch.k - 1), 0)),
+            ar.arlen.eq(ar_len),
         ]
-        with m.If(ar.arvalid & ar.arready):
-            with m.If(single_burst | (plane == fetch.k - 1)):
-                m.d.comb += fetch_fifo.r_en.eq(1)
-                m.d.sync += plane.eq(0)
-            with m.Else():
-                m.d.sync += plane.eq(plane + 1)
+        with m.If(ar_free):
+            m.d.sync += [
+                ar_valid.eq(fetch_fifo.r_rdy | (dispatch & needs_fetch)),
+                ar_line.eq(next_fetch.line),
+                ar_len.eq(Mux(next_single_burst, Mux(next_fetch.raw, 0, next_fetch.k - 1), 0)),
+                ar_bursts_left.eq(Mux(next_single_burst, 0, next_fetch.k - 1)),
+                ar_log2_stride.eq(next_fetch.log2_r),
+            ]
+        with m.Elif(ar_fire):
+            m.d.sync += [
+                ar_line.eq(ar_line + (Const(1, lb) << ar_log2_stride)),
+                ar_bursts_left.eq(ar_bursts_left - 1),
+            ]
 
         # ---- R router ----------------------------------------------------------------------------------
+        # R enters through a skid, so RREADY is a register: the packer's and the raw FIFO's readiness (which
+        # follow the waiting counters) stay inside. r_in shows the beat in its arrival cycle.
+        m.submodules.r_skid = r_skid = InputSkid(data.StructLayout({"data": p.data_width, "resp": 2}))
+        r_in = r_skid.o
+        m.d.comb += [
+            r_skid.i.valid.eq(ar.rvalid),
+            r_skid.i.p.data.eq(ar.rdata),
+            r_skid.i.p.resp.eq(ar.rresp),
+            ar.rready.eq(r_skid.i.ready),
+        ]
         m.submodules.packer = packer = BlockPacker(p)
         route = Signal(route_layout)
         m.d.comb += route.eq(route_fifo.r_data)
@@ -312,14 +344,14 @@ class ReadEngine(wiring.Component):
         route_b = Signal(5)   # B of the routed block
         m.d.comb += [
             route_b.eq(Const(1, 5) << route.log2_b),
-            beat_error.eq(ar.rresp != AXI_RESP_OKAY),
-            ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
-            raw_fifo.w_data.eq(Cat(ar.rdata, beat_error)),
-            raw_beat.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            beat_error.eq(r_in.p.resp != AXI_RESP_OKAY),
+            r_in.ready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
+            raw_fifo.w_data.eq(Cat(r_in.p.data, beat_error)),
+            raw_beat.eq(r_in.valid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
             raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
-            packer.load.valid.eq(Mux(sign_filling, 1, ar.rvalid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
+            packer.load.valid.eq(Mux(sign_filling, 1, r_in.valid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
             packer.load.p.plane.eq(Mux(sign_filling, fill_plane, beat)),
-            packer.load.p.data.eq(Mux(sign_filling, plane0, ar.rdata)),
+            packer.load.p.data.eq(Mux(sign_filling, plane0, r_in.p.data)),
             packer.start.valid.eq(start_pending),
             packer.start.p.eq(start_payload),
             error_fifo.w_data.eq(block_error | beat_error),
@@ -330,9 +362,9 @@ class ReadEngine(wiring.Component):
             m.d.sync += fill_plane.eq(fill_plane + 1)
             with m.If(fill_plane == fill_last_plane):
                 m.d.sync += [sign_filling.eq(0), start_pending.eq(1)]
-        with m.If(ar.rvalid & ar.rready):
+        with m.If(r_in.valid & r_in.ready):
             with m.If(~route.raw & (beat == 0)):
-                m.d.sync += plane0.eq(ar.rdata)
+                m.d.sync += plane0.eq(r_in.p.data)
             with m.If(last_beat):
                 m.d.comb += route_fifo.r_en.eq(1)
                 m.d.sync += [beat.eq(0), block_error.eq(0)]
@@ -406,6 +438,9 @@ class ReadEngine(wiring.Component):
             with m.Default():
                 m.d.comb += serve_ready.eq(1)
 
+        # DRS register (the buffer's read cycle) -> output buffer: S2M DRS valid, payload and data are
+        # registers, and DRS.ready reaches only the output buffer.
+        m.submodules.drs_out = drs_out = OutputBuffer(drs_layout(p))
         drs_valid = Signal()
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
@@ -417,7 +452,7 @@ class ReadEngine(wiring.Component):
                                          Mux(serve.kind == SERVE_RAW,
                                              Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], beat_error), 0)))
         m.d.comb += [
-            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | self.drs.ready)),
+            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
             serve_fifo.r_en.eq(advance),
             raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
@@ -432,19 +467,26 @@ class ReadEngine(wiring.Component):
                 drs_payload.tag.eq(serve.tag),
                 drs_payload.ld_id.eq(serve.ld_id),
                 drs_payload.poison.eq(serve.poison | backend_error),
-                drs_payload.dev_load.eq(self.dev_load),
             ]
             with m.If(serve.kind == SERVE_RAW):
-                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], ar.rdata))
-        with m.Elif(self.drs.ready):
+                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], r_in.p.data))
+        with m.Elif(drs_out.i.ready):
             m.d.sync += drs_valid.eq(0)
+        # DevLoad sampled when the DRS enters the output register (DEVICE.md §3), then held with it
+        drs_dev_load = Signal(2)
+        with m.If(drs_out.loading):
+            m.d.sync += drs_dev_load.eq(self.dev_load)
         m.d.comb += [
-            self.drs.valid.eq(drs_valid),
-            self.drs.p.eq(drs_payload),
+            drs_out.i.valid.eq(drs_valid),
+            drs_out.i.p.eq(drs_payload.as_value()),
+            drs_out.i.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
+                                    Mux(drs_kind == SERVE_RAW, raw_data, 0))),
+            self.drs.valid.eq(drs_out.o.valid),
+            self.drs.p.eq(drs_out.o.p),
+            drs_out.o.ready.eq(self.drs.ready),
+            self.drs.p.dev_load.eq(drs_dev_load),
             self.drs.p.meta_field.eq(META_FIELD_NO_OP),
             self.drs.p.meta_value.eq(0),
-            self.drs.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
-                                   Mux(drs_kind == SERVE_RAW, raw_data, 0))),
         ]
 
         # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
@@ -503,7 +545,7 @@ class ReadEngine(wiring.Component):
             ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
-            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & beat_error),
+            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
             # a mapped read answered with poison (poison table, overflow or backend error), counted when served
             ev[Counter.POISON_READS].eq(advance & (serve.kind != SERVE_NXM) & (serve.poison | backend_error)),
         ]
@@ -512,6 +554,7 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
+        m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy | ar_valid
+                                 | drs_out.o.valid | ~drs_out.i.ready | r_in.valid
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m
