@@ -28,11 +28,11 @@ P4 = ControllerParams(data_width=64, b_max=8, n_regions=1, request_depth=4, dram
 
 
 @pytest.mark.parametrize("params,capacity,table", [
-    # C = 2 * request_depth + b_max + 3; Optimal from ceil(C/4), Moderate from ceil(C/2), Severe from ceil(3C/4)
-    (P8, 35, {0: 0, 1: 0, 8: 0, 9: 1, 17: 1, 18: 2, 26: 2, 27: 3, 35: 3, 200: 3}),
-    (P4, 19, {0: 0, 4: 0, 5: 1, 9: 1, 10: 2, 14: 2, 15: 3, 19: 3}),
-    (ControllerParams(), 51, {0: 0, 12: 0, 13: 1, 25: 1, 26: 2, 38: 2, 39: 3, 51: 3}),
-    (ControllerParams(request_depth=4), 27, {6: 0, 7: 1, 13: 1, 14: 2, 20: 2, 21: 3}),
+    # C = 2 * request_depth + b_max + 5; Optimal from ceil(C/4), Moderate from ceil(C/2), Severe from ceil(3C/4)
+    (P8, 37, {0: 0, 1: 0, 9: 0, 10: 1, 18: 1, 19: 2, 27: 2, 28: 3, 37: 3, 200: 3}),
+    (P4, 21, {0: 0, 5: 0, 6: 1, 10: 1, 11: 2, 15: 2, 16: 3, 21: 3}),
+    (ControllerParams(), 53, {0: 0, 13: 0, 14: 1, 26: 1, 27: 2, 39: 2, 40: 3, 53: 3}),
+    (ControllerParams(request_depth=4), 29, {7: 0, 8: 1, 14: 1, 15: 2, 21: 2, 22: 3}),
 ])
 def test_dev_load_level_against_a_hand_worked_table(params, capacity, table):
     assert params.load_capacity == capacity

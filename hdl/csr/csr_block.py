@@ -36,7 +36,8 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
   actions between experiments, never racing traffic the golden model has to predict.
 
 AXI4-Lite handshake: AW and W are accepted independently (each held in a one-entry register); the write acts
-once both are present and no B response is pending. AR is accepted when no R response is pending; the read
+once both are present and no B response is pending, and its B response is valid two cycles later (the region
+end_line derived from the written registers has settled by then). AR is accepted when no R response is pending; the read
 value is registered at acceptance (a counter reads its value of that cycle). bresp and rresp are always OKAY.
 """
 from __future__ import annotations
@@ -105,6 +106,7 @@ class CsrBlock(wiring.Component):
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
         region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
+        region_end = [Signal(line_bits + 1, name=f"region{i}_end") for i in range(p.n_regions)]
 
         m.d.comb += self.nxm_as_poison.eq(nxm_as_poison)
         for i in range(p.n_regions):
@@ -123,7 +125,13 @@ class CsrBlock(wiring.Component):
                 self.toward_zero[i].eq(config[13] & ~config[12]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
+                out.end_line.eq(region_end[i]),
             ]
+            # end_line = base + n_superblocks * R * B (saturated at the device end), registered from the region
+            # registers: the shift and add stay out of the address decode. It settles the cycle after a write,
+            # which is why a write's B response waits one cycle (below).
+            end = region_base[i] + (region_superblocks[i] << (config[4:7] + config[2:4] + 1))
+            m.d.sync += region_end[i].eq(Mux(end > (1 << line_bits), 1 << line_bits, end))
 
         # --- write channel: AW and W held independently, the write acts when both are present -------------
         aw_held = Signal()
@@ -149,10 +157,17 @@ class CsrBlock(wiring.Component):
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += b_pending.eq(0)
 
+        # The B response goes out two cycles after the write acts, when every register it changed and every
+        # value derived from them (region end_line) has settled: a request the host sends once it sees B is
+        # decoded with the new region table.
         do_write = Signal()
-        m.d.comb += do_write.eq(aw_held & w_held & ~b_pending)
+        write_settling = Signal()
+        m.d.comb += do_write.eq(aw_held & w_held & ~b_pending & ~write_settling)
+        m.d.sync += write_settling.eq(do_write)
         with m.If(do_write):
-            m.d.sync += [aw_held.eq(0), w_held.eq(0), aw_ready.eq(1), w_ready.eq(1), b_pending.eq(1)]
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), aw_ready.eq(1), w_ready.eq(1)]
+        with m.If(write_settling):
+            m.d.sync += b_pending.eq(1)
 
         byte_mask = Signal(32)
         m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))

@@ -57,7 +57,9 @@ from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OK
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
-from smartquant.hdl.engine.address_map import decode_address, line_bits, region_index_bits, plane_line
+from smartquant.hdl.engine.address_map import (
+    line_bits, region_index_bits, plane_line, split_address, region_hits, select_region, decode_in_region, or_all,
+)
 from smartquant.hdl.engine.poison import block_event_layout
 
 from smartquant.hdl.engine.packer import BlockPacker
@@ -133,32 +135,77 @@ class ReadEngine(wiring.Component):
         # (all queued reads hitting one block while the DRS is held off).
         count_bits = serve_depth.bit_length()
 
-        # ---- dispatch ----------------------------------------------------------------------------------
+        # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
+        # Stage A (from the front end's stream): one comparison pair per region against base_line and the
+        # precomputed end_line, a one-hot select (lowest region wins) and the line relative to every region's
+        # base. Stage B: the selected region's fields (AND-OR), block / line / k, the poison lookup and the
+        # compare of the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
+        # miss, victim, queue writes, counters.
+        # The slot compare of stage B is against the tags as they will be when the request reaches dispatch:
+        # only dispatch changes tags (an allocation), so for the slot that the request now in dispatch
+        # allocates in this cycle, the compare is against that request's key instead (forwarding). Validity
+        # (writes invalidate slots at any time) is applied at dispatch. So hits and misses are exactly those
+        # of a compare at dispatch, the golden model's sequence.
         request = self.read.p
-        decoded = decode_address(m, p, request.address, self.regions)
+        rb = region_index_bits(p)
+        key_layout = data.StructLayout({"region": rb, "block": lb, "expanded": 1, "k": 5, "midpoint": 1,
+                                        "toward_zero": 1})
+        stage_a_layout = data.StructLayout({
+            "address": len(request.address), "tag": 16, "ld_id": 4, "onehot": p.n_regions,
+            "local": data.ArrayLayout(lb, p.n_regions),
+        })
+        stage_b_layout = data.StructLayout({
+            "key": key_layout, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4, "raw_line": lb,
+            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "poison": 1, "tag": 16, "ld_id": 4,
+            "match": slots,
+        })
+        stage_a = Signal(stage_a_layout)
+        stage_a_valid = Signal()
+        stage_b = Signal(stage_b_layout)
+        stage_b_valid = Signal()
+        dispatch = Signal()
+        stage_b_ready = ~stage_b_valid | dispatch
+        stage_a_ready = ~stage_a_valid | stage_b_ready
+
+        # stage A
+        request_line = split_address(p, request.address)[0]
+        request_onehot = region_hits(m, p, request_line, self.regions)
+        m.d.comb += self.read.ready.eq(stage_a_ready)
+        with m.If(stage_a_ready):
+            m.d.sync += [
+                stage_a_valid.eq(self.read.valid),
+                stage_a.address.eq(request.address),
+                stage_a.tag.eq(request.tag),
+                stage_a.ld_id.eq(request.ld_id),
+                stage_a.onehot.eq(request_onehot),
+            ]
+            for i in range(p.n_regions):
+                m.d.sync += stage_a.local[i].eq(request_line - self.regions[i].base_line)
+
+        # stage B (combinational part, from stage A's registers)
+        region, entry = select_region(m, p, stage_a.onehot, self.regions)
+        local = Signal(lb)
+        m.d.comb += local.eq(or_all([stage_a.local[i] & stage_a.onehot[i].replicate(lb)
+                                     for i in range(p.n_regions)]))
+        decoded = decode_in_region(m, p, stage_a.address, stage_a.onehot.any(), region, entry, local)
         view = decoded.view
-        readable = decoded.mapped & decoded.k_legal
-        is_raw = Signal()
-        is_buffered = Signal()
-        is_expanded = Signal()
-        toward_zero = Signal()   # the region's rounding rule is toward zero
+        new_key = Signal(key_layout)
+        new_readable = decoded.mapped & decoded.k_legal
+        new_expanded = (view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)
         m.d.comb += [
-            toward_zero.eq(self.toward_zero.bit_select(decoded.region, 1)),
-            is_raw.eq(readable & (view == View.RAW)),
-            is_buffered.eq(readable & (view != View.RAW)),
-            is_expanded.eq((view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)),
+            new_key.region.eq(region),
+            new_key.block.eq(decoded.block),
+            new_key.expanded.eq(new_expanded),
+            new_key.k.eq(decoded.k),
+            new_key.midpoint.eq(decoded.midpoint),
+            new_key.toward_zero.eq((self.toward_zero & stage_a.onehot).any()),
             self.poison_query.region.eq(decoded.region),
             self.poison_query.block.eq(decoded.block),
         ]
 
         # slot tags and bookkeeping
         tag_valid = [Signal(name=f"slot{s}_valid") for s in range(slots)]
-        tag_region = [Signal(region_index_bits(p), name=f"slot{s}_region") for s in range(slots)]
-        tag_block = [Signal(lb, name=f"slot{s}_block") for s in range(slots)]
-        tag_expanded = [Signal(name=f"slot{s}_expanded") for s in range(slots)]
-        tag_k = [Signal(5, name=f"slot{s}_k") for s in range(slots)]
-        tag_midpoint = [Signal(name=f"slot{s}_midpoint") for s in range(slots)]
-        tag_toward_zero = [Signal(name=f"slot{s}_toward_zero") for s in range(slots)]
+        tag_key = [Signal(key_layout, name=f"slot{s}_key") for s in range(slots)]
         # backend error flag of the fill the slot holds (written_gen): its lines are served with poison
         slot_error = [Signal(name=f"slot{s}_backend_error") for s in range(slots)]
         # Generations: every allocation of a slot starts a new generation (mod GENERATIONS). A read carries the
@@ -173,17 +220,48 @@ class ReadEngine(wiring.Component):
                    for s in range(slots)]
         lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
 
-        hits = Signal(slots)
+        # dispatch (from stage B's registers)
+        key = stage_b.key
+        readable = stage_b.readable
+        is_raw = stage_b.raw
+        is_buffered = stage_b.buffered
+        is_expanded = key.expanded
+        victim = Signal(slot_bits)   # round-robin over misses
+        allocating = Signal()        # dispatch allocates the victim slot in this cycle
+        new_match = Signal(slots)
         for s in range(slots):
-            m.d.comb += hits[s].eq(tag_valid[s] & (tag_region[s] == decoded.region) & (tag_block[s] == decoded.block)
-                                   & (tag_expanded[s] == is_expanded) & (tag_k[s] == decoded.k)
-                                   & (tag_midpoint[s] == decoded.midpoint) & (tag_toward_zero[s] == toward_zero))
+            forward = allocating & (victim == s)
+            m.d.comb += new_match[s].eq(Mux(forward, new_key.as_value() == key.as_value(),
+                                            new_key.as_value() == tag_key[s].as_value()))
+        with m.If(stage_b_ready):
+            m.d.sync += [
+                stage_b_valid.eq(stage_a_valid),
+                stage_b.key.eq(new_key),
+                stage_b.readable.eq(new_readable),
+                stage_b.raw.eq(new_readable & (view == View.RAW)),
+                stage_b.buffered.eq(new_readable & (view != View.RAW)),
+                stage_b.line_in_slot.eq(decoded.line_in_slot),
+                stage_b.raw_line.eq(decoded.raw_line),
+                stage_b.fetch_line.eq(Mux(view == View.RAW, decoded.raw_line,
+                                          plane_line(decoded.base_line, decoded.superblock, Const(0, 4),
+                                                     decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                stage_b.log2_b.eq(decoded.log2_b),
+                stage_b.log2_r.eq(decoded.log2_r),
+                # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
+                stage_b.sign_fill.eq(new_expanded & new_key.toward_zero & ~decoded.bf16),
+                stage_b.poison.eq(self.poison_hit),
+                stage_b.tag.eq(stage_a.tag),
+                stage_b.ld_id.eq(stage_a.ld_id),
+                stage_b.match.eq(new_match),
+            ]
+
+        hits = Signal(slots)
+        m.d.comb += hits.eq(stage_b.match & Cat(*tag_valid))
         hit = hits.any()
         hit_slot = Signal(slot_bits)
         for s in reversed(range(slots)):
             with m.If(hits[s]):
                 m.d.comb += hit_slot.eq(s)
-        victim = Signal(slot_bits)   # round-robin over misses
         victim_free = Signal()   # the victim has fewer than MAX_LIVE_GENERATIONS generations alive
         victim_gen = Signal(gen_bits)   # generation the allocation starts
         hit_gen = Signal(gen_bits)
@@ -220,23 +298,22 @@ class ReadEngine(wiring.Component):
             serve_fifo.w_rdy
             & (~needs_fetch | (fetch_fifo.w_rdy & route_fifo.w_rdy))
             & (~is_miss | (victim_free & fill_fifo.w_rdy)))
-        dispatch = Signal()
-        m.d.comb += [self.read.ready.eq(can_dispatch), dispatch.eq(self.read.valid & can_dispatch)]
+        m.d.comb += [dispatch.eq(stage_b_valid & can_dispatch), allocating.eq(dispatch & is_miss)]
 
         serve_entry = Signal(serve_layout)
         m.d.comb += [
             serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW, SERVE_NXM))),
             serve_entry.slot.eq(Mux(hit, hit_slot, victim)),
             serve_entry.gen.eq(Mux(hit, hit_gen, victim_gen)),
-            serve_entry.line.eq(decoded.line_in_slot),
-            serve_entry.tag.eq(request.tag),
-            serve_entry.ld_id.eq(request.ld_id),
+            serve_entry.line.eq(stage_b.line_in_slot),
+            serve_entry.tag.eq(stage_b.tag),
+            serve_entry.ld_id.eq(stage_b.ld_id),
             serve_fifo.w_data.eq(serve_entry),
             serve_fifo.w_en.eq(dispatch),
         ]
         with m.If(readable):
             # a mapped read of a poisoned block (or any read while the table overflowed) returns poison
-            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.poison_hit)]
+            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(stage_b.poison)]
         with m.Else():
             m.d.comb += [
                 serve_entry.opcode.eq(Mux(self.nxm_as_poison, DrsOpcode.MEM_DATA, DrsOpcode.MEM_DATA_NXM)),
@@ -247,20 +324,17 @@ class ReadEngine(wiring.Component):
         route_entry = Signal(route_layout)
         m.d.comb += [
             fetch_entry.raw.eq(is_raw),
-            fetch_entry.line.eq(Mux(is_raw, decoded.raw_line,
-                                    plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
-                                               decoded.log2_b, decoded.log2_r, lb))),
-            fetch_entry.k.eq(decoded.k),
-            fetch_entry.log2_r.eq(decoded.log2_r),
+            fetch_entry.line.eq(stage_b.fetch_line),
+            fetch_entry.k.eq(key.k),
+            fetch_entry.log2_r.eq(stage_b.log2_r),
             fetch_fifo.w_data.eq(fetch_entry),
             fetch_fifo.w_en.eq(dispatch & needs_fetch & ~fetch_bypass),
             route_entry.raw.eq(is_raw),
-            route_entry.k.eq(decoded.k),
+            route_entry.k.eq(key.k),
             route_entry.expanded.eq(is_expanded),
-            route_entry.log2_b.eq(decoded.log2_b),
-            route_entry.midpoint.eq(decoded.midpoint),
-            # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
-            route_entry.sign_fill.eq(is_expanded & toward_zero & ~decoded.bf16),
+            route_entry.log2_b.eq(stage_b.log2_b),
+            route_entry.midpoint.eq(key.midpoint),
+            route_entry.sign_fill.eq(stage_b.sign_fill),
             route_fifo.w_data.eq(route_entry),
             route_fifo.w_en.eq(dispatch & needs_fetch),
             fill_fifo.w_data.eq(Cat(victim, victim_gen)),
@@ -502,9 +576,7 @@ class ReadEngine(wiring.Component):
             line_in = packer.line.valid & packer.line.ready & (fill_slot == s)
             with m.If(allocate):
                 m.d.sync += [
-                    tag_valid[s].eq(1), tag_region[s].eq(decoded.region), tag_block[s].eq(decoded.block),
-                    tag_expanded[s].eq(is_expanded), tag_k[s].eq(decoded.k), tag_midpoint[s].eq(decoded.midpoint),
-                    tag_toward_zero[s].eq(toward_zero),
+                    tag_valid[s].eq(1), tag_key[s].eq(key),
                     alloc_gen[s].eq(victim_gen),
                 ]
             with m.If(line_in):
@@ -519,10 +591,10 @@ class ReadEngine(wiring.Component):
             # A landed write invalidates again, so no read sent after the write's Cmp hits such a slot; an
             # allocation in that cycle fetches after the B response, so it wins too. A region rewrite
             # invalidates everything, new allocations included.
-            hit_by_write = (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
-                            & (tag_block[s] == self.invalidate.block))
-            hit_by_landed = (self.invalidate_landed.valid & (tag_region[s] == self.invalidate_landed.region)
-                             & (tag_block[s] == self.invalidate_landed.block))
+            hit_by_write = (self.invalidate.valid & (tag_key[s].region == self.invalidate.region)
+                            & (tag_key[s].block == self.invalidate.block))
+            hit_by_landed = (self.invalidate_landed.valid & (tag_key[s].region == self.invalidate_landed.region)
+                             & (tag_key[s].block == self.invalidate_landed.block))
             with m.If(self.invalidate_all | ((hit_by_write | hit_by_landed) & ~allocate)):
                 m.d.sync += tag_valid[s].eq(0)
         with m.If(dispatch & is_miss):
@@ -539,7 +611,7 @@ class ReadEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += ev[Counter.BUFFER_HITS].eq(hit), ev[Counter.BUFFER_MISSES].eq(~hit)
                     for k in range(1, 17):
-                        with m.If(decoded.k == k):
+                        with m.If(key.k == k):
                             m.d.comb += ev[Counter.READS_AT_K1 + k - 1].eq(1)
         m.d.comb += [
             ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
@@ -554,7 +626,7 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy | ar_valid
+        m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy | ar_valid
                                  | drs_out.o.valid | ~drs_out.i.ready | r_in.valid
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m
