@@ -2,17 +2,21 @@ r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block b
 
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
-  read request stream ----[dispatch]--> serve FIFO -----------------------------[serve]--> DRS register
-        (decode, buffer lookup,  \--> fetch FIFO --[AR issuer]--> AXI AR                 ^      ^
-         victim, counters)        \--> route FIFO --[R router]--> packer load/start --> block buffer (Memory)
-                                                              \--> raw line FIFO ---------------/
+  read request stream -[A]-[B]-[dispatch]--> serve FIFO ------------------------[serve]--> DRS reg --> output
+   A: region select   (hit/miss,     \--> fetch FIFO --[AR register]--> AXI AR           ^      ^     buffer
+   B: decode, poison,  victim,        \--> route FIFO --[R router]--> packer load/start --> block buffer
+      tag compare      counters)          AXI R --> skid --/      \--> raw line FIFO ---------------/
 
-- dispatch handles one request per cycle, in arrival order: the address is decoded combinationally at the
-  stream head (hdl/engine/address_map.py). Unmapped / illegal-k reads go straight to the serve FIFO. Raw reads
-  queue one 1-line burst. Packed / expanded reads look up the key (region, block, expanded, k, midpoint) in
-  the slot tags; a miss claims the round-robin victim at once (its tag becomes valid immediately, so later
-  reads of the same block hit the slot while it is still filling: this is the look-ahead that overlaps the
-  fetch of the next block with serving the current one) and queues the fetch of planes 0..k-1.
+- Stage A registers a one-hot region select (base_line <= line < end_line per region, end_line precomputed
+  by the CSR block) and the line relative to every region's base; stage B registers the decode of
+  hdl/engine/address_map.py (block, line, k, view checks), the poison lookup and the compare of the block
+  key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
+- dispatch handles one request per cycle, in arrival order, from stage B's registers. Unmapped / illegal-k
+  reads go straight to the serve FIFO. Raw reads queue one 1-line burst. Packed / expanded reads look up the
+  key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
+  (its tag becomes valid immediately, so later reads of the same block hit the slot while it is still
+  filling: this is the look-ahead that overlaps the fetch of the next block with serving the current one)
+  and queues the fetch of planes 0..k-1.
 - Slots are reallocated without waiting for the reads still using them: each allocation starts a new
   generation of the slot, every queued read carries the generation it hit, and the new fill's first line
   is held back (at the packer output; its planes are already fetched) until the reads of the generation the
@@ -21,16 +25,20 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   generations alive or a queue is full. The serve queue is request_depth + b_max deep so that the look-ahead
   covers a whole block's fetch latency: packed streaming at power-of-two k gives one DRS per cycle when
   memory returns one line per cycle.
-- The AR issuer sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
-  read is one 1-line burst. All bursts use ARID 0, so R beats return in issue order and the R router can send
-  them to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO.
+- The AR register sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
+  read is one 1-line burst. It loads the fetch FIFO's head, or the fetch dispatched in the same cycle when
+  the FIFO is empty. All bursts use ARID 0, so R beats return in issue order and the R router can send them
+  to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO. R enters through
+  a skid (InputSkid): RREADY is a register.
 - The packer (hdl/engine/packer.py) writes the block's output lines into the slot; a per-slot line count
   lets the serve stage answer line j as soon as line j is written.
-- serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
-  raw line FIFO or zero). The buffer read port is transparent (a line is served in the cycle it is
-  written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
-Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input, computed by the top
-from the port occupancy, DEVICE.md §3) at DRS-register load.
+- serve pops the serve FIFO in order and loads the DRS register (data from the buffer read port, the raw line
+  FIFO or zero), which passes the response to the output buffer that drives S2M DRS from registers. The
+  buffer read port is transparent (a line is served in the cycle it is written) and an empty raw FIFO is
+  bypassed (R beat -> DRS register in one cycle).
+Poison is sampled in stage B from the poison table query (a read outstanding while the table changes may see
+either state, DEVICE.md §4); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
+DEVICE.md §3) when the DRS enters the output register.
 A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
 (DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP

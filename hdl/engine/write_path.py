@@ -1,9 +1,10 @@
 r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane layout, then one NDR Cmp per write.
 
-Pipeline (every valid comes from a register, so no valid depends on a ready):
+Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
+register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd --> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW FIFO (2) --> axi.aw*
-                      |                                 |                  \--> W FIFO (2)  --> axi.w*
+  rwd -> skid -> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW buffer --> axi.aw*
+                      |                                 |                  \--> W buffer  --> axi.w*
                       |                          allocate entry e          (AWID = e on every burst)
                       |                                 v
                       |                      [in-flight table: tag, ld_id, B responses still due] <-- axi.b*
