@@ -28,8 +28,10 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
   zero) is the separate output `toward_zero`, bit i for region i, so the entry layout the address decode and
   the write path use is unchanged.
 - REGION_BASE and REGION_SUPERBLOCKS keep min(32, line bits) bits; higher written bits read back 0.
-- `regions_written` pulses the cycle after any region-table write (base, superblocks or config): the read engine
-  invalidates every block-buffer slot. `clear_poison` pulses after a CONTROL write with bit 2 set and after any
+- The region entries (`regions`, `toward_zero`) are registers updated the cycle after a write acts.
+- `regions_written` pulses two cycles after any region-table write acts (base, superblocks or config), with the
+  new entries: the read engine invalidates every block-buffer slot. `clear_poison` pulses (also two cycles
+  after) a CONTROL write with bit 2 set and any
   REGION_CONFIG write (a region rewrite starts a new tensor, DEVICE.md §4). Writing base or superblocks does
   not clear poison.
 - A counter clear in the same cycle as an increment wins (that cycle's increments are lost): clears are host
@@ -106,7 +108,6 @@ class CsrBlock(wiring.Component):
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
         region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
-        region_end = [Signal(line_bits + 1, name=f"region{i}_end") for i in range(p.n_regions)]
 
         m.d.comb += self.nxm_as_poison.eq(nxm_as_poison)
         for i in range(p.n_regions):
@@ -115,7 +116,12 @@ class CsrBlock(wiring.Component):
             # a base that is not a multiple of B lines would let an R = 1 block burst cross a 4 KiB boundary
             # (AXI forbids it): such a region stays inactive (CONFIG still reads back as written)
             base_misaligned = (region_base[i] & ((Const(2, 5) << config[2:4]) - 1)) != 0
-            m.d.comb += [
+            # The decoded entry is registered from the region registers (so the address decode starts at
+            # flip-flops), including end_line = base + n_superblocks * R * B (saturated at the device end): the
+            # shift and add stay out of the decode. It settles the cycle after a write acts, which is why a
+            # write's B response and the regions_written / clear_poison pulses wait for it (below).
+            end = region_base[i] + (region_superblocks[i] << (config[4:7] + config[2:4] + 1))
+            m.d.sync += [
                 out.enable.eq(config[0] & ~base_misaligned),
                 out.bf16.eq(config[1]),
                 out.log2_b.eq(config[2:4] + 1),
@@ -125,13 +131,8 @@ class CsrBlock(wiring.Component):
                 self.toward_zero[i].eq(config[13] & ~config[12]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
-                out.end_line.eq(region_end[i]),
+                out.end_line.eq(Mux(end > (1 << line_bits), 1 << line_bits, end)),
             ]
-            # end_line = base + n_superblocks * R * B (saturated at the device end), registered from the region
-            # registers: the shift and add stay out of the address decode. It settles the cycle after a write,
-            # which is why a write's B response waits one cycle (below).
-            end = region_base[i] + (region_superblocks[i] << (config[4:7] + config[2:4] + 1))
-            m.d.sync += region_end[i].eq(Mux(end > (1 << line_bits), 1 << line_bits, end))
 
         # --- write channel: AW and W held independently, the write acts when both are present -------------
         aw_held = Signal()
@@ -182,9 +183,14 @@ class CsrBlock(wiring.Component):
         clear_poison = Signal()
         regions_written = Signal()
         config_written = Signal()
+        # pulsed two cycles after the write acts, with the registered region entries (see above)
+        clear_poison_delayed = Signal()
+        regions_written_delayed = Signal()
         m.d.sync += [
-            self.clear_poison.eq(clear_poison),
-            self.regions_written.eq(regions_written),
+            clear_poison_delayed.eq(clear_poison),
+            regions_written_delayed.eq(regions_written),
+            self.clear_poison.eq(clear_poison_delayed),
+            self.regions_written.eq(regions_written_delayed),
         ]
         m.d.comb += clear_poison.eq((do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
                                      & w_data[CONTROL_CLEAR_POISON.bit_length() - 1]) | config_written)

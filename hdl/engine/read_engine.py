@@ -483,16 +483,24 @@ class ReadEngine(wiring.Component):
             fill_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
             error_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
         ]
-        held_readers = Signal()   # reads of the generation the slot holds are still queued
-        with m.Switch(fill_slot):
-            for s in range(slots):
-                with m.Case(s):
-                    with m.Switch(written_gen[s]):
-                        for g in range(1 << gen_bits):
-                            with m.Case(g):
-                                m.d.comb += held_readers.eq(waiting[s][g] != 0)
-        # A fill's first line overwrites the slot: wait until the held block's readers are served.
-        m.d.comb += packer.line.ready.eq(~(held_readers & (packer.line.p.index == 0)))
+        # A fill's first line overwrites the slot: it waits until the held block's readers are served. The flag
+        # is registered per slot (the counters, the generation select and the zero test stay off the path that
+        # gates the packer): slot_held[s] is "reads of the generation slot s holds are queued" one cycle late.
+        # One cycle late is safe: while a fill of slot s waits, its generation was allocated after the held
+        # one, so hits claim the newer generation and the held count can only fall; and in the cycle a fill's
+        # first line lands (the held generation changes) the slot counts as held, so the next fill's first
+        # line waits for the new count.
+        slot_held = Signal(slots)
+        for s in range(slots):
+            held_count_nonzero = Signal(name=f"slot{s}_held_count_nonzero")
+            with m.Switch(written_gen[s]):
+                for g in range(1 << gen_bits):
+                    with m.Case(g):
+                        m.d.comb += held_count_nonzero.eq(waiting[s][g] != 0)
+            first_line_lands = (packer.line.valid & packer.line.ready & (fill_slot == s)
+                                & (packer.line.p.index == 0))
+            m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
+        m.d.comb += packer.line.ready.eq(~((slot_held >> fill_slot)[0] & (packer.line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_layout)

@@ -12,7 +12,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
 - Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
-- held: the RwD is registered, then decoded combinationally with hdl/engine/address_map.decode_address.
+- held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
+  every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl, its line falls in an enabled region (no address bit
   above the map set) and its view is raw (0) or weight-major (1). Everything else completes at once with NDR
   Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region hit through views 2..7
@@ -68,7 +69,9 @@ from smartquant.params import (
 from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
-from smartquant.hdl.engine.address_map import decode_address, line_bits, plane_line
+from smartquant.hdl.engine.address_map import (
+    line_bits, plane_line, split_address, region_hits, select_region, decode_in_region, or_all,
+)
 from smartquant.hdl.engine.poison import block_event_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
@@ -134,12 +137,22 @@ class WritePath(wiring.Component):
         held_valid = Signal()
         held_leaves = Signal()
         m.d.comb += rwd_in.ready.eq(~held_valid | held_leaves)
+        # The region match is done as the RwD enters `held` (one-hot select and the line relative to every
+        # region's base, registered beside it), so the decode of `held` starts from the selected region.
+        held_onehot = Signal(p.n_regions)
+        held_local = Signal(data.ArrayLayout(lb, p.n_regions))
+        incoming_line = split_address(p, rwd_in.p.address)[0]
+        incoming_onehot = region_hits(m, p, incoming_line, self.regions)
         with m.If(rwd_in.valid & rwd_in.ready):
-            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1)]
+            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1), held_onehot.eq(incoming_onehot)]
+            m.d.sync += [held_local[i].eq(incoming_line - self.regions[i].base_line) for i in range(p.n_regions)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
 
-        decoded = decode_address(m, p, held.address, self.regions)
+        held_region, held_entry = select_region(m, p, held_onehot, self.regions)
+        held_line = Signal(lb)   # L: the line relative to the selected region's base
+        m.d.comb += held_line.eq(or_all([held_local[i] & held_onehot[i].replicate(lb) for i in range(p.n_regions)]))
+        decoded = decode_in_region(m, p, held.address, held_onehot.any(), held_region, held_entry, held_line)
         is_mem_wr = held.opcode == RwdOpcode.MEM_WR
         is_mem_wr_ptl = held.opcode == RwdOpcode.MEM_WR_PTL
         good_opcode = is_mem_wr | is_mem_wr_ptl
