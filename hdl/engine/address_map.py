@@ -115,6 +115,19 @@ def select_region(m, params: ControllerParams, onehot, regions):
     return index, entry
 
 
+def match_region(m, params: ControllerParams, line, regions):
+    """(one-hot region match, region index, the region's entry, L = line - base_line) of a line, selected by the
+    one-hot match: what a pipeline registers before decode_in_region (the compares, the per-region subtracts
+    and the AND-OR selects run side by side, with no priority chain)."""
+    lb = line_bits(params)
+    onehot = region_hits(m, params, line, regions)
+    region, entry = select_region(m, params, onehot, regions)
+    local = Signal(lb)
+    m.d.comb += local.eq(or_all([(line - regions[i].base_line)[:lb] & onehot[i].replicate(lb)
+                                 for i in range(params.n_regions)]))
+    return onehot, region, entry, local
+
+
 def or_all(values):
     result = values[0]
     for value in values[1:]:

@@ -66,7 +66,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, region_index_bits, plane_line, split_address, region_hits, select_region, decode_in_region, or_all,
+    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
 from smartquant.hdl.engine.poison import block_event_layout
 
@@ -145,9 +145,9 @@ class ReadEngine(wiring.Component):
 
         # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
         # Stage A (from the front end's stream): one comparison pair per region against base_line and the
-        # precomputed end_line, a one-hot select (lowest region wins) and the line relative to every region's
-        # base. Stage B: the selected region's fields (AND-OR), block / line / k, the poison lookup and the
-        # compare of the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
+        # precomputed end_line, a one-hot select (lowest region wins), and by it (AND-OR) the region's fields
+        # and the line relative to its base. Stage B: block / line / k, the poison lookup and the compare of
+        # the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
         # miss, victim, queue writes, counters.
         # The slot compare of stage B is against the tags as they will be when the request reaches dispatch:
         # only dispatch changes tags (an allocation), so for the slot that the request now in dispatch
@@ -159,8 +159,8 @@ class ReadEngine(wiring.Component):
         key_layout = data.StructLayout({"region": rb, "block": lb, "expanded": 1, "k": 5, "midpoint": 1,
                                         "toward_zero": 1})
         stage_a_layout = data.StructLayout({
-            "address": len(request.address), "tag": 16, "ld_id": 4, "onehot": p.n_regions,
-            "local": data.ArrayLayout(lb, p.n_regions),
+            "address": len(request.address), "tag": 16, "ld_id": 4, "any_hit": 1, "region": rb,
+            "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
         })
         stage_b_layout = data.StructLayout({
             "key": key_layout, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4, "raw_line": lb,
@@ -177,7 +177,7 @@ class ReadEngine(wiring.Component):
 
         # stage A
         request_line = split_address(p, request.address)[0]
-        request_onehot = region_hits(m, p, request_line, self.regions)
+        onehot, region, entry, local = match_region(m, p, request_line, self.regions)
         m.d.comb += self.read.ready.eq(stage_a_ready)
         with m.If(stage_a_ready):
             m.d.sync += [
@@ -185,28 +185,27 @@ class ReadEngine(wiring.Component):
                 stage_a.address.eq(request.address),
                 stage_a.tag.eq(request.tag),
                 stage_a.ld_id.eq(request.ld_id),
-                stage_a.onehot.eq(request_onehot),
+                stage_a.any_hit.eq(onehot.any()),
+                stage_a.region.eq(region),
+                stage_a.entry.eq(entry),
+                stage_a.local.eq(local),
+                stage_a.toward_zero.eq((self.toward_zero & onehot).any()),
             ]
-            for i in range(p.n_regions):
-                m.d.sync += stage_a.local[i].eq(request_line - self.regions[i].base_line)
 
         # stage B (combinational part, from stage A's registers)
-        region, entry = select_region(m, p, stage_a.onehot, self.regions)
-        local = Signal(lb)
-        m.d.comb += local.eq(or_all([stage_a.local[i] & stage_a.onehot[i].replicate(lb)
-                                     for i in range(p.n_regions)]))
-        decoded = decode_in_region(m, p, stage_a.address, stage_a.onehot.any(), region, entry, local)
+        decoded = decode_in_region(m, p, stage_a.address, stage_a.any_hit, stage_a.region, stage_a.entry,
+                                   stage_a.local)
         view = decoded.view
         new_key = Signal(key_layout)
         new_readable = decoded.mapped & decoded.k_legal
         new_expanded = (view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)
         m.d.comb += [
-            new_key.region.eq(region),
+            new_key.region.eq(stage_a.region),
             new_key.block.eq(decoded.block),
             new_key.expanded.eq(new_expanded),
             new_key.k.eq(decoded.k),
             new_key.midpoint.eq(decoded.midpoint),
-            new_key.toward_zero.eq((self.toward_zero & stage_a.onehot).any()),
+            new_key.toward_zero.eq(stage_a.toward_zero),
             self.poison_query.region.eq(decoded.region),
             self.poison_query.block.eq(decoded.block),
         ]

@@ -70,7 +70,7 @@ from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OK
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, plane_line, split_address, region_hits, select_region, decode_in_region, or_all,
+    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
 from smartquant.hdl.engine.poison import block_event_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
@@ -137,22 +137,23 @@ class WritePath(wiring.Component):
         held_valid = Signal()
         held_leaves = Signal()
         m.d.comb += rwd_in.ready.eq(~held_valid | held_leaves)
-        # The region match is done as the RwD enters `held` (one-hot select and the line relative to every
-        # region's base, registered beside it), so the decode of `held` starts from the selected region.
-        held_onehot = Signal(p.n_regions)
-        held_local = Signal(data.ArrayLayout(lb, p.n_regions))
+        # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
+        # the line relative to its base are registered beside it, so the decode of `held` starts from them.
+        held_any_hit = Signal()
+        held_region = Signal(region_index_bits(p))
+        held_entry = Signal(region_entry_layout(p))
+        held_line = Signal(lb)   # L: the line relative to the region's base
         incoming_line = split_address(p, rwd_in.p.address)[0]
-        incoming_onehot = region_hits(m, p, incoming_line, self.regions)
+        incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
+                                                                                        self.regions)
         with m.If(rwd_in.valid & rwd_in.ready):
-            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1), held_onehot.eq(incoming_onehot)]
-            m.d.sync += [held_local[i].eq(incoming_line - self.regions[i].base_line) for i in range(p.n_regions)]
+            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1), held_any_hit.eq(incoming_onehot.any()),
+                         held_region.eq(incoming_region), held_entry.eq(incoming_entry),
+                         held_line.eq(incoming_local)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
 
-        held_region, held_entry = select_region(m, p, held_onehot, self.regions)
-        held_line = Signal(lb)   # L: the line relative to the selected region's base
-        m.d.comb += held_line.eq(or_all([held_local[i] & held_onehot[i].replicate(lb) for i in range(p.n_regions)]))
-        decoded = decode_in_region(m, p, held.address, held_onehot.any(), held_region, held_entry, held_line)
+        decoded = decode_in_region(m, p, held.address, held_any_hit, held_region, held_entry, held_line)
         is_mem_wr = held.opcode == RwdOpcode.MEM_WR
         is_mem_wr_ptl = held.opcode == RwdOpcode.MEM_WR_PTL
         good_opcode = is_mem_wr | is_mem_wr_ptl
