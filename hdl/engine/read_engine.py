@@ -70,7 +70,7 @@ from smartquant.hdl.engine.address_map import (
 )
 from smartquant.hdl.engine.poison import block_event_layout
 
-from smartquant.hdl.engine.packer import BlockPacker
+from smartquant.hdl.engine.packer import BlockPacker, line_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
@@ -468,6 +468,11 @@ class ReadEngine(wiring.Component):
                 m.d.sync += [beat.eq(beat + 1), block_error.eq(block_error | beat_error)]
 
         # ---- block buffer ------------------------------------------------------------------------------
+        # The packer's lines pass a skid: the packer sees a registered ready, so the first-line gate below (and
+        # the serve stage's use of the line) stays off the packer's pipeline advance, which clocks its banks.
+        m.submodules.line_skid = line_skid = InputSkid(line_layout(p))
+        wiring.connect(m, packer.line, line_skid.i)
+        packer_line = line_skid.o
         m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
         buffer_write = buffer.write_port()
         # transparent: a line can be served in the cycle the packer writes it
@@ -476,11 +481,11 @@ class ReadEngine(wiring.Component):
         fill_slot = fill.slot
         m.d.comb += [
             fill.eq(fill_fifo.r_data),
-            buffer_write.addr.eq(Cat(packer.line.p.index[:line_index_bits], fill_slot)),
-            buffer_write.data.eq(packer.line.p.data),
-            buffer_write.en.eq(packer.line.valid & packer.line.ready),
-            fill_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
-            error_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
+            buffer_write.addr.eq(Cat(packer_line.p.index[:line_index_bits], fill_slot)),
+            buffer_write.data.eq(packer_line.p.data),
+            buffer_write.en.eq(packer_line.valid & packer_line.ready),
+            fill_fifo.r_en.eq(packer_line.valid & packer_line.ready & packer_line.p.last),
+            error_fifo.r_en.eq(packer_line.valid & packer_line.ready & packer_line.p.last),
         ]
         # A fill's first line overwrites the slot: it waits until the held block's readers are served. The flag
         # is registered per slot (the counters, the generation select and the zero test stay off the path that
@@ -496,24 +501,24 @@ class ReadEngine(wiring.Component):
                 for g in range(1 << gen_bits):
                     with m.Case(g):
                         m.d.comb += held_count_nonzero.eq(waiting[s][g] != 0)
-            first_line_lands = (packer.line.valid & packer.line.ready & (fill_slot == s)
-                                & (packer.line.p.index == 0))
+            first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
+                                & (packer_line.p.index == 0))
             m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
-        m.d.comb += packer.line.ready.eq(~((slot_held >> fill_slot)[0] & (packer.line.p.index == 0)))
+        m.d.comb += packer_line.ready.eq(~((slot_held >> fill_slot)[0] & (packer_line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_layout)
         m.d.comb += serve.eq(serve_fifo.r_data)
         line_ready = Signal()
         line_error = Signal()   # the served line comes from a fetch that met a backend error
-        line_written_now = packer.line.valid & packer.line.ready
+        line_written_now = packer_line.valid & packer_line.ready
         with m.Switch(serve.slot):
             for s in range(slots):
                 with m.Case(s):
                     held_line = (written_gen[s] == serve.gen) & (lines_written[s] > serve.line)
                     m.d.comb += [
                         line_ready.eq(held_line | (line_written_now & (fill_slot == s) & (fill.gen == serve.gen)
-                                                   & (packer.line.p.index == serve.line))),
+                                                   & (packer_line.p.index == serve.line))),
                         # a line written this cycle belongs to the fill at the head of the error FIFO
                         line_error.eq(Mux(held_line, slot_error[s], error_fifo.r_data)),
                     ]
@@ -588,14 +593,14 @@ class ReadEngine(wiring.Component):
                 with m.Elif(release & ~claim):
                     m.d.sync += waiting[s][g].eq(waiting[s][g] - 1)
             allocate = dispatch & is_miss & (victim == s)
-            line_in = packer.line.valid & packer.line.ready & (fill_slot == s)
+            line_in = packer_line.valid & packer_line.ready & (fill_slot == s)
             with m.If(allocate):
                 m.d.sync += [
                     tag_valid[s].eq(1), tag_key[s].eq(key),
                     alloc_gen[s].eq(victim_gen),
                 ]
             with m.If(line_in):
-                with m.If(packer.line.p.index == 0):
+                with m.If(packer_line.p.index == 0):
                     m.d.sync += [lines_written[s].eq(1), written_gen[s].eq(fill.gen),
                                  slot_error[s].eq(error_fifo.r_data)]
                 with m.Else():
