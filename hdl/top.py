@@ -34,7 +34,7 @@ from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
 from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
-from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS
+from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH
 from smartquant.hdl.engine.poison import PoisonTable
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
@@ -76,9 +76,10 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR register, and the write path (held register, <= 2**axi_id_bits in-flight entries, its NDR
-        # register). Twice that sum is far from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + 4 + 1 + (1 << p.axi_id_bits) + 2) + 1))
+        # the NDR output buffer (2), and the write path (RwD skid, held register, <= 2**axi_id_bits in-flight
+        # entries, its NDR register). Twice that sum is far from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + (1 << p.axi_id_bits) + 1)
+                                      + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
         self._units = {}

@@ -10,7 +10,7 @@ from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from smartquant.params import ControllerParams, View, hpa, split_hpa
-from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.csr.layouts import region_entry_layout, region_end_line
 from smartquant.hdl.engine.address_map import decode_address, plane_line
 
 PARAMS = ControllerParams(data_width=128, n_regions=2, dram_addr_bits=20)
@@ -19,7 +19,8 @@ LINE_BYTES = PARAMS.line_bytes
 
 def region(enable=1, base_line=0, n_superblocks=1, B=8, R=4, default_k=0, bf16=0, midpoint=0):
     return {"enable": enable, "bf16": bf16, "log2_b": B.bit_length() - 1, "log2_r": R.bit_length() - 1,
-            "default_k": default_k, "midpoint": midpoint, "base_line": base_line, "n_superblocks": n_superblocks}
+            "default_k": default_k, "midpoint": midpoint, "base_line": base_line, "n_superblocks": n_superblocks,
+            "end_line": region_end_line(PARAMS, base_line, n_superblocks, B.bit_length() - 1, R.bit_length() - 1)}
 
 
 def reference_decode(address_hpa, regions):

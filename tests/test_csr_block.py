@@ -153,6 +153,43 @@ def test_region_table_readback_and_legality(b_max):
     run(dut, tb)
 
 
+def test_region_end_line_has_settled_when_the_write_response_is_valid():
+    """end_line (base + n_superblocks * R * B, saturated at the device end) is registered after the region
+    registers: the B response of each write must not be valid before it shows the new value, since a host may
+    send a request in the very cycle it sees B."""
+    params = ControllerParams(n_regions=2, b_max=8, dram_addr_bits=20)
+    line_bits = params.dram_addr_bits - params.line_offset_bits
+    dut = CsrBlock(params)
+    B, R = 8, 4
+    config = 1 | ((B.bit_length() - 2) << 2) | ((R.bit_length() - 1) << 4) | (3 << 7)
+    # (register, value, expected end_line once written); CONFIG 0 reads as B = 2, R = 1; the last write runs
+    # past the device end
+    steps = [(region_addr(1, 0), 0x100, 0x100), (region_addr(1, 4), 5, 0x100 + 5 * 2 * 1),
+             (region_addr(1, 8), config, 0x100 + 5 * R * B), (region_addr(1, 4), (1 << line_bits) - 1, 1 << line_bits)]
+
+    async def tb(ctx):
+        bus = dut.bus
+        for address, value, expected in steps:
+            ctx.set(bus.awaddr, address)
+            ctx.set(bus.wdata, value)
+            ctx.set(bus.wstrb, 0xF)
+            ctx.set(bus.awvalid, 1)
+            ctx.set(bus.wvalid, 1)
+            ctx.set(bus.bready, 1)
+            for _ in range(10):
+                await ctx.tick()
+                if ctx.get(bus.awready) == 0:
+                    ctx.set(bus.awvalid, 0)
+                    ctx.set(bus.wvalid, 0)
+                if ctx.get(bus.bvalid):
+                    break
+            assert ctx.get(bus.bvalid)
+            assert ctx.get(dut.regions[1].end_line) == expected, (hex(address), value)
+            await ctx.tick()
+
+    run(dut, tb)
+
+
 def test_byte_strobes_merge():
     dut = CsrBlock(ControllerParams())
 
@@ -328,6 +365,10 @@ def test_random_accesses_match_device_model():
                     rounding = ctx.get(entry.midpoint) | ((ctx.get(dut.toward_zero) >> i & 1) << 1)
                     assert (ctx.get(entry.default_k), rounding) == (config.default_k, config.rounding)
                     assert ctx.get(entry.bf16) == config.fmt
+                    # the precomputed end of the region, settled by the time the host sees B (or R)
+                    span = model.region_superblocks[i] * config.R * config.B
+                    line_bits = params.dram_addr_bits - params.line_offset_bits
+                    assert ctx.get(entry.end_line) == min(model.region_base[i] + span, 1 << line_bits)
                 assert ctx.get(entry.base_line) == model.region_base[i]
                 assert ctx.get(entry.n_superblocks) == model.region_superblocks[i]
 

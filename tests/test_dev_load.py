@@ -28,11 +28,11 @@ P4 = ControllerParams(data_width=64, b_max=8, n_regions=1, request_depth=4, dram
 
 
 @pytest.mark.parametrize("params,capacity,table", [
-    # C = 2 * request_depth + b_max + 1; Optimal from ceil(C/4), Moderate from ceil(C/2), Severe from ceil(3C/4)
-    (P8, 33, {0: 0, 1: 0, 8: 0, 9: 1, 16: 1, 17: 2, 24: 2, 25: 3, 33: 3, 200: 3}),
-    (P4, 17, {0: 0, 4: 0, 5: 1, 8: 1, 9: 2, 12: 2, 13: 3, 17: 3}),
-    (ControllerParams(), 49, {0: 0, 12: 0, 13: 1, 24: 1, 25: 2, 36: 2, 37: 3, 49: 3}),
-    (ControllerParams(request_depth=4), 25, {6: 0, 7: 1, 12: 1, 13: 2, 18: 2, 19: 3}),
+    # C = 2 * request_depth + b_max + 5; Optimal from ceil(C/4), Moderate from ceil(C/2), Severe from ceil(3C/4)
+    (P8, 37, {0: 0, 1: 0, 9: 0, 10: 1, 18: 1, 19: 2, 27: 2, 28: 3, 37: 3, 200: 3}),
+    (P4, 21, {0: 0, 5: 0, 6: 1, 10: 1, 11: 2, 15: 2, 16: 3, 21: 3}),
+    (ControllerParams(), 53, {0: 0, 13: 0, 14: 1, 26: 1, 27: 2, 39: 2, 40: 3, 53: 3}),
+    (ControllerParams(request_depth=4), 29, {7: 0, 8: 1, 14: 1, 15: 2, 21: 2, 22: 3}),
 ])
 def test_dev_load_level_against_a_hand_worked_table(params, capacity, table):
     assert params.load_capacity == capacity
@@ -183,8 +183,10 @@ def test_occupancy_counts_every_opcode_and_never_wraps_under_random_traffic():
     bench), every DevLoad is exact and within its range, and the device drains back to N = 0."""
     params = P8
     rng = random.Random(4)
-    opcodes = [ReqOpcode.MEM_RD, ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_INV, ReqOpcode.MEM_SPEC_RD,
-               ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, 0b0011]
+    # half reads: the Cmp FIFO fills long before the read queues do, so fewer reads would stall Req before N
+    # could pass the read capacity
+    opcodes = [ReqOpcode.MEM_RD, ReqOpcode.MEM_RD, ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_RD_DATA,
+               ReqOpcode.MEM_INV, ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, 0b0011]
     left = {"req": 600, "rwd": 200}
 
     def offer(channel, make):

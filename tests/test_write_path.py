@@ -19,6 +19,7 @@ from amaranth.sim import Simulator
 
 from smartquant.golden.device import DeviceModel, decode_region_config, region_csr_writes, message_address
 from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_SLVERR
+from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
     ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
@@ -182,6 +183,8 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             ctx.set(entry.midpoint, config.rounding)
             ctx.set(entry.base_line, region.base_line)
             ctx.set(entry.n_superblocks, region.n_superblocks)
+            ctx.set(entry.end_line, region_end_line(params, region.base_line, region.n_superblocks,
+                                                    config.B.bit_length() - 1, config.R.bit_length() - 1))
         for w in writes:
             while rng.random() < gap_prob:
                 await ctx.tick()

@@ -101,8 +101,12 @@ class AxiDrain(wiring.Component):
         ]
         ar_fire = down.arvalid & down.arready
         r_fire = down.rvalid & down.rready
-        r_next = r_owed + Mux(ar_fire, down.arlen + 1, 0)
-        m.d.sync += r_owed.eq(Mux(r_fire & (r_next != 0), r_next - 1, r_next))
+        # r_owed + (ARLEN + 1 on an AR) - (1 on an R beat, never below 0), with every sum computed from registers
+        # and the handshakes only selecting among them (they depend on `hold`, itself a function of r_owed):
+        # with an AR the sum is at least 1, so an R beat always counts.
+        m.d.sync += r_owed.eq(Mux(ar_fire,
+                                  Mux(r_fire, r_owed + down.arlen, r_owed + down.arlen + 1),
+                                  Mux(r_fire & (r_owed != 0), r_owed - 1, r_owed)))
 
         # ---- AW / W / B --------------------------------------------------------------------------------
         queue_full = count == depth
@@ -158,13 +162,14 @@ class AxiDrain(wiring.Component):
         # an accepted AW enters the queue unless all its W beats went ahead of it
         enqueue = aw_fire & ~((count == 0) & (early_done | (w_fire & last_beat)))
         pop = w_fire & (count != 0) & last_beat
-        b_next = b_owed + aw_fire
         with m.If(self.axi_rst):
             m.d.sync += [r_owed.eq(0), b_owed.eq(0), count.eq(0), rd_ptr.eq(0), wr_ptr.eq(0), head_sent.eq(0),
                          early_done.eq(0)]
         with m.Else():
             m.d.sync += [
-                b_owed.eq(Mux(b_fire & (b_next != 0), b_next - 1, b_next)),
+                # b_owed + (1 on an AW) - (1 on a B, never below 0), selected as r_owed is
+                b_owed.eq(Mux(aw_fire, Mux(b_fire, b_owed, b_owed + 1),
+                              Mux(b_fire & (b_owed != 0), b_owed - 1, b_owed))),
                 count.eq(count + enqueue - pop),
             ]
             with m.If(enqueue):

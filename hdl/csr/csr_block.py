@@ -28,15 +28,18 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
   zero) is the separate output `toward_zero`, bit i for region i, so the entry layout the address decode and
   the write path use is unchanged.
 - REGION_BASE and REGION_SUPERBLOCKS keep min(32, line bits) bits; higher written bits read back 0.
-- `regions_written` pulses the cycle after any region-table write (base, superblocks or config): the read engine
-  invalidates every block-buffer slot. `clear_poison` pulses after a CONTROL write with bit 2 set and after any
+- The region entries (`regions`, `toward_zero`) are registers updated the cycle after a write acts.
+- `regions_written` pulses two cycles after any region-table write acts (base, superblocks or config), with the
+  new entries: the read engine invalidates every block-buffer slot. `clear_poison` pulses (also two cycles
+  after) a CONTROL write with bit 2 set and any
   REGION_CONFIG write (a region rewrite starts a new tensor, DEVICE.md §4). Writing base or superblocks does
   not clear poison.
 - A counter clear in the same cycle as an increment wins (that cycle's increments are lost): clears are host
   actions between experiments, never racing traffic the golden model has to predict.
 
 AXI4-Lite handshake: AW and W are accepted independently (each held in a one-entry register); the write acts
-once both are present and no B response is pending. AR is accepted when no R response is pending; the read
+once both are present and no B response is pending, and its B response is valid two cycles later (the region
+end_line derived from the written registers has settled by then). AR is accepted when no R response is pending; the read
 value is registered at acceptance (a counter reads its value of that cycle). bresp and rresp are always OKAY.
 """
 from __future__ import annotations
@@ -113,7 +116,12 @@ class CsrBlock(wiring.Component):
             # a base that is not a multiple of B lines would let an R = 1 block burst cross a 4 KiB boundary
             # (AXI forbids it): such a region stays inactive (CONFIG still reads back as written)
             base_misaligned = (region_base[i] & ((Const(2, 5) << config[2:4]) - 1)) != 0
-            m.d.comb += [
+            # The decoded entry is registered from the region registers (so the address decode starts at
+            # flip-flops), including end_line = base + n_superblocks * R * B (saturated at the device end): the
+            # shift and add stay out of the decode. It settles the cycle after a write acts, which is why a
+            # write's B response and the regions_written / clear_poison pulses wait for it (below).
+            end = region_base[i] + (region_superblocks[i] << (config[4:7] + config[2:4] + 1))
+            m.d.sync += [
                 out.enable.eq(config[0] & ~base_misaligned),
                 out.bf16.eq(config[1]),
                 out.log2_b.eq(config[2:4] + 1),
@@ -123,6 +131,7 @@ class CsrBlock(wiring.Component):
                 self.toward_zero[i].eq(config[13] & ~config[12]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
+                out.end_line.eq(Mux(end > (1 << line_bits), 1 << line_bits, end)),
             ]
 
         # --- write channel: AW and W held independently, the write acts when both are present -------------
@@ -133,23 +142,33 @@ class CsrBlock(wiring.Component):
         w_strb = Signal(4)
         b_pending = Signal()
 
+        # every ready is a flip-flop of its own (the inverse of its held flag), so no port is driven by logic
+        aw_ready = Signal(init=1)
+        w_ready = Signal(init=1)
         m.d.comb += [
-            bus.awready.eq(~aw_held),
-            bus.wready.eq(~w_held),
+            bus.awready.eq(aw_ready),
+            bus.wready.eq(w_ready),
             bus.bvalid.eq(b_pending),
             bus.bresp.eq(AXI_RESP_OKAY),
         ]
         with m.If(bus.awvalid & bus.awready):
-            m.d.sync += [aw_held.eq(1), aw_addr.eq(bus.awaddr)]
+            m.d.sync += [aw_held.eq(1), aw_ready.eq(0), aw_addr.eq(bus.awaddr)]
         with m.If(bus.wvalid & bus.wready):
-            m.d.sync += [w_held.eq(1), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
+            m.d.sync += [w_held.eq(1), w_ready.eq(0), w_data.eq(bus.wdata), w_strb.eq(bus.wstrb)]
         with m.If(bus.bvalid & bus.bready):
             m.d.sync += b_pending.eq(0)
 
+        # The B response goes out two cycles after the write acts, when every register it changed and every
+        # value derived from them (region end_line) has settled: a request the host sends once it sees B is
+        # decoded with the new region table.
         do_write = Signal()
-        m.d.comb += do_write.eq(aw_held & w_held & ~b_pending)
+        write_settling = Signal()
+        m.d.comb += do_write.eq(aw_held & w_held & ~b_pending & ~write_settling)
+        m.d.sync += write_settling.eq(do_write)
         with m.If(do_write):
-            m.d.sync += [aw_held.eq(0), w_held.eq(0), b_pending.eq(1)]
+            m.d.sync += [aw_held.eq(0), w_held.eq(0), aw_ready.eq(1), w_ready.eq(1)]
+        with m.If(write_settling):
+            m.d.sync += b_pending.eq(1)
 
         byte_mask = Signal(32)
         m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))
@@ -164,9 +183,14 @@ class CsrBlock(wiring.Component):
         clear_poison = Signal()
         regions_written = Signal()
         config_written = Signal()
+        # pulsed two cycles after the write acts, with the registered region entries (see above)
+        clear_poison_delayed = Signal()
+        regions_written_delayed = Signal()
         m.d.sync += [
-            self.clear_poison.eq(clear_poison),
-            self.regions_written.eq(regions_written),
+            clear_poison_delayed.eq(clear_poison),
+            regions_written_delayed.eq(regions_written),
+            self.clear_poison.eq(clear_poison_delayed),
+            self.regions_written.eq(regions_written_delayed),
         ]
         m.d.comb += clear_poison.eq((do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
                                      & w_data[CONTROL_CLEAR_POISON.bit_length() - 1]) | config_written)
@@ -218,14 +242,15 @@ class CsrBlock(wiring.Component):
         # --- read channel -------------------------------------------------------------------------------------
         r_pending = Signal()
         r_data = Signal(32)
+        ar_ready = Signal(init=1)   # == ~r_pending, as a flip-flop of its own
         m.d.comb += [
-            bus.arready.eq(~r_pending),
+            bus.arready.eq(ar_ready),
             bus.rvalid.eq(r_pending),
             bus.rdata.eq(r_data),
             bus.rresp.eq(AXI_RESP_OKAY),
         ]
         with m.If(bus.rvalid & bus.rready):
-            m.d.sync += r_pending.eq(0)
+            m.d.sync += [r_pending.eq(0), ar_ready.eq(1)]
 
         read_value = Signal(32)
         with m.Switch(bus.araddr[2:]):
@@ -254,6 +279,6 @@ class CsrBlock(wiring.Component):
                 m.d.comb += read_value.eq(0)
 
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [r_pending.eq(1), r_data.eq(read_value)]
+            m.d.sync += [r_pending.eq(1), ar_ready.eq(0), r_data.eq(read_value)]
 
         return m

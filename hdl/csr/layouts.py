@@ -15,4 +15,13 @@ def region_entry_layout(params: ControllerParams) -> data.StructLayout:
         "midpoint": 1,         # rounding: 0 floor, 1 midpoint fill
         "base_line": line_bits,
         "n_superblocks": line_bits,
+        # first line past the region: base_line + n_superblocks * R * B, at most 1 << line_bits (the end of
+        # the device); registered by the CSR block from the three region registers (region_end_line)
+        "end_line": line_bits + 1,
     })
+
+
+def region_end_line(params: ControllerParams, base_line: int, n_superblocks: int, log2_b: int, log2_r: int) -> int:
+    """The `end_line` field for a region (what the CSR block computes; tests that set entries directly use it)."""
+    line_bits = params.dram_addr_bits - params.line_offset_bits
+    return min(base_line + (n_superblocks << (log2_r + log2_b)), 1 << line_bits)

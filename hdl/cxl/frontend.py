@@ -6,10 +6,11 @@
 - MemInv, MemInvNT, MemClnEvct and reserved opcodes -> `cmp` stream (tag, LD-ID) for an NDR Cmp; a reserved
   opcode is still answered and counts `req_bad_opcode`.
 - MemSpecRd -> dropped (allowed for a Type-3 device), counted.
-Req.ready is 1 while both FIFOs have room (it does not look at the opcode, so it never depends on valid).
+Req.ready is 1 while both FIFOs have room (a register; it does not look at the opcode).
 
 `NdrArbiter` merges the front end's Cmp stream with the write path's NDR stream into S2M NDR (round-robin
-between the two, one registered output; dev_load is sampled when a message enters it).
+between the two, into an OutputBuffer: valid, payload and the buffer's ready are registers; dev_load is sampled
+when a message enters the output register).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP
 from smartquant.hdl.cxl.messages import req_layout, ndr_layout
+from smartquant.hdl.stream_buffers import OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -41,6 +43,9 @@ REQ_OPCODE_COUNTERS = {
 }
 
 
+CMP_FIFO_DEPTH = 4   # Cmp-only requests are rare; a small FIFO decouples them from NDR back-pressure
+
+
 class ReqFrontEnd(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
@@ -57,8 +62,7 @@ class ReqFrontEnd(wiring.Component):
         p = self.params
         read_layout = read_request_layout(p)
         m.submodules.read_fifo = read_fifo = SyncFIFO(width=read_layout.size, depth=p.request_depth)
-        # Cmp-only requests are rare; a small FIFO is enough to decouple them from NDR backpressure.
-        m.submodules.cmp_fifo = cmp_fifo = SyncFIFO(width=cmp_request_layout().size, depth=4)
+        m.submodules.cmp_fifo = cmp_fifo = SyncFIFO(width=cmp_request_layout().size, depth=CMP_FIFO_DEPTH)
 
         req = self.req.p
         opcode = req.opcode
@@ -68,8 +72,14 @@ class ReqFrontEnd(wiring.Component):
         # An empty FIFO is bypassed: a read goes to the engine in the cycle it is accepted (one cycle less
         # from Req to AR). read.valid depends on req.valid, never on a ready.
         bypass = Signal()
+        # Req.ready is a flip-flop: both FIFOs have room after this cycle's writes and reads (the same value as
+        # read_fifo.w_rdy & cmp_fifo.w_rdy, one register earlier, so the port is not driven by a comparator).
+        req_ready = Signal(init=1)
+        read_level = read_fifo.level + (read_fifo.w_en & read_fifo.w_rdy) - (read_fifo.r_en & read_fifo.r_rdy)
+        cmp_level = cmp_fifo.level + (cmp_fifo.w_en & cmp_fifo.w_rdy) - (cmp_fifo.r_en & cmp_fifo.r_rdy)
+        m.d.sync += req_ready.eq((read_level != p.request_depth) & (cmp_level != CMP_FIFO_DEPTH))
         m.d.comb += [
-            self.req.ready.eq(read_fifo.w_rdy & cmp_fifo.w_rdy),
+            self.req.ready.eq(req_ready),
             accept.eq(self.req.valid & self.req.ready),
         ]
         read_entry = Signal(read_layout)
@@ -114,34 +124,41 @@ class NdrArbiter(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        out_valid = Signal()
-        out_payload = Signal(ndr_layout(self.params))
+        # The output buffer registers valid, payload and its own ready: S2M NDR.ready reaches only the buffer,
+        # never the write path's or the front end's handshakes (no path from an input to M2S RwD.ready).
+        m.submodules.output = output = OutputBuffer(ndr_layout(self.params))
         prefer_write = Signal()   # round-robin: the source not served last goes first
-        load = ~out_valid | self.ndr.ready
         take_write = Signal()
         take_cmp = Signal()
         m.d.comb += [
-            take_write.eq(load & self.write_ndr.valid & (prefer_write | ~self.cmp.valid)),
-            take_cmp.eq(load & self.cmp.valid & ~take_write),
+            take_write.eq(output.i.ready & self.write_ndr.valid & (prefer_write | ~self.cmp.valid)),
+            take_cmp.eq(output.i.ready & self.cmp.valid & ~take_write),
             self.write_ndr.ready.eq(take_write),
             self.cmp.ready.eq(take_cmp),
-            self.ndr.valid.eq(out_valid),
-            self.ndr.p.eq(out_payload),
+            output.i.valid.eq(take_write | take_cmp),
         ]
-        with m.If(load):
-            m.d.sync += out_valid.eq(take_write | take_cmp)
         with m.If(take_write):
-            m.d.sync += [out_payload.eq(self.write_ndr.p), prefer_write.eq(0)]
-        with m.Elif(take_cmp):
-            m.d.sync += [
-                out_payload.opcode.eq(NdrOpcode.CMP),
-                out_payload.tag.eq(self.cmp.p.tag),
-                out_payload.ld_id.eq(self.cmp.p.ld_id),
-                prefer_write.eq(1),
+            m.d.comb += output.i.p.eq(self.write_ndr.p)
+            m.d.sync += prefer_write.eq(0)
+        with m.Else():
+            m.d.comb += [
+                output.i.p.opcode.eq(NdrOpcode.CMP),
+                output.i.p.tag.eq(self.cmp.p.tag),
+                output.i.p.ld_id.eq(self.cmp.p.ld_id),
             ]
-        with m.If(take_write | take_cmp):
-            # DevLoad sampled when the message enters the output register, then held with the payload.
-            m.d.sync += out_payload.dev_load.eq(self.dev_load)
+        with m.If(take_cmp):
+            m.d.sync += prefer_write.eq(1)
+        # DevLoad sampled when the message enters the output register, then held with the payload.
+        dev_load = Signal(2)
+        with m.If(output.loading):
+            m.d.sync += dev_load.eq(self.dev_load)
         # Every NDR carries MetaField = No-Op, MetaValue = 0 (DEVICE.md §3), whoever produced it.
-        m.d.comb += [self.ndr.p.meta_field.eq(META_FIELD_NO_OP), self.ndr.p.meta_value.eq(0)]
+        m.d.comb += [
+            self.ndr.valid.eq(output.o.valid),
+            self.ndr.p.eq(output.o.p),
+            output.o.ready.eq(self.ndr.ready),
+            self.ndr.p.dev_load.eq(dev_load),
+            self.ndr.p.meta_field.eq(META_FIELD_NO_OP),
+            self.ndr.p.meta_value.eq(0),
+        ]
         return m

@@ -16,6 +16,9 @@ Decoded fields (all views):
 - superblock / slot_r: s = block // R, r = block % R. plane: p of a raw line (raw view only).
 - region fields copied out: log2_b, log2_r, bf16, midpoint, base_line.
 A read is answered from DRAM only when mapped & k_legal; anything else is the NXM/poison response.
+
+The region match compares the line with each region's base_line and end_line (the first line past the region,
+computed by the CSR block when the region's registers are written), so no shift or subtract sits before it.
 """
 from __future__ import annotations
 
@@ -76,43 +79,69 @@ def plane_line(base_line, superblock, plane, slot_r, log2_b, log2_r, width: int)
     return (base_line + (superblock << (log2_r + log2_b)) + run_offset)[:width]
 
 
-def decode_address(m, params: ControllerParams, address, regions) -> data.View:
-    """Decode a message address (HPA[51:line_offset_bits]) against the region table.
-
-    `regions` is a View of ArrayLayout(region_entry_layout(params), n_regions). Returns a View of
-    DecodeLayout(params) driven combinationally in `m.d.comb`.
-    """
+def split_address(params: ControllerParams, address):
+    """(line, view, k field, high bits) of a message address (HPA[51:line_offset_bits])."""
     lb = line_bits(params)
     address = address.as_value() if hasattr(address, "as_value") else address
     assert len(address) == params.message_address_bits
-    line = address[:lb]
-    view = address[lb:lb + VIEW_FIELD_BITS]
-    k_field = address[lb + VIEW_FIELD_BITS:lb + VIEW_FIELD_BITS + K_FIELD_BITS]
-    high = address[lb + VIEW_FIELD_BITS + K_FIELD_BITS:]
+    return (address[:lb], address[lb:lb + VIEW_FIELD_BITS],
+            address[lb + VIEW_FIELD_BITS:lb + VIEW_FIELD_BITS + K_FIELD_BITS],
+            address[lb + VIEW_FIELD_BITS + K_FIELD_BITS:])
 
-    out = Signal(DecodeLayout(params))
-    # span = n_superblocks << (log2_r + log2_b) can exceed the line width: compare with headroom.
-    hits = []
-    for i in range(params.n_regions):
+
+def region_hits(m, params: ControllerParams, line, regions) -> Signal:
+    """One-hot region select: bit i is set when region i is enabled, holds `line` (base_line <= line <
+    end_line, the end precomputed by the CSR block) and no lower-numbered region does (lowest wins)."""
+    n = params.n_regions
+    hits = Signal(n)
+    for i in range(n):
         entry = regions[i]
-        span = entry.n_superblocks << (entry.log2_r + entry.log2_b)
-        hit = Signal(name=f"region{i}_hit")
-        m.d.comb += hit.eq(entry.enable & (line >= entry.base_line) & ((line - entry.base_line)[:lb + 1] < span))
-        hits.append(hit)
+        m.d.comb += hits[i].eq(entry.enable & (line >= entry.base_line) & (line < entry.end_line))
+    onehot = Signal(n)
+    m.d.comb += onehot.eq(hits & ~(hits - 1))   # the lowest set bit
+    return onehot
 
-    # Lowest-numbered region wins on overlap: scan from the highest so the lowest assignment lands last.
-    region = Signal(region_index_bits(params))
-    for i in reversed(range(params.n_regions)):
-        with m.If(hits[i]):
-            m.d.comb += region.eq(i)
-    any_hit = Signal()
-    m.d.comb += any_hit.eq(Cat(*hits).any())
-    entry = regions[region]
 
+def select_region(m, params: ControllerParams, onehot, regions):
+    """(region index, the region's entry) of a one-hot select, as an AND-OR of the entries (no priority chain)."""
+    entry = Signal(regions.shape().elem_shape)
+    index = Signal(region_index_bits(params))
+    entry_bits = len(entry.as_value())
+    m.d.comb += [
+        entry.eq(or_all([regions[i].as_value() & onehot[i].replicate(entry_bits) for i in range(params.n_regions)])),
+        index.eq(or_all([Const(i, len(index)) & onehot[i].replicate(len(index)) for i in range(params.n_regions)])),
+    ]
+    return index, entry
+
+
+def match_region(m, params: ControllerParams, line, regions):
+    """(one-hot region match, region index, the region's entry, L = line - base_line) of a line, selected by the
+    one-hot match: what a pipeline registers before decode_in_region (the compares, the per-region subtracts
+    and the AND-OR selects run side by side, with no priority chain)."""
+    lb = line_bits(params)
+    onehot = region_hits(m, params, line, regions)
+    region, entry = select_region(m, params, onehot, regions)
+    local = Signal(lb)
+    m.d.comb += local.eq(or_all([(line - regions[i].base_line)[:lb] & onehot[i].replicate(lb)
+                                 for i in range(params.n_regions)]))
+    return onehot, region, entry, local
+
+
+def or_all(values):
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
+
+
+def decode_in_region(m, params: ControllerParams, address, any_hit, region, entry, local) -> data.View:
+    """The decode of DecodeLayout once the region is known: `any_hit` (a region holds the line), its index
+    `region`, its `entry` and `local` = L, the line relative to the region's base."""
+    lb = line_bits(params)
+    line, view, k_field, high = split_address(params, address)
+    out = Signal(DecodeLayout(params))
     log2_b = entry.log2_b
     log2_r = entry.log2_r
-    local = Signal(lb)   # L: line relative to the region base
-    m.d.comb += local.eq(line - entry.base_line)
 
     b_value = Signal(5)
     m.d.comb += b_value.eq(Const(1, 5) << log2_b)
@@ -179,3 +208,19 @@ def decode_address(m, params: ControllerParams, address, regions) -> data.View:
             out.line_in_slot.eq(line_in_slot),
         ]
     return out
+
+
+def decode_address(m, params: ControllerParams, address, regions) -> data.View:
+    """Decode a message address (HPA[51:line_offset_bits]) against the region table, in one cycle.
+
+    `regions` is a View of ArrayLayout(region_entry_layout(params), n_regions). Returns a View of
+    DecodeLayout(params) driven combinationally in `m.d.comb`. (The read engine splits the same steps over
+    pipeline stages: region_hits, then select_region and decode_in_region.)
+    """
+    lb = line_bits(params)
+    line = split_address(params, address)[0]
+    onehot = region_hits(m, params, line, regions)
+    region, entry = select_region(m, params, onehot, regions)
+    local = Signal(lb)   # L: line relative to the region base
+    m.d.comb += local.eq(line - entry.base_line)
+    return decode_in_region(m, params, address, onehot.any(), region, entry, local)

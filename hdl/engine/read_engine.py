@@ -2,17 +2,21 @@ r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block b
 
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
-  read request stream ----[dispatch]--> serve FIFO -----------------------------[serve]--> DRS register
-        (decode, buffer lookup,  \--> fetch FIFO --[AR issuer]--> AXI AR                 ^      ^
-         victim, counters)        \--> route FIFO --[R router]--> packer load/start --> block buffer (Memory)
-                                                              \--> raw line FIFO ---------------/
+  read request stream -[A]-[B]-[dispatch]--> serve FIFO ------------------------[serve]--> DRS reg --> output
+   A: region select   (hit/miss,     \--> fetch FIFO --[AR register]--> AXI AR           ^      ^     buffer
+   B: decode, poison,  victim,        \--> route FIFO --[R router]--> packer load/start --> block buffer
+      tag compare      counters)          AXI R --> skid --/      \--> raw line FIFO ---------------/
 
-- dispatch handles one request per cycle, in arrival order: the address is decoded combinationally at the
-  stream head (hdl/engine/address_map.py). Unmapped / illegal-k reads go straight to the serve FIFO. Raw reads
-  queue one 1-line burst. Packed / expanded reads look up the key (region, block, expanded, k, midpoint) in
-  the slot tags; a miss claims the round-robin victim at once (its tag becomes valid immediately, so later
-  reads of the same block hit the slot while it is still filling: this is the look-ahead that overlaps the
-  fetch of the next block with serving the current one) and queues the fetch of planes 0..k-1.
+- Stage A registers a one-hot region select (base_line <= line < end_line per region, end_line precomputed
+  by the CSR block) and the line relative to every region's base; stage B registers the decode of
+  hdl/engine/address_map.py (block, line, k, view checks), the poison lookup and the compare of the block
+  key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
+- dispatch handles one request per cycle, in arrival order, from stage B's registers. Unmapped / illegal-k
+  reads go straight to the serve FIFO. Raw reads queue one 1-line burst. Packed / expanded reads look up the
+  key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
+  (its tag becomes valid immediately, so later reads of the same block hit the slot while it is still
+  filling: this is the look-ahead that overlaps the fetch of the next block with serving the current one)
+  and queues the fetch of planes 0..k-1.
 - Slots are reallocated without waiting for the reads still using them: each allocation starts a new
   generation of the slot, every queued read carries the generation it hit, and the new fill's first line
   is held back (at the packer output; its planes are already fetched) until the reads of the generation the
@@ -21,16 +25,20 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   generations alive or a queue is full. The serve queue is request_depth + b_max deep so that the look-ahead
   covers a whole block's fetch latency: packed streaming at power-of-two k gives one DRS per cycle when
   memory returns one line per cycle.
-- The AR issuer sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
-  read is one 1-line burst. All bursts use ARID 0, so R beats return in issue order and the R router can send
-  them to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO.
+- The AR register sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
+  read is one 1-line burst. It loads the fetch FIFO's head, or the fetch dispatched in the same cycle when
+  the FIFO is empty. All bursts use ARID 0, so R beats return in issue order and the R router can send them
+  to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO. R enters through
+  a skid (InputSkid): RREADY is a register.
 - The packer (hdl/engine/packer.py) writes the block's output lines into the slot; a per-slot line count
   lets the serve stage answer line j as soon as line j is written.
-- serve pops the serve FIFO in order and loads the DRS output register (data from the buffer read port, the
-  raw line FIFO or zero). The buffer read port is transparent (a line is served in the cycle it is
-  written) and an empty raw FIFO is bypassed (R beat -> DRS valid in one cycle).
-Poison is sampled at dispatch from the poison table query; DevLoad (the `dev_load` input, computed by the top
-from the port occupancy, DEVICE.md §3) at DRS-register load.
+- serve pops the serve FIFO in order and loads the DRS register (data from the buffer read port, the raw line
+  FIFO or zero), which passes the response to the output buffer that drives S2M DRS from registers. The
+  buffer read port is transparent (a line is served in the cycle it is written) and an empty raw FIFO is
+  bypassed (R beat -> DRS register in one cycle).
+Poison is sampled in stage B from the poison table query (a read outstanding while the table changes may see
+either state, DEVICE.md §4); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
+DEVICE.md §3) when the DRS enters the output register.
 A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
 (DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
@@ -57,10 +65,13 @@ from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OK
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
-from smartquant.hdl.engine.address_map import decode_address, line_bits, region_index_bits, plane_line
+from smartquant.hdl.engine.address_map import (
+    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
+)
 from smartquant.hdl.engine.poison import block_event_layout
 
-from smartquant.hdl.engine.packer import BlockPacker
+from smartquant.hdl.engine.packer import BlockPacker, line_layout
+from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
 def poison_query_layout(params: ControllerParams) -> data.StructLayout:
@@ -79,6 +90,9 @@ GENERATION_BITS = 3
 # in flight (slots x live generations) must cover fetch latency + packer pipeline: with 3 live generations and
 # 2 slots streaming fell to 0.38 lines/cycle at k = 1 and 0.68 at k = 2; with 7 it holds 1.0.
 MAX_LIVE_GENERATIONS = 7
+# cycles from a line being servable to S2M DRS valid: the DRS register (the buffer's read cycle), then the output
+# buffer that keeps S2M DRS registered
+DRS_OUTPUT_CYCLES = 2
 
 
 def check_read_params(params: ControllerParams) -> None:
@@ -129,32 +143,76 @@ class ReadEngine(wiring.Component):
         # (all queued reads hitting one block while the DRS is held off).
         count_bits = serve_depth.bit_length()
 
-        # ---- dispatch ----------------------------------------------------------------------------------
+        # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
+        # Stage A (from the front end's stream): one comparison pair per region against base_line and the
+        # precomputed end_line, a one-hot select (lowest region wins), and by it (AND-OR) the region's fields
+        # and the line relative to its base. Stage B: block / line / k, the poison lookup and the compare of
+        # the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
+        # miss, victim, queue writes, counters.
+        # The slot compare of stage B is against the tags as they will be when the request reaches dispatch:
+        # only dispatch changes tags (an allocation), so for the slot that the request now in dispatch
+        # allocates in this cycle, the compare is against that request's key instead (forwarding). Validity
+        # (writes invalidate slots at any time) is applied at dispatch. So hits and misses are exactly those
+        # of a compare at dispatch, the golden model's sequence.
         request = self.read.p
-        decoded = decode_address(m, p, request.address, self.regions)
+        rb = region_index_bits(p)
+        key_layout = data.StructLayout({"region": rb, "block": lb, "expanded": 1, "k": 5, "midpoint": 1,
+                                        "toward_zero": 1})
+        stage_a_layout = data.StructLayout({
+            "address": len(request.address), "tag": 16, "ld_id": 4, "any_hit": 1, "region": rb,
+            "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
+        })
+        stage_b_layout = data.StructLayout({
+            "key": key_layout, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4, "raw_line": lb,
+            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "poison": 1, "tag": 16, "ld_id": 4,
+            "match": slots,
+        })
+        stage_a = Signal(stage_a_layout)
+        stage_a_valid = Signal()
+        stage_b = Signal(stage_b_layout)
+        stage_b_valid = Signal()
+        dispatch = Signal()
+        stage_b_ready = ~stage_b_valid | dispatch
+        stage_a_ready = ~stage_a_valid | stage_b_ready
+
+        # stage A
+        request_line = split_address(p, request.address)[0]
+        onehot, region, entry, local = match_region(m, p, request_line, self.regions)
+        m.d.comb += self.read.ready.eq(stage_a_ready)
+        with m.If(stage_a_ready):
+            m.d.sync += [
+                stage_a_valid.eq(self.read.valid),
+                stage_a.address.eq(request.address),
+                stage_a.tag.eq(request.tag),
+                stage_a.ld_id.eq(request.ld_id),
+                stage_a.any_hit.eq(onehot.any()),
+                stage_a.region.eq(region),
+                stage_a.entry.eq(entry),
+                stage_a.local.eq(local),
+                stage_a.toward_zero.eq((self.toward_zero & onehot).any()),
+            ]
+
+        # stage B (combinational part, from stage A's registers)
+        decoded = decode_in_region(m, p, stage_a.address, stage_a.any_hit, stage_a.region, stage_a.entry,
+                                   stage_a.local)
         view = decoded.view
-        readable = decoded.mapped & decoded.k_legal
-        is_raw = Signal()
-        is_buffered = Signal()
-        is_expanded = Signal()
-        toward_zero = Signal()   # the region's rounding rule is toward zero
+        new_key = Signal(key_layout)
+        new_readable = decoded.mapped & decoded.k_legal
+        new_expanded = (view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)
         m.d.comb += [
-            toward_zero.eq(self.toward_zero.bit_select(decoded.region, 1)),
-            is_raw.eq(readable & (view == View.RAW)),
-            is_buffered.eq(readable & (view != View.RAW)),
-            is_expanded.eq((view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)),
+            new_key.region.eq(stage_a.region),
+            new_key.block.eq(decoded.block),
+            new_key.expanded.eq(new_expanded),
+            new_key.k.eq(decoded.k),
+            new_key.midpoint.eq(decoded.midpoint),
+            new_key.toward_zero.eq(stage_a.toward_zero),
             self.poison_query.region.eq(decoded.region),
             self.poison_query.block.eq(decoded.block),
         ]
 
         # slot tags and bookkeeping
         tag_valid = [Signal(name=f"slot{s}_valid") for s in range(slots)]
-        tag_region = [Signal(region_index_bits(p), name=f"slot{s}_region") for s in range(slots)]
-        tag_block = [Signal(lb, name=f"slot{s}_block") for s in range(slots)]
-        tag_expanded = [Signal(name=f"slot{s}_expanded") for s in range(slots)]
-        tag_k = [Signal(5, name=f"slot{s}_k") for s in range(slots)]
-        tag_midpoint = [Signal(name=f"slot{s}_midpoint") for s in range(slots)]
-        tag_toward_zero = [Signal(name=f"slot{s}_toward_zero") for s in range(slots)]
+        tag_key = [Signal(key_layout, name=f"slot{s}_key") for s in range(slots)]
         # backend error flag of the fill the slot holds (written_gen): its lines are served with poison
         slot_error = [Signal(name=f"slot{s}_backend_error") for s in range(slots)]
         # Generations: every allocation of a slot starts a new generation (mod GENERATIONS). A read carries the
@@ -169,17 +227,48 @@ class ReadEngine(wiring.Component):
                    for s in range(slots)]
         lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
 
-        hits = Signal(slots)
+        # dispatch (from stage B's registers)
+        key = stage_b.key
+        readable = stage_b.readable
+        is_raw = stage_b.raw
+        is_buffered = stage_b.buffered
+        is_expanded = key.expanded
+        victim = Signal(slot_bits)   # round-robin over misses
+        allocating = Signal()        # dispatch allocates the victim slot in this cycle
+        new_match = Signal(slots)
         for s in range(slots):
-            m.d.comb += hits[s].eq(tag_valid[s] & (tag_region[s] == decoded.region) & (tag_block[s] == decoded.block)
-                                   & (tag_expanded[s] == is_expanded) & (tag_k[s] == decoded.k)
-                                   & (tag_midpoint[s] == decoded.midpoint) & (tag_toward_zero[s] == toward_zero))
+            forward = allocating & (victim == s)
+            m.d.comb += new_match[s].eq(Mux(forward, new_key.as_value() == key.as_value(),
+                                            new_key.as_value() == tag_key[s].as_value()))
+        with m.If(stage_b_ready):
+            m.d.sync += [
+                stage_b_valid.eq(stage_a_valid),
+                stage_b.key.eq(new_key),
+                stage_b.readable.eq(new_readable),
+                stage_b.raw.eq(new_readable & (view == View.RAW)),
+                stage_b.buffered.eq(new_readable & (view != View.RAW)),
+                stage_b.line_in_slot.eq(decoded.line_in_slot),
+                stage_b.raw_line.eq(decoded.raw_line),
+                stage_b.fetch_line.eq(Mux(view == View.RAW, decoded.raw_line,
+                                          plane_line(decoded.base_line, decoded.superblock, Const(0, 4),
+                                                     decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                stage_b.log2_b.eq(decoded.log2_b),
+                stage_b.log2_r.eq(decoded.log2_r),
+                # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
+                stage_b.sign_fill.eq(new_expanded & new_key.toward_zero & ~decoded.bf16),
+                stage_b.poison.eq(self.poison_hit),
+                stage_b.tag.eq(stage_a.tag),
+                stage_b.ld_id.eq(stage_a.ld_id),
+                stage_b.match.eq(new_match),
+            ]
+
+        hits = Signal(slots)
+        m.d.comb += hits.eq(stage_b.match & Cat(*tag_valid))
         hit = hits.any()
         hit_slot = Signal(slot_bits)
         for s in reversed(range(slots)):
             with m.If(hits[s]):
                 m.d.comb += hit_slot.eq(s)
-        victim = Signal(slot_bits)   # round-robin over misses
         victim_free = Signal()   # the victim has fewer than MAX_LIVE_GENERATIONS generations alive
         victim_gen = Signal(gen_bits)   # generation the allocation starts
         hit_gen = Signal(gen_bits)
@@ -208,6 +297,7 @@ class ReadEngine(wiring.Component):
         fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
         m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
 
+        fetch_bypass = Signal()   # the fetch dispatched now goes straight into the AR register (AR issuer)
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
         can_dispatch = Signal()
@@ -215,23 +305,22 @@ class ReadEngine(wiring.Component):
             serve_fifo.w_rdy
             & (~needs_fetch | (fetch_fifo.w_rdy & route_fifo.w_rdy))
             & (~is_miss | (victim_free & fill_fifo.w_rdy)))
-        dispatch = Signal()
-        m.d.comb += [self.read.ready.eq(can_dispatch), dispatch.eq(self.read.valid & can_dispatch)]
+        m.d.comb += [dispatch.eq(stage_b_valid & can_dispatch), allocating.eq(dispatch & is_miss)]
 
         serve_entry = Signal(serve_layout)
         m.d.comb += [
             serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW, SERVE_NXM))),
             serve_entry.slot.eq(Mux(hit, hit_slot, victim)),
             serve_entry.gen.eq(Mux(hit, hit_gen, victim_gen)),
-            serve_entry.line.eq(decoded.line_in_slot),
-            serve_entry.tag.eq(request.tag),
-            serve_entry.ld_id.eq(request.ld_id),
+            serve_entry.line.eq(stage_b.line_in_slot),
+            serve_entry.tag.eq(stage_b.tag),
+            serve_entry.ld_id.eq(stage_b.ld_id),
             serve_fifo.w_data.eq(serve_entry),
             serve_fifo.w_en.eq(dispatch),
         ]
         with m.If(readable):
             # a mapped read of a poisoned block (or any read while the table overflowed) returns poison
-            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.poison_hit)]
+            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(stage_b.poison)]
         with m.Else():
             m.d.comb += [
                 serve_entry.opcode.eq(Mux(self.nxm_as_poison, DrsOpcode.MEM_DATA, DrsOpcode.MEM_DATA_NXM)),
@@ -242,20 +331,17 @@ class ReadEngine(wiring.Component):
         route_entry = Signal(route_layout)
         m.d.comb += [
             fetch_entry.raw.eq(is_raw),
-            fetch_entry.line.eq(Mux(is_raw, decoded.raw_line,
-                                    plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
-                                               decoded.log2_b, decoded.log2_r, lb))),
-            fetch_entry.k.eq(decoded.k),
-            fetch_entry.log2_r.eq(decoded.log2_r),
+            fetch_entry.line.eq(stage_b.fetch_line),
+            fetch_entry.k.eq(key.k),
+            fetch_entry.log2_r.eq(stage_b.log2_r),
             fetch_fifo.w_data.eq(fetch_entry),
-            fetch_fifo.w_en.eq(dispatch & needs_fetch),
+            fetch_fifo.w_en.eq(dispatch & needs_fetch & ~fetch_bypass),
             route_entry.raw.eq(is_raw),
-            route_entry.k.eq(decoded.k),
+            route_entry.k.eq(key.k),
             route_entry.expanded.eq(is_expanded),
-            route_entry.log2_b.eq(decoded.log2_b),
-            route_entry.midpoint.eq(decoded.midpoint),
-            # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
-            route_entry.sign_fill.eq(is_expanded & toward_zero & ~decoded.bf16),
+            route_entry.log2_b.eq(stage_b.log2_b),
+            route_entry.midpoint.eq(key.midpoint),
+            route_entry.sign_fill.eq(stage_b.sign_fill),
             route_fifo.w_data.eq(route_entry),
             route_fifo.w_en.eq(dispatch & needs_fetch),
             fill_fifo.w_data.eq(Cat(victim, victim_gen)),
@@ -263,30 +349,57 @@ class ReadEngine(wiring.Component):
         ]
 
         # ---- AR issuer ---------------------------------------------------------------------------------
-        fetch = Signal(fetch_layout)
-        m.d.comb += fetch.eq(fetch_fifo.r_data)
-        plane = Signal(5)   # next plane of a strided (R > 1) fetch
-        single_burst = fetch.raw | (fetch.log2_r == 0)
+        # AR is an output register (valid, address, length are flip-flops). It loads the fetch FIFO's head, or
+        # the fetch dispatched in this cycle when the FIFO is empty (no cycle lost to the FIFO); an R > 1 fetch
+        # stays in it for its k one-line bursts, stepping the address by R.
         ar = self.axi
         line_bytes_log2 = p.line_offset_bits
+        ar_valid = Signal()
         ar_line = Signal(lb)
+        ar_len = Signal(8)
+        ar_bursts_left = Signal(5)   # bursts of the fetch after the one presented
+        ar_log2_stride = Signal(3)
+        ar_fire = ar_valid & ar.arready
+        ar_free = Signal()
+        next_fetch = Signal(fetch_layout)
+        next_single_burst = next_fetch.raw | (next_fetch.log2_r == 0)
         m.d.comb += [
-            ar_line.eq(fetch.line + (plane << fetch.log2_r)),
-            ar.arvalid.eq(fetch_fifo.r_rdy),
+            ar_free.eq(~ar_valid | (ar_fire & (ar_bursts_left == 0))),
+            fetch_bypass.eq(~fetch_fifo.r_rdy & ar_free),
+            next_fetch.eq(Mux(fetch_fifo.r_rdy, fetch_fifo.r_data, fetch_entry.as_value())),
+            fetch_fifo.r_en.eq(ar_free),
+            ar.arvalid.eq(ar_valid),
             ar.araddr.eq(Cat(Const(0, line_bytes_log2), ar_line)),
             ar.arid.eq(0),
             ar.arsize.eq(line_bytes_log2),
             ar.arburst.eq(AXI_BURST_INCR),
-            ar.arlen.eq(Mux(single_burst, Mux(fetch.raw, 0, fetch.k - 1), 0)),
+            ar.arlen.eq(ar_len),
         ]
-        with m.If(ar.arvalid & ar.arready):
-            with m.If(single_burst | (plane == fetch.k - 1)):
-                m.d.comb += fetch_fifo.r_en.eq(1)
-                m.d.sync += plane.eq(0)
-            with m.Else():
-                m.d.sync += plane.eq(plane + 1)
+        with m.If(ar_free):
+            m.d.sync += [
+                ar_valid.eq(fetch_fifo.r_rdy | (dispatch & needs_fetch)),
+                ar_line.eq(next_fetch.line),
+                ar_len.eq(Mux(next_single_burst, Mux(next_fetch.raw, 0, next_fetch.k - 1), 0)),
+                ar_bursts_left.eq(Mux(next_single_burst, 0, next_fetch.k - 1)),
+                ar_log2_stride.eq(next_fetch.log2_r),
+            ]
+        with m.Elif(ar_fire):
+            m.d.sync += [
+                ar_line.eq(ar_line + (Const(1, lb) << ar_log2_stride)),
+                ar_bursts_left.eq(ar_bursts_left - 1),
+            ]
 
         # ---- R router ----------------------------------------------------------------------------------
+        # R enters through a skid, so RREADY is a register: the packer's and the raw FIFO's readiness (which
+        # follow the waiting counters) stay inside. r_in shows the beat in its arrival cycle.
+        m.submodules.r_skid = r_skid = InputSkid(data.StructLayout({"data": p.data_width, "resp": 2}))
+        r_in = r_skid.o
+        m.d.comb += [
+            r_skid.i.valid.eq(ar.rvalid),
+            r_skid.i.p.data.eq(ar.rdata),
+            r_skid.i.p.resp.eq(ar.rresp),
+            ar.rready.eq(r_skid.i.ready),
+        ]
         m.submodules.packer = packer = BlockPacker(p)
         route = Signal(route_layout)
         m.d.comb += route.eq(route_fifo.r_data)
@@ -312,14 +425,14 @@ class ReadEngine(wiring.Component):
         route_b = Signal(5)   # B of the routed block
         m.d.comb += [
             route_b.eq(Const(1, 5) << route.log2_b),
-            beat_error.eq(ar.rresp != AXI_RESP_OKAY),
-            ar.rready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
-            raw_fifo.w_data.eq(Cat(ar.rdata, beat_error)),
-            raw_beat.eq(ar.rvalid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            beat_error.eq(r_in.p.resp != AXI_RESP_OKAY),
+            r_in.ready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
+            raw_fifo.w_data.eq(Cat(r_in.p.data, beat_error)),
+            raw_beat.eq(r_in.valid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
             raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
-            packer.load.valid.eq(Mux(sign_filling, 1, ar.rvalid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
+            packer.load.valid.eq(Mux(sign_filling, 1, r_in.valid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
             packer.load.p.plane.eq(Mux(sign_filling, fill_plane, beat)),
-            packer.load.p.data.eq(Mux(sign_filling, plane0, ar.rdata)),
+            packer.load.p.data.eq(Mux(sign_filling, plane0, r_in.p.data)),
             packer.start.valid.eq(start_pending),
             packer.start.p.eq(start_payload),
             error_fifo.w_data.eq(block_error | beat_error),
@@ -330,9 +443,9 @@ class ReadEngine(wiring.Component):
             m.d.sync += fill_plane.eq(fill_plane + 1)
             with m.If(fill_plane == fill_last_plane):
                 m.d.sync += [sign_filling.eq(0), start_pending.eq(1)]
-        with m.If(ar.rvalid & ar.rready):
+        with m.If(r_in.valid & r_in.ready):
             with m.If(~route.raw & (beat == 0)):
-                m.d.sync += plane0.eq(ar.rdata)
+                m.d.sync += plane0.eq(r_in.p.data)
             with m.If(last_beat):
                 m.d.comb += route_fifo.r_en.eq(1)
                 m.d.sync += [beat.eq(0), block_error.eq(0)]
@@ -355,6 +468,11 @@ class ReadEngine(wiring.Component):
                 m.d.sync += [beat.eq(beat + 1), block_error.eq(block_error | beat_error)]
 
         # ---- block buffer ------------------------------------------------------------------------------
+        # The packer's lines pass a skid: the packer sees a registered ready, so the first-line gate below (and
+        # the serve stage's use of the line) stays off the packer's pipeline advance, which clocks its banks.
+        m.submodules.line_skid = line_skid = InputSkid(line_layout(p))
+        wiring.connect(m, packer.line, line_skid.i)
+        packer_line = line_skid.o
         m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
         buffer_write = buffer.write_port()
         # transparent: a line can be served in the cycle the packer writes it
@@ -363,36 +481,44 @@ class ReadEngine(wiring.Component):
         fill_slot = fill.slot
         m.d.comb += [
             fill.eq(fill_fifo.r_data),
-            buffer_write.addr.eq(Cat(packer.line.p.index[:line_index_bits], fill_slot)),
-            buffer_write.data.eq(packer.line.p.data),
-            buffer_write.en.eq(packer.line.valid & packer.line.ready),
-            fill_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
-            error_fifo.r_en.eq(packer.line.valid & packer.line.ready & packer.line.p.last),
+            buffer_write.addr.eq(Cat(packer_line.p.index[:line_index_bits], fill_slot)),
+            buffer_write.data.eq(packer_line.p.data),
+            buffer_write.en.eq(packer_line.valid & packer_line.ready),
+            fill_fifo.r_en.eq(packer_line.valid & packer_line.ready & packer_line.p.last),
+            error_fifo.r_en.eq(packer_line.valid & packer_line.ready & packer_line.p.last),
         ]
-        held_readers = Signal()   # reads of the generation the slot holds are still queued
-        with m.Switch(fill_slot):
-            for s in range(slots):
-                with m.Case(s):
-                    with m.Switch(written_gen[s]):
-                        for g in range(1 << gen_bits):
-                            with m.Case(g):
-                                m.d.comb += held_readers.eq(waiting[s][g] != 0)
-        # A fill's first line overwrites the slot: wait until the held block's readers are served.
-        m.d.comb += packer.line.ready.eq(~(held_readers & (packer.line.p.index == 0)))
+        # A fill's first line overwrites the slot: it waits until the held block's readers are served. The flag
+        # is registered per slot (the counters, the generation select and the zero test stay off the path that
+        # gates the packer): slot_held[s] is "reads of the generation slot s holds are queued" one cycle late.
+        # One cycle late is safe: while a fill of slot s waits, its generation was allocated after the held
+        # one, so hits claim the newer generation and the held count can only fall; and in the cycle a fill's
+        # first line lands (the held generation changes) the slot counts as held, so the next fill's first
+        # line waits for the new count.
+        slot_held = Signal(slots)
+        for s in range(slots):
+            held_count_nonzero = Signal(name=f"slot{s}_held_count_nonzero")
+            with m.Switch(written_gen[s]):
+                for g in range(1 << gen_bits):
+                    with m.Case(g):
+                        m.d.comb += held_count_nonzero.eq(waiting[s][g] != 0)
+            first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
+                                & (packer_line.p.index == 0))
+            m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
+        m.d.comb += packer_line.ready.eq(~((slot_held >> fill_slot)[0] & (packer_line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_layout)
         m.d.comb += serve.eq(serve_fifo.r_data)
         line_ready = Signal()
         line_error = Signal()   # the served line comes from a fetch that met a backend error
-        line_written_now = packer.line.valid & packer.line.ready
+        line_written_now = packer_line.valid & packer_line.ready
         with m.Switch(serve.slot):
             for s in range(slots):
                 with m.Case(s):
                     held_line = (written_gen[s] == serve.gen) & (lines_written[s] > serve.line)
                     m.d.comb += [
                         line_ready.eq(held_line | (line_written_now & (fill_slot == s) & (fill.gen == serve.gen)
-                                                   & (packer.line.p.index == serve.line))),
+                                                   & (packer_line.p.index == serve.line))),
                         # a line written this cycle belongs to the fill at the head of the error FIFO
                         line_error.eq(Mux(held_line, slot_error[s], error_fifo.r_data)),
                     ]
@@ -406,6 +532,9 @@ class ReadEngine(wiring.Component):
             with m.Default():
                 m.d.comb += serve_ready.eq(1)
 
+        # DRS register (the buffer's read cycle) -> output buffer: S2M DRS valid, payload and data are
+        # registers, and DRS.ready reaches only the output buffer.
+        m.submodules.drs_out = drs_out = OutputBuffer(drs_layout(p))
         drs_valid = Signal()
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
@@ -417,7 +546,7 @@ class ReadEngine(wiring.Component):
                                          Mux(serve.kind == SERVE_RAW,
                                              Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], beat_error), 0)))
         m.d.comb += [
-            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | self.drs.ready)),
+            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
             serve_fifo.r_en.eq(advance),
             raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
@@ -432,19 +561,26 @@ class ReadEngine(wiring.Component):
                 drs_payload.tag.eq(serve.tag),
                 drs_payload.ld_id.eq(serve.ld_id),
                 drs_payload.poison.eq(serve.poison | backend_error),
-                drs_payload.dev_load.eq(self.dev_load),
             ]
             with m.If(serve.kind == SERVE_RAW):
-                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], ar.rdata))
-        with m.Elif(self.drs.ready):
+                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], r_in.p.data))
+        with m.Elif(drs_out.i.ready):
             m.d.sync += drs_valid.eq(0)
+        # DevLoad sampled when the DRS enters the output register (DEVICE.md §3), then held with it
+        drs_dev_load = Signal(2)
+        with m.If(drs_out.loading):
+            m.d.sync += drs_dev_load.eq(self.dev_load)
         m.d.comb += [
-            self.drs.valid.eq(drs_valid),
-            self.drs.p.eq(drs_payload),
+            drs_out.i.valid.eq(drs_valid),
+            drs_out.i.p.eq(drs_payload.as_value()),
+            drs_out.i.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
+                                    Mux(drs_kind == SERVE_RAW, raw_data, 0))),
+            self.drs.valid.eq(drs_out.o.valid),
+            self.drs.p.eq(drs_out.o.p),
+            drs_out.o.ready.eq(self.drs.ready),
+            self.drs.p.dev_load.eq(drs_dev_load),
             self.drs.p.meta_field.eq(META_FIELD_NO_OP),
             self.drs.p.meta_value.eq(0),
-            self.drs.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
-                                   Mux(drs_kind == SERVE_RAW, raw_data, 0))),
         ]
 
         # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
@@ -457,16 +593,14 @@ class ReadEngine(wiring.Component):
                 with m.Elif(release & ~claim):
                     m.d.sync += waiting[s][g].eq(waiting[s][g] - 1)
             allocate = dispatch & is_miss & (victim == s)
-            line_in = packer.line.valid & packer.line.ready & (fill_slot == s)
+            line_in = packer_line.valid & packer_line.ready & (fill_slot == s)
             with m.If(allocate):
                 m.d.sync += [
-                    tag_valid[s].eq(1), tag_region[s].eq(decoded.region), tag_block[s].eq(decoded.block),
-                    tag_expanded[s].eq(is_expanded), tag_k[s].eq(decoded.k), tag_midpoint[s].eq(decoded.midpoint),
-                    tag_toward_zero[s].eq(toward_zero),
+                    tag_valid[s].eq(1), tag_key[s].eq(key),
                     alloc_gen[s].eq(victim_gen),
                 ]
             with m.If(line_in):
-                with m.If(packer.line.p.index == 0):
+                with m.If(packer_line.p.index == 0):
                     m.d.sync += [lines_written[s].eq(1), written_gen[s].eq(fill.gen),
                                  slot_error[s].eq(error_fifo.r_data)]
                 with m.Else():
@@ -477,10 +611,10 @@ class ReadEngine(wiring.Component):
             # A landed write invalidates again, so no read sent after the write's Cmp hits such a slot; an
             # allocation in that cycle fetches after the B response, so it wins too. A region rewrite
             # invalidates everything, new allocations included.
-            hit_by_write = (self.invalidate.valid & (tag_region[s] == self.invalidate.region)
-                            & (tag_block[s] == self.invalidate.block))
-            hit_by_landed = (self.invalidate_landed.valid & (tag_region[s] == self.invalidate_landed.region)
-                             & (tag_block[s] == self.invalidate_landed.block))
+            hit_by_write = (self.invalidate.valid & (tag_key[s].region == self.invalidate.region)
+                            & (tag_key[s].block == self.invalidate.block))
+            hit_by_landed = (self.invalidate_landed.valid & (tag_key[s].region == self.invalidate_landed.region)
+                             & (tag_key[s].block == self.invalidate_landed.block))
             with m.If(self.invalidate_all | ((hit_by_write | hit_by_landed) & ~allocate)):
                 m.d.sync += tag_valid[s].eq(0)
         with m.If(dispatch & is_miss):
@@ -497,13 +631,13 @@ class ReadEngine(wiring.Component):
                 with m.Else():
                     m.d.comb += ev[Counter.BUFFER_HITS].eq(hit), ev[Counter.BUFFER_MISSES].eq(~hit)
                     for k in range(1, 17):
-                        with m.If(decoded.k == k):
+                        with m.If(key.k == k):
                             m.d.comb += ev[Counter.READS_AT_K1 + k - 1].eq(1)
         m.d.comb += [
             ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
-            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & beat_error),
+            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
             # a mapped read answered with poison (poison table, overflow or backend error), counted when served
             ev[Counter.POISON_READS].eq(advance & (serve.kind != SERVE_NXM) & (serve.poison | backend_error)),
         ]
@@ -512,6 +646,7 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        m.d.comb += self.busy.eq(self.read.valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy
+        m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy | ar_valid
+                                 | drs_out.o.valid | ~drs_out.i.ready | r_in.valid
                                  | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
         return m

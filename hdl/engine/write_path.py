@@ -1,9 +1,10 @@
 r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane layout, then one NDR Cmp per write.
 
-Pipeline (every valid comes from a register, so no valid depends on a ready):
+Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
+register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd --> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW FIFO (2) --> axi.aw*
-                      |                                 |                  \--> W FIFO (2)  --> axi.w*
+  rwd -> skid -> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW buffer --> axi.aw*
+                      |                                 |                  \--> W buffer  --> axi.w*
                       |                          allocate entry e          (AWID = e on every burst)
                       |                                 v
                       |                      [in-flight table: tag, ld_id, B responses still due] <-- axi.b*
@@ -11,7 +12,8 @@ Pipeline (every valid comes from a register, so no valid depends on a ready):
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
 - Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
-- held: the RwD is registered, then decoded combinationally with hdl/engine/address_map.decode_address.
+- held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
+  every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl, its line falls in an enabled region (no address bit
   above the map set) and its view is raw (0) or weight-major (1). Everything else completes at once with NDR
   Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region hit through views 2..7
@@ -59,7 +61,6 @@ from __future__ import annotations
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array, unsigned
 from amaranth.lib import wiring, data, stream
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
@@ -68,8 +69,11 @@ from smartquant.params import (
 from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
-from smartquant.hdl.engine.address_map import decode_address, line_bits, plane_line
+from smartquant.hdl.engine.address_map import (
+    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
+)
 from smartquant.hdl.engine.poison import block_event_layout
+from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
 # the event counters this unit drives (every other entry of `events` is 0)
@@ -125,16 +129,31 @@ class WritePath(wiring.Component):
         axi = self.axi
 
         # ---- held: one RwD and its decode --------------------------------------------------------------
+        # RwD.ready is a register (the skid's): the decode of `held` and the NDR handshake stay inside
+        m.submodules.rwd_skid = rwd_skid = InputSkid(rwd_layout(p))
+        wiring.connect(m, wiring.flipped(self.rwd), rwd_skid.i)
+        rwd_in = rwd_skid.o
         held = Signal(rwd_layout(p))
         held_valid = Signal()
         held_leaves = Signal()
-        m.d.comb += self.rwd.ready.eq(~held_valid | held_leaves)
-        with m.If(self.rwd.valid & self.rwd.ready):
-            m.d.sync += [held.eq(self.rwd.p), held_valid.eq(1)]
+        m.d.comb += rwd_in.ready.eq(~held_valid | held_leaves)
+        # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
+        # the line relative to its base are registered beside it, so the decode of `held` starts from them.
+        held_any_hit = Signal()
+        held_region = Signal(region_index_bits(p))
+        held_entry = Signal(region_entry_layout(p))
+        held_line = Signal(lb)   # L: the line relative to the region's base
+        incoming_line = split_address(p, rwd_in.p.address)[0]
+        incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
+                                                                                        self.regions)
+        with m.If(rwd_in.valid & rwd_in.ready):
+            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1), held_any_hit.eq(incoming_onehot.any()),
+                         held_region.eq(incoming_region), held_entry.eq(incoming_entry),
+                         held_line.eq(incoming_local)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
 
-        decoded = decode_address(m, p, held.address, self.regions)
+        decoded = decode_in_region(m, p, held.address, held_any_hit, held_region, held_entry, held_line)
         is_mem_wr = held.opcode == RwdOpcode.MEM_WR
         is_mem_wr_ptl = held.opcode == RwdOpcode.MEM_WR_PTL
         good_opcode = is_mem_wr | is_mem_wr_ptl
@@ -229,26 +248,27 @@ class WritePath(wiring.Component):
             w_pending.eq(stage_busy & (w_sent != stage_n_beats)),
         ]
 
-        # AW and W leave through 2-deep FIFOs: AXI valid is the FIFO's registered "not empty", and the issue
-        # stage sees only the registered "not full", so no combinational path runs from AWREADY/WREADY back
-        # to rwd.ready, yet the next write loads in the cycle its predecessor queues its last beat.
+        # AW and W leave through output buffers (two entries each): AXI valid and payload are registers, and the
+        # issue stage sees only the buffers' registered ready, so no combinational path runs from
+        # AWREADY/WREADY back to rwd.ready, yet the next write loads in the cycle its predecessor queues its
+        # last beat.
         aw_layout = data.StructLayout({"id": p.axi_id_bits, "line": lb, "len": 8})
         w_layout = data.StructLayout({"data": W, "strb": line_bytes, "last": 1})
-        m.submodules.aw_fifo = aw_fifo = SyncFIFO(width=aw_layout.size, depth=2)
-        m.submodules.w_fifo = w_fifo = SyncFIFO(width=w_layout.size, depth=2)
-        aw_out = data.View(aw_layout, aw_fifo.r_data)
-        w_out = data.View(w_layout, w_fifo.r_data)
+        m.submodules.aw_buffer = aw_buffer = OutputBuffer(aw_layout)
+        m.submodules.w_buffer = w_buffer = OutputBuffer(w_layout)
+        aw_out = aw_buffer.o.p
+        w_out = w_buffer.o.p
         axsize = (line_bytes - 1).bit_length()
         m.d.comb += [
-            axi.awvalid.eq(aw_fifo.r_rdy),
-            aw_fifo.r_en.eq(axi.awready),
+            axi.awvalid.eq(aw_buffer.o.valid),
+            aw_buffer.o.ready.eq(axi.awready),
             axi.awid.eq(aw_out.id),
             axi.awaddr.eq(Cat(Const(0, p.line_offset_bits), aw_out.line)),
             axi.awlen.eq(aw_out.len),
             axi.awsize.eq(axsize),
             axi.awburst.eq(AXI_BURST_INCR),
-            axi.wvalid.eq(w_fifo.r_rdy),
-            w_fifo.r_en.eq(axi.wready),
+            axi.wvalid.eq(w_buffer.o.valid),
+            w_buffer.o.ready.eq(axi.wready),
             axi.wdata.eq(w_out.data),
             axi.wstrb.eq(w_out.strb),
             axi.wlast.eq(w_out.last),
@@ -259,10 +279,10 @@ class WritePath(wiring.Component):
             aw_next.id.eq(stage_entry),
             aw_next.line.eq((stage_first_line + (aw_sent << stage_log2_r))[:lb]),
             aw_next.len.eq(Mux(stage_one_burst, stage_n_beats - 1, 0)),
-            aw_fifo.w_data.eq(aw_next),
-            aw_fifo.w_en.eq(aw_pending & aw_fifo.w_rdy),
+            aw_buffer.i.p.eq(aw_next),
+            aw_buffer.i.valid.eq(aw_pending),
         ]
-        with m.If(aw_fifo.w_en):
+        with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
             m.d.sync += aw_sent.eq(aw_sent + 1)
 
         # Beat p of a weight-major write is plane p's slice, replicated; WSTRB picks copy j.
@@ -278,17 +298,17 @@ class WritePath(wiring.Component):
         m.d.comb += [
             w_next.strb.eq(stage_strobe),
             w_next.last.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
-            w_fifo.w_data.eq(w_next),
-            w_fifo.w_en.eq(w_pending & w_fifo.w_rdy),
+            w_buffer.i.p.eq(w_next),
+            w_buffer.i.valid.eq(w_pending),
         ]
-        with m.If(w_fifo.w_en):
+        with m.If(w_buffer.i.valid & w_buffer.i.ready):
             m.d.sync += w_sent.eq(w_sent + 1)
 
         # The stage takes the next write once this cycle queues the last AW and W of the current one.
         stage_free = Signal()
         m.d.comb += stage_free.eq(
-            (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_fifo.w_rdy))
-            & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_fifo.w_rdy)))
+            (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_buffer.i.ready))
+            & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_buffer.i.ready)))
 
         # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
         # (have_error is defined with the in-flight table's error flags below).
@@ -398,5 +418,6 @@ class WritePath(wiring.Component):
             ]
 
         m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid
-                                 | aw_fifo.r_rdy | w_fifo.r_rdy)
+                                 | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready | ~w_buffer.i.ready
+                                 | rwd_in.valid)
         return m
