@@ -61,6 +61,7 @@ from typing import Sequence
 import numpy as np
 
 from smartquant.errors import SmartquantError
+from smartquant.outputs import output_file
 from smartquant.golden import energy, layout
 from smartquant.golden.dram import count_activates
 from smartquant.params import Counter, Format, Rounding, View, counter_name
@@ -589,14 +590,7 @@ def format_table(result: dict) -> str:
 
 
 def output_path(out: str | None) -> Path:
-    path = Path(out) if out else DEFAULT_OUT
-    if path.exists() and path.is_dir():
-        raise SmartquantError(f"--out {path} is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SmartquantError(f"cannot create {path.parent}: {error}") from None
-    return path
+    return output_file(out, DEFAULT_OUT)
 
 
 def write_json(result: dict, path: Path) -> None:

@@ -30,6 +30,7 @@ import time
 import numpy as np
 
 from smartquant.errors import SmartquantError
+from smartquant.outputs import output_file
 from smartquant.workloads import quant
 from smartquant.workloads.minilm import single_blas_thread
 from smartquant.params import Format
@@ -188,14 +189,7 @@ def format_table(result: dict) -> str:
 
 def output_path(path=None) -> Path:
     """The JSON path (default build/llm_sweep.json under the working directory), its directory created."""
-    path = Path(DEFAULT_OUT if path is None else path)
-    if path.is_dir():
-        raise SmartquantError(f"cannot write {path}: it is a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise SmartquantError(f"cannot create directory {path.parent}: {error.strerror}") from None
-    return path
+    return output_file(path, DEFAULT_OUT)
 
 
 def write_json(result: dict, path) -> Path:

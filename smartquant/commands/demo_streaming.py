@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from smartquant.errors import SmartquantError
+from smartquant.outputs import output_file
 from smartquant.golden import energy, layout
 from smartquant.params import ControllerParams
 from smartquant.scripts.plots import DEMO_JSON, SMOLLM2_DEMO_JSON
@@ -168,12 +169,7 @@ def parse_layers(text: str, n_layers: int) -> list:
 
 def output_path(option_value, default: Path) -> str:
     # absolute: the simulator process that writes it runs in its own build directory
-    out = Path(option_value or default).resolve()
-    if not option_value:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    if not out.parent.is_dir():
-        raise SmartquantError(f"cannot write {out}: directory {out.parent} does not exist")
-    return str(out)
+    return str(output_file(option_value, default))
 
 
 def demo_config(args, workload: str = "minilm") -> dict:
