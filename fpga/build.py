@@ -72,6 +72,8 @@ class BuildReport:
 
     def margin_mhz(self) -> float:
         """The worst clock's fmax minus its constraint (how seeds are compared)."""
+        if not self.fmax_mhz:
+            raise SmartquantError(f"no fmax in the report of nextpnr seed {self.seed}")
         return min(self.fmax_mhz[c] - self.constraint_mhz.get(c, 0.0) for c in self.fmax_mhz)
 
     @property
@@ -282,16 +284,21 @@ def _run_watched(job, build_dir: Path, name: str, label: str, start: float, poll
     return outcome.get("result")
 
 
+def script_command(build_script: str, variable: str) -> list[str]:
+    """The command of Amaranth's build script that runs the tool in $`variable`, with the tool resolved."""
+    for line in build_script.splitlines():
+        if line.startswith(f'"${variable}"'):
+            words = shlex.split(line)
+            words[0] = os.environ[variable]
+            return words
+    raise SmartquantError(f"no ${variable} command in the generated build script")
+
+
 def nextpnr_command(build_script: str, seed: int) -> list[str]:
     """The nextpnr-ecp5 command of Amaranth's build script, with `seed` in place of its --seed."""
-    for line in build_script.splitlines():
-        if line.startswith('"$NEXTPNR_ECP5"'):
-            words = shlex.split(line)
-            words[0] = os.environ["NEXTPNR_ECP5"]
-            at = words.index("--seed")
-            words[at + 1] = str(seed)
-            return words
-    raise SmartquantError("no nextpnr-ecp5 command in the generated build script")
+    words = script_command(build_script, "NEXTPNR_ECP5")
+    words[words.index("--seed") + 1] = str(seed)
+    return words
 
 
 def _best_seed(first: BuildReport, build_script: str, target: BuildTarget, build_dir: Path, name: str,
@@ -322,8 +329,8 @@ def _best_seed(first: BuildReport, build_script: str, target: BuildTarget, build
         for produced in (f"{name}.config", f"{name}.tim", f"{name}.report.json"):
             shutil.copyfile(seed_dir / produced, build_dir / produced)
         (build_dir / f"{name}.bit").unlink(missing_ok=True)
-        subprocess.run([os.environ["ECPPACK"], "--compress", "--input", f"{name}.config", "--bit", f"{name}.bit",
-                        "--svf", f"{name}.svf"], cwd=build_dir, check=True, capture_output=True)
+        # the script's own ecppack command (the platform's options), on the kept seed's config
+        subprocess.run(script_command(build_script, "ECPPACK"), cwd=build_dir, check=True, capture_output=True)
         best.bitstream = str(build_dir / f"{name}.bit")
     best.seeds = margins
     best.seconds = round(time.monotonic() - start, 1)

@@ -215,7 +215,8 @@ def test_the_seed_with_the_best_fmax_margin_gives_the_bitstream(tmp_path, monkey
                         lambda script, seed: [sys.executable, str(fake_nextpnr), "--seed", str(seed)])
     monkeypatch.setenv("ECPPACK", str(fake_ecppack))
     first = fpga_build.read_report(tmp_path, target, 1.0)
-    best = fpga_build._best_seed(first, "", target, tmp_path, "top", 3, 0.0, 0.01, lambda line: None)
+    script = '"$ECPPACK" --compress --input top.config --bit top.bit --svf top.svf\n'
+    best = fpga_build._best_seed(first, script, target, tmp_path, "top", 3, 0.0, 0.01, lambda line: None)
     assert best.seed == 2 and best.fmax_mhz == {"clk": 47.5}
     assert best.seeds == {1: 15.0, 2: 22.5, 3: 6.0}
     assert (tmp_path / "top.bit").read_text() == "config of seed 2"

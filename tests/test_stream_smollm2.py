@@ -93,9 +93,14 @@ def test_demo_settings(tmp_path, monkeypatch):
     # named absolutely: the simulator runs in its own directory
     assert config["per_matrix"] == {"spec": f"policy:5.5:{repo / 'docs' / 'results' / 'llm_policy.json'}"}
     assert config["windows"] == 4
-    monkeypatch.chdir(tmp_path)      # no result file: the per-kind assignment
+    monkeypatch.chdir(tmp_path)      # no result file: the per-kind assignment, named explicitly
     config = demo_streaming.demo_config(demo_args("--smollm2-out", str(tmp_path / "s.json")), "smollm2")
-    assert config["per_matrix"] == {"spec": None}
+    assert stream_workloads.parse_kind_k(config["per_matrix"]["spec"]) == stream_workloads.DEFAULT_KIND_K
+    (tmp_path / "results").mkdir()   # a relative policy file is named absolutely; a file of another command fails
+    (tmp_path / "results" / "other.json").write_text('{"min_k": 4, "nsr": {}, "gains": {}}')
+    with pytest.raises(SmartquantError, match="not an llm-policy result"):
+        demo_streaming.demo_config(demo_args("--smollm2-k", "policy:5:results/other.json", "--smollm2-out",
+                                             str(tmp_path / "s.json")), "smollm2")
     with pytest.raises(SmartquantError, match="llm-policy"):
         demo_streaming.demo_config(demo_args("--smollm2-k", "policy:5.5", "--smollm2-out", str(tmp_path / "s.json")),
                                    "smollm2")

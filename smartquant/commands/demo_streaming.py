@@ -200,21 +200,23 @@ def smollm2_config(args) -> dict:
     from smartquant.workloads import llm_sweep
     from smartquant.workloads.smollm2 import gguf_path
     from smartquant.workloads.gguf_weights import GGUFFile
-    from smartquant.workloads.stream_workloads import parse_kind_k, policy_precisions, policy_spec_default
+    from smartquant.workloads.stream_workloads import (DEFAULT_KIND_K, parse_kind_k, policy_precisions,
+                                                       policy_spec_default)
     n_layers = int(GGUFFile(gguf_path()).value("llama.block_count"))     # metadata only: fails early if missing
     fmt = llm_sweep.llm_format("int8")
     ks = parse_ks(args.smollm2_static_k, fmt.bits, "--smollm2-static-k")
     spec = args.smollm2_k
     per_matrix = spec is None or spec.strip() != "none"
-    if spec is None:
-        spec = policy_spec_default()     # decided here: the simulator runs in its own directory
-    if per_matrix and spec is not None and spec.strip().startswith("policy"):
-        spec = spec.strip()
-        if spec.count(":") == 1:          # the default result file, named absolutely for the simulator
-            from smartquant.workloads.llm_policy import DEFAULT_OUT
-            spec = f"{spec}:{DEFAULT_OUT.resolve()}"
-        policy_precisions(spec, {}, fmt.bits)      # budget and file checked now, not after the build
-    elif per_matrix and spec is not None:
+    if spec is None:                      # decided here, explicitly: the simulator runs in its own directory
+        spec = policy_spec_default() or ",".join(f"{kind}={k}" for kind, k in DEFAULT_KIND_K.items())
+    if per_matrix and spec.strip().startswith("policy"):
+        from smartquant.workloads.llm_policy import DEFAULT_OUT
+        from smartquant.workloads.smollm2 import LAYER_MATRICES, matrix_name
+        _, budget, *path = spec.strip().split(":", 2)
+        spec = f"policy:{budget}:{Path(path[0] if path else DEFAULT_OUT).resolve()}"    # absolute, for the simulator
+        names = [matrix_name(layer, kind) for layer in range(n_layers) for kind in LAYER_MATRICES]
+        policy_precisions(spec, dict.fromkeys(names, 1), fmt.bits)   # budget, file and coverage checked now
+    elif per_matrix:
         for k in parse_kind_k(spec).values():
             layout.check_k(k, fmt.bits)
     if not ks and not per_matrix:
