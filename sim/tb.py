@@ -20,7 +20,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import Event
+from cocotb.triggers import Event, First
 
 from smartquant.golden.device import (
     PREDICTED_COUNTERS, REGION_REG_CONFIG, DeviceModel, message_address, region_csr_writes,
@@ -295,10 +295,15 @@ class TB:
         self.completions.set()
         self.completions.clear()
 
-    async def wait_for_completion(self, deadline: int) -> None:
-        """Until a request completes (or a reset drops them), or the driver reaches cycle `deadline`."""
-        self.driver.alarm(deadline, self.completions)
-        await self.completions.wait()
+    def completion_or_deadline(self, deadline: int):
+        """A waiter for the next completion (or reset drop) that also ends at driver cycle `deadline`: the deadline
+        has an event of its own, so an old deadline never wakes a later waiter."""
+        timeout = Event()
+        self.driver.alarm(deadline, timeout)
+
+        async def wait():
+            await First(self.completions.wait(), timeout.wait())
+        return wait
 
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""

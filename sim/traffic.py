@@ -133,9 +133,11 @@ class RandomTraffic:
 
     async def _issue(self, note: Note, send) -> None:
         start = self.tb.cycles
+        wait = None
         while self._conflicts(note) or self.tb.in_flight >= self.max_outstanding:
             # only a completion (or a reset) unblocks: no wake-up per cycle while waiting
-            await self.tb.wait_for_completion(start + 20001)
+            wait = wait or self.tb.completion_or_deadline(start + 20001)
+            await wait()
             waited = self.tb.cycles - start
             if waited > 20000:
                 raise AssertionError(f"stimulus stuck for {waited} cycles waiting for responses:\n"
