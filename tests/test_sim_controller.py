@@ -6,6 +6,7 @@ Random runs must also reach every functional-coverage bin (sim/coverage.py) defi
 Parameter sets and seeds are pytest parameters, so `pytest -n 2` (pytest-xdist) spreads them over cores.
 """
 import json
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +48,7 @@ DEFAULT_RUN = {SWEEP[0]: 40_000, SWEEP[1]: 30_000, SWEEP[2]: 30_000}    # 10^5 t
 RANDOM_SEED = 20261126       # fixed so CI is reproducible; `smartquant sim --seed N` replays any other
 
 
-COVERAGE_DIR = runner.REPO_ROOT / "build" / "coverage"   # one JSON per run: `smartquant sim --merge-coverage`
+COVERAGE_DIR = (Path("build") / "coverage").resolve()   # one JSON per run: `smartquant sim --merge-coverage`
 
 
 def check_random_run(params: ControllerParams, seed: int, transactions: int) -> dict:

@@ -34,3 +34,13 @@ def test_build_is_cached_per_parameter_set():
 def test_unknown_design_is_a_clear_error():
     with pytest.raises(runner.SmartquantError, match="unknown design"):
         runner.build(runner.SIM_PARAMS, "nonexistent")
+
+
+def test_builds_go_under_the_working_directory_and_the_key_reads_the_installed_sources(tmp_path, monkeypatch):
+    """After a plain `pip install .` the package directory is not the repository: builds must not go there, and
+    the build key must find the RTL, harness and params through the imported modules (not a repository path)."""
+    from smartquant.sim import runner
+    digest = runner._design_sources_digest()
+    monkeypatch.chdir(tmp_path)
+    assert runner.build_root_dir() == tmp_path / "build" / "sim"
+    assert runner._design_sources_digest() == digest            # the same sources, whatever the directory
