@@ -41,7 +41,7 @@ def main(input_file: str) -> int:
     verilog = f"{module}.v"
     command = smartquant_command() + ["verilog", "-o", verilog, "--name", module]
     for name, value in parameters.items():
-        command += [OPTIONS[name], str(int(value))]
+        command += [OPTIONS[name], str(value)]      # the CLI checks it (an int, in range) with its own message
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError as error:

@@ -260,10 +260,10 @@ async def test_simspeed(dut):
     wall, cpu = time.monotonic() - wall, time.process_time() - cpu
     cycles = tb.cycles - start_cycle
     write_result("test_simspeed", {"transactions": traffic.issued, "cycles": cycles, "wall_seconds": wall,
-                                   "cycles_per_second": cycles / wall,
+                                   "cycles_per_second": cycles / wall if wall else 0.0,
                                    # the simulator process's CPU time: the speed on a shared machine
-                                   "cpu_seconds": cpu, "cycles_per_cpu_second": cycles / cpu,
-                                   "transactions_per_second": traffic.issued / wall,
+                                   "cpu_seconds": cpu, "cycles_per_cpu_second": cycles / cpu if cpu else 0.0,
+                                   "transactions_per_second": traffic.issued / wall if wall else 0.0,
                                    "error": None if error is None else str(error)[:500]})
     if error is not None:
         raise error

@@ -36,6 +36,8 @@ def test_generator_refuses_unknown_and_bad_parameters(tmp_path):
     bad = _generate(tmp_path, {"data_width": 100})
     cli_message = bad.stderr.split("failed:", 1)[-1]       # what `smartquant verilog` itself said
     assert bad.returncode != 0 and "100" in cli_message and "64, 128, 256 or 512" in cli_message.replace("(", "")
+    fractional = _generate(tmp_path, {"data_width": 128.5})
+    assert fractional.returncode != 0 and "invalid int value: '128.5'" in fractional.stderr
     assert not list(tmp_path.glob("*.core"))
 
 
