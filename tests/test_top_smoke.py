@@ -365,7 +365,7 @@ def test_req_front_end_sorts_opcodes_and_counts_them():
 def test_verilog_command_writes_the_top_with_contract_port_names(tmp_path, capsys):
     from smartquant.cli import main
     out = tmp_path / "top.v"
-    assert main(["verilog", "-o", str(out), "--data-width", "128", "--b-max", "8", "--regions", "2"]) == 0
+    assert main(["verilog", "-o", str(out), "--data-width", "128", "--b-max", "8", "--n-regions", "2"]) == 0
     text = out.read_text()
     assert "module smartquant_top" in text
     for port in ("m2s_req__payload", "m2s_rwd__ready", "s2m_ndr__valid", "s2m_drs__payload", "csr__awaddr",
