@@ -171,3 +171,57 @@ def test_rtl_kv_stream_equals_golden(tmp_path):
     assert data["runs"][0]["counters"]["reads_at_k5"] == data["runs"][0]["reads"]
     mixed = data["runs"][1]["counters"]
     assert mixed["reads_at_k8"] and mixed["reads_at_k5"] and mixed["reads_at_k4"]
+
+
+@needs_model
+def test_demo_kv_settings(tmp_path, monkeypatch):
+    """`smartquant demo --model smollm2 --kv`: the KV runs replace SmolLM2's weight runs; bad options fail early."""
+    import argparse
+    from pathlib import Path
+    from smartquant.commands import demo_streaming
+
+    def settings(*argv):
+        parser = argparse.ArgumentParser()
+        demo_streaming.add_streaming_arguments(parser)
+        return demo_streaming.demo_config(parser.parse_args(["--kv", "--kv-out", str(tmp_path / "kv.json"),
+                                                              *argv]), "smollm2")
+    config = settings()
+    assert (config["workload"], config["layer"], config["windows"], config["window"], config["weights"]) == (
+        "smollm2-kv", 0, 1, demo_streaming.KV_DEFAULT_WINDOW, "reference")
+    assert [(r["format"], r["fill"], kc.policy_from_json(r["policy"])) for r in config["runs"]] == list(kc.DEVICE_RUNS)
+    # 129 positions: 17 blocks a stream, 6 streams a format; BF16 and INT8 regions = 6 x 17 x 24 lines < 2^23 bytes
+    assert demo_streaming.demo_params(config).dram_addr_bits == 23
+    assert kc.device_regions(["bf16", "int8"], 1, 129, 3, 64)[1] == 6 * 17 * 24
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    assert settings("--kv-weights", "policy:5.5")["weights"] == f"policy:5.5:{repo / 'docs/results/llm_policy.json'}"
+    monkeypatch.chdir(tmp_path)
+    for bad, match in ((("--kv-layer", "30"), "kv-layer"), (("--kv-window", "0"), "kv-window"),
+                       (("--kv-weights", "int4"), "kv-weights"), (("--kv-weights", "policy:5.5"), "llm-policy")):
+        with pytest.raises(SmartquantError, match=match):
+            settings(*bad)
+
+
+def test_demo_help_documents_the_kv_option(capsys):
+    from smartquant.cli import main
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--kv " in text and "a few minutes" in text and "--kv-window" in text
+
+
+@needs_model
+@pytest.mark.slow
+def test_demo_kv_command_end_to_end(tmp_path, capsys):
+    """The documented command with its defaults (1 x 128 tokens, five runs): exit 0, RTL == golden in every run,
+    the table printed, and each run's perplexity equal to the kv-sweep's (kv_cache.evaluate) over the same tokens."""
+    from smartquant.cli import main
+    out = tmp_path / "kv.json"
+    assert main(["demo", "--model", "smollm2", "--kv", "--no-progress", "--kv-out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "RTL == golden" in printed and "recent 2 blocks at 8, older K5 V4" in printed
+    data = json.loads(out.read_text())
+    assert data["tokens"] == 128 and data["scoreboard"]["mismatches"] == 0
+    setup = kc.prepare(1, 128, "test")
+    for run, (fmt_name, rule, policy) in zip(data["runs"], kc.DEVICE_RUNS):
+        assert run["exact"] and run["perplexity"] == kc.evaluate(setup, kc.kv_format(fmt_name), rule, policy)
