@@ -22,6 +22,11 @@ policies; `matrices` limits the streamed matrices to some short names, `sentence
 3. Accounting: hardware counters (read over AXI-Lite) per layer and per run; the AXI AR (and AW) address streams
    recorded by a monitor go through golden/dram.py's RowModel for activates; golden/energy.py gives energy.
 The result JSON (and an .npz of every DRS payload, per run and matrix) goes to config["out"].
+
+test_stream_kv (smartquant demo --model smollm2 --kv): one SmolLM2 layer's KV cache instead of weights,
+KVStreamingHost below; SQ_STREAM_CONFIG {workload: "smollm2-kv", layer, windows, window, weights, runs: [{format,
+fill, policy}], out} (demo_streaming.kv_config). The regions, writes, reads and decoding are workloads/kv_cache.py
+KVDeviceLayer; the checks are the same scoreboard and counters plus the token NLLs against the golden KV model.
 """
 from __future__ import annotations
 
