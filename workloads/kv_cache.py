@@ -391,7 +391,7 @@ class KVDeviceLayer:
             lines = layout.weight_major_lines(layout.to_blocks(fields, self.geometry.W, 1), self.fmt.bits)
             self.stored[kind] = {"x": x, "scales": scales, "lines": lines,
                                  "golden": store(x, self.fmt, 1, self.geometry.W)}
-            for k in set(np.unique(self.block_k[kind]).tolist()):
+            for k in np.unique(self.block_k[kind]).tolist():
                 self.fields[(kind, k)] = (np.zeros(x.shape, dtype=np.uint32), np.zeros(x.shape[:3], dtype=bool))
 
     def _stream(self, kind: str, i: int):
