@@ -225,3 +225,30 @@ def test_demo_kv_command_end_to_end(tmp_path, capsys):
     setup = kc.prepare(1, 128, "test")
     for run, (fmt_name, rule, policy) in zip(data["runs"], kc.DEVICE_RUNS):
         assert run["exact"] and run["perplexity"] == kc.evaluate(setup, kc.kv_format(fmt_name), rule, policy)
+
+
+@needs_model
+def test_kv_sweep_weights_option(tmp_path, capsys):
+    """--weights reference,policy:5.5: both settings swept in one table and JSON, each against its own static
+    curve and float32-K/V reference; bad lists are clear errors."""
+    from pathlib import Path
+    from smartquant.cli import main
+    policy_file = Path(__file__).resolve().parent.parent / "docs" / "results" / "llm_policy.json"
+    out = tmp_path / "kv.json"
+    assert main(["golden", "kv-sweep", "--weights", f"reference,policy:5.5:{policy_file}", "--format", "int8",
+                 "--k", "8,4", "--fill", "midpoint", "--no-policies", "--windows", "1", "--window", "16",
+                 "--no-progress", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    weights = [row["weights"] for row in result["rows"]]
+    assert weights == ["reference", "reference", f"policy:5.5:{policy_file}", f"policy:5.5:{policy_file}"]
+    setup = kc.prepare(1, 16, "test", weights=f"policy:5.5:{policy_file}")
+    assert result["rows"][3]["perplexity"] == kc.evaluate(setup, kc.kv_format("int8"), "midpoint",
+                                                          kc.static_policy(4))
+    references = result["reference_perplexity_by_weights"]
+    assert references["reference"] != references[f"policy:5.5:{policy_file}"]
+    capsys.readouterr()
+    assert main(["golden", "kv-sweep", "--weights", "reference,reference", "--no-progress"]) == 2
+    assert "distinct" in capsys.readouterr().err
+    assert main(["golden", "kv-sweep", "--weights", "int4", "--format", "int8", "--no-progress", "--out",
+                 str(out)]) == 2
+    assert "weights must be" in capsys.readouterr().err
