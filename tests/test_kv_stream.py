@@ -163,11 +163,15 @@ def test_rtl_kv_stream_equals_golden(tmp_path):
         c, model = run["counters"], run["coalesced_model"]
         lines_per_token = 64 * fmt.bits // 512
         assert c["rwd_mem_wr"] == run["writes"] == T * streams * lines_per_token
-        assert c["dram_lines_written"] == fmt.bits * c["rwd_mem_wr"]       # weight-major: B strobed beats a line
         assert c["req_mem_rd"] == c["drs_sent"] == run["reads"] == model["drs_sent"]
-        # no gather buffer here: the newest, partial block is read from DRAM too
-        assert c["dram_lines_read"] == model["dram_lines_read"] + model["gather_buffer_lines"]
         assert model["dram_lines_written"] == 4 * streams * fmt.bits        # 4 blocks of 8 tokens, coalesced
+        # The exact DRAM counts are checked against the golden device in the testbench. Here, the write path's
+        # two ends (issue 13 item 1): the weight-major path without coalescing costs B strobed beats a line and
+        # reads the newest, partial block from DRAM (the upper bounds, met exactly before that path exists); the
+        # coalescing path writes B plane lines a block and serves the partial block from its buffer (the lower).
+        assert model["dram_lines_written"] <= c["dram_lines_written"] <= fmt.bits * c["rwd_mem_wr"]
+        assert model["dram_lines_read"] <= c["dram_lines_read"] <= model["dram_lines_read"] + model[
+            "gather_buffer_lines"]
     assert data["runs"][0]["counters"]["reads_at_k5"] == data["runs"][0]["reads"]
     mixed = data["runs"][1]["counters"]
     assert mixed["reads_at_k8"] and mixed["reads_at_k5"] and mixed["reads_at_k4"]
