@@ -601,7 +601,8 @@ class PortDriver:
         self._drivers: list[Callable[[], None]] = []
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
-        self.tick = Event()        # set (and cleared) after every step: other coroutines wait on it
+        self.tick = Event()        # set (and cleared) after a step that next_cycle() callers wait for
+        self.tick_waiters = False
         self.alarms: list[tuple[int, int, Event]] = []      # (cycle, sequence, event) heap
         self._alarm_sequence = itertools.count()
         self._task = None
@@ -635,12 +636,15 @@ class PortDriver:
             event = heapq.heappop(alarms)[2]
             event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
             event.clear()
-        self.tick.set()
-        self.tick.clear()
+        if self.tick_waiters:     # most cycles nobody waits: no trigger to fire
+            self.tick_waiters = False
+            self.tick.set()
+            self.tick.clear()
 
     def next_cycle(self):
         """A trigger: the next step of the driver. Coroutines of the testbench wait for cycles this way (never on
         the clock itself), so they always run after the driver's step of the cycle, in a fixed order."""
+        self.tick_waiters = True
         return self.tick.wait()
 
     def alarm(self, cycle: int, event: Event) -> None:
@@ -667,7 +671,8 @@ class PortDriver:
         quiet_garbage_collector()
         failed = Event()
         failure: list[BaseException] = []
-        run_event_loop = cocotb._event_loop._inst.run
+        event_loop = cocotb._event_loop._inst
+        run_event_loop = event_loop.run
         clock, register, rising = self.clk._handle, simulator.register_value_change_callback, simulator.RISING
 
         def on_rising_edge() -> None:
@@ -678,7 +683,8 @@ class PortDriver:
                 failed.set()
             else:
                 register(clock, on_rising_edge, rising)
-            run_event_loop()
+            if event_loop._callbacks:      # the coroutines step() woke, if any
+                run_event_loop()
         register(clock, on_rising_edge, rising)
         await failed.wait()
         raise failure[0]
