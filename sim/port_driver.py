@@ -663,7 +663,8 @@ class PortDriver:
         """Run `step` from a GPI value-change callback on the clock's rising edge, re-registered at every edge,
         instead of a task awaiting RisingEdge: the same simulator callback, without a Trigger object and a task
         resume per cycle (the cocotb scheduler still runs the coroutines `step` woke, right after it). An
-        exception in `step` ends the callbacks and is raised here, so it fails the test like before."""
+        exception in `step` ends the callbacks and is raised here, so it fails the test like before; the end of
+        the test (which cancels this task) ends them too."""
         read_status = int_reader(self.status)
         step = self.step
         for part in self.parts:       # the first cycle
@@ -675,7 +676,11 @@ class PortDriver:
         run_event_loop = event_loop.run
         clock, register, rising = self.clk._handle, simulator.register_value_change_callback, simulator.RISING
 
+        stopped = False
+
         def on_rising_edge() -> None:
+            if stopped:      # the test that started this driver has ended: its last registration lapses
+                return
             try:
                 step(read_status())
             except BaseException as error:     # noqa: BLE001 - re-raised by _run, in the test's task
@@ -686,7 +691,12 @@ class PortDriver:
             if event_loop._callbacks:      # the coroutines step() woke, if any
                 run_event_loop()
         register(clock, on_rising_edge, rising)
-        await failed.wait()
+        try:
+            await failed.wait()
+        finally:
+            # also when cocotb cancels this task at the end of its test: a module's next test starts a driver of
+            # its own, and two drivers stepping the same ports would fight
+            stopped = True
         raise failure[0]
 
 
