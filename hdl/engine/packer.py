@@ -54,9 +54,9 @@ chunk issue, so blocks follow back to back (period max(F, k) with the loads of t
 the pow2ceil(F) chunks of W/pow2ceil(F) weights of the earlier design gave k/pow2ceil(k) lines per cycle).
 line.valid rises 4 cycles after the start handshake.
 Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=8 2.5k LUT4 + 0.5k PFUMX,
-3.0k FF; W=128 b_max=16 5.8k + 0.9k, 5.3k FF. The full-rate chunks cost +22% / +47% LUT4 there (2.1k / 4.0k
-before: wider chunks of the planes q+1 not a power of two, compaction bits >= W, a gearbox shifting up to
-~2W bits); before them W=512 b_max=8 was 8.1k + 1.1k and W=512 b_max=16 16.0k + 2.3k, ~19.5k FF.
+3.0k FF; W=128 b_max=16 5.8k + 0.9k, 5.3k FF; W=512 b_max=16 23.0k + 4.0k, 20.9k FF. The full-rate chunks
+cost +22% / +47% / +44% LUT4 there (2.1k / 4.0k / 16.0k before: wider chunks of the planes q+1 not a power
+of two, compaction bits >= W, a gearbox shifting up to ~2W bits); W=512 b_max=8 was 8.1k + 1.1k before them.
 """
 from __future__ import annotations
 
