@@ -32,7 +32,7 @@ from amaranth.hdl import Shape
 
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout
 from smartquant.params import (
-    ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
+    REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
 )
 from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
@@ -120,12 +120,15 @@ class Scoreboard:
     def on_req(self, payload: int) -> None:
         fields = self.unpack["req"](payload)
         target = self.model.read_target(fields["address"])
-        is_read = fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
+        is_read = fields["opcode"] in REQ_READS
         served = is_read and target is not None and target.mapped
         if self.coverage is not None:
-            self.coverage.sample_req(fields, None if target is None else self._read_decode(target))
-            if is_read and not served:
-                self.coverage.sample_nxm(self.model.nxm_as_poison)
+            decode = None if target is None else self._read_decode(target)
+            self.coverage.sample_req(fields, decode)
+            if is_read and target is None:
+                self.coverage.sample_decode_error(self.model.mem_data_nxm, self.model.nxm_as_poison)
+            elif is_read and not served:
+                self.coverage.sample_hole(decode, self.model.hole_poison)
         key = poison_key = None
         if served:
             poison_key = (target.index, target.block)

@@ -23,7 +23,7 @@ DIRECTED = [
     "test_streaming_with_plane_runs_and_backpressure",
     "test_raw_write_in_second_superblock_keeps_other_blocks_buffered",
 ]
-DIRECTED_CASES = 17          # four of the tests are parametrized twice
+DIRECTED_CASES = 18          # three tests are parametrized twice, test_region_edges_and_unmapped three times
 
 
 def sim_params(data_width, b_max, n_regions, request_depth, buffer_slots) -> ControllerParams:
