@@ -24,8 +24,8 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     CONTROL.clear_poison), and invalidates all buffer slots; REGION_BASE / REGION_SUPERBLOCKS writes only
     invalidate. Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
     unused addresses read 0. CSR address bits [1:0] are ignored (32-bit registers).
- 4. The poison overflow flag makes every *mapped, legal* read poisoned; decode errors and holes keep their
-    responses of section 3 (counted in nxm_reads / hole_reads, not poison_reads).
+ 4. Decode errors and holes keep their responses of section 3 whatever the poison table holds (counted in
+    nxm_reads / hole_reads, not poison_reads).
  5. poison_writes counts RwD MemWr/MemWrPtl with poison = 1 that are mapped and written (raw or weight-major
     view); dropped, unmapped and bad-opcode writes do not count it and leave the poison table alone.
  6. raw_reads counts raw-view reads served from DRAM (not unmapped ones); reads_at_k counts packed and expanded
@@ -44,7 +44,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     `clear_backend_errors()`. A test's AXI memory applies the same sets. The data a failed beat carries is
     unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
     its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
-    answered with poison = 1, whatever the reason (poison table, overflow, backend error).
+    answered with poison = 1, whatever the reason (poison table, backend error).
 """
 from __future__ import annotations
 
@@ -590,7 +590,7 @@ class DeviceModel:
         return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(index, block, error))
 
     def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
-        poisoned = backend_error or self.poison_overflow or (index, block) in self.poison_table
+        poisoned = backend_error or (index, block) in self.poison_table
         if poisoned:
             self._count(Counter.POISON_READS)
         return poisoned
@@ -730,8 +730,9 @@ class DeviceModel:
             return
         if len(self.poison_table) < self.params.poison_entries:
             self.poison_table.append((index, block))
-        else:
+        else:            # lost, but flagged and counted; no other read becomes poisoned
             self.poison_overflow = True
+            self._count(Counter.POISON_LOST)
 
     # --- convenience ------------------------------------------------------------------------------------
     def program(self, writes: Iterable[tuple[int, int]]) -> None:

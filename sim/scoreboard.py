@@ -11,7 +11,8 @@ Every legal outcome is accepted, and only those:
 * Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
   read outstanding at any time between the acceptance of a write that changes the poison state and that
   write's Cmp may see the table before or after the change, if the change concerns it: a new entry concerns
-  the mapped reads of its block, an insert that overflows the table every mapped read; unmapped reads never.
+  the mapped reads of its block (an insert into a full table changes no read: it is flagged and counted);
+  decode errors and holes never.
   Such a read's poison may be either value (data must still match), and the poison_reads count the model
   predicted is corrected by the difference. A read accepted after the Cmp must see it (docs/DEVICE.md §4).
 * DevLoad: the device reports dev_load_level(N) of its port occupancy N (M2S messages accepted that still owe
@@ -95,9 +96,9 @@ class Scoreboard:
         # still need)
         self.occupancy_history: list[int] = []
         self.history_start = 0
-        # id() of a write that changed the poison state -> the blocks it changed (None: all, an overflow), until
+        # id() of a write that changed the poison state -> the blocks it entered, until
         # its Cmp
-        self.poison_windows: dict[int, frozenset | None] = {}
+        self.poison_windows: dict[int, frozenset] = {}
         self.queued_readers: collections.Counter = collections.Counter()
         self.model = model
         self.log = log
@@ -152,31 +153,30 @@ class Scoreboard:
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
         model = self.model
-        table_before, overflow_before = set(model.poison_table), model.poison_overflow
+        table_before, lost_before = set(model.poison_table), model.counts[Counter.POISON_LOST]
         responses = model.rwd(**fields)
         pendings = self._expect("rwd", fields, responses)
-        overflowed = model.poison_overflow and not overflow_before
         entered = frozenset(model.poison_table) - table_before
-        if overflowed or entered:
+        if entered:
             # Reads outstanding now or accepted before this write's Cmp may see the table before or after the
-            # change, if the change concerns them: every mapped read for an overflow, else reads of the entered
-            # block (DEVICE.md §4). Unmapped reads never depend on the table.
-            affected = None if overflowed else entered
+            # change, if the change concerns them: reads of the entered block (DEVICE.md §4). Decode errors and
+            # holes never depend on the table.
+            affected = entered
             for pending in pendings:
                 self.poison_windows[id(pending)] = affected
             for waiting in self.pending.values():
                 for p in waiting:
                     if self._poison_affects(affected, p.poison_key):
                         p.poison_either = True
-            if self.coverage is not None:
-                if len(model.poison_table) == self.params.poison_entries and entered:
-                    self.coverage.sample_poison_table("fill")
-                if overflowed:
-                    self.coverage.sample_poison_table("overflow")
+        if self.coverage is not None:
+            if len(model.poison_table) == self.params.poison_entries and entered:
+                self.coverage.sample_poison_table("fill")
+            if model.counts[Counter.POISON_LOST] != lost_before:
+                self.coverage.sample_poison_table("overflow")
 
     @staticmethod
-    def _poison_affects(affected: frozenset | None, poison_key: tuple | None) -> bool:
-        return poison_key is not None and (affected is None or poison_key in affected)
+    def _poison_affects(affected: frozenset, poison_key: tuple | None) -> bool:
+        return poison_key is not None and poison_key in affected
 
     def end_cycle(self) -> None:
         """Called once per cycle after every handshake of the cycle was reported (sim/port_driver.py).
