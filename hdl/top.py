@@ -12,7 +12,8 @@ Clock `clk`, synchronous reset `rst`. AxiDrain (hdl/backend/axi_drain.py) sits b
 port: after a reset it absorbs the responses and sends the W beats the memory is still owed (DEVICE.md "Reset").
 
 Units: ReqFrontEnd (Req split, merges MemRdFill reads) -> ReadEngine (decode, block buffer, packer, DRS);
-RwdFrontEnd (RwD split: MemRdFill to the read side) -> WritePath (RwD -> AXI writes, NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
+RwdFrontEnd (RwD split: MemRdFill to the read side) -> WritePath (RwD -> AXI writes, NDR); NdrArbiter
+(front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
 channel holds valid without ready). DevLoad in every DRS and NDR is dev_load_level(N) of smartquant/params.py,
@@ -78,7 +79,8 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register, <= 2**axi_id_bits in-flight
+        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register,
+        # <= 2**axi_id_bits in-flight
         # entries, its NDR register). Twice that sum is far from any reachable count, so it never wraps.
         self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + 1 + (1 << p.axi_id_bits) + 1)
                                       + 1))
@@ -180,7 +182,8 @@ class SmartQuantController(wiring.Component):
             m.d.sync += outstanding_writes.eq(outstanding_writes - 1)
         m.d.comb += [
             axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
-            busy.eq(frontend.busy | rwd_frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid | self.m2s_req.valid
+            busy.eq(frontend.busy | rwd_frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid
+                    | self.m2s_req.valid
                     | self.s2m_ndr.valid | axi_write_in_flight | axi_drain.busy),
             stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
                      | (axi.arvalid & ~axi.arready) | (axi.awvalid & ~axi.awready) | (axi.wvalid & ~axi.wready)),

@@ -271,18 +271,9 @@ class RandomTraffic:
             opcode = rng.choice([ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT])
             address, _ = self._target(writing=False)
             await self._issue(Note("read", None), lambda: tb.req(opcode, address))
-        elif roll < 0.975:
+        elif roll < 0.98:
             address, _ = self._target(writing=False)
             await self._issue(Note("read", None), lambda: tb.req(rng.choice(RARE_REQ), address))
-        elif roll < 0.98:
-            # a read on RwD: alone, because its place among Req reads is set where it meets them in the read
-            # engine, not at the ports the model is fed from (DEVICE.md §4)
-            address, note = self._target(writing=False)
-            opcode = rng.choice(sorted(RWD_READS))
-            await tb.quiesce()
-            await self._issue(note, lambda: tb.rwd(opcode, address, rng.getrandbits(p.data_width),
-                                                   poison=rng.randrange(2), note=note))
-            await tb.quiesce()
         else:
             address, _ = self._target(writing=False)
             data = rng.getrandbits(p.data_width)
@@ -344,6 +335,7 @@ class RandomTraffic:
             await self.epoch_change()
             # decode-error and hole responses: every phase runs in one of the modes a host may choose
             await tb.set_control_mode(rng.choice(CONTROL_MODES))
+            await self.fill_reads(2)
             tb.set_knobs(**self._knobs(phase))
             # poisoned writes: rare, but often enough in the error and stress phases to overflow the table
             # (not in the error phase: an overflowed table would poison every read and hide the backend errors)
@@ -480,6 +472,18 @@ class RandomTraffic:
             await tb.reset_mid_traffic(lines)
             tb.set_knobs(**self._knobs("reset"))
         await self._phase_mixed(max(0, end - self.issued))
+
+    async def fill_reads(self, count: int) -> None:
+        """MemRdFill / MemRdFillTEE reads (on RwD) of random targets, each alone, at quiescence: a fill takes its
+        place among Req reads where it meets them in the read engine, not at the ports the model is fed from
+        (DEVICE.md §4). Sent between phases, so that no phase's sustained pressure is drained for them."""
+        tb, rng = self.tb, self.rng
+        for _ in range(count):
+            address, note = self._target(writing=False)
+            opcode = rng.choice(sorted(RWD_READS))
+            await self._issue(note, lambda: tb.rwd(opcode, address, rng.getrandbits(self.params.data_width),
+                                                   poison=rng.randrange(2), note=note))
+            await tb.quiesce()
 
     async def epoch_change(self) -> None:
         """A register change at quiescence: what a runtime does between layers or tensors."""

@@ -8,7 +8,8 @@ from amaranth.hdl import Shape
 from smartquant.golden.device import DeviceModel, region_csr_writes
 from smartquant.hdl.cxl.messages import rwd_layout
 from smartquant.params import (
-    CONTROL_NXM_AS_POISON, CSR_CONTROL, ControllerParams, Counter, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode, View,
+    CONTROL_NXM_AS_POISON, CSR_CONTROL, ControllerParams, Counter, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode,
+    View,
 )
 from smartquant.sim.coverage import (
     AXI_CHANNELS, CXL_CHANNELS, Coverage, ReadDecode, decode_for_coverage, format_name,

@@ -31,7 +31,8 @@ def simulate(params, ops):
             if insert is not None:
                 ctx.set(dut.insert.region, insert[0])
                 ctx.set(dut.insert.block, insert[1])
-            lost = not clear and insert is not None and insert not in poisoned and len(poisoned) == params.poison_entries
+            lost = (not clear and insert is not None and insert not in poisoned
+                    and len(poisoned) == params.poison_entries)
             assert ctx.get(dut.lost) == lost
             observed.append((ctx.get(dut.query_poisoned), ctx.get(dut.overflow), ctx.get(dut.lost)))
             await ctx.tick()

@@ -12,7 +12,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   hdl/engine/address_map.py (block, line, k, view checks), the poison lookup and the compare of the block
   key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
 - dispatch handles one request per cycle, in arrival order, from stage B's registers. Decode errors (no region)
-  and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads queue one 1-line burst. Packed / expanded reads look up the
+  and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
+  queue one 1-line burst. Packed / expanded reads look up the
   key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
   (its tag becomes valid immediately, so later reads of the same block hit the slot while it is still
   filling: this is the look-ahead that overlaps the fetch of the next block with serving the current one)
@@ -82,7 +83,8 @@ def poison_query_layout(params: ControllerParams) -> data.StructLayout:
 # or a hole of a region (the hole fill, 0); DEVICE.md §3
 SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE = 0, 1, 2, 3
 # the event counters this unit drives (every other entry of `events` is 0)
-READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
+READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
+                                Counter.BUFFER_HITS,
                                 Counter.BUFFER_MISSES, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
                                 Counter.DRS_SENT, Counter.AXI_ERRORS]
                                + [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)])
@@ -167,7 +169,8 @@ class ReadEngine(wiring.Component):
             "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
         })
         stage_b_layout = data.StructLayout({
-            "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4, "raw_line": lb,
+            "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
+            "raw_line": lb,
             "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "poison": 1, "tag": 16, "ld_id": 4,
             "match": slots,
         })

@@ -16,8 +16,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
   region (no address bit above the map set) and its view is raw (0) or weight-major (1). Everything else
-  completes at once with NDR Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region hit through views 2..7
-  counts wr_dropped (golden/device.py applies the same reading).
+  completes at once with NDR Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
+  hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
 - raw view: one 1-beat burst at the raw line, WSTRB = byte enables.
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
