@@ -235,6 +235,9 @@ class DeviceModel:
         self.hole_poison = False       # CONTROL[4]: holes carry poison
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
+        self.poison_offered: set[tuple[int, int]] = set()   # blocks offered to the table since the last clear
+        self.error_poison_offered = False                   # ... one of them by a backend write error
+        self.poisons_lost = 0                               # offers the full table could not take
         # (key, assembled lines, backend error while fetching them) per slot
         self.slots: list[tuple | None] = [None] * params.buffer_slots
         self.victim = 0
@@ -460,6 +463,15 @@ class DeviceModel:
     def _clear_poison(self) -> None:
         self.poison_table.clear()
         self.poison_overflow = False
+        self.poison_offered.clear()
+        self.error_poison_offered = False
+
+    def poison_order_uncertain(self) -> bool:
+        """Which offered blocks the full table holds depends on timing (DEVICE.md §4): the table overflowed
+        and a backend write error offered a block since the last clear. The RTL offers a poisoned write's block
+        when it accepts the write (the order the model applies them in) but a failed write's block at its B
+        response, so with the table full the two can take different blocks; `poison_offered` lists them."""
+        return self.poison_overflow and self.error_poison_offered
 
     # --- address decode ---------------------------------------------------------------------------------
     def region_active(self, index: int) -> bool:
@@ -685,6 +697,7 @@ class DeviceModel:
             self._count(Counter.POISON_WRITES)
             self._enter_poison(index, block)
         if write_error:   # the block's stored data is unknown: later reads return poison
+            self.error_poison_offered = True
             self._enter_poison(index, block)
         self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
         return self._ndr(tag, ld_id)
@@ -726,13 +739,14 @@ class DeviceModel:
         return np.packbits(np.ascontiguousarray(bits[:, ::-1].T), axis=1, bitorder="little")
 
     def _enter_poison(self, index: int, block: int) -> None:
+        self.poison_offered.add((index, block))
         if (index, block) in self.poison_table:
             return
         if len(self.poison_table) < self.params.poison_entries:
             self.poison_table.append((index, block))
         else:            # lost, but flagged and counted; no other read becomes poisoned
             self.poison_overflow = True
-            self._count(Counter.POISON_LOST)
+            self.poisons_lost += 1   # model-only tally (the device has no counter: the count depends on timing)
 
     # --- convenience ------------------------------------------------------------------------------------
     def program(self, writes: Iterable[tuple[int, int]]) -> None:

@@ -190,12 +190,11 @@ class SmartQuantController(wiring.Component):
             csr_block.busy.eq(busy),
         ]
         top_events = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
-        top_counted = (Counter.NDR_SENT, Counter.BUSY_CYCLES, Counter.STALL_CYCLES, Counter.POISON_LOST)
+        top_counted = (Counter.NDR_SENT, Counter.BUSY_CYCLES, Counter.STALL_CYCLES)
         m.d.comb += [
             top_events[Counter.NDR_SENT].eq(self.s2m_ndr.valid & self.s2m_ndr.ready),
             top_events[Counter.BUSY_CYCLES].eq(busy),
             top_events[Counter.STALL_CYCLES].eq(stall),
-            top_events[Counter.POISON_LOST].eq(poison_table.lost),
         ]
         m.d.comb += [top_events[n].eq(0) for n in range(N_COUNTERS) if n not in top_counted]
         for n in range(N_COUNTERS):

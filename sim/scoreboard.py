@@ -153,10 +153,15 @@ class Scoreboard:
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
         model = self.model
-        table_before, lost_before = set(model.poison_table), model.counts[Counter.POISON_LOST]
+        table_before, lost_before = set(model.poison_table), model.poisons_lost
         responses = model.rwd(**fields)
         pendings = self._expect("rwd", fields, responses)
         entered = frozenset(model.poison_table) - table_before
+        if model.poison_order_uncertain():
+            for waiting in self.pending.values():
+                for p in waiting:
+                    if p.poison_key is not None and self._order_uncertain(p.poison_key):
+                        p.poison_either = True
         if entered:
             # Reads outstanding now or accepted before this write's Cmp may see the table before or after the
             # change, if the change concerns them: reads of the entered block (DEVICE.md §4). Decode errors and
@@ -171,8 +176,13 @@ class Scoreboard:
         if self.coverage is not None:
             if len(model.poison_table) == self.params.poison_entries and entered:
                 self.coverage.sample_poison_table("fill")
-            if model.counts[Counter.POISON_LOST] != lost_before:
+            if model.poisons_lost != lost_before:
                 self.coverage.sample_poison_table("overflow")
+
+    def _order_uncertain(self, poison_key: tuple) -> bool:
+        """The full table's contents depend on timing for this block (DeviceModel.poison_order_uncertain)."""
+        model = self.model
+        return model.poison_order_uncertain() and poison_key in model.poison_offered
 
     @staticmethod
     def _poison_affects(affected: frozenset, poison_key: tuple | None) -> bool:
@@ -222,8 +232,9 @@ class Scoreboard:
         created = []
         for response in responses:
             self.occupancy_change += 1
-            either = poison_key is not None and any(self._poison_affects(affected, poison_key)
-                                                    for affected in self.poison_windows.values())
+            either = poison_key is not None and (
+                any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
+                or self._order_uncertain(poison_key))
             pending = Pending(response.channel, response, fields, kind, accepted=self.cycle, block_key=key,
                               poison_key=poison_key, poison_either=either)
             self.pending.setdefault(tag, []).append(pending)

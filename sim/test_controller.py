@@ -20,7 +20,7 @@ from smartquant.golden import layout
 from smartquant.golden.device import superblocks_for
 from smartquant.params import (
     CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON, CSR_CONTROL,
-    CSR_COUNTER_BASE, CSR_STATUS, ControllerParams, Counter, DrsOpcode,
+    CSR_STATUS, ControllerParams, Counter, DrsOpcode,
     Format, ReqOpcode, Rounding, RwdOpcode, RWD_READS, View, counter_name,
 )
 from smartquant.sim.tb import TB, RegionSetup
@@ -216,7 +216,7 @@ async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
 @cocotb.test()
 async def test_poison_table_overflow_and_clear(dut):
     """Poisoned writes mark their block; a block the full table cannot take is flagged (STATUS.poison_overflow)
-    and counted (poison_lost) but poisons nothing else, until CONTROL.clear_poison."""
+    but poisons nothing else, until CONTROL.clear_poison."""
     tb = await start(dut, stress=False)
     tb.scoreboard.record = True
     p = tb.params
@@ -234,7 +234,6 @@ async def test_poison_table_overflow_and_clear(dut):
         tb.write(View.RAW, region.block_lines(block)[0], block, poison=1)
     await tb.quiesce()
     assert await tb.csr_read(CSR_STATUS) & 1 == 1, "poison overflow flag not set"
-    assert await tb.csr_read(CSR_COUNTER_BASE + 4 * Counter.POISON_LOST) == 2
     tags = [tb.read(View.RAW, region.block_lines(block)[0]) for block in (0, last, last - 1, last - 2)]
     await tb.quiesce()
     # no storm: the two lost blocks and a clean one read clean, the listed ones stay poisoned

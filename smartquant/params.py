@@ -244,7 +244,6 @@ class Counter(enum.IntEnum):
     AXI_ERRORS = 28    # R beats and B responses with RESP != OKAY (the data they carry is poisoned)
     HOLE_READS = 29    # reads inside a region that hit a hole (packed j >= k, illegal k, views 6 and 7)
     RWD_MEM_RD_FILL = 30   # RwD MemRdFill and MemRdFillTEE (reads carried on RwD)
-    POISON_LOST = 31   # poisoned blocks the full poison table could not take (STATUS.poison_overflow is set)
     READS_AT_K1 = 32   # reads_at_k[k] = READS_AT_K1 + k - 1, k = 1..16
 
 

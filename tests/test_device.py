@@ -402,7 +402,7 @@ def test_backend_write_error_enters_the_block_in_the_poison_table():
 
 def test_poison_overflow_rule_and_clearing():
     """A poisoned block the full table cannot take is flagged (STATUS.poison_overflow) and counted
-    (poison_lost), and poisons nothing else. Regression: an overflow poisoned every read of the device."""
+    (DeviceModel.poisons_lost), and poisons nothing else. Regression: an overflow poisoned every read."""
     model = make_model(B=8, n_superblocks=4)             # PARAMS.poison_entries = 2
     for block in (0, 0, 1):                              # the repeated block takes one entry
         write(model, View.WEIGHT_MAJOR, BASE + 8 * block, bytes(64), poison=1)
@@ -410,7 +410,7 @@ def test_poison_overflow_rule_and_clearing():
     assert read(model, View.RAW, BASE + 8 * 2).poison == 0
     write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # third distinct block: overflow
     write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # lost again: counted again
-    assert model.csr_read(CSR_STATUS) & 1 and model.counter(Counter.POISON_LOST) == 2
+    assert model.csr_read(CSR_STATUS) & 1 and model.poisons_lost == 2
     assert [read(model, View.RAW, BASE + 8 * block).poison for block in range(4)] == [1, 1, 0, 0]
     assert is_nxm(read(model, View.RAW, 0))               # decode errors keep their answer
     model.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)

@@ -3,7 +3,7 @@
 A mapped write with poison = 1 enters its (region, block) here; a read of a block in the table returns poison = 1.
 The table holds `poison_entries` distinct blocks: inserting a block already present uses no entry; inserting a new
 block into a full table loses that poison, but never silently: it sets the sticky `overflow` flag
-(STATUS.poison_overflow) and pulses `lost` (counter poison_lost). The listed blocks stay poisoned and no other read
+(STATUS.poison_overflow) and pulses `lost` (for tests and debug). The listed blocks stay poisoned and no other read
 is (an overflow used to poison every read of the device: a storm of memory failures on a host). `clear`
 (CONTROL.clear_poison or a REGION_CONFIG write, pulsed by the CSR block) empties the table and drops the flag.
 Writes never remove entries.
@@ -14,7 +14,8 @@ Ports:
     query_block    In  block index (in the region) of a read
     query_poisoned Out combinational: the queried block is in the table
     overflow       Out sticky overflow flag (STATUS.poison_overflow): a poison was lost since the last clear
-    lost           Out one-cycle pulse: an insertion found the table full (counter poison_lost)
+    lost           Out one-cycle pulse: an insertion found the table full (for tests and debug; no counter, as
+                       how many offers a full table refuses depends on the order they arrive in, DEVICE.md §4)
     clear          In  one-cycle pulse; wins over an insertion in the same cycle (clears are host actions
                        between tensors, the host does not race them against its own poisoned writes)
     count          Out entries in use (for tests and debug)
