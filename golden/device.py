@@ -24,8 +24,8 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     CONTROL.clear_poison), and invalidates all buffer slots; REGION_BASE / REGION_SUPERBLOCKS writes only
     invalidate. Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
     unused addresses read 0. CSR address bits [1:0] are ignored (32-bit registers).
- 4. The poison overflow flag makes every *mapped, legal* read poisoned; unmapped and illegal-k reads keep the
-    NXM response of section 3 (counted in nxm_reads, not poison_reads).
+ 4. Decode errors and holes keep their responses of section 3 whatever the poison table holds (counted in
+    nxm_reads / hole_reads, not poison_reads).
  5. poison_writes counts RwD MemWr/MemWrPtl with poison = 1 that are mapped and written (raw or weight-major
     view); dropped, unmapped and bad-opcode writes do not count it and leave the poison table alone.
  6. raw_reads counts raw-view reads served from DRAM (not unmapped ones); reads_at_k counts packed and expanded
@@ -44,7 +44,7 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     `clear_backend_errors()`. A test's AXI memory applies the same sets. The data a failed beat carries is
     unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
     its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
-    answered with poison = 1, whatever the reason (poison table, overflow, backend error).
+    answered with poison = 1, whatever the reason (poison table, backend error).
 """
 from __future__ import annotations
 
@@ -57,10 +57,11 @@ import numpy as np
 from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE,
     CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION, ID_VALUE,
     META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, ControllerParams,
     Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
+    REQ_NO_RESPONSE, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, RWD_READS,
     region_config_word, split_hpa,
 )
 
@@ -73,6 +74,18 @@ PACKED, EXPANDED = "packed", "expanded"
 PREDICTED_COUNTERS = tuple(n for n in range(N_COUNTERS)
                            if (n in Counter.__members__.values() or n >= Counter.READS_AT_K1)
                            and n not in TIMING_COUNTERS)
+
+
+# Req opcode -> its counter; the TEE-intent variants count with their plain opcodes, anything else counts
+# req_bad_opcode (hdl/cxl/frontend.py REQ_OPCODE_COUNTERS is the RTL's table)
+REQ_COUNTERS = {
+    ReqOpcode.MEM_INV: Counter.REQ_MEM_INV, ReqOpcode.MEM_RD: Counter.REQ_MEM_RD,
+    ReqOpcode.MEM_RD_TEE: Counter.REQ_MEM_RD, ReqOpcode.MEM_RD_DATA: Counter.REQ_MEM_RD_DATA,
+    ReqOpcode.MEM_RD_DATA_TEE: Counter.REQ_MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD: Counter.REQ_MEM_SPEC_RD,
+    ReqOpcode.MEM_SPEC_RD_TEE: Counter.REQ_MEM_SPEC_RD, ReqOpcode.MEM_INV_NT: Counter.REQ_MEM_INV_NT,
+    ReqOpcode.MEM_CLN_EVCT: Counter.REQ_MEM_CLN_EVCT,
+}
+HOLE_FILL = 0      # the data a hole read returns (DEVICE.md §3)
 
 
 @dataclass(frozen=True)
@@ -215,10 +228,16 @@ class DeviceModel:
         self._targets: dict[int, ReadTarget | None] = {}
         self._address_limit = 1 << params.message_address_bits
         self._all_bytes = (1 << params.line_bytes) - 1          # WSTRB of a whole line
+        self._all_ones = (1 << params.data_width) - 1           # the data of a decode error
         self._enables: dict[int, np.ndarray] = {}               # _byte_enables' memo
-        self.nxm_as_poison = False
+        self.nxm_as_poison = False     # CONTROL[0]: decode errors carry poison
+        self.mem_data_nxm = False      # CONTROL[3]: decode errors answer MemData-NXM (else MemData)
+        self.hole_poison = False       # CONTROL[4]: holes carry poison
         self.poison_table: list[tuple[int, int]] = []
         self.poison_overflow = False
+        self.poison_offered: set[tuple[int, int]] = set()   # blocks offered to the table since the last clear
+        self.error_poison_offered = False                   # ... one of them by a backend write error
+        self.poisons_lost = 0                               # offers the full table could not take
         # (key, assembled lines, backend error while fetching them) per slot
         self.slots: list[tuple | None] = [None] * params.buffer_slots
         self.victim = 0
@@ -384,7 +403,8 @@ class DeviceModel:
         if addr == CSR_PARAMS:
             return self.params_word()
         if addr == CSR_CONTROL:
-            return int(self.nxm_as_poison)
+            return (CONTROL_NXM_AS_POISON * self.nxm_as_poison | CONTROL_MEM_DATA_NXM * self.mem_data_nxm
+                    | CONTROL_HOLE_POISON * self.hole_poison)
         if addr == CSR_STATUS:
             return int(self.poison_overflow)
         region = self._region_reg(addr)
@@ -416,6 +436,8 @@ class DeviceModel:
             if not strobe & 1:
                 return
             self.nxm_as_poison = bool(value & CONTROL_NXM_AS_POISON)
+            self.mem_data_nxm = bool(value & CONTROL_MEM_DATA_NXM)
+            self.hole_poison = bool(value & CONTROL_HOLE_POISON)
             if value & CONTROL_CLEAR_COUNTERS:
                 self.counts = [0] * N_COUNTERS
             if value & CONTROL_CLEAR_POISON:
@@ -441,6 +463,15 @@ class DeviceModel:
     def _clear_poison(self) -> None:
         self.poison_table.clear()
         self.poison_overflow = False
+        self.poison_offered.clear()
+        self.error_poison_offered = False
+
+    def poison_order_uncertain(self) -> bool:
+        """Which offered blocks the full table holds depends on timing (DEVICE.md §4): the table overflowed
+        and a backend write error offered a block since the last clear. The RTL offers a poisoned write's block
+        when it accepts the write (the order the model applies them in) but a failed write's block at its B
+        response, so with the table full the two can take different blocks; `poison_offered` lists them."""
+        return self.poison_overflow and self.error_poison_offered
 
     # --- address decode ---------------------------------------------------------------------------------
     def region_active(self, index: int) -> bool:
@@ -494,11 +525,18 @@ class DeviceModel:
         return [Response("drs", DrsOpcode.MEM_DATA, tag, ld_id, poison=int(poison), data=data)]
 
     def _nxm_read(self, tag: int, ld_id: int) -> list[Response]:
+        """A decode error (no region holds the line, or bits above the map): all-1s data, MemData-NXM when the
+        host accepts it, poison when enabled (DEVICE.md §3)."""
         self._count(Counter.NXM_READS)
         self._count(Counter.DRS_SENT)
-        if self.nxm_as_poison:
-            return [Response("drs", DrsOpcode.MEM_DATA, tag, ld_id, poison=1)]
-        return [Response("drs", DrsOpcode.MEM_DATA_NXM, tag, ld_id)]
+        opcode = DrsOpcode.MEM_DATA_NXM if self.mem_data_nxm else DrsOpcode.MEM_DATA
+        return [Response("drs", opcode, tag, ld_id, poison=int(self.nxm_as_poison), data=self._all_ones)]
+
+    def _hole_read(self, tag: int, ld_id: int) -> list[Response]:
+        """A hole inside a region (packed j >= k, illegal k, views 6 and 7): MemData, the hole fill 0."""
+        self._count(Counter.HOLE_READS)
+        self._count(Counter.DRS_SENT)
+        return [Response("drs", DrsOpcode.MEM_DATA, tag, ld_id, poison=int(self.hole_poison), data=HOLE_FILL)]
 
     # --- M2S Req ----------------------------------------------------------------------------------------
     def req(self, opcode: int, address: int, tag: int, ld_id: int = 0, meta_field: int = 0, meta_value: int = 0,
@@ -510,15 +548,11 @@ class DeviceModel:
             self._check_fields(opcode=(opcode, 4), address=(address, self.params.message_address_bits), tag=(tag, 16),
                                ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
                                snp_type=(snp_type, 3))
-        if opcode in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA):
-            self._count(Counter.REQ_MEM_RD if opcode == ReqOpcode.MEM_RD else Counter.REQ_MEM_RD_DATA)
+        self._count(REQ_COUNTERS.get(opcode, Counter.REQ_BAD_OPCODE))
+        if opcode in REQ_READS:
             return self._read(address, tag, ld_id)
-        if opcode == ReqOpcode.MEM_SPEC_RD:
-            self._count(Counter.REQ_MEM_SPEC_RD)
+        if opcode in REQ_NO_RESPONSE:
             return []
-        counter = {ReqOpcode.MEM_INV: Counter.REQ_MEM_INV, ReqOpcode.MEM_INV_NT: Counter.REQ_MEM_INV_NT,
-                   ReqOpcode.MEM_CLN_EVCT: Counter.REQ_MEM_CLN_EVCT}.get(opcode, Counter.REQ_BAD_OPCODE)
-        self._count(counter)
         return self._ndr(tag, ld_id)
 
     def read_target(self, address: int) -> ReadTarget | None:
@@ -553,8 +587,10 @@ class DeviceModel:
 
     def _read(self, address: int, tag: int, ld_id: int) -> list[Response]:
         target = self.read_target(address)
-        if target is None or not target.mapped:
+        if target is None:
             return self._nxm_read(tag, ld_id)
+        if not target.mapped:
+            return self._hole_read(tag, ld_id)
         index, config, block = target.index, target.config, target.block
         if target.view == View.RAW:
             lines, error = self._axi_read(self._dram_line(index, target.L), 1)
@@ -566,7 +602,7 @@ class DeviceModel:
         return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(index, block, error))
 
     def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
-        poisoned = backend_error or self.poison_overflow or (index, block) in self.poison_table
+        poisoned = backend_error or (index, block) in self.poison_table
         if poisoned:
             self._count(Counter.POISON_READS)
         return poisoned
@@ -622,7 +658,7 @@ class DeviceModel:
     # --- M2S RwD ----------------------------------------------------------------------------------------
     def rwd(self, opcode: int, address: int, tag: int, data: int, byte_enable: int, poison: int, ld_id: int = 0,
             meta_field: int = 0, meta_value: int = 0, snp_type: int = 0) -> list[Response]:
-        """Apply one M2S RwD; returns its NDR Cmp."""
+        """Apply one M2S RwD; returns its NDR Cmp, or the DRS of a MemRdFill (its data and poison are ignored)."""
         p = self.params
         if not (0 <= opcode < 16 and 0 <= address < self._address_limit and 0 <= tag < 1 << 16 and 0 <= ld_id < 16
                 and 0 <= meta_field < 4 and 0 <= meta_value < 4 and 0 <= snp_type < 8
@@ -632,11 +668,15 @@ class DeviceModel:
                                ld_id=(ld_id, 4), meta_field=(meta_field, 2), meta_value=(meta_value, 2),
                                snp_type=(snp_type, 3), data=(data, p.data_width),
                                byte_enable=(byte_enable, p.line_bytes), poison=(poison, 1))
-        if opcode not in (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL):
+        if opcode in RWD_READS:
+            self._count(Counter.RWD_MEM_RD_FILL)
+            return self._read(address, tag, ld_id)
+        full = opcode in RWD_FULL_WRITES
+        if not full and opcode not in RWD_PARTIAL_WRITES:
             self._count(Counter.RWD_BAD_OPCODE)
             return self._ndr(tag, ld_id)
-        self._count(Counter.RWD_MEM_WR if opcode == RwdOpcode.MEM_WR else Counter.RWD_MEM_WR_PTL)
-        enables = (1 << p.line_bytes) - 1 if opcode == RwdOpcode.MEM_WR else byte_enable
+        self._count(Counter.RWD_MEM_WR if full else Counter.RWD_MEM_WR_PTL)
+        enables = (1 << p.line_bytes) - 1 if full else byte_enable
         view, _, match = self._decode(address)
         if match is None:
             self._count(Counter.NXM_WRITES)
@@ -657,6 +697,7 @@ class DeviceModel:
             self._count(Counter.POISON_WRITES)
             self._enter_poison(index, block)
         if write_error:   # the block's stored data is unknown: later reads return poison
+            self.error_poison_offered = True
             self._enter_poison(index, block)
         self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
         return self._ndr(tag, ld_id)
@@ -698,12 +739,14 @@ class DeviceModel:
         return np.packbits(np.ascontiguousarray(bits[:, ::-1].T), axis=1, bitorder="little")
 
     def _enter_poison(self, index: int, block: int) -> None:
+        self.poison_offered.add((index, block))
         if (index, block) in self.poison_table:
             return
         if len(self.poison_table) < self.params.poison_entries:
             self.poison_table.append((index, block))
-        else:
+        else:            # lost, but flagged and counted; no other read becomes poisoned
             self.poison_overflow = True
+            self.poisons_lost += 1   # model-only tally (the device has no counter: the count depends on timing)
 
     # --- convenience ------------------------------------------------------------------------------------
     def program(self, writes: Iterable[tuple[int, int]]) -> None:

@@ -89,7 +89,8 @@ CONTROLLER_PJ_PER_EVENT = 10.0   # placeholder, no primary figure (see module do
 
 HOST_REQUEST_COUNTERS = (Counter.REQ_MEM_INV, Counter.REQ_MEM_RD, Counter.REQ_MEM_RD_DATA, Counter.REQ_MEM_SPEC_RD,
                          Counter.REQ_MEM_INV_NT, Counter.REQ_MEM_CLN_EVCT, Counter.REQ_BAD_OPCODE)
-HOST_WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE)
+# RwD messages: each carries a data line over the link (MemRdFill too, whose data the device ignores)
+HOST_WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.RWD_MEM_RD_FILL)
 
 
 def _count(counters: Mapping, counter: Counter) -> int:

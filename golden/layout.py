@@ -513,8 +513,8 @@ def _view_precision(view: int, B: int, k: int) -> int | None:
 def view_line_mapped(B: int, view: View | int, k: int, first_line: int, n_lines: int) -> np.ndarray:
     """(n_lines,) bool: which lines L = first_line .. of a region's view window the device serves.
 
-    False marks a line the device answers as unmapped (MemData-NXM, or poison with nxm_as_poison): reserved
-    views 6 and 7, an illegal k (0 or > B) in views 2..5, and packed lines j = L % B >= k in views 2 and 4.
+    False marks a hole the device answers with MemData, data 0 (docs/DEVICE.md §3): reserved views 6 and 7, an
+    illegal k (0 or > B) in views 2..5, and packed lines j = L % B >= k in views 2 and 4.
     For views 4 and 5 pass the region's default k as k.
     """
     check_b(B)
@@ -537,8 +537,8 @@ def view_lines(raw_region, B: int, R: int, view: View | int, k: int, first_line:
 
     raw_region: the region's raw lines (n_superblocks * R * B, W/8), e.g. from encode(). k is the address's
     precision for views 2/3 and the region's default k for views 4/5 (views 0/1 ignore it). Views 1..5
-    address block b = L // B, line j = L % B. Lines the device answers as unmapped (see view_line_mapped)
-    come back as zeros, the data of its NXM / poison response; ask view_line_mapped which ones they are.
+    address block b = L // B, line j = L % B. Holes (see view_line_mapped) come back as zeros, the hole fill
+    the device answers them with; ask view_line_mapped which ones they are.
     Lines outside the region window are a caller error (no region matches there).
     """
     check_b(B, fmt)

@@ -11,8 +11,9 @@ Ports (Verilog flattens them with "__": m2s_req__valid, csr__awaddr, axi__arvali
 Clock `clk`, synchronous reset `rst`. AxiDrain (hdl/backend/axi_drain.py) sits between the engines and the AXI
 port: after a reset it absorbs the responses and sends the W beats the memory is still owed (DEVICE.md "Reset").
 
-Units: ReqFrontEnd (Req split) -> ReadEngine (decode, block buffer, packer, DRS); WritePath (RwD -> AXI writes,
-NDR); NdrArbiter (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
+Units: ReqFrontEnd (Req split, merges MemRdFill reads) -> ReadEngine (decode, block buffer, packer, DRS);
+RwdFrontEnd (RwD split: MemRdFill to the read side) -> WritePath (RwD -> AXI writes, NDR); NdrArbiter
+(front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
 channel holds valid without ready). DevLoad in every DRS and NDR is dev_load_level(N) of smartquant/params.py,
@@ -29,12 +30,14 @@ from amaranth.hdl import Signal, Module, Mux, unsigned
 from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, dev_load_thresholds
+from smartquant.params import ControllerParams, Counter, N_COUNTERS, REQ_NO_RESPONSE, dev_load_thresholds
 from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
 from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
-from smartquant.hdl.cxl.frontend import ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH
+from smartquant.hdl.cxl.frontend import (
+    ReqFrontEnd, RwdFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH, opcode_in,
+)
 from smartquant.hdl.engine.poison import PoisonTable
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
@@ -76,9 +79,10 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), and the write path (RwD skid, held register, <= 2**axi_id_bits in-flight
+        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register,
+        # <= 2**axi_id_bits in-flight
         # entries, its NDR register). Twice that sum is far from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + (1 << p.axi_id_bits) + 1)
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + 1 + (1 << p.axi_id_bits) + 1)
                                       + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
@@ -86,6 +90,7 @@ class SmartQuantController(wiring.Component):
         try:
             check_read_params(p)
             for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
+                                     ("rwd_frontend", RwdFrontEnd),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter), ("axi_drain", AxiDrain)):
                 self._units[name] = unit_class(p)
@@ -106,7 +111,10 @@ class SmartQuantController(wiring.Component):
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
         wiring.connect(m, frontend.read, read_engine.read)
         wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
-        wiring.connect(m, wiring.flipped(self.m2s_rwd), write_path.rwd)
+        rwd_frontend = self._units["rwd_frontend"]
+        wiring.connect(m, wiring.flipped(self.m2s_rwd), rwd_frontend.rwd)
+        wiring.connect(m, rwd_frontend.write, write_path.rwd)
+        wiring.connect(m, rwd_frontend.fill, frontend.fill)
         wiring.connect(m, frontend.cmp, ndr_arbiter.cmp)
         wiring.connect(m, write_path.ndr, ndr_arbiter.write_ndr)
         wiring.connect(m, ndr_arbiter.ndr, wiring.flipped(self.s2m_ndr))
@@ -131,6 +139,8 @@ class SmartQuantController(wiring.Component):
             read_engine.toward_zero.eq(csr_block.toward_zero),
             write_path.regions.eq(csr_block.regions),
             read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
+            read_engine.mem_data_nxm.eq(csr_block.mem_data_nxm),
+            read_engine.hole_poison.eq(csr_block.hole_poison),
             poison_table.query_region.eq(read_engine.poison_query.region),
             poison_table.query_block.eq(read_engine.poison_query.block),
             read_engine.poison_hit.eq(poison_table.query_poisoned),
@@ -143,9 +153,9 @@ class SmartQuantController(wiring.Component):
         ]
         # ---- DevLoad (DEVICE.md §3): occupancy N = M2S messages accepted that still owe a response ----------
         occupancy = self.occupancy
-        req_counted = Signal()   # every Req gets a DRS or NDR except MemSpecRd (reserved opcodes get an NDR)
+        req_counted = Signal()   # every Req gets a DRS or NDR except REQ_NO_RESPONSE (reserved opcodes get an NDR)
         m.d.comb += req_counted.eq(self.m2s_req.valid & self.m2s_req.ready
-                                   & (self.m2s_req.p.opcode != ReqOpcode.MEM_SPEC_RD))
+                                   & ~opcode_in(self.m2s_req.p.opcode, REQ_NO_RESPONSE))
         m.d.sync += occupancy.eq(occupancy + req_counted + (self.m2s_rwd.valid & self.m2s_rwd.ready)
                                  - (self.s2m_drs.valid & self.s2m_drs.ready)
                                  - (self.s2m_ndr.valid & self.s2m_ndr.ready))
@@ -172,7 +182,8 @@ class SmartQuantController(wiring.Component):
             m.d.sync += outstanding_writes.eq(outstanding_writes - 1)
         m.d.comb += [
             axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
-            busy.eq(frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid | self.m2s_req.valid
+            busy.eq(frontend.busy | rwd_frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid
+                    | self.m2s_req.valid
                     | self.s2m_ndr.valid | axi_write_in_flight | axi_drain.busy),
             stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
                      | (axi.arvalid & ~axi.arready) | (axi.awvalid & ~axi.awready) | (axi.wvalid & ~axi.wready)),
@@ -188,5 +199,6 @@ class SmartQuantController(wiring.Component):
         m.d.comb += [top_events[n].eq(0) for n in range(N_COUNTERS) if n not in top_counted]
         for n in range(N_COUNTERS):
             m.d.comb += csr_block.counter_inc[n].eq(
-                frontend.events[n] + read_engine.events[n] + write_path.events[n] + top_events[n])
+                frontend.events[n] + rwd_frontend.events[n] + read_engine.events[n] + write_path.events[n]
+                + top_events[n])
         return m

@@ -11,8 +11,8 @@ format when b_max < 16, a k above b_max) is not defined for it. A sample that la
 (e.g. a stall on B, whose ready the DUT ties to 1) is not lost: it is counted in `unexpected`, which the table
 reports, and which does not count towards the percentage.
 
-Meaning of "mapped" (`ReadDecode.mapped`, from `decode_for_coverage`): a MemRd / MemRdData of that address is
-served from a region (not answered as unmapped / illegal k, docs/DEVICE.md section 3). A write is a mapped
+Meaning of "mapped" (`ReadDecode.mapped`, from `decode_for_coverage`): a read of that address is served from a
+region (not a hole: packed j >= k, illegal k, views 6 and 7, docs/DEVICE.md section 3). A write is a mapped
 write when `decode` is not None and its view is 0..5 (the k field and the line in the block slot do not matter
 to writes); writes through views 2..5 are mapped (and dropped by the DUT).
 """
@@ -29,7 +29,8 @@ from amaranth.hdl import Shape
 
 from smartquant.hdl.cxl.messages import drs_layout, req_layout, rwd_layout
 from smartquant.params import (
-    MAX_PLANE_RUN, ControllerParams, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode, View,
+    MAX_PLANE_RUN, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, ControllerParams, DrsOpcode, Format, ReqOpcode,
+    Rounding, RwdOpcode, View,
 )
 
 if TYPE_CHECKING:
@@ -50,8 +51,7 @@ VIEWS = (View.RAW, View.WEIGHT_MAJOR, View.PACKED_K, View.EXPANDED_K, View.PACKE
 EXPANDED_VIEWS = (View.WEIGHT_MAJOR, View.EXPANDED_K, View.EXPANDED_DEFAULT)
 PLANE_RUNS = tuple(1 << n for n in range(MAX_PLANE_RUN.bit_length()))          # 1, 2, 4, ..., 64
 FILL_ROUNDINGS = (Rounding.FLOOR, Rounding.MIDPOINT, Rounding.TOWARD_ZERO)
-READ_OPCODES = (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
-WRITE_OPCODES = (RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL)
+WRITE_OPCODES = RWD_FULL_WRITES | RWD_PARTIAL_WRITES
 
 WRITE_ENABLES = (
     "MemWr",                          # byte_enable ignored (all ones)
@@ -63,7 +63,11 @@ WRITE_ENABLES = (
 AXI_ERRORS = ("read error", "write error")            # RRESP != OKAY on an R beat, BRESP != OKAY on a B
 POISON_TABLE_EVENTS = ("fill", "overflow", "clear")
 POISONED_RESPONSES = ("mapped read",)                  # DRS MemData, poison = 1, answering a mapped read
-NXM_MODES = {False: "nxm_as_poison off", True: "nxm_as_poison on"}
+# a decode error's DRS as CONTROL chooses it: (opcode MemData-NXM?, poison?) -> bin
+DECODE_ERRORS = {(False, False): "MemData", (False, True): "MemData poisoned", (True, False): "MemData-NXM",
+                 (True, True): "MemData-NXM poisoned"}
+HOLE_KINDS = ("packed j >= k", "illegal k", "reserved view")
+HOLE_POISON = {False: "hole poison off", True: "hole poison on"}
 TAG_REUSE = ("tag reused",)
 REGION_REWRITES = {False: "at quiescence", True: "with traffic in flight"}
 RESET_OBLIGATIONS = ("R beats owed", "B owed", "W beats owed")
@@ -121,7 +125,8 @@ GROUPS = (
     ("axi errors", lambda p: list(AXI_ERRORS)),
     ("poison table", lambda p: list(POISON_TABLE_EVENTS)),
     ("poisoned response", lambda p: list(POISONED_RESPONSES)),
-    ("nxm", lambda p: list(NXM_MODES.values())),
+    ("decode error", lambda p: list(DECODE_ERRORS.values())),
+    ("hole", lambda p: list(HOLE_KINDS) + list(HOLE_POISON.values())),
     ("tag reuse", lambda p: list(TAG_REUSE)),
     ("region rewrite", lambda p: list(REGION_REWRITES.values())),
     ("reset", lambda p: list(RESET_OBLIGATIONS)),
@@ -190,7 +195,7 @@ class Coverage:
     def sample_req(self, fields: dict, decode: ReadDecode | None) -> None:
         opcode = int(fields["opcode"])
         self._hit("req opcode", opcode_name(ReqOpcode, opcode, self._req_width))
-        if opcode not in READ_OPCODES:
+        if opcode not in REQ_READS:
             return
         mapped = decode is not None and decode.mapped
         self._pending_reads.setdefault(int(fields["tag"]), collections.deque()).append(mapped)
@@ -223,7 +228,7 @@ class Coverage:
         if opcode not in WRITE_OPCODES:
             return
         mapped = decode is not None and decode.view <= View.EXPANDED_DEFAULT
-        if opcode == RwdOpcode.MEM_WR:
+        if opcode in RWD_FULL_WRITES:
             self._hit("write enables", "MemWr")
         else:
             enables = int(fields["byte_enable"])
@@ -280,8 +285,16 @@ class Coverage:
             raise ValueError(f"unknown poison table event {event!r}: expected one of {POISON_TABLE_EVENTS}")
         self._hit("poison table", event)
 
-    def sample_nxm(self, nxm_as_poison: bool) -> None:
-        self._hit("nxm", NXM_MODES[bool(nxm_as_poison)])
+    def sample_decode_error(self, mem_data_nxm: bool, poison: bool) -> None:
+        """A read no region holds, answered as CONTROL's mem_data_nxm and nxm_as_poison bits say."""
+        self._hit("decode error", DECODE_ERRORS[bool(mem_data_nxm), bool(poison)])
+
+    def sample_hole(self, decode: ReadDecode, poison: bool) -> None:
+        """A read of a hole inside a region (decode.mapped is False), answered with CONTROL's hole_poison bit."""
+        kind = ("reserved view" if decode.view > View.EXPANDED_DEFAULT
+                else "illegal k" if not 1 <= decode.k <= decode.B else "packed j >= k")
+        self._hit("hole", kind)
+        self._hit("hole", HOLE_POISON[bool(poison)])
 
     def sample_region_rewrite(self, with_traffic_in_flight: bool) -> None:
         self._hit("region rewrite", REGION_REWRITES[bool(with_traffic_in_flight)])

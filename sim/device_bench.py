@@ -81,7 +81,7 @@ def region_for(tb: TB, index: int, B: int, R: int, n_blocks: int, base_line: int
 
 
 async def clear_counters(tb: TB) -> None:
-    await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | int(tb.nxm_as_poison))
+    await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | tb.control_mode)
 
 
 def stream_packed(tb: TB, region: RegionSetup, precision_k: int, blocks, view: View = View.PACKED_K) -> int:

@@ -11,7 +11,8 @@ Every legal outcome is accepted, and only those:
 * Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
   read outstanding at any time between the acceptance of a write that changes the poison state and that
   write's Cmp may see the table before or after the change, if the change concerns it: a new entry concerns
-  the mapped reads of its block, an insert that overflows the table every mapped read; unmapped reads never.
+  the mapped reads of its block (an insert into a full table changes no read: it is flagged and counted);
+  decode errors and holes never.
   Such a read's poison may be either value (data must still match), and the poison_reads count the model
   predicted is corrected by the difference. A read accepted after the Cmp must see it (docs/DEVICE.md §4).
 * DevLoad: the device reports dev_load_level(N) of its port occupancy N (M2S messages accepted that still owe
@@ -32,7 +33,7 @@ from amaranth.hdl import Shape
 
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout
 from smartquant.params import (
-    ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
+    REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
 )
 from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
@@ -95,9 +96,9 @@ class Scoreboard:
         # still need)
         self.occupancy_history: list[int] = []
         self.history_start = 0
-        # id() of a write that changed the poison state -> the blocks it changed (None: all, an overflow), until
+        # id() of a write that changed the poison state -> the blocks it entered, until
         # its Cmp
-        self.poison_windows: dict[int, frozenset | None] = {}
+        self.poison_windows: dict[int, frozenset] = {}
         self.queued_readers: collections.Counter = collections.Counter()
         self.model = model
         self.log = log
@@ -120,12 +121,15 @@ class Scoreboard:
     def on_req(self, payload: int) -> None:
         fields = self.unpack["req"](payload)
         target = self.model.read_target(fields["address"])
-        is_read = fields["opcode"] in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)
+        is_read = fields["opcode"] in REQ_READS
         served = is_read and target is not None and target.mapped
         if self.coverage is not None:
-            self.coverage.sample_req(fields, None if target is None else self._read_decode(target))
-            if is_read and not served:
-                self.coverage.sample_nxm(self.model.nxm_as_poison)
+            decode = None if target is None else self._read_decode(target)
+            self.coverage.sample_req(fields, decode)
+            if is_read and target is None:
+                self.coverage.sample_decode_error(self.model.mem_data_nxm, self.model.nxm_as_poison)
+            elif is_read and not served:
+                self.coverage.sample_hole(decode, self.model.hole_poison)
         key = poison_key = None
         if served:
             poison_key = (target.index, target.block)
@@ -149,31 +153,40 @@ class Scoreboard:
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
         model = self.model
-        table_before, overflow_before = set(model.poison_table), model.poison_overflow
+        table_before, lost_before = set(model.poison_table), model.poisons_lost
         responses = model.rwd(**fields)
         pendings = self._expect("rwd", fields, responses)
-        overflowed = model.poison_overflow and not overflow_before
         entered = frozenset(model.poison_table) - table_before
-        if overflowed or entered:
+        if model.poison_order_uncertain():
+            for waiting in self.pending.values():
+                for p in waiting:
+                    if p.poison_key is not None and self._order_uncertain(p.poison_key):
+                        p.poison_either = True
+        if entered:
             # Reads outstanding now or accepted before this write's Cmp may see the table before or after the
-            # change, if the change concerns them: every mapped read for an overflow, else reads of the entered
-            # block (DEVICE.md §4). Unmapped reads never depend on the table.
-            affected = None if overflowed else entered
+            # change, if the change concerns them: reads of the entered block (DEVICE.md §4). Decode errors and
+            # holes never depend on the table.
+            affected = entered
             for pending in pendings:
                 self.poison_windows[id(pending)] = affected
             for waiting in self.pending.values():
                 for p in waiting:
                     if self._poison_affects(affected, p.poison_key):
                         p.poison_either = True
-            if self.coverage is not None:
-                if len(model.poison_table) == self.params.poison_entries and entered:
-                    self.coverage.sample_poison_table("fill")
-                if overflowed:
-                    self.coverage.sample_poison_table("overflow")
+        if self.coverage is not None:
+            if len(model.poison_table) == self.params.poison_entries and entered:
+                self.coverage.sample_poison_table("fill")
+            if model.poisons_lost != lost_before:
+                self.coverage.sample_poison_table("overflow")
+
+    def _order_uncertain(self, poison_key: tuple) -> bool:
+        """The full table's contents depend on timing for this block (DeviceModel.poison_order_uncertain)."""
+        model = self.model
+        return model.poison_order_uncertain() and poison_key in model.poison_offered
 
     @staticmethod
-    def _poison_affects(affected: frozenset | None, poison_key: tuple | None) -> bool:
-        return poison_key is not None and (affected is None or poison_key in affected)
+    def _poison_affects(affected: frozenset, poison_key: tuple | None) -> bool:
+        return poison_key is not None and poison_key in affected
 
     def end_cycle(self) -> None:
         """Called once per cycle after every handshake of the cycle was reported (sim/port_driver.py).
@@ -219,8 +232,9 @@ class Scoreboard:
         created = []
         for response in responses:
             self.occupancy_change += 1
-            either = poison_key is not None and any(self._poison_affects(affected, poison_key)
-                                                    for affected in self.poison_windows.values())
+            either = poison_key is not None and (
+                any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
+                or self._order_uncertain(poison_key))
             pending = Pending(response.channel, response, fields, kind, accepted=self.cycle, block_key=key,
                               poison_key=poison_key, poison_either=either)
             self.pending.setdefault(tag, []).append(pending)

@@ -179,7 +179,7 @@ class StreamingHost:
         await tb.quiesce(timeout_cycles=100 * len(tb.outstanding) + 20_000)
 
     async def clear_counters(self) -> None:
-        await self.tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | int(self.tb.nxm_as_poison))
+        await self.tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | self.tb.control_mode)
         self.ar.clear()
         self.aw.clear()
 

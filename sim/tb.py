@@ -98,7 +98,7 @@ class TB:
         self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed,
                                      coverage=self.coverage)
         self.regions: dict[int, RegionSetup] = {}
-        self.nxm_as_poison = False
+        self.control_mode = 0      # the RW mode bits of CONTROL as last written (params.CONTROL_MODE_BITS)
         self.dropped_by_reset = 0
         self._next_tag = 0
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params)}
@@ -194,9 +194,10 @@ class TB:
         assert resp == AXI_RESP_OKAY, f"CSR read {address:#x} answered {resp}"
         return data
 
-    async def set_nxm_as_poison(self, enable: bool) -> None:
-        self.nxm_as_poison = enable
-        await self.csr_write(CSR_CONTROL, int(enable))
+    async def set_control_mode(self, mode: int) -> None:
+        """Write CONTROL's mode bits (nxm_as_poison, mem_data_nxm, hole_poison; params.CONTROL_MODE_BITS)."""
+        self.control_mode = mode
+        await self.csr_write(CSR_CONTROL, mode)
 
     async def program_region(self, region: RegionSetup, *, in_flight_ok: bool = False) -> None:
         for address, value in region_csr_writes(self.params, region.index, region.base_line, region.n_superblocks,
@@ -363,8 +364,8 @@ class TB:
         self.regions = {}
         for region in regions:
             await self.program_region(region)
-        if self.nxm_as_poison:
-            await self.set_nxm_as_poison(True)
+        if self.control_mode:
+            await self.set_control_mode(self.control_mode)
 
     # --- end-of-test checks -------------------------------------------------------------------------------
     async def read_counters(self) -> list[int]:

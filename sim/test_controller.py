@@ -19,11 +19,12 @@ import numpy as np
 from smartquant.golden import layout
 from smartquant.golden.device import superblocks_for
 from smartquant.params import (
-    CONTROL_CLEAR_POISON, CSR_CONTROL, CSR_STATUS, ControllerParams, Counter, DrsOpcode,
-    Format, ReqOpcode, Rounding, RwdOpcode, View, counter_name,
+    CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON, CSR_CONTROL,
+    CSR_STATUS, ControllerParams, Counter, DrsOpcode,
+    Format, ReqOpcode, Rounding, RwdOpcode, RWD_READS, View, counter_name,
 )
 from smartquant.sim.tb import TB, RegionSetup
-from smartquant.sim.traffic import RESERVED_REQ, RESERVED_RWD, RandomTraffic
+from smartquant.sim.traffic import RandomTraffic
 
 
 def settings() -> tuple[ControllerParams, int, int]:
@@ -118,12 +119,14 @@ async def test_every_view_format_and_k(dut, stress):
     await tb.finish()
 
 
-@cocotb.parametrize(nxm_as_poison=[False, True])
-async def test_region_edges_and_unmapped(dut, nxm_as_poison):
-    """First/last line of adjacent regions, one past the end, overlap (lowest index wins), high bits, views 6/7."""
+@cocotb.parametrize(control_mode=[0, CONTROL_NXM_AS_POISON | CONTROL_MEM_DATA_NXM | CONTROL_HOLE_POISON,
+                                   CONTROL_MEM_DATA_NXM])
+async def test_region_edges_and_unmapped(dut, control_mode):
+    """First/last line of adjacent regions, one past the end, overlap (lowest index wins), high bits, views 6/7:
+    decode errors answer all 1s as CONTROL says, holes of a region (views 6/7) MemData 0 (DEVICE.md §3)."""
     tb = await start(dut, stress=True, seed_offset=1)
     tb.scoreboard.record = True
-    await tb.set_nxm_as_poison(nxm_as_poison)
+    await tb.set_control_mode(control_mode)
     rng = np.random.default_rng(tb.seed)
     first = RegionSetup(0, base_line=16, n_superblocks=2, B=4, R=2)
     second = RegionSetup(1, base_line=16 + first.span, n_superblocks=1, B=8, R=1)
@@ -136,20 +139,23 @@ async def test_region_edges_and_unmapped(dut, nxm_as_poison):
     for line in (15, 16, first.base_line + first.span - 1, second.base_line, end - 1, end, end + 100):
         for view in (View.RAW, View.WEIGHT_MAJOR, View.PACKED_K, View.EXPANDED_DEFAULT, 6, 7):
             tb.read(view, line, 1)
-    unmapped = [tb.read(View.RAW, 15), tb.read(View.RAW, end), tb.read(6, 16), tb.read(7, end - 1)]
+    unmapped = [tb.read(View.RAW, 15), tb.read(View.RAW, end)]
     high_bits = tb.address(View.RAW, 16) | (1 << (tb.params.hpa_bits - tb.params.line_offset_bits))
     unmapped.append(tb.req(ReqOpcode.MEM_RD, high_bits))
-    unmapped.append(tb.req(ReqOpcode.MEM_RD, tb.address(View.RAW, 16) | (1 << 45)))
+    unmapped.append(tb.req(ReqOpcode.MEM_RD_TEE, tb.address(View.RAW, 16) | (1 << 45)))
+    holes = [tb.read(6, 16), tb.read(7, end - 1)]
     for line in range(overlap.base_line, overlap.base_line + overlap.span):
         tb.read(View.PACKED_K, line, 1)     # decoded in region 0 (B = 4): lines j < 1 mapped
     await tb.quiesce()
+    nxm_opcode = DrsOpcode.MEM_DATA_NXM if control_mode & CONTROL_MEM_DATA_NXM else DrsOpcode.MEM_DATA
     for tag in unmapped:
         got = tb.scoreboard.responses[tag]
-        assert got["data"] == 0
-        if nxm_as_poison:
-            assert (got["opcode"], got["poison"]) == (DrsOpcode.MEM_DATA, 1), got
-        else:
-            assert (got["opcode"], got["poison"]) == (DrsOpcode.MEM_DATA_NXM, 0), got
+        assert (got["opcode"], got["poison"], got["data"]) == (
+            nxm_opcode, int(bool(control_mode & CONTROL_NXM_AS_POISON)), (1 << tb.params.data_width) - 1), got
+    for tag in holes:
+        got = tb.scoreboard.responses[tag]
+        assert (got["opcode"], got["poison"], got["data"]) == (
+            DrsOpcode.MEM_DATA, int(bool(control_mode & CONTROL_HOLE_POISON)), 0), got
     await tb.finish()
 
 
@@ -209,7 +215,8 @@ async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
 
 @cocotb.test()
 async def test_poison_table_overflow_and_clear(dut):
-    """Poisoned writes mark their block; overflow poisons every read until CONTROL.clear_poison."""
+    """Poisoned writes mark their block; a block the full table cannot take is flagged (STATUS.poison_overflow)
+    but poisons nothing else, until CONTROL.clear_poison."""
     tb = await start(dut, stress=False)
     tb.scoreboard.record = True
     p = tb.params
@@ -222,13 +229,15 @@ async def test_poison_table_overflow_and_clear(dut):
     clean = [tb.read(View.RAW, region.block_lines(0)[0]), tb.read(View.EXPANDED_K, region.block_lines(3)[1], 3)]
     await tb.quiesce()
     assert [tb.scoreboard.responses[t]["poison"] for t in poisoned + clean] == [1, 1, 0, 0]
-    for block in range(3, 3 + p.poison_entries):        # one more distinct block than the table holds
+    last = 3 + p.poison_entries - 1
+    for block in range(3, last + 1):                     # with blocks 1 and 2: two more than the table holds
         tb.write(View.RAW, region.block_lines(block)[0], block, poison=1)
     await tb.quiesce()
     assert await tb.csr_read(CSR_STATUS) & 1 == 1, "poison overflow flag not set"
-    tag = tb.read(View.RAW, region.block_lines(0)[0])
+    tags = [tb.read(View.RAW, region.block_lines(block)[0]) for block in (0, last, last - 1, last - 2)]
     await tb.quiesce()
-    assert tb.scoreboard.responses[tag]["poison"] == 1
+    # no storm: the two lost blocks and a clean one read clean, the listed ones stay poisoned
+    assert [tb.scoreboard.responses[tag]["poison"] for tag in tags] == [0, 0, 0, 1]
     await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
     tag = tb.read(View.RAW, region.block_lines(1)[0])
     await tb.quiesce()
@@ -242,17 +251,23 @@ async def test_poison_table_overflow_and_clear(dut):
 
 @cocotb.test()
 async def test_opcodes_spec_read_invalidate_and_reserved(dut):
-    """MemSpecRd gets no response; MemInv/MemInvNT/MemClnEvct and reserved opcodes get one NDR Cmp each."""
+    """Every CXL 3.1 Req and RwD opcode value (DEVICE.md §4), checked by the scoreboard against the model:
+    MemSpecRd(TEE) / MemRdFwd / MemWrFwd get no response, the reads (TEE included, and MemRdFill on RwD) a DRS,
+    the others an NDR."""
     tb = await start(dut, stress=True, seed_offset=3)
     region = RegionSetup(0, 0, 1, 8, 1)
     await tb.program_region(region)
-    for opcode in [ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT,
-                   *RESERVED_REQ]:
+    for opcode in range(16):
         tb.req(opcode, tb.address(View.PACKED_K, 1, 4))
         tb.req(opcode, tb.address(View.RAW, 9000))
-    for opcode in RESERVED_RWD:
-        tb.rwd(opcode, tb.address(View.RAW, 2), 0xFFFF)
+    for opcode in range(16):
+        if opcode not in RWD_READS:
+            tb.rwd(opcode, tb.address(View.RAW, 2), 0xFFFF)
     tb.read(View.RAW, 2)
+    for opcode in sorted(RWD_READS):     # reads on RwD, each alone (DEVICE.md §4): raw, packed, no region
+        for address in (tb.address(View.RAW, 2), tb.address(View.PACKED_K, 1, 4), tb.address(View.RAW, 9000)):
+            await tb.quiesce()
+            tb.rwd(opcode, address, 0xFFFF, poison=1)
     await tb.finish()
 
 

@@ -21,13 +21,21 @@ import random
 import numpy as np
 
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CSR_CONTROL, MAX_PLANE_RUN, ControllerParams, Format, ReqOpcode,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
+    CSR_CONTROL, MAX_PLANE_RUN, RWD_READS, ControllerParams, Format, ReqOpcode,
     Rounding, RwdOpcode, View,
 )
 from smartquant.sim.tb import TB, RegionSetup
 
-RESERVED_REQ = [op for op in range(16) if op not in {int(o) for o in ReqOpcode}]
-RESERVED_RWD = [op for op in range(16) if op not in {int(o) for o in RwdOpcode}]
+# Req opcodes an HDM-H device only sees from a faulty host (forwarding and TSP flows it does not implement) and
+# the reserved ones; RwD opcodes that neither write nor read (BIConflict) and the reserved ones
+RARE_REQ = [ReqOpcode.MEM_RD_FWD, ReqOpcode.MEM_WR_FWD, ReqOpcode.TE_UPDATE] + [
+    op for op in range(16) if op not in {int(o) for o in ReqOpcode}]
+RARE_RWD = [RwdOpcode.BI_CONFLICT] + [
+    op for op in range(16) if op not in {int(o) for o in RwdOpcode}]
+# every combination of CONTROL's mode bits (decode-error poison, MemData-NXM, hole poison)
+CONTROL_MODES = [CONTROL_NXM_AS_POISON * a | CONTROL_MEM_DATA_NXM * b | CONTROL_HOLE_POISON * c
+                 for a in (0, 1) for b in (0, 1) for c in (0, 1)]
 
 
 @dataclasses.dataclass
@@ -242,16 +250,19 @@ class RandomTraffic:
             await self.stream(budget)
         elif roll < 0.55:
             address, note = self._target(writing=False)
-            opcode = rng.choices([ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD],
-                                 weights=[46, 46, 8])[0]
+            opcode = rng.choices([ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD,
+                                  ReqOpcode.MEM_RD_TEE, ReqOpcode.MEM_RD_DATA_TEE, ReqOpcode.MEM_SPEC_RD_TEE],
+                                 weights=[40, 40, 6, 6, 6, 2])[0]
             await self._issue(note, lambda: tb.req(opcode, address, note=note))
         elif roll < 0.88:
             address, note = self._target(writing=True)
             data = rng.getrandbits(p.data_width)
+            tee = rng.random() < 0.1      # TEE intent: written like the plain opcodes
             if rng.random() < 0.6:
-                opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
+                opcode = RwdOpcode.MEM_WR_TEE if tee else RwdOpcode.MEM_WR
+                enables = (1 << p.line_bytes) - 1
             else:
-                opcode = RwdOpcode.MEM_WR_PTL
+                opcode = RwdOpcode.MEM_WR_PTL_TEE if tee else RwdOpcode.MEM_WR_PTL
                 roll = rng.random()
                 enables = (0 if roll < 0.03 else (1 << p.line_bytes) - 1 if roll < 0.06
                            else rng.getrandbits(p.line_bytes) if roll < 0.5 else self._group_enables())
@@ -264,11 +275,11 @@ class RandomTraffic:
             await self._issue(Note("read", None), lambda: tb.req(opcode, address))
         elif roll < 0.98:
             address, _ = self._target(writing=False)
-            await self._issue(Note("read", None), lambda: tb.req(rng.choice(RESERVED_REQ), address))
+            await self._issue(Note("read", None), lambda: tb.req(rng.choice(RARE_REQ), address))
         else:
             address, _ = self._target(writing=False)
             data = rng.getrandbits(p.data_width)
-            await self._issue(Note("read", None), lambda: tb.rwd(rng.choice(RESERVED_RWD), address, data))
+            await self._issue(Note("read", None), lambda: tb.rwd(rng.choice(RARE_RWD), address, data))
 
     def _group_enables(self) -> int:
         """Byte enables made of whole 8-byte groups (whole INT8..INT16 weights in every format)."""
@@ -324,6 +335,9 @@ class RandomTraffic:
             await tb.check_csrs()
             await self.new_layout()
             await self.epoch_change()
+            # decode-error and hole responses: every phase runs in one of the modes a host may choose
+            await tb.set_control_mode(rng.choice(CONTROL_MODES))
+            await self.fill_reads(2)
             tb.set_knobs(**self._knobs(phase))
             # poisoned writes: rare, but often enough in the error and stress phases to overflow the table
             # (not in the error phase: an overflowed table would poison every read and hide the backend errors)
@@ -400,7 +414,7 @@ class RandomTraffic:
         tb, rng = self.tb, self.rng
         if not self.regions:
             return await self._phase_mixed(budget)
-        await tb.csr_write(CSR_CONTROL, int(tb.nxm_as_poison) | CONTROL_CLEAR_POISON)
+        await tb.csr_write(CSR_CONTROL, tb.control_mode | CONTROL_CLEAR_POISON)
         end = self.issued + budget
         while self.issued < end:
             target = rng.choice(self.regions)
@@ -461,10 +475,22 @@ class RandomTraffic:
             tb.set_knobs(**self._knobs("reset"))
         await self._phase_mixed(max(0, end - self.issued))
 
+    async def fill_reads(self, count: int) -> None:
+        """MemRdFill / MemRdFillTEE reads (on RwD) of random targets, each alone, at quiescence: a fill takes its
+        place among Req reads where it meets them in the read engine, not at the ports the model is fed from
+        (DEVICE.md §4). Sent between phases, so that no phase's sustained pressure is drained for them."""
+        tb, rng = self.tb, self.rng
+        for _ in range(count):
+            address, note = self._target(writing=False)
+            opcode = rng.choice(sorted(RWD_READS))
+            await self._issue(note, lambda: tb.rwd(opcode, address, rng.getrandbits(self.params.data_width),
+                                                   poison=rng.randrange(2), note=note))
+            await tb.quiesce()
+
     async def epoch_change(self) -> None:
         """A register change at quiescence: what a runtime does between layers or tensors."""
         tb, rng = self.tb, self.rng
-        action = rng.choice(["default_k", "layout", "nxm", "clear_poison", "clear_counters"])
+        action = rng.choice(["default_k", "layout", "clear_poison", "clear_counters"])
         if action == "default_k" and self.regions:
             region = rng.choice(self.regions)
             region.default_k = rng.randint(1, region.B)
@@ -472,9 +498,7 @@ class RandomTraffic:
             await tb.program_region(region)
         elif action == "layout":
             await self.new_layout()
-        elif action == "nxm":
-            await tb.set_nxm_as_poison(not tb.nxm_as_poison)
         elif action == "clear_poison":
-            await tb.csr_write(CSR_CONTROL, int(tb.nxm_as_poison) | CONTROL_CLEAR_POISON)
+            await tb.csr_write(CSR_CONTROL, tb.control_mode | CONTROL_CLEAR_POISON)
         else:
-            await tb.csr_write(CSR_CONTROL, int(tb.nxm_as_poison) | CONTROL_CLEAR_COUNTERS)
+            await tb.csr_write(CSR_CONTROL, tb.control_mode | CONTROL_CLEAR_COUNTERS)

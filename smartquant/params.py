@@ -30,19 +30,30 @@ class Rounding(enum.IntEnum):
     TOWARD_ZERO = 2  # INT: dropped low bits are copies of the sign bit (plane 0); BF16: 0..0 (= FLOOR)
 
 
-# CXL.mem opcodes (CXL 3.x, message level)
+# CXL.mem opcodes (CXL 3.1, message level; docs/DEVICE.md §4 gives the response of each)
 class ReqOpcode(enum.IntEnum):
     MEM_INV = 0b0000
     MEM_RD = 0b0001
     MEM_RD_DATA = 0b0010
+    MEM_RD_FWD = 0b0011        # HDM-D (Type 2) forwarding flow: no completion to the host
+    MEM_WR_FWD = 0b0100        # HDM-D (Type 2) forwarding flow: no completion to the host
+    MEM_RD_TEE = 0b0101        # MemRd with TEE intent (TSP)
+    MEM_RD_DATA_TEE = 0b0110   # MemRdData with TEE intent
     MEM_SPEC_RD = 0b1000
     MEM_INV_NT = 0b1001
     MEM_CLN_EVCT = 0b1010
+    MEM_SPEC_RD_TEE = 0b1100   # MemSpecRd with TEE intent: no response either
+    TE_UPDATE = 0b1101         # TSP TE-state update
 
 
 class RwdOpcode(enum.IntEnum):
     MEM_WR = 0b0001
     MEM_WR_PTL = 0b0010
+    BI_CONFLICT = 0b0100       # HDM-DB back-invalidate conflict (never expected by an HDM-H device)
+    MEM_RD_FILL = 0b0101       # a read carried on RwD (TSP partial-write flows): answered like MemRd
+    MEM_WR_TEE = 0b1001
+    MEM_WR_PTL_TEE = 0b1010
+    MEM_RD_FILL_TEE = 0b1101
 
 
 class NdrOpcode(enum.IntEnum):
@@ -55,7 +66,19 @@ class NdrOpcode(enum.IntEnum):
 class DrsOpcode(enum.IntEnum):
     MEM_DATA = 0b000
     MEM_DATA_NXM = 0b001
+    MEM_DATA_TEE = 0b010
 
+
+# How the device answers each Req opcode (DEVICE.md §4). The device implements no TSP (TE state 0, no access
+# control), so the TEE-intent variants are served like their plain opcodes and answered with non-TEE opcodes.
+REQ_READS = frozenset({ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_RD_TEE, ReqOpcode.MEM_RD_DATA_TEE})
+REQ_NO_RESPONSE = frozenset({ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_SPEC_RD_TEE, ReqOpcode.MEM_RD_FWD,
+                             ReqOpcode.MEM_WR_FWD})
+# RwD opcodes that write (the TEE-intent variants write like the plain ones)
+RWD_FULL_WRITES = frozenset({RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_TEE})
+RWD_PARTIAL_WRITES = frozenset({RwdOpcode.MEM_WR_PTL, RwdOpcode.MEM_WR_PTL_TEE})
+# RwD opcodes that read (MemRdFill "is equivalent to MemRd": a DRS, the RwD data is ignored)
+RWD_READS = frozenset({RwdOpcode.MEM_RD_FILL, RwdOpcode.MEM_RD_FILL_TEE})
 
 META_FIELD_NO_OP = 0b11  # responses carry MetaField = No-Op: an HDM-H device keeps no host metadata
 
@@ -219,6 +242,8 @@ class Counter(enum.IntEnum):
     BUSY_CYCLES = 26
     STALL_CYCLES = 27
     AXI_ERRORS = 28    # R beats and B responses with RESP != OKAY (the data they carry is poisoned)
+    HOLE_READS = 29    # reads inside a region that hit a hole (packed j >= k, illegal k, views 6 and 7)
+    RWD_MEM_RD_FILL = 30   # RwD MemRdFill and MemRdFillTEE (reads carried on RwD)
     READS_AT_K1 = 32   # reads_at_k[k] = READS_AT_K1 + k - 1, k = 1..16
 
 
@@ -249,6 +274,9 @@ VERSION_VALUE = 0x0001_0000
 CONTROL_NXM_AS_POISON = 1 << 0
 CONTROL_CLEAR_COUNTERS = 1 << 1
 CONTROL_CLEAR_POISON = 1 << 2
+CONTROL_MEM_DATA_NXM = 1 << 3    # the host accepts MemData-NXM (256B-flit hosts); else decode errors answer MemData
+CONTROL_HOLE_POISON = 1 << 4     # reads of holes inside a region carry poison = 1
+CONTROL_MODE_BITS = CONTROL_NXM_AS_POISON | CONTROL_MEM_DATA_NXM | CONTROL_HOLE_POISON   # the RW bits of CONTROL
 
 
 def region_config_word(*, enable: bool, fmt: Format | int, B: int, R: int, default_k: int,

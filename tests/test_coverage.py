@@ -8,7 +8,8 @@ from amaranth.hdl import Shape
 from smartquant.golden.device import DeviceModel, region_csr_writes
 from smartquant.hdl.cxl.messages import rwd_layout
 from smartquant.params import (
-    CONTROL_NXM_AS_POISON, CSR_CONTROL, ControllerParams, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode, View,
+    CONTROL_NXM_AS_POISON, CSR_CONTROL, ControllerParams, Counter, DrsOpcode, Format, ReqOpcode, Rounding, RwdOpcode,
+    View,
 )
 from smartquant.sim.coverage import (
     AXI_CHANNELS, CXL_CHANNELS, Coverage, ReadDecode, decode_for_coverage, format_name,
@@ -34,10 +35,11 @@ def test_group_sizes_default_params():
         "read view x format": 6 * 5, "write view x format": 6 * 5,
         "format x k": 2 + 4 + 8 + 16 + 16, "format x plane run": 5 * 7, "fill x format": 3 * 5,
         "req opcode": 16, "rwd opcode": 16, "write enables": 5, "stall": 8 * 3, "axi errors": 2,
-        "poison table": 3, "poisoned response": 1, "nxm": 2, "tag reuse": 1, "region rewrite": 2, "reset": 3,
+        "poison table": 3, "poisoned response": 1, "decode error": 4, "hole": 5, "tag reuse": 1,
+        "region rewrite": 2, "reset": 3,
         "queued readers": 1, "dev load": 8,
     }
-    assert sum(sizes.values()) == 240
+    assert sum(sizes.values()) == 247
 
 
 def test_impossible_bins_not_defined_for_b_max_8():
@@ -48,7 +50,7 @@ def test_impossible_bins_not_defined_for_b_max_8():
     assert sorted(cov.bins()["format x k"]) == sorted(
         [f"INT2/k={k}" for k in (1, 2)] + [f"INT4/k={k}" for k in range(1, 5)] + [f"INT8/k={k}" for k in range(1, 9)])
     assert len(cov.bins()["read view x format"]) == 6 * 3
-    assert len(names) == 164
+    assert len(names) == 171
 
 
 def test_opcode_bins_use_the_layout_width_and_names():
@@ -56,7 +58,8 @@ def test_opcode_bins_use_the_layout_width_and_names():
     bins = Coverage(DEFAULT).bins()
     assert len(bins["rwd opcode"]) == 1 << width == 16
     assert {"MEM_WR", "MEM_WR_PTL", "reserved_0b0000", "reserved_0b1111"} <= set(bins["rwd opcode"])
-    assert {"MEM_INV", "MEM_RD", "MEM_SPEC_RD", "MEM_CLN_EVCT", "reserved_0b0011"} <= set(bins["req opcode"])
+    assert {"MEM_INV", "MEM_RD", "MEM_SPEC_RD", "MEM_CLN_EVCT", "MEM_RD_TEE", "MEM_SPEC_RD_TEE",
+            "reserved_0b0111"} <= set(bins["req opcode"])
     assert "reserved_0b0001" not in bins["req opcode"]
 
 
@@ -103,7 +106,7 @@ def sample_sequence(cov, part=None):
         lambda: cov.sample_stall("aw", 0),
         lambda: cov.sample_tag_reuse(),
         lambda: cov.sample_poison_table("overflow"),
-        lambda: cov.sample_nxm(True),
+        lambda: cov.sample_decode_error(True, True),
         lambda: cov.sample_region_rewrite(False),
         lambda: cov.sample_reset(0, 2, 0),
         lambda: cov.sample_queued_readers(DEFAULT.request_depth - 1),
@@ -117,7 +120,7 @@ def sample_sequence(cov, part=None):
 
 
 EXPECTED_HITS = {
-    "req opcode/MEM_RD", "req opcode/MEM_RD_DATA", "req opcode/reserved_0b0011",
+    "req opcode/MEM_RD", "req opcode/MEM_RD_DATA", "req opcode/MEM_RD_FWD",
     "read view x format/EXPANDED_K/INT8", "format x plane run/INT8/R=4", "format x k/INT8/k=3",
     "fill x format/MIDPOINT/INT8",
     "read view x format/RAW/BF16", "format x plane run/BF16/R=64",
@@ -126,7 +129,7 @@ EXPECTED_HITS = {
     "write enables/MemWrPtl some enabled", "write enables/MemWrPtl partial B-byte group", "write enables/MemWr",
     "write view x format/WEIGHT_MAJOR/INT16", "write view x format/PACKED_DEFAULT/INT2",
     "axi errors/write error", "stall/m2s_req/1 cycle", "stall/r/>=8 cycles", "tag reuse/tag reused",
-    "poison table/overflow", "nxm/nxm_as_poison on", "region rewrite/at quiescence", "reset/B owed",
+    "poison table/overflow", "decode error/MemData-NXM poisoned", "region rewrite/at quiescence", "reset/B owed",
     "queued readers/>= request_depth",
 }
 
@@ -135,11 +138,11 @@ def test_hand_built_sequence_hits_exactly_the_expected_bins():
     cov = Coverage(DEFAULT)
     sample_sequence(cov)
     assert hit_bins(cov) == EXPECTED_HITS
-    assert {"axi errors/read error", "nxm/nxm_as_poison off", "stall/aw/1 cycle"} <= set(cov.missed())  # RRESP 0, 0-cycle run
+    assert {"axi errors/read error", "decode error/MemData", "stall/aw/1 cycle"} <= set(cov.missed())  # RRESP 0, 0-cycle run
     assert set(cov.missed()) == all_bins(cov) - EXPECTED_HITS
     assert cov.bins()["dev load"]["DRS/2"] == 1
     assert not cov.unexpected
-    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 240)
+    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 247)
 
 
 def test_partial_group_needs_a_weight_major_mapped_write():
@@ -210,27 +213,27 @@ def test_json_round_trip():
 
 def test_summary_line_format():
     cov = Coverage(DEFAULT)
-    assert cov.summary_line() == "coverage: 0.0% of 240 bins, 240 missed"
+    assert cov.summary_line() == "coverage: 0.0% of 247 bins, 247 missed"
     sample_sequence(cov)
-    assert cov.summary_line() == f"coverage: 12.5% of 240 bins, {240 - len(EXPECTED_HITS)} missed"
+    assert cov.summary_line() == f"coverage: 12.1% of 247 bins, {247 - len(EXPECTED_HITS)} missed"
     full = Coverage.from_json(DEFAULT, {**cov.to_json(), "bins": {g: dict.fromkeys(b, 1)
                                                                      for g, b in cov.bins().items()}})
-    assert full.summary_line() == "coverage: 100.0% of 240 bins"
+    assert full.summary_line() == "coverage: 100.0% of 247 bins"
     assert full.missed() == [] and full.percent() == 100.0
     # one bin short: never shown as 100.0%
     data = full.to_json()
-    data["bins"]["nxm"]["nxm_as_poison on"] = 0
-    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.5% of 240 bins, 1 missed"
+    data["bins"]["decode error"]["MemData-NXM poisoned"] = 0
+    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.5% of 247 bins, 1 missed"
     assert re.fullmatch(r"coverage: \d+\.\d% of \d+ bins(, \d+ missed)?", cov.summary_line())
 
 
 def test_table_lists_every_group():
     cov = Coverage(SMALL)
-    cov.sample_nxm(False)
+    cov.sample_decode_error(False, False)
     lines = cov.table().splitlines()
     assert lines[0].split() == ["group", "bins", "hit", "percent"]
-    assert any(re.fullmatch(r"nxm\s+1 / 2\s+50\.0%", line) for line in lines)
-    assert re.fullmatch(r"total\s+1 / 164\s+0\.6%", lines[-1])
+    assert any(re.fullmatch(r"decode error\s+1 / 4\s+25\.0%", line) for line in lines)
+    assert re.fullmatch(r"total\s+1 / 171\s+0\.5%", lines[-1])
     assert len([line for line in lines if "/" in line]) == len(cov.bins()) + 1
 
 
@@ -275,9 +278,20 @@ def test_decode_for_coverage_matches_the_golden_model(view, line, k_field, expec
     address = model.address(view, line, k_field)
     decode = decode_for_coverage(model, address)
     assert decode == expected
-    # the model answers the read as mapped exactly when the decode says so
-    response, = model.req(ReqOpcode.MEM_RD, address, tag=1)
-    assert (response.opcode == DrsOpcode.MEM_DATA) == (decode is not None and decode.mapped)
+    # the model serves the read exactly when the decode says mapped; None is a decode error, else a hole
+    model.req(ReqOpcode.MEM_RD, address, tag=1)
+    assert (model.counter(Counter.NXM_READS), model.counter(Counter.HOLE_READS)) == (
+        (1, 0) if decode is None else (0, 0) if decode.mapped else (0, 1))
+
+
+def test_hole_bins_name_the_kind_of_hole_and_the_poison_mode():
+    model = programmed_model()
+    cov = Coverage(DEFAULT)
+    for (view, line, k), poison in (((View.PACKED_K, 34, 2), False), ((View.EXPANDED_K, 39, 9), True),
+                                    ((7, 40, 0), False)):
+        cov.sample_hole(decode_for_coverage(model, model.address(view, line, k)), poison)
+    assert cov.bins()["hole"] == {"packed j >= k": 1, "illegal k": 1, "reserved view": 1, "hole poison off": 2,
+                                  "hole poison on": 1}
 
 
 def test_decode_high_bits_and_disabled_region():
@@ -306,7 +320,7 @@ def test_merge_coverage_command_adds_runs_and_lists_what_both_missed(tmp_path, c
     from smartquant.cli import main
     first, second = Coverage(ControllerParams()), Coverage(ControllerParams())
     first.sample_tag_reuse()
-    second.sample_nxm(True)
+    second.sample_decode_error(True, True)
     paths = []
     for name, coverage in (("a.json", first), ("b.json", second)):
         path = tmp_path / name
@@ -315,5 +329,6 @@ def test_merge_coverage_command_adds_runs_and_lists_what_both_missed(tmp_path, c
     out = tmp_path / "merged.json"
     assert main(["sim", "--merge-coverage", *paths, "--coverage-report", str(out)]) == 1   # bins still missed
     merged = Coverage.from_json(ControllerParams(), json.loads(out.read_text()))
-    assert merged.bins()["tag reuse"]["tag reused"] == 1 and merged.bins()["nxm"]["nxm_as_poison on"] == 1
-    assert "nxm/nxm_as_poison off" in capsys.readouterr().out
+    assert (merged.bins()["tag reuse"]["tag reused"] == 1
+            and merged.bins()["decode error"]["MemData-NXM poisoned"] == 1)
+    assert "decode error/MemData" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from amaranth.sim import Simulator
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
     CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, Format, Rounding, SUPPORTED_B, MAX_PLANE_RUN,
+    CONTROL_MEM_DATA_NXM, CONTROL_HOLE_POISON, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, Format, Rounding, SUPPORTED_B, MAX_PLANE_RUN,
     region_config_word,
 )
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY
@@ -88,7 +88,7 @@ def test_identity_params_and_holes():
         assert (word >> 18) & 0xF == params.buffer_slots
         assert (word >> 22) & 0x3F == params.dram_addr_bits
         # Holes read 0 and swallow writes (documented choice: OKAY, not SLVERR).
-        for hole in (0x014, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 29, 0xFFC):
+        for hole in (0x014, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 31, 0xFFC):
             await axil_write(ctx, dut.bus, hole, 0xFFFF_FFFF)
             assert await axil_read(ctx, dut.bus, hole) == 0
         # ID is read-only.
@@ -220,6 +220,13 @@ def test_control_status_and_pulses():
         await axil_write(ctx, dut.bus, CSR_CONTROL, CONTROL_NXM_AS_POISON)
         assert ctx.get(dut.nxm_as_poison) == 1
         assert await axil_read(ctx, dut.bus, CSR_CONTROL) == CONTROL_NXM_AS_POISON
+        assert (ctx.get(dut.mem_data_nxm), ctx.get(dut.hole_poison)) == (0, 0)
+        # the decode-error opcode and hole-poison mode bits (DEVICE.md §6), each on its own
+        for mode in (CONTROL_MEM_DATA_NXM, CONTROL_HOLE_POISON, CONTROL_NXM_AS_POISON):
+            await axil_write(ctx, dut.bus, CSR_CONTROL, mode)
+            assert await axil_read(ctx, dut.bus, CSR_CONTROL) == mode
+            assert (ctx.get(dut.nxm_as_poison), ctx.get(dut.mem_data_nxm), ctx.get(dut.hole_poison)) == (
+                mode == CONTROL_NXM_AS_POISON, mode == CONTROL_MEM_DATA_NXM, mode == CONTROL_HOLE_POISON)
         assert pulses == {"clear_poison": [], "regions_written": []}
         # Action bits read back 0 and leave nxm_as_poison as written alongside them.
         await axil_write(ctx, dut.bus, CSR_CONTROL, CONTROL_CLEAR_POISON | CONTROL_CLEAR_COUNTERS)
@@ -247,7 +254,7 @@ def test_counter_bank_counts_and_clears():
     n_cycles = 40
     increments = [[rng.randrange(256) for _ in range(N_COUNTERS)] for _ in range(n_cycles)]
     expected = [sum(cycle[n] for cycle in increments) & 0xFFFF_FFFF for n in range(N_COUNTERS)]
-    reserved = set(range(Counter.AXI_ERRORS + 1, Counter.READS_AT_K1))   # 29..31 (DEVICE.md §6)
+    reserved = set(range(Counter.RWD_MEM_RD_FILL + 1, Counter.READS_AT_K1))   # 31 (DEVICE.md §6)
 
     async def tb(ctx):
         await ctx.tick()
@@ -355,7 +362,8 @@ def test_random_accesses_match_device_model():
                 value = await axil_read(ctx, dut.bus, address)
                 expected = 0 if n in TIMING_COUNTERS else model.csr_read(address)
                 assert value == expected, f"read {address:#x}: {value:#x} != {expected:#x}"
-            assert ctx.get(dut.nxm_as_poison) == model.nxm_as_poison
+            assert (ctx.get(dut.nxm_as_poison), ctx.get(dut.mem_data_nxm), ctx.get(dut.hole_poison)) == (
+                model.nxm_as_poison, model.mem_data_nxm, model.hole_poison)
             for i in range(params.n_regions):
                 config = decode_region_config(params, model.region_config[i])
                 entry = dut.regions[i]

@@ -26,6 +26,11 @@ from smartquant.params import (
 P8 = ControllerParams(data_width=128, b_max=16, n_regions=2, request_depth=8, dram_addr_bits=16)
 P4 = ControllerParams(data_width=64, b_max=8, n_regions=1, request_depth=4, dram_addr_bits=14)
 
+# CXL 3.1 Req opcodes by response (DEVICE.md §4): a DRS for MemRd, MemRdData, MemRdTEE, MemRdDataTEE; none for
+# MemRdFwd, MemWrFwd, MemSpecRd, MemSpecRdTEE; an NDR for every other value
+READ_REQ = (0b0001, 0b0010, 0b0101, 0b0110)
+SILENT_REQ = (0b0011, 0b0100, 0b1000, 0b1100)
+
 
 @pytest.mark.parametrize("params,capacity,table", [
     # C = 2 * request_depth + b_max + 5; Optimal from ceil(C/4), Moderate from ceil(C/2), Severe from ceil(3C/4)
@@ -100,9 +105,9 @@ class PortBench:
                 for channel, port in (("req", dut.m2s_req), ("rwd", dut.m2s_rwd)):
                     if channel in offers and ctx.get(port.ready):
                         fields = offers.pop(channel)
-                        if channel == "rwd" or fields["opcode"] != ReqOpcode.MEM_SPEC_RD:
-                            accepted[("drs" if channel == "req" and fields["opcode"] in
-                                      (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA) else "ndr", fields["tag"])] = cycle
+                        if channel == "rwd" or fields["opcode"] not in SILENT_REQ:
+                            accepted[("drs" if channel == "req" and fields["opcode"] in READ_REQ
+                                      else "ndr", fields["tag"])] = cycle
                             delta += 1
                     elif channel in offers and channel == "req" and bench.full_n is None:
                         bench.full_n = n
@@ -177,16 +182,15 @@ def test_load_capacity_is_where_req_back_pressure_starts(params):
 
 
 def test_occupancy_counts_every_opcode_and_never_wraps_under_random_traffic():
-    """Random Req opcodes (reads, MemInv/InvNT/ClnEvct, MemSpecRd which gets no response and is not counted, a
-    reserved opcode which gets an NDR) and unmapped RwD writes (MemWr, MemWrPtl, a reserved opcode), with long
+    """Random Req opcodes (reads with and without TEE intent, MemInv/InvNT/ClnEvct, MemSpecRd(TEE), MemRdFwd and
+    MemWrFwd which get no response and are not counted, TEUpdate and reserved opcodes which get an NDR) and unmapped RwD writes (MemWr, MemWrPtl, a reserved opcode), with long
     stretches of DRS / NDR back-pressure: the RTL counter follows the port count every cycle (checked in the
     bench), every DevLoad is exact and within its range, and the device drains back to N = 0."""
     params = P8
     rng = random.Random(4)
     # half reads: the Cmp FIFO fills long before the read queues do, so fewer reads would stall Req before N
     # could pass the read capacity
-    opcodes = [ReqOpcode.MEM_RD, ReqOpcode.MEM_RD, ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_RD_DATA,
-               ReqOpcode.MEM_INV, ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, 0b0011]
+    opcodes = [*READ_REQ, *READ_REQ, *range(16)]
     left = {"req": 600, "rwd": 200}
 
     def offer(channel, make):

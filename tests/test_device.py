@@ -12,7 +12,8 @@ from smartquant.golden.device import (
     PREDICTED_COUNTERS, DeviceModel, ReadBurst, WriteBurst, region_csr_writes, superblocks_for,
 )
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
+    CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID,
     CSR_PARAMS, CSR_REGION_BASE, CSR_STATUS, CSR_VERSION, META_FIELD_NO_OP, ControllerParams, Counter, DrsOpcode,
     Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, region_config_word,
 )
@@ -47,10 +48,22 @@ def data_bytes(response) -> np.ndarray:
     return np.frombuffer(response.data.to_bytes(LINE_BYTES, "little"), dtype=np.uint8)
 
 
-def is_nxm(response, as_poison=False):
-    if as_poison:
-        return response.opcode == DrsOpcode.MEM_DATA and response.poison == 1 and response.data == 0
-    return response.opcode == DrsOpcode.MEM_DATA_NXM and response.poison == 0 and response.data == 0
+ALL_ONES = (1 << 512) - 1
+
+
+def is_nxm(response, poison=False, nxm_opcode=False):
+    """A decode error's DRS (DEVICE.md §3): all-1s data, MemData-NXM only when CONTROL.mem_data_nxm is set,
+    poison = CONTROL.nxm_as_poison."""
+    opcode = DrsOpcode.MEM_DATA_NXM if nxm_opcode else DrsOpcode.MEM_DATA
+    return (response.channel, response.opcode, response.poison, response.data) == ("drs", opcode, int(poison),
+                                                                                     ALL_ONES)
+
+
+def is_hole(response, poison=False):
+    """A hole's DRS (in a region: packed j >= k, illegal k, views 6 and 7): MemData, data 0, poison =
+    CONTROL.hole_poison."""
+    return (response.channel, response.opcode, response.poison, response.data) == ("drs", DrsOpcode.MEM_DATA,
+                                                                                     int(poison), 0)
 
 
 def int8_block(seed=1):
@@ -212,17 +225,23 @@ def test_r1_read_is_one_burst_of_k_lines():
 
 
 # --- unmapped, illegal, dropped ----------------------------------------------------------------------------
-def test_unmapped_reads_nxm_and_as_poison():
+def test_decode_errors_answer_all_ones_with_the_control_opcode_and_poison():
+    """Only an address no region holds (or with bits above the map) is a decode error: all-1s data, MemData-NXM
+    only for a host that accepts it (CONTROL[3]), poison per CONTROL[0]; reserved views inside a region are holes.
+    Regression: the device answered MemData-NXM with data 0 by default, and also for reserved views."""
     model = make_model(n_superblocks=1)                   # window: lines BASE .. BASE+7
     high = model.address(View.RAW, BASE) | (1 << (PARAMS.hpa_bits - PARAMS.line_offset_bits))
-    cases = [model.address(View.RAW, BASE - 1), model.address(View.RAW, BASE + 8), high,
-             model.address(6, BASE), model.address(7, BASE)]
-    for address in cases:
-        assert is_nxm(model.req(ReqOpcode.MEM_RD, address, 3)[0])
-    model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON)
-    for address in cases:
-        assert is_nxm(model.req(ReqOpcode.MEM_RD_DATA, address, 3)[0], as_poison=True)
-    assert model.counter(Counter.NXM_READS) == 10
+    cases = [model.address(View.RAW, BASE - 1), model.address(View.RAW, BASE + 8), high]
+    for poison in (False, True):
+        for nxm_opcode in (False, True):
+            model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON * poison | CONTROL_MEM_DATA_NXM * nxm_opcode)
+            for opcode in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_RD_TEE, ReqOpcode.MEM_RD_DATA_TEE):
+                for address in cases:
+                    assert is_nxm(model.req(opcode, address, 3)[0], poison=poison, nxm_opcode=nxm_opcode)
+    assert model.counter(Counter.NXM_READS) == 4 * 4 * len(cases)
+    for view in (6, 7):                                   # reserved views: holes of the region, never NXM
+        assert is_hole(model.req(ReqOpcode.MEM_RD, model.address(view, BASE), 3)[0])
+    assert model.counter(Counter.HOLE_READS) == 2 and model.counter(Counter.NXM_READS) == 4 * 4 * len(cases)
     assert model.counter(Counter.POISON_READS) == 0 and model.counter(Counter.DRAM_LINES_READ) == 0
 
 
@@ -241,8 +260,13 @@ def test_illegal_k_and_packed_line_past_k():
     for view, k, line in [(View.PACKED_K, 0, BASE), (View.PACKED_K, 9, BASE), (View.EXPANDED_K, 9, BASE),
                           (View.PACKED_DEFAULT, 0, BASE), (View.EXPANDED_DEFAULT, 0, BASE),
                           (View.PACKED_K, 3, BASE + 3), (View.PACKED_K, 3, BASE + 7)]:
-        assert is_nxm(read(model, view, line, k=k))
-    assert model.counter(Counter.NXM_READS) == 7
+        assert is_hole(read(model, view, line, k=k))
+    model.csr_write(CSR_CONTROL, CONTROL_HOLE_POISON)     # a host may ask for poison on holes
+    assert is_hole(read(model, View.PACKED_K, BASE + 3, k=3), poison=True)
+    model.csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON)   # decode-error poison does not reach holes
+    assert is_hole(read(model, View.PACKED_K, BASE + 3, k=3))
+    assert model.counter(Counter.HOLE_READS) == 9 and model.counter(Counter.NXM_READS) == 0
+    assert model.counter(Counter.POISON_READS) == 0
     assert model.counter(Counter.BUFFER_MISSES) == 0 and model.axi_bursts == []
     # views 0 and 1 ignore the k field
     assert not is_nxm(read(model, View.RAW, BASE, k=31)) and not is_nxm(read(model, View.WEIGHT_MAJOR, BASE, k=31))
@@ -260,21 +284,45 @@ def test_dropped_and_unmapped_writes():
     assert model.counter(Counter.NDR_SENT) == 8
 
 
-def test_opcodes_spec_read_invalidate_reserved():
+def test_every_cxl31_opcode_gets_its_response():
+    """CXL 3.1 Req and RwD opcodes (DEVICE.md §4): MemSpecRd(TEE), MemRdFwd and MemWrFwd get no response, the
+    TEE-intent reads a DRS like MemRd / MemRdData, TEUpdate and reserved opcodes an NDR Cmp, the TEE-intent
+    writes write, MemRdFill(TEE) on RwD reads like MemRd. Regression: MemRdTEE / MemRdDataTEE / MemRdFill were
+    answered Cmp, MemSpecRdTEE got a Cmp."""
     model = make_model()
-    assert model.req(ReqOpcode.MEM_SPEC_RD, model.address(View.RAW, BASE), 1) == []
-    for opcode in (ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, 0b0011, 0b1111):
-        (response,) = model.req(opcode, model.address(View.RAW, BASE), 9, ld_id=2)
+    raw = model.address(View.RAW, BASE)
+    for opcode in (ReqOpcode.MEM_SPEC_RD, ReqOpcode.MEM_SPEC_RD_TEE, ReqOpcode.MEM_RD_FWD, ReqOpcode.MEM_WR_FWD):
+        assert model.req(opcode, raw, 1) == []
+    for opcode in (ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT, ReqOpcode.TE_UPDATE, 0b0111,
+                   0b1011, 0b1110, 0b1111):
+        (response,) = model.req(opcode, raw, 9, ld_id=2)
         assert (response.channel, response.opcode, response.tag, response.ld_id) == ("ndr", NdrOpcode.CMP, 9, 2)
+    line = data_bytes(read(model, View.RAW, BASE))
+    for opcode in (ReqOpcode.MEM_RD_TEE, ReqOpcode.MEM_RD_DATA_TEE):
+        (response,) = model.req(opcode, raw, 5)
+        assert (response.channel, response.opcode, response.tag) == ("drs", DrsOpcode.MEM_DATA, 5)
+        assert np.array_equal(data_bytes(response), line)
+    for opcode in (RwdOpcode.MEM_RD_FILL, RwdOpcode.MEM_RD_FILL_TEE):    # RwD data and poison are ignored
+        (response,) = model.rwd(opcode, raw, 6, (1 << 512) - 1, ALL_BYTES, 1, ld_id=3)
+        assert (response.channel, response.opcode, response.tag, response.ld_id, response.poison) == (
+            "drs", DrsOpcode.MEM_DATA, 6, 3, 0)
+        assert np.array_equal(data_bytes(response), line)
     before = model.memory.copy()
-    for opcode in (0b0000, 0b0011, 0b1111):
-        (response,) = model.rwd(opcode, model.address(View.RAW, BASE), 4, 1, ALL_BYTES, 0)
+    for opcode in (0b0000, 0b0011, 0b1111, RwdOpcode.BI_CONFLICT):
+        (response,) = model.rwd(opcode, raw, 4, 1, ALL_BYTES, 0)
         assert (response.channel, response.opcode, response.tag) == ("ndr", NdrOpcode.CMP, 4)
     assert np.array_equal(model.memory, before)
+    write(model, View.RAW, BASE, b"\x11" * 64, opcode=RwdOpcode.MEM_WR_TEE)
+    assert np.array_equal(data_bytes(read(model, View.RAW, BASE)), np.full(64, 0x11, np.uint8))
+    write(model, View.RAW, BASE, b"\x22" * 64, opcode=RwdOpcode.MEM_WR_PTL_TEE, byte_enable=0xFF)
+    assert np.array_equal(data_bytes(read(model, View.RAW, BASE)), np.array([0x22] * 8 + [0x11] * 56, np.uint8))
     counts = model.counters
-    assert (counts["req_mem_spec_rd"], counts["req_mem_inv"], counts["req_mem_inv_nt"],
-            counts["req_mem_cln_evct"], counts["req_bad_opcode"], counts["rwd_bad_opcode"]) == (1, 1, 1, 1, 2, 3)
-    assert counts["ndr_sent"] == 8 and counts["drs_sent"] == 0 and model.axi_bursts == []
+    assert (counts["req_mem_spec_rd"], counts["req_mem_inv"], counts["req_mem_inv_nt"], counts["req_mem_cln_evct"],
+            counts["req_bad_opcode"], counts["rwd_bad_opcode"]) == (2, 1, 1, 1, 7, 4)
+    assert (counts["req_mem_rd"], counts["req_mem_rd_data"], counts["rwd_mem_wr"], counts["rwd_mem_wr_ptl"]) == (
+        4, 1, 1, 1)
+    assert counts["rwd_mem_rd_fill"] == 2 and counts["poison_writes"] == 0 and counts["raw_reads"] == 7
+    assert counts["ndr_sent"] == 8 + 4 + 2 and counts["drs_sent"] == 7
 
 
 # --- partial writes ----------------------------------------------------------------------------------------
@@ -353,15 +401,18 @@ def test_backend_write_error_enters_the_block_in_the_poison_table():
 
 
 def test_poison_overflow_rule_and_clearing():
+    """A poisoned block the full table cannot take is flagged (STATUS.poison_overflow) and counted
+    (DeviceModel.poisons_lost), and poisons nothing else. Regression: an overflow poisoned every read."""
     model = make_model(B=8, n_superblocks=4)             # PARAMS.poison_entries = 2
     for block in (0, 0, 1):                              # the repeated block takes one entry
         write(model, View.WEIGHT_MAJOR, BASE + 8 * block, bytes(64), poison=1)
     assert model.csr_read(CSR_STATUS) == 0
     assert read(model, View.RAW, BASE + 8 * 2).poison == 0
     write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # third distinct block: overflow
-    assert model.csr_read(CSR_STATUS) & 1
-    assert all(read(model, View.RAW, BASE + 8 * block).poison for block in range(4))
-    assert is_nxm(read(model, View.RAW, 0))               # unmapped reads keep their NXM answer
+    write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # lost again: counted again
+    assert model.csr_read(CSR_STATUS) & 1 and model.poisons_lost == 2
+    assert [read(model, View.RAW, BASE + 8 * block).poison for block in range(4)] == [1, 1, 0, 0]
+    assert is_nxm(read(model, View.RAW, 0))               # decode errors keep their answer
     model.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
     assert model.csr_read(CSR_STATUS) == 0 and model.csr_read(CSR_CONTROL) == 0
     assert not any(read(model, View.RAW, BASE + 8 * block).poison for block in range(4))

@@ -417,9 +417,9 @@ def test_board_system_serves_a_tensor_at_precision_k_like_the_golden_model():
             await bench.request(ctx, ReqOpcode.MEM_RD_DATA, View.PACKED_DEFAULT, view_line + 1)
             await bench.request(ctx, ReqOpcode.MEM_RD, View.WEIGHT_MAJOR, view_line + 7)
             await bench.request(ctx, ReqOpcode.MEM_RD, View.RAW, first + R)
-        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line + 5, k=3)      # j >= k: NXM
-        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line, k=9)          # k > B: NXM
-        await bench.request(ctx, ReqOpcode.MEM_RD, View.RAW, 2)                            # no region
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line + 5, k=3)      # j >= k: a hole
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.PACKED_K, base_line, k=9)          # k > B: a hole
+        await bench.request(ctx, ReqOpcode.MEM_RD, View.RAW, 2)                            # no region: decode
         await bench.request(ctx, ReqOpcode.MEM_INV, View.RAW, 2)                           # NDR Cmp
         for counter in PREDICTED_COUNTERS:
             await bench.csr_read(ctx, CSR_COUNTER_BASE + 4 * counter)

@@ -1,5 +1,6 @@
 """PoisonTable against a Python model of DEVICE.md §4: a set of at most poison_entries distinct blocks, a sticky
-overflow flag that poisons every read, and a clear that empties both."""
+overflow flag (and a `lost` pulse) when a new block finds the table full, which poisons nothing else, and a
+clear that empties both."""
 import random
 
 import pytest
@@ -11,7 +12,7 @@ from smartquant.hdl.engine.poison import PoisonTable
 
 def simulate(params, ops):
     """ops: per cycle (insert or None, clear, query). Checks every query and the flag against the model and
-    returns what the hardware answered, per cycle: (query_poisoned, overflow)."""
+    returns what the hardware answered, per cycle: (query_poisoned, overflow, lost)."""
     dut = PoisonTable(params)
     poisoned = set()
     overflow = False
@@ -22,8 +23,7 @@ def simulate(params, ops):
         for insert, clear, query in ops:
             ctx.set(dut.query_region, query[0])
             ctx.set(dut.query_block, query[1])
-            observed.append((ctx.get(dut.query_poisoned), ctx.get(dut.overflow)))
-            assert ctx.get(dut.query_poisoned) == (overflow or query in poisoned), (query, poisoned, overflow)
+            assert ctx.get(dut.query_poisoned) == (query in poisoned), (query, poisoned, overflow)
             assert ctx.get(dut.overflow) == overflow
             assert ctx.get(dut.count) == len(poisoned)
             ctx.set(dut.clear, clear)
@@ -31,15 +31,18 @@ def simulate(params, ops):
             if insert is not None:
                 ctx.set(dut.insert.region, insert[0])
                 ctx.set(dut.insert.block, insert[1])
+            lost = (not clear and insert is not None and insert not in poisoned
+                    and len(poisoned) == params.poison_entries)
+            assert ctx.get(dut.lost) == lost
+            observed.append((ctx.get(dut.query_poisoned), ctx.get(dut.overflow), ctx.get(dut.lost)))
             await ctx.tick()
             if clear:
                 poisoned.clear()
                 overflow = False
-            elif insert is not None and insert not in poisoned:
-                if len(poisoned) == params.poison_entries:
-                    overflow = True
-                else:
-                    poisoned.add(insert)
+            elif lost:
+                overflow = True
+            elif insert is not None:
+                poisoned.add(insert)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -64,20 +67,23 @@ def test_random_inserts_queries_clears(entries):
 def test_hand_worked_overflow_and_clear():
     params = ControllerParams(n_regions=2, poison_entries=2)
     a, b, a_in_region1 = (0, 5), (0, 6), (1, 5)
-    ops = [                            # (insert, clear, query) -> expected (poisoned, overflow) this cycle
-        (a, False, a),                 # (0, 0) empty table
-        (a, False, a),                 # (1, 0) a present; the duplicate insert uses no entry
-        (b, False, a_in_region1),      # (0, 0) same block number, other region
-        (None, False, b),              # (1, 0) table full: a, b
-        (a_in_region1, False, (0, 7)),  # (0, 0) does not fit: overflow from the next cycle
-        (None, False, (0, 7)),         # (1, 1) overflow poisons every read
-        (None, True, (0, 7)),          # (1, 1) clear takes effect at the edge
-        (None, False, a),              # (0, 0) a is gone too
+    ops = [                            # (insert, clear, query) -> expected (poisoned, overflow, lost) this cycle
+        (a, False, a),                 # (0, 0, 0) empty table
+        (a, False, a),                 # (1, 0, 0) a present; the duplicate insert uses no entry
+        (b, False, a_in_region1),      # (0, 0, 0) same block number, other region
+        (None, False, b),              # (1, 0, 0) table full: a, b
+        (a_in_region1, False, (0, 7)),  # (0, 0, 1) does not fit: lost now, overflow from the next cycle
+        (None, False, a_in_region1),   # (0, 1, 0) the lost block is not poisoned ...
+        (None, False, (0, 7)),         # (0, 1, 0) ... and no other read is (regression: all were)
+        (None, False, a),              # (1, 1, 0) the listed blocks still are
+        (None, True, (0, 7)),          # (0, 1, 0) clear takes effect at the edge
+        (None, False, a),              # (0, 0, 0) a is gone too
     ]
-    expected = [(0, 0), (1, 0), (0, 0), (1, 0), (0, 0), (1, 1), (1, 1), (0, 0)]
+    expected = [(0, 0, 0), (1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (1, 1, 0), (0, 1, 0),
+                (0, 0, 0)]
     assert simulate(params, ops) == expected
 
 
 def test_clear_wins_over_insert_in_same_cycle():
     params = ControllerParams(poison_entries=2)
-    assert simulate(params, [((0, 1), True, (0, 1)), (None, False, (0, 1))]) == [(0, 0), (0, 0)]
+    assert simulate(params, [((0, 1), True, (0, 1)), (None, False, (0, 1))]) == [(0, 0, 0), (0, 0, 0)]

@@ -20,10 +20,12 @@ from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.cxl.messages import drs_layout, unpack
 from smartquant.hdl.engine.read_engine import ReadEngine, DRS_OUTPUT_CYCLES
 from smartquant.hdl.engine.packer import START_TO_LINE_CYCLES
-from smartquant.params import ControllerParams, Counter, Format, ReqOpcode, Rounding, View, N_COUNTERS
+from smartquant.params import (
+    CONTROL_MODE_BITS, CSR_CONTROL, ControllerParams, Counter, Format, ReqOpcode, Rounding, View, N_COUNTERS,
+)
 
 READ_SIDE_COUNTERS = [Counter.DRS_SENT, Counter.DRAM_LINES_READ, Counter.READ_BURSTS, Counter.BUFFER_HITS,
-                      Counter.BUFFER_MISSES, Counter.NXM_READS, Counter.POISON_READS, Counter.RAW_READS,
+                      Counter.BUFFER_MISSES, Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
                       Counter.AXI_ERRORS] + \
                      [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)]
 
@@ -51,7 +53,7 @@ class ReadHarness:
     """Drives a ReadEngine cycle by cycle from one testbench; the golden model predicts every response."""
 
     def __init__(self, params, regions, seed=0, memory_latency=2, r_stall=0.0, ar_stall=0.0, drs_stall=0.0,
-                 req_gap=0.0, nxm_as_poison=0, poisoned_blocks=(), error_lines=(), invalidate=None,
+                 req_gap=0.0, control_mode=0, poisoned_blocks=(), error_lines=(), invalidate=None,
                  drs_hold_cycles=0):
         self.params = params
         self.drs_hold_cycles = drs_hold_cycles   # DRS ready held low for the first cycles of the run
@@ -62,13 +64,12 @@ class ReadHarness:
         self.rng = random.Random(seed)
         self.memory_latency = memory_latency
         self.r_stall, self.ar_stall, self.drs_stall, self.req_gap = r_stall, ar_stall, drs_stall, req_gap
-        self.nxm_as_poison = nxm_as_poison
+        self.control_mode = control_mode   # CONTROL's mode bits: decode-error poison and opcode, hole poison
         self.model = DeviceModel(params)
         for i, region in enumerate(regions):
             self.model.program(region_csr_writes(params, i, region.base_line, region.n_superblocks, region.fmt,
                                                  region.B, region.R, region.default_k, region.rounding))
-        if nxm_as_poison:
-            self.model.nxm_as_poison = True
+        self.model.csr_write(CSR_CONTROL, control_mode)
         self.poisoned = set(poisoned_blocks)
         self.model.poison_table.extend(self.poisoned)
         # random raw contents for every region window (any bit pattern is a valid plane line)
@@ -106,7 +107,9 @@ class ReadHarness:
             for i, region in enumerate(harness.regions):
                 for name, value in region.entry(params).items():
                     ctx.set(getattr(dut.regions[i], name), value)
-            ctx.set(dut.nxm_as_poison, harness.nxm_as_poison)
+            ctx.set(dut.nxm_as_poison, harness.model.nxm_as_poison)
+            ctx.set(dut.mem_data_nxm, harness.model.mem_data_nxm)
+            ctx.set(dut.hole_poison, harness.model.hole_poison)
             ctx.set(dut.toward_zero, sum(1 << i for i, region in enumerate(harness.regions)
                                          if region.rounding == Rounding.TOWARD_ZERO))
             cycle = 0
@@ -251,7 +254,7 @@ def test_directed_reads_of_every_view():
     ]
     h.run(addresses)
     assert len(h.drs_log) == len(addresses)
-    assert h.events[Counter.NXM_READS] == 7
+    assert h.events[Counter.NXM_READS] == 2 and h.events[Counter.HOLE_READS] == 5
 
 
 @pytest.mark.parametrize("seed", [2, 3])
@@ -260,7 +263,8 @@ def test_random_reads_with_backpressure_and_poison(seed):
     r0, r1, _ = REGIONS
     poisoned = {(0, 1), (1, 6), (0, 3)}
     h = ReadHarness(P128, REGIONS, seed=seed, memory_latency=rng.randrange(1, 6), r_stall=0.3, ar_stall=0.3,
-                    drs_stall=0.3, req_gap=0.2, nxm_as_poison=seed % 2, poisoned_blocks=poisoned)
+                    drs_stall=0.3, req_gap=0.2, control_mode=(0, CONTROL_MODE_BITS)[seed % 2],
+                    poisoned_blocks=poisoned)
     h.run(every_view_addresses(h, rng, 90))
     assert h.events[Counter.POISON_READS] > 0 and h.events[Counter.BUFFER_HITS] > 0
 

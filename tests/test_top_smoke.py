@@ -224,7 +224,9 @@ def test_program_write_and_read_back_end_to_end():
     tag += 1
     h.steps.append(("drain",))
     csr_write(CSR_CONTROL, CONTROL_NXM_AS_POISON)
-    req(ReqOpcode.MEM_RD_DATA, model.address(6, base), tag)      # reserved view, now answered with poison
+    req(ReqOpcode.MEM_RD_DATA, model.address(6, base), tag)      # reserved view: a hole (poison stays 0)
+    tag += 1
+    req(ReqOpcode.MEM_RD_DATA, model.address(View.RAW, 0x10), tag)   # decode error, now answered with poison
     tag += 1
     h.steps.append(("drain",))
     for n in PREDICTED_COUNTERS + (Counter.BUSY_CYCLES, Counter.STALL_CYCLES):
@@ -321,7 +323,7 @@ def test_req_front_end_sorts_opcodes_and_counts_them():
     from smartquant.hdl.cxl.frontend import ReqFrontEnd
     dut = ReqFrontEnd(PARAMS)
     rng = random.Random(2)
-    opcodes = [rng.choice([0b0000, 0b0001, 0b0010, 0b1000, 0b1001, 0b1010, 0b0011, 0b1111]) for _ in range(80)]
+    opcodes = [rng.randrange(16) for _ in range(120)]    # every 4-bit Req opcode (CXL 3.1 table, DEVICE.md §4)
     to_send = deque(enumerate(opcodes))
     reads, cmps = [], []
     events = [0] * 64
@@ -353,12 +355,14 @@ def test_req_front_end_sorts_opcodes_and_counts_them():
     sim.add_testbench(bench)
     sim.run()
     assert not to_send
-    assert reads == [(t, t * 3) for t, op in enumerate(opcodes) if op in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA)]
-    assert cmps == [t for t, op in enumerate(opcodes)
-                    if op not in (ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD)]
-    for counter, codes in ((Counter.REQ_MEM_INV, [0]), (Counter.REQ_MEM_RD, [1]), (Counter.REQ_MEM_RD_DATA, [2]),
-                           (Counter.REQ_MEM_SPEC_RD, [8]), (Counter.REQ_MEM_INV_NT, [9]),
-                           (Counter.REQ_MEM_CLN_EVCT, [10]), (Counter.REQ_BAD_OPCODE, [3, 15])):
+    # reads: MemRd, MemRdData, MemRdTEE, MemRdDataTEE; no response: MemRdFwd, MemWrFwd, MemSpecRd, MemSpecRdTEE
+    reads_codes, silent_codes = (0b0001, 0b0010, 0b0101, 0b0110), (0b0011, 0b0100, 0b1000, 0b1100)
+    assert reads == [(t, t * 3) for t, op in enumerate(opcodes) if op in reads_codes]
+    assert cmps == [t for t, op in enumerate(opcodes) if op not in reads_codes + silent_codes]
+    for counter, codes in ((Counter.REQ_MEM_INV, [0]), (Counter.REQ_MEM_RD, [1, 5]),
+                           (Counter.REQ_MEM_RD_DATA, [2, 6]), (Counter.REQ_MEM_SPEC_RD, [8, 12]),
+                           (Counter.REQ_MEM_INV_NT, [9]), (Counter.REQ_MEM_CLN_EVCT, [10]),
+                           (Counter.REQ_BAD_OPCODE, [3, 4, 7, 11, 13, 14, 15])):
         assert events[counter] == sum(op in codes for op in opcodes), counter.name
 
 
@@ -521,3 +525,90 @@ def test_generated_verilog_has_no_constant_never_running_blocks(tmp_path):
     warnings = [line for line in result.stderr.splitlines() if line.startswith("%Warning-")]
     assert warnings, "verilator -Wall printed no warnings at all: is the lint running?"
     assert not [w for w in warnings if "ALWNEVER" in w or "UNDRIVEN" in w], warnings
+
+
+def test_rwd_front_end_sends_mem_rd_fill_to_the_read_side():
+    """RwD split (DEVICE.md §4): MemRdFill / MemRdFillTEE (0101, 1101) leave on `fill` with their address, tag
+    and LD-ID, every other opcode on `write` unchanged, each stream in arrival order; RwD.ready is a register."""
+    from smartquant.hdl.cxl.frontend import RwdFrontEnd
+    dut = RwdFrontEnd(PARAMS)
+    rng = random.Random(7)
+    opcodes = [rng.randrange(16) for _ in range(150)]
+    to_send = deque(enumerate(opcodes))
+    fills, writes = [], []
+    events = [0] * 64
+
+    async def bench(ctx):
+        for _ in range(800):
+            offer = bool(to_send)
+            ctx.set(dut.rwd.valid, offer)
+            if offer:
+                tag, opcode = to_send[0]
+                ctx.set(dut.rwd.p.opcode, opcode)
+                ctx.set(dut.rwd.p.tag, tag)
+                ctx.set(dut.rwd.p.ld_id, tag & 0xF)
+                ctx.set(dut.rwd.p.address, tag * 5)
+                ctx.set(dut.rwd.p.data, tag * 7)
+            ctx.set(dut.fill.ready, rng.random() < 0.5)
+            ctx.set(dut.write.ready, rng.random() < 0.5)
+            if offer and ctx.get(dut.rwd.ready):
+                to_send.popleft()
+            if ctx.get(dut.fill.valid) and ctx.get(dut.fill.ready):
+                fills.append((ctx.get(dut.fill.p.tag), ctx.get(dut.fill.p.address), ctx.get(dut.fill.p.ld_id)))
+            if ctx.get(dut.write.valid) and ctx.get(dut.write.ready):
+                writes.append((ctx.get(dut.write.p.tag), ctx.get(dut.write.p.opcode), ctx.get(dut.write.p.data)))
+            value = ctx.get(dut.events.as_value())
+            for n in range(len(events)):
+                events[n] += (value >> (8 * n)) & 0xFF
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not to_send
+    fill_codes = (0b0101, 0b1101)
+    assert fills == [(t, t * 5, t & 0xF) for t, op in enumerate(opcodes) if op in fill_codes]
+    assert writes == [(t, op, t * 7) for t, op in enumerate(opcodes) if op not in fill_codes]
+    assert events[Counter.RWD_MEM_RD_FILL] == len(fills) > 0
+    assert sum(events) == len(fills)
+
+
+def test_req_front_end_merges_fills_ahead_of_req_reads():
+    """ReqFrontEnd.fill (MemRdFill from RwD) reaches `read` with its fields; Req reads keep their order."""
+    from smartquant.hdl.cxl.frontend import ReqFrontEnd
+    dut = ReqFrontEnd(PARAMS)
+    rng = random.Random(3)
+    reqs = deque((t, ReqOpcode.MEM_RD) for t in range(60))
+    fills = deque(range(1000, 1030))
+    out = []
+
+    async def bench(ctx):
+        for _ in range(600):
+            ctx.set(dut.req.valid, bool(reqs))
+            if reqs:
+                ctx.set(dut.req.p.opcode, reqs[0][1])
+                ctx.set(dut.req.p.tag, reqs[0][0])
+                ctx.set(dut.req.p.address, reqs[0][0] * 3)
+            offer_fill = bool(fills) and rng.random() < 0.3
+            ctx.set(dut.fill.valid, offer_fill)
+            if offer_fill:
+                ctx.set(dut.fill.p.tag, fills[0])
+                ctx.set(dut.fill.p.address, fills[0] * 3)
+            ctx.set(dut.read.ready, rng.random() < 0.6)
+            ctx.set(dut.cmp.ready, 1)
+            if reqs and ctx.get(dut.req.ready):
+                reqs.popleft()
+            if offer_fill and ctx.get(dut.fill.ready):
+                fills.popleft()
+            if ctx.get(dut.read.valid) and ctx.get(dut.read.ready):
+                out.append((ctx.get(dut.read.p.tag), ctx.get(dut.read.p.address)))
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not reqs and not fills
+    assert [entry for entry in out if entry[0] < 1000] == [(t, t * 3) for t in range(60)]
+    assert [entry for entry in out if entry[0] >= 1000] == [(t, t * 3) for t in range(1000, 1030)]

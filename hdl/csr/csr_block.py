@@ -5,8 +5,9 @@ Register map (byte addresses, 32-bit registers; smartquant.params holds the cons
     0x004 VERSION   RO  0x0001_0000
     0x008 PARAMS    RO  [7:0] data_width/8, [12:8] b_max, [17:13] n_regions, [21:18] buffer_slots,
                         [27:22] dram_addr_bits
-    0x00C CONTROL   RW  [0] nxm_as_poison; writing 1 to [1] clears every counter, to [2] clears the poison
-                        table and its overflow flag. Bits 1 and 2 act on the write and read back 0.
+    0x00C CONTROL   RW  [0] nxm_as_poison (poison on decode error), [3] mem_data_nxm (the host accepts
+                        MemData-NXM), [4] hole_poison; writing 1 to [1] clears every counter, to [2] clears the
+                        poison table and its overflow flag. Bits 1 and 2 act on the write and read back 0.
     0x010 STATUS    RO  [0] poison_overflow, [1] busy
     0x100+0x10*i    REGION_BASE(i)         RW  base line index (DPA >> log2(line bytes))
     0x104+0x10*i    REGION_SUPERBLOCKS(i)  RW  n_superblocks
@@ -51,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
     CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, MAX_PLANE_RUN, Rounding,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_MEM_DATA_NXM, CONTROL_HOLE_POISON, MAX_PLANE_RUN, Rounding,
 )
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
@@ -86,6 +87,8 @@ class CsrBlock(wiring.Component):
             "regions": Out(data.ArrayLayout(entry, params.n_regions)),
             "toward_zero": Out(params.n_regions),   # bit i: region i rounds toward zero (REGION_CONFIG rounding 2)
             "nxm_as_poison": Out(1),
+            "mem_data_nxm": Out(1),
+            "hole_poison": Out(1),
             "clear_poison": Out(1),
             "regions_written": Out(1),
             "poison_overflow": In(1),
@@ -104,12 +107,15 @@ class CsrBlock(wiring.Component):
 
         # --- register state ---------------------------------------------------------------------------------
         nxm_as_poison = Signal()
+        mem_data_nxm = Signal()
+        hole_poison = Signal()
         region_base = [Signal(reg_line_bits, name=f"region{i}_base") for i in range(p.n_regions)]
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
         region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
 
-        m.d.comb += self.nxm_as_poison.eq(nxm_as_poison)
+        m.d.comb += [self.nxm_as_poison.eq(nxm_as_poison), self.mem_data_nxm.eq(mem_data_nxm),
+                     self.hole_poison.eq(hole_poison)]
         for i in range(p.n_regions):
             config = region_config[i]
             out = self.regions[i]
@@ -201,7 +207,11 @@ class CsrBlock(wiring.Component):
             with m.Switch(write_word):
                 with m.Case(CSR_CONTROL >> 2):
                     with m.If(w_strb[0]):
-                        m.d.sync += nxm_as_poison.eq(w_data[CONTROL_NXM_AS_POISON.bit_length() - 1])
+                        m.d.sync += [
+                            nxm_as_poison.eq(w_data[CONTROL_NXM_AS_POISON.bit_length() - 1]),
+                            mem_data_nxm.eq(w_data[CONTROL_MEM_DATA_NXM.bit_length() - 1]),
+                            hole_poison.eq(w_data[CONTROL_HOLE_POISON.bit_length() - 1]),
+                        ]
                 for i in range(p.n_regions):
                     base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
                     with m.Case(base_addr >> 2):
@@ -261,7 +271,7 @@ class CsrBlock(wiring.Component):
             with m.Case(CSR_PARAMS >> 2):
                 m.d.comb += read_value.eq(params_word(p))
             with m.Case(CSR_CONTROL >> 2):
-                m.d.comb += read_value.eq(nxm_as_poison)
+                m.d.comb += read_value.eq(Cat(nxm_as_poison, Const(0, 2), mem_data_nxm, hole_poison))
             with m.Case(CSR_STATUS >> 2):
                 m.d.comb += read_value.eq(Cat(self.poison_overflow, self.busy))
             for i in range(p.n_regions):

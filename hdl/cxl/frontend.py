@@ -1,12 +1,19 @@
 """CXL.mem front end: M2S Req split (docs/DEVICE.md §4) and the S2M NDR arbiter.
 
 `ReqFrontEnd` accepts Req messages and sorts them by opcode:
-- MemRd, MemRdData -> `read` stream (address, tag, LD-ID) through a FIFO of `request_depth` entries (bypassed
-  while empty); the read engine decodes the address at the stream head.
-- MemInv, MemInvNT, MemClnEvct and reserved opcodes -> `cmp` stream (tag, LD-ID) for an NDR Cmp; a reserved
-  opcode is still answered and counts `req_bad_opcode`.
-- MemSpecRd -> dropped (allowed for a Type-3 device), counted.
-Req.ready is 1 while both FIFOs have room (a register; it does not look at the opcode).
+- MemRd, MemRdData and their TEE-intent variants (params.REQ_READS) -> `read` stream (address, tag, LD-ID)
+  through a FIFO of `request_depth` entries (bypassed while empty); the read engine decodes the address at the
+  stream head.
+- MemSpecRd, MemSpecRdTEE, MemRdFwd, MemWrFwd (params.REQ_NO_RESPONSE) -> dropped: they get no response.
+- everything else (MemInv, MemInvNT, MemClnEvct, TEUpdate and reserved opcodes) -> `cmp` stream (tag, LD-ID) for
+  an NDR Cmp; an opcode the device does not implement is still answered and counts `req_bad_opcode`.
+Req.ready is 1 while both FIFOs have room (a register; it does not look at the opcode). The `fill` input (reads
+that came on RwD, below) is merged into `read` ahead of the Req reads: a fill waits at most while the read
+engine is not ready.
+
+`RwdFrontEnd` splits M2S RwD: MemRdFill and MemRdFillTEE (reads carried on RwD, answered like MemRd with a
+DRS) -> `fill` stream (address, tag, LD-ID) to ReqFrontEnd.fill; every other RwD -> `write` (the write path).
+RwD.ready is the register of an InputSkid (no added latency).
 
 `NdrArbiter` merges the front end's Cmp stream with the write path's NDR stream into S2M NDR (round-robin
 between the two, into an OutputBuffer: valid, payload and the buffer's ready are registers; dev_load is sampled
@@ -19,9 +26,12 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP
-from smartquant.hdl.cxl.messages import req_layout, ndr_layout
-from smartquant.hdl.stream_buffers import OutputBuffer
+from smartquant.params import (
+    ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
+    RWD_READS,
+)
+from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout
+from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -32,15 +42,27 @@ def cmp_request_layout() -> data.StructLayout:
     return data.StructLayout({"tag": 16, "ld_id": 4})
 
 
-# Req opcode -> the counter it increments; anything else is a reserved opcode.
+# Req opcode -> the counter it increments (TEE-intent variants count with their plain opcode); anything else
+# (MemRdFwd, MemWrFwd, TEUpdate, reserved) counts req_bad_opcode.
 REQ_OPCODE_COUNTERS = {
     ReqOpcode.MEM_INV: Counter.REQ_MEM_INV,
     ReqOpcode.MEM_RD: Counter.REQ_MEM_RD,
+    ReqOpcode.MEM_RD_TEE: Counter.REQ_MEM_RD,
     ReqOpcode.MEM_RD_DATA: Counter.REQ_MEM_RD_DATA,
+    ReqOpcode.MEM_RD_DATA_TEE: Counter.REQ_MEM_RD_DATA,
     ReqOpcode.MEM_SPEC_RD: Counter.REQ_MEM_SPEC_RD,
+    ReqOpcode.MEM_SPEC_RD_TEE: Counter.REQ_MEM_SPEC_RD,
     ReqOpcode.MEM_INV_NT: Counter.REQ_MEM_INV_NT,
     ReqOpcode.MEM_CLN_EVCT: Counter.REQ_MEM_CLN_EVCT,
 }
+
+
+def opcode_in(opcode, opcodes) -> "Value":
+    """opcode is one of `opcodes` (a comparison per member, ORed)."""
+    result = 0
+    for code in sorted(opcodes):
+        result = result | (opcode == code)
+    return result
 
 
 CMP_FIFO_DEPTH = 4   # Cmp-only requests are rare; a small FIFO decouples them from NDR back-pressure
@@ -51,6 +73,7 @@ class ReqFrontEnd(wiring.Component):
         self.params = params
         super().__init__({
             "req": In(stream.Signature(req_layout(params))),
+            "fill": In(stream.Signature(read_request_layout(params))),   # reads from RwD (RwdFrontEnd.fill)
             "read": Out(stream.Signature(read_request_layout(params))),
             "cmp": Out(stream.Signature(cmp_request_layout())),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
@@ -66,9 +89,11 @@ class ReqFrontEnd(wiring.Component):
 
         req = self.req.p
         opcode = req.opcode
-        is_read = (opcode == ReqOpcode.MEM_RD) | (opcode == ReqOpcode.MEM_RD_DATA)
-        is_spec = opcode == ReqOpcode.MEM_SPEC_RD
+        is_read = opcode_in(opcode, REQ_READS)
+        no_response = opcode_in(opcode, REQ_NO_RESPONSE)
         accept = Signal()
+        req_read_valid = Signal()   # a Req read is offered to the engine (from the FIFO or bypassing it)
+        req_read_ready = Signal()   # ... and the engine takes it (a fill goes first)
         # An empty FIFO is bypassed: a read goes to the engine in the cycle it is accepted (one cycle less
         # from Req to AR). read.valid depends on req.valid, never on a ready.
         bypass = Signal()
@@ -90,15 +115,18 @@ class ReqFrontEnd(wiring.Component):
             read_fifo.w_data.eq(read_entry),
             read_fifo.w_en.eq(accept & is_read & ~bypass),
             cmp_fifo.w_data.eq(cmp_entry),
-            cmp_fifo.w_en.eq(accept & ~is_read & ~is_spec),
-            self.read.valid.eq(read_fifo.r_rdy | (self.req.valid & self.req.ready & is_read)),
-            self.read.p.eq(Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry)),
-            read_fifo.r_en.eq(self.read.ready),
-            bypass.eq(~read_fifo.r_rdy & self.read.ready),
+            cmp_fifo.w_en.eq(accept & ~is_read & ~no_response),
+            req_read_valid.eq(read_fifo.r_rdy | (self.req.valid & self.req.ready & is_read)),
+            req_read_ready.eq(self.read.ready & ~self.fill.valid),
+            self.read.valid.eq(self.fill.valid | req_read_valid),
+            self.read.p.eq(Mux(self.fill.valid, self.fill.p, Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry))),
+            self.fill.ready.eq(self.read.ready),
+            read_fifo.r_en.eq(req_read_ready),
+            bypass.eq(~read_fifo.r_rdy & req_read_ready),
             self.cmp.valid.eq(cmp_fifo.r_rdy),
             self.cmp.p.eq(cmp_fifo.r_data),
             cmp_fifo.r_en.eq(self.cmp.ready),
-            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy),
+            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy | self.fill.valid),
         ]
 
         known = Signal()
@@ -107,6 +135,42 @@ class ReqFrontEnd(wiring.Component):
                 m.d.comb += [self.events[counter].eq(1), known.eq(1)]
         with m.If(accept & ~known):
             m.d.comb += self.events[Counter.REQ_BAD_OPCODE].eq(1)
+        return m
+
+
+class RwdFrontEnd(wiring.Component):
+    """M2S RwD split: reads carried on RwD (params.RWD_READS) to `fill`, everything else to `write`."""
+
+    def __init__(self, params: ControllerParams = ControllerParams()):
+        self.params = params
+        super().__init__({
+            "rwd": In(stream.Signature(rwd_layout(params))),
+            "write": Out(stream.Signature(rwd_layout(params))),
+            "fill": Out(stream.Signature(read_request_layout(params))),
+            "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # RwD.ready is the skid's register: the split below and both consumers' readies stay behind it
+        m.submodules.skid = skid = InputSkid(rwd_layout(self.params))
+        wiring.connect(m, wiring.flipped(self.rwd), skid.i)
+        message = skid.o.p
+        is_fill = opcode_in(message.opcode, RWD_READS)
+        m.d.comb += [
+            self.write.valid.eq(skid.o.valid & ~is_fill),
+            self.write.p.eq(message),
+            self.fill.valid.eq(skid.o.valid & is_fill),
+            self.fill.p.address.eq(message.address),
+            self.fill.p.tag.eq(message.tag),
+            self.fill.p.ld_id.eq(message.ld_id),
+            skid.o.ready.eq(Mux(is_fill, self.fill.ready, self.write.ready)),
+            self.busy.eq(skid.o.valid),
+        ]
+        for n in range(N_COUNTERS):
+            m.d.comb += self.events[n].eq(0)
+        m.d.comb += self.events[Counter.RWD_MEM_RD_FILL].eq(self.fill.valid & self.fill.ready)
         return m
 
 

@@ -11,8 +11,9 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   by the CSR block) and the line relative to every region's base; stage B registers the decode of
   hdl/engine/address_map.py (block, line, k, view checks), the poison lookup and the compare of the block
   key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
-- dispatch handles one request per cycle, in arrival order, from stage B's registers. Unmapped / illegal-k
-  reads go straight to the serve FIFO. Raw reads queue one 1-line burst. Packed / expanded reads look up the
+- dispatch handles one request per cycle, in arrival order, from stage B's registers. Decode errors (no region)
+  and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
+  queue one 1-line burst. Packed / expanded reads look up the
   key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
   (its tag becomes valid immediately, so later reads of the same block hit the slot while it is still
   filling: this is the look-ahead that overlaps the fetch of the next block with serving the current one)
@@ -78,9 +79,12 @@ def poison_query_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"region": region_index_bits(params), "block": line_bits(params)})
 
 
-SERVE_NXM, SERVE_RAW, SERVE_BUFFER = 0, 1, 2
+# what a queued read is served from: a decode error (all-1s data), DRAM through the raw FIFO, the block buffer,
+# or a hole of a region (the hole fill, 0); DEVICE.md §3
+SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE = 0, 1, 2, 3
 # the event counters this unit drives (every other entry of `events` is 0)
-READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.POISON_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
+READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
+                                Counter.BUFFER_HITS,
                                 Counter.BUFFER_MISSES, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
                                 Counter.DRS_SENT, Counter.AXI_ERRORS]
                                + [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)])
@@ -111,7 +115,9 @@ class ReadEngine(wiring.Component):
             "read": In(stream.Signature(read_request_layout(params))),
             "drs": Out(stream.Signature(drs_layout(params))),
             "regions": In(data.ArrayLayout(region_entry_layout(params), params.n_regions)),
-            "nxm_as_poison": In(1),
+            "nxm_as_poison": In(1),   # decode errors carry poison (CONTROL[0])
+            "mem_data_nxm": In(1),    # decode errors answer MemData-NXM, else MemData (CONTROL[3])
+            "hole_poison": In(1),     # holes carry poison (CONTROL[4])
             "poison_query": Out(poison_query_layout(params)),
             "poison_hit": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
@@ -163,7 +169,8 @@ class ReadEngine(wiring.Component):
             "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
         })
         stage_b_layout = data.StructLayout({
-            "key": key_layout, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4, "raw_line": lb,
+            "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
+            "raw_line": lb,
             "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "poison": 1, "tag": 16, "ld_id": 4,
             "match": slots,
         })
@@ -244,6 +251,7 @@ class ReadEngine(wiring.Component):
             m.d.sync += [
                 stage_b_valid.eq(stage_a_valid),
                 stage_b.key.eq(new_key),
+                stage_b.region_hit.eq(decoded.region_hit),
                 stage_b.readable.eq(new_readable),
                 stage_b.raw.eq(new_readable & (view == View.RAW)),
                 stage_b.buffered.eq(new_readable & (view != View.RAW)),
@@ -309,7 +317,8 @@ class ReadEngine(wiring.Component):
 
         serve_entry = Signal(serve_layout)
         m.d.comb += [
-            serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW, SERVE_NXM))),
+            serve_entry.kind.eq(Mux(is_buffered, SERVE_BUFFER, Mux(is_raw, SERVE_RAW,
+                                                                   Mux(stage_b.region_hit, SERVE_HOLE, SERVE_NXM)))),
             serve_entry.slot.eq(Mux(hit, hit_slot, victim)),
             serve_entry.gen.eq(Mux(hit, hit_gen, victim_gen)),
             serve_entry.line.eq(stage_b.line_in_slot),
@@ -321,9 +330,11 @@ class ReadEngine(wiring.Component):
         with m.If(readable):
             # a mapped read of a poisoned block (or any read while the table overflowed) returns poison
             m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(stage_b.poison)]
+        with m.Elif(stage_b.region_hit):
+            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.hole_poison)]
         with m.Else():
             m.d.comb += [
-                serve_entry.opcode.eq(Mux(self.nxm_as_poison, DrsOpcode.MEM_DATA, DrsOpcode.MEM_DATA_NXM)),
+                serve_entry.opcode.eq(Mux(self.mem_data_nxm, DrsOpcode.MEM_DATA_NXM, DrsOpcode.MEM_DATA)),
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
 
@@ -574,7 +585,8 @@ class ReadEngine(wiring.Component):
             drs_out.i.valid.eq(drs_valid),
             drs_out.i.p.eq(drs_payload.as_value()),
             drs_out.i.p.data.eq(Mux(drs_kind == SERVE_BUFFER, buffer_read.data,
-                                    Mux(drs_kind == SERVE_RAW, raw_data, 0))),
+                                    Mux(drs_kind == SERVE_RAW, raw_data,
+                                        Mux(drs_kind == SERVE_NXM, Const((1 << p.data_width) - 1, p.data_width), 0)))),
             self.drs.valid.eq(drs_out.o.valid),
             self.drs.p.eq(drs_out.o.p),
             drs_out.o.ready.eq(self.drs.ready),
@@ -623,8 +635,10 @@ class ReadEngine(wiring.Component):
         # ---- events, busy ------------------------------------------------------------------------------
         ev = self.events
         with m.If(dispatch):
-            with m.If(~readable):
+            with m.If(~stage_b.region_hit):
                 m.d.comb += ev[Counter.NXM_READS].eq(1)
+            with m.Elif(~readable):
+                m.d.comb += ev[Counter.HOLE_READS].eq(1)
             with m.Else():
                 with m.If(is_raw):
                     m.d.comb += ev[Counter.RAW_READS].eq(1)
@@ -639,7 +653,8 @@ class ReadEngine(wiring.Component):
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
             ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
             # a mapped read answered with poison (poison table, overflow or backend error), counted when served
-            ev[Counter.POISON_READS].eq(advance & (serve.kind != SERVE_NXM) & (serve.poison | backend_error)),
+            ev[Counter.POISON_READS].eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
+                                        & (serve.poison | backend_error)),
         ]
         # Entries this unit does not count are driven 0 explicitly: an undriven entry becomes a constant
         # `always @*` in the Verilog, which never runs (Verilator ALWNEVER; random under +verilator+rand+reset).

@@ -14,10 +14,10 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
 - Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
   every region's base, then decoded combinationally with address_map.decode_in_region.
-  A write is *writable* when its opcode is MemWr/MemWrPtl, its line falls in an enabled region (no address bit
-  above the map set) and its view is raw (0) or weight-major (1). Everything else completes at once with NDR
-  Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region hit through views 2..7
-  counts wr_dropped (golden/device.py applies the same reading).
+  A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
+  region (no address bit above the map set) and its view is raw (0) or weight-major (1). Everything else
+  completes at once with NDR Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
+  hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
 - raw view: one 1-beat burst at the raw line, WSTRB = byte enables.
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
@@ -154,8 +154,9 @@ class WritePath(wiring.Component):
             m.d.sync += held_valid.eq(0)
 
         decoded = decode_in_region(m, p, held.address, held_any_hit, held_region, held_entry, held_line)
-        is_mem_wr = held.opcode == RwdOpcode.MEM_WR
-        is_mem_wr_ptl = held.opcode == RwdOpcode.MEM_WR_PTL
+        # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
+        is_mem_wr = (held.opcode == RwdOpcode.MEM_WR) | (held.opcode == RwdOpcode.MEM_WR_TEE)
+        is_mem_wr_ptl = (held.opcode == RwdOpcode.MEM_WR_PTL) | (held.opcode == RwdOpcode.MEM_WR_PTL_TEE)
         good_opcode = is_mem_wr | is_mem_wr_ptl
         is_raw = decoded.view == View.RAW
         writable_view = is_raw | (decoded.view == View.WEIGHT_MAJOR)
