@@ -76,10 +76,11 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), and the write path (RwD skid, held register, <= 2**axi_id_bits in-flight
-        # entries, its NDR register). Twice that sum is far from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + (1 << p.axi_id_bits) + 1)
-                                      + 1))
+        # the NDR output buffer (2), and the write path (RwD skid, held register, the gather buffer and
+        # <= 2**axi_id_bits in-flight entries of up to b_max writes each, its NDR register). Twice that sum is far
+        # from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 2 + 1
+                                           + ((1 << p.axi_id_bits) + 1) * p.b_max + 1) + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
         self._units = {}
@@ -130,6 +131,7 @@ class SmartQuantController(wiring.Component):
             read_engine.regions.eq(csr_block.regions),
             read_engine.toward_zero.eq(csr_block.toward_zero),
             write_path.regions.eq(csr_block.regions),
+            write_path.regions_written.eq(csr_block.regions_written),
             read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
             poison_table.query_region.eq(read_engine.poison_query.region),
             poison_table.query_block.eq(read_engine.poison_query.block),

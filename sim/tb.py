@@ -305,6 +305,11 @@ class TB:
             await First(self.completions.wait(), timeout.wait())
         return wait
 
+    async def rwd_accepted(self) -> None:
+        """Wait until every RwD queued so far has been accepted by the DUT."""
+        while not self.rwd_source.idle():
+            await self.driver.next_cycle()
+
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
         start = self.cycles

@@ -233,11 +233,33 @@ class RandomTraffic:
             note = Note("read", (region.index, block))
             await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
 
+    async def block_write(self, budget: int, lines: int | None = None, poison_rate: float | None = None) -> None:
+        """A host writing a block through the weight-major view, lines 0..B-1 in order (what the write path
+        gathers into B beats): the whole block, or its first `lines` (at most `budget`)."""
+        rng, tb, p = self.rng, self.tb, self.params
+        region = rng.choice(self.regions)
+        block = self._pick_block(region)
+        count = min(region.B if lines is None else lines, budget)
+        rate = self.poison_rate if poison_rate is None else poison_rate
+        note = Note("write", (region.index, block), tuple(region.block_lines(block)))
+        for j in range(count):
+            address = tb.address(View.WEIGHT_MAJOR, region.base_line + block * region.B + j)
+            data = rng.getrandbits(p.data_width)
+            if rng.random() < 0.8:
+                opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
+            else:
+                opcode, enables = RwdOpcode.MEM_WR_PTL, self._group_enables()
+            poison = int(rng.random() < rate)
+            await self._issue(note, lambda: tb.rwd(opcode, address, data, byte_enable=enables, poison=poison,
+                                                   note=note))
+
     async def one(self, budget: int = 1) -> None:
         rng, tb, p = self.rng, self.tb, self.params
         roll = rng.random()
         if roll < 0.12 and self.regions and budget > 1:
             await self.stream(budget)
+        elif roll < 0.2 and self.regions and budget > 1:
+            await self.block_write(budget, lines=None if rng.random() < 0.7 else rng.randrange(1, budget + 1))
         elif roll < 0.55:
             address, note = self._target(writing=False)
             opcode = rng.choices([ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD],
@@ -426,6 +448,13 @@ class RandomTraffic:
                     opcode = rng.choice([ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT])
                     address, _ = self._target(writing=False)
                     await self._issue(Note("read", None), lambda: tb.req(opcode, address))
+            if others:
+                # part of a block of another region, gathered when the rewrite acts: the rewrite flushes it (all
+                # of it accepted before the CSR write starts, so the model's order is the device's)
+                saved, self.regions = self.regions, others
+                await self.block_write(end - self.issued + 1, lines=rng.randrange(1, 4), poison_rate=0.0)
+                self.regions = saved
+                await tb.rwd_accepted()
             target.default_k = rng.randint(1, target.B)
             target.rounding = rng.choice(list(Rounding))
             await tb.program_region(target, in_flight_ok=True)

@@ -34,10 +34,10 @@ def test_group_sizes_default_params():
         "read view x format": 6 * 5, "write view x format": 6 * 5,
         "format x k": 2 + 4 + 8 + 16 + 16, "format x plane run": 5 * 7, "fill x format": 3 * 5,
         "req opcode": 16, "rwd opcode": 16, "write enables": 5, "stall": 8 * 3, "axi errors": 2,
-        "poison table": 3, "poisoned response": 1, "nxm": 2, "tag reuse": 1, "region rewrite": 2, "reset": 3,
-        "queued readers": 1, "dev load": 8,
+        "poison table": 3, "poisoned response": 1, "nxm": 2, "tag reuse": 1, "region rewrite": 2,
+        "write gather": 4, "reset": 3, "queued readers": 1, "dev load": 8,
     }
-    assert sum(sizes.values()) == 240
+    assert sum(sizes.values()) == 244
 
 
 def test_impossible_bins_not_defined_for_b_max_8():
@@ -48,7 +48,7 @@ def test_impossible_bins_not_defined_for_b_max_8():
     assert sorted(cov.bins()["format x k"]) == sorted(
         [f"INT2/k={k}" for k in (1, 2)] + [f"INT4/k={k}" for k in range(1, 5)] + [f"INT8/k={k}" for k in range(1, 9)])
     assert len(cov.bins()["read view x format"]) == 6 * 3
-    assert len(names) == 164
+    assert len(names) == 168
 
 
 def test_opcode_bins_use_the_layout_width_and_names():
@@ -105,6 +105,7 @@ def sample_sequence(cov, part=None):
         lambda: cov.sample_poison_table("overflow"),
         lambda: cov.sample_nxm(True),
         lambda: cov.sample_region_rewrite(False),
+        lambda: cov.sample_gather_flush("idle"),
         lambda: cov.sample_reset(0, 2, 0),
         lambda: cov.sample_queued_readers(DEFAULT.request_depth - 1),
         lambda: cov.sample_queued_readers(DEFAULT.request_depth),
@@ -127,6 +128,7 @@ EXPECTED_HITS = {
     "write view x format/WEIGHT_MAJOR/INT16", "write view x format/PACKED_DEFAULT/INT2",
     "axi errors/write error", "stall/m2s_req/1 cycle", "stall/r/>=8 cycles", "tag reuse/tag reused",
     "poison table/overflow", "nxm/nxm_as_poison on", "region rewrite/at quiescence", "reset/B owed",
+    "write gather/partial, idle boundary",
     "queued readers/>= request_depth",
 }
 
@@ -139,7 +141,7 @@ def test_hand_built_sequence_hits_exactly_the_expected_bins():
     assert set(cov.missed()) == all_bins(cov) - EXPECTED_HITS
     assert cov.bins()["dev load"]["DRS/2"] == 1
     assert not cov.unexpected
-    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 240)
+    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 244)
 
 
 def test_partial_group_needs_a_weight_major_mapped_write():
@@ -210,17 +212,17 @@ def test_json_round_trip():
 
 def test_summary_line_format():
     cov = Coverage(DEFAULT)
-    assert cov.summary_line() == "coverage: 0.0% of 240 bins, 240 missed"
+    assert cov.summary_line() == "coverage: 0.0% of 244 bins, 244 missed"
     sample_sequence(cov)
-    assert cov.summary_line() == f"coverage: 12.5% of 240 bins, {240 - len(EXPECTED_HITS)} missed"
+    assert cov.summary_line() == f"coverage: 12.7% of 244 bins, {244 - len(EXPECTED_HITS)} missed"
     full = Coverage.from_json(DEFAULT, {**cov.to_json(), "bins": {g: dict.fromkeys(b, 1)
                                                                      for g, b in cov.bins().items()}})
-    assert full.summary_line() == "coverage: 100.0% of 240 bins"
+    assert full.summary_line() == "coverage: 100.0% of 244 bins"
     assert full.missed() == [] and full.percent() == 100.0
     # one bin short: never shown as 100.0%
     data = full.to_json()
     data["bins"]["nxm"]["nxm_as_poison on"] = 0
-    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.5% of 240 bins, 1 missed"
+    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.5% of 244 bins, 1 missed"
     assert re.fullmatch(r"coverage: \d+\.\d% of \d+ bins(, \d+ missed)?", cov.summary_line())
 
 
@@ -230,7 +232,7 @@ def test_table_lists_every_group():
     lines = cov.table().splitlines()
     assert lines[0].split() == ["group", "bins", "hit", "percent"]
     assert any(re.fullmatch(r"nxm\s+1 / 2\s+50\.0%", line) for line in lines)
-    assert re.fullmatch(r"total\s+1 / 164\s+0\.6%", lines[-1])
+    assert re.fullmatch(r"total\s+1 / 168\s+0\.5%", lines[-1])
     assert len([line for line in lines if "/" in line]) == len(cov.bins()) + 1
 
 

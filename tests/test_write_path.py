@@ -17,7 +17,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from smartquant.golden.device import DeviceModel, decode_region_config, region_csr_writes, message_address
+from smartquant.golden.device import (
+    DeviceModel, decode_region_config, gather_idle_boundary, region_csr_writes, message_address,
+)
 from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
@@ -157,14 +159,6 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                                        region.B, region.R, default_k=region.B, rounding=Rounding.FLOOR)
         model.program(writes_csr)
         words.append(writes_csr[-1][1])
-    expected, bursts_per_write, failed_tags = [], [], []
-    for w in writes:
-        before, errors_before = len(model.axi_writes), model.counter(Counter.AXI_ERRORS)
-        expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
-        bursts_per_write.append(len(model.axi_writes) - before)
-        if model.counter(Counter.AXI_ERRORS) != errors_before:
-            failed_tags.append((w.tag, w.target))
-
     ndrs, inserts, invalidations, landed = [], [], [], []
     insert_edges = {}   # (region, block) -> clock edge of its first poison-table insert
     ndr_edges = {}   # tag -> clock edge of its NDR handshake
@@ -235,9 +229,56 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
     for background in (ndr_sink, monitor, slave.aw_channel, slave.w_channel, slave.b_channel):
         sim.add_testbench(background, background=True)
     sim.run()
+    expected, burst_owners = feed_model(model, writes, rwd_edges)
+    failed = {i for i, burst in enumerate(model.axi_writes)
+              if any(burst.line + beat in error_lines for beat in range(burst.beats))}
+    failed_tags = sorted({(w.tag, w.target) for i in failed for w in burst_owners[i]})
     return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
-                invalidations=invalidations, landed=landed, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
-                rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags, insert_edges=insert_edges)
+                invalidations=invalidations, landed=landed, events=events, ndr_edges=ndr_edges,
+                burst_owners=burst_owners, rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags,
+                insert_edges=insert_edges)
+
+
+def feed_model(model, writes, rwd_edges):
+    """The golden model fed the writes in acceptance order, with the gather buffer flushed at the idle boundaries
+    the handshake edges give (golden.device.gather_idle_boundary) and at the end (the run waited for every Cmp).
+    Returns the expected responses per write and, per model write burst, the writes whose data it carries."""
+    expected, owners, members = [], [], []
+
+    def assign(bursts, owner_list):
+        owners.extend([list(owner_list)] * bursts)
+
+    def flush():
+        before = len(model.axi_writes)
+        model.flush_writes("idle")
+        assign(len(model.axi_writes) - before, members)
+        members.clear()
+
+    for n, w in enumerate(writes):
+        if n and gather_idle_boundary(rwd_edges[n - 1], rwd_edges[n]):
+            flush()
+        old, before = model.gather, len(model.axi_writes)
+        expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
+        new = len(model.axi_writes) - before
+        weight_major = w.target is not None and (w.address >> model.line_bits) & 0b111 == View.WEIGHT_MAJOR
+        if weight_major and old is not None and model.gather is None:   # it completed the old block
+            members.append(w)
+            weight_major = False
+        if old is not None and model.gather is not old:                  # the old block went out first
+            old_bursts = 1 if old.R == 1 else old.B
+            assign(old_bursts, members)
+            members.clear()
+            new -= old_bursts
+        if weight_major:
+            members.append(w)
+            if model.gather is None:                                     # joined and completed a new block (B = 1)
+                assign(new, members)
+                members.clear()
+        elif w.target is not None and new:                               # a raw write's own burst
+            assign(new, [w])
+    flush()
+    assert len(owners) == len(model.axi_writes)
+    return expected, owners
 
 
 def check_against_golden(result, writes):
@@ -259,14 +300,15 @@ def check_against_golden(result, writes):
     for tag, target in result["failed_tags"]:
         assert result["insert_edges"][target] < result["ndr_edges"][tag], f"NDR of failed write {tag} before insert"
     assert result["invalidations"] == [w.target for w in writes if w.target is not None]
-    # every mapped write lands once (its last B response), in completion order
-    assert Multiset(result["landed"]) == Multiset(w.target for w in writes if w.target is not None)
-    # a write's NDR comes after the B responses of all its bursts (bursts are issued in write order)
-    first_burst = 0
-    for w, n_bursts in zip(writes, result["bursts_per_write"]):
-        last_b = max((slave.b_edges[i] for i in range(first_burst, first_burst + n_bursts)), default=-1)
-        assert result["ndr_edges"][w.tag] > last_b, f"NDR of tag {w.tag} before its last B response"
-        first_burst += n_bursts
+    # every raw write and every gathered block lands once (its last B response)
+    groups = {}
+    for index, owners in enumerate(result["burst_owners"]):
+        groups.setdefault(tuple(w.tag for w in owners), (owners[0].target, []))[1].append(index)
+    assert Multiset(result["landed"]) == Multiset(target for target, _ in groups.values())
+    # a write's NDR comes after the B responses of every burst carrying its data
+    for index, owners in enumerate(result["burst_owners"]):
+        for w in owners:
+            assert result["ndr_edges"][w.tag] > slave.b_edges[index], f"NDR of tag {w.tag} before its B response"
 
 
 # --- stimulus ----------------------------------------------------------------------------------------------
@@ -428,8 +470,8 @@ def test_backpressure_extremes(max_outstanding):
 
 
 def test_throughput_without_backpressure():
-    """Everything ready, B answered at once: raw writes are accepted one per cycle and a weight-major write
-    streams its B beats back to back (no bubble between writes)."""
+    """Everything ready, B answered at once: raw writes are accepted one per cycle; weight-major lines of whole
+    blocks too, and each block goes out as its B plane lines back to back (one beat per line written)."""
     regions = [Region(0x100, 8, Format.INT, 4, 1)]
     raw = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.RAW, 0x100 + i), tag=i, ld_id=0,
                  data=i * 0x1234567, byte_enable=0, poison=0, target=(0, i // 4)) for i in range(32)]
@@ -445,9 +487,14 @@ def test_throughput_without_backpressure():
     result = run_write_path(SMALL, regions, weight_major, seed=6, ready_prob=1.0, max_b_delay=0,
                             ndr_ready_prob=1.0, gap_prob=0.0)
     check_against_golden(result, weight_major)
+    # whole blocks are gathered: one W beat per line written, and lines are taken one per cycle
     edges = result["w_edges"]
-    assert len(edges) == 4 * len(weight_major)
+    assert len(edges) == len(weight_major)
     assert edges[-1] - edges[0] == len(edges) - 1, f"{len(edges)} W beats took {edges[-1] - edges[0] + 1} cycles"
+    edges = result["rwd_edges"]
+    assert edges[-1] - edges[0] == len(weight_major) - 1, \
+        f"weight-major lines accepted over {edges[-1] - edges[0] + 1} cycles"
+    assert result["model"].gather_flushes == {"full": len(weight_major) // 4}
 
 
 @pytest.mark.slow
