@@ -582,6 +582,8 @@ class DeviceModel:
         if target is None or not target.mapped:
             return self._nxm_read(tag, ld_id)
         index, config, block = target.index, target.config, target.block
+        if self.gather is not None and (self.gather.index, self.gather.block) == (index, block):
+            self.flush_writes("read")    # the read waits for the gathered lines to land (DEVICE.md §4)
         if target.view == View.RAW:
             lines, error = self._axi_read(self._dram_line(index, target.L), 1)
             self._count(Counter.RAW_READS)
@@ -727,7 +729,7 @@ class DeviceModel:
     def flush_writes(self, cause: str = "idle") -> None:
         """Write the gathered block out (DEVICE.md §4): its B plane lines with the union of its lines' WSTRB, one
         burst of B beats when R = 1, else one single-beat burst per plane. `cause` is recorded in
-        `gather_flushes` ("full", "evict", "idle", "csr"); the testbench calls it with "idle" where the device's
+        `gather_flushes` ("full", "evict", "idle", "csr", "read"); the testbench calls it with "idle" where the device's
         idle boundary falls (gather_idle_boundary). Nothing gathered: nothing happens."""
         gather = self.gather
         if gather is None:

@@ -105,7 +105,9 @@ class SmartQuantController(wiring.Component):
                                            "poison_table"))
 
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
-        wiring.connect(m, frontend.read, read_engine.read)
+        # reads pass the write path's gate: a read of a block still being gathered waits for its flush to land
+        wiring.connect(m, frontend.read, write_path.read_in)
+        wiring.connect(m, write_path.read_out, read_engine.read)
         wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
         wiring.connect(m, wiring.flipped(self.m2s_rwd), write_path.rwd)
         wiring.connect(m, frontend.cmp, ndr_arbiter.cmp)

@@ -69,6 +69,7 @@ from smartquant.params import (
 )
 from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
@@ -116,6 +117,8 @@ class WritePath(wiring.Component):
             "ndr": Out(stream.Signature(ndr_layout(p))),
             "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
             "regions_written": In(1),
+            "read_in": In(stream.Signature(read_request_layout(p))),
+            "read_out": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
@@ -258,6 +261,7 @@ class WritePath(wiring.Component):
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
         # a B response of the write failed and its block is not yet in the poison table
         entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
+        entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
         for i in range(n_entries):
             m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
 
@@ -415,11 +419,34 @@ class WritePath(wiring.Component):
         with m.Elif(do_flush):
             m.d.sync += gather_valid.eq(0)
 
+        # ---- read gate: a read of a block that is gathered, or flushed and not yet landed, waits ------------
+        # (and asks for the flush), so it never sees the block's DRAM lines without the writes gathered for it
+        read_in, read_out = self.read_in, self.read_out
+        read_line = split_address(p, read_in.p.address)[0]
+        read_onehot, read_region, read_entry, read_local = match_region(m, p, read_line, self.regions)
+        read_decoded = decode_in_region(m, p, read_in.p.address, read_onehot.any(), read_region, read_entry,
+                                        read_local)
+        read_gathered = Signal()
+        read_landing = Signal()
+        read_waits = Signal()
+        m.d.comb += [
+            read_gathered.eq(gather_valid & (gather_region == read_decoded.region)
+                             & (gather_block == read_decoded.block)),
+            read_landing.eq(Cat(*(entry_used[i] & entry_gathered[i] & ((entry_due[i] != 0) | entry_error[i])
+                                  & (entry_region[i] == read_decoded.region) & (entry_block[i] == read_decoded.block)
+                                  for i in range(n_entries))).any()),
+            read_waits.eq(read_in.valid & read_decoded.mapped & (read_gathered | read_landing)),
+            read_out.valid.eq(read_in.valid & ~read_waits),
+            read_out.p.eq(read_in.p),
+            read_in.ready.eq(read_out.ready & ~read_waits),
+        ]
+
         # flush requests: an idle boundary with every earlier RwD already joined, a boundary carried by a
-        # dropped write, or a region-table write (lines gathered before it go where they were decoded)
+        # dropped write, a region-table write (lines gathered before it go where they were decoded), or a read
+        # of the gathered block
         boundary_now = boundary_pending & pipeline_empty
         drop = Signal()
-        with m.If(boundary_now | self.regions_written | (drop & held_flush_before)):
+        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (read_waits & read_gathered)):
             m.d.sync += flush_request.eq(1)
         with m.Elif(do_flush | ~gather_valid):
             m.d.sync += flush_request.eq(0)
@@ -470,7 +497,7 @@ class WritePath(wiring.Component):
             with m.If(b_error & (axi.bid == i) & entry_used[i]):   # after the clear: a new failure wins
                 m.d.sync += entry_error[i].eq(1)
             with m.If(load_stage & (free_entry == i)):
-                m.d.sync += entry_used[i].eq(1)
+                m.d.sync += [entry_used[i].eq(1), entry_gathered[i].eq(do_flush)]
                 with m.If(do_flush):
                     m.d.sync += [entry_cmps[i].eq(gather_count),
                                  entry_due[i].eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
