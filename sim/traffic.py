@@ -258,13 +258,13 @@ class RandomTraffic:
         roll = rng.random()
         if roll < 0.12 and self.regions and budget > 1:
             await self.stream(budget)
-        elif roll < 0.2 and self.regions and budget > 1:
-            await self.block_write(budget, lines=None if rng.random() < 0.7 else rng.randrange(1, budget + 1))
         elif roll < 0.55:
             address, note = self._target(writing=False)
             opcode = rng.choices([ReqOpcode.MEM_RD, ReqOpcode.MEM_RD_DATA, ReqOpcode.MEM_SPEC_RD],
                                  weights=[46, 46, 8])[0]
             await self._issue(note, lambda: tb.req(opcode, address, note=note))
+        elif roll < 0.88 and self.regions and budget > 1 and rng.random() < 0.2:
+            await self.block_write(budget, lines=None if rng.random() < 0.7 else rng.randrange(1, budget + 1))
         elif roll < 0.88:
             address, note = self._target(writing=True)
             data = rng.getrandbits(p.data_width)
