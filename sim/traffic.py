@@ -233,13 +233,13 @@ class RandomTraffic:
             note = Note("read", (region.index, block))
             await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
 
-    async def block_write(self, budget: int, lines: int | None = None, poison_rate: float | None = None) -> None:
+    async def block_write(self, budget: int, partial: bool = False, poison_rate: float | None = None) -> None:
         """A host writing a block through the weight-major view, lines 0..B-1 in order (what the write path
-        gathers into B beats): the whole block, or its first `lines` (at most `budget`)."""
+        gathers into B beats): the whole block, or (`partial`) its first 1..B-1 lines; at most `budget` lines."""
         rng, tb, p = self.rng, self.tb, self.params
         region = rng.choice(self.regions)
         block = self._pick_block(region)
-        count = min(region.B if lines is None else lines, budget)
+        count = min(rng.randrange(1, region.B) if partial else region.B, budget)
         rate = self.poison_rate if poison_rate is None else poison_rate
         note = Note("write", (region.index, block), tuple(region.block_lines(block)))
         for j in range(count):
@@ -264,7 +264,7 @@ class RandomTraffic:
                                  weights=[46, 46, 8])[0]
             await self._issue(note, lambda: tb.req(opcode, address, note=note))
         elif roll < 0.88 and self.regions and budget > 1 and rng.random() < 0.2:
-            await self.block_write(budget, lines=None if rng.random() < 0.7 else rng.randrange(1, budget + 1))
+            await self.block_write(budget, partial=rng.random() < 0.3)
         elif roll < 0.88:
             address, note = self._target(writing=True)
             data = rng.getrandbits(p.data_width)
@@ -452,7 +452,7 @@ class RandomTraffic:
                 # part of a block of another region, gathered when the rewrite acts: the rewrite flushes it (all
                 # of it accepted before the CSR write starts, so the model's order is the device's)
                 saved, self.regions = self.regions, others
-                await self.block_write(end - self.issued + 1, lines=rng.randrange(1, 4), poison_rate=0.0)
+                await self.block_write(3, partial=True, poison_rate=0.0)
                 self.regions = saved
                 await tb.rwd_accepted()
             target.default_k = rng.randint(1, target.B)

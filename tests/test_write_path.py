@@ -25,6 +25,7 @@ from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
     ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+    WRITE_GATHER_IDLE_CYCLES,
 )
 
 WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.DRAM_LINES_WRITTEN,
@@ -142,7 +143,7 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=()):
+                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=(), gaps=None):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
     dut = WritePath(params, max_outstanding=max_outstanding)
@@ -179,9 +180,13 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             ctx.set(entry.n_superblocks, region.n_superblocks)
             ctx.set(entry.end_line, region_end_line(params, region.base_line, region.n_superblocks,
                                                     config.B.bit_length() - 1, config.R.bit_length() - 1))
-        for w in writes:
-            while rng.random() < gap_prob:
-                await ctx.tick()
+        for n, w in enumerate(writes):
+            if gaps is not None:
+                for _ in range(gaps[n]):
+                    await ctx.tick()
+            else:
+                while rng.random() < gap_prob:
+                    await ctx.tick()
             for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
                 ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
             ctx.set(dut.rwd.valid, 1)
@@ -596,3 +601,20 @@ def test_read_of_a_gathered_block_waits_for_its_flush():
     assert np.array_equal(memory[0x108:0x10C], model.memory[0x108:0x10C])
     # the read of block 3 passed at once, before the flush was even issued; block 2's after the B response
     assert passed[3] < slave.b_edges[0] < passed[2], (passed, slave.b_edges)
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_idle_boundary_is_exact(extra):
+    """Two lines of one block accepted b - a = T + extra cycles apart (T = WRITE_GATHER_IDLE_CYCLES): they are
+    flushed together when b - a <= T, apart when b - a > T, as golden.device.gather_idle_boundary says."""
+    region = Region(0x100, 8, Format.INT, 4, 1)
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + j), tag=j,
+                    ld_id=0, data=(j + 1) * 0x9E3779B97F4A7C15, byte_enable=0, poison=0, target=(0, 0))
+               for j in range(2)]
+    gap = WRITE_GATHER_IDLE_CYCLES + extra - 1          # idle cycles between the two handshakes
+    result = run_write_path(SMALL, [region], writes, seed=4, ready_prob=1.0, max_b_delay=0, ndr_ready_prob=1.0,
+                            gaps=[0, gap])
+    edges = result["rwd_edges"]
+    assert edges[1] - edges[0] == WRITE_GATHER_IDLE_CYCLES + extra
+    check_against_golden(result, writes)
+    assert len(result["slave"].bursts_seen) == (2 if extra > 0 else 1)
