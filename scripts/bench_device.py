@@ -164,7 +164,7 @@ def summary_lines(name: str, result: dict) -> list:
         return [f"whole blocks: {min(r['beats_per_line'] for r in whole):.2f}..{max(r['beats_per_line'] for r in whole):.2f}"
                 f" DRAM beats per line written (target 1.0), {min(r['lines_per_cycle'] for r in whole):.3f}.."
                 f"{max(r['lines_per_cycle'] for r in whole):.3f} lines/cycle to the last Cmp; one line per block: "
-                + ", ".join(f"B = {r['B']}: {r['beats_per_line']:.2f}" for r in result["rows"]
+                + ", ".join(f"B = {r['B']} R = {r['R']}: {r['beats_per_line']:.2f}" for r in result["rows"]
                             if r["pattern"] == "one line per block") + " beats/line"]
     if name == "simspeed":
         failed = " (the random run FAILED its checks: see below)" if result.get("error") else ""
