@@ -45,6 +45,12 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
     its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
     answered with poison = 1, whatever the reason (poison table, overflow, backend error).
+14. Write gathering (DEVICE.md §4): weight-major writes join `gather` (one block) and reach DRAM when it is
+    flushed (`flush_writes`): after B lines, before a writable RwD of another block or of the raw view, before a
+    read of the block, after a region-register write, and where the caller says the device's idle boundary
+    falls (the model has no clock: the scoreboard and the write-path tests call flush_writes("idle") where
+    `gather_idle_boundary` of the RwD acceptance cycles says so). Counts per cause in `gather_flushes`.
+    A lone line left gathered has not reached `memory` nor the DRAM counters until then.
 """
 from __future__ import annotations
 

@@ -3,15 +3,15 @@ r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane
 Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
 register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd -> skid -> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW buffer --> axi.aw*
-                      |                                 |                  \--> W buffer  --> axi.w*
-                      |                          allocate entry e          (AWID = e on every burst)
-                      |                                 v
-                      |                      [in-flight table: tag, ld_id, B responses still due] <-- axi.b*
-                      |                                 | all B responses in
+  rwd -> skid -> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
+                      |                     |                                   | flush
+                      |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
+                      |                                  allocate entry e         (AWID = e on every burst)
+                      |                                         v
+                      |                  [in-flight table: up to b_max tags, B responses still due] <-- axi.b*
+                      |                                         | all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
-- Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
   every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl, its line falls in an enabled region (no address bit
@@ -19,41 +19,53 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region hit through views 2..7
   counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
-- raw view: one 1-beat burst at the raw line, WSTRB = byte enables.
+- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed).
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
   slice is bit B-1-p of each of those weights. The transpose is fixed wiring per B in {2, 4, 8, 16} <= b_max,
-  muxed by the region's B; it is stored plane-major (plane p at bits [p*W/B, (p+1)*W/B)) in the issue stage.
-  Beat p carries plane p's slice replicated B times across the line, and WSTRB selects copy j: the bytes
-  [j*W/8/B, (j+1)*W/8/B) of the plane line, so no shifter is needed. One plane byte holds 8 weights = one
-  aligned B-byte group of the weight-major line; a group is written only when all its B enables are set, a
-  partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no read-modify-write).
-  B beats are always issued (WSTRB possibly 0): one INCR burst of B beats when R = 1 (planes of a block are
-  consecutive lines), B one-beat bursts at stride R when R > 1.
-- Several writes are in flight: each writable RwD takes an entry of the in-flight table (`max_outstanding`
-  entries, 8 by default, at most 2**axi_id_bits; 8 sustain one raw write per cycle when B returns promptly) and uses the entry index as AWID on all its bursts, so B responses
-  of one write arrive in order and different writes may complete out of order. The entry counts the B
-  responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1.
+  muxed by the region's B. Plane p's slice replicated B times is what line j adds to plane line p where the
+  strobe picks copy j (bytes [j*W/8/B, (j+1)*W/8/B) of the plane line), so no shifter is needed. One plane byte
+  holds 8 weights = one aligned B-byte group of the weight-major line; a group is written only when all its B
+  enables are set, a partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no
+  read-modify-write).
+- Gather buffer (issue 13): weight-major lines of one block *join* it (one per cycle), merged into its B plane
+  lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
+  into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
+  of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
+  lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
+  write (`regions_written`); a read of the block at the read gate. The stage holds b_max plane lines, so the
+  next block gathers while the previous one is written: whole blocks stream at one line per cycle.
+- Idle boundary: `gather_idle_cycles` cycles (WRITE_GATHER_IDLE_CYCLES) with no RwD accepted on the port mark a
+  flush point after the last RwD accepted. If every earlier RwD has left held, the buffer is flushed at once;
+  otherwise the mark rides with the next RwD accepted (`flush_before`, through the skid), so the flush falls
+  exactly between the same two RwDs whatever the backpressure: the testbench predicts it from the port
+  handshakes (golden.device.gather_idle_boundary). It bounds the time to every Cmp.
+- In-flight table (`max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed block takes an
+  entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to b_max); the entry
+  counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
+  freed after the last. BREADY is always 1.
 - Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
   is entered in the poison table (through `poison_insert`; a pending error insert has the port first and a
-  poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before
-  the write's NDR Cmp may go out, so a read the host sends after the Cmp already sees the poison. Each failing
-  B response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
-- The NDR register serves completed entries first, then the dropped write in `held` (a drop waits at most
-  until the table drains, since no new write enters while it waits). NDR carries MetaField No-Op, the tag and
-  LD-ID; dev_load is left 0 for the top to fill.
+  poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
+  entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
+  response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
+- Read gate (`read_in` -> `read_out`, between the Req front end and the read engine): a mapped read of the
+  gathered block, or of a flushed block whose B responses are not all in, waits (and asks for the flush), so a
+  read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
+- The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
+  No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of a write
-  whose B response failed, which goes first) for the poison table,
-  `invalidate` (every writable RwD's (region, block)) for the read engine's block buffer, and `events`, the
-  per-cycle increments of rwd_mem_wr, rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes,
-  wr_partial_groups, dram_lines_written (beats), write_bursts and bytes_strobed (set WSTRB bits). All
-  counters of a write are counted in one cycle, when it leaves `held`; axi_errors one cycle after the failing
-  B response. The other entries of `events` are driven 0.
-- `landed`: the (region, block) of a write whose last B response arrived, registered (the cycle after that B,
-  before the write's Cmp can leave): the read engine invalidates the block's slots again, so a read that ran
-  concurrently with the write and filled a slot with the old planes cannot serve a read sent after the Cmp.
-- `busy` is 1 while any write is held, issuing, awaiting B responses or waiting for its NDR; `outstanding` is
-  the number of in-flight entries (writes with AXI traffic not yet completed).
+  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of an entry
+  whose B response failed, which goes first) for the poison table, `invalidate` (every writable RwD's (region,
+  block)) for the read engine's block buffer, and `events`, the per-cycle counter increments: rwd_mem_wr,
+  rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes and wr_partial_groups when the write
+  leaves held; dram_lines_written (beats) and write_bursts when a raw write or a flush loads the stage;
+  bytes_strobed per W beat queued; axi_errors one cycle after the failing B response. The other entries of
+  `events` are driven 0.
+- `landed`: the (region, block) of an entry whose last B response arrived, registered (before its Cmps can
+  leave): the read engine invalidates the block's slots again, so a read that ran concurrently with the write
+  and filled a slot with the old planes cannot serve a read sent after the Cmp.
+- `busy` is 1 while any write is held, gathered, issuing, awaiting B responses or waiting for its NDR;
+  `outstanding` is the number of in-flight entries.
 
 Requires W/B >= 8 for every B <= b_max (a plane slice of whole bytes): data_width >= 8 * b_max.
 """
