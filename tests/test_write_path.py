@@ -24,7 +24,7 @@ from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_S
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
-    ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+    CSR_REGION_BASE, ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
     WRITE_GATHER_IDLE_CYCLES,
 )
 
@@ -618,3 +618,64 @@ def test_idle_boundary_is_exact(extra):
     assert edges[1] - edges[0] == WRITE_GATHER_IDLE_CYCLES + extra
     check_against_golden(result, writes)
     assert len(result["slave"].bursts_seen) == (2 if extra > 0 else 1)
+
+
+def test_region_table_write_flushes_the_gathered_block():
+    """Two lines of an INT4 block gathered, then `regions_written` pulses: the block goes out at once (long
+    before the idle boundary) with both lines' plane bytes, to the lines decoded before the rewrite, and their
+    Cmps follow; a third line of the same block gathered after the pulse goes out in a flush of its own."""
+    region = Region(0x100, 8, Format.INT, 4, 1)
+    dut = WritePath(SMALL)
+    memory = np.zeros(((1 << SMALL.dram_addr_bits) // SMALL.line_bytes, SMALL.line_bytes), np.uint8)
+    slave = AxiWriteSlave(dut, memory, random.Random(2), ready_prob=1.0, max_b_delay=2)
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + 4 + j),
+                    tag=j, ld_id=0, data=(j + 5) * 0x0F1E2D3C4B5A6978_8796A5B4C3D2E1F0, byte_enable=0, poison=0,
+                    target=(0, 1)) for j in range(3)]
+    edges = {}
+
+    async def host(ctx):
+        entry = dut.regions[0]
+        for name, value in (("enable", 1), ("log2_b", 2), ("log2_r", 0), ("default_k", 4), ("base_line", 0x100),
+                            ("n_superblocks", 8), ("end_line", region_end_line(SMALL, 0x100, 8, 2, 0))):
+            ctx.set(getattr(entry, name), value)
+        ctx.set(dut.ndr.ready, 1)
+        edge = 0
+        for n, w in enumerate(writes):
+            for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+                ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
+            ctx.set(dut.rwd.valid, 1)
+            while True:
+                _, _, taken = await ctx.tick().sample(dut.rwd.valid & dut.rwd.ready)
+                edge += 1
+                if taken:
+                    break
+            ctx.set(dut.rwd.valid, 0)
+            if n == 1:
+                await ctx.tick().repeat(3)
+                ctx.set(dut.regions_written, 1)
+                await ctx.tick()
+                ctx.set(dut.regions_written, 0)
+                edge += 4
+                edges["pulse"] = edge
+        await ctx.tick().repeat(60)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    for background in (slave.aw_channel, slave.w_channel, slave.b_channel):
+        sim.add_testbench(background, background=True)
+    sim.run()
+
+    model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
+    model.program(region_csr_writes(SMALL, 0, 0x100, 8, Format.INT, 4, 1, default_k=4, rounding=Rounding.FLOOR))
+    for n, w in enumerate(writes):
+        model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison)
+        if n == 1:
+            model.csr_write(CSR_REGION_BASE, 0x100)          # the region-table write: flushes lines 0 and 1
+    model.flush_writes("idle")
+    assert model.gather_flushes == {"csr": 1, "idle": 1}
+    slice_bytes = SMALL.line_bytes // 4
+    assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes] \
+        == [(0x104, 4, (((1 << 2 * slice_bytes) - 1),) * 4), (0x104, 4, ((((1 << slice_bytes) - 1) << 2 * slice_bytes),) * 4)]
+    assert slave.b_edges[0] - edges["pulse"] < WRITE_GATHER_IDLE_CYCLES, "flushed by the idle boundary, not the pulse"
+    assert np.array_equal(memory[0x104:0x108], model.memory[0x104:0x108])
