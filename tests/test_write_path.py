@@ -679,3 +679,43 @@ def test_region_table_write_flushes_the_gathered_block():
         == [(0x104, 4, (((1 << 2 * slice_bytes) - 1),) * 4), (0x104, 4, ((((1 << slice_bytes) - 1) << 2 * slice_bytes),) * 4)]
     assert slave.b_edges[0] - edges["pulse"] < WRITE_GATHER_IDLE_CYCLES, "flushed by the idle boundary, not the pulse"
     assert np.array_equal(memory[0x104:0x108], model.memory[0x104:0x108])
+
+
+def test_illegal_k_read_of_a_gathered_block_passes_and_flushes_nothing():
+    """A read the device answers as unmapped (packed k = 5 > B = 4) touches no DRAM: it passes the read gate at
+    once and leaves the gathered block alone (the golden model flushes only for reads it serves)."""
+    dut = WritePath(SMALL)
+    write = Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + 8), tag=1,
+                  ld_id=0, data=0x1234, byte_enable=0, poison=0, target=(0, 2))
+    seen = {}
+
+    async def host(ctx):
+        entry = dut.regions[0]
+        for name, value in (("enable", 1), ("log2_b", 2), ("log2_r", 0), ("default_k", 4), ("base_line", 0x100),
+                            ("n_superblocks", 8), ("end_line", region_end_line(SMALL, 0x100, 8, 2, 0))):
+            ctx.set(getattr(entry, name), value)
+        for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+            ctx.set(getattr(dut.rwd.p, name), getattr(write, name))
+        ctx.set(dut.rwd.valid, 1)
+        await ctx.tick().until(dut.rwd.ready)
+        ctx.set(dut.rwd.valid, 0)
+        await ctx.tick().repeat(3)
+        ctx.set(dut.read_out.ready, 1)
+        ctx.set(dut.read_in.valid, 1)
+        ctx.set(dut.read_in.p.address, message_address(SMALL, View.PACKED_K, 0x100 + 8, k=5))
+        seen["passed"] = ctx.get(dut.read_in.ready) and ctx.get(dut.read_out.valid)
+        await ctx.tick()
+        ctx.set(dut.read_in.valid, 0)
+        await ctx.tick().repeat(4)
+        seen["awvalid"] = ctx.get(dut.axi.awvalid)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.run()
+    model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
+    model.program(region_csr_writes(SMALL, 0, 0x100, 8, Format.INT, 4, 1, default_k=4, rounding=Rounding.FLOOR))
+    model.rwd(write.opcode, write.address, write.tag, write.data, write.byte_enable, write.poison)
+    model.req(1, message_address(SMALL, View.PACKED_K, 0x100 + 8, k=5), tag=2)
+    assert model.gather is not None and not model.gather_flushes
+    assert seen == {"passed": 1, "awvalid": 0}

@@ -447,7 +447,10 @@ class WritePath(wiring.Component):
             read_landing.eq(Cat(*(entry_used[i] & entry_gathered[i] & ((entry_due[i] != 0) | entry_error[i])
                                   & (entry_region[i] == read_decoded.region) & (entry_block[i] == read_decoded.block)
                                   for i in range(n_entries))).any()),
-            read_waits.eq(read_in.valid & read_decoded.mapped & (read_gathered | read_landing)),
+            # only reads served from DRAM wait (the golden model's reading: unmapped and illegal-k reads never
+            # touch the block, so they flush nothing)
+            read_waits.eq(read_in.valid & read_decoded.mapped & read_decoded.k_legal
+                          & (read_gathered | read_landing)),
             read_out.valid.eq(read_in.valid & ~read_waits),
             read_out.p.eq(read_in.p),
             read_in.ready.eq(read_out.ready & ~read_waits),
