@@ -45,9 +45,16 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
     its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
     answered with poison = 1, whatever the reason (poison table, backend error).
+14. Write gathering (DEVICE.md §4): weight-major writes join `gather` (one block) and reach DRAM when it is
+    flushed (`flush_writes`): after B lines, before a writable RwD of another block or of the raw view, before a
+    read of the block, after a region-register write, and where the caller says the device's idle boundary
+    falls (the model has no clock: the scoreboard and the write-path tests call flush_writes("idle") where
+    `gather_idle_boundary` of the RwD acceptance cycles says so). Counts per cause in `gather_flushes`.
+    A lone line left gathered has not reached `memory` nor the DRAM counters until then.
 """
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass, field
 import functools
 from typing import Iterable
@@ -57,10 +64,10 @@ import numpy as np
 from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.params import (
-    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON, CSR_CONTROL, CSR_COUNTER_BASE,
-    CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION, ID_VALUE,
-    META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, ControllerParams,
-    Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
+    CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
+    CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION,
+    ID_VALUE, META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, WRITE_GATHER_IDLE_CYCLES,
+    ControllerParams, Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, View, counter_name, hpa,
     REQ_NO_RESPONSE, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, RWD_READS,
     region_config_word, split_hpa,
 )
@@ -116,6 +123,27 @@ class WriteBurst:
     beats: int
     strobes: tuple[int, ...]
     data: bytes = field(default=b"", compare=False)
+
+
+@dataclass
+class GatheredBlock:
+    """The gather buffer: weight-major lines of one block merged into its B plane lines (`planes`), `strobe` the
+    union of their WSTRB (every plane line the same), `count` lines gathered; `lines` the DRAM line of each
+    plane, fixed when the first line joins."""
+    index: int
+    block: int
+    B: int
+    R: int
+    lines: list[int]
+    planes: np.ndarray
+    strobe: int = 0
+    count: int = 0
+
+
+def gather_idle_boundary(previous_cycle: int, cycle: int) -> bool:
+    """Whether the device flushes its gather buffer between RwDs accepted in these two cycles: more than
+    WRITE_GATHER_IDLE_CYCLES cycles apart (then WRITE_GATHER_IDLE_CYCLES cycles passed with none accepted)."""
+    return cycle - previous_cycle > WRITE_GATHER_IDLE_CYCLES
 
 
 @dataclass(frozen=True)
@@ -245,6 +273,8 @@ class DeviceModel:
         self.axi_bursts: list[ReadBurst | WriteBurst] = []
         self.read_error_lines: set[int] = set()    # DRAM lines whose R beats answer SLVERR (reading 13)
         self.write_error_lines: set[int] = set()   # DRAM lines whose write bursts answer SLVERR on B
+        self.gather: GatheredBlock | None = None   # weight-major lines of one block not yet written out
+        self.gather_flushes: collections.Counter = collections.Counter()   # flushes by cause (flush_writes)
 
     # --- backend traffic --------------------------------------------------------------------------------
     @property
@@ -459,6 +489,7 @@ class DeviceModel:
         self._windows = None
         self._targets.clear()
         self.slots = [None] * self.params.buffer_slots
+        self.flush_writes("csr")         # gathered lines go where they were decoded, after the rewrite acts
 
     def _clear_poison(self) -> None:
         self.poison_table.clear()
@@ -592,6 +623,8 @@ class DeviceModel:
         if not target.mapped:
             return self._hole_read(tag, ld_id)
         index, config, block = target.index, target.config, target.block
+        if self.gather is not None and (self.gather.index, self.gather.block) == (index, block):
+            self.flush_writes("read")    # the read waits for the gathered lines to land (DEVICE.md §4)
         if target.view == View.RAW:
             lines, error = self._axi_read(self._dram_line(index, target.L), 1)
             self._count(Counter.RAW_READS)
@@ -687,32 +720,44 @@ class DeviceModel:
         index, config, L = match
         line = np.frombuffer(int(data).to_bytes(p.line_bytes, "little"), dtype=np.uint8)
         if view == View.RAW:
+            self.flush_writes("evict")     # a raw line stays in order with the gathered block's plane lines
             superblock, rest = divmod(L, config.R * config.B)
             block = superblock * config.R + rest % config.R
-            write_error = self._axi_write(self._dram_line(index, L), line[None], [enables])
+            if self._axi_write(self._dram_line(index, L), line[None], [enables]):
+                self._enter_error_poison(index, block)
         else:
             block, j = divmod(L, config.B)
-            write_error = self._weight_major_write(index, config, block, j, line, enables)
+            self._gather_line(index, config, block, j, line, enables)
         if poison:
             self._count(Counter.POISON_WRITES)
             self._enter_poison(index, block)
-        if write_error:   # the block's stored data is unknown: later reads return poison
-            self.error_poison_offered = True
-            self._enter_poison(index, block)
-        self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
+        self._invalidate_block(index, block)
+        if self.gather is not None and self.gather.count == config.B:
+            self.flush_writes("full")
         return self._ndr(tag, ld_id)
 
-    def _weight_major_write(self, index: int, config: RegionConfig, block: int, j: int, line: np.ndarray,
-                            enables: int) -> bool:
-        """Weight-major line j of a block -> the bytes [j*S, (j+1)*S) of each of the B planes, S = W/8/B.
+    def _invalidate_block(self, index: int, block: int) -> None:
+        self.slots = [None if slot is not None and slot[0][:2] == (index, block) else slot for slot in self.slots]
 
-        Returns whether any of its bursts answered an error on B."""
+    def _gather_line(self, index: int, config: RegionConfig, block: int, j: int, line: np.ndarray,
+                     enables: int) -> None:
+        """Weight-major line j of a block -> the bytes [j*S, (j+1)*S) of each of the B plane lines of the gather
+        buffer, S = W/8/B (DEVICE.md §4); a line of another block first flushes the gathered one."""
         p, B, R = self.params, config.B, config.R
         if p.data_width % (8 * B):
             raise SmartquantError(f"weight-major writes need W/B >= 8 bits per plane slice (W = {p.data_width}, "
                                   f"B = {B})")
+        gather = self.gather
+        if gather is not None and (gather.index, gather.block) != (index, block):
+            self.flush_writes("evict")
+            gather = None
+        if gather is None:
+            superblock, run_slot = divmod(block, R)
+            lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
+                     for plane in range(B)]
+            gather = self.gather = GatheredBlock(index, block, B, R, lines,
+                                                 np.zeros((B, p.line_bytes), dtype=np.uint8))
         slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
-        slices = self._line_planes(line, B)                    # (B planes, slice_bytes)
         full = 0
         for group in range(slice_bytes):
             group_enables = (enables >> (group * B)) & ((1 << B) - 1)
@@ -720,15 +765,31 @@ class DeviceModel:
                 full |= 1 << (j * slice_bytes + group)
             elif group_enables:
                 self._count(Counter.WR_PARTIAL_GROUPS)   # never half a weight: no read-modify-write
-        plane_lines = np.zeros((B, p.line_bytes), dtype=np.uint8)
-        plane_lines[:, j * slice_bytes:(j + 1) * slice_bytes] = slices
-        superblock, run_slot = divmod(block, R)
-        if R == 1:
-            return self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, 0, 0, B, 1)),
-                                   plane_lines, [full] * B)
-        errors = [self._axi_write(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)),
-                                  plane_lines[plane:plane + 1], [full]) for plane in range(B)]
-        return any(errors)
+        if full:
+            enabled = self._byte_enables(full)
+            gather.planes[:, enabled] = self._line_planes(line, B)[:, enabled[j * slice_bytes:(j + 1) * slice_bytes]]
+        gather.strobe |= full
+        gather.count += 1
+
+    def flush_writes(self, cause: str = "idle") -> None:
+        """Write the gathered block out (DEVICE.md §4): its B plane lines with the union of its lines' WSTRB, one
+        burst of B beats when R = 1, else one single-beat burst per plane. `cause` is recorded in
+        `gather_flushes` ("full", "evict", "idle", "csr", "read"); the testbench calls it with "idle" where the device's
+        idle boundary falls (gather_idle_boundary). Nothing gathered: nothing happens."""
+        gather = self.gather
+        if gather is None:
+            return
+        self.gather = None
+        self.gather_flushes[cause] += 1
+        strobes = [gather.strobe] * gather.B
+        if gather.R == 1:
+            error = self._axi_write(gather.lines[0], gather.planes, strobes)
+        else:
+            error = any([self._axi_write(line, gather.planes[plane:plane + 1], [gather.strobe])
+                         for plane, line in enumerate(gather.lines)])
+        if error:
+            self._enter_error_poison(gather.index, gather.block)
+        self._invalidate_block(gather.index, gather.block)
 
     @staticmethod
     def _line_planes(line: np.ndarray, B: int) -> np.ndarray:
@@ -737,6 +798,11 @@ class DeviceModel:
         field w's bit i at stream bit w*B + i, and plane p holds bit B-1-p of every field, field w at bit w."""
         bits = np.unpackbits(line, bitorder="little").reshape(-1, B)        # bits[w, i]
         return np.packbits(np.ascontiguousarray(bits[:, ::-1].T), axis=1, bitorder="little")
+
+    def _enter_error_poison(self, index: int, block: int) -> None:
+        """A write burst of the block failed (BRESP): its stored data is unknown, later reads return poison."""
+        self.error_poison_offered = True
+        self._enter_poison(index, block)
 
     def _enter_poison(self, index: int, block: int) -> None:
         self.poison_offered.add((index, block))
@@ -760,4 +826,5 @@ class DeviceModel:
 
 
 __all__ = ["DeviceModel", "Response", "ReadBurst", "WriteBurst", "RegionConfig", "decode_region_config",
+           "GatheredBlock", "gather_idle_boundary",
            "region_csr_writes", "superblocks_for", "message_address", "PREDICTED_COUNTERS"]

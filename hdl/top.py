@@ -79,11 +79,11 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register,
-        # <= 2**axi_id_bits in-flight
-        # entries, its NDR register). Twice that sum is far from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 1 + 1 + (1 << p.axi_id_bits) + 1)
-                                      + 1))
+        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register, the
+        # gather buffer and <= 2**axi_id_bits in-flight entries of up to b_max writes each, its NDR register). Twice
+        # that sum is far from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 2 + 1
+                                           + ((1 << p.axi_id_bits) + 1) * p.b_max + 1) + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
         self._units = {}
@@ -109,7 +109,9 @@ class SmartQuantController(wiring.Component):
                                            "poison_table"))
 
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
-        wiring.connect(m, frontend.read, read_engine.read)
+        # reads pass the write path's gate: a read of a block still being gathered waits for its flush to land
+        wiring.connect(m, frontend.read, write_path.read_in)
+        wiring.connect(m, write_path.read_out, read_engine.read)
         wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
         rwd_frontend = self._units["rwd_frontend"]
         wiring.connect(m, wiring.flipped(self.m2s_rwd), rwd_frontend.rwd)
@@ -138,6 +140,7 @@ class SmartQuantController(wiring.Component):
             read_engine.regions.eq(csr_block.regions),
             read_engine.toward_zero.eq(csr_block.toward_zero),
             write_path.regions.eq(csr_block.regions),
+            write_path.regions_written.eq(csr_block.regions_written),
             read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
             read_engine.mem_data_nxm.eq(csr_block.mem_data_nxm),
             read_engine.hole_poison.eq(csr_block.hole_poison),

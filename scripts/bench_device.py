@@ -9,8 +9,10 @@ Every run is also a check: DRS/NDR bit-exact and every counter equal to the gold
     smartquant bench throughput   packed-k and expanded-k output lines per cycle at every k, always-ready
                                   backend (goal >= 0.95 with the pipeline fill)
     smartquant bench latency      Req -> AR valid, last R beat -> DRS, Req -> DRS (goal <= 3 added cycles)
+    smartquant bench writes       weight-major writes: DRAM beats per line written (goal 1.0 for whole blocks),
+                                  lines per cycle
     smartquant bench simspeed     simulated cycles/s and transactions/s
-    smartquant bench all          all five in one simulation
+    smartquant bench all          all six in one simulation
     smartquant bench plots        PNGs in docs/img/ from the JSON results (scripts/plots.py)
 
 `simulate` is the small adapter other modules use to run a cocotb module of their own against the controller
@@ -31,7 +33,7 @@ from smartquant.tables import text_table
 
 BENCH_MODULE = "smartquant.sim.device_bench"
 BENCH_TESTS = {"traffic": "test_traffic", "rows": "test_rows", "throughput": "test_throughput",
-               "latency": "test_latency", "simspeed": "test_simspeed"}
+               "latency": "test_latency", "writes": "test_writes", "simspeed": "test_simspeed"}
 # a 1 MiB device (the test suite's build) holds every benchmark region
 BENCH_PARAMS = ControllerParams(dram_addr_bits=20)
 
@@ -127,6 +129,14 @@ def latency_table(result: dict) -> str:
     return _table(["read", "R beats", "Req->AR", "AR->R (memory)", "last R->DRS", "Req->DRS", "added"], rows)
 
 
+def writes_table(result: dict) -> str:
+    rows = [[str(r["B"]), str(r["R"]), r["pattern"], str(r["lines"]), str(r["dram_lines_written"]),
+             str(r["write_bursts"]), f"{r['beats_per_line']:.2f}", f"{r['lines_per_cycle_accepted']:.3f}",
+             f"{r['lines_per_cycle']:.3f}"] for r in result["rows"]]
+    return _table(["B", "R", "host writes", "lines", "DRAM beats", "bursts", "beats/line", "lines/cycle in",
+                   "lines/cycle to last Cmp"], rows)
+
+
 def simspeed_table(result: dict) -> str:
     return _table(["transactions", "cycles", "wall s", "cycles/s", "transactions/s", "CPU s", "cycles/CPU s"],
                   [[str(result["transactions"]), str(result["cycles"]), f"{result['wall_seconds']:.1f}",
@@ -162,6 +172,13 @@ def summary_lines(name: str, result: dict) -> list:
         return lines
     if name == "latency":
         return [f"added cycles (Req->AR + last R->DRS): max {max(r['added'] for r in result['rows'])}"]
+    if name == "writes":
+        whole = [r for r in result["rows"] if r["pattern"] == "whole blocks"]
+        return [f"whole blocks: {min(r['beats_per_line'] for r in whole):.2f}..{max(r['beats_per_line'] for r in whole):.2f}"
+                f" DRAM beats per line written (target 1.0), {min(r['lines_per_cycle'] for r in whole):.3f}.."
+                f"{max(r['lines_per_cycle'] for r in whole):.3f} lines/cycle to the last Cmp; one line per block: "
+                + ", ".join(f"B = {r['B']} R = {r['R']}: {r['beats_per_line']:.2f}" for r in result["rows"]
+                            if r["pattern"] == "one line per block") + " beats/line"]
     if name == "simspeed":
         failed = " (the random run FAILED its checks: see below)" if result.get("error") else ""
         return [f"{result['cycles_per_second']:.0f} cycles/s, {result['transactions_per_second']:.0f} "
@@ -170,10 +187,12 @@ def summary_lines(name: str, result: dict) -> list:
 
 
 TABLES = {"traffic": traffic_table, "rows": rows_table, "throughput": throughput_table, "latency": latency_table,
-          "simspeed": simspeed_table}
+          "writes": writes_table, "simspeed": simspeed_table}
 TITLES = {"traffic": "DRAM traffic vs k (hardware counters)", "rows": "DRAM row activates vs k (RowModel over AR)",
           "throughput": "packed-k / expanded-k streaming rate (always-ready backend and sinks)",
-          "latency": "latency on an idle device (cycles)", "simspeed": "simulation speed"}
+          "latency": "latency on an idle device (cycles)",
+          "writes": "weight-major writes: DRAM beats per line and lines per cycle (always-ready backend)",
+          "simspeed": "simulation speed"}
 
 
 # --- command -----------------------------------------------------------------------------------------------

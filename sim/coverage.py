@@ -71,6 +71,9 @@ HOLE_POISON = {False: "hole poison off", True: "hole poison on"}
 TAG_REUSE = ("tag reused",)
 REGION_REWRITES = {False: "at quiescence", True: "with traffic in flight"}
 RESET_OBLIGATIONS = ("R beats owed", "B owed", "W beats owed")
+# weight-major write gathering (DEVICE.md §4): golden.device flush causes -> bins
+GATHER_FLUSHES = {"full": "whole block (B lines)", "evict": "partial, another block or a raw write",
+                  "idle": "partial, idle boundary", "csr": "partial, region-table write"}
 QUEUED_READERS = ((">= request_depth", lambda p: p.request_depth),)     # (bin, fewest readers of one key)
 DEV_LOAD_CHANNELS = ("DRS", "NDR")
 
@@ -129,6 +132,7 @@ GROUPS = (
     ("hole", lambda p: list(HOLE_KINDS) + list(HOLE_POISON.values())),
     ("tag reuse", lambda p: list(TAG_REUSE)),
     ("region rewrite", lambda p: list(REGION_REWRITES.values())),
+    ("write gather", lambda p: list(GATHER_FLUSHES.values())),
     ("reset", lambda p: list(RESET_OBLIGATIONS)),
     ("queued readers", lambda p: [name for name, _ in QUEUED_READERS]),
     ("dev load", lambda p: [f"{c}/{level}" for c in DEV_LOAD_CHANNELS
@@ -298,6 +302,12 @@ class Coverage:
 
     def sample_region_rewrite(self, with_traffic_in_flight: bool) -> None:
         self._hit("region rewrite", REGION_REWRITES[bool(with_traffic_in_flight)])
+
+    def sample_gather_flush(self, cause: str) -> None:
+        """The gather buffer written out, for `cause` (a key of GATHER_FLUSHES: golden.device's flush causes)."""
+        # a flush for a read cannot happen in random traffic (a read and a write of one block are never in
+        # flight together): one would be counted in `unexpected`
+        self._hit("write gather", GATHER_FLUSHES.get(cause, f"partial, {cause}"))
 
     def sample_reset(self, r_beats_owed: int, b_owed: int, w_beats_owed: int) -> None:
         for name, owed in zip(RESET_OBLIGATIONS, (r_beats_owed, b_owed, w_beats_owed)):

@@ -16,6 +16,9 @@ test_throughput  always-ready backend and sinks: for B in `throughput_b` (8: INT
                  cycle, and cycles AR waited for the AXI memory's arready (a backend limit, not the controller's).
 test_latency     idle device, one read at a time: cycles from Req accepted to AR valid, first R beat to DRS
                  valid, and Req accepted to DRS valid, for raw and packed reads at several k.
+test_writes      weight-major writes for (B, R) in `write_layouts`: `write_blocks` whole blocks back to back, one
+                 line of each block, and `write_serial_lines` lines each sent after the previous Cmp: DRAM beats
+                 per line written (hardware counters), lines per cycle accepted and to the last Cmp.
 test_simspeed    sim/traffic.py RandomTraffic (the `smartquant sim` mix) for `simspeed_transactions`: cycles/s
                  and transactions/s of the whole testbench (golden model and scoreboard included).
 """
@@ -40,7 +43,8 @@ from smartquant.sim.tb import TB, RegionSetup
 DEFAULTS = {"traffic_b": [8, 16], "blocks": 32, "random_reads": 64, "row_runs": [1, 64], "row_superblocks": 2,
             "throughput_b": [8, 16], "throughput_lines": 640,
             "throughput_views": ["packed", "expanded"], "latency_k": [1, 3, 4, 8],
-            "simspeed_transactions": 20000}   # long enough that phase changes (CSR traffic) do not dominate
+            "simspeed_transactions": 20000,   # long enough that phase changes (CSR traffic) do not dominate
+            "write_layouts": [[8, 1], [16, 1], [8, 4]], "write_blocks": 16, "write_serial_lines": 16}
 
 
 def settings() -> tuple[ControllerParams, int, dict]:
@@ -262,6 +266,49 @@ async def test_latency(dut):
                      "added": (ar.first_valid - req.first) + (drs.first_valid - beats.last)})
     await tb.finish()
     write_result("test_latency", {"rows": rows})
+
+
+@cocotb.test()
+async def test_writes(dut):
+    """Weight-major writes: DRAM beats per host line written (hardware counters) and lines per cycle, for whole
+    blocks streamed back to back, one line per block (each flushed alone), and a host that waits for every Cmp."""
+    tb, params, config = await start(dut)
+    rng = random.Random(tb.seed)
+    cycles = lambda: tb.cycles  # noqa: E731
+    rwd = BeatMonitor(dut, "m2s_rwd__valid", "m2s_rwd__ready", cycles)
+    ndr = BeatMonitor(dut, "s2m_ndr__valid", "s2m_ndr__ready", cycles)
+    w_beats = BeatMonitor(dut, "axi__wvalid", "axi__wready", cycles)
+    rows = []
+    for index, (B, R) in enumerate(config["write_layouts"]):
+        n_blocks = config["write_blocks"]
+        region = region_for(tb, index % params.n_regions, B, R, n_blocks, base_line=index * n_blocks * 16)
+        await tb.program_region(region)
+        for pattern in ("whole blocks", "one line per block", "Cmp before next line"):
+            lines = [region.base_line + block * B + j for block in range(n_blocks)
+                     for j in (range(B) if pattern == "whole blocks" else [rng.randrange(B)])]
+            if pattern == "Cmp before next line":
+                lines = lines[:config["write_serial_lines"]]
+            for monitor in (rwd, ndr, w_beats):
+                monitor.clear()
+            await clear_counters(tb)
+            for line in lines:
+                tb.write(View.WEIGHT_MAJOR, line, rng.getrandbits(params.data_width))
+                if pattern == "Cmp before next line":
+                    await wait(tb)
+            await wait(tb)
+            counters = await tb.check_counters()
+            span = ndr.last - rwd.first + 1
+            rows.append({"B": B, "R": R, "pattern": pattern, "lines": len(lines),
+                         "dram_lines_written": counters[Counter.DRAM_LINES_WRITTEN],
+                         "write_bursts": counters[Counter.WRITE_BURSTS],
+                         "beats_per_line": counters[Counter.DRAM_LINES_WRITTEN] / len(lines),
+                         "accept_cycles": rwd.last - rwd.first + 1,
+                         "lines_per_cycle_accepted": len(lines) / (rwd.last - rwd.first + 1),
+                         "cycles_to_last_cmp": span, "lines_per_cycle": len(lines) / span,
+                         "w_beats": w_beats.count})
+        await tb.disable_region(index % params.n_regions)
+    await tb.finish()
+    write_result("test_writes", {"rows": rows})
 
 
 @cocotb.test()

@@ -33,7 +33,8 @@ from amaranth.hdl import Shape
 
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout
 from smartquant.params import (
-    REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, dev_load_level,
+    REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, WRITE_GATHER_IDLE_CYCLES,
+    dev_load_level,
 )
 from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
@@ -152,10 +153,30 @@ class Scoreboard:
         fields = self.unpack["rwd"](payload)
         if self.coverage is not None:
             self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
+        self.last_rwd_cycle = self.cycle
+        self._poison_change(lambda: self._apply_rwd(fields))
+
+    def _apply_rwd(self, fields: dict) -> list[Pending]:
+        """The write fed to the model; returns its pending Cmp and those of the gathered writes it flushed (a
+        failed flush changes the poison table within their windows too)."""
+        old = self.model.gather
+        old_count = 0 if old is None else old.count
+        pendings = self._expect("rwd", fields, self.model.rwd(**fields))
+        flushed = []
+        if old is not None and self.model.gather is not old:
+            flushed, self.gather_pendings = self.gather_pendings, []
+        gather = self.model.gather
+        if gather is not None and (gather is not old or gather.count > old_count):
+            self.gather_pendings.extend(pendings)
+        return pendings + flushed
+
+    def _poison_change(self, apply) -> None:
+        """Run `apply` (a write fed to the model, or a flush of its gather buffer, which may enter a failed
+        block) and open the poison windows its change of the poison table opens; `apply` returns the pending
+        responses of the write (none for a flush)."""
         model = self.model
         table_before, lost_before = set(model.poison_table), model.poisons_lost
-        responses = model.rwd(**fields)
-        pendings = self._expect("rwd", fields, responses)
+        pendings = apply()
         entered = frozenset(model.poison_table) - table_before
         if model.poison_order_uncertain():
             for waiting in self.pending.values():
@@ -199,6 +220,16 @@ class Scoreboard:
 
         So a request accepted in cycle a and answered in cycle h > a allows the levels of N after the cycles
         a .. max(a, h - 2) (`_load_range`); N after every cycle is kept until no pending request needs it."""
+        if self.last_rwd_cycle is not None and self.cycle - self.last_rwd_cycle == WRITE_GATHER_IDLE_CYCLES:
+            # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
+            self._poison_change(lambda: self._flush_gathered("idle"))
+        flushes = self.model.gather_flushes
+        if flushes != self._flushes_seen:   # every flush of the model's gather buffer, whatever called it
+            if self.coverage is not None:
+                for cause, count in flushes.items():
+                    for _ in range(count - self._flushes_seen[cause]):
+                        self.coverage.sample_gather_flush(cause)
+            self._flushes_seen = collections.Counter(flushes)
         self.occupancy += self.occupancy_change
         self.occupancy_change = 0
         self.occupancy_history.append(self.occupancy)
@@ -432,8 +463,17 @@ class Scoreboard:
                                     f"the DUT did not (missing DRAM access)")
         return problems
 
+    def _flush_gathered(self, cause: str) -> list:
+        self.model.flush_writes(cause)
+        self._match_bursts()
+        flushed, self.gather_pendings = self.gather_pendings, []
+        return flushed
+
     def restart_bursts(self) -> None:
         """A new model (after reset) starts a new burst trace; bursts of the old one are void."""
+        self.last_rwd_cycle = None       # the device's idle timer restarts saturated: no boundary pending
+        self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
+        self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._burst_index = {"read": 0, "write": 0}
         self._burst_scan = {"read": 0, "write": 0}
         self._bursts_waiting = {"read": collections.deque(), "write": collections.deque()}

@@ -302,6 +302,11 @@ class TB:
         (one event, no First(): cocotb's First starts a task per trigger, ~10 % of a random run's time)."""
         self.driver.alarm(cycle, self.completions)
 
+    async def rwd_accepted(self) -> None:
+        """Wait until every RwD queued so far has been accepted by the DUT."""
+        while not self.rwd_source.idle():
+            await self.driver.next_cycle()
+
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
         start = self.cycles

@@ -243,6 +243,26 @@ class RandomTraffic:
             note = Note("read", (region.index, block))
             await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
 
+    async def block_write(self, budget: int, partial: bool = False, poison_rate: float | None = None) -> None:
+        """A host writing a block through the weight-major view, lines 0..B-1 in order (what the write path
+        gathers into B beats): the whole block, or (`partial`) its first 1..B-1 lines; at most `budget` lines."""
+        rng, tb, p = self.rng, self.tb, self.params
+        region = rng.choice(self.regions)
+        block = self._pick_block(region)
+        count = min(rng.randrange(1, region.B) if partial else region.B, budget)
+        rate = self.poison_rate if poison_rate is None else poison_rate
+        note = Note("write", (region.index, block), tuple(region.block_lines(block)))
+        for j in range(count):
+            address = tb.address(View.WEIGHT_MAJOR, region.base_line + block * region.B + j)
+            data = rng.getrandbits(p.data_width)
+            if rng.random() < 0.8:
+                opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
+            else:
+                opcode, enables = RwdOpcode.MEM_WR_PTL, self._group_enables()
+            poison = int(rng.random() < rate)
+            await self._issue(note, lambda: tb.rwd(opcode, address, data, byte_enable=enables, poison=poison,
+                                                   note=note))
+
     async def one(self, budget: int = 1) -> None:
         rng, tb, p = self.rng, self.tb, self.params
         roll = rng.random()
@@ -254,6 +274,8 @@ class RandomTraffic:
                                   ReqOpcode.MEM_RD_TEE, ReqOpcode.MEM_RD_DATA_TEE, ReqOpcode.MEM_SPEC_RD_TEE],
                                  weights=[40, 40, 6, 6, 6, 2])[0]
             await self._issue(note, lambda: tb.req(opcode, address, note=note))
+        elif roll < 0.88 and self.regions and budget > 1 and rng.random() < 0.2:
+            await self.block_write(budget, partial=rng.random() < 0.3)
         elif roll < 0.88:
             address, note = self._target(writing=True)
             data = rng.getrandbits(p.data_width)
@@ -442,6 +464,13 @@ class RandomTraffic:
                     opcode = rng.choice([ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT])
                     address, _ = self._target(writing=False)
                     await self._issue(Note("read", None), lambda: tb.req(opcode, address))
+            if others:
+                # part of a block of another region, gathered when the rewrite acts: the rewrite flushes it (all
+                # of it accepted before the CSR write starts, so the model's order is the device's)
+                saved, self.regions = self.regions, others
+                await self.block_write(3, partial=True, poison_rate=0.0)
+                self.regions = saved
+                await tb.rwd_accepted()
             target.default_k = rng.randint(1, target.B)
             target.rounding = rng.choice(list(Rounding))
             await tb.program_region(target, in_flight_ok=True)

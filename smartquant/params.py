@@ -85,6 +85,9 @@ META_FIELD_NO_OP = 0b11  # responses carry MetaField = No-Op: an HDM-H device ke
 SUPPORTED_B = (2, 4, 8, 16)
 HPA_BITS = 52            # CXL host physical address width: HPA[51:0]
 MAX_PLANE_RUN = 64
+# Weight-major writes are gathered per block (DEVICE.md §4): the gather buffer is flushed wherever this many
+# cycles pass with no RwD accepted, so a host that waits for Cmps still gets them in bounded time.
+WRITE_GATHER_IDLE_CYCLES = 16
 
 
 @dataclass(frozen=True)

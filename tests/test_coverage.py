@@ -36,10 +36,10 @@ def test_group_sizes_default_params():
         "format x k": 2 + 4 + 8 + 16 + 16, "format x plane run": 5 * 7, "fill x format": 3 * 5,
         "req opcode": 16, "rwd opcode": 16, "write enables": 5, "stall": 8 * 3, "axi errors": 2,
         "poison table": 3, "poisoned response": 1, "decode error": 4, "hole": 5, "tag reuse": 1,
-        "region rewrite": 2, "reset": 3,
+        "region rewrite": 2, "write gather": 4, "reset": 3,
         "queued readers": 1, "dev load": 8,
     }
-    assert sum(sizes.values()) == 247
+    assert sum(sizes.values()) == 251
 
 
 def test_impossible_bins_not_defined_for_b_max_8():
@@ -50,7 +50,7 @@ def test_impossible_bins_not_defined_for_b_max_8():
     assert sorted(cov.bins()["format x k"]) == sorted(
         [f"INT2/k={k}" for k in (1, 2)] + [f"INT4/k={k}" for k in range(1, 5)] + [f"INT8/k={k}" for k in range(1, 9)])
     assert len(cov.bins()["read view x format"]) == 6 * 3
-    assert len(names) == 171
+    assert len(names) == 175
 
 
 def test_opcode_bins_use_the_layout_width_and_names():
@@ -108,6 +108,7 @@ def sample_sequence(cov, part=None):
         lambda: cov.sample_poison_table("overflow"),
         lambda: cov.sample_decode_error(True, True),
         lambda: cov.sample_region_rewrite(False),
+        lambda: cov.sample_gather_flush("idle"),
         lambda: cov.sample_reset(0, 2, 0),
         lambda: cov.sample_queued_readers(DEFAULT.request_depth - 1),
         lambda: cov.sample_queued_readers(DEFAULT.request_depth),
@@ -130,6 +131,7 @@ EXPECTED_HITS = {
     "write view x format/WEIGHT_MAJOR/INT16", "write view x format/PACKED_DEFAULT/INT2",
     "axi errors/write error", "stall/m2s_req/1 cycle", "stall/r/>=8 cycles", "tag reuse/tag reused",
     "poison table/overflow", "decode error/MemData-NXM poisoned", "region rewrite/at quiescence", "reset/B owed",
+    "write gather/partial, idle boundary",
     "queued readers/>= request_depth",
 }
 
@@ -142,7 +144,7 @@ def test_hand_built_sequence_hits_exactly_the_expected_bins():
     assert set(cov.missed()) == all_bins(cov) - EXPECTED_HITS
     assert cov.bins()["dev load"]["DRS/2"] == 1
     assert not cov.unexpected
-    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 247)
+    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 251)
 
 
 def test_partial_group_needs_a_weight_major_mapped_write():
@@ -213,17 +215,17 @@ def test_json_round_trip():
 
 def test_summary_line_format():
     cov = Coverage(DEFAULT)
-    assert cov.summary_line() == "coverage: 0.0% of 247 bins, 247 missed"
+    assert cov.summary_line() == "coverage: 0.0% of 251 bins, 251 missed"
     sample_sequence(cov)
-    assert cov.summary_line() == f"coverage: 12.1% of 247 bins, {247 - len(EXPECTED_HITS)} missed"
+    assert cov.summary_line() == f"coverage: 12.3% of 251 bins, {251 - len(EXPECTED_HITS)} missed"
     full = Coverage.from_json(DEFAULT, {**cov.to_json(), "bins": {g: dict.fromkeys(b, 1)
                                                                      for g, b in cov.bins().items()}})
-    assert full.summary_line() == "coverage: 100.0% of 247 bins"
+    assert full.summary_line() == "coverage: 100.0% of 251 bins"
     assert full.missed() == [] and full.percent() == 100.0
     # one bin short: never shown as 100.0%
     data = full.to_json()
     data["bins"]["decode error"]["MemData-NXM poisoned"] = 0
-    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.5% of 247 bins, 1 missed"
+    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.6% of 251 bins, 1 missed"
     assert re.fullmatch(r"coverage: \d+\.\d% of \d+ bins(, \d+ missed)?", cov.summary_line())
 
 
@@ -233,7 +235,7 @@ def test_table_lists_every_group():
     lines = cov.table().splitlines()
     assert lines[0].split() == ["group", "bins", "hit", "percent"]
     assert any(re.fullmatch(r"decode error\s+1 / 4\s+25\.0%", line) for line in lines)
-    assert re.fullmatch(r"total\s+1 / 171\s+0\.5%", lines[-1])
+    assert re.fullmatch(r"total\s+1 / 175\s+0\.5%", lines[-1])
     assert len([line for line in lines if "/" in line]) == len(cov.bins()) + 1
 
 

@@ -195,7 +195,8 @@ def test_expanded_toward_zero_fill_int8_and_bf16():
 
 
 def test_int4_plane_run_transpose_and_bursts():
-    """INT4, R = 4: weight-major writes become 4 single-beat bursts with stride R; reads fetch k lines stride R."""
+    """INT4, R = 4: the 4 weight-major lines of a block are gathered and written as its 4 plane lines, one
+    single-beat burst each (stride R) with every byte strobed; reads fetch k lines stride R."""
     model = make_model(B=4, R=4, n_superblocks=2)
     weights = np.random.default_rng(3).integers(-8, 8, 512)
     nibbles = (weights & 0xF).astype(np.uint8)
@@ -204,7 +205,8 @@ def test_int4_plane_run_transpose_and_bursts():
     for j in range(4):
         write(model, View.WEIGHT_MAJOR, BASE + block * 4 + j, numpy_bytes[j * 64:(j + 1) * 64])
     first = BASE + 1 * 16 + 1                                            # s*R*B + p*R + r with p = 0
-    assert model.axi_writes[-4:] == [WriteBurst(first + 4 * p, 1, ((0xFFFF << 48),)) for p in range(4)]
+    assert model.axi_writes == [WriteBurst(first + 4 * p, 1, ((1 << 64) - 1,)) for p in range(4)]
+    assert model.gather_flushes == {"full": 1} and model.counter(Counter.DRAM_LINES_WRITTEN) == 4
     model.clear_trace()
     response = read(model, View.PACKED_K, BASE + block * 4 + 1, k=2)
     assert model.axi_reads == [ReadBurst(first, 1), ReadBurst(first + 4, 1)]
@@ -332,6 +334,8 @@ def test_mem_wr_ptl_honours_whole_weight_groups_only():
     enables = 0xFF | (0b111 << 8) | (0xFF << 56)      # group 0 full, group 1 partial, group 7 full
     write(model, View.WEIGHT_MAJOR, BASE + j, bytes(range(1, 65)), opcode=RwdOpcode.MEM_WR_PTL,
           byte_enable=enables)
+    assert model.axi_writes == [] and model.gather is not None          # gathered: no DRAM write yet
+    model.flush_writes("idle")                                          # the device's idle boundary
     strobe = (1 << (j * 8 + 0)) | (1 << (j * 8 + 7))   # plane byte j*W/(8B) + group
     assert model.axi_writes == [WriteBurst(BASE, 8, (strobe,) * 8)]
     assert model.counter(Counter.WR_PARTIAL_GROUPS) == 1
@@ -390,7 +394,8 @@ def test_backend_read_errors_poison_every_line_served_from_the_fetch():
 def test_backend_write_error_enters_the_block_in_the_poison_table():
     model = make_model(B=4, R=2, n_superblocks=2)
     model.inject_write_error(BASE + 0 * 8 + 3 * 2 + 0)    # plane 3 of block 0
-    write(model, View.WEIGHT_MAJOR, BASE + 0 * 4 + 1, b"\x11" * 64)   # 4 one-beat bursts, one answers SLVERR
+    write(model, View.WEIGHT_MAJOR, BASE + 0 * 4 + 1, b"\x11" * 64)
+    model.flush_writes("idle")                      # the idle boundary: 4 one-beat bursts, one answers SLVERR
     assert model.counter(Counter.AXI_ERRORS) == 1 and model.counter(Counter.POISON_WRITES) == 0
     assert model.poison_table == [(0, 0)]
     assert read(model, View.RAW, BASE).poison == 1 and read(model, View.PACKED_K, BASE, k=1).poison == 1
@@ -646,3 +651,49 @@ def test_weight_major_line_planes_equal_the_layout_functions(data_width):
             line = rng.integers(0, 256, size=data_width // 8, dtype=np.uint8)
             fields = layout.unpack_fields(line[None], B, data_width // B)
             assert np.array_equal(DeviceModel._line_planes(line, B), layout.block_planes(fields, B)[0]), B
+
+
+# --- write gathering (DEVICE.md §4) ------------------------------------------------------------------------
+def test_gather_flush_causes_by_hand():
+    """INT4, R = 1, W = 512: a weight-major line j fills plane bytes [16j, 16j + 16) of each of the 4 plane
+    lines. Each flush cause writes the gathered block as one burst of 4 beats whose WSTRB covers exactly the
+    lines gathered: another block's line (evict), a raw write (evict), the 4th line (full), a region-table write
+    (csr), a read of the block (read, which then sees the data), the idle boundary (idle)."""
+    model = make_model(B=4, R=1, n_superblocks=8)
+    rng = np.random.default_rng(11)
+    lines = {}
+
+    def wm(block, j):
+        lines[block, j] = rng.integers(0, 256, 64, dtype=np.uint8).tobytes()
+        write(model, View.WEIGHT_MAJOR, BASE + 4 * block + j, lines[block, j])
+
+    def slices(*js):
+        return sum(0xFFFF << (16 * j) for j in js)
+
+    wm(0, 0)
+    wm(0, 1)
+    assert model.axi_writes == []
+    wm(1, 2)                                                            # evict block 0
+    assert model.axi_writes == [WriteBurst(BASE, 4, (slices(0, 1),) * 4)]
+    write(model, View.RAW, BASE + 4 * 5, b"\x33" * 64)                  # evict block 1, then the raw line
+    assert model.axi_writes[1:] == [WriteBurst(BASE + 4, 4, (slices(2),) * 4), WriteBurst(BASE + 20, 1, (ALL_BYTES,))]
+    for j in (3, 0, 2, 1):
+        wm(2, j)                                                        # the 4th line completes the block
+    assert model.axi_writes[3:] == [WriteBurst(BASE + 8, 4, (ALL_BYTES,) * 4)] and model.gather is None
+    wm(3, 2)
+    model.csr_write(CSR_REGION_BASE, BASE)                              # same base: still a region-table write
+    assert model.axi_writes[4:] == [WriteBurst(BASE + 12, 4, (slices(2),) * 4)]
+    wm(3, 1)
+    got = read(model, View.WEIGHT_MAJOR, BASE + 12 + 1)                 # the read flushes block 3 first
+    assert model.axi_writes[5:] == [WriteBurst(BASE + 12, 4, (slices(1),) * 4)]
+    assert data_bytes(got).tobytes() == lines[3, 1]
+    wm(4, 0)
+    model.flush_writes("idle")
+    assert model.axi_writes[6:] == [WriteBurst(BASE + 16, 4, (slices(0),) * 4)]
+    model.flush_writes("idle")                                          # nothing gathered: nothing written
+    assert len(model.axi_writes) == 7
+    assert model.gather_flushes == {"evict": 2, "full": 1, "csr": 1, "read": 1, "idle": 1}
+    assert model.counter(Counter.DRAM_LINES_WRITTEN) == 6 * 4 + 1
+    # every line written reads back (the whole block 2 and the single lines of the others)
+    for (block, j), data in lines.items():
+        assert data_bytes(read(model, View.WEIGHT_MAJOR, BASE + 4 * block + j)).tobytes() == data, (block, j)

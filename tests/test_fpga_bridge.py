@@ -374,6 +374,8 @@ class SystemBench:
                                    int.from_bytes(data, "little"), enables, int(poison))]
         await self.send(ctx, protocol.encode_rwd(opcode, tag, address, data, enables, poison))
         assert await self.collect(ctx, len(expected)) == expected, (view, line)
+        # the host waits for each Cmp, so the device passed an idle boundary: a gathered line has been written
+        self.model.flush_writes("idle")
 
     def run(self, testbench):
         sim = Simulator(self.system)

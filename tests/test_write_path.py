@@ -17,12 +17,15 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from smartquant.golden.device import DeviceModel, decode_region_config, region_csr_writes, message_address
+from smartquant.golden.device import (
+    DeviceModel, decode_region_config, gather_idle_boundary, region_csr_writes, message_address,
+)
 from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
-    ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+    CSR_REGION_BASE, ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+    WRITE_GATHER_IDLE_CYCLES,
 )
 
 WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.DRAM_LINES_WRITTEN,
@@ -140,7 +143,7 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=()):
+                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=(), gaps=None):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
     dut = WritePath(params, max_outstanding=max_outstanding)
@@ -157,14 +160,6 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
                                        region.B, region.R, default_k=region.B, rounding=Rounding.FLOOR)
         model.program(writes_csr)
         words.append(writes_csr[-1][1])
-    expected, bursts_per_write, failed_tags = [], [], []
-    for w in writes:
-        before, errors_before = len(model.axi_writes), model.counter(Counter.AXI_ERRORS)
-        expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
-        bursts_per_write.append(len(model.axi_writes) - before)
-        if model.counter(Counter.AXI_ERRORS) != errors_before:
-            failed_tags.append((w.tag, w.target))
-
     ndrs, inserts, invalidations, landed = [], [], [], []
     insert_edges = {}   # (region, block) -> clock edge of its first poison-table insert
     ndr_edges = {}   # tag -> clock edge of its NDR handshake
@@ -185,9 +180,13 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             ctx.set(entry.n_superblocks, region.n_superblocks)
             ctx.set(entry.end_line, region_end_line(params, region.base_line, region.n_superblocks,
                                                     config.B.bit_length() - 1, config.R.bit_length() - 1))
-        for w in writes:
-            while rng.random() < gap_prob:
-                await ctx.tick()
+        for n, w in enumerate(writes):
+            if gaps is not None:
+                for _ in range(gaps[n]):
+                    await ctx.tick()
+            else:
+                while rng.random() < gap_prob:
+                    await ctx.tick()
             for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
                 ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
             ctx.set(dut.rwd.valid, 1)
@@ -235,9 +234,56 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
     for background in (ndr_sink, monitor, slave.aw_channel, slave.w_channel, slave.b_channel):
         sim.add_testbench(background, background=True)
     sim.run()
+    expected, burst_owners = feed_model(model, writes, rwd_edges)
+    failed = {i for i, burst in enumerate(model.axi_writes)
+              if any(burst.line + beat in error_lines for beat in range(burst.beats))}
+    failed_tags = sorted({(w.tag, w.target) for i in failed for w in burst_owners[i]})
     return dict(model=model, expected=expected, slave=slave, ndrs=ndrs, inserts=inserts,
-                invalidations=invalidations, landed=landed, events=events, ndr_edges=ndr_edges, bursts_per_write=bursts_per_write,
-                rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags, insert_edges=insert_edges)
+                invalidations=invalidations, landed=landed, events=events, ndr_edges=ndr_edges,
+                burst_owners=burst_owners, rwd_edges=rwd_edges, w_edges=w_edges, failed_tags=failed_tags,
+                insert_edges=insert_edges)
+
+
+def feed_model(model, writes, rwd_edges):
+    """The golden model fed the writes in acceptance order, with the gather buffer flushed at the idle boundaries
+    the handshake edges give (golden.device.gather_idle_boundary) and at the end (the run waited for every Cmp).
+    Returns the expected responses per write and, per model write burst, the writes whose data it carries."""
+    expected, owners, members = [], [], []
+
+    def assign(bursts, owner_list):
+        owners.extend([list(owner_list)] * bursts)
+
+    def flush():
+        before = len(model.axi_writes)
+        model.flush_writes("idle")
+        assign(len(model.axi_writes) - before, members)
+        members.clear()
+
+    for n, w in enumerate(writes):
+        if n and gather_idle_boundary(rwd_edges[n - 1], rwd_edges[n]):
+            flush()
+        old, before = model.gather, len(model.axi_writes)
+        expected.append(model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id))
+        new = len(model.axi_writes) - before
+        weight_major = w.target is not None and (w.address >> model.line_bits) & 0b111 == View.WEIGHT_MAJOR
+        if weight_major and old is not None and model.gather is None:   # it completed the old block
+            members.append(w)
+            weight_major = False
+        if old is not None and model.gather is not old:                  # the old block went out first
+            old_bursts = 1 if old.R == 1 else old.B
+            assign(old_bursts, members)
+            members.clear()
+            new -= old_bursts
+        if weight_major:
+            members.append(w)
+            if model.gather is None:                                     # joined and completed a new block (B = 1)
+                assign(new, members)
+                members.clear()
+        elif w.target is not None and new:                               # a raw write's own burst
+            assign(new, [w])
+    flush()
+    assert len(owners) == len(model.axi_writes)
+    return expected, owners
 
 
 def check_against_golden(result, writes):
@@ -259,14 +305,15 @@ def check_against_golden(result, writes):
     for tag, target in result["failed_tags"]:
         assert result["insert_edges"][target] < result["ndr_edges"][tag], f"NDR of failed write {tag} before insert"
     assert result["invalidations"] == [w.target for w in writes if w.target is not None]
-    # every mapped write lands once (its last B response), in completion order
-    assert Multiset(result["landed"]) == Multiset(w.target for w in writes if w.target is not None)
-    # a write's NDR comes after the B responses of all its bursts (bursts are issued in write order)
-    first_burst = 0
-    for w, n_bursts in zip(writes, result["bursts_per_write"]):
-        last_b = max((slave.b_edges[i] for i in range(first_burst, first_burst + n_bursts)), default=-1)
-        assert result["ndr_edges"][w.tag] > last_b, f"NDR of tag {w.tag} before its last B response"
-        first_burst += n_bursts
+    # every raw write and every gathered block lands once (its last B response)
+    groups = {}
+    for index, owners in enumerate(result["burst_owners"]):
+        groups.setdefault(tuple(w.tag for w in owners), (owners[0].target, []))[1].append(index)
+    assert Multiset(result["landed"]) == Multiset(target for target, _ in groups.values())
+    # a write's NDR comes after the B responses of every burst carrying its data
+    for index, owners in enumerate(result["burst_owners"]):
+        for w in owners:
+            assert result["ndr_edges"][w.tag] > slave.b_edges[index], f"NDR of tag {w.tag} before its B response"
 
 
 # --- stimulus ----------------------------------------------------------------------------------------------
@@ -428,8 +475,8 @@ def test_backpressure_extremes(max_outstanding):
 
 
 def test_throughput_without_backpressure():
-    """Everything ready, B answered at once: raw writes are accepted one per cycle and a weight-major write
-    streams its B beats back to back (no bubble between writes)."""
+    """Everything ready, B answered at once: raw writes are accepted one per cycle; weight-major lines of whole
+    blocks too, and each block goes out as its B plane lines back to back (one beat per line written)."""
     regions = [Region(0x100, 8, Format.INT, 4, 1)]
     raw = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.RAW, 0x100 + i), tag=i, ld_id=0,
                  data=i * 0x1234567, byte_enable=0, poison=0, target=(0, i // 4)) for i in range(32)]
@@ -445,9 +492,14 @@ def test_throughput_without_backpressure():
     result = run_write_path(SMALL, regions, weight_major, seed=6, ready_prob=1.0, max_b_delay=0,
                             ndr_ready_prob=1.0, gap_prob=0.0)
     check_against_golden(result, weight_major)
+    # whole blocks are gathered: one W beat per line written, and lines are taken one per cycle
     edges = result["w_edges"]
-    assert len(edges) == 4 * len(weight_major)
+    assert len(edges) == len(weight_major)
     assert edges[-1] - edges[0] == len(edges) - 1, f"{len(edges)} W beats took {edges[-1] - edges[0] + 1} cycles"
+    edges = result["rwd_edges"]
+    assert edges[-1] - edges[0] == len(weight_major) - 1, \
+        f"weight-major lines accepted over {edges[-1] - edges[0] + 1} cycles"
+    assert result["model"].gather_flushes == {"full": len(weight_major) // 4}
 
 
 @pytest.mark.slow
@@ -479,3 +531,191 @@ def test_failed_b_insert_is_not_starved_by_poisoned_writes():
     assert result["failed_tags"] == [(0, (0, 0))]
     assert result["ndr_edges"][0] - b_edge <= 8, \
         f"Cmp of the failed write {result['ndr_edges'][0] - b_edge} cycles after its B response"
+
+
+def test_read_of_a_gathered_block_waits_for_its_flush():
+    """INT4, R = 1: lines 0 and 1 of block 2 are gathered; a read of block 2 arriving before the idle boundary
+    is held at the read gate and asks for the flush: one burst of the 4 plane lines with the two lines' plane
+    bytes strobed (what the golden model writes for a read of a gathered block), and the read passes only after
+    that burst's B response. A read of block 3 meanwhile passes at once."""
+    region = Region(0x100, 8, Format.INT, 4, 1)
+    dut = WritePath(SMALL)
+    model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
+    memory = np.zeros_like(model.memory)
+    slave = AxiWriteSlave(dut, memory, random.Random(1), ready_prob=1.0, max_b_delay=6)
+    model.program(region_csr_writes(SMALL, 0, region.base_line, region.n_superblocks, region.fmt, region.B,
+                                    region.R, default_k=4, rounding=Rounding.FLOOR))
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + 2 * 4 + j),
+                    tag=j, ld_id=0, data=(j + 3) * 0x0123456789ABCDEF_FEDCBA9876543210, byte_enable=0, poison=0,
+                    target=(0, 2)) for j in range(2)]
+    read_block = {2: message_address(SMALL, View.PACKED_K, 0x100 + 2 * 4, k=2),
+                  3: message_address(SMALL, View.PACKED_K, 0x100 + 3 * 4, k=2)}
+    passed = {}   # block -> clock edge the read left the gate
+
+    async def host(ctx):
+        config = decode_region_config(SMALL, model.region_config[0])
+        entry = dut.regions[0]
+        for name, value in (("enable", 1), ("bf16", 0), ("log2_b", 2), ("log2_r", 0), ("default_k", 4),
+                            ("midpoint", 0), ("base_line", region.base_line), ("n_superblocks", region.n_superblocks),
+                            ("end_line", region_end_line(SMALL, region.base_line, region.n_superblocks, 2, 0))):
+            ctx.set(getattr(entry, name), value)
+        assert config.enable
+        ctx.set(dut.ndr.ready, 1)
+        for w in writes:
+            for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+                ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
+            ctx.set(dut.rwd.valid, 1)
+            await ctx.tick().until(dut.rwd.ready)
+        ctx.set(dut.rwd.valid, 0)
+        ctx.set(dut.read_out.ready, 1)
+        for block in (3, 2):
+            ctx.set(dut.read_in.p.address, read_block[block])
+            ctx.set(dut.read_in.valid, 1)
+            await ctx.tick().until(dut.read_in.ready)
+        ctx.set(dut.read_in.valid, 0)
+        await ctx.tick().repeat(10)
+
+    async def gate_monitor(ctx):
+        edge = 0      # counted from time 0, like the slave's B edges
+        async for _, _, taken, address in ctx.tick().sample(dut.read_out.valid & dut.read_out.ready,
+                                                            dut.read_out.p.address):
+            edge += 1
+            if taken:
+                passed[next(b for b, a in read_block.items() if a == address)] = edge
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    for background in (slave.aw_channel, slave.w_channel, slave.b_channel, gate_monitor):
+        sim.add_testbench(background, background=True)
+    sim.run()
+
+    for w in writes:
+        model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison, ld_id=w.ld_id)
+    model.req(1, read_block[3], tag=9)
+    model.req(1, read_block[2], tag=10)
+    assert model.gather_flushes == {"read": 1}
+    slice_bytes = SMALL.line_bytes // 4
+    assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes] \
+        == [(0x100 + 2 * 4, 4, ((1 << 2 * slice_bytes) - 1,) * 4)]
+    assert np.array_equal(memory[0x108:0x10C], model.memory[0x108:0x10C])
+    # the read of block 3 passed at once, before the flush was even issued; block 2's after the B response
+    assert passed[3] < slave.b_edges[0] < passed[2], (passed, slave.b_edges)
+
+
+@pytest.mark.parametrize("extra", [-1, 0, 1])
+def test_idle_boundary_is_exact(extra):
+    """Two lines of one block accepted b - a = T + extra cycles apart (T = WRITE_GATHER_IDLE_CYCLES): they are
+    flushed together when b - a <= T, apart when b - a > T, as golden.device.gather_idle_boundary says."""
+    region = Region(0x100, 8, Format.INT, 4, 1)
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + j), tag=j,
+                    ld_id=0, data=(j + 1) * 0x9E3779B97F4A7C15, byte_enable=0, poison=0, target=(0, 0))
+               for j in range(2)]
+    gap = WRITE_GATHER_IDLE_CYCLES + extra - 1          # idle cycles between the two handshakes
+    result = run_write_path(SMALL, [region], writes, seed=4, ready_prob=1.0, max_b_delay=0, ndr_ready_prob=1.0,
+                            gaps=[0, gap])
+    edges = result["rwd_edges"]
+    assert edges[1] - edges[0] == WRITE_GATHER_IDLE_CYCLES + extra
+    check_against_golden(result, writes)
+    assert len(result["slave"].bursts_seen) == (2 if extra > 0 else 1)
+
+
+def test_region_table_write_flushes_the_gathered_block():
+    """Two lines of an INT4 block gathered, then `regions_written` pulses: the block goes out at once (long
+    before the idle boundary) with both lines' plane bytes, to the lines decoded before the rewrite, and their
+    Cmps follow; a third line of the same block gathered after the pulse goes out in a flush of its own."""
+    region = Region(0x100, 8, Format.INT, 4, 1)
+    dut = WritePath(SMALL)
+    memory = np.zeros(((1 << SMALL.dram_addr_bits) // SMALL.line_bytes, SMALL.line_bytes), np.uint8)
+    slave = AxiWriteSlave(dut, memory, random.Random(2), ready_prob=1.0, max_b_delay=2)
+    writes = [Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + 4 + j),
+                    tag=j, ld_id=0, data=(j + 5) * 0x0F1E2D3C4B5A6978_8796A5B4C3D2E1F0, byte_enable=0, poison=0,
+                    target=(0, 1)) for j in range(3)]
+    edges = {}
+
+    async def host(ctx):
+        entry = dut.regions[0]
+        for name, value in (("enable", 1), ("log2_b", 2), ("log2_r", 0), ("default_k", 4), ("base_line", 0x100),
+                            ("n_superblocks", 8), ("end_line", region_end_line(SMALL, 0x100, 8, 2, 0))):
+            ctx.set(getattr(entry, name), value)
+        ctx.set(dut.ndr.ready, 1)
+        edge = 0
+        for n, w in enumerate(writes):
+            for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+                ctx.set(getattr(dut.rwd.p, name), getattr(w, name))
+            ctx.set(dut.rwd.valid, 1)
+            while True:
+                _, _, taken = await ctx.tick().sample(dut.rwd.valid & dut.rwd.ready)
+                edge += 1
+                if taken:
+                    break
+            ctx.set(dut.rwd.valid, 0)
+            if n == 1:
+                await ctx.tick().repeat(3)
+                ctx.set(dut.regions_written, 1)
+                await ctx.tick()
+                ctx.set(dut.regions_written, 0)
+                edge += 4
+                edges["pulse"] = edge
+        await ctx.tick().repeat(60)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    for background in (slave.aw_channel, slave.w_channel, slave.b_channel):
+        sim.add_testbench(background, background=True)
+    sim.run()
+
+    model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
+    model.program(region_csr_writes(SMALL, 0, 0x100, 8, Format.INT, 4, 1, default_k=4, rounding=Rounding.FLOOR))
+    for n, w in enumerate(writes):
+        model.rwd(w.opcode, w.address, w.tag, w.data, w.byte_enable, w.poison)
+        if n == 1:
+            model.csr_write(CSR_REGION_BASE, 0x100)          # the region-table write: flushes lines 0 and 1
+    model.flush_writes("idle")
+    assert model.gather_flushes == {"csr": 1, "idle": 1}
+    slice_bytes = SMALL.line_bytes // 4
+    assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes] \
+        == [(0x104, 4, (((1 << 2 * slice_bytes) - 1),) * 4), (0x104, 4, ((((1 << slice_bytes) - 1) << 2 * slice_bytes),) * 4)]
+    assert slave.b_edges[0] - edges["pulse"] < WRITE_GATHER_IDLE_CYCLES, "flushed by the idle boundary, not the pulse"
+    assert np.array_equal(memory[0x104:0x108], model.memory[0x104:0x108])
+
+
+def test_illegal_k_read_of_a_gathered_block_passes_and_flushes_nothing():
+    """A read the device answers as unmapped (packed k = 5 > B = 4) touches no DRAM: it passes the read gate at
+    once and leaves the gathered block alone (the golden model flushes only for reads it serves)."""
+    dut = WritePath(SMALL)
+    write = Write(opcode=RwdOpcode.MEM_WR, address=message_address(SMALL, View.WEIGHT_MAJOR, 0x100 + 8), tag=1,
+                  ld_id=0, data=0x1234, byte_enable=0, poison=0, target=(0, 2))
+    seen = {}
+
+    async def host(ctx):
+        entry = dut.regions[0]
+        for name, value in (("enable", 1), ("log2_b", 2), ("log2_r", 0), ("default_k", 4), ("base_line", 0x100),
+                            ("n_superblocks", 8), ("end_line", region_end_line(SMALL, 0x100, 8, 2, 0))):
+            ctx.set(getattr(entry, name), value)
+        for name in ("opcode", "address", "tag", "ld_id", "data", "byte_enable", "poison"):
+            ctx.set(getattr(dut.rwd.p, name), getattr(write, name))
+        ctx.set(dut.rwd.valid, 1)
+        await ctx.tick().until(dut.rwd.ready)
+        ctx.set(dut.rwd.valid, 0)
+        await ctx.tick().repeat(3)
+        ctx.set(dut.read_out.ready, 1)
+        ctx.set(dut.read_in.valid, 1)
+        ctx.set(dut.read_in.p.address, message_address(SMALL, View.PACKED_K, 0x100 + 8, k=5))
+        seen["passed"] = ctx.get(dut.read_in.ready) and ctx.get(dut.read_out.valid)
+        await ctx.tick()
+        ctx.set(dut.read_in.valid, 0)
+        await ctx.tick().repeat(4)
+        seen["awvalid"] = ctx.get(dut.axi.awvalid)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(host)
+    sim.run()
+    model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
+    model.program(region_csr_writes(SMALL, 0, 0x100, 8, Format.INT, 4, 1, default_k=4, rounding=Rounding.FLOOR))
+    model.rwd(write.opcode, write.address, write.tag, write.data, write.byte_enable, write.poison)
+    model.req(1, message_address(SMALL, View.PACKED_K, 0x100 + 8, k=5), tag=2)
+    assert model.gather is not None and not model.gather_flushes
+    assert seen == {"passed": 1, "awvalid": 0}

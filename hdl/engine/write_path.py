@@ -3,15 +3,15 @@ r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane
 Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
 register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd -> skid -> [held: one RwD + its address decode] --(writable)--> [issue stage] --> AW buffer --> axi.aw*
-                      |                                 |                  \--> W buffer  --> axi.w*
-                      |                          allocate entry e          (AWID = e on every burst)
-                      |                                 v
-                      |                      [in-flight table: tag, ld_id, B responses still due] <-- axi.b*
-                      |                                 | all B responses in
+  rwd -> skid -> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
+                      |                     |                                   | flush
+                      |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
+                      |                                  allocate entry e         (AWID = e on every burst)
+                      |                                         v
+                      |                  [in-flight table: up to b_max tags, B responses still due] <-- axi.b*
+                      |                                         | all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
-- Throughput with no backpressure: one raw write per cycle; a weight-major write's B beats back to back.
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
   every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
@@ -19,41 +19,53 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   completes at once with NDR Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
   hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
-- raw view: one 1-beat burst at the raw line, WSTRB = byte enables.
+- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed).
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
   slice is bit B-1-p of each of those weights. The transpose is fixed wiring per B in {2, 4, 8, 16} <= b_max,
-  muxed by the region's B; it is stored plane-major (plane p at bits [p*W/B, (p+1)*W/B)) in the issue stage.
-  Beat p carries plane p's slice replicated B times across the line, and WSTRB selects copy j: the bytes
-  [j*W/8/B, (j+1)*W/8/B) of the plane line, so no shifter is needed. One plane byte holds 8 weights = one
-  aligned B-byte group of the weight-major line; a group is written only when all its B enables are set, a
-  partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no read-modify-write).
-  B beats are always issued (WSTRB possibly 0): one INCR burst of B beats when R = 1 (planes of a block are
-  consecutive lines), B one-beat bursts at stride R when R > 1.
-- Several writes are in flight: each writable RwD takes an entry of the in-flight table (`max_outstanding`
-  entries, 8 by default, at most 2**axi_id_bits; 8 sustain one raw write per cycle when B returns promptly) and uses the entry index as AWID on all its bursts, so B responses
-  of one write arrive in order and different writes may complete out of order. The entry counts the B
-  responses still due; when it reaches 0 the write's NDR Cmp is sent and the entry freed. BREADY is always 1.
+  muxed by the region's B. Plane p's slice replicated B times is what line j adds to plane line p where the
+  strobe picks copy j (bytes [j*W/8/B, (j+1)*W/8/B) of the plane line), so no shifter is needed. One plane byte
+  holds 8 weights = one aligned B-byte group of the weight-major line; a group is written only when all its B
+  enables are set, a partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no
+  read-modify-write).
+- Gather buffer (issue 13): weight-major lines of one block *join* it (one per cycle), merged into its B plane
+  lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
+  into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
+  of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
+  lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
+  write (`regions_written`); a read of the block at the read gate. The stage holds b_max plane lines, so the
+  next block gathers while the previous one is written: whole blocks stream at one line per cycle.
+- Idle boundary: `gather_idle_cycles` cycles (WRITE_GATHER_IDLE_CYCLES) with no RwD accepted on the port mark a
+  flush point after the last RwD accepted. If every earlier RwD has left held, the buffer is flushed at once;
+  otherwise the mark rides with the next RwD accepted (`flush_before`, through the skid), so the flush falls
+  exactly between the same two RwDs whatever the backpressure: the testbench predicts it from the port
+  handshakes (golden.device.gather_idle_boundary). It bounds the time to every Cmp.
+- In-flight table (`max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed block takes an
+  entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to b_max); the entry
+  counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
+  freed after the last. BREADY is always 1.
 - Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
   is entered in the poison table (through `poison_insert`; a pending error insert has the port first and a
-  poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before
-  the write's NDR Cmp may go out, so a read the host sends after the Cmp already sees the poison. Each failing
-  B response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
-- The NDR register serves completed entries first, then the dropped write in `held` (a drop waits at most
-  until the table drains, since no new write enters while it waits). NDR carries MetaField No-Op, the tag and
-  LD-ID; dev_load is left 0 for the top to fill.
+  poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
+  entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
+  response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
+- Read gate (`read_in` -> `read_out`, between the Req front end and the read engine): a mapped read of the
+  gathered block, or of a flushed block whose B responses are not all in, waits (and asks for the flush), so a
+  read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
+- The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
+  No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of a write
-  whose B response failed, which goes first) for the poison table,
-  `invalidate` (every writable RwD's (region, block)) for the read engine's block buffer, and `events`, the
-  per-cycle increments of rwd_mem_wr, rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes,
-  wr_partial_groups, dram_lines_written (beats), write_bursts and bytes_strobed (set WSTRB bits). All
-  counters of a write are counted in one cycle, when it leaves `held`; axi_errors one cycle after the failing
-  B response. The other entries of `events` are driven 0.
-- `landed`: the (region, block) of a write whose last B response arrived, registered (the cycle after that B,
-  before the write's Cmp can leave): the read engine invalidates the block's slots again, so a read that ran
-  concurrently with the write and filled a slot with the old planes cannot serve a read sent after the Cmp.
-- `busy` is 1 while any write is held, issuing, awaiting B responses or waiting for its NDR; `outstanding` is
-  the number of in-flight entries (writes with AXI traffic not yet completed).
+  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of an entry
+  whose B response failed, which goes first) for the poison table, `invalidate` (every writable RwD's (region,
+  block)) for the read engine's block buffer, and `events`, the per-cycle counter increments: rwd_mem_wr,
+  rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes and wr_partial_groups when the write
+  leaves held; dram_lines_written (beats) and write_bursts when a raw write or a flush loads the stage;
+  bytes_strobed per W beat queued; axi_errors one cycle after the failing B response. The other entries of
+  `events` are driven 0.
+- `landed`: the (region, block) of an entry whose last B response arrived, registered (before its Cmps can
+  leave): the read engine invalidates the block's slots again, so a read that ran concurrently with the write
+  and filled a slot with the old planes cannot serve a read sent after the Cmp.
+- `busy` is 1 while any write is held, gathered, issuing, awaiting B responses or waiting for its NDR;
+  `outstanding` is the number of in-flight entries.
 
 Requires W/B >= 8 for every B <= b_max (a plane slice of whole bytes): data_width >= 8 * b_max.
 """
@@ -65,9 +77,11 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, SUPPORTED_B,
+    WRITE_GATHER_IDLE_CYCLES,
 )
 from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
@@ -94,7 +108,8 @@ def popcount(bits):
 
 
 class WritePath(wiring.Component):
-    def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 8):
+    def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 8,
+                 gather_idle_cycles: int = WRITE_GATHER_IDLE_CYCLES):
         if params.data_width < 8 * params.b_max:
             self._MustUse__silence = True   # a refused instance is not an unused design
             raise ValueError(f"weight-major writes need W/B >= 8 (whole plane bytes): data_width "
@@ -102,13 +117,20 @@ class WritePath(wiring.Component):
         if max_outstanding < 1:
             self._MustUse__silence = True   # a refused instance is not an unused design
             raise ValueError(f"max_outstanding must be >= 1, got {max_outstanding}")
+        if gather_idle_cycles < 2:
+            self._MustUse__silence = True   # a refused instance is not an unused design
+            raise ValueError(f"gather_idle_cycles must be >= 2, got {gather_idle_cycles}")
         self.params = params
         self.max_outstanding = min(max_outstanding, 1 << params.axi_id_bits)
+        self.gather_idle_cycles = gather_idle_cycles
         p = params
         super().__init__({
             "rwd": In(stream.Signature(rwd_layout(p))),
             "ndr": Out(stream.Signature(ndr_layout(p))),
             "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
+            "regions_written": In(1),
+            "read_in": In(stream.Signature(read_request_layout(p))),
+            "read_out": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
@@ -125,15 +147,39 @@ class WritePath(wiring.Component):
         line_bytes = p.line_bytes
         lb = line_bits(p)
         b_options = [B for B in SUPPORTED_B if B <= p.b_max]
+        G = p.b_max                      # lines a gathered block holds (and Cmps an in-flight entry owes)
         n_entries = self.max_outstanding
+        idle_limit = self.gather_idle_cycles
         axi = self.axi
+
+        # ---- idle boundary: T cycles without an accepted RwD mark a flush point in the RwD sequence ---------
+        # The mark rides with the next RwD accepted (`flush_before`), or flushes the gather buffer at once when
+        # every earlier RwD has already left `held`; either way the flush falls exactly between the same two
+        # RwDs, whatever the backpressure (the testbench predicts it from the port handshakes alone).
+        skid_layout = data.StructLayout({"rwd": rwd_layout(p), "flush_before": 1})
+        m.submodules.rwd_skid = rwd_skid = InputSkid(skid_layout)
+        port_fire = Signal()
+        boundary_pending = Signal()   # a boundary after the last RwD accepted, not yet handed on
+        m.d.comb += [
+            rwd_skid.i.valid.eq(self.rwd.valid),
+            rwd_skid.i.p.rwd.eq(self.rwd.p),
+            rwd_skid.i.p.flush_before.eq(boundary_pending),
+            self.rwd.ready.eq(rwd_skid.i.ready),
+            port_fire.eq(self.rwd.valid & rwd_skid.i.ready),
+        ]
+        idle = Signal(range(idle_limit + 1), init=idle_limit)   # cycles since the last RwD accepted (saturating)
+        idle_fire = Signal()
+        m.d.comb += idle_fire.eq((idle == idle_limit - 1) & ~port_fire)
+        with m.If(port_fire):
+            m.d.sync += idle.eq(0)
+        with m.Elif(idle != idle_limit):
+            m.d.sync += idle.eq(idle + 1)
 
         # ---- held: one RwD and its decode --------------------------------------------------------------
         # RwD.ready is a register (the skid's): the decode of `held` and the NDR handshake stay inside
-        m.submodules.rwd_skid = rwd_skid = InputSkid(rwd_layout(p))
-        wiring.connect(m, wiring.flipped(self.rwd), rwd_skid.i)
         rwd_in = rwd_skid.o
         held = Signal(rwd_layout(p))
+        held_flush_before = Signal()
         held_valid = Signal()
         held_leaves = Signal()
         m.d.comb += rwd_in.ready.eq(~held_valid | held_leaves)
@@ -143,15 +189,17 @@ class WritePath(wiring.Component):
         held_region = Signal(region_index_bits(p))
         held_entry = Signal(region_entry_layout(p))
         held_line = Signal(lb)   # L: the line relative to the region's base
-        incoming_line = split_address(p, rwd_in.p.address)[0]
+        incoming_line = split_address(p, rwd_in.p.rwd.address)[0]
         incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
                                                                                         self.regions)
         with m.If(rwd_in.valid & rwd_in.ready):
-            m.d.sync += [held.eq(rwd_in.p), held_valid.eq(1), held_any_hit.eq(incoming_onehot.any()),
-                         held_region.eq(incoming_region), held_entry.eq(incoming_entry),
-                         held_line.eq(incoming_local)]
+            m.d.sync += [held.eq(rwd_in.p.rwd), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
+                         held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
+                         held_entry.eq(incoming_entry), held_line.eq(incoming_local)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
+        pipeline_empty = Signal()     # every RwD accepted so far has left `held`
+        m.d.comb += pipeline_empty.eq(~rwd_in.valid & (~held_valid | held_leaves))
 
         decoded = decode_in_region(m, p, held.address, held_any_hit, held_region, held_entry, held_line)
         # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
@@ -171,48 +219,62 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
-        # Weight-major transpose and strobes, fixed wiring per B, muxed by the region's B.
-        planes = Signal(W)              # plane p's slice at bits [p*W/B, (p+1)*W/B)
+        # Weight-major transpose and strobes, fixed wiring per B, muxed by the region's B: plane p's slice,
+        # replicated across a line (`plane_copies[p]`), is what line j adds to plane line p where WSTRB picks
+        # copy j, so the gather buffer merges lines with byte masks only (no shifter).
+        plane_copies = [Signal(W, name=f"plane{plane}_copies") for plane in range(G)]
         slice_strobe = Signal(line_bytes)
-        full_groups = Signal(range(line_bytes + 1))
         partial_groups = Signal(range(line_bytes + 1))
         with m.Switch(decoded.log2_b):
             for B in b_options:
                 with m.Case(B.bit_length() - 1):
                     per_slice = W // B           # weights per weight-major line = bits per plane slice
                     n_groups = per_slice // 8    # plane bytes per slice = B-byte groups per line
-                    m.d.comb += planes.eq(Cat(*(held.data[weight * B + B - 1 - plane]
-                                                for plane in range(B) for weight in range(per_slice))))
+                    for plane in range(B):
+                        plane_slice = Cat(*(held.data[weight * B + B - 1 - plane] for weight in range(per_slice)))
+                        m.d.comb += plane_copies[plane].eq(plane_slice.replicate(B))
                     groups = [byte_enable[g * B:(g + 1) * B] for g in range(n_groups)]
                     group_full = Cat(*(group.all() for group in groups))
                     group_partial = Cat(*(group.any() & ~group.all() for group in groups))
                     m.d.comb += [
                         slice_strobe.eq(Cat(*(group_full & (decoded.line_in_slot == j).replicate(n_groups)
                                               for j in range(B)))),
-                        full_groups.eq(popcount(group_full)),
                         partial_groups.eq(popcount(group_partial)),
                     ]
+        strobe_bits = Signal(W)
+        m.d.comb += strobe_bits.eq(Cat(*(slice_strobe[i].replicate(8) for i in range(line_bytes))))
+        wm_first_line = Signal(lb)
+        m.d.comb += wm_first_line.eq(plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
+                                                decoded.log2_b, decoded.log2_r, lb))
 
-        one_burst = is_raw | (decoded.log2_r == 0)
-        n_beats = Signal(range(17))
-        m.d.comb += n_beats.eq(Mux(is_raw, 1, Const(1, 5) << decoded.log2_b))
-        n_bursts = Signal(range(17))
-        m.d.comb += n_bursts.eq(Mux(one_burst, 1, n_beats))
-        first_line = Signal(lb)
-        m.d.comb += first_line.eq(Mux(is_raw, decoded.raw_line,
-                                      plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
-                                                 decoded.log2_b, decoded.log2_r, lb)))
+        # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
+        gather_valid = Signal()
+        gather_region = Signal.like(decoded.region)
+        gather_block = Signal(lb)
+        gather_first_line = Signal(lb)
+        gather_log2_b = Signal(3)
+        gather_log2_r = Signal(3)
+        gather_count = Signal(range(G + 1))
+        gather_planes = [Signal(W, name=f"gather_plane{plane}") for plane in range(G)]
+        gather_strobe = Signal(line_bytes)
+        gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
+        gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
+        gather_full = Signal()
+        m.d.comb += gather_full.eq(gather_count == (Const(1, 5) << gather_log2_b))
+        flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
-        # ---- in-flight table ---------------------------------------------------------------------------
+        # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
         entry_used = [Signal(name=f"entry{i}_used") for i in range(n_entries)]
-        entry_tag = [Signal(16, name=f"entry{i}_tag") for i in range(n_entries)]
-        entry_ld_id = [Signal(4, name=f"entry{i}_ld_id") for i in range(n_entries)]
+        entry_tag = [[Signal(16, name=f"entry{i}_tag{j}") for j in range(G)] for i in range(n_entries)]
+        entry_ld_id = [[Signal(4, name=f"entry{i}_ld_id{j}") for j in range(G)] for i in range(n_entries)]
+        entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
         entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
         entry_region = [Signal.like(decoded.region, name=f"entry{i}_region") for i in range(n_entries)]
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
         # a B response of the write failed and its block is not yet in the poison table
         entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
+        entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
         for i in range(n_entries):
             m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
 
@@ -230,15 +292,13 @@ class WritePath(wiring.Component):
 
         # ---- issue stage: the write whose AW and W beats are being sent ---------------------------------
         stage_busy = Signal()
-        stage_raw = Signal()
         stage_one_burst = Signal()
         stage_entry = Signal(range(n_entries))
         stage_first_line = Signal(lb)
-        stage_log2_b = Signal(3)
         stage_log2_r = Signal(3)
         stage_n_beats = Signal(range(17))
         stage_n_bursts = Signal(range(17))
-        stage_data = Signal(W)          # raw: the line; weight-major: plane-major slices
+        stage_data = Signal(G * W)      # beat p at bits [p*W, (p+1)*W): the raw line, or plane line p
         stage_strobe = Signal(line_bytes)
         aw_sent = Signal(range(17))
         w_sent = Signal(range(17))
@@ -286,17 +346,9 @@ class WritePath(wiring.Component):
         with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
             m.d.sync += aw_sent.eq(aw_sent + 1)
 
-        # Beat p of a weight-major write is plane p's slice, replicated; WSTRB picks copy j.
         w_next = Signal(w_layout)
-        with m.If(stage_raw):
-            m.d.comb += w_next.data.eq(stage_data)
-        with m.Else():
-            with m.Switch(stage_log2_b):
-                for B in b_options:
-                    with m.Case(B.bit_length() - 1):
-                        plane_slice = stage_data.word_select(w_sent[:B.bit_length() - 1], W // B)
-                        m.d.comb += w_next.data.eq(plane_slice.replicate(B))
         m.d.comb += [
+            w_next.data.eq(stage_data.word_select(w_sent[:max(1, (G - 1).bit_length())], W)),
             w_next.strb.eq(stage_strobe),
             w_next.last.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
             w_buffer.i.p.eq(w_next),
@@ -311,43 +363,128 @@ class WritePath(wiring.Component):
             (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_buffer.i.ready))
             & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_buffer.i.ready)))
 
+        # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
         # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
         # (have_error is defined with the in-flight table's error flags below).
         have_error = Signal()
-        load_stage = Signal()
-        m.d.comb += load_stage.eq(held_valid & writable & stage_free & have_free & ~(held.poison & have_error))
-        with m.If(load_stage):   # after the counter updates above: a new write restarts them at 0
+        poison_blocked = held.poison & have_error
+        same_block = gather_valid & (gather_region == decoded.region) & (gather_block == decoded.block)
+        # the gathered block must go out first: the held write is raw (kept in order with the block's plane
+        # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
+        evicting = held_valid & writable & (is_raw | ~same_block | held_flush_before)
+        flush_cause = Signal()
+        m.d.comb += flush_cause.eq(gather_full | flush_request | evicting)
+        do_flush = Signal()
+        m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free)
+        gather_empty_now = ~gather_valid | do_flush
+        join = Signal()
+        m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked
+                            & (do_flush | ~gather_valid
+                               | (same_block & ~held_flush_before & ~gather_full & ~flush_request)))
+        load_raw = Signal()
+        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gather_valid & stage_free & have_free
+                                & ~poison_blocked)
+        load_stage = do_flush | load_raw
+
+        with m.If(do_flush):   # after the counter updates above: a new write restarts them at 0
             m.d.sync += [
-                stage_busy.eq(1),
-                stage_raw.eq(is_raw),
-                stage_one_burst.eq(one_burst),
-                stage_entry.eq(free_entry),
-                stage_first_line.eq(first_line),
-                stage_log2_b.eq(decoded.log2_b),
-                stage_log2_r.eq(decoded.log2_r),
-                stage_n_beats.eq(n_beats),
-                stage_n_bursts.eq(n_bursts),
-                stage_data.eq(Mux(is_raw, held.data, planes)),
-                stage_strobe.eq(Mux(is_raw, byte_enable, slice_strobe)),
-                aw_sent.eq(0),
-                w_sent.eq(0),
+                stage_one_burst.eq(gather_log2_r == 0),
+                stage_first_line.eq(gather_first_line),
+                stage_log2_r.eq(gather_log2_r),
+                stage_n_beats.eq(Const(1, 5) << gather_log2_b),
+                stage_n_bursts.eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
+                stage_data.eq(Cat(*gather_planes)),
+                stage_strobe.eq(gather_strobe),
             ]
+        with m.Elif(load_raw):
+            m.d.sync += [
+                stage_one_burst.eq(1),
+                stage_first_line.eq(decoded.raw_line),
+                stage_log2_r.eq(0),
+                stage_n_beats.eq(1),
+                stage_n_bursts.eq(1),
+                stage_data[:W].eq(held.data),
+                stage_strobe.eq(byte_enable),
+            ]
+        with m.If(load_stage):
+            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0)]
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
+
+        # gather buffer update: a joining line starts a new block when the buffer is empty (or leaves this cycle)
+        with m.If(join):
+            slot = Mux(gather_empty_now, 0, gather_count)
+            m.d.sync += [
+                gather_valid.eq(1),
+                gather_count.eq(slot + 1),
+                gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
+            ]
+            for plane in range(G):
+                m.d.sync += gather_planes[plane].eq((gather_planes[plane] & ~strobe_bits)
+                                                    | (plane_copies[plane] & strobe_bits))
+            for i in range(G):
+                with m.If(slot == i):
+                    m.d.sync += [gather_tag[i].eq(held.tag), gather_ld_id[i].eq(held.ld_id)]
+            with m.If(gather_empty_now):
+                m.d.sync += [gather_region.eq(decoded.region), gather_block.eq(decoded.block),
+                             gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
+                             gather_log2_r.eq(decoded.log2_r)]
+        with m.Elif(do_flush):
+            m.d.sync += gather_valid.eq(0)
+
+        # ---- read gate: a read of a block that is gathered, or flushed and not yet landed, waits ------------
+        # (and asks for the flush), so it never sees the block's DRAM lines without the writes gathered for it
+        read_in, read_out = self.read_in, self.read_out
+        read_line = split_address(p, read_in.p.address)[0]
+        read_onehot, read_region, read_entry, read_local = match_region(m, p, read_line, self.regions)
+        read_decoded = decode_in_region(m, p, read_in.p.address, read_onehot.any(), read_region, read_entry,
+                                        read_local)
+        read_gathered = Signal()
+        read_landing = Signal()
+        read_waits = Signal()
+        m.d.comb += [
+            read_gathered.eq(gather_valid & (gather_region == read_decoded.region)
+                             & (gather_block == read_decoded.block)),
+            read_landing.eq(Cat(*(entry_used[i] & entry_gathered[i] & ((entry_due[i] != 0) | entry_error[i])
+                                  & (entry_region[i] == read_decoded.region) & (entry_block[i] == read_decoded.block)
+                                  for i in range(n_entries))).any()),
+            # only reads served from DRAM wait (the golden model's reading: unmapped and illegal-k reads never
+            # touch the block, so they flush nothing)
+            read_waits.eq(read_in.valid & read_decoded.mapped & read_decoded.k_legal
+                          & (read_gathered | read_landing)),
+            read_out.valid.eq(read_in.valid & ~read_waits),
+            read_out.p.eq(read_in.p),
+            read_in.ready.eq(read_out.ready & ~read_waits),
+        ]
+
+        # flush requests: an idle boundary with every earlier RwD already joined, a boundary carried by a
+        # dropped write, a region-table write (lines gathered before it go where they were decoded), or a read
+        # of the gathered block
+        boundary_now = boundary_pending & pipeline_empty
+        drop = Signal()
+        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (read_waits & read_gathered)):
+            m.d.sync += flush_request.eq(1)
+        with m.Elif(do_flush | ~gather_valid):
+            m.d.sync += flush_request.eq(0)
+        with m.If(idle_fire):
+            m.d.sync += boundary_pending.eq(1)
+        with m.Elif(port_fire | boundary_now):
+            m.d.sync += boundary_pending.eq(0)
 
         # ---- NDR register: completed writes first, then a dropped write --------------------------------
         m.d.comb += axi.bready.eq(1)
         b_fire = axi.bvalid & axi.bready
         ndr = self.ndr
         complete = Signal()
-        drop = Signal()
+        done_slot = Signal(range(G))   # the done entry's next Cmp: its last gathered write still owed
+        m.d.comb += done_slot.eq(Array(entry_cmps)[done_entry] - 1)
         with m.If(~ndr.valid | ndr.ready):
             with m.If(have_done):
                 m.d.comb += complete.eq(1)
                 m.d.sync += [
                     ndr.valid.eq(1),
-                    ndr.p.tag.eq(Cat(*entry_tag).word_select(done_entry, 16)),
-                    ndr.p.ld_id.eq(Cat(*entry_ld_id).word_select(done_entry, 4)),
+                    ndr.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
+                    ndr.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
                 ]
             with m.Elif(held_valid & ~writable):
                 m.d.comb += drop.eq(1)
@@ -360,15 +497,15 @@ class WritePath(wiring.Component):
             ndr.p.meta_value.eq(0),
             ndr.p.dev_load.eq(0),
         ]
-        m.d.comb += held_leaves.eq(load_stage | drop)
+        m.d.comb += held_leaves.eq(join | load_raw | drop)
 
         b_error = b_fire & (axi.bresp != AXI_RESP_OKAY)
         error_entry = Signal(range(n_entries))   # lowest entry whose failed block still waits for its insert
         for i in reversed(range(n_entries)):
             with m.If(entry_error[i]):
                 m.d.comb += [error_entry.eq(i), have_error.eq(1)]
-        # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see load_stage):
-        # each pending error takes one cycle, so neither side waits longer than the in-flight table is deep.
+        # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see join and
+        # load_raw): each pending error takes one cycle, so neither side waits longer than the table is deep.
         error_insert = have_error
         for i in range(n_entries):
             with m.If(error_insert & (error_entry == i)):
@@ -376,20 +513,31 @@ class WritePath(wiring.Component):
             with m.If(b_error & (axi.bid == i) & entry_used[i]):   # after the clear: a new failure wins
                 m.d.sync += entry_error[i].eq(1)
             with m.If(load_stage & (free_entry == i)):
-                m.d.sync += [entry_used[i].eq(1), entry_tag[i].eq(held.tag), entry_ld_id[i].eq(held.ld_id),
-                             entry_due[i].eq(n_bursts), entry_region[i].eq(decoded.region),
-                             entry_block[i].eq(decoded.block)]
+                m.d.sync += [entry_used[i].eq(1), entry_gathered[i].eq(do_flush)]
+                with m.If(do_flush):
+                    m.d.sync += [entry_cmps[i].eq(gather_count),
+                                 entry_due[i].eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
+                                 entry_region[i].eq(gather_region), entry_block[i].eq(gather_block)]
+                    m.d.sync += [entry_tag[i][j].eq(gather_tag[j]) for j in range(G)]
+                    m.d.sync += [entry_ld_id[i][j].eq(gather_ld_id[j]) for j in range(G)]
+                with m.Else():
+                    m.d.sync += [entry_cmps[i].eq(1), entry_due[i].eq(1), entry_region[i].eq(decoded.region),
+                                 entry_block[i].eq(decoded.block), entry_tag[i][0].eq(held.tag),
+                                 entry_ld_id[i][0].eq(held.ld_id)]
             with m.Elif(complete & (done_entry == i)):
-                m.d.sync += entry_used[i].eq(0)
+                m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
+                with m.If(entry_cmps[i] == 1):
+                    m.d.sync += entry_used[i].eq(0)
             with m.Elif(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] != 0)):
                 m.d.sync += entry_due[i].eq(entry_due[i] - 1)
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
+        enters = join | load_raw
         m.d.sync += [
-            self.poison_insert.valid.eq((load_stage & held.poison) | error_insert),
+            self.poison_insert.valid.eq((enters & held.poison) | error_insert),
             self.poison_insert.region.eq(Mux(error_insert, Array(entry_region)[error_entry], decoded.region)),
             self.poison_insert.block.eq(Mux(error_insert, Array(entry_block)[error_entry], decoded.block)),
-            self.invalidate.valid.eq(load_stage),
+            self.invalidate.valid.eq(enters),
             self.invalidate.region.eq(decoded.region),
             self.invalidate.block.eq(decoded.block),
         ]
@@ -404,7 +552,6 @@ class WritePath(wiring.Component):
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
         with m.If(held_leaves):
-            bytes_strobed = Mux(is_raw, popcount(byte_enable), full_groups << decoded.log2_b)
             m.d.sync += [
                 events[Counter.RWD_MEM_WR].eq(is_mem_wr),
                 events[Counter.RWD_MEM_WR_PTL].eq(is_mem_wr_ptl),
@@ -412,13 +559,25 @@ class WritePath(wiring.Component):
                 events[Counter.NXM_WRITES].eq(unmapped),
                 events[Counter.WR_DROPPED].eq(read_only),
                 events[Counter.POISON_WRITES].eq(writable & held.poison),
-                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(writable & ~is_raw, partial_groups, 0)),
-                events[Counter.DRAM_LINES_WRITTEN].eq(Mux(writable, n_beats, 0)),
-                events[Counter.WRITE_BURSTS].eq(Mux(writable, n_bursts, 0)),
-                events[Counter.BYTES_STROBED].eq(Mux(writable, bytes_strobed, 0)),
+                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(join, partial_groups, 0)),
             ]
+        # the DRAM traffic is counted when it is committed to the stage: a raw line, or a gathered block
+        with m.If(do_flush):
+            gathered_beats = Const(1, 5) << gather_log2_b
+            m.d.sync += [
+                events[Counter.DRAM_LINES_WRITTEN].eq(gathered_beats),
+                events[Counter.WRITE_BURSTS].eq(Mux(gather_log2_r == 0, 1, gathered_beats)),
+            ]
+        with m.Elif(load_raw):
+            m.d.sync += [
+                events[Counter.DRAM_LINES_WRITTEN].eq(1),
+                events[Counter.WRITE_BURSTS].eq(1),
+            ]
+        # bytes_strobed per W beat as it is queued (a whole block's count would not fit an 8-bit event)
+        with m.If(w_buffer.i.valid & w_buffer.i.ready):
+            m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(stage_strobe))
 
-        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid
+        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid | gather_valid
                                  | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready | ~w_buffer.i.ready
                                  | rwd_in.valid)
         return m

@@ -6,8 +6,9 @@
   rows        DRAM row activates vs k for plane run R = 1 and R = 64 (golden/dram.py over the RTL's AR stream)
   throughput  packed-k and expanded-k output lines per cycle at every k, always-ready backend (goal >= 0.95)
   latency     cycles Req -> AXI AR and -> first DRS on an idle device (goal <= 3 added cycles)
+  writes      weight-major writes: DRAM beats per host line written (goal 1.0 for whole blocks), lines/cycle
   simspeed    simulation speed: cycles/s and transactions/s
-  all         the five device benchmarks in one simulation (smartquant.scripts.bench_device)
+  all         the six device benchmarks in one simulation (smartquant.scripts.bench_device)
   plots       PNGs in docs/img/ from the JSON results (smartquant.scripts.plots)
 
 Add a benchmark by registering BENCHMARKS[name] = (one-line help, run(args)) and, when it takes options,
@@ -44,8 +45,9 @@ BENCHMARKS = {
     "rows": ("DRAM row activates vs k for R = 1 and R = 64 over the RTL's AR stream", _device("rows")),
     "throughput": ("packed/expanded lines per cycle at every k, always-ready backend", _device("throughput")),
     "latency": ("cycles Req -> AR and -> first DRS on an idle device", _device("latency")),
+    "writes": ("weight-major writes: DRAM beats per line written, lines per cycle", _device("writes")),
     "simspeed": ("cocotb/Verilator simulation speed (cycles/s, transactions/s)", _device("simspeed")),
-    "all": ("all five RTL device benchmarks in one simulation", _device("all")),
+    "all": ("all six RTL device benchmarks in one simulation", _device("all")),
     "plots": ("PNG plots into docs/img/ from the benchmark and demo JSON", _run_plots),
 }
 
@@ -57,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from smartquant.scripts import bench_device, bench_golden, plots
     bench_golden.add_arguments(parser.add_argument_group("codec options"))
     bench_device.add_arguments(parser.add_argument_group("device benchmark options (traffic, rows, throughput, "
-                                                         "latency, simspeed, all)"))
+                                                         "latency, writes, simspeed, all)"))
     plots.add_arguments(parser.add_argument_group("plots options"))
 
 
