@@ -12,7 +12,7 @@ Clock `clk`, synchronous reset `rst`. AxiDrain (hdl/backend/axi_drain.py) sits b
 port: after a reset it absorbs the responses and sends the W beats the memory is still owed (DEVICE.md "Reset").
 
 Units: ReqFrontEnd (Req split, merges MemRdFill reads) -> ReadEngine (decode, block buffer, packer, DRS);
-RwdFrontEnd (RwD split: MemRdFill to the read side) -> WritePath (RwD -> AXI writes, NDR); NdrArbiter
+WritePath (RwD -> AXI writes, NDR; MemRdFill on to ReqFrontEnd.fill behind its port skid); NdrArbiter
 (front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
@@ -36,7 +36,7 @@ from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.cxl.frontend import (
-    ReqFrontEnd, RwdFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH, opcode_in,
+    ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH, opcode_in,
 )
 from smartquant.hdl.engine.poison import PoisonTable
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
@@ -79,10 +79,10 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), the RwD front end's skid (1), and the write path (RwD skid, held register, the
-        # gather buffer and <= 2**axi_id_bits in-flight entries of up to b_max writes each, its NDR register). Twice
-        # that sum is far from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 2 + 1
+        # the NDR output buffer (2), and the write path (RwD skid, held register, the gather buffer and
+        # <= 2**axi_id_bits in-flight entries of up to b_max writes each, its NDR register). Twice that sum is far
+        # from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 2 + 1
                                            + ((1 << p.axi_id_bits) + 1) * p.b_max + 1) + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).
@@ -90,7 +90,6 @@ class SmartQuantController(wiring.Component):
         try:
             check_read_params(p)
             for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
-                                     ("rwd_frontend", RwdFrontEnd),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter), ("axi_drain", AxiDrain)):
                 self._units[name] = unit_class(p)
@@ -113,10 +112,8 @@ class SmartQuantController(wiring.Component):
         wiring.connect(m, frontend.read, write_path.read_in)
         wiring.connect(m, write_path.read_out, read_engine.read)
         wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
-        rwd_frontend = self._units["rwd_frontend"]
-        wiring.connect(m, wiring.flipped(self.m2s_rwd), rwd_frontend.rwd)
-        wiring.connect(m, rwd_frontend.write, write_path.rwd)
-        wiring.connect(m, rwd_frontend.fill, frontend.fill)
+        wiring.connect(m, wiring.flipped(self.m2s_rwd), write_path.rwd)
+        wiring.connect(m, write_path.fill, frontend.fill)
         wiring.connect(m, frontend.cmp, ndr_arbiter.cmp)
         wiring.connect(m, write_path.ndr, ndr_arbiter.write_ndr)
         wiring.connect(m, ndr_arbiter.ndr, wiring.flipped(self.s2m_ndr))
@@ -185,7 +182,7 @@ class SmartQuantController(wiring.Component):
             m.d.sync += outstanding_writes.eq(outstanding_writes - 1)
         m.d.comb += [
             axi_write_in_flight.eq((outstanding_writes != 0) | axi.awvalid | axi.wvalid),
-            busy.eq(frontend.busy | rwd_frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid
+            busy.eq(frontend.busy | read_engine.busy | write_path.busy | self.m2s_rwd.valid
                     | self.m2s_req.valid
                     | self.s2m_ndr.valid | axi_write_in_flight | axi_drain.busy),
             stall.eq((self.s2m_drs.valid & ~self.s2m_drs.ready) | (self.s2m_ndr.valid & ~self.s2m_ndr.ready)
@@ -202,6 +199,6 @@ class SmartQuantController(wiring.Component):
         m.d.comb += [top_events[n].eq(0) for n in range(N_COUNTERS) if n not in top_counted]
         for n in range(N_COUNTERS):
             m.d.comb += csr_block.counter_inc[n].eq(
-                frontend.events[n] + rwd_frontend.events[n] + read_engine.events[n] + write_path.events[n]
+                frontend.events[n] + read_engine.events[n] + write_path.events[n]
                 + top_events[n])
         return m

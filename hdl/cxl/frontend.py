@@ -8,12 +8,11 @@
 - everything else (MemInv, MemInvNT, MemClnEvct, TEUpdate and reserved opcodes) -> `cmp` stream (tag, LD-ID) for
   an NDR Cmp; an opcode the device does not implement is still answered and counts `req_bad_opcode`.
 Req.ready is 1 while both FIFOs have room (a register; it does not look at the opcode). The `fill` input (reads
-that came on RwD, below) is merged into `read` ahead of the Req reads: a fill waits at most while the read
+that came on RwD, see below) is merged into `read` ahead of the Req reads: a fill waits at most while the read
 engine is not ready.
 
-`RwdFrontEnd` splits M2S RwD: MemRdFill and MemRdFillTEE (reads carried on RwD, answered like MemRd with a
-DRS) -> `fill` stream (address, tag, LD-ID) to ReqFrontEnd.fill; every other RwD -> `write` (the write path).
-RwD.ready is the register of an InputSkid (no added latency).
+MemRdFill and MemRdFillTEE (reads carried on RwD, answered like MemRd with a DRS) leave the write path
+(hdl/engine/write_path.py) behind its RwD port skid as the `fill` stream (address, tag, LD-ID).
 
 `NdrArbiter` merges the front end's Cmp stream with the write path's NDR stream into S2M NDR (round-robin
 between the two, into an OutputBuffer: valid, payload and the buffer's ready are registers; dev_load is sampled
@@ -28,10 +27,9 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
-    RWD_READS,
 )
-from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout
-from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
+from smartquant.hdl.cxl.messages import req_layout, ndr_layout
+from smartquant.hdl.stream_buffers import OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -57,7 +55,7 @@ REQ_OPCODE_COUNTERS = {
 }
 
 
-def opcode_in(opcode, opcodes) -> "Value":
+def opcode_in(opcode, opcodes):
     """opcode is one of `opcodes` (a comparison per member, ORed)."""
     result = 0
     for code in sorted(opcodes):
@@ -73,7 +71,7 @@ class ReqFrontEnd(wiring.Component):
         self.params = params
         super().__init__({
             "req": In(stream.Signature(req_layout(params))),
-            "fill": In(stream.Signature(read_request_layout(params))),   # reads from RwD (RwdFrontEnd.fill)
+            "fill": In(stream.Signature(read_request_layout(params))),   # reads from RwD (WritePath.fill)
             "read": Out(stream.Signature(read_request_layout(params))),
             "cmp": Out(stream.Signature(cmp_request_layout())),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
@@ -135,42 +133,6 @@ class ReqFrontEnd(wiring.Component):
                 m.d.comb += [self.events[counter].eq(1), known.eq(1)]
         with m.If(accept & ~known):
             m.d.comb += self.events[Counter.REQ_BAD_OPCODE].eq(1)
-        return m
-
-
-class RwdFrontEnd(wiring.Component):
-    """M2S RwD split: reads carried on RwD (params.RWD_READS) to `fill`, everything else to `write`."""
-
-    def __init__(self, params: ControllerParams = ControllerParams()):
-        self.params = params
-        super().__init__({
-            "rwd": In(stream.Signature(rwd_layout(params))),
-            "write": Out(stream.Signature(rwd_layout(params))),
-            "fill": Out(stream.Signature(read_request_layout(params))),
-            "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-            "busy": Out(1),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        # RwD.ready is the skid's register: the split below and both consumers' readies stay behind it
-        m.submodules.skid = skid = InputSkid(rwd_layout(self.params))
-        wiring.connect(m, wiring.flipped(self.rwd), skid.i)
-        message = skid.o.p
-        is_fill = opcode_in(message.opcode, RWD_READS)
-        m.d.comb += [
-            self.write.valid.eq(skid.o.valid & ~is_fill),
-            self.write.p.eq(message),
-            self.fill.valid.eq(skid.o.valid & is_fill),
-            self.fill.p.address.eq(message.address),
-            self.fill.p.tag.eq(message.tag),
-            self.fill.p.ld_id.eq(message.ld_id),
-            skid.o.ready.eq(Mux(is_fill, self.fill.ready, self.write.ready)),
-            self.busy.eq(skid.o.valid),
-        ]
-        for n in range(N_COUNTERS):
-            m.d.comb += self.events[n].eq(0)
-        m.d.comb += self.events[Counter.RWD_MEM_RD_FILL].eq(self.fill.valid & self.fill.ready)
         return m
 
 

@@ -76,12 +76,12 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
-    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, SUPPORTED_B,
+    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
     WRITE_GATHER_IDLE_CYCLES,
 )
 from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
-from smartquant.hdl.cxl.frontend import read_request_layout
+from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
@@ -94,7 +94,7 @@ from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.NXM_WRITES,
                                Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
                                Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
-                               Counter.AXI_ERRORS])
+                               Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
 
 
 def popcount(bits):
@@ -131,6 +131,7 @@ class WritePath(wiring.Component):
             "regions_written": In(1),
             "read_in": In(stream.Signature(read_request_layout(p))),
             "read_out": Out(stream.Signature(read_request_layout(p))),
+            "fill": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
@@ -160,6 +161,7 @@ class WritePath(wiring.Component):
         m.submodules.rwd_skid = rwd_skid = InputSkid(skid_layout)
         port_fire = Signal()
         boundary_pending = Signal()   # a boundary after the last RwD accepted, not yet handed on
+        rearm = Signal()              # a read leaving on `fill` hands its boundary mark on to the next RwD
         m.d.comb += [
             rwd_skid.i.valid.eq(self.rwd.valid),
             rwd_skid.i.p.rwd.eq(self.rwd.p),
@@ -178,11 +180,25 @@ class WritePath(wiring.Component):
         # ---- held: one RwD and its decode --------------------------------------------------------------
         # RwD.ready is a register (the skid's): the decode of `held` and the NDR handshake stay inside
         rwd_in = rwd_skid.o
+        # Reads carried on RwD (MemRdFill, MemRdFillTEE: params.RWD_READS) leave here for the read side, in RwD
+        # order behind the port's skid, so the idle boundary keeps counting at the port; a boundary mark such a
+        # read carries is re-armed for the next RwD (or flushes once every earlier RwD has joined); such a read
+        # waits while an RwD is being accepted, so the mark cannot miss that one.
+        is_fill = opcode_in(rwd_in.p.rwd.opcode, RWD_READS)
+        fill_fire = Signal()
+        m.d.comb += [
+            self.fill.valid.eq(rwd_in.valid & is_fill & ~(rwd_in.p.flush_before & port_fire)),
+            self.fill.p.address.eq(rwd_in.p.rwd.address),
+            self.fill.p.tag.eq(rwd_in.p.rwd.tag),
+            self.fill.p.ld_id.eq(rwd_in.p.rwd.ld_id),
+            fill_fire.eq(self.fill.valid & self.fill.ready),
+            rearm.eq(fill_fire & rwd_in.p.flush_before),
+        ]
         held = Signal(rwd_layout(p))
         held_flush_before = Signal()
         held_valid = Signal()
         held_leaves = Signal()
-        m.d.comb += rwd_in.ready.eq(~held_valid | held_leaves)
+        m.d.comb += rwd_in.ready.eq(Mux(is_fill, self.fill.valid & self.fill.ready, ~held_valid | held_leaves))
         # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
         # the line relative to its base are registered beside it, so the decode of `held` starts from them.
         held_any_hit = Signal()
@@ -192,7 +208,7 @@ class WritePath(wiring.Component):
         incoming_line = split_address(p, rwd_in.p.rwd.address)[0]
         incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
                                                                                         self.regions)
-        with m.If(rwd_in.valid & rwd_in.ready):
+        with m.If(rwd_in.valid & rwd_in.ready & ~is_fill):
             m.d.sync += [held.eq(rwd_in.p.rwd), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
                          held_entry.eq(incoming_entry), held_line.eq(incoming_local)]
@@ -466,7 +482,7 @@ class WritePath(wiring.Component):
             m.d.sync += flush_request.eq(1)
         with m.Elif(do_flush | ~gather_valid):
             m.d.sync += flush_request.eq(0)
-        with m.If(idle_fire):
+        with m.If(idle_fire | rearm):
             m.d.sync += boundary_pending.eq(1)
         with m.Elif(port_fire | boundary_now):
             m.d.sync += boundary_pending.eq(0)
@@ -551,6 +567,7 @@ class WritePath(wiring.Component):
         events = self.events
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
+        m.d.sync += events[Counter.RWD_MEM_RD_FILL].eq(fill_fire)
         with m.If(held_leaves):
             m.d.sync += [
                 events[Counter.RWD_MEM_WR].eq(is_mem_wr),
