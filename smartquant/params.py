@@ -62,6 +62,7 @@ META_FIELD_NO_OP = 0b11  # responses carry MetaField = No-Op: an HDM-H device ke
 SUPPORTED_B = (2, 4, 8, 16)
 HPA_BITS = 52            # CXL host physical address width: HPA[51:0]
 MAX_PLANE_RUN = 64
+HOST_PORTS = ("cxl", "axi")
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class ControllerParams:
     dram_addr_bits: int = 32     # AXI byte-address width = device capacity (log2 bytes)
     axi_id_bits: int = 4
     csr_addr_bits: int = 12
+    host_port: str = "cxl"       # "cxl": CXL.mem message ports; "axi": AXI4 subordinate (docs/DEVICE.md §8)
+    host_axi_id_bits: int = 8    # AXI ID width of the host port when host_port = "axi"
 
     def __post_init__(self):
         if self.data_width not in (64, 128, 256, 512):
@@ -90,6 +93,10 @@ class ControllerParams:
             raise ValueError(f"n_regions must be 1..16, got {self.n_regions}")
         if self.dram_addr_bits < 12 or self.dram_addr_bits > 44:
             raise ValueError(f"dram_addr_bits must be 12..44, got {self.dram_addr_bits}")
+        if self.host_port not in HOST_PORTS:
+            raise ValueError(f"host_port must be one of {', '.join(map(repr, HOST_PORTS))}, got {self.host_port!r}")
+        if not 1 <= self.host_axi_id_bits <= 16:
+            raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
 
     # --- derived geometry -------------------------------------------------------------------------
     @property
@@ -138,7 +145,9 @@ class ControllerParams:
 
     def key(self) -> str:
         """Short stable name of a parameter set (build-directory caching)."""
-        return "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+        key = "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+        # the CXL port keeps the key it always had (cached builds stay valid)
+        return key if self.host_port == "cxl" else f"{key}_axi{self.host_axi_id_bits}"
 
 
 class DevLoad(enum.IntEnum):
