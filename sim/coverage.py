@@ -41,6 +41,10 @@ AXI_CHANNELS = ("aw", "w", "b", "ar", "r")
 # channels whose valid-without-ready runs are binned: not B, whose bready the DUT ties to 1
 # (hdl/engine/write_path.py), so a B stall is unreachable; one would be counted as unexpected
 STALL_CHANNELS = CXL_CHANNELS + ("aw", "w", "ar", "r")
+# host_port = "axi" (hdl/host/axi_port.py, sim/axi_host_tb.py): the host AXI4 port's channels replace the CXL ones
+HOST_AXI_CHANNELS = ("host_ar", "host_aw", "host_w", "host_r", "host_b")
+HOST_BURSTS = (("1 beat", 1), ("2-16 beats", 2))             # (bin, fewest beats), ascending
+HOST_ID_REUSE = ("read", "write")     # an AR / AW with an ID that earlier transfers still have outstanding
 STALL_RUNS = (("1 cycle", 1), ("2-7 cycles", 2), (">=8 cycles", 8))   # (bin, shortest run in it), ascending
 
 # (name, Format, B): defined when B <= b_max
@@ -69,6 +73,10 @@ REGION_REWRITES = {False: "at quiescence", True: "with traffic in flight"}
 RESET_OBLIGATIONS = ("R beats owed", "B owed", "W beats owed")
 QUEUED_READERS = ((">= request_depth", lambda p: p.request_depth),)     # (bin, fewest readers of one key)
 DEV_LOAD_CHANNELS = ("DRS", "NDR")
+
+
+def _cxl(p: ControllerParams) -> bool:
+    return p.host_port == "cxl"
 
 
 def _field_width(layout, name: str) -> int:
@@ -114,10 +122,18 @@ GROUPS = (
     ("format x k", lambda p: [f"{f}/k={k}" for f, B in _formats(p) for k in range(1, B + 1)]),
     ("format x plane run", lambda p: [f"{f}/R={R}" for f, _ in _formats(p) for R in PLANE_RUNS]),
     ("fill x format", lambda p: [f"{r.name}/{f}" for r in FILL_ROUNDINGS for f, _ in _formats(p)]),
-    ("req opcode", lambda p: _opcode_bins(ReqOpcode, _field_width(req_layout(p), "opcode"))),
-    ("rwd opcode", lambda p: _opcode_bins(RwdOpcode, _field_width(rwd_layout(p), "opcode"))),
-    ("write enables", lambda p: list(WRITE_ENABLES)),
-    ("stall", lambda p: [f"{c}/{run}" for c in STALL_CHANNELS for run, _ in STALL_RUNS]),
+    ("req opcode", lambda p: (_opcode_bins(ReqOpcode, _field_width(req_layout(p), "opcode")) if _cxl(p)
+                              else [ReqOpcode.MEM_RD.name])),      # the AXI port makes MemRd only
+    ("rwd opcode", lambda p: (_opcode_bins(RwdOpcode, _field_width(rwd_layout(p), "opcode")) if _cxl(p)
+                              else [opcode.name for opcode in WRITE_OPCODES])),
+    # the AXI port makes MemWr of a whole-line strobe; AxiMaster sends no WSTRB = 0 beat
+    ("write enables", lambda p: [name for name in WRITE_ENABLES
+                                 if _cxl(p) or name not in ("MemWrPtl all enabled", "MemWrPtl none enabled")]),
+    ("stall", lambda p: [f"{c}/{run}" for c in (STALL_CHANNELS if _cxl(p) else HOST_AXI_CHANNELS + AXI_CHANNELS[:2]
+                                                + AXI_CHANNELS[3:]) for run, _ in STALL_RUNS]),
+    # AXI host port only. Write bursts come from directed tests: random writes are seldom to consecutive lines
+    ("host burst", lambda p: [] if _cxl(p) else [f"read/{name}" for name, _ in HOST_BURSTS] + ["write/1 beat"]),
+    ("host id reuse", lambda p: [] if _cxl(p) else list(HOST_ID_REUSE)),
     ("axi errors", lambda p: list(AXI_ERRORS)),
     ("poison table", lambda p: list(POISON_TABLE_EVENTS)),
     ("poisoned response", lambda p: list(POISONED_RESPONSES)),
@@ -126,8 +142,8 @@ GROUPS = (
     ("region rewrite", lambda p: list(REGION_REWRITES.values())),
     ("reset", lambda p: list(RESET_OBLIGATIONS)),
     ("queued readers", lambda p: [name for name, _ in QUEUED_READERS]),
-    ("dev load", lambda p: [f"{c}/{level}" for c in DEV_LOAD_CHANNELS
-                            for level in range(1 << _field_width(drs_layout(p), "dev_load"))]),
+    ("dev load", lambda p: [] if not _cxl(p) else [f"{c}/{level}" for c in DEV_LOAD_CHANNELS
+                                                   for level in range(1 << _field_width(drs_layout(p), "dev_load"))]),
 )
 
 
@@ -175,6 +191,7 @@ class Coverage:
         self._req_width = _field_width(req_layout(params), "opcode")
         self._rwd_width = _field_width(rwd_layout(params), "opcode")
         self._all_bytes = (1 << params.line_bytes) - 1
+        self._dev_load = _cxl(params)         # the AXI host port carries no DevLoad
         # run state, not coverage (neither saved nor merged): tag -> mapped? of reads awaiting their DRS
         self._pending_reads: dict[int, collections.deque[bool]] = {}
         self._read_bins: dict[int, tuple[ReadDecode, list[tuple[str, str]]]] = {}   # sample_req's memo
@@ -241,7 +258,8 @@ class Coverage:
 
     # --- S2M, as sent -------------------------------------------------------------------------------------
     def sample_drs(self, fields: dict) -> None:
-        self._hit("dev load", f"DRS/{int(fields['dev_load'])}")
+        if self._dev_load:
+            self._hit("dev load", f"DRS/{int(fields['dev_load'])}")
         tag = int(fields["tag"])
         pending = self._pending_reads.get(tag)
         mapped = bool(pending) and pending.popleft()
@@ -251,7 +269,8 @@ class Coverage:
             self._hit("poisoned response", "mapped read")
 
     def sample_ndr(self, fields: dict) -> None:
-        self._hit("dev load", f"NDR/{int(fields['dev_load'])}")
+        if self._dev_load:
+            self._hit("dev load", f"NDR/{int(fields['dev_load'])}")
 
     # --- AXI, as seen on the port -------------------------------------------------------------------------
     def sample_axi_read_response(self, resp: int) -> None:
@@ -264,12 +283,21 @@ class Coverage:
 
     def sample_stall(self, channel: str, cycles: int) -> None:
         """A run of `cycles` consecutive cycles with valid = 1 and ready = 0 on `channel` ended."""
-        if channel not in CXL_CHANNELS + AXI_CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}: expected one of {CXL_CHANNELS + AXI_CHANNELS}")
+        if channel not in CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS:
+            raise ValueError(f"unknown channel {channel!r}: expected one of "
+                             f"{CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS}")
         if cycles < 1:
             return
         run = [name for name, shortest in STALL_RUNS if cycles >= shortest][-1]
         self._hit("stall", f"{channel}/{run}")
+
+    def sample_host_burst(self, kind: str, beats: int, id_outstanding: bool) -> None:
+        """An AR (kind "read") or AW ("write") of `beats` beats accepted on the AXI host port; `id_outstanding`:
+        earlier transfers with its ID are still unanswered."""
+        name = [name for name, fewest in HOST_BURSTS if beats >= fewest][-1]
+        self._hit("host burst", f"{kind}/{name}")
+        if id_outstanding:
+            self._hit("host id reuse", kind)
 
     # --- events the testbench recognises ------------------------------------------------------------------
     def sample_tag_reuse(self) -> None:
@@ -326,6 +354,8 @@ class Coverage:
     def table(self) -> str:
         rows = []
         for group, bins in self._hits.items():
+            if not bins:                 # a group this parameter set does not define (e.g. the other host port's)
+                continue
             hit = sum(1 for hits in bins.values() if hits)
             rows.append((group, f"{hit} / {len(bins)}", self._format_percent(100.0 * hit / len(bins))))
         hit, defined = self._totals()

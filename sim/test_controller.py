@@ -31,10 +31,18 @@ def settings() -> tuple[ControllerParams, int, int]:
     return params, int(os.environ.get("SQ_SEED", "1")), int(os.environ.get("SQ_TRANSACTIONS", "1000"))
 
 
+def make_tb(dut, params: ControllerParams, seed: int, **knobs) -> TB:
+    """The testbench of the host port the parameters select (CXL.mem messages, or AXI4: sim/axi_host_tb.py)."""
+    if params.host_port == "axi":
+        from smartquant.sim.axi_host_tb import AxiHostTB
+        return AxiHostTB(dut, params, seed, **knobs)
+    return TB(dut, params, seed, **knobs)
+
+
 async def start(dut, stress: bool, seed_offset: int = 0) -> TB:
     params, seed, _ = settings()
     knobs = dict(idle=0.3, backpressure=0.3, axi_pause=0.3) if stress else {}
-    tb = TB(dut, params, seed + seed_offset, **knobs)
+    tb = make_tb(dut, params, seed + seed_offset, **knobs)
     await tb.reset()
     return tb
 
@@ -281,7 +289,7 @@ async def test_streaming_hits_the_block_buffer(dut):
 async def test_random(dut):
     """Constrained-random traffic (SQ_TRANSACTIONS, SQ_SEED); writes a summary for `smartquant sim`."""
     params, seed, transactions = settings()
-    tb = TB(dut, params, seed)
+    tb = make_tb(dut, params, seed)
     dut._log.info("random traffic: seed %d, %d transactions", seed, transactions)
     await tb.reset()
     traffic = RandomTraffic(tb, random.Random(seed ^ 0x5EED))

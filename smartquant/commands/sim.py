@@ -15,6 +15,7 @@ Examples:
   smartquant sim --transactions 20000 --seed 4401 --data-width 128 --request-depth 4 --buffer-slots 1
   smartquant sim --transactions 1000000 --seed 1 --coverage-report cov.json
   smartquant sim --directed                   # the directed cocotb tests instead of random traffic
+  smartquant sim --host-port axi --transactions 10000 --seed 7   # the same traffic through the AXI4 host port
   smartquant sim --merge-coverage a.json b.json --coverage-report all.json   # several runs, one report
 """
 from __future__ import annotations
@@ -24,7 +25,7 @@ import json
 import random
 
 from smartquant.errors import SmartquantError
-from smartquant.params import ControllerParams
+from smartquant.params import ControllerParams, HOST_PORTS
 
 SIM_DEFAULTS = {"dram_addr_bits": 20}      # AxiMemory holds the whole device in the simulator's memory
 FIELD_HELP = {
@@ -37,6 +38,8 @@ FIELD_HELP = {
     "dram_addr_bits": "simulated device capacity, log2 bytes (12..24 in simulation)",
     "axi_id_bits": "AXI ID width",
     "csr_addr_bits": "AXI-Lite CSR address width",
+    "host_port": "host interface: cxl (CXL.mem messages) or axi (AXI4 subordinate, driven by cocotbext-axi)",
+    "host_axi_id_bits": "AXI ID width of the host port with --host-port axi (1..16)",
 }
 
 
@@ -54,7 +57,8 @@ def add_arguments(parser):
     defaults = ControllerParams(**SIM_DEFAULTS)
     for field in dataclasses.fields(ControllerParams):
         default = getattr(defaults, field.name)
-        group.add_argument("--" + field.name.replace("_", "-"), type=int, default=default, dest=field.name,
+        kind = {"choices": HOST_PORTS} if field.name == "host_port" else {"type": int}
+        group.add_argument("--" + field.name.replace("_", "-"), **kind, default=default, dest=field.name,
                            help=f"{FIELD_HELP.get(field.name, field.name)} (default {default})")
 
 

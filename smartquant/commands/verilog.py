@@ -1,9 +1,11 @@
-"""Write the controller's Verilog (hdl/top.py SmartQuantController) and print its parameters and ports.
+"""Write the controller's Verilog (hdl/top.py SmartQuantController, or with --host-port axi the AXI4 host port
+in front of it, hdl/host/axi_port.py SmartQuantAxiController) and print its parameters and ports.
 
 Examples:
   smartquant verilog                               # smartquant_top.v with the default parameters
   smartquant verilog -o build/top.v --data-width 128 --b-max 8 --regions 2
   smartquant verilog -o - > top.v                  # Verilog on stdout (summary on stderr)
+  smartquant verilog --host-port axi --host-axi-id-bits 12 -o build/top_axi.v   # AXI4 host port (host__*)
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from smartquant.errors import SmartquantError
-from smartquant.params import ControllerParams
+from smartquant.params import ControllerParams, HOST_PORTS
 
 DEFAULT_TOP_NAME = "smartquant_top"   # the module name the cocotb runner (sim/runner.py) builds
 
@@ -27,6 +29,8 @@ PARAMETER_OPTIONS = {
     "dram_addr_bits": ("--dram-addr-bits", "AXI byte-address width = device capacity (log2 bytes), 12..44"),
     "axi_id_bits": ("--axi-id-bits", "AXI ID width"),
     "csr_addr_bits": ("--csr-addr-bits", "CSR AXI4-Lite address width"),
+    "host_port": ("--host-port", "host interface: cxl (CXL.mem message ports) or axi (AXI4 subordinate)"),
+    "host_axi_id_bits": ("--host-axi-id-bits", "AXI ID width of the host port with --host-port axi, 1..16"),
 }
 
 
@@ -37,6 +41,10 @@ def add_arguments(parser):
     defaults = ControllerParams()
     for field in fields(ControllerParams):
         option, help_text = PARAMETER_OPTIONS[field.name]
+        if field.name == "host_port":
+            parser.add_argument(option, dest=field.name, choices=HOST_PORTS, default=defaults.host_port,
+                                help=f"{help_text} (default %(default)s)")
+            continue
         parser.add_argument(option, dest=field.name, type=int, metavar="N", default=getattr(defaults, field.name),
                             help=f"{help_text} (default %(default)s)")
 
@@ -51,11 +59,11 @@ def params_from_args(args) -> ControllerParams:
 def run(args):
     from amaranth.back import verilog
     from amaranth.hdl import Shape
-    from smartquant.hdl.top import SmartQuantController
+    from smartquant.hdl.host.axi_port import build_controller
 
     params = params_from_args(args)
     try:
-        top = SmartQuantController(params)
+        top = build_controller(params)
         text = verilog.convert(top, name=args.name, emit_src=False)
     except ValueError as error:
         raise SmartquantError(str(error)) from error
