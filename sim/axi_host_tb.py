@@ -16,7 +16,7 @@ the coverage and the random traffic (sim/traffic.py), which keep speaking in CXL
   burst of up to `max_burst` beats, so streams give bursts. IDs come from a small pool (plus the largest ID), so
   IDs repeat while earlier transfers with them are outstanding.
 - The monitor sees every handshake in the harness's status vector (sim/harness.py AXI_HOST_STATUS). What the
-  core receives is reconstructed from the bus exactly as the port translates it (DEVICE.md §8): each accepted
+  core receives is reconstructed from the bus exactly as the port translates it (DEVICE.md §9): each accepted
   AR beat is a MemRd of line ARADDR / line_bytes + beat, each W beat (paired with its AW in order) an RwD with
   WSTRB as byte enables and WUSER as poison. The response of the oldest outstanding beat *of the same ID* is
   the next R beat (per-ID order, the AXI rule; the port may be stricter), and a B answers every beat of the
@@ -77,6 +77,7 @@ class AxiHostMonitor:
         self.full = (1 << p.line_bytes) - 1
         self.errors = driver.protocol_errors
         self.stalls = dict.fromkeys(HOST_CHANNELS, 0)
+        self.bursts: collections.Counter = collections.Counter()   # (kind, beats) of every accepted AR / AW
         self.clear()
 
     def clear(self) -> None:
@@ -139,6 +140,7 @@ class AxiHostMonitor:
     def _ar(self, arid: int, araddr: int, arlen: int) -> None:
         coverage = self.tb.coverage
         coverage.sample_host_burst("read", arlen + 1, bool(self.reads_by_id[arid]))
+        self.bursts["read", arlen + 1] += 1
         first = araddr >> self.params.line_offset_bits
         for beat in range(arlen + 1):
             address = (first + beat) & self.address_mask
@@ -152,6 +154,7 @@ class AxiHostMonitor:
     def _aw(self, awid: int, awaddr: int, awlen: int) -> None:
         self.tb.coverage.sample_host_burst("write", awlen + 1, bool(self.bursts_by_id[awid]) or any(
             burst[0] == awid for burst in self.aw_bursts))
+        self.bursts["write", awlen + 1] += 1
         first = awaddr >> self.params.line_offset_bits
         entries = []
         for beat in range(awlen + 1):
@@ -210,8 +213,9 @@ class AxiHostTB(TB):
     STATUS = AXI_HOST_STATUS
     CHECK_DEV_LOAD = False
 
-    def __init__(self, dut, params, seed, *, max_burst: int = 16, **knobs):
-        self.max_burst = max_burst
+    def __init__(self, dut, params, seed, **knobs):
+        # longest burst a coalesced group may form, drawn per group (a directed test may set [16])
+        self.burst_limits = [1, 2, 4, 16]
         super().__init__(dut, params, seed, **knobs)
 
     def _add_host_requests(self, driver) -> None:
@@ -311,7 +315,7 @@ class AxiHostTB(TB):
         index = 0
         while index < len(batch):
             kind, first = batch[index]
-            limit = rng.choice([1, 2, 4, self.max_burst])
+            limit = rng.choice(self.burst_limits)
             group = [first]
             whole = kind == "read" or (first["start"], first["end"]) == (0, lb)
             while (whole and index + len(group) < len(batch) and len(group) < limit

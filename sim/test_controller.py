@@ -357,7 +357,7 @@ async def test_raw_write_invalidates_and_poisons_its_own_block_with_plane_runs(d
     for block in (1, 2):
         tb.read(View.PACKED_K, block * 4, 4)                      # both blocks into the buffer (2 slots)
     await tb.quiesce()
-    tb.write(View.RAW, 6, (1 << 512) - 1, poison=1)
+    tb.write(View.RAW, 6, (1 << tb.params.data_width) - 1, poison=1)
     await tb.quiesce()
     tags = {block: tb.read(View.PACKED_K, block * 4 + 1, 4) for block in (1, 2)}
     counters = await tb.finish()
@@ -420,3 +420,61 @@ async def test_raw_write_in_second_superblock_keeps_other_blocks_buffered(dut):
         await tb.quiesce()
     counters = await tb.finish()
     assert counters[Counter.BUFFER_MISSES] == 1 and counters[Counter.BUFFER_HITS] == 1 + 16 * 16, counters[17:19]
+
+
+@cocotb.test(skip=settings()[0].host_port != "axi")
+async def test_axi_host_bursts_ids_and_b_after_landing(dut):
+    """AXI host port only (DEVICE.md §9): INCR write bursts of 1..16 lines with IDs reused while earlier bursts
+    are outstanding, under host backpressure; every B arrives only once its lines are in DRAM (checked at the B,
+    against the data written); read bursts of the same lines return the data written, by hand and through the
+    scoreboard; a weight-major burst is transposed like single writes."""
+    params, seed, _ = settings()
+    tb = await start(dut, stress=True)
+    tb.scoreboard.record = True
+    tb.burst_limits = [16]
+    lb = tb.params.line_bytes
+    rng = random.Random(seed)
+    region = RegionSetup(0, base_line=0, n_superblocks=4, B=8, R=1, default_k=4)
+    await tb.program_region(region)
+    written: dict[int, int] = {}          # tag of a line write -> DRAM line
+    landed_early = []
+
+    def at_b(tag, note):
+        line = written.pop(tag, None)
+        if line is not None:
+            dram = tb.ram.read(line * lb, lb)
+            if dram != bytes(tb.model.memory[line]):
+                landed_early.append((tag, line))
+    tb.completion_listeners.append(at_b)
+    expected, all_written = {}, set()
+    for burst in range(12):
+        first, beats = rng.randrange(0, region.span - 16), rng.choice([1, 2, 5, 16])
+        if any(line in expected for line in range(first, first + beats)):
+            continue                       # one write per line in flight: the check at B looks at its lines
+        for line in range(first, first + beats):
+            data = rng.getrandbits(tb.params.data_width)
+            written[tb.write(View.RAW, line, data)] = line
+            expected[line] = data
+            all_written.add(line)
+        if burst % 4 == 3:
+            await tb.quiesce()
+            expected.clear()
+    await tb.quiesce()
+    assert not written and not landed_early, f"B before the write landed: {landed_early}"
+    tags = {line: tb.read(View.RAW, line) for line in sorted(all_written)}
+    await tb.quiesce()
+    for line, tag in tags.items():
+        assert drs_line(tb, tag) == bytes(tb.ram.read(line * lb, lb)), f"raw read of line {line} differs from DRAM"
+    # weight-major burst: B lines of one block in one AW; read back expanded at k = B
+    block = 3
+    values = [rng.getrandbits(tb.params.data_width) for _ in range(region.B)]
+    for j, value in enumerate(values):
+        tb.write(View.WEIGHT_MAJOR, block * region.B + j, value)
+    await tb.quiesce()
+    back = [tb.read(View.WEIGHT_MAJOR, block * region.B + j) for j in range(region.B)]
+    await tb.quiesce()
+    assert [int.from_bytes(drs_line(tb, tag), "little") for tag in back] == values
+    write_bursts = [beats for (kind, beats), n in tb.monitor.bursts.items() if kind == "write" and beats > 1]
+    assert write_bursts and tb.coverage.bins()["host id reuse"]["write"] > 0, tb.monitor.bursts
+    await tb.finish()
+
