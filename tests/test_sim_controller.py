@@ -82,8 +82,9 @@ def axi_params(data_width, b_max, n_regions, request_depth, buffer_slots, id_bit
                             buffer_slots=buffer_slots, dram_addr_bits=20, host_port="axi", host_axi_id_bits=id_bits)
 
 
-AXI_DEFAULT = (128, 16, 4, 16, 2, 8)   # + id bits; W = 128 keeps the extra Verilator build short; 2 slots as
-#                                      # the directed tests assume (SIM_PARAMS)
+# (data_width, b_max, n_regions, request_depth, buffer_slots, host_axi_id_bits): W = 128 keeps the extra
+# Verilator build short; depth and slots as SIM_PARAMS, which the directed tests' buffer-hit counts assume
+AXI_DEFAULT = (128, 16, 4, 16, 2, 8)
 AXI_SWEEP = [(512, 16, 4, 16, 2, 8), (256, 8, 3, 16, 1, 12), (128, 16, 1, 8, 4, 4)]
 AXI_IDS = "w{}_b{}_r{}_q{}_s{}_id{}".format
 
