@@ -135,7 +135,9 @@ def run(args):
     print(f"  {summary['cycles']} cycles in {summary['wall_seconds']:.1f} s: {summary['cycles_per_second']:.0f} "
           f"cycles/s, {summary['transactions_per_second']:.0f} transactions/s (wall {result.wall_seconds:.1f} s "
           f"with build); {summary['cycles_per_cpu_second']:.0f} cycles per CPU second")
-    print(f"  phases: {dict(summary['phases'])}; DevLoad levels seen: {summary['dev_load']}")
+    dev_load = (f"DevLoad levels seen: {summary['dev_load']}" if params.host_port == "cxl"
+                else "no DevLoad on the AXI host port")
+    print(f"  phases: {dict(summary['phases'])}; {dev_load}")
     coverage = Coverage.from_json(params, summary["coverage"])
     print(coverage.table())
     print(coverage.summary_line())
