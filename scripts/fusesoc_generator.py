@@ -18,7 +18,8 @@ import yaml
 OPTIONS = {"data_width": "--data-width", "b_max": "--b-max", "n_regions": "--regions",
            "request_depth": "--request-depth", "buffer_slots": "--buffer-slots",
            "poison_entries": "--poison-entries", "dram_addr_bits": "--dram-addr-bits",
-           "axi_id_bits": "--axi-id-bits", "csr_addr_bits": "--csr-addr-bits"}
+           "axi_id_bits": "--axi-id-bits", "csr_addr_bits": "--csr-addr-bits",
+           "host_port": "--host-port", "host_axi_id_bits": "--host-axi-id-bits"}
 
 
 def smartquant_command() -> list:
