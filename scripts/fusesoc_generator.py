@@ -15,11 +15,9 @@ import sys
 
 import yaml
 
-OPTIONS = {"data_width": "--data-width", "b_max": "--b-max", "n_regions": "--regions",
-           "request_depth": "--request-depth", "buffer_slots": "--buffer-slots",
-           "poison_entries": "--poison-entries", "dram_addr_bits": "--dram-addr-bits",
-           "axi_id_bits": "--axi-id-bits", "csr_addr_bits": "--csr-addr-bits",
-           "host_port": "--host-port", "host_axi_id_bits": "--host-axi-id-bits"}
+def option(name: str) -> str:
+    """The `smartquant verilog` option of a ControllerParams field (the CLI names them after the fields)."""
+    return "--" + name.replace("_", "-")
 
 
 def smartquant_command() -> list:
@@ -34,15 +32,11 @@ def main(input_file: str) -> int:
         request = yaml.safe_load(handle)
     parameters = dict(request.get("parameters") or {})
     module = str(parameters.pop("module", "smartquant_top"))
-    unknown = sorted(set(parameters) - set(OPTIONS))
-    if unknown:
-        print(f"smartquant generator: unknown parameters {unknown}; known: module, {', '.join(OPTIONS)}",
-              file=sys.stderr)
-        return 2
     verilog = f"{module}.v"
     command = smartquant_command() + ["verilog", "-o", verilog, "--name", module]
     for name, value in parameters.items():
-        command += [OPTIONS[name], str(value)]      # the CLI checks it (an int, in range) with its own message
+        # the CLI checks every parameter (a known field, an int, in range) with its own message
+        command += [option(str(name)), str(value)]
     try:
         result = subprocess.run(command, capture_output=True, text=True)
     except FileNotFoundError as error:

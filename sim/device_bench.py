@@ -9,9 +9,11 @@ test_traffic     sequential packed-k streaming of `blocks` blocks at every k of 
                  (block, line j < k): DRAM lines per delivered line.
 test_rows        packed-k streaming of `row_superblocks` superblocks for R in `row_runs` (1, 64), B = 8, at every k;
                  the AXI AR address stream (monitor) through golden/dram.py RowModel -> activates per k.
-test_throughput  always-ready backend and sinks: `throughput_blocks` blocks streamed packed at every k of B = 8
-                 (and 16): output lines per cycle from the first Req accepted to the last DRS, R beats per cycle,
-                 and cycles AR waited for the AXI memory's arready (a backend limit, not the controller's).
+test_throughput  always-ready backend and sinks: for B in `throughput_b` (8: INT, 16: BF16), each view in
+                 `throughput_views` (packed, expanded) and every k = 1..B, a stream of whole blocks of at least
+                 `throughput_lines` output lines: lines per cycle from the first Req accepted to the last DRS
+                 (pipeline fill included) and between the first and the last DRS (steady state), R beats per
+                 cycle, and cycles AR waited for the AXI memory's arready (a backend limit, not the controller's).
 test_latency     idle device, one read at a time: cycles from Req accepted to AR valid, first R beat to DRS
                  valid, and Req accepted to DRS valid, for raw and packed reads at several k.
 test_simspeed    sim/traffic.py RandomTraffic (the `smartquant sim` mix) for `simspeed_transactions`: cycles/s
@@ -36,7 +38,8 @@ from smartquant.sim.stream_demo import AddressMonitor
 from smartquant.sim.tb import TB, RegionSetup
 
 DEFAULTS = {"traffic_b": [8, 16], "blocks": 32, "random_reads": 64, "row_runs": [1, 64], "row_superblocks": 2,
-            "throughput_b": [8, 16], "throughput_blocks": 48, "latency_k": [1, 3, 4, 8],
+            "throughput_b": [8, 16], "throughput_lines": 640,
+            "throughput_views": ["packed", "expanded"], "latency_k": [1, 3, 4, 8],
             "simspeed_transactions": 20000}   # long enough that phase changes (CSR traffic) do not dominate
 
 
@@ -81,12 +84,14 @@ async def clear_counters(tb: TB) -> None:
     await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_COUNTERS | int(tb.nxm_as_poison))
 
 
-def stream_packed(tb: TB, region: RegionSetup, precision_k: int, blocks) -> int:
-    """Queue packed-k reads of lines j < k of each block, in order; returns the number of reads."""
+def stream_packed(tb: TB, region: RegionSetup, precision_k: int, blocks, view: View = View.PACKED_K) -> int:
+    """Queue reads of every line of each block in order (packed-k: lines j < k; expanded-k: all B lines);
+    returns the number of reads."""
+    lines_per_block = precision_k if view == View.PACKED_K else region.B
     reads = 0
     for block in blocks:
-        for j in range(precision_k):
-            tb.read(View.PACKED_K, region.base_line + block * region.B + j, precision_k)
+        for j in range(lines_per_block):
+            tb.read(view, region.base_line + block * region.B + j, precision_k)
             reads += 1
     return reads
 
@@ -184,9 +189,12 @@ class BeatMonitor:
                     self.stalls += 1
 
 
+THROUGHPUT_VIEWS = {"packed": View.PACKED_K, "expanded": View.EXPANDED_K}
+
+
 @cocotb.test()
 async def test_throughput(dut):
-    """Output lines per cycle of packed-k streaming with an always-ready backend and sinks."""
+    """Output lines per cycle of packed-k and expanded-k streaming with an always-ready backend and sinks."""
     tb, params, config = await start(dut)
     rng = np.random.default_rng(tb.seed)
     cycles = lambda: tb.cycles  # noqa: E731
@@ -194,26 +202,38 @@ async def test_throughput(dut):
     drs = BeatMonitor(dut, "s2m_drs__valid", "s2m_drs__ready", cycles)
     beats = BeatMonitor(dut, "axi__rvalid", "axi__rready", cycles)
     ar = BeatMonitor(dut, "axi__arvalid", "axi__arready", cycles)
-    rows = []
+    lines_wanted = config["throughput_lines"]
+    rows, base_line = [], 0
     for index, B in enumerate(config["throughput_b"]):
-        region = region_for(tb, index, B, 1, config["throughput_blocks"],
-                            base_line=index * config["throughput_blocks"] * 16)
+        # packed k = 1 needs the most blocks: one line each
+        region = region_for(tb, index, B, 1, lines_wanted, base_line=base_line)
+        device_lines = (1 << params.dram_addr_bits) // params.line_bytes
+        if region.base_line + region.span > device_lines:
+            raise ValueError(f"throughput_lines {lines_wanted}: the B = {B} region does not fit the "
+                             f"{device_lines}-line device")
+        base_line += region.span
         await load_region(tb, region, rng)
-        for k in range(1, B + 1):
-            for monitor in (req, drs, beats, ar):
-                monitor.clear()
-            wall = time.monotonic()
-            reads = stream_packed(tb, region, k, range(region.n_blocks))
-            await wait(tb)
-            wall = time.monotonic() - wall
-            span = drs.last - req.first + 1
-            rows.append({"B": B, "k": k, "reads": reads, "cycles": span, "lines_per_cycle": drs.count / span,
-                         "r_beats": beats.count, "r_beats_per_cycle": beats.count / span,
-                         "ar_bursts": ar.count, "ar_wait_cycles": ar.stalls, "r_wait_cycles": beats.stalls,
-                         "power_of_two": k & (k - 1) == 0, "wall_seconds": wall})
+        for view_name in config["throughput_views"]:
+            view = THROUGHPUT_VIEWS[view_name]
+            for k in range(1, B + 1):
+                lines_per_block = k if view == View.PACKED_K else B
+                for monitor in (req, drs, beats, ar):
+                    monitor.clear()
+                wall = time.monotonic()
+                reads = stream_packed(tb, region, k, range(-(-lines_wanted // lines_per_block)), view)
+                await wait(tb)
+                wall = time.monotonic() - wall
+                span = drs.last - req.first + 1
+                rows.append({"B": B, "format": region.fmt.name, "view": view_name, "k": k, "reads": reads,
+                             "cycles": span, "lines_per_cycle": drs.count / span,
+                             "fill_cycles": drs.first - req.first,
+                             "steady_lines_per_cycle": (drs.count - 1) / max(drs.last - drs.first, 1),
+                             "r_beats": beats.count, "r_beats_per_cycle": beats.count / span,
+                             "ar_bursts": ar.count, "ar_wait_cycles": ar.stalls, "r_wait_cycles": beats.stalls,
+                             "power_of_two": k & (k - 1) == 0, "wall_seconds": wall})
         await tb.disable_region(index)
     await tb.finish()
-    write_result("test_throughput", {"rows": rows})
+    write_result("test_throughput", {"rows": rows, "lines_wanted": lines_wanted})
 
 
 @cocotb.test()

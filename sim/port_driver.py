@@ -30,7 +30,9 @@ Every part reads its inputs from the same `tb_status` sample; `PortDriver._run` 
 """
 from __future__ import annotations
 
+import atexit
 import collections
+import gc
 import heapq
 import itertools
 import random
@@ -38,7 +40,9 @@ from typing import Callable
 
 import cocotb
 import numpy as np
-from cocotb.triggers import Event, RisingEdge
+import cocotb._event_loop
+from cocotb import simulator
+from cocotb.triggers import Event
 
 AXI_OKAY, AXI_SLVERR = 0b00, 0b10
 
@@ -597,7 +601,8 @@ class PortDriver:
         self._drivers: list[Callable[[], None]] = []
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
-        self.tick = Event()        # set (and cleared) after every step: other coroutines wait on it
+        self.tick = Event()        # set (and cleared) after a step that next_cycle() callers wait for
+        self.tick_waiters = False
         self.alarms: list[tuple[int, int, Event]] = []      # (cycle, sequence, event) heap
         self._alarm_sequence = itertools.count()
         self._task = None
@@ -631,12 +636,15 @@ class PortDriver:
             event = heapq.heappop(alarms)[2]
             event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
             event.clear()
-        self.tick.set()
-        self.tick.clear()
+        if self.tick_waiters:     # most cycles nobody waits: no trigger to fire
+            self.tick_waiters = False
+            self.tick.set()
+            self.tick.clear()
 
     def next_cycle(self):
         """A trigger: the next step of the driver. Coroutines of the testbench wait for cycles this way (never on
         the clock itself), so they always run after the driver's step of the cycle, in a fixed order."""
+        self.tick_waiters = True
         return self.tick.wait()
 
     def alarm(self, cycle: int, event: Event) -> None:
@@ -652,11 +660,52 @@ class PortDriver:
         await done.wait()
 
     async def _run(self) -> None:
+        """Run `step` from a GPI value-change callback on the clock's rising edge, re-registered at every edge,
+        instead of a task awaiting RisingEdge: the same simulator callback, without a Trigger object and a task
+        resume per cycle (the cocotb scheduler still runs the coroutines `step` woke, right after it). An
+        exception in `step` ends the callbacks and is raised here, so it fails the test like before; the end of
+        the test (which cancels this task) ends them too."""
         read_status = int_reader(self.status)
-        edge = RisingEdge(self.clk)
         step = self.step
         for part in self.parts:       # the first cycle
             part.drive()
-        while True:
-            await edge
-            step(read_status())
+        quiet_garbage_collector()
+        failed = Event()
+        failure: list[BaseException] = []
+        event_loop = cocotb._event_loop._inst
+        run_event_loop = event_loop.run
+        clock, register, rising = self.clk._handle, simulator.register_value_change_callback, simulator.RISING
+
+        stopped = False
+
+        def on_rising_edge() -> None:
+            if stopped:      # the test that started this driver has ended: its last registration lapses
+                return
+            try:
+                step(read_status())
+            except BaseException as error:     # noqa: BLE001 - re-raised by _run, in the test's task
+                failure.append(error)
+                failed.set()
+            else:
+                register(clock, on_rising_edge, rising)
+            if event_loop._callbacks:      # the coroutines step() woke, if any
+                run_event_loop()
+        register(clock, on_rising_edge, rising)
+        try:
+            await failed.wait()
+        finally:
+            # also when cocotb cancels this task at the end of its test: a module's next test starts a driver of
+            # its own, and two drivers stepping the same ports would fight
+            stopped = True
+        raise failure[0]
+
+
+def quiet_garbage_collector() -> None:
+    """Python's full (generation 2) collections rescanned every long-lived object of the testbench and the golden
+    model several times a run, and once more at interpreter exit: 10-20 % of a `smartquant sim` run's CPU time
+    (py-spy). The objects alive now (modules, golden model, memory) are frozen out of collection, young cyclic
+    garbage (finished coroutines) is still collected by generations 0 and 1, and the exit scan is skipped."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(700, 10, 1_000_000_000)
+    atexit.register(gc.freeze)

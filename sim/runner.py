@@ -276,6 +276,10 @@ def _simulate(params, design, build_dir, run_dir, testcase, seed, transactions, 
         "SQ_TRANSACTIONS": str(transactions),
         "SQ_SUMMARY": str(run_dir / "summary.json"),
         "PYTHONWARNINGS": "ignore::DeprecationWarning",
+        # pytest's assertion rewriting of only the cocotb test modules, not of every module they import (golden/,
+        # sim/, numpy...): it re-parsed them on every run (no .pyc where PYTHONDONTWRITEBYTECODE is set), seconds
+        # of each simulation's start-up
+        "COCOTB_REWRITE_ASSERTION_FILES": "test_*.py",
         **(extra_env or {}),
     }
     results_xml = run_dir / "results.xml"

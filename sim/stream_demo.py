@@ -22,6 +22,11 @@ policies; `matrices` limits the streamed matrices to some short names, `sentence
 3. Accounting: hardware counters (read over AXI-Lite) per layer and per run; the AXI AR (and AW) address streams
    recorded by a monitor go through golden/dram.py's RowModel for activates; golden/energy.py gives energy.
 The result JSON (and an .npz of every DRS payload, per run and matrix) goes to config["out"].
+
+test_stream_kv (smartquant demo --model smollm2 --kv): one SmolLM2 layer's KV cache instead of weights,
+KVStreamingHost below; SQ_STREAM_CONFIG {workload: "smollm2-kv", layer, windows, window, weights, runs: [{format,
+fill, policy}], out} (demo_streaming.kv_config). The regions, writes, reads and decoding are workloads/kv_cache.py
+KVDeviceLayer; the checks are the same scoreboard and counters plus the token NLLs against the golden KV model.
 """
 from __future__ import annotations
 
@@ -124,19 +129,21 @@ class StreamingHost:
         self.capture = DrsCapture(tb)
         self.ar = AddressMonitor(tb, "ar")
         self.aw = AddressMonitor(tb, "aw")
-        self.region_k: dict[int, tuple] = {}         # region-table entry -> (layer, default k) programmed
+        self.region_k: dict[int, tuple] = {}         # region-table entry -> (layer, base line, default k, rule)
         self.issued = 0
         self.label = ""
         self.payloads: dict[str, np.ndarray] = {}    # "run|matrix|k" -> DRS data lines, in read order
 
     async def program(self, layer: int, default_k: int) -> None:
-        region = self.plan.regions[layer]
-        if self.region_k.get(region.index) == (layer, default_k):
+        await self.program_region(self.plan.regions[layer], default_k, self.plan.rule)
+
+    async def program_region(self, region: streaming.LayerRegion, default_k: int, rule: str) -> None:
+        """Point the region's table entry at it (skipped when the entry already holds it with this k and rule)."""
+        if self.region_k.get(region.index) == (region.layer, region.base_line, default_k, rule):
             return
         await self.tb.program_region(RegionSetup(region.index, region.base_line, region.n_superblocks, region.B,
-                                                 region.R, default_k, region.fmt,
-                                                 streaming.RULE_ROUNDING[self.plan.rule]))
-        self.region_k[region.index] = (layer, default_k)
+                                                 region.R, default_k, region.fmt, streaming.RULE_ROUNDING[rule]))
+        self.region_k[region.index] = (region.layer, region.base_line, default_k, rule)
 
     async def load(self) -> dict:
         """MemWr of every planned matrix (weight-major, or raw lines from the host-side encoder); returns the
@@ -180,7 +187,8 @@ class StreamingHost:
         """Queue the packed reads of a matrix at k (programming the default k first in the default view)."""
         placement = self.plan.placements[name]
         if self.view == "default":
-            if self.region_k.get(self.plan.region_of(name).index) != (placement.layer, precision_k):
+            region = self.plan.region_of(name)
+            if self.region_k.get(region.index) != (placement.layer, region.base_line, precision_k, self.plan.rule):
                 await self.wait()                  # CSR writes happen with nothing in flight
             await self.program(placement.layer, precision_k)
         else:
@@ -372,3 +380,121 @@ async def test_stream_layers(dut):
     assert not bad, f"RTL-streamed weights or outputs differ from the golden model in runs {bad}: " + "; ".join(
         f"{run['label']}: weights {run['wrong_weights']}, outputs {run['wrong_outputs']}" for run in runs
         if not run["exact"])
+
+
+# --- the KV cache of one SmolLM2 layer through the device (smartquant demo --model smollm2 --kv) ---------------
+class KVStreamingHost(StreamingHost):
+    """The host of a KV run (workloads/kv_cache.py KVDeviceLayer): the forward up to the device layer gives its K
+    and V; they are written token by token through the weight-major view and, after each token, every block of the
+    tokens so far is read through the packed-k view at the policy's precision for that step; then the forward
+    runs again with that layer attending over what the device returned."""
+
+    def __init__(self, tb: TB):
+        super().__init__(tb, None, None, "packed")
+
+    async def run_kv(self, setup, label: str, device) -> dict:
+        from smartquant.workloads import kv_cache
+        tb, LB = self.tb, self.tb.params.line_bytes
+        hook = kv_cache.DeviceLayerAttention(device)
+        try:
+            kv_cache.token_nll(setup, hook)
+            raise AssertionError(f"the forward never reached layer {device.layer}")
+        except kv_cache.KVNeeded as need:
+            device.store(need.kv)
+        self.label = label
+        await self.wait()
+        await self.program_region(device.region, device.fmt.bits, device.rule)
+        await self.clear_counters()
+        start, writes, reads = tb.cycles, 0, 0
+        for t in range(device.geometry.T):
+            lines, data = device.token_writes(t)
+            for line, row in zip(lines.tolist(), data):
+                tb.write(View.WEIGHT_MAJOR, line, int.from_bytes(row.tobytes(), "little"))
+            writes += len(lines)
+            await self.wait()                 # no order between the Req and RwD channels (DEVICE.md)
+            pending = []
+            for kind, stream, block, k, block_lines in device.step_reads(t):
+                rows = np.zeros((k, LB), dtype=np.uint8)
+                for row, line in enumerate(block_lines.tolist()):
+                    self.capture.expect(tb.read(View.PACKED_K, line, k), rows, row)
+                pending.append((kind, stream, block, k, rows))
+                reads += k
+            await self.wait()                 # before the next token's writes land in the newest block
+            assert not self.capture.bad, "DRS with NXM or poison: " + "; ".join(self.capture.bad[:5])
+            for kind, stream, block, k, rows in pending:
+                device.collect(t, kind, stream, block, k, rows)
+        cycles = tb.cycles - start
+        counters = {counter_name(n): value for n, value in enumerate(await tb.check_counters())}
+        self.issued += writes + reads
+        bursts = sorted(self.ar.bursts + self.aw.bursts)          # reads and writes in issue order
+        activates = RowModel().replay(np.concatenate(
+            [np.arange(line, line + beats) for _, line, beats in bursts])).activates
+        nll = kv_cache.token_nll(setup, hook)
+        golden_nll = kv_cache.token_nll(setup, kv_cache.KVCacheAttention(device.fmt, device.rule, device.policy))
+        wrong_fields, missing = device.wrong_fields(), device.missing()
+        exact = (np.array_equal(nll, golden_nll) and not wrong_fields and not missing
+                 and not device.inconsistent)
+        geometry = device.geometry
+        shape = kv_cache.CacheShape(1, geometry.heads, geometry.head_dim, geometry.n, geometry.T, geometry.W)
+        coalesced = kv_cache.kv_counters(shape, kv_cache.layer_policy(device.policy, device.layer), device.fmt)
+        tokens = geometry.n * geometry.T
+        return {
+            "label": label, "format": device.fmt.name, "fill": device.rule, "policy": device.policy.name,
+            "layer": device.layer, "perplexity": float(np.exp(nll.mean())),
+            "golden": {"perplexity": float(np.exp(golden_nll.mean()))}, "token_nll_equal": bool(
+                np.array_equal(nll, golden_nll)), "exact": bool(exact), "wrong_fields": wrong_fields,
+            "missing": missing, "inconsistent": device.inconsistent[:10], "writes": writes, "reads": reads,
+            "cycles": cycles, "counters": {name: value for name, value in counters.items() if value},
+            "activates": activates, "energy": streaming.energy_split(counters, activates, tokens),
+            "coalesced_model": {name: value for name, value in coalesced.items() if value},
+        }
+
+
+@cocotb.test()
+async def test_stream_kv(dut):
+    """The KV cache of one SmolLM2 layer through the device for every run of the config; RTL == golden."""
+    from smartquant.workloads import kv_cache
+    params, seed, config = settings()
+    wall_start = time.monotonic()
+    tb = TB(dut, params, seed)
+    await tb.reset()
+    tb.scoreboard.record = False
+    host = KVStreamingHost(tb)
+    setup = kv_cache.prepare(config["windows"], config["window"], "test", weights=config.get("weights", "reference"))
+    cfg = setup.model.config
+    n, T = setup.batch.shape      # the forward's positions: the window's tokens and the last target (K/V too)
+    runs_config = [(run["format"], run["fill"], kv_cache.policy_from_json(run["policy"])) for run in config["runs"]]
+    places, end_line = kv_cache.device_regions([fmt for fmt, _, _ in runs_config], n, T, cfg.n_kv_heads,
+                                               cfg.head_dim, params.data_width)
+    assert end_line * params.line_bytes <= 1 << params.dram_addr_bits, "the KV regions do not fit the device"
+    with single_blas_thread():
+        reference = float(np.exp(kv_cache.token_nll(setup, None).mean()))
+        runs = []
+        for fmt_name, rule, policy in runs_config:
+            index, first_line = places[fmt_name]
+            device = kv_cache.KVDeviceLayer(kv_cache.kv_format(fmt_name), rule, policy, config["layer"], n, T,
+                                            cfg.n_kv_heads, cfg.head_dim, params.data_width, index, first_line)
+            label = f"{fmt_name} {policy.name}, {rule}"
+            run = await host.run_kv(setup, label, device)
+            dut._log.info("%s: perplexity %.4f (golden %.4f), exact %s, %d writes, %d reads, %d cycles", label,
+                          run["perplexity"], run["golden"]["perplexity"], run["exact"], run["writes"], run["reads"],
+                          run["cycles"])
+            runs.append(run)
+        await tb.finish()
+    wall = time.monotonic() - wall_start
+    result = {
+        "workload": "smollm2-kv", "config": config, "params": params.as_dict(), "seed": seed, "text": setup.source,
+        "windows": n, "window": T - 1, "tokens": n * (T - 1), "positions": n * T, "weights": setup.weights, "reference_perplexity": reference,
+        "runs": runs,
+        "speed": {"cycles": tb.cycles, "wall_seconds": wall, "cycles_per_second": tb.cycles / wall,
+                  "transactions": host.issued, "transactions_per_second": host.issued / wall},
+        "scoreboard": {"drs_checked": tb.scoreboard.stats.checked_drs, "ndr_checked": tb.scoreboard.stats.checked_ndr,
+                       "mismatches": tb.scoreboard.stats.mismatches},
+    }
+    if config.get("out"):
+        with open(config["out"], "w") as handle:
+            json.dump(result, handle, indent=1)
+    bad = [run["label"] for run in runs if not run["exact"]]
+    assert not bad, "KV reads or perplexity from the RTL differ from the golden model in runs " + "; ".join(
+        f"{run['label']}: NLL equal {run['token_nll_equal']}, fields {run['wrong_fields']}, missing "
+        f"{run['missing']}, inconsistent {run['inconsistent']}" for run in runs if not run["exact"])

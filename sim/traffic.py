@@ -133,11 +133,13 @@ class RandomTraffic:
 
     async def _issue(self, note: Note, send) -> None:
         start = self.tb.cycles
-        wait = None
+        deadline_set = False
         while self._conflicts(note) or self.tb.in_flight >= self.max_outstanding:
             # only a completion (or a reset) unblocks: no wake-up per cycle while waiting
-            wait = wait or self.tb.completion_or_deadline(start + 20001)
-            await wait()
+            if not deadline_set:
+                self.tb.wake_completion_waiters_at(start + 20001)
+                deadline_set = True
+            await self.tb.completions.wait()
             waited = self.tb.cycles - start
             if waited > 20000:
                 raise AssertionError(f"stimulus stuck for {waited} cycles waiting for responses:\n"

@@ -9,10 +9,23 @@ from smartquant.errors import SmartquantError
 from smartquant.scripts import bench_device, plots
 
 
-def test_tiny_traffic_and_latency_run_gives_k_over_b_exactly():
-    config = {"traffic_b": [8], "blocks": 3, "random_reads": 6, "latency_k": [1, 5]}
-    found, result = bench_device.run_benchmarks(["traffic", "latency"], config, seed=5)
+def test_tiny_traffic_latency_and_throughput_run():
+    """Traffic exactly k/B; throughput streams of both views at every k of B = 8 run at one line per cycle
+    between the first and the last DRS (the packer's full-rate gearbox at non-pow2 k too)."""
+    config = {"traffic_b": [8], "blocks": 3, "random_reads": 6, "latency_k": [1, 5], "throughput_b": [8],
+              "throughput_lines": 48}
+    found, result = bench_device.run_benchmarks(["traffic", "latency", "throughput"], config, seed=5)
     assert result.passed, result.describe()
+    streams = found["throughput"]["rows"]
+    assert [(r["view"], r["k"]) for r in streams] == [(view, k) for view in ("packed", "expanded")
+                                                      for k in range(1, 9)]
+    for r in streams:
+        lines_per_block = r["k"] if r["view"] == "packed" else 8
+        assert r["reads"] == -(-48 // lines_per_block) * lines_per_block and r["format"] == "INT"
+        assert r["steady_lines_per_cycle"] >= 0.95, r
+        assert r["cycles"] == r["fill_cycles"] + (r["reads"] - 1) / r["steady_lines_per_cycle"] + 1
+    assert bench_device.throughput_table(found["throughput"]).splitlines()[0].split()[:4] == [
+        "B", "format", "view", "k"]
     rows = found["traffic"]["rows"]
     assert [r["k"] for r in rows] == list(range(1, 9))
     for r in rows:
@@ -73,10 +86,25 @@ def test_missing_inputs_and_bad_options_are_clear_errors(tmp_path):
         bench.run(args)
     with pytest.raises(SmartquantError, match="--blocks"):
         bench_device.run("traffic", SimpleNamespace(blocks=0, out=None, bench_seed=1, no_plots=True))
+    with pytest.raises(SmartquantError, match="--lines"):
+        bench_device.run("throughput", SimpleNamespace(blocks=None, lines=0, out=None, bench_seed=1, no_plots=True))
     with pytest.raises(SmartquantError, match="does not exist"):
         bench_device.run("traffic", SimpleNamespace(blocks=None, out=str(tmp_path / "no" / "x.json"), bench_seed=1,
                                                     no_plots=True))
     assert set(bench.BENCHMARKS) >= {"traffic", "rows", "throughput", "latency", "simspeed", "all", "plots"}
+
+
+def test_throughput_summary_names_every_stream_below_the_goal():
+    rows = [{"B": 8, "view": view, "k": k, "lines_per_cycle": rate, "steady_lines_per_cycle": 1.0,
+             "fill_cycles": fill} for view, k, rate, fill in (("packed", 1, 0.98, 12), ("packed", 3, 0.75, 14),
+                                                               ("expanded", 3, 0.97, 14), ("expanded", 5, 0.949, 15))]
+    lines = bench_device.summary_lines("throughput", {"rows": rows, "lines_wanted": 640})
+    assert lines[0] == ("lines/cycle with fill (640+ lines per stream): min 0.750 (B=8 packed k=3); >= 0.95 at "
+                        "every k: NO: B=8 packed k=3, B=8 expanded k=5")
+    assert lines[1] == "steady state (first to last DRS): min 1.000; fill (Req -> first DRS) 12..15 cycles"
+    rows = [dict(row, lines_per_cycle=0.96) for row in rows]
+    assert bench_device.summary_lines("throughput", {"rows": rows, "lines_wanted": 640})[0].endswith(
+        ">= 0.95 at every k: yes")
 
 
 def test_default_output_directory_is_created_in_a_fresh_clone(tmp_path, monkeypatch):

@@ -277,27 +277,31 @@ def test_small_width_and_more_slots():
 P_STREAM = ControllerParams(data_width=128, b_max=8, n_regions=1, dram_addr_bits=16)
 
 
-def sequential_packed_stream(h, region, k, n_blocks):
-    return [h.address(View.PACKED_K, region.base_line + block * region.B + j, k)
-            for block in range(n_blocks) for j in range(k)]
+def sequential_packed_stream(h, region, k, n_blocks, view=View.PACKED_K):
+    lines_per_block = k if view == View.PACKED_K else region.B
+    return [h.address(view, region.base_line + block * region.B + j, k)
+            for block in range(n_blocks) for j in range(lines_per_block)]
 
 
-@pytest.mark.parametrize("k", [1, 2, 4, 8])
-def test_packed_streaming_throughput_and_latency(k):
-    """Sequential packed-k reads, memory answering 1 line per cycle: DRS lines per cycle and added latency.
-    Small k needs many blocks in flight (one fetch per line): the slot generations must cover the latency."""
+@pytest.mark.parametrize("view,k", [(View.PACKED_K, k) for k in range(1, 9)]
+                         + [(View.EXPANDED_K, k) for k in (1, 3, 6)])
+def test_packed_streaming_throughput_and_latency(view, k):
+    """Sequential packed-k (expanded-k) reads, memory answering 1 line per cycle: DRS lines per cycle and added
+    latency at every k, power of two or not (the packer's full-rate gearbox). Small k needs many blocks in
+    flight (one fetch per line): the slot generations must cover the latency."""
     regions = [Region(base_line=0x100, n_superblocks=64, B=8, R=1, default_k=k)]
     h = ReadHarness(P_STREAM, regions, seed=7, memory_latency=4)
-    n_blocks = max(12, 48 // k)
-    h.run(sequential_packed_stream(h, regions[0], k, n_blocks))
+    lines_per_block = k if view == View.PACKED_K else regions[0].B
+    n_blocks = max(12, 48 // lines_per_block)
+    h.run(sequential_packed_stream(h, regions[0], k, n_blocks, view))
     assert h.events[Counter.BUFFER_MISSES] == n_blocks
     first_accept = h.accept_cycles[0]
     ar_latency = h.arvalid_cycles[0] - first_accept
     # first DRS after the first line of the block came back from memory (accept -> AR, memory latency, k beats)
     first_drs = h.drs_cycles[0] - first_accept
-    steady = h.drs_cycles[k:]   # after the first block: overlap should keep one line per cycle
+    steady = h.drs_cycles[lines_per_block:]   # after the first block: overlap should keep one line per cycle
     rate = (len(steady) - 1) / (steady[-1] - steady[0])
-    print(f"k={k}: accept->AR valid {ar_latency} cycles, accept->first DRS {first_drs} cycles "
+    print(f"{View(view).name} k={k}: accept->AR valid {ar_latency} cycles, accept->first DRS {first_drs} cycles "
           f"(memory latency {h.memory_latency}), steady DRS rate {rate:.3f} lines/cycle")
     assert ar_latency <= 3
     assert rate >= 0.95

@@ -2,7 +2,8 @@
 
 What is modelled. Every decoder layer's K (after RoPE) and V are written into a KV region as they are produced
 and attention reads them back at a precision k of their B stored bits; the weights stay at reference precision
-(the dequantized GGUF in float32). The hook is smollm2's `attention` argument: `KVCacheAttention` stores the
+(the dequantized GGUF in float32) or, with `weights` = 'policy:BUDGET', are llm-policy's per-matrix allocation
+(`weight_matrices`). The hook is smollm2's `attention` argument: `KVCacheAttention` stores the
 layer's K and V through golden/layout's codec (the device's bit-plane layout: blocks of W values, plane runs R),
 reads them back through the expanded-k view with the region's fill rule (what the device returns) and attends
 over what it read.
@@ -71,6 +72,7 @@ FILLS = {"floor": Rounding.FLOOR, "midpoint": Rounding.MIDPOINT, "toward-zero": 
 KINDS = ("key", "value")
 INT8_MAX_CODE = 127          # symmetric: -127..127, so -x reads back as the negation of x
 DEFAULT_OUT = Path("docs") / "results" / "kv_sweep.json"
+WEIGHTS_REFERENCE = "reference"       # the linear matrices beside the cache: the dequantized GGUF (weight_matrices)
 
 
 @dataclass(frozen=True)
@@ -257,6 +259,17 @@ def mixed_precision_gqa_attention(q: np.ndarray, keys: dict, values: dict, key_m
     return out.transpose(0, 3, 1, 2, 4).reshape(n, T, Hq, d).astype(np.float32, copy=False)
 
 
+def precision_map(policy: KVPolicy, layer: int, kind: str, fmt: KVFormat, T: int, tokens_per_block: int) -> np.ndarray:
+    """(T, T) int: the precision query t reads token s at (its block's, at step t)."""
+    blocks = policy.block_precision(layer, kind, fmt, T, tokens_per_block)
+    return blocks[:, np.arange(T) // tokens_per_block]
+
+
+def map_precisions(token_map: np.ndarray) -> list:
+    """The precisions a (T, T) map uses for the causal pairs s <= t."""
+    return [int(k) for k in np.unique(token_map[np.tri(token_map.shape[0], dtype=bool)])]
+
+
 @dataclass
 class KVCacheAttention:
     """smollm2 `attention` hook: stores K and V in the format's region, attends over them read at the policy's k."""
@@ -276,25 +289,246 @@ class KVCacheAttention:
         if self.policy.uniform(layer, kind, self.fmt):
             k = self.policy.base_k(layer, kind)
             return {k: read_values(raw, scales, self.fmt, geometry, k, self.rule)}, None
-        T = x.shape[1]
-        blocks = self.policy.block_precision(layer, kind, self.fmt, T, geometry.tokens_per_block)
-        token_map = blocks[:, np.arange(T) // geometry.tokens_per_block]
-        reads = {int(k): read_values(raw, scales, self.fmt, geometry, int(k), self.rule)
-                 for k in np.unique(token_map[np.tri(T, dtype=bool)])}
+        token_map = precision_map(self.policy, layer, kind, self.fmt, x.shape[1], geometry.tokens_per_block)
+        reads = {k: read_values(raw, scales, self.fmt, geometry, k, self.rule) for k in map_precisions(token_map)}
         return reads, token_map
 
     def __call__(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
         self.layers_seen.append(layer)
         keys, key_map = self.read(layer, "key", k)
         values, value_map = self.read(layer, "value", v)
-        if key_map is None and value_map is None:
-            return smollm2.causal_gqa_attention(q, next(iter(keys.values())), next(iter(values.values())))
-        T = q.shape[1]
-        if key_map is None:
-            key_map = np.full((T, T), next(iter(keys)))
-        if value_map is None:
-            value_map = np.full((T, T), next(iter(values)))
-        return mixed_precision_gqa_attention(q, keys, values, key_map, value_map)
+        return attend(q, keys, key_map, values, value_map)
+
+
+def attend(q: np.ndarray, keys: dict, key_map: np.ndarray | None, values: dict,
+           value_map: np.ndarray | None) -> np.ndarray:
+    """Attention over K and V as read (precision -> tensor, with the (T, T) precision map, None when one precision
+    serves every read): the model's own attention when both are uniform, else the mixed-precision one."""
+    if key_map is None and value_map is None:
+        return smollm2.causal_gqa_attention(q, next(iter(keys.values())), next(iter(values.values())))
+    T = q.shape[1]
+    if key_map is None:
+        key_map = np.full((T, T), next(iter(keys)))
+    if value_map is None:
+        value_map = np.full((T, T), next(iter(values)))
+    return mixed_precision_gqa_attention(q, keys, values, key_map, value_map)
+
+
+# --- one layer's cache through the device (sim/stream_demo.py test_stream_kv) --------------------------------
+class KVNeeded(Exception):
+    """The forward reached the device layer before its K and V were written to the device and read back."""
+
+    def __init__(self, layer: int, keys: np.ndarray, values: np.ndarray):
+        super().__init__(f"the K and V of layer {layer}")
+        self.layer = layer
+        self.kv = {"key": keys, "value": values}
+
+
+def layer_policy(policy: KVPolicy, layer: int) -> KVPolicy:
+    """The policy's precisions of one layer, as a one-layer policy (for kv_counters of that layer alone)."""
+    return KVPolicy(f"{policy.name} (layer {layer})", policy.base_k(layer, "key"), policy.base_k(layer, "value"),
+                    policy.recent_blocks, policy.recent_k, policy.sink_blocks)
+
+
+class KVDeviceLayer:
+    """One decoder layer's K and V in a device region: where each stream lies, the weight-major lines the host
+    writes for each token, the packed reads of each decode step and the host's decoding of what they return.
+
+    Region: one entry of the region table (`index`), R = 1, lines from `first_line`: the (sequence, head) streams
+    of K, then those of V, each `blocks_per_stream` blocks (StreamGeometry: 8 tokens of head_dim 64 a block of
+    W = 512). Decode order, step t = 0..T-1: the host writes token t of every stream through the weight-major view
+    (line j of a block holds W / B values, so a token is head_dim * B / W lines: INT8 1, BF16 2; without issue 13's
+    coalescing write path each costs B strobed DRAM beats, one slice of every plane), then reads every block of
+    tokens 0..t of every stream through the packed-k view at the precision the policy gives it at step t (k lines a
+    block, the newest partial block from DRAM). The host widens the top k bits with the region's fill
+    (layout.truncate) and dequantizes with its own scales (INT8). `collect` keeps, per (K/V, k), the fields of every
+    token some step read at k, and records any token whose value differs between two reads at the same k.
+    `reads(kind)` gives what attention uses: the same structure KVCacheAttention.read computes from the golden
+    store, built only from what the device returned (positions never read at a k are 0 and never used: the
+    precision map never selects them, `missing` checks it)."""
+
+    def __init__(self, fmt: KVFormat, rule: str, policy: KVPolicy, layer: int, n: int, T: int, heads: int,
+                 head_dim: int, W: int = layout.DEFAULT_W, index: int = 0, first_line: int = 0):
+        from smartquant.workloads.streaming import LayerRegion, MatrixPlacement
+        self.fmt, self.rule, self.policy, self.layer = fmt, rule, policy, int(layer)
+        self.rounding = check_fill(rule)
+        per_layer = [len(v) for v in (policy.key_k, policy.value_k) if not isinstance(v, (int, np.integer))]
+        policy.check(fmt, per_layer[0] if per_layer else self.layer + 1)
+        if self.layer < 0 or (per_layer and self.layer >= per_layer[0]):
+            raise SmartquantError(f"policy {policy.name} has no layer {self.layer}")
+        self.geometry = StreamGeometry(n, T, heads, head_dim, W=W, R=1)
+        self.lines_per_token = head_dim * fmt.bits // W
+        if self.lines_per_token * W != head_dim * fmt.bits:
+            raise SmartquantError(f"a token's {head_dim} values of {fmt.bits} bits are not whole lines of {W} bits")
+        bps = self.geometry.blocks_per_stream
+        self.streams_per_kind = n * heads
+        self.placements = tuple(MatrixPlacement(f"{kind} sequence {i // heads} head {i % heads}", self.layer,
+                                                (self.geometry.padded_tokens, head_dim), (s * self.streams_per_kind + i)
+                                                * bps, bps)
+                                for s, kind in enumerate(KINDS) for i in range(self.streams_per_kind))
+        self.region = LayerRegion(self.layer, index, first_line, len(self.placements) * bps, fmt.bits, 1,
+                                  fmt.device_format, self.placements)
+        self.end_line = first_line + self.region.span
+        tpb = self.geometry.tokens_per_block
+        self.block_k = {kind: policy.block_precision(self.layer, kind, fmt, T, tpb) for kind in KINDS}
+        self.token_map = {kind: None if policy.uniform(self.layer, kind, fmt) else
+                          precision_map(policy, self.layer, kind, fmt, T, tpb) for kind in KINDS}
+        self.stored: dict | None = None
+
+    def store(self, kv: dict) -> None:
+        """The host's side of writing K and V (n, T, H, d): quantization, scales kept, weight-major lines, and the
+        golden store of the same tensors (kv_cache.store: the expectation of every read)."""
+        self.stored = {}
+        self.fields = {}
+        self.inconsistent = []
+        for kind in KINDS:
+            x = np.asarray(kv[kind], dtype=np.float32)
+            shape = (self.geometry.n, self.geometry.T, self.geometry.heads, self.geometry.head_dim)
+            if x.shape != shape:
+                raise SmartquantError(f"{kind}: expected shape {shape}, got {x.shape}")
+            values, scales = quantize(x, self.fmt)
+            fields = layout.fields_of(self.geometry.to_streams(values), self.fmt.bits, self.fmt.device_format)
+            lines = layout.weight_major_lines(layout.to_blocks(fields, self.geometry.W, 1), self.fmt.bits)
+            self.stored[kind] = {"x": x, "scales": scales, "lines": lines,
+                                 "golden": store(x, self.fmt, 1, self.geometry.W)}
+            for k in np.unique(self.block_k[kind]).tolist():
+                self.fields[(kind, k)] = (np.zeros(x.shape, dtype=np.uint32), np.zeros(x.shape[:3], dtype=bool))
+
+    def _stream(self, kind: str, i: int):
+        return self.placements[KINDS.index(kind) * self.streams_per_kind + i]
+
+    def token_writes(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """(absolute lines, line bytes (n, W/8)): the weight-major MemWr of token t of every stream."""
+        tpb, lpt, bps = self.geometry.tokens_per_block, self.lines_per_token, self.geometry.blocks_per_stream
+        block, slot = divmod(t, tpb)
+        js = slot * lpt + np.arange(lpt)
+        lines, data = [], []
+        for kind in KINDS:
+            for i in range(self.streams_per_kind):
+                lines.append(self.region.line(self._stream(kind, i), block, js))
+                data.append(self.stored[kind]["lines"][i * bps + block, js])
+        return np.concatenate(lines), np.concatenate(data)
+
+    def step_reads(self, t: int) -> list:
+        """(kind, stream, block, k, absolute lines) of every block read at step t: blocks 0..t // tpb of every
+        stream, each at its precision for step t, lines 0..k-1 of the block in the packed-k view."""
+        reads = []
+        for kind in KINDS:
+            for i in range(self.streams_per_kind):
+                for block in range(t // self.geometry.tokens_per_block + 1):
+                    k = int(self.block_k[kind][t, block])
+                    reads.append((kind, i, block, k, self.region.line(self._stream(kind, i), block, np.arange(k))))
+        return reads
+
+    def collect(self, t: int, kind: str, i: int, block: int, k: int, rows: np.ndarray) -> None:
+        """Decode the k packed lines (k, W/8) of a block read at step t: its tokens up to t, filled."""
+        B, tpb, d = self.fmt.bits, self.geometry.tokens_per_block, self.geometry.head_dim
+        top = layout.unpack_fields(np.asarray(rows, dtype=np.uint8).reshape(1, -1), k, self.geometry.W)[0]
+        fields = layout.truncate(top << np.uint32(B - k), B, k, self.rounding, self.fmt.device_format)
+        sequence, head = divmod(i, self.geometry.heads)
+        target, seen = self.fields[(kind, k)]
+        for slot in range(tpb):
+            token = block * tpb + slot
+            if token > t or token >= self.geometry.T:
+                break                                  # not written yet (or padding): never attended to
+            value = fields[slot * d:(slot + 1) * d]
+            if seen[sequence, token, head] and not np.array_equal(target[sequence, token, head], value):
+                self.inconsistent.append(f"{kind} sequence {sequence} head {head} token {token} k={k} step {t}")
+            target[sequence, token, head] = value
+            seen[sequence, token, head] = True
+
+    def reads(self, kind: str) -> tuple[dict, np.ndarray | None]:
+        """(precision -> values as read, precision map or None): what attention uses, from the device's reads."""
+        scales = self.stored[kind]["scales"]
+        if self.token_map[kind] is None:
+            k = self.policy.base_k(self.layer, kind)
+            return {k: dequantize(self.fields[(kind, k)][0], scales, self.fmt)}, None
+        return ({k: dequantize(self.fields[(kind, k)][0], scales, self.fmt)
+                 for k in map_precisions(self.token_map[kind])}, self.token_map[kind])
+
+    def missing(self) -> list:
+        """(kind, k, tokens) the attention selects that no read returned (empty after a complete decode)."""
+        gaps = []
+        for kind in KINDS:
+            T = self.geometry.T
+            token_map = self.token_map[kind]
+            if token_map is None:
+                token_map = np.full((T, T), self.policy.base_k(self.layer, kind))
+            causal = np.tri(T, dtype=bool)
+            for k in map_precisions(token_map):
+                needed = ((token_map == k) & causal).any(axis=0)          # (T,) tokens some query reads at k
+                seen = self.fields[(kind, k)][1]                           # (n, T, H)
+                short = needed[None, :, None] & ~seen
+                if short.any():
+                    gaps.append((kind, k, int(short.sum())))
+        return gaps
+
+    def wrong_fields(self) -> list:
+        """(kind, k) whose device reads differ from the golden store's expanded-k read at any token read."""
+        wrong = []
+        for (kind, k), (fields, seen) in self.fields.items():
+            raw, _, geometry = self.stored[kind]["golden"]
+            expected = read_fields(raw, self.fmt, geometry, k, self.rule)
+            if not np.array_equal(fields[seen], expected[seen]):
+                wrong.append(f"{kind} k={k}")
+        return wrong
+
+    def check_kv(self, kv: dict) -> None:
+        """The forward that attends over the device's reads must produce the K and V that were written."""
+        for kind in KINDS:
+            if not np.array_equal(np.asarray(kv[kind], dtype=np.float32), self.stored[kind]["x"]):
+                raise AssertionError(f"layer {self.layer}: the forward's {kind}s differ from those written")
+
+
+class DeviceLayerAttention:
+    """smollm2 attention hook of an RTL run: `device.layer` attends over what the device returned (KVNeeded until
+    its K and V have been through the device), every other layer over the golden cache of the same format, fill
+    and policy (KVCacheAttention), so the perplexity is the whole model's with this layer's cache from the RTL."""
+
+    def __init__(self, device: KVDeviceLayer):
+        self.device = device
+        self.golden = KVCacheAttention(device.fmt, device.rule, device.policy)
+
+    def __call__(self, layer: int, q: np.ndarray, k: np.ndarray, v: np.ndarray) -> np.ndarray:
+        if layer != self.device.layer:
+            return self.golden(layer, q, k, v)
+        if self.device.stored is None:
+            raise KVNeeded(layer, k, v)
+        self.device.check_kv({"key": k, "value": v})
+        keys, key_map = self.device.reads("key")
+        values, value_map = self.device.reads("value")
+        return attend(q, keys, key_map, values, value_map)
+
+
+def device_regions(formats, n: int, T: int, heads: int, head_dim: int, W: int = layout.DEFAULT_W) -> tuple[dict, int]:
+    """({format name: (region-table entry, first line)}, end line): one region per format of an RTL run, back to
+    back from line 0, each holding one layer's K and V streams (KVDeviceLayer)."""
+    places, line = {}, 0
+    for name in dict.fromkeys(formats):
+        fmt = kv_format(name)
+        places[name] = (len(places), line)
+        line += len(KINDS) * n * heads * StreamGeometry(n, T, heads, head_dim, W=W).blocks_per_stream * fmt.bits
+    return places, line
+
+
+def policy_to_json(policy: KVPolicy) -> dict:
+    from dataclasses import asdict
+    return asdict(policy)
+
+
+def policy_from_json(data: dict) -> KVPolicy:
+    return KVPolicy(**{key: tuple(value) if isinstance(value, list) else value for key, value in data.items()})
+
+
+def default_policy(fmt_name: str, name: str) -> KVPolicy:
+    return next(policy for _, policy in DEFAULT_POLICIES[fmt_name] if policy.name == name)
+
+
+def token_nll(setup: "KVSetup", attention) -> np.ndarray:
+    """The setup's per-token NLL with its weights and an attention hook (None: float32 K/V), one BLAS thread."""
+    from threadpoolctl import threadpool_limits
+    with threadpool_limits(limits=1):
+        return setup.model.token_nll(setup.batch, setup.matrices, attention=attention)
 
 
 # --- traffic, activates and energy of decoding with the cache (module docstring) -------------------------------
@@ -448,11 +682,21 @@ DEFAULT_POLICIES = {
 }
 
 
+# The RTL run of `smartquant demo --kv` (format, fill, policy): each format read whole, BF16 at the k its sweep
+# found lossless (12), INT8 at k = 5 and under the policy chosen in README ("KV cache": recent 2 blocks at 8, older
+# K5 V4), all with the midpoint fill chosen there.
+DEVICE_RUNS = (("bf16", "midpoint", static_policy(16)), ("bf16", "midpoint", static_policy(12)),
+               ("int8", "midpoint", static_policy(8)), ("int8", "midpoint", static_policy(5)),
+               ("int8", "midpoint", default_policy("int8", "recent 2 blocks at 8, older K5 V4")))
+
+
 @dataclass
 class KVSetup:
     model: smollm2.SmolLM2
     batch: np.ndarray
     source: str
+    weights: str = "reference"              # what the linear matrices are: `weight_matrices` spec
+    matrices: dict | None = None            # their substituted values (None: the reference float32 weights)
 
     @property
     def shape(self) -> CacheShape:
@@ -460,22 +704,50 @@ class KVSetup:
         return CacheShape.of(self.model.config, self.batch.shape[0], self.batch.shape[1] - 1)
 
 
-def prepare(n_windows: int = 4, window: int = 256, part: str = "test", model=None) -> KVSetup:
-    """The llm sweep's evaluation: n_windows x window predicted tokens of a Lee corpus part (workloads/corpus)."""
+def prepare(n_windows: int = 4, window: int = 256, part: str = "test", model=None,
+            weights: str = WEIGHTS_REFERENCE) -> KVSetup:
+    """The llm sweep's evaluation: n_windows x window predicted tokens of a Lee corpus part (workloads/corpus),
+    with the linear matrices as `weights` says (weight_matrices)."""
     from smartquant.workloads.corpus import PARTS, lee_text
     model = smollm2.load_smollm2() if model is None else model
     batch = smollm2.windows(model.encode(lee_text(part)), n_windows, window)
-    return KVSetup(model, batch, f"Lee corpus {PARTS[part]} (gensim test data)")
+    return KVSetup(model, batch, f"Lee corpus {PARTS[part]} (gensim test data)", weights,
+                   weight_matrices(model, weights))
+
+
+# --- the weights beside the cache -----------------------------------------------------------------------------
+
+
+def weight_matrices(model, spec: str) -> dict | None:
+    """The linear matrices the forward uses beside the cache: 'reference' (None: the dequantized GGUF in float32)
+    or 'policy:BUDGET[:FILE]', the per-matrix policy (a) of `smartquant golden llm-policy` allocated at BUDGET
+    bits/weight from its result FILE (stream_workloads.policy_precisions, default docs/results/llm_policy.json):
+    every matrix stored INT8 per channel and read at its k with the read configuration that run chose for that k
+    (its "configs": floor + correction at k <= 5, toward-zero + correction at 6, 7), so the weights are the ones
+    behind llm-policy's own perplexity at that budget."""
+    spec = spec.strip()
+    if spec == WEIGHTS_REFERENCE:
+        return None
+    if not spec.startswith("policy:"):
+        raise SmartquantError(f"weights must be 'reference' or 'policy:BUDGET[:FILE]', got {spec!r}")
+    from smartquant.workloads import llm_policy, llm_sweep, quant
+    from smartquant.workloads.stream_workloads import policy_precisions
+    names = model.linear_weight_names()
+    allocation = policy_precisions(spec, {name: model.weights[name].size for name in names}, llm_policy.B)
+    parts = spec.split(":", 2)
+    path = Path(parts[2]) if len(parts) == 3 else llm_policy.DEFAULT_OUT
+    configs = {int(k): llm_policy.parse_config_label(label)
+               for k, label in json.loads(path.read_text())["configs"].items()}
+    fmt = llm_sweep.llm_format(llm_policy.FORMAT)
+    reader = llm_policy.Reader({name: quant.StoredMatrix(model.weights[name], fmt) for name in names}, configs)
+    return {name: reader(name, k) for name, k in allocation.items()}
 
 
 def evaluate(setup: KVSetup, fmt: KVFormat | None, rule: str | None, policy: KVPolicy | None) -> float:
     """Perplexity of the setup's windows (the last token of each window is only a target, so the cache holds
     window tokens); fmt None = the float32 reference forward."""
-    from threadpoolctl import threadpool_limits
     attention = None if fmt is None else KVCacheAttention(fmt, rule, policy)
-    with threadpool_limits(limits=1):
-        nll = setup.model.token_nll(setup.batch, attention=attention)
-    return float(np.exp(nll.mean()))
+    return float(np.exp(token_nll(setup, attention).mean()))
 
 
 def traffic_row(shape: CacheShape, fmt: KVFormat, policy: KVPolicy, activates: int) -> dict:
@@ -504,7 +776,8 @@ def _interpolate(x: float, xs: Sequence[float], ys: Sequence[float]) -> float | 
 
 def compare_with_static(rows: list) -> None:
     """Adds to each policy row the perplexity of static k at its DRAM read traffic and the static traffic at its
-    perplexity. The static curve is the best fill at each k of the format (the envelope, so a policy is never
+    perplexity. The static curve is the best fill at each k of the format with the same weights (the envelope, so
+    a policy is never
     compared with a weak fill); log perplexity is interpolated linearly between neighbouring k. None where the
     policy lies outside the curve."""
     for row in rows:
@@ -512,7 +785,7 @@ def compare_with_static(rows: list) -> None:
             continue
         best = {}
         for r in rows:
-            if r["kind"] == "static" and r["format"] == row["format"]:
+            if r["kind"] == "static" and r["format"] == row["format"] and r.get("weights") == row.get("weights"):
                 if r["k"] not in best or r["perplexity"] < best[r["k"]]["perplexity"]:
                     best[r["k"]] = r
         static = sorted(best.values(), key=lambda r: r["dram_lines_read_per_token"])
@@ -537,7 +810,7 @@ def run_kv_sweep(setup: KVSetup, formats=("bf16", "int8"), ks: dict | None = Non
     start = time.perf_counter()
     shape = setup.shape
     reference = evaluate(setup, None, None, None)
-    log(f"reference (float32 K/V, no cache): perplexity {reference:.3f}")
+    log(f"weights {setup.weights}, float32 K/V (no cache): perplexity {reference:.3f}")
     rows = []
     for name in formats:
         fmt = kv_format(name)
@@ -554,17 +827,29 @@ def run_kv_sweep(setup: KVSetup, formats=("bf16", "int8"), ks: dict | None = Non
         for kind, rule, policy, k in points:
             began = time.perf_counter()
             policy.check(fmt, shape.n_layers)
-            row = {"kind": kind, "format": name, "fill": rule, "policy": policy.name, "k": k,
-                   "perplexity": evaluate(setup, fmt, rule, policy)}
+            row = {"kind": kind, "weights": setup.weights, "format": name, "fill": rule, "policy": policy.name,
+                   "k": k, "perplexity": evaluate(setup, fmt, rule, policy)}
             row.update(traffic_row(shape, fmt, policy, activates))
             rows.append(row)
-            log(f"[{len(rows)}] {name} {rule:11s} {policy.name:36s} perplexity {row['perplexity']:10.3f}  "
+            log(f"[{len(rows)}] {setup.weights} {name} {rule:11s} {policy.name:36s} perplexity {row['perplexity']:10.3f}  "
                 f"{row['dram_lines_read_per_token']:8.0f} lines/token  ({time.perf_counter() - began:.1f} s)")
     compare_with_static(rows)
     return {"text": setup.source, "windows": int(setup.batch.shape[0]), "window": int(setup.batch.shape[1] - 1),
-            "tokens": int(setup.batch.shape[0] * (setup.batch.shape[1] - 1)), "reference_perplexity": reference,
+            "tokens": int(setup.batch.shape[0] * (setup.batch.shape[1] - 1)), "weights": [setup.weights],
+            "reference_perplexity": reference, "reference_perplexity_by_weights": {setup.weights: reference},
             "storage": {name: kv_format(name).describe() for name in formats}, "W": shape.W, "R": 1,
             "rows": rows, "seconds": time.perf_counter() - start}
+
+
+def merge_results(results: list) -> dict:
+    """One result of sweeps over the same text with different weights: rows in order, references per weights."""
+    merged = dict(results[0])
+    merged["rows"] = [row for result in results for row in result["rows"]]
+    merged["weights"] = [w for result in results for w in result["weights"]]
+    merged["reference_perplexity_by_weights"] = {w: p for result in results
+                                                 for w, p in result["reference_perplexity_by_weights"].items()}
+    merged["seconds"] = sum(result["seconds"] for result in results)
+    return merged
 
 
 def format_table(result: dict) -> str:
@@ -578,15 +863,15 @@ def format_table(result: dict) -> str:
     for r in result["rows"]:
         reads = r["dram_lines_read_per_token"]
         ppl = opt(r["perplexity"], ".4g" if r["perplexity"] >= 1e4 else ".2f")
-        body.append([r["format"], r["fill"], r["policy"], ppl,
+        body.append([r.get("weights", WEIGHTS_REFERENCE), r["format"], r["fill"], r["policy"], ppl,
                      f"{reads:.0f}", opt(reads / full[r["format"]] if r["format"] in full else None, ".3f"),
                      f"{r['dram_lines_written_per_token']:.0f}", f"{r['link_lines_per_token']:.0f}",
                      f"{r['nj_per_token'] / 1e3:.1f}",
                      opt(r.get("static_perplexity_at_equal_traffic"), ".2f"),
                      opt(r.get("static_traffic_at_equal_perplexity"), ".0f")])
-    headers = ["format", "fill", "KV precision", "perplexity", "DRAM rd/token", "of k=B", "DRAM wr/token",
+    headers = ["weights", "format", "fill", "KV precision", "perplexity", "DRAM rd/token", "of k=B", "DRAM wr/token",
                "link/token", "uJ/token", "static ppl @ =traffic", "static rd @ =ppl"]
-    return text_table(headers, body, left={0, 1, 2})
+    return text_table(headers, body, left={0, 1, 2, 3})
 
 
 def output_path(out: str | None) -> Path:
@@ -608,6 +893,11 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--text", choices=("test", "background"), default="test",
                         help="Lee corpus part: test = lee.cor, the evaluation text (default); background = "
                              "lee_background.cor, the calibration text the policies were chosen on")
+    parser.add_argument("--weights", default=WEIGHTS_REFERENCE, metavar="LIST",
+                        help="comma list of the weights beside the cache, each swept in turn: reference (the "
+                             "dequantized GGUF in float32, default) or policy:BUDGET[:FILE] (llm-policy's per-matrix "
+                             "policy (a) at BUDGET bits/weight, INT8 read with that run's configuration per k; FILE "
+                             "default docs/results/llm_policy.json), e.g. reference,policy:5.5")
     parser.add_argument("--windows", type=int, default=4, help="evaluation windows (default 4)")
     parser.add_argument("--window", type=int, default=256, help="predicted tokens per window (default 256)")
     parser.add_argument("--out", metavar="FILE", help=f"JSON output (default {DEFAULT_OUT})")
@@ -646,12 +936,18 @@ def run_cli(args) -> dict:
     if args.calibrate:
         return run_calibration(args, output_path(args.calibrate), log)
     path = output_path(args.out)
-    setup = prepare(args.windows, args.window, args.text)
-    result = run_kv_sweep(setup, formats, chosen_ks, {name: fills for name in formats} if fills else None,
-                          {} if args.no_policies else None, log)
-    print(f"SmolLM2-135M-Instruct with its KV cache in a bit-plane region, weights at reference precision; "
-          f"perplexity on {result['text']}, {result['tokens']} predicted tokens ({result['windows']} windows of "
-          f"{result['window']}); float32 K/V (no cache) {result['reference_perplexity']:.3f}.")
+    weights = [spec.strip() for spec in args.weights.split(",") if spec.strip()]
+    if not weights or len(set(weights)) != len(weights):
+        raise SmartquantError(f"--weights must list distinct weight settings, got {args.weights!r}")
+    model = smollm2.load_smollm2()
+    setups = [prepare(args.windows, args.window, args.text, model, spec) for spec in weights]   # bad specs fail now
+    result = merge_results([run_kv_sweep(setup, formats, chosen_ks,
+                                         {name: fills for name in formats} if fills else None,
+                                         {} if args.no_policies else None, log) for setup in setups])
+    references = "; ".join(f"weights {w}: {p:.3f}" for w, p in result["reference_perplexity_by_weights"].items())
+    print(f"SmolLM2-135M-Instruct with its KV cache in a bit-plane region; perplexity on {result['text']}, "
+          f"{result['tokens']} predicted tokens ({result['windows']} windows of {result['window']}); float32 K/V "
+          f"(no cache): {references}.")
     print("Storage: " + "; ".join(f"{n} = {d}" for n, d in result["storage"].items())
           + f". W = {result['W']}, R = 1, 8 tokens of one KV head a block.")
     print("Per token (decoding each window token by token, every layer): DRAM lines read (full blocks, packed-k) "

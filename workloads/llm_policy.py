@@ -71,6 +71,15 @@ def config_label(config) -> str:
     return f"{rule}{' +corr' if corrected else ''}"
 
 
+def parse_config_label(label: str) -> tuple:
+    """Inverse of config_label: 'floor +corr' -> ('floor', True)."""
+    rule, _, correction = label.partition(" ")
+    quant.check_rule(rule)
+    if correction not in ("", "+corr"):
+        raise SmartquantError(f"not a read configuration label: {label!r}")
+    return rule, correction == "+corr"
+
+
 def bits_per_weight(allocation: dict, sizes: dict) -> float:
     """Average bits fetched per weight of one forward when matrix m is read at allocation[m] bits."""
     if set(allocation) != set(sizes):

@@ -29,27 +29,34 @@ over cycles as a gearbox and factored into three small muxes per bit:
   and the emit bank, copied on start (clock enables; the midpoint plane k is a synchronous set). Emission of
   block n overlaps the fetch of block n+1. Planes >= k being 0 is the expanded floor fill, and the set plane
   k is the midpoint 1, so expanded and packed output share one datapath with no gating logic.
-- Field width F = k (packed) or B (expanded); P = pow2ceil(F); a chunk of C = W / P weights per cycle gives
-  C*F <= W bits. Chunk select: chunk bit m of plane q = plane bit m + offset, by a mux tree on the offset.
-  The emit bank never shifts (a shift mux would sit on every one of the b_max*W plane bits): chunk bits
-  m < W/b_max have b_max possible offsets, bits W/2^(s+1) <= m < W/2^s only 2^s (there the offset is a
-  multiple of C >= W/2^s), and plane q is only used with P >= pow2ceil(q+1), so its chunk is at most
-  W/pow2ceil(q+1) bits wide: the high planes (used by wide fields only) carry narrow muxes.
+- Field width F = k (packed) or B (expanded); G = pow2floor(F); a chunk of C = W / G weights per cycle gives
+  C*F bits: exactly W for a pow2 F, between W and 2W otherwise (F = 3: 1.5 lines, F = 15: 1.875). Chunk
+  select: chunk bit m of plane q = plane bit m + offset, by a mux tree on the offset. The emit bank never
+  shifts (a shift mux would sit on every one of the b_max*W plane bits): chunk bits m < W/b_max have b_max
+  possible offsets, bits W/2^(s+1) <= m < W/2^s only 2^s (there the offset is a multiple of C >= W/2^s), and
+  plane q is only used with G >= pow2floor(q+1), so its chunk is at most W/pow2floor(q+1) bits wide: the
+  high planes (used by wide fields only) carry narrow muxes.
 - Compaction: output bit t = field bit t % F of weight t // F = chunk bit t // F of plane F-1-t%F (for
-  expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care.
-- Gearbox: the compacted chunk is rotated by the fill level of the line under assembly (a multiple of
-  W/b_max: log2(b_max) stages of 2:1 muxes) and merged under the partial line; a full line goes to the
-  output register, the overflow units to the partial line (per-unit clock enables, no mux).
-- Pipeline: chunk select -> register -> compaction -> register -> gearbox -> output register, all stages
-  moving together when the output register is free. The registers cost W + ~3W flip-flops and halve the
-  LUT4 count: yosys/ABC maps the same logic as one cone far worse (128/16: 10.0k -> 4.0k LUT4).
-Throughput: one chunk per cycle while the sink is ready, P chunks per block: a pow2 F emits one line per
-cycle (F lines in F cycles), other F emit F lines in P = pow2ceil(F) cycles. The next block's start is
-accepted in the cycle of the current block's last chunk, so blocks follow back to back (period max(P, k)
-with the loads of the next block overlapping). line.valid rises 4 cycles after the start handshake.
-Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=8 2.1k LUT4 + 0.3k PFUMX;
-W=128 b_max=16 4.0k + 0.5k; W=512 b_max=8 8.1k + 1.1k; W=512 b_max=16 16.0k + 2.3k, ~19.5k FF (two banks
-of b_max*W plus the pipeline).
+  expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care;
+  bits >= W only choose among the non-pow2 F.
+- Gearbox: every chunk completes a line. The compacted chunk is shifted by the held level (the units left
+  over from earlier chunks, < b_max when a chunk is taken; a multiple of W/b_max: log2(b_max) stages of 2:1
+  muxes); the line is the held units plus the chunk's low units, the chunk's upper units are held (no mux:
+  a register load). When the held units make a whole line (non-pow2 F: a block's G chunks bring F lines),
+  that line leaves in a cycle that takes no chunk, and chunk issue pauses for it.
+- Pipeline: chunk select -> register -> compaction -> register -> gearbox -> output register; the first
+  three stages move together when the output register is free and the gearbox holds no whole line. The
+  registers cost ~2W..3W + W flip-flops and halve the LUT4 count: yosys/ABC maps the same logic as one cone
+  far worse (128/16: 10.0k -> 4.0k LUT4, measured before the non-pow2 chunks).
+Throughput: one line per cycle while the sink is ready, at every F: a block of F lines takes G chunk cycles
+and F - G held-line cycles. The next block's start is accepted in the cycle of the current block's last
+chunk issue, so blocks follow back to back (period max(F, k) with the loads of the next block overlapping;
+the pow2ceil(F) chunks of W/pow2ceil(F) weights of the earlier design gave k/pow2ceil(k) lines per cycle).
+line.valid rises 4 cycles after the start handshake.
+Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=8 2.5k LUT4 + 0.5k PFUMX,
+3.0k FF; W=128 b_max=16 5.8k + 0.9k, 5.3k FF; W=512 b_max=16 23.0k + 4.0k, 20.9k FF. The full-rate chunks
+cost +22% / +47% / +44% LUT4 there (2.1k / 4.0k / 16.0k before: wider chunks of the planes q+1 not a power
+of two, compaction bits >= W, a gearbox shifting up to ~2W bits); W=512 b_max=8 was 8.1k + 1.1k before them.
 """
 from __future__ import annotations
 
@@ -98,6 +105,16 @@ def pow2ceil_log2(value: int) -> int:
     return (value - 1).bit_length()
 
 
+def pow2floor_log2(value: int) -> int:
+    """log2 of the largest power of two <= value (value >= 1)."""
+    return value.bit_length() - 1
+
+
+def chunk_units_for(field: int, b_max: int) -> int:
+    """Bits of one chunk of field width `field`, in units of W / b_max: C * F with C = W / pow2floor(F)."""
+    return (field * b_max) >> pow2floor_log2(field)
+
+
 class BlockPacker(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
@@ -110,14 +127,20 @@ class BlockPacker(wiring.Component):
             "line": Out(stream.Signature(line_layout(params))),
         })
 
-    # chunk bits of plane q that can ever be used: P >= pow2ceil(q + 1)
+    # chunk bits of plane q that can ever be used: plane q serves fields F >= q + 1, whose chunks are
+    # W / pow2floor(F) <= W / pow2floor(q + 1) bits wide
     def _chunk_width(self, plane: int) -> int:
-        return self.width >> pow2ceil_log2(plane + 1)
+        return self.width >> pow2floor_log2(plane + 1)
 
     def elaborate(self, platform):
         m = Module()
         W, BM, S = self.width, self.b_max, self.log2_b_max
         unit = W // BM      # gearbox granularity: every chunk offset and line fill level is a multiple of it
+        # widest chunk after compaction, in units (F = b_max - 1 for b_max >= 4: almost two lines)
+        compact_units = max(chunk_units_for(f, BM) for f in range(1, BM + 1))
+        # the gearbox keeps what a chunk brings beyond the line it completes (< compact_units units), or a
+        # whole line waiting for its output cycle
+        held_units = max(compact_units - 1, BM)
 
         # ---- plane banks ------------------------------------------------------------------------------
         fill_bank = [Signal(W, name=f"fill_plane{q}") for q in range(BM)]
@@ -127,46 +150,53 @@ class BlockPacker(wiring.Component):
         emit_bank = [Signal(W, name=f"emit_plane{q}", reset_less=True, init=(1 << W) - 1) for q in range(BM)]
 
         # ---- pipeline: chunk select -> [chunk register] -> compaction -> [compact register] -> gearbox ->
-        # [output register]. Every register stage moves together when the output register can take a line
-        # (`advance`), so a stalled sink freezes the whole pipeline. The registers cut the logic into cones
-        # that yosys/ABC maps well: the same logic as one combinational cone costs ~2x the LUT4s.
-        advance = Signal()
+        # [output register]. The chunk and compact stages move together (`feed`) when the output register
+        # can take a line and the gearbox does not hold a whole line of its own (a chunk of a non-pow2 field
+        # brings more than one line: those extra lines leave in cycles that take no chunk). A stalled sink
+        # freezes the whole pipeline. The registers cut the logic into cones that yosys/ABC maps well: the
+        # same logic as one combinational cone costs ~2x the LUT4s.
+        advance = Signal()                      # the output register can take a line
+        feed = Signal()                         # ... and the gearbox can take a chunk
 
         # chunk issue state (stage 1): the block in the emit bank
         active = Signal()                       # emit bank holds a block with chunks left to issue
         field_minus_one = Signal(S)             # F - 1
-        chunk_units = Signal(range(BM + 1))     # bits produced per chunk, in units (F * b_max / P)
-        offset_step = Signal(range(BM + 1))     # chunk offset increment in units (b_max / P)
+        chunk_units = Signal(range(2 * BM))     # bits produced per chunk, in units (F * b_max / pow2floor(F))
+        offset_step = Signal(range(BM + 1))     # chunk offset increment in units (b_max / pow2floor(F))
         offset = Signal(S)                      # current chunk's offset in the planes, in units
         issue = Signal()                        # a chunk enters the pipeline this cycle
         next_offset = Signal(S + 1)
         last_chunk = Signal()
         m.d.comb += [
-            issue.eq(active & advance),
+            issue.eq(active & feed),
             next_offset.eq(offset + offset_step),
-            last_chunk.eq(next_offset[S]),      # offsets wrap after exactly P chunks
+            last_chunk.eq(next_offset[S]),      # offsets wrap after exactly pow2floor(F) chunks
         ]
 
         # stage 2 (chunk register) and stage 3 (compact register): data plus the chunk's own configuration,
         # so that the next block may start issuing while these chunks are still in flight
         chunk_valid = Signal()
         chunk_field_minus_one = Signal(S)
-        chunk_chunk_units = Signal(range(BM + 1))
+        chunk_chunk_units = Signal(range(2 * BM))
         compact_valid = Signal()
         compact_field_minus_one = Signal(S)
-        compact_chunk_units = Signal(range(BM + 1))
+        compact_chunk_units = Signal(range(2 * BM))
 
         # gearbox state (stage 4)
-        fill_level = Signal(S)                  # bits of the line under assembly, in units (0 between blocks)
+        held_level = Signal(range(2 * BM))      # units held back for the next lines (0 between blocks)
+        held = Signal(held_units * unit, reset_less=True)
+        held_field_minus_one = Signal(S)        # F - 1 of the block the held units belong to
+        held_line_full = Signal()
         line_index = Signal(INDEX_FIELD_BITS)
-        partial_line = Signal(W, reset_less=True)   # low fill_level units of the line under assembly
 
         out_valid = Signal()
         out_data = Signal(W, reset_less=True)
         out_index = Signal(INDEX_FIELD_BITS)
         out_last = Signal()
         m.d.comb += [
+            held_line_full.eq(held_level >= BM),
             advance.eq(~out_valid | self.line.ready),
+            feed.eq(advance & ~held_line_full),
             self.line.valid.eq(out_valid),
             self.line.p.data.eq(out_data),
             self.line.p.index.eq(out_index),
@@ -197,7 +227,6 @@ class BlockPacker(wiring.Component):
         block_b = Signal(range(BM + 1))
         precision_k = Signal(range(BM + 1))
         new_f = Signal(range(BM + 1))
-        new_log2_p = Signal(range(S + 1))
         m.d.comb += log2_b.eq(Mux(self.start.p.log2_b > S, S, self.start.p.log2_b))
         m.d.comb += block_b.eq(Const(1, BM.bit_length() + 1) << log2_b)
         with m.If(self.start.p.k == 0):
@@ -207,18 +236,23 @@ class BlockPacker(wiring.Component):
         with m.Else():
             m.d.comb += precision_k.eq(self.start.p.k)
         m.d.comb += new_f.eq(Mux(self.start.p.expanded, block_b, precision_k))
+        new_offset_step = Signal.like(offset_step)
+        new_chunk_units = Signal.like(chunk_units)
         with m.Switch(new_f):
             for f in range(1, BM + 1):
                 with m.Case(f):
-                    m.d.comb += new_log2_p.eq(pow2ceil_log2(f))
+                    m.d.comb += [
+                        new_offset_step.eq(BM >> pow2floor_log2(f)),
+                        new_chunk_units.eq(chunk_units_for(f, BM)),
+                    ]
 
         # ---- chunk select: chunk bit m of plane q = plane bit offset*unit + m --------------------------
         chunks = []
         for q in range(BM):
             width_q = self._chunk_width(q)
             pieces = []
-            # segment s holds chunk bits [W >> (s+1), W >> s) (s = S: [0, W >> S)); there the offset is a
-            # multiple of W >> s, so only 2**s sources exist
+            # segment s holds chunk bits [W >> (s+1), W >> s) (s = S: [0, W >> S)); they exist only for chunks
+            # of >= W >> s bits, whose offset is a multiple of W >> s: so only 2**s sources
             for s in range(S, -1, -1):
                 lo = 0 if s == S else W >> (s + 1)
                 hi = W >> s
@@ -228,10 +262,10 @@ class BlockPacker(wiring.Component):
                 for bit in range(lo, hi):
                     pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
             chunk = Signal(width_q, name=f"chunk{q}", reset_less=True)
-            with m.If(advance):
+            with m.If(feed):
                 m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
-        with m.If(advance):
+        with m.If(feed):
             m.d.sync += [
                 chunk_valid.eq(issue),
                 chunk_field_minus_one.eq(field_minus_one),
@@ -239,16 +273,17 @@ class BlockPacker(wiring.Component):
             ]
 
         # ---- compaction: C weights of F-bit fields, weight w at bits [w*F, w*F+F) ---------------------
-        # bits at and above C*F are don't-care: the gearbox overwrites them with the next chunk
+        # bits at and above C*F are don't-care: the gearbox overwrites them with the next chunk. Bits >= W
+        # exist for non-pow2 F only.
         compact_bits = []
-        for t in range(W):
+        for t in range(compact_units * unit):
             sources = []
             for f in range(1, BM + 1):
-                weights = W >> pow2ceil_log2(f)
+                weights = W >> pow2floor_log2(f)
                 sources.append(chunks[f - 1 - t % f][t // f] if t < weights * f else None)
             compact_bits.append(mux_tree(sources, chunk_field_minus_one))
-        compact = Signal(W, reset_less=True)
-        with m.If(advance):
+        compact = Signal(compact_units * unit, reset_less=True)
+        with m.If(feed):
             m.d.sync += [
                 compact.eq(Cat(*compact_bits)),
                 compact_valid.eq(chunk_valid),
@@ -256,42 +291,49 @@ class BlockPacker(wiring.Component):
                 compact_chunk_units.eq(chunk_chunk_units),
             ]
 
-        # ---- gearbox: rotate to the fill level, merge under the partial line ---------------------------
-        rotated = compact
+        # ---- gearbox: shift the chunk to the held level, merge above the held units --------------------
+        # A chunk is >= one line, so every chunk taken completes a line: the line is the held units plus the
+        # low units of the shifted chunk, and the rest of the chunk is held. The held level is < b_max when a
+        # chunk is taken (otherwise `feed` is low and the held line leaves alone), so only units < b_max of
+        # the line can come from `held`, and the shift is by 0..b_max-1 units (log2(b_max) 2:1 mux stages).
+        shifted = Signal((compact_units + BM - 1) * unit)
+        stage_value = compact
         for b in range(S):
-            stage = Signal(W, name=f"rotate_stage{b}")
-            m.d.comb += stage.eq(Mux(fill_level[b], rotated.rotate_left(unit << b), rotated))
-            rotated = stage
-        merged = Signal(W)
-        m.d.comb += merged.eq(Cat(*[
-            Mux(fill_level > u, partial_line[u * unit:(u + 1) * unit], rotated[u * unit:(u + 1) * unit])
+            stage = Signal(len(shifted), name=f"shift_stage{b}")
+            m.d.comb += stage.eq(Mux(held_level[b], stage_value << (unit << b), stage_value))
+            stage_value = stage
+        m.d.comb += shifted.eq(stage_value)
+        merged_line = Signal(W)
+        m.d.comb += merged_line.eq(Cat(*[
+            Mux(held_level > u, held[u * unit:(u + 1) * unit], shifted[u * unit:(u + 1) * unit])
             for u in range(BM)]))
-        level_sum = Signal(S + 1)
-        m.d.comb += level_sum.eq(fill_level + compact_chunk_units)
-        line_complete = level_sum[S]            # sum >= b_max units: the line is full (sum < 2*b_max)
-        gear_step = advance & compact_valid
-        # unit u of the partial line takes the rotated chunk unless it holds earlier bits of an unfinished
-        # line (u < fill level): a clock enable per unit instead of a data mux per bit
-        for u in range(BM):
-            with m.If(gear_step & (line_complete | (fill_level <= u))):
-                m.d.sync += partial_line[u * unit:(u + 1) * unit].eq(rotated[u * unit:(u + 1) * unit])
-
-        with m.If(gear_step):
-            # a block's P chunks fill exactly F lines, so the level is back at 0 after its last chunk
-            m.d.sync += fill_level.eq(level_sum[:S])
-            with m.If(line_complete):
-                block_done = line_index == compact_field_minus_one
-                m.d.sync += [
-                    out_valid.eq(1),
-                    out_data.eq(merged),
-                    out_index.eq(line_index),
-                    out_last.eq(block_done),
-                    line_index.eq(Mux(block_done, 0, line_index + 1)),
-                ]
-            with m.Else():
-                m.d.sync += out_valid.eq(0)
+        take_chunk = feed & compact_valid
+        emit_held = advance & held_line_full
+        # the line this cycle's output belongs to ends its block: index F - 1 of the chunk's (or held) block
+        emit_field_minus_one = Mux(held_line_full, held_field_minus_one, compact_field_minus_one)
+        block_done = line_index == emit_field_minus_one
+        with m.If(take_chunk | emit_held):
+            m.d.sync += [
+                out_valid.eq(1),
+                out_data.eq(Mux(held_line_full, held[:W], merged_line)),
+                out_index.eq(line_index),
+                out_last.eq(block_done),
+                line_index.eq(Mux(block_done, 0, line_index + 1)),
+            ]
         with m.Elif(self.line.ready):
             m.d.sync += out_valid.eq(0)
+        with m.If(emit_held):
+            m.d.sync += [
+                held.eq(held[W:]),
+                held_level.eq(held_level - BM),
+            ]
+        with m.Elif(take_chunk):
+            # a block's chunks fill exactly F lines, so the level is back at 0 after its last line
+            m.d.sync += [
+                held.eq(shifted[W:]),
+                held_level.eq(held_level + compact_chunk_units - BM),
+                held_field_minus_one.eq(compact_field_minus_one),
+            ]
 
         with m.If(issue):
             m.d.sync += offset.eq(next_offset[:S])
@@ -300,8 +342,8 @@ class BlockPacker(wiring.Component):
             m.d.sync += [
                 active.eq(1),
                 field_minus_one.eq(new_f - 1),
-                offset_step.eq(Const(BM, S + 1) >> new_log2_p),
-                chunk_units.eq((new_f << S) >> new_log2_p),
+                offset_step.eq(new_offset_step),
+                chunk_units.eq(new_chunk_units),
                 offset.eq(0),
             ]
         with m.Elif(issue & last_chunk):

@@ -18,6 +18,10 @@ SmolLM2: decoder layer 0 (--smollm2-layers) stored INT8 per-channel in regions o
    k by the golden model; toward-zero fill with the per-row bias correction. Prints perplexity on lee.cor (RTL
    and golden, equal bit for bit), DRAM lines, activates and energy from the hardware counters, and plots
    perplexity vs DRAM traffic and energy (build/stream_demo_smollm2.png).
+   --kv: instead, one decoder layer's KV cache through the RTL (--kv-layer, default 0): its K and V written token
+   by token into a BF16 and an INT8 region and read back after each token at BF16 k = 16, 12 and INT8 k = 8, 5 and
+   under a recent-window policy (workloads/kv_cache.py DEVICE_RUNS); perplexity from the RTL's reads == the golden
+   KV model's, DRAM lines and energy from the counters (1 window of 128 tokens by default, --kv-window).
 """
 from __future__ import annotations
 

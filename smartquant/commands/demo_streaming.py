@@ -29,6 +29,8 @@ DEFAULT_BUDGET = 5.0                          # bits per weight for the MiniLM p
 MODELS = ("minilm", "smollm2", "both")
 SMOLLM2_DEFAULT_KS = (8, 6, 5)
 SMOLLM2_DEFAULT_LAYERS = (0,)
+KV_DEFAULT_WINDOW = 128
+KV_DEMO_JSON = Path("build") / "stream_demo_smollm2_kv.json"
 
 
 def format_run_table(result: dict) -> str:
@@ -129,6 +131,27 @@ def add_streaming_arguments(parser) -> None:
                          help="perplexity windows of 256 tokens of lee.cor (default 4 = 1024 tokens)")
     smollm2.add_argument("--smollm2-out", metavar="FILE", default=None,
                          help=f"JSON result file (default {SMOLLM2_DEMO_JSON})")
+    kv = parser.add_argument_group("SmolLM2 KV cache through the RTL (--model smollm2 --kv)")
+    kv.add_argument("--kv", action="store_true",
+                    help="instead of SmolLM2's weights, stream one layer's KV cache through the RTL: its K and V "
+                         "written token by token into a BF16 and an INT8 region (weight-major MemWr) and, after "
+                         "each token, every block so far read at the KV precision (packed-k MemRd): BF16 k = 16 "
+                         "and 12, INT8 k = 8 and 5 and the policy 'recent 2 blocks at 8, older K5 V4', midpoint "
+                         "fill (workloads/kv_cache.py DEVICE_RUNS); the other layers' caches by the golden model. "
+                         "Prints perplexity (RTL and golden, equal bit for bit), DRAM lines and energy from the "
+                         "counters. The reads grow with the square of the window: the default 1 x 128 tokens is "
+                         "about 310k transactions, a few minutes (2 min 15 s on a busy 2-core machine with the "
+                         "simulator built)")
+    kv.add_argument("--kv-layer", type=int, default=0, help="decoder layer whose cache goes through the RTL "
+                                                            "(default 0)")
+    kv.add_argument("--kv-windows", type=int, default=1, help="windows of lee.cor (default 1)")
+    kv.add_argument("--kv-window", type=int, default=KV_DEFAULT_WINDOW,
+                    help=f"predicted tokens per window (default {KV_DEFAULT_WINDOW}; 64 takes about a quarter of "
+                         "the time, 256 four times as long)")
+    kv.add_argument("--kv-weights", default="reference", metavar="SPEC",
+                    help="the weights beside the cache: reference (float32, default) or policy:BUDGET[:FILE] "
+                         "(llm-policy's per-matrix allocation, read by the golden model)")
+    kv.add_argument("--kv-out", metavar="FILE", default=None, help=f"JSON result file (default {KV_DEMO_JSON})")
 
 
 def models_of(args) -> list:
@@ -174,6 +197,8 @@ def output_path(option_value, default: Path) -> str:
 
 def demo_config(args, workload: str = "minilm") -> dict:
     """The JSON settings the cocotb module smartquant.sim.stream_demo reads (SQ_STREAM_CONFIG)."""
+    if workload == "smollm2" and getattr(args, "kv", False):
+        return kv_config(args)
     common = {"workload": workload, "view": check_view(args.stream_view), "load_view": args.load_view}
     if workload == "smollm2":
         return {**common, **smollm2_config(args)}
@@ -233,8 +258,44 @@ def smollm2_config(args) -> dict:
     return config
 
 
+def kv_config(args) -> dict:
+    """The settings of the KV run (sim/stream_demo.py test_stream_kv)."""
+    from smartquant.workloads import kv_cache
+    from smartquant.workloads.gguf_weights import GGUFFile
+    from smartquant.workloads.smollm2 import gguf_path
+    gguf = GGUFFile(gguf_path())                       # metadata only: fails early if the model is missing
+    n_layers, context = int(gguf.value("llama.block_count")), int(gguf.value("llama.context_length"))
+    if not 0 <= args.kv_layer < n_layers:
+        raise SmartquantError(f"--kv-layer must be in 0..{n_layers - 1}, got {args.kv_layer}")
+    if args.kv_windows < 1 or not 1 <= args.kv_window < context:
+        raise SmartquantError(f"--kv-windows must be >= 1 and --kv-window in 1..{context - 1}, got "
+                              f"{args.kv_windows} and {args.kv_window}")
+    weights = args.kv_weights.strip()
+    if weights != kv_cache.WEIGHTS_REFERENCE:
+        if not weights.startswith("policy:"):
+            raise SmartquantError(f"--kv-weights must be 'reference' or 'policy:BUDGET[:FILE]', got {weights!r}")
+        from smartquant.workloads.llm_policy import DEFAULT_OUT
+        from smartquant.workloads.smollm2 import LAYER_MATRICES, matrix_name
+        from smartquant.workloads.stream_workloads import policy_precisions
+        _, budget, *path = weights.split(":", 2)
+        weights = f"policy:{budget}:{Path(path[0] if path else DEFAULT_OUT).resolve()}"   # for the simulator
+        names = [matrix_name(layer, kind) for layer in range(n_layers) for kind in LAYER_MATRICES]
+        policy_precisions(weights, dict.fromkeys(names, 1), 8)      # budget, file and coverage checked now
+    return {"workload": "smollm2-kv", "layer": args.kv_layer, "windows": args.kv_windows, "window": args.kv_window,
+            "weights": weights, "heads": int(gguf.value("llama.attention.head_count_kv")),
+            "head_dim": int(gguf.value("llama.embedding_length")) // int(gguf.value("llama.attention.head_count")),
+            "runs": [{"format": fmt, "fill": rule, "policy": kv_cache.policy_to_json(policy)}
+                     for fmt, rule, policy in kv_cache.DEVICE_RUNS],
+            "out": output_path(args.kv_out, KV_DEMO_JSON)}
+
+
 def demo_params(config: dict) -> ControllerParams:
     """Controller parameters of a demo run: the default geometry with a device big enough for the layers."""
+    if config["workload"] == "smollm2-kv":
+        from smartquant.workloads.kv_cache import device_regions
+        _, lines = device_regions([run["format"] for run in config["runs"]], config["windows"],
+                                  config["window"] + 1, config["heads"], config["head_dim"])
+        return ControllerParams(dram_addr_bits=StreamingPlan.required_addr_bits(lines, 64))
     fmt = quant.storage_format(config["format"])
     shapes = {layer: layer_shapes(config, layer) for layer in config["layers"]}
     lines = plan_lines(shapes, fmt.bits, config["R"])
@@ -265,27 +326,71 @@ def run_demo_streaming(args) -> int:
 def run_one(config: dict, args) -> int:
     from smartquant.scripts.bench_device import simulate
     params = demo_params(config)
-    name = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M"}[config["workload"]]
-    print(f"\n== Streaming {name} {config['format']} layer(s) {config['layers']} through the RTL ({params.key()}, "
-          f"{config['view']} view, R = {config['R']}, {config['rule']} fill"
-          f"{', row correction' if config['corrected'] else ''}) ==", flush=True)
-    result = simulate(params, "smartquant.sim.stream_demo", "test_stream_layers", seed=args.seed,
-                      extra_env={"SQ_STREAM_CONFIG": json.dumps(config),
-                                 "SQ_PROGRESS": "0" if getattr(args, "no_progress", False) else "1"})
+    kv = config["workload"] == "smollm2-kv"
+    if kv:
+        print(f"\n== SmolLM2-135M layer {config['layer']}'s KV cache through the RTL ({params.key()}, weight-major "
+              f"writes token by token, packed-k reads at every step, {config['windows']} x {config['window']} "
+              f"tokens, weights {config['weights']}) ==", flush=True)
+    else:
+        name = {"minilm": "MiniLM", "smollm2": "SmolLM2-135M"}[config["workload"]]
+        print(f"\n== Streaming {name} {config['format']} layer(s) {config['layers']} through the RTL "
+              f"({params.key()}, {config['view']} view, R = {config['R']}, {config['rule']} fill"
+              f"{', row correction' if config['corrected'] else ''}) ==", flush=True)
+    result = simulate(params, "smartquant.sim.stream_demo", "test_stream_kv" if kv else "test_stream_layers",
+                      seed=args.seed, extra_env={"SQ_STREAM_CONFIG": json.dumps(config),
+                                                 "SQ_PROGRESS": "0" if getattr(args, "no_progress", False) else "1"})
+    show = print_kv_result if kv else print_demo_result
     path = Path(config["out"])
     if not result.passed or not path.exists():
         print(result.describe())
         if path.exists():
-            print_demo_result(json.loads(path.read_text()))
+            show(json.loads(path.read_text()))
         return 1
     data = json.loads(path.read_text())
-    print_demo_result(data)
+    show(data)
     print(f"(simulation wall time {result.wall_seconds:.0f} s; results in {path})")
+    if kv:
+        return 0
     if config["workload"] == "smollm2":
         from smartquant.scripts.plots import plot_perplexity_traffic
         print(f"plot: {plot_perplexity_traffic(data, path.with_suffix('.png'))} (`smartquant bench plots` puts it "
               "in docs/img)")
     return 0
+
+
+def format_kv_table(result: dict) -> str:
+    """One row per KV run: perplexity from the RTL's reads and the golden cache's, the device's traffic and energy
+    per token, and the coalescing write path's traffic for the same decode (kv_cache.kv_counters)."""
+    tokens = result["positions"]
+    headers = ["KV read", "perplexity (RTL)", "perplexity (golden)", "MemWr", "MemRd", "DRAM rd/token",
+               "DRAM wr/token", "activates", "uJ/token", "coalesced: DRAM rd/token", "DRAM wr/token", "RTL == golden"]
+    rows = []
+    for run in result["runs"]:
+        c, model = run["counters"], run["coalesced_model"]
+        rows.append([run["label"], f"{run['perplexity']:.4f}", f"{run['golden']['perplexity']:.4f}",
+                     f"{run['writes']:,}", f"{run['reads']:,}", f"{c.get('dram_lines_read', 0) / tokens:.1f}",
+                     f"{c.get('dram_lines_written', 0) / tokens:.1f}", f"{run['activates']:,}",
+                     f"{run['energy']['total_nj_per_token'] / 1e3:.3f}",
+                     f"{model.get('dram_lines_read', 0) / tokens:.1f}",
+                     f"{model.get('dram_lines_written', 0) / tokens:.1f}", "yes" if run["exact"] else "NO"])
+    return text_table(headers, rows, left={0})
+
+
+def print_kv_result(result: dict) -> None:
+    print(f"SmolLM2-135M-Instruct on {result['text']}: {result['tokens']} predicted tokens ({result['windows']} x "
+          f"{result['window']}; the forward's {result['positions']} positions are written and read), weights "
+          f"{result['weights']}, float32 K/V {result['reference_perplexity']:.4f}. Layer {result['config']['layer']}'s "
+          "K and V go through the RTL, the other layers' caches are read by the golden model at the same setting. "
+          "Per position of one layer (3 KV heads, K and V): DRAM lines from the hardware counters (weight-major "
+          "writes: B strobed beats a line; the newest, partial block read from DRAM), activates over the AR and AW "
+          "streams, energy from golden/energy.py; 'coalesced': the same decode with issue 13's coalescing write "
+          "path (kv_cache.kv_counters: B plane lines a block of 8 tokens, the partial block from the gather buffer)")
+    print(format_kv_table(result))
+    score, speed = result["scoreboard"], result["speed"]
+    print(f"scoreboard: {score['drs_checked']:,} DRS and {score['ndr_checked']:,} NDR checked, {score['mismatches']} "
+          f"mismatches; every counter read over CSR after each run equals the golden device's")
+    print(f"simulation: {speed['cycles']:,} cycles in {speed['wall_seconds']:.1f} s = {speed['cycles_per_second']:,.0f} "
+          f"cycles/s, {speed['transactions_per_second']:,.0f} transactions/s")
 
 
 def print_demo_result(result: dict) -> None:

@@ -14,7 +14,8 @@
                               equal perplexity; calibrated on lee_background.cor, scored on lee.cor; JSON and
                               table to docs/results/ (--out)
   smartquant golden kv-sweep  SmolLM2-135M perplexity with its KV cache in a BF16 / INT8 bit-plane region read
-                              at k (static, and KV precision policies), DRAM traffic and energy per token
+                              at k (static, and KV precision policies), DRAM traffic and energy per token;
+                              --weights policy:5.5 with the weights at llm-policy's allocation
 
 Progress goes to stderr, tables to stdout. A full sweep (112 points) took 76 s (36 s for 224 points with
 --correction both on a quieter day), policies about 30 s, llm-sweep 6 min 35 s (103 forwards of 1024 tokens,
@@ -137,8 +138,8 @@ def add_arguments(parser):
     kv_cache.add_cli_arguments(actions.add_parser(
         "kv-sweep", help="SmolLM2-135M perplexity vs KV-cache precision, traffic and energy per token",
         description="SmolLM2-135M with its KV cache stored in a BF16 or INT8 bit-plane region and read at k "
-                    "(static k per fill, and KV precision policies), weights at reference precision "
-                    "(workloads/kv_cache.py)."))
+                    "(static k per fill, and KV precision policies), weights at reference precision or at "
+                    "llm-policy's per-matrix allocation (--weights; workloads/kv_cache.py)."))
 
 
 def run_sweep_command(formats, rules, ks, csv_path, progress: bool, corrections=(False,)) -> list:

@@ -20,29 +20,14 @@ Examples:
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import random
 
 from smartquant.errors import SmartquantError
-from smartquant.params import ControllerParams, HOST_PORTS
+from smartquant.commands.parameters import add_parameter_options, params_from_options
+from smartquant.params import ControllerParams
 
 SIM_DEFAULTS = {"dram_addr_bits": 20}      # AxiMemory holds the whole device in the simulator's memory
-FIELD_HELP = {
-    "data_width": "line width W in bits (64, 128, 256, 512)",
-    "b_max": "widest storage format B the datapath supports (2, 4, 8, 16)",
-    "n_regions": "region-table entries (1..16)",
-    "request_depth": "outstanding M2S requests the front end buffers",
-    "buffer_slots": "block-buffer slots",
-    "poison_entries": "poisoned blocks remembered before the overflow rule applies",
-    "dram_addr_bits": "simulated device capacity, log2 bytes (12..24 in simulation)",
-    "axi_id_bits": "AXI ID width",
-    "csr_addr_bits": "AXI-Lite CSR address width",
-    "host_port": "host interface: cxl (CXL.mem messages) or axi (AXI4 subordinate, driven by cocotbext-axi)",
-    "host_axi_id_bits": "AXI ID width of the host port with --host-port axi (1..16)",
-}
-
-
 def add_arguments(parser):
     parser.add_argument("--transactions", type=int, default=10_000, help="random transactions (default 10000)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: a fresh one, printed)")
@@ -53,24 +38,15 @@ def add_arguments(parser):
     parser.add_argument("--merge-coverage", nargs="+", metavar="JSON", default=None,
                         help="merge coverage reports of several runs (same parameters) and print the table; no "
                              "simulation (with --coverage-report, also write the merged JSON)")
-    group = parser.add_argument_group("controller parameters (ControllerParams)")
-    defaults = ControllerParams(**SIM_DEFAULTS)
-    for field in dataclasses.fields(ControllerParams):
-        default = getattr(defaults, field.name)
-        kind = {"choices": HOST_PORTS} if field.name == "host_port" else {"type": int}
-        group.add_argument("--" + field.name.replace("_", "-"), **kind, default=default, dest=field.name,
-                           help=f"{FIELD_HELP.get(field.name, field.name)} (default {default})")
+    add_parameter_options(parser.add_argument_group("controller parameters (ControllerParams)"),
+                          ControllerParams(**SIM_DEFAULTS), notes={"dram_addr_bits": "12..24 in simulation"})
 
 
 def params_from_args(args) -> ControllerParams:
-    values = {field.name: getattr(args, field.name) for field in dataclasses.fields(ControllerParams)}
-    if not 12 <= values["dram_addr_bits"] <= 24:
+    if not 12 <= args.dram_addr_bits <= 24:
         raise SmartquantError(f"--dram-addr-bits must be 12..24 in simulation (the AXI memory holds the whole "
-                              f"device), got {values['dram_addr_bits']}")
-    try:
-        return ControllerParams(**values)
-    except ValueError as error:
-        raise SmartquantError(str(error)) from None
+                              f"device), got {args.dram_addr_bits}")
+    return params_from_options(args)
 
 
 def merge_coverage(paths: list[str], out: str | None) -> int:
