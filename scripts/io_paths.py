@@ -131,14 +131,14 @@ def analyse(component, ignore_inputs=("clk",)) -> dict:
 
 def main(argv=None) -> int:
     from smartquant.params import ControllerParams
-    from smartquant.hdl.top import SmartQuantController
+    from smartquant.hdl.host.axi_port import build_controller
     parser = argparse.ArgumentParser(prog="python -m smartquant.scripts.io_paths", description=__doc__.split("\n\n")[0])
     defaults = ControllerParams(data_width=64, b_max=4, n_regions=1, request_depth=4, dram_addr_bits=14)
     for field, value in defaults.as_dict().items():
-        parser.add_argument("--" + field.replace("_", "-"), type=int, default=value)
+        parser.add_argument("--" + field.replace("_", "-"), type=type(value), default=value)
     args = parser.parse_args(argv)
     params = ControllerParams(**{field: getattr(args, field) for field in defaults.as_dict()})
-    reports = analyse(SmartQuantController(params))
+    reports = analyse(build_controller(params))
     print(f"{'output':24} {'bits':>5} {'logic-driven':>12}  inputs reaching it combinationally")
     for port, report in sorted(reports.items()):
         print(f"{port:24} {report.width:5} {report.unregistered_bits:12}  {', '.join(sorted(report.inputs)) or '-'}")

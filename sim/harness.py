@@ -20,6 +20,14 @@ CONTROLLER_STATUS = (
     "csr__awready", "csr__wready", "csr__bvalid", "csr__arready", "csr__rvalid",
 )
 LOOPBACK_STATUS = ("m2s_req__ready", "s2m_req__valid")
+# host_port = "axi" (hdl/host/axi_port.py): the host port's handshakes, both directions (cocotbext-axi's
+# AxiMaster drives the host side; sim/axi_host_tb.py monitors every handshake from this vector), then the
+# DRAM port and the CSR port as for the CXL top
+AXI_HOST_STATUS = (
+    "host__arvalid", "host__arready", "host__awvalid", "host__awready", "host__wvalid", "host__wready",
+    "host__rvalid", "host__rready", "host__bvalid", "host__bready",
+    *CONTROLLER_STATUS[CONTROLLER_STATUS.index("axi__arvalid"):],
+)
 
 
 class SimHarness(wiring.Component):
@@ -50,9 +58,14 @@ class SimHarness(wiring.Component):
         return m
 
 
+def controller_status(params: ControllerParams) -> tuple[str, ...]:
+    return AXI_HOST_STATUS if params.host_port == "axi" else CONTROLLER_STATUS
+
+
 def controller_harness(params: ControllerParams) -> SimHarness:
-    from smartquant.hdl.top import SmartQuantController
-    return SimHarness(SmartQuantController(params), CONTROLLER_STATUS)
+    """The controller with the host port params.host_port selects (hdl/host/axi_port.py build_controller)."""
+    from smartquant.hdl.host.axi_port import build_controller
+    return SimHarness(build_controller(params), controller_status(params))
 
 
 def loopback_harness(params: ControllerParams) -> SimHarness:

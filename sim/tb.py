@@ -96,7 +96,7 @@ class TB:
         self.completions = Event()     # set (and cleared) whenever requests complete or are dropped by a reset
         self.coverage = Coverage(params)
         self.scoreboard = Scoreboard(params, self.model, self.log, on_complete=self._completed,
-                                     coverage=self.coverage)
+                                     coverage=self.coverage, check_dev_load=self.CHECK_DEV_LOAD)
         self.regions: dict[int, RegionSetup] = {}
         self.control_mode = 0      # the RW mode bits of CONTROL as last written (params.CONTROL_MODE_BITS)
         self.dropped_by_reset = 0
@@ -108,26 +108,56 @@ class TB:
         dut.rst.value = 1
         dut.axi_rst.value = 0    # the AXI memory is never reset with the controller (port_driver.AxiMemory)
         board = self.scoreboard
-        self.driver = driver = PortDriver(dut, dut.clk, self.rng, CONTROLLER_STATUS)
+        self.driver = driver = PortDriver(dut, dut.clk, self.rng, self.STATUS)
         # callback order within a cycle: requests, AXI, responses (see sim/port_driver.py)
-        self.req_source = driver.add(Source(driver, "m2s_req", board.on_req))
-        self.rwd_source = driver.add(Source(driver, "m2s_rwd", board.on_rwd))
+        self._add_host_requests(driver)
         self.ram = driver.add(AxiMemory(driver, "axi", 1 << params.dram_addr_bits, params.line_bytes))
         # other recorders of the AXI bursts (e.g. sim/stream_demo.py's row model) register here
         self.burst_listeners: dict[str, list] = {"ar": [], "aw": []}
         self.ram.on_read_burst = self._read_burst
         self.ram.on_write_burst = self._write_burst
-        self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
-        self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
+        self._add_host_responses(driver)
         self.csr = driver.add(AxiLiteMaster(driver, "csr"))
         driver.end_of_cycle.append(board.end_cycle)
         coverage = self.coverage
         self.ram.on_read_response = coverage.sample_axi_read_response
         self.ram.on_write_response = coverage.sample_axi_write_response
-        for part in (self.req_source, self.rwd_source, self.drs_sink, self.ndr_sink, self.ram):
-            part.on_stall = coverage.sample_stall
+        self.ram.on_stall = coverage.sample_stall
         self.set_knobs(idle=idle, backpressure=backpressure, axi_pause=axi_pause)
         driver.start()
+
+    # --- the host port: CXL.mem message streams (sim/axi_host_tb.py overrides these for host_port = "axi") ----
+    STATUS = CONTROLLER_STATUS
+    CHECK_DEV_LOAD = True
+
+    def _add_host_requests(self, driver: PortDriver) -> None:
+        board = self.scoreboard
+        self.req_source = driver.add(Source(driver, "m2s_req", board.on_req))
+        self.rwd_source = driver.add(Source(driver, "m2s_rwd", board.on_rwd))
+        self.req_source.on_stall = self.rwd_source.on_stall = self.coverage.sample_stall
+
+    def _add_host_responses(self, driver: PortDriver) -> None:
+        board = self.scoreboard
+        self.drs_sink = driver.add(Sink(driver, "s2m_drs", board.on_drs))
+        self.ndr_sink = driver.add(Sink(driver, "s2m_ndr", board.on_ndr))
+        self.drs_sink.on_stall = self.ndr_sink.on_stall = self.coverage.sample_stall
+
+    def _set_host_knobs(self, idle: float, backpressure: float, stall_runs: float) -> None:
+        for source in (self.req_source, self.rwd_source):
+            source.pauses.set(idle, stall_runs)
+        for sink in (self.drs_sink, self.ndr_sink):
+            sink.pauses.set(backpressure, stall_runs)
+
+    def host_idle(self) -> bool:
+        """Every queued request was handed to the DUT."""
+        return self.req_source.idle() and self.rwd_source.idle()
+
+    def host_queued(self) -> str:
+        return f"{len(self.req_source.queue)} Req and {len(self.rwd_source.queue)} RwD"
+
+    def _flush_host(self) -> int:
+        """Drop the requests not yet accepted (a reset); returns how many."""
+        return len(self.req_source.flush()) + len(self.rwd_source.flush())
 
     def _read_burst(self, address: int, beats: int, _id: int) -> None:
         self.scoreboard.on_axi_address("read", address, beats)
@@ -143,10 +173,7 @@ class TB:
                   stall_runs: float = 0.0) -> None:
         """Idle cycles on the M2S sources, backpressure on the S2M sinks, stalls on all five AXI channels
         (ready on AW/W/AR, valid on R/B); `stall_runs` adds long stall runs (2..24 cycles) on all of them."""
-        for source in (self.req_source, self.rwd_source):
-            source.pauses.set(idle, stall_runs)
-        for sink in (self.drs_sink, self.ndr_sink):
-            sink.pauses.set(backpressure, stall_runs)
+        self._set_host_knobs(idle, backpressure, stall_runs)
         for pauses in self.ram.pauses.values():
             pauses.set(axi_pause, stall_runs)
 
@@ -252,10 +279,12 @@ class TB:
         ld_id = self.rng.randrange(16) if ld_id is None else ld_id
         self._track(tag, "req", opcode, address, note, ld_id)
         self.traffic_since_clear = True
-        self.req_source.send_nowait(pack(self.layouts["req"], opcode=opcode, address=address, tag=tag, ld_id=ld_id,
-                                         meta_field=self.rng.randrange(4), meta_value=self.rng.randrange(4),
-                                         snp_type=self.rng.randrange(8)))
+        self._send_req(dict(opcode=opcode, address=address, tag=tag, ld_id=ld_id, meta_field=self.rng.randrange(4),
+                            meta_value=self.rng.randrange(4), snp_type=self.rng.randrange(8)))
         return tag
+
+    def _send_req(self, fields: dict) -> None:
+        self.req_source.send_nowait(pack(self.layouts["req"], **fields))
 
     def read(self, view: int, line: int, k: int = 0, *, opcode: int = ReqOpcode.MEM_RD, note=None) -> int:
         return self.req(opcode, self.address(view, line, k), note=note)
@@ -310,12 +339,12 @@ class TB:
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
         start = self.cycles
-        while self.outstanding or not self.req_source.idle() or not self.rwd_source.idle():
+        while self.outstanding or not self.host_idle():
             if self.cycles - start > timeout_cycles:
                 missing = self.scoreboard.missing()
                 raise AssertionError(
-                    f"timeout after {timeout_cycles} cycles: {len(self.req_source.queue)} Req and "
-                    f"{len(self.rwd_source.queue)} RwD not accepted, {len(missing)} accepted requests unanswered"
+                    f"timeout after {timeout_cycles} cycles: {self.host_queued()} not accepted, "
+                    f"{len(missing)} accepted requests unanswered"
                     + "".join(f"\n  {line}" for line in missing[:10]) + f"\n{self.scoreboard.report()}")
             await self.driver.next_cycle()
         # responses that should not exist (duplicates) would show up in the next few cycles
@@ -332,7 +361,7 @@ class TB:
         await self._set_reset(True)
         self.coverage.sample_reset(*self.ram.outstanding())    # what the memory is owed as reset is asserted
         self.ram.controller_reset()
-        dropped = len(self.req_source.flush()) + len(self.rwd_source.flush())
+        dropped = self._flush_host()
         await self.driver.cycles(4)
         self.dropped_by_reset += dropped + len(self.scoreboard.forget_outstanding())
         self.outstanding.clear()

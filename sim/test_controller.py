@@ -32,10 +32,18 @@ def settings() -> tuple[ControllerParams, int, int]:
     return params, int(os.environ.get("SQ_SEED", "1")), int(os.environ.get("SQ_TRANSACTIONS", "1000"))
 
 
+def make_tb(dut, params: ControllerParams, seed: int, **knobs) -> TB:
+    """The testbench of the host port the parameters select (CXL.mem messages, or AXI4: sim/axi_host_tb.py)."""
+    if params.host_port == "axi":
+        from smartquant.sim.axi_host_tb import AxiHostTB
+        return AxiHostTB(dut, params, seed, **knobs)
+    return TB(dut, params, seed, **knobs)
+
+
 async def start(dut, stress: bool, seed_offset: int = 0) -> TB:
     params, seed, _ = settings()
     knobs = dict(idle=0.3, backpressure=0.3, axi_pause=0.3) if stress else {}
-    tb = TB(dut, params, seed + seed_offset, **knobs)
+    tb = make_tb(dut, params, seed + seed_offset, **knobs)
     await tb.reset()
     return tb
 
@@ -296,7 +304,7 @@ async def test_streaming_hits_the_block_buffer(dut):
 async def test_random(dut):
     """Constrained-random traffic (SQ_TRANSACTIONS, SQ_SEED); writes a summary for `smartquant sim`."""
     params, seed, transactions = settings()
-    tb = TB(dut, params, seed)
+    tb = make_tb(dut, params, seed)
     dut._log.info("random traffic: seed %d, %d transactions", seed, transactions)
     await tb.reset()
     traffic = RandomTraffic(tb, random.Random(seed ^ 0x5EED))
@@ -364,7 +372,7 @@ async def test_raw_write_invalidates_and_poisons_its_own_block_with_plane_runs(d
     for block in (1, 2):
         tb.read(View.PACKED_K, block * 4, 4)                      # both blocks into the buffer (2 slots)
     await tb.quiesce()
-    tb.write(View.RAW, 6, (1 << 512) - 1, poison=1)
+    tb.write(View.RAW, 6, (1 << tb.params.data_width) - 1, poison=1)
     await tb.quiesce()
     tags = {block: tb.read(View.PACKED_K, block * 4 + 1, 4) for block in (1, 2)}
     counters = await tb.finish()
@@ -427,3 +435,61 @@ async def test_raw_write_in_second_superblock_keeps_other_blocks_buffered(dut):
         await tb.quiesce()
     counters = await tb.finish()
     assert counters[Counter.BUFFER_MISSES] == 1 and counters[Counter.BUFFER_HITS] == 1 + 16 * 16, counters[17:19]
+
+
+@cocotb.test(skip=settings()[0].host_port != "axi")
+async def test_axi_host_bursts_ids_and_b_after_landing(dut):
+    """AXI host port only (DEVICE.md §9): INCR write bursts of 1..16 lines with IDs reused while earlier bursts
+    are outstanding, under host backpressure; every B arrives only once its lines are in DRAM (checked at the B,
+    against the data written); read bursts of the same lines return the data written, by hand and through the
+    scoreboard; a weight-major burst is transposed like single writes."""
+    params, seed, _ = settings()
+    tb = await start(dut, stress=True)
+    tb.scoreboard.record = True
+    tb.burst_limits = [16]
+    lb = tb.params.line_bytes
+    rng = random.Random(seed)
+    region = RegionSetup(0, base_line=0, n_superblocks=4, B=8, R=1, default_k=4)
+    await tb.program_region(region)
+    written: dict[int, int] = {}          # tag of a line write -> DRAM line
+    landed_early = []
+
+    def at_b(tag, note):
+        line = written.pop(tag, None)
+        if line is not None:
+            dram = tb.ram.read(line * lb, lb)
+            if dram != bytes(tb.model.memory[line]):
+                landed_early.append((tag, line))
+    tb.completion_listeners.append(at_b)
+    expected, all_written = {}, set()
+    for burst in range(12):
+        first, beats = rng.randrange(0, region.span - 16), rng.choice([1, 2, 5, 16])
+        if any(line in expected for line in range(first, first + beats)):
+            continue                       # one write per line in flight: the check at B looks at its lines
+        for line in range(first, first + beats):
+            data = rng.getrandbits(tb.params.data_width)
+            written[tb.write(View.RAW, line, data)] = line
+            expected[line] = data
+            all_written.add(line)
+        if burst % 4 == 3:
+            await tb.quiesce()
+            expected.clear()
+    await tb.quiesce()
+    assert not written and not landed_early, f"B before the write landed: {landed_early}"
+    tags = {line: tb.read(View.RAW, line) for line in sorted(all_written)}
+    await tb.quiesce()
+    for line, tag in tags.items():
+        assert drs_line(tb, tag) == bytes(tb.ram.read(line * lb, lb)), f"raw read of line {line} differs from DRAM"
+    # weight-major burst: B lines of one block in one AW; read back expanded at k = B
+    block = 3
+    values = [rng.getrandbits(tb.params.data_width) for _ in range(region.B)]
+    for j, value in enumerate(values):
+        tb.write(View.WEIGHT_MAJOR, block * region.B + j, value)
+    await tb.quiesce()
+    back = [tb.read(View.WEIGHT_MAJOR, block * region.B + j) for j in range(region.B)]
+    await tb.quiesce()
+    assert [int.from_bytes(drs_line(tb, tag), "little") for tag in back] == values
+    write_bursts = [beats for (kind, beats), n in tb.monitor.bursts.items() if kind == "write" and beats > 1]
+    assert write_bursts and tb.coverage.bins()["host id reuse"]["write"] > 0, tb.monitor.bursts
+    await tb.finish()
+

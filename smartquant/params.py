@@ -88,6 +88,7 @@ MAX_PLANE_RUN = 64
 # Weight-major writes are gathered per block (DEVICE.md §4): the gather buffer is flushed wherever this many
 # cycles pass with no RwD accepted, so a host that waits for Cmps still gets them in bounded time.
 WRITE_GATHER_IDLE_CYCLES = 16
+HOST_PORTS = ("cxl", "axi")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ class ControllerParams:
     dram_addr_bits: int = 32     # AXI byte-address width = device capacity (log2 bytes)
     axi_id_bits: int = 4
     csr_addr_bits: int = 12
+    host_port: str = "cxl"       # "cxl": CXL.mem message ports; "axi": AXI4 subordinate (docs/DEVICE.md §9)
+    host_axi_id_bits: int = 8    # AXI ID width of the host port when host_port = "axi"
 
     def __post_init__(self):
         if self.data_width not in (64, 128, 256, 512):
@@ -116,6 +119,10 @@ class ControllerParams:
             raise ValueError(f"n_regions must be 1..16, got {self.n_regions}")
         if self.dram_addr_bits < 12 or self.dram_addr_bits > 44:
             raise ValueError(f"dram_addr_bits must be 12..44, got {self.dram_addr_bits}")
+        if self.host_port not in HOST_PORTS:
+            raise ValueError(f"host_port must be one of {', '.join(map(repr, HOST_PORTS))}, got {self.host_port!r}")
+        if not 1 <= self.host_axi_id_bits <= 16:
+            raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
 
     # --- derived geometry -------------------------------------------------------------------------
     @property
@@ -164,7 +171,9 @@ class ControllerParams:
 
     def key(self) -> str:
         """Short stable name of a parameter set (build-directory caching)."""
-        return "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+        key = "w{data_width}_b{b_max}_r{n_regions}_q{request_depth}_s{buffer_slots}_p{poison_entries}_a{dram_addr_bits}".format(**asdict(self))
+        # the CXL port keeps the key it always had (cached builds stay valid)
+        return key if self.host_port == "cxl" else f"{key}_axi{self.host_axi_id_bits}"
 
 
 class DevLoad(enum.IntEnum):

@@ -334,3 +334,23 @@ def test_merge_coverage_command_adds_runs_and_lists_what_both_missed(tmp_path, c
     assert (merged.bins()["tag reuse"]["tag reused"] == 1
             and merged.bins()["decode error"]["MemData-NXM poisoned"] == 1)
     assert "decode error/MemData" in capsys.readouterr().out
+
+
+def test_axi_host_port_bins_replace_the_cxl_only_ones():
+    """host_port = "axi": the host AXI channels' stall runs, burst lengths and ID reuse instead of the CXL
+    channels' stalls and DevLoad; opcodes and write enables the AXI port can make (sim/axi_host_tb.py)."""
+    from dataclasses import replace
+    cov = Coverage(replace(DEFAULT, host_port="axi"))
+    bins = cov.bins()
+    assert "dev load" not in bins and "host burst" not in Coverage(DEFAULT).bins()
+    assert list(bins["req opcode"]) == ["MEM_RD"] and list(bins["rwd opcode"]) == ["MEM_WR", "MEM_WR_PTL"]
+    assert not [name for name in bins["stall"] if name.startswith("m2s") or name.startswith("s2m")]
+    assert len(bins["stall"]) == (5 + 4) * 3
+    cov.sample_host_burst("read", 1, False)
+    cov.sample_host_burst("read", 16, False)
+    cov.sample_host_burst("write", 16, True)
+    cov.sample_stall("host_b", 9)
+    cov.sample_drs({"dev_load": 2, "tag": 1, "poison": 0, "opcode": DrsOpcode.MEM_DATA})
+    assert {"host burst/read/1 beat", "host burst/read/2-16 beats", "host id reuse/write",
+            "stall/host_b/>=8 cycles"} == hit_bins(cov)
+    assert not cov.unexpected

@@ -30,6 +30,17 @@ def test_generator_writes_the_verilog_of_the_requested_parameters_and_its_core(t
     assert "input [127:0] axi__rdata" in verilog.replace("  ", " ") or "[127:0] axi__rdata" in verilog
 
 
+def test_generator_passes_the_axi_host_port_parameters(tmp_path):
+    result = _generate(tmp_path, {"module": "sq_axi", "data_width": 128, "b_max": 8, "host_port": "axi",
+                                  "host_axi_id_bits": 12})
+    assert result.returncode == 0, result.stderr
+    verilog = (tmp_path / "sq_axi.v").read_text()
+    top_ports = verilog.split("module sq_axi(", 1)[1].split(");", 1)[0]
+    assert "input [11:0] host__arid;" in verilog and "host__arid" in top_ports and "m2s_req" not in top_ports
+    bad = _generate(tmp_path, {"host_port": "pcie"})
+    assert bad.returncode != 0 and "host_port must be one of 'cxl', 'axi'" in bad.stderr
+
+
 def test_generator_refuses_unknown_and_bad_parameters(tmp_path):
     unknown = _generate(tmp_path, {"width": 128})
     assert unknown.returncode != 0 and "unrecognized arguments: --width 128" in unknown.stderr

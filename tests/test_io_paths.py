@@ -66,6 +66,22 @@ def test_controller_has_no_path_from_an_input_to_an_output(params):
     assert {port for port, r in reports.items() if r.inputs} <= {port for port in reports if port.startswith("axi__")}
 
 
+def test_axi_host_top_has_no_path_from_an_input_to_an_output():
+    """host_port = "axi": the AXI4 host port (hdl/host/axi_port.py) is registered like the CXL ports: no input
+    reaches an output but the reset into the DRAM-side AXI port, and every host__* output is a flip-flop."""
+    from dataclasses import replace
+    from smartquant.hdl.host.axi_port import SmartQuantAxiController
+    reports = analyse(SmartQuantAxiController(replace(SMALL, host_port="axi", host_axi_id_bits=4)))
+    assert {port for port in reports if port.startswith("host__")} == {
+        f"host__{name}" for name in ("arready", "awready", "wready", "rid", "rdata", "rresp", "ruser", "rlast",
+                                     "rvalid", "bid", "bresp", "bvalid")}
+    paths = {port: sorted(r.inputs) for port, r in reports.items() if r.inputs - RESET_INPUTS}
+    assert not paths, f"combinational paths from inputs: {paths}"
+    logic_driven = {port: r.unregistered_bits for port, r in reports.items()
+                    if r.unregistered_bits and not port.startswith("axi__")}
+    assert not logic_driven, f"outputs driven by logic: {logic_driven}"
+
+
 def test_engines_drive_their_axi_channels_from_registers():
     read = analyse(ReadEngine(SMALL))
     for name in ("arvalid", "araddr", "arlen", "arid", "arsize", "arburst", "rready"):

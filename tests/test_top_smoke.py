@@ -385,6 +385,30 @@ def test_verilog_command_writes_the_top_with_contract_port_names(tmp_path, capsy
     assert "buffer_slots" in capsys.readouterr().err and not bad.exists()
 
 
+def test_verilog_command_writes_the_axi_host_top(tmp_path, capsys):
+    """--host-port axi: the AXI4 subordinate host__* (ID width from --host-axi-id-bits, 52-bit address, WUSER /
+    RUSER) replaces the CXL.mem message ports; a bad host port or ID width is a one-line error."""
+    import re
+    from smartquant.cli import main
+    out = tmp_path / "axi.v"
+    assert main(["verilog", "-o", str(out), "--data-width", "128", "--b-max", "8", "--n-regions", "2",
+                 "--host-port", "axi", "--host-axi-id-bits", "12"]) == 0
+    text = out.read_text()
+    assert "m2s_req" not in text.split(");")[0] and "s2m_drs" not in text.split(");")[0]
+    for port, width in (("host__arid", 12), ("host__bid", 12), ("host__araddr", 52), ("host__rdata", 128),
+                        ("host__wstrb", 16), ("host__wuser", 1), ("host__ruser", 1), ("csr__awaddr", 12),
+                        ("axi__rdata", 128)):
+        match = re.search(rf"(input|output)\s+(\[(\d+):0\]\s+)?{port};", text)
+        assert match, port
+        assert (int(match.group(3)) + 1 if match.group(3) else 1) == width, port
+    assert "host_port        axi" in capsys.readouterr().out
+    bad = tmp_path / "bad.v"
+    assert main(["verilog", "-o", str(bad), "--host-port", "axi", "--host-axi-id-bits", "17"]) == 2
+    assert "host_axi_id_bits" in capsys.readouterr().err and not bad.exists()
+    assert main(["verilog", "-o", str(bad), "--host-port", "pcie"]) == 2
+    assert "host_port must be one of 'cxl', 'axi'" in capsys.readouterr().err and not bad.exists()
+
+
 class Host:
     """Steps for a TopHarness plus the DeviceModel's expected response of every tag (fed the same steps)."""
 

@@ -15,6 +15,7 @@ Examples:
   smartquant sim --transactions 20000 --seed 4401 --data-width 128 --request-depth 4 --buffer-slots 1
   smartquant sim --transactions 1000000 --seed 1 --coverage-report cov.json
   smartquant sim --directed                   # the directed cocotb tests instead of random traffic
+  smartquant sim --host-port axi --transactions 10000 --seed 7   # the same traffic through the AXI4 host port
   smartquant sim --merge-coverage a.json b.json --coverage-report all.json   # several runs, one report
 """
 from __future__ import annotations
@@ -110,7 +111,9 @@ def run(args):
     print(f"  {summary['cycles']} cycles in {summary['wall_seconds']:.1f} s: {summary['cycles_per_second']:.0f} "
           f"cycles/s, {summary['transactions_per_second']:.0f} transactions/s (wall {result.wall_seconds:.1f} s "
           f"with build); {summary['cycles_per_cpu_second']:.0f} cycles per CPU second")
-    print(f"  phases: {dict(summary['phases'])}; DevLoad levels seen: {summary['dev_load']}")
+    dev_load = (f"DevLoad levels seen: {summary['dev_load']}" if params.host_port == "cxl"
+                else "no DevLoad on the AXI host port")
+    print(f"  phases: {dict(summary['phases'])}; {dev_load}")
     coverage = Coverage.from_json(params, summary["coverage"])
     print(coverage.table())
     print(coverage.summary_line())

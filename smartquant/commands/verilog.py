@@ -1,9 +1,11 @@
-"""Write the controller's Verilog (hdl/top.py SmartQuantController) and print its parameters and ports.
+"""Write the controller's Verilog (hdl/top.py SmartQuantController, or with --host-port axi the AXI4 host port
+in front of it, hdl/host/axi_port.py SmartQuantAxiController) and print its parameters and ports.
 
 Examples:
   smartquant verilog                               # smartquant_top.v with the default parameters
   smartquant verilog -o build/top.v --data-width 128 --b-max 8 --n-regions 2
   smartquant verilog -o - > top.v                  # Verilog on stdout (summary on stderr)
+  smartquant verilog --host-port axi --host-axi-id-bits 12 -o build/top_axi.v   # AXI4 host port (host__*)
 """
 from __future__ import annotations
 
@@ -25,11 +27,11 @@ def add_arguments(parser):
 def run(args):
     from amaranth.back import verilog
     from amaranth.hdl import Shape
-    from smartquant.hdl.top import SmartQuantController
+    from smartquant.hdl.host.axi_port import build_controller
 
     params = params_from_options(args)
     try:
-        top = SmartQuantController(params)
+        top = build_controller(params)
         text = verilog.convert(top, name=args.name, emit_src=False)
     except ValueError as error:
         raise SmartquantError(str(error)) from error
