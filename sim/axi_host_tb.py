@@ -18,7 +18,8 @@ the coverage and the random traffic (sim/traffic.py), which keep speaking in CXL
 - The monitor sees every handshake in the harness's status vector (sim/harness.py AXI_HOST_STATUS). What the
   core receives is reconstructed from the bus exactly as the port translates it (DEVICE.md §9): each accepted
   AR beat is a MemRd of line ARADDR / line_bytes + beat, each W beat (paired with its AW in order) an RwD with
-  WSTRB as byte enables and WUSER as poison. The response of the oldest outstanding beat *of the same ID* is
+  WSTRB as byte enables and WUSER as poison, handed to the scoreboard in the cycle the core accepts it (the
+  core's M2S RwD handshake is in the status vector: the write gathering's idle boundary counts there). The response of the oldest outstanding beat *of the same ID* is
   the next R beat (per-ID order, the AXI rule; the port may be stricter), and a B answers every beat of the
   oldest write burst of its ID. They reach the scoreboard as DRS (RRESP DECERR = MemData-NXM, OKAY = MemData,
   RUSER = poison) and NDR Cmp; anything else (SLVERR, a wrong RLAST, a response for an ID with nothing
@@ -27,7 +28,6 @@ the coverage and the random traffic (sim/traffic.py), which keep speaking in CXL
 from __future__ import annotations
 
 import collections
-import itertools
 import random
 
 import cocotb
@@ -75,6 +75,7 @@ class AxiHostMonitor:
         self.layouts = {"req": req_layout(p), "rwd": rwd_layout(p), "drs": drs_layout(p), "ndr": ndr_layout(p)}
         self.address_mask = (1 << p.message_address_bits) - 1
         self.full = (1 << p.line_bytes) - 1
+        self.core_rwd_fire = driver.mask("core.m2s_rwd__valid") | driver.mask("core.m2s_rwd__ready")
         self.errors = driver.protocol_errors
         self.stalls = dict.fromkeys(HOST_CHANNELS, 0)
         self.bursts: collections.Counter = collections.Counter()   # (kind, beats) of every accepted AR / AW
@@ -88,6 +89,7 @@ class AxiHostMonitor:
         self.bursts_by_id: dict[int, collections.deque] = collections.defaultdict(collections.deque)
         self.aw_bursts: collections.deque = collections.deque()   # [awid, [line entries], beats paired]
         self.w_beats: collections.deque = collections.deque()
+        self.core_rwds: collections.deque = collections.deque()   # RwDs of paired W beats the core has not taken
         self.stalls = dict.fromkeys(HOST_CHANNELS, 0)
 
     def outstanding(self) -> int:
@@ -115,6 +117,7 @@ class AxiHostMonitor:
     def sample(self, status: int) -> None:
         m, read = self.mask, self.read
         if self.driver.in_reset:
+            self.core_rwds.clear()      # the port's queued writes are lost with it; the core never saw them
             return
         for channel, valid, ready in (("ar", "arvalid", "arready"), ("aw", "awvalid", "awready"),
                                       ("w", "wvalid", "wready"), ("r", "rvalid", "rready"),
@@ -132,6 +135,8 @@ class AxiHostMonitor:
         if status & m["wvalid"] and status & m["wready"]:
             self.w_beats.append((read["wdata"](), read["wstrb"](), read["wuser"]()))
         self._pair_writes()
+        if status & self.core_rwd_fire == self.core_rwd_fire:   # the port hands the beats on in W order
+            self.tb.scoreboard.on_rwd(self.core_rwds.popleft())
         if status & m["rvalid"] and status & m["rready"]:
             self._r(read["rid"](), read["rdata"](), read["rresp"](), read["ruser"](), read["rlast"]())
         if status & m["bvalid"] and status & m["bready"]:
@@ -171,7 +176,7 @@ class AxiHostMonitor:
             awid, entries, beat = burst
             data, strobe, user = self.w_beats.popleft()
             entry = entries[beat]
-            self.tb.scoreboard.on_rwd(pack(
+            self.core_rwds.append(pack(
                 self.layouts["rwd"], opcode=RwdOpcode.MEM_WR if strobe == self.full else RwdOpcode.MEM_WR_PTL,
                 address=entry["address"], tag=entry["tag"], ld_id=entry["ld_id"], meta_field=META_FIELD_NO_OP,
                 poison=user, byte_enable=strobe, data=data))
@@ -252,6 +257,13 @@ class AxiHostTB(TB):
     def host_idle(self) -> bool:
         return not self.batch
 
+    def writes_accepted(self) -> bool:
+        """Every write queued so far went over AW/W and the core accepted its RwDs."""
+        monitor = self.monitor
+        return (not any(kind == "write" for kind, _ in self.batch)
+                and not monitor.to_send["write"] and not monitor.aw_bursts and not monitor.w_beats
+                and not monitor.core_rwds)
+
     def host_queued(self) -> str:
         return (f"{len(self.batch)} queued and {self.monitor.outstanding()} sent line requests (AXI)")
 
@@ -311,7 +323,7 @@ class AxiHostTB(TB):
     async def _send_batch(self) -> None:
         """Runs once the coroutine that queued requests yields: the step's requests, coalesced into bursts."""
         batch, self.batch = self.batch, []
-        rng, p, lb = self.host_rng, self.params, self.params.line_bytes
+        rng, lb = self.host_rng, self.params.line_bytes
         index = 0
         while index < len(batch):
             kind, first = batch[index]

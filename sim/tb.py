@@ -331,9 +331,13 @@ class TB:
         (one event, no First(): cocotb's First starts a task per trigger, ~10 % of a random run's time)."""
         self.driver.alarm(cycle, self.completions)
 
+    def writes_accepted(self) -> bool:
+        """Every RwD queued so far has been accepted by the DUT."""
+        return self.rwd_source.idle()
+
     async def rwd_accepted(self) -> None:
         """Wait until every RwD queued so far has been accepted by the DUT."""
-        while not self.rwd_source.idle():
+        while not self.writes_accepted():
             await self.driver.next_cycle()
 
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
