@@ -464,10 +464,12 @@ class RandomTraffic:
                     opcode = rng.choice([ReqOpcode.MEM_INV, ReqOpcode.MEM_INV_NT, ReqOpcode.MEM_CLN_EVCT])
                     address, _ = self._target(writing=False)
                     await self._issue(Note("read", None), lambda: tb.req(opcode, address))
-            if others:
-                # part of a block of another region, gathered when the rewrite acts: the rewrite flushes it (all
-                # of it accepted before the CSR write starts, so the model's order is the device's)
-                saved, self.regions = self.regions, others
+            if others or rng.random() < 0.5:
+                # part of a block of another region (with one region: of the target itself, whose weight-major
+                # writes do not depend on its default k or rounding), gathered when the rewrite acts: the
+                # rewrite flushes it (all of it accepted before the CSR write starts, so the model's order is
+                # the device's)
+                saved, self.regions = self.regions, others or [target]
                 await self.block_write(3, partial=True, poison_rate=0.0)
                 self.regions = saved
                 await tb.rwd_accepted()
