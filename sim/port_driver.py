@@ -705,7 +705,13 @@ def quiet_garbage_collector() -> None:
     model several times a run, and once more at interpreter exit: 10-20 % of a `smartquant sim` run's CPU time
     (py-spy). The objects alive now (modules, golden model, memory) are frozen out of collection, young cyclic
     garbage (finished coroutines) is still collected by generations 0 and 1, and the exit scan is skipped."""
+    global _exit_scan_skipped
     gc.collect()
     gc.freeze()
     gc.set_threshold(700, 10, 1_000_000_000)
-    atexit.register(gc.freeze)
+    if not _exit_scan_skipped:     # once per process: a module's tests each start a driver
+        atexit.register(gc.freeze)
+        _exit_scan_skipped = True
+
+
+_exit_scan_skipped = False

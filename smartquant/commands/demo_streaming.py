@@ -95,7 +95,8 @@ def add_streaming_arguments(parser) -> None:
                             "row activates fall with k)")
     group.add_argument("--load-view", default="raw", choices=LOAD_VIEWS,
                        help="how the weights enter the device: raw (host-side bit-plane encoder, 1 DRAM beat per "
-                            "line; default, fast) or weight-major (the device transposes: B strobed beats per line)")
+                            "line; default, fast) or weight-major (the device transposes and gathers each block: B plane beats per "
+                            "block, one per line)")
     group.add_argument("--stream-view", default="packed", choices=STREAM_VIEWS,
                        help="packed: packed-k view (k in the address); default: packed-default view after a CSR "
                             "rewrite of the region's default k")
