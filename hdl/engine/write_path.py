@@ -3,7 +3,8 @@ r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane
 Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
 register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd -> skid -> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
+  rwd -> skid -(MemRdFill, MemRdFillTEE)-> fill (to ReqFrontEnd.fill: reads carried on RwD)
+            \--> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
                       |                     |                                   | flush
                       |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
                       |                                  allocate entry e         (AWID = e on every burst)
