@@ -67,7 +67,7 @@ from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION,
     ID_VALUE, META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, WRITE_GATHER_IDLE_CYCLES,
-    ControllerParams, Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, View, counter_name, hpa,
+    ControllerParams, Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
     REQ_NO_RESPONSE, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, RWD_READS,
     region_config_word, split_hpa,
 )
@@ -546,9 +546,9 @@ class DeviceModel:
             if not 0 <= int(value) < (1 << width):
                 raise SmartquantError(f"message field {name}={value} does not fit in {width} bits")
 
-    def _ndr(self, tag: int, ld_id: int) -> list[Response]:
+    def _ndr(self, tag: int, ld_id: int, opcode: NdrOpcode = NdrOpcode.CMP) -> list[Response]:
         self._count(Counter.NDR_SENT)
-        return [Response("ndr", NdrOpcode.CMP, tag, ld_id)]
+        return [Response("ndr", opcode, tag, ld_id)]
 
     def _drs(self, tag: int, ld_id: int, line: np.ndarray | None, poison: bool) -> list[Response]:
         self._count(Counter.DRS_SENT)
@@ -707,7 +707,8 @@ class DeviceModel:
         full = opcode in RWD_FULL_WRITES
         if not full and opcode not in RWD_PARTIAL_WRITES:
             self._count(Counter.RWD_BAD_OPCODE)
-            return self._ndr(tag, ld_id)
+            ack = NdrOpcode.BI_CONFLICT_ACK if opcode == RwdOpcode.BI_CONFLICT else NdrOpcode.CMP
+            return self._ndr(tag, ld_id, ack)
         self._count(Counter.RWD_MEM_WR if full else Counter.RWD_MEM_WR_PTL)
         enables = (1 << p.line_bytes) - 1 if full else byte_enable
         view, _, match = self._decode(address)

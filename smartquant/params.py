@@ -61,6 +61,7 @@ class NdrOpcode(enum.IntEnum):
     CMP_S = 0b001
     CMP_E = 0b010
     CMP_M = 0b011
+    BI_CONFLICT_ACK = 0b100    # the answer to an RwD BIConflict (S2M NDR opcode table, DEVICE.md §4)
 
 
 class DrsOpcode(enum.IntEnum):

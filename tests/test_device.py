@@ -312,7 +312,8 @@ def test_every_cxl31_opcode_gets_its_response():
     before = model.memory.copy()
     for opcode in (0b0000, 0b0011, 0b1111, RwdOpcode.BI_CONFLICT):
         (response,) = model.rwd(opcode, raw, 4, 1, ALL_BYTES, 0)
-        assert (response.channel, response.opcode, response.tag) == ("ndr", NdrOpcode.CMP, 4)
+        answer = NdrOpcode.BI_CONFLICT_ACK if opcode == RwdOpcode.BI_CONFLICT else NdrOpcode.CMP
+        assert (response.channel, response.opcode, response.tag) == ("ndr", answer, 4)
     assert np.array_equal(model.memory, before)
     write(model, View.RAW, BASE, b"\x11" * 64, opcode=RwdOpcode.MEM_WR_TEE)
     assert np.array_equal(data_bytes(read(model, View.RAW, BASE)), np.full(64, 0x11, np.uint8))

@@ -288,12 +288,13 @@ def feed_model(model, writes, rwd_edges):
 
 def check_against_golden(result, writes):
     model, slave = result["model"], result["slave"]
-    # every write answered once, with a Cmp carrying its tag and LD-ID
-    got = Multiset((n.tag, n.ld_id) for n in result["ndrs"])
-    want = Multiset((r.tag, r.ld_id) for responses in result["expected"] for r in responses)
+    # every write answered once, with the model's NDR (Cmp; BI-ConflictAck for a BIConflict) carrying its tag
+    # and LD-ID
+    got = Multiset((n.tag, n.ld_id, n.opcode) for n in result["ndrs"])
+    want = Multiset((r.tag, r.ld_id, r.opcode) for responses in result["expected"] for r in responses)
     assert got == want and len(result["ndrs"]) == len(writes)
     for ndr in result["ndrs"]:
-        assert ndr.opcode == NdrOpcode.CMP and ndr.meta_field == META_FIELD_NO_OP and ndr.meta_value == 0
+        assert ndr.meta_field == META_FIELD_NO_OP and ndr.meta_value == 0
     assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes]
     assert not slave.aw_queue and not slave.beats and not slave.b_pending
     mismatched = np.nonzero((slave.memory != model.memory).any(axis=1))[0]
@@ -346,7 +347,7 @@ def random_writes(params, regions, n, rng):
             address |= 1 << (params.hpa_bits - params.line_offset_bits + rng.randrange(4))
         opcode = rng.choice([RwdOpcode.MEM_WR, RwdOpcode.MEM_WR_PTL])
         if kind == "bad_opcode":
-            opcode = rng.choice([0, 3, 7, 15])
+            opcode = rng.choice([0, 3, 7, 15, RwdOpcode.BI_CONFLICT])
         if kind == "high_bits" or kind == "bad_opcode":
             target = None
         enable_style = rng.choice(["all", "random", "groups", "none"])

@@ -17,7 +17,7 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   every region's base, then decoded combinationally with address_map.decode_in_region.
   A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
   region (no address bit above the map set) and its view is raw (0) or weight-major (1). Everything else
-  completes at once with NDR Cmp: bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
+  completes at once with NDR Cmp (BI-ConflictAck for a BIConflict): bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
   hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
 - raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed).
@@ -500,16 +500,19 @@ class WritePath(wiring.Component):
                 m.d.comb += complete.eq(1)
                 m.d.sync += [
                     ndr.valid.eq(1),
+                    ndr.p.opcode.eq(NdrOpcode.CMP),
                     ndr.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
                     ndr.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
                 ]
             with m.Elif(held_valid & ~writable):
                 m.d.comb += drop.eq(1)
-                m.d.sync += [ndr.valid.eq(1), ndr.p.tag.eq(held.tag), ndr.p.ld_id.eq(held.ld_id)]
+                # a dropped RwD gets Cmp, except BIConflict: BI-ConflictAck (DEVICE.md §4)
+                m.d.sync += [ndr.valid.eq(1), ndr.p.tag.eq(held.tag), ndr.p.ld_id.eq(held.ld_id),
+                             ndr.p.opcode.eq(Mux(held.opcode == RwdOpcode.BI_CONFLICT, NdrOpcode.BI_CONFLICT_ACK,
+                                                 NdrOpcode.CMP))]
             with m.Else():
                 m.d.sync += ndr.valid.eq(0)
         m.d.comb += [
-            ndr.p.opcode.eq(NdrOpcode.CMP),
             ndr.p.meta_field.eq(META_FIELD_NO_OP),
             ndr.p.meta_value.eq(0),
             ndr.p.dev_load.eq(0),
