@@ -466,27 +466,30 @@ class AxiMemory:
                                f"complete it has WSTRB != 0 (the drain must not change memory)")
         if lasts != [0] * (beats - 1) + [1]:
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
-        failed = False
+        failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
         all_bytes = (1 << self.line_bytes) - 1
-        for beat, (value, strobe, _, _) in enumerate(data):
-            line = first + beat
-            failed |= line in self.write_error_lines
-            if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
-                address = line * self.line_bytes
-                self.memory[address:address + self.line_bytes] = np.frombuffer(
-                    value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-            elif strobe:
-                address = line * self.line_bytes
-                new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-                enables = self.enables.get(strobe)
-                if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
-                    if len(self.enables) >= 1 << 12:
-                        self.enables.clear()
-                    enables = self.enables[strobe] = np.unpackbits(
-                        np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"), dtype=np.uint8),
-                        bitorder="little").astype(bool)
-                window = self.memory[address:address + self.line_bytes]
-                window[enables] = new[enables]
+        line_bytes = self.line_bytes
+        if all(strobe == all_bytes for _, strobe, _, _ in data):    # the common burst of whole lines: one copy
+            address = first * line_bytes
+            self.memory[address:address + beats * line_bytes] = np.frombuffer(
+                b"".join(value.to_bytes(line_bytes, "little") for value, _, _, _ in data), dtype=np.uint8)
+        else:
+            for beat, (value, strobe, _, _) in enumerate(data):
+                address = (first + beat) * line_bytes
+                if strobe == all_bytes:      # a whole-line beat, without building a byte mask
+                    self.memory[address:address + line_bytes] = np.frombuffer(value.to_bytes(line_bytes, "little"),
+                                                                              dtype=np.uint8)
+                elif strobe:
+                    new = np.frombuffer(value.to_bytes(line_bytes, "little"), dtype=np.uint8)
+                    enables = self.enables.get(strobe)
+                    if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
+                        if len(self.enables) >= 1 << 12:
+                            self.enables.clear()
+                        enables = self.enables[strobe] = np.unpackbits(
+                            np.frombuffer(strobe.to_bytes(line_bytes // 8, "little"), dtype=np.uint8),
+                            bitorder="little").astype(bool)
+                    window = self.memory[address:address + line_bytes]
+                    window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
             self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],
