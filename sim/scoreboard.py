@@ -39,6 +39,7 @@ from smartquant.params import (
 from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
+TRACE_TRIM = 1 << 12   # model bursts between deletions of the checked ones (_drop_checked_bursts)
 # 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
 BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
 
@@ -417,7 +418,7 @@ class Scoreboard:
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
             waiting = self._bursts_waiting[kind]
             while waiting:
-                position = self._burst_scan[kind]       # scan forward: the model's trace only grows
+                position = self._burst_scan[kind]       # scan forward: the model's trace only grows at its end
                 while position < len(trace) and not isinstance(trace[position], wanted):
                     position += 1
                 self._burst_scan[kind] = position
@@ -435,6 +436,23 @@ class Scoreboard:
                                    f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
                 elif data is not None:
                     self._check_write_data(index, want, data)
+        if len(trace) >= self._next_trim:
+            self._drop_checked_bursts()
+
+    def _drop_checked_bursts(self) -> None:
+        """Delete the model's bursts that both scans have passed (checked, or of the other kind): the model keeps
+        every burst it issues, with its write data, so a 10^6-transaction run held a GB of them."""
+        trace = self.model.axi_bursts
+        for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
+            position = self._burst_scan[kind]      # skip the other kind's bursts, as the match would
+            while position < len(trace) and not isinstance(trace[position], wanted):
+                position += 1
+            self._burst_scan[kind] = position
+        checked = min(self._burst_scan.values())
+        del trace[:checked]
+        for kind in self._burst_scan:
+            self._burst_scan[kind] -= checked
+        self._next_trim = len(trace) + TRACE_TRIM
 
     def _check_write_data(self, index: int, want: WriteBurst, data: list[tuple[int, int]]) -> None:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
@@ -487,7 +505,8 @@ class Scoreboard:
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._burst_index = {"read": 0, "write": 0}
-        self._burst_scan = {"read": 0, "write": 0}
+        self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
+        self._next_trim = TRACE_TRIM
         self._bursts_waiting = {"read": collections.deque(), "write": collections.deque()}
 
     def _mismatch(self, message: str) -> None:
