@@ -60,7 +60,7 @@ def _opcode_name(channel: str, opcode: int) -> str:
         return f"reserved({opcode:#x})"
 
 
-@dataclass
+@dataclass(slots=True)      # one per request: slots make it cheaper to build and to keep
 class Pending:
     """An accepted request waiting for its response."""
     channel: str            # the S2M channel its response must come on
@@ -411,7 +411,7 @@ class Scoreboard:
         self._match_bursts()
 
     def _match_bursts(self) -> None:
-        if not (self._bursts_waiting["read"] or self._bursts_waiting["write"]):
+        if not (self._reads_waiting or self._writes_waiting):     # called for every request: return early
             return
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
@@ -508,6 +508,7 @@ class Scoreboard:
         self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
         self._next_trim = TRACE_TRIM
         self._bursts_waiting = {"read": collections.deque(), "write": collections.deque()}
+        self._reads_waiting, self._writes_waiting = self._bursts_waiting["read"], self._bursts_waiting["write"]
 
     def _mismatch(self, message: str) -> None:
         if self.stats.mismatches == 0 and self.log is not None:
