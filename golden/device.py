@@ -334,28 +334,31 @@ class DeviceModel:
         """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
 
         Returns whether its B response is an error (the data is written either way, reading 13)."""
+        error = self._record_write(first, lines, strobes)
         beats = len(strobes)
-        self._check_lines(first, beats)
-        self.axi_bursts.append(WriteBurst(first, beats, tuple(strobes),
-                                          np.ascontiguousarray(lines[:beats], dtype=np.uint8).tobytes()))
-        self._count(Counter.WRITE_BURSTS)
-        self._count(Counter.DRAM_LINES_WRITTEN, beats)
         all_bytes = self._all_bytes
         if strobes.count(all_bytes) == beats:    # the common burst of whole lines: one copy
             self.memory[first:first + beats] = lines[:beats]
-            strobed = beats * self.params.line_bytes
         else:
-            strobed = 0
             for beat, strobe in enumerate(strobes):
                 if strobe == all_bytes:      # a whole-line beat, without building a byte mask
                     self.memory[first + beat] = lines[beat]
                 elif strobe:
                     enabled = self._byte_enables(strobe)
                     self.memory[first + beat, enabled] = lines[beat, enabled]
-                strobed += _popcount(strobe)
-        self._count(Counter.BYTES_STROBED, strobed)
+        return error
+
+    def _record_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
+        """_axi_write without the store into memory: the burst traced and counted; whether B answers an error."""
+        beats = len(strobes)
+        self._check_lines(first, beats)
+        self.axi_bursts.append(WriteBurst(first, beats, tuple(strobes),
+                                          np.ascontiguousarray(lines[:beats], dtype=np.uint8).tobytes()))
+        self._count(Counter.WRITE_BURSTS)
+        self._count(Counter.DRAM_LINES_WRITTEN, beats)
+        self._count(Counter.BYTES_STROBED, sum(_popcount(strobe) for strobe in strobes))
         error = bool(self.write_error_lines) and any(line in self.write_error_lines
-                                                     for line in range(first, first + len(strobes)))
+                                                     for line in range(first, first + beats))
         if error:
             self._count(Counter.AXI_ERRORS)
         return error
@@ -799,9 +802,14 @@ class DeviceModel:
         strobes = [gather.strobe] * gather.B
         if gather.R == 1:
             error = self._axi_write(gather.lines[0], gather.planes, strobes)
-        else:
-            error = any([self._axi_write(line, gather.planes[plane:plane + 1], [gather.strobe])
+        else:        # one single-line burst per plane (R lines apart), their data stored in one copy
+            error = any([self._record_write(line, gather.planes[plane:plane + 1], [gather.strobe])
                          for plane, line in enumerate(gather.lines)])
+            if gather.strobe == self._all_bytes:
+                self.memory[gather.lines] = gather.planes
+            elif gather.strobe:
+                enabled = self._byte_enables(gather.strobe)
+                self.memory[np.ix_(gather.lines, enabled)] = gather.planes[:, enabled]
         if error:
             self._enter_error_poison(gather.index, gather.block)
         self._invalidate_block(gather.index, gather.block)
