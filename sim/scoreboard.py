@@ -36,7 +36,7 @@ from smartquant.params import (
     REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, WRITE_GATHER_IDLE_CYCLES,
     dev_load_level,
 )
-from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
+from smartquant.sim.coverage import Coverage, ReadDecode, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 TRACE_TRIM = 1 << 12   # model bursts between deletions of the checked ones (_drop_checked_bursts)
@@ -155,7 +155,8 @@ class Scoreboard:
     def on_rwd(self, payload: int) -> None:
         fields = self.unpack["rwd"](payload)
         if self.coverage is not None:
-            self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
+            target = self.model.read_target(fields["address"])     # decode_for_coverage, with _read_decode's memo
+            self.coverage.sample_rwd(fields, None if target is None else self._read_decode(target))
         self.last_rwd_cycle = self.cycle
         self._poison_change(lambda: self._apply_rwd(fields))
 
