@@ -412,33 +412,35 @@ class Scoreboard:
         self._match_bursts()
 
     def _match_bursts(self) -> None:
-        if not (self._reads_waiting or self._writes_waiting):     # called for every request: return early
-            return
+        if self._reads_waiting:
+            self._match_kind("read", ReadBurst, self._reads_waiting)
+        if self._writes_waiting:
+            self._match_kind("write", WriteBurst, self._writes_waiting)
+        if len(self.model.axi_bursts) >= self._next_trim:
+            self._drop_checked_bursts()
+
+    def _match_kind(self, kind: str, wanted: type, waiting: collections.deque) -> None:
+        """The DUT's `waiting` bursts of one kind against the model's of that kind, in order, while both have one."""
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
-        for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
-            waiting = self._bursts_waiting[kind]
-            while waiting:
-                position = self._burst_scan[kind]       # scan forward: the model's trace only grows at its end
-                while position < len(trace) and not isinstance(trace[position], wanted):
-                    position += 1
-                self._burst_scan[kind] = position
-                if position >= len(trace):
-                    break
-                self._burst_scan[kind] = position + 1
-                byte_address, beats, data = waiting.popleft()
-                index = self._burst_index[kind]
-                self._burst_index[kind] += 1
-                self.bursts_checked[kind] += 1
-                want = trace[position]
-                line = byte_address // line_bytes
-                if (line, beats) != (want.line, want.beats) or byte_address % line_bytes:
-                    self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
-                                   f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
-                elif data is not None:
-                    self._check_write_data(index, want, data)
-        if len(trace) >= self._next_trim:
-            self._drop_checked_bursts()
+        position, end = self._burst_scan[kind], len(trace)      # scan forward: the trace only grows at its end
+        while waiting:
+            while position < end and not isinstance(trace[position], wanted):
+                position += 1
+            if position >= end:
+                break
+            want = trace[position]
+            position += 1
+            byte_address, beats, data = waiting.popleft()
+            index = self._burst_index[kind]
+            self._burst_index[kind] = index + 1
+            self.bursts_checked[kind] += 1
+            if (byte_address // line_bytes, beats) != (want.line, want.beats) or byte_address % line_bytes:
+                self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
+                               f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
+            elif data is not None:
+                self._check_write_data(index, want, data)
+        self._burst_scan[kind] = position
 
     def _drop_checked_bursts(self) -> None:
         """Delete the model's bursts that both scans have passed (checked, or of the other kind): the model keeps
