@@ -314,6 +314,11 @@ class DeviceModel:
 
     def _axi_read(self, first: int, beats: int) -> tuple[np.ndarray, bool]:
         """One INCR burst: (lines, any beat answered with an error RRESP)."""
+        error = self._record_read(first, beats)
+        return self.memory[first:first + beats].copy(), error
+
+    def _record_read(self, first: int, beats: int) -> bool:
+        """_axi_read without the data: the burst traced and counted; whether a beat answered an error RRESP."""
         self._check_lines(first, beats)
         self.axi_bursts.append(ReadBurst(first, beats))
         self._count(Counter.READ_BURSTS)
@@ -323,30 +328,37 @@ class DeviceModel:
             errors = sum(line in self.read_error_lines for line in range(first, first + beats))
         if errors:
             self._count(Counter.AXI_ERRORS, errors)
-        return self.memory[first:first + beats].copy(), errors > 0
+        return errors > 0
 
     def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
         """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
 
         Returns whether its B response is an error (the data is written either way, reading 13)."""
+        error = self._record_write(first, lines, strobes)
+        beats = len(strobes)
+        all_bytes = self._all_bytes
+        if strobes.count(all_bytes) == beats:    # the common burst of whole lines: one copy
+            self.memory[first:first + beats] = lines[:beats]
+        else:
+            for beat, strobe in enumerate(strobes):
+                if strobe == all_bytes:      # a whole-line beat, without building a byte mask
+                    self.memory[first + beat] = lines[beat]
+                elif strobe:
+                    enabled = self._byte_enables(strobe)
+                    self.memory[first + beat, enabled] = lines[beat, enabled]
+        return error
+
+    def _record_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
+        """_axi_write without the store into memory: the burst traced and counted; whether B answers an error."""
         beats = len(strobes)
         self._check_lines(first, beats)
         self.axi_bursts.append(WriteBurst(first, beats, tuple(strobes),
                                           np.ascontiguousarray(lines[:beats], dtype=np.uint8).tobytes()))
         self._count(Counter.WRITE_BURSTS)
         self._count(Counter.DRAM_LINES_WRITTEN, beats)
-        all_bytes = self._all_bytes
-        strobed = 0
-        for beat, strobe in enumerate(strobes):
-            if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
-                self.memory[first + beat] = lines[beat]
-            elif strobe:
-                enabled = self._byte_enables(strobe)
-                self.memory[first + beat, enabled] = lines[beat, enabled]
-            strobed += _popcount(strobe)
-        self._count(Counter.BYTES_STROBED, strobed)
+        self._count(Counter.BYTES_STROBED, sum(_popcount(strobe) for strobe in strobes))
         error = bool(self.write_error_lines) and any(line in self.write_error_lines
-                                                     for line in range(first, first + len(strobes)))
+                                                     for line in range(first, first + beats))
         if error:
             self._count(Counter.AXI_ERRORS)
         return error
@@ -655,11 +667,11 @@ class DeviceModel:
         first = layout.raw_line_index(superblock, 0, run_slot, B, R)
         if R == 1:   # planes are consecutive lines: one burst
             planes, error = self._axi_read(self._dram_line(index, first), k)
-        else:        # planes are R lines apart: one single-line burst per plane
-            fetched = [self._axi_read(self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R)), 1)
-                       for plane in range(k)]
-            planes = np.concatenate([lines for lines, _ in fetched])
-            error = any(failed for _, failed in fetched)
+        else:        # planes are R lines apart: one single-line burst per plane, their data in one copy
+            plane_lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
+                           for plane in range(k)]
+            error = any([self._record_read(line, 1) for line in plane_lines])
+            planes = self.memory[plane_lines]
         lines = self._assemble(planes, config, mode, k)
         self.slots[self.victim] = (key, lines, error)
         self.victim = (self.victim + 1) % len(self.slots)
@@ -759,14 +771,20 @@ class DeviceModel:
             gather = self.gather = GatheredBlock(index, block, B, R, lines,
                                                  np.zeros((B, p.line_bytes), dtype=np.uint8))
         slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
-        full = 0
-        for group in range(slice_bytes):
-            group_enables = (enables >> (group * B)) & ((1 << B) - 1)
-            if group_enables == (1 << B) - 1:
-                full |= 1 << (j * slice_bytes + group)
-            elif group_enables:
-                self._count(Counter.WR_PARTIAL_GROUPS)   # never half a weight: no read-modify-write
-        if full:
+        whole_slice = ((1 << slice_bytes) - 1) << (j * slice_bytes)
+        if enables == self._all_bytes:           # every group enabled (MemWr), without the loop
+            full = whole_slice
+        else:
+            full = 0
+            for group in range(slice_bytes):
+                group_enables = (enables >> (group * B)) & ((1 << B) - 1)
+                if group_enables == (1 << B) - 1:
+                    full |= 1 << (j * slice_bytes + group)
+                elif group_enables:
+                    self._count(Counter.WR_PARTIAL_GROUPS)   # never half a weight: no read-modify-write
+        if full == whole_slice:                  # a plain slice of the planes, without a byte mask
+            gather.planes[:, j * slice_bytes:(j + 1) * slice_bytes] = self._line_planes(line, B)
+        elif full:
             enabled = self._byte_enables(full)
             gather.planes[:, enabled] = self._line_planes(line, B)[:, enabled[j * slice_bytes:(j + 1) * slice_bytes]]
         gather.strobe |= full
@@ -785,9 +803,14 @@ class DeviceModel:
         strobes = [gather.strobe] * gather.B
         if gather.R == 1:
             error = self._axi_write(gather.lines[0], gather.planes, strobes)
-        else:
-            error = any([self._axi_write(line, gather.planes[plane:plane + 1], [gather.strobe])
+        else:        # one single-line burst per plane (R lines apart), their data stored in one copy
+            error = any([self._record_write(line, gather.planes[plane:plane + 1], [gather.strobe])
                          for plane, line in enumerate(gather.lines)])
+            if gather.strobe == self._all_bytes:
+                self.memory[gather.lines] = gather.planes
+            elif gather.strobe:
+                enabled = self._byte_enables(gather.strobe)
+                self.memory[np.ix_(gather.lines, enabled)] = gather.planes[:, enabled]
         if error:
             self._enter_error_poison(gather.index, gather.block)
         self._invalidate_block(gather.index, gather.block)

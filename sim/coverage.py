@@ -99,10 +99,22 @@ def opcode_name(enum_type, value: int, width: int) -> str:
         return f"reserved_0b{value:0{width}b}"
 
 
+@functools.lru_cache(maxsize=None)     # (channel, run capped at the longest bin's shortest): a few dozen
+def _stall_bin(channel: str, cycles: int) -> str | None:
+    """The stall bin of a run of `cycles` on `channel` (None for no cycle); ValueError for an unknown channel."""
+    if channel not in CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS:
+        raise ValueError(f"unknown channel {channel!r}: expected one of "
+                         f"{CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS}")
+    runs = [name for name, shortest in STALL_RUNS if cycles >= shortest]
+    return f"{channel}/{runs[-1]}" if runs else None
+
+
+@functools.lru_cache(maxsize=None)     # a few hundred names, asked for every message
 def format_name(fmt: int, B: int) -> str:
     return "BF16" if fmt == Format.BF16 else f"INT{B}"
 
 
+@functools.lru_cache(maxsize=None)     # a few hundred names, asked for every message
 def _enum_name(enum_type, value: int) -> str:
     try:
         return enum_type(value).name
@@ -295,13 +307,9 @@ class Coverage:
 
     def sample_stall(self, channel: str, cycles: int) -> None:
         """A run of `cycles` consecutive cycles with valid = 1 and ready = 0 on `channel` ended."""
-        if channel not in CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS:
-            raise ValueError(f"unknown channel {channel!r}: expected one of "
-                             f"{CXL_CHANNELS + AXI_CHANNELS + HOST_AXI_CHANNELS}")
-        if cycles < 1:
-            return
-        run = [name for name, shortest in STALL_RUNS if cycles >= shortest][-1]
-        self._hit("stall", f"{channel}/{run}")
+        name = _stall_bin(channel, max(0, min(cycles, STALL_RUNS[-1][1])))
+        if name is not None:
+            self._hit("stall", name)
 
     def sample_host_burst(self, kind: str, beats: int, id_outstanding: bool) -> None:
         """An AR (kind "read") or AW ("write") of `beats` beats accepted on the AXI host port; `id_outstanding`:

@@ -237,6 +237,7 @@ class AxiMemory:
         self.max_reads = max_reads          # bursts the memory queues before it stops accepting AR
         rng = driver.rng
         self.pauses = {channel: Pauses(rng) for channel in ("aw", "w", "b", "ar", "r")}
+        self._pauses = tuple(self.pauses[channel] for channel in ("ar", "aw", "w", "r", "b"))   # drive()'s order
         self.read_error_lines: set[int] = set()
         self.write_error_lines: set[int] = set()
         self.enables: dict[int, np.ndarray] = {}     # WSTRB -> the line's byte enables (_complete_write)
@@ -296,9 +297,8 @@ class AxiMemory:
     # --- per cycle -------------------------------------------------------------------------------------------
     def drive(self) -> None:
         cycle = self.driver.cycle
-        p = self.pauses
         # (x.remaining or x.active) and x() is x() without the call when x cannot pause (see Pauses.set)
-        ar, aw, w, r, b = p["ar"], p["aw"], p["w"], p["r"], p["b"]
+        ar, aw, w, r, b = self._pauses
         # the READY/VALID ports are compared here before calling set(): most cycles change none of them
         ready = 0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1
         if ready != self.arready.last:
@@ -408,6 +408,8 @@ class AxiMemory:
             return
         m = self.m
         cycle = self.driver.cycle
+        stalls = self.stalls
+        # _valid_dropped and _stall change nothing for a channel with no stall run: called only when they would
         if status & m["arvalid"]:
             burst = self._address_channel("ar", "read", self.ar, self.arready.last)
             if burst is not None:
@@ -416,7 +418,7 @@ class AxiMemory:
                 self.reads.append([arid, first, beats, cycle + self.read_latency])
                 if self.on_read_burst:
                     self.on_read_burst(address, beats, arid)
-        else:
+        elif stalls["ar"]:
             self._valid_dropped("ar", status)
         if status & m["awvalid"]:
             burst = self._address_channel("aw", "write", self.aw, self.awready.last)
@@ -425,20 +427,21 @@ class AxiMemory:
                 stale = self.stale_w_beats > 0
                 self.stale_w_beats = max(0, self.stale_w_beats - beats)
                 self.writes.append([awid, address // self.line_bytes, beats, stale])
-        else:
+        elif stalls["aw"]:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
-            beat = self._hold("w", self.wready.last,
-                              lambda: (self.wdata(), self.wstrb(), self.wlast()))
+            beat = self._hold("w", self.wready.last, self._read_w_beat)
             if beat is not None:
                 self.w_beats.append((*beat, self.epoch))
-            self._stall("w", not self.wready.last)
-        else:
+            if stalls["w"] or not self.wready.last:
+                self._stall("w", not self.wready.last)
+        elif stalls["w"]:
             self._valid_dropped("w", status)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:
             self._complete_write(cycle)
         if self.r_presenting:
-            if status & m["rready"]:
+            ready = status & m["rready"]
+            if ready:
                 self.r_presenting = False
                 burst = self.reads[0]
                 if self.on_read_response:
@@ -447,14 +450,20 @@ class AxiMemory:
                 burst[2] -= 1
                 if burst[2] == 0:
                     self.reads.popleft()
-            self._stall("r", not status & m["rready"])
+            if stalls["r"] or not ready:
+                self._stall("r", not ready)
         if self.b_presenting:
-            if status & m["bready"]:
+            ready = status & m["bready"]
+            if ready:
                 self.b_presenting = False
                 del self.responses[self.b_index]
                 if self.on_write_response:
                     self.on_write_response(self.bresp.last)
-            self._stall("b", not status & m["bready"])
+            if stalls["b"] or not ready:
+                self._stall("b", not ready)
+
+    def _read_w_beat(self) -> tuple[int, int, int]:
+        return self.wdata(), self.wstrb(), self.wlast()
 
     def _complete_write(self, cycle: int) -> None:
         awid, first, beats, stale = self.writes.popleft()
@@ -466,27 +475,30 @@ class AxiMemory:
                                f"complete it has WSTRB != 0 (the drain must not change memory)")
         if lasts != [0] * (beats - 1) + [1]:
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
-        failed = False
+        failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
         all_bytes = (1 << self.line_bytes) - 1
-        for beat, (value, strobe, _, _) in enumerate(data):
-            line = first + beat
-            failed |= line in self.write_error_lines
-            if strobe == all_bytes:      # the common whole-line beat, without building a byte mask
-                address = line * self.line_bytes
-                self.memory[address:address + self.line_bytes] = np.frombuffer(
-                    value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-            elif strobe:
-                address = line * self.line_bytes
-                new = np.frombuffer(value.to_bytes(self.line_bytes, "little"), dtype=np.uint8)
-                enables = self.enables.get(strobe)
-                if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
-                    if len(self.enables) >= 1 << 12:
-                        self.enables.clear()
-                    enables = self.enables[strobe] = np.unpackbits(
-                        np.frombuffer(strobe.to_bytes(self.line_bytes // 8, "little"), dtype=np.uint8),
-                        bitorder="little").astype(bool)
-                window = self.memory[address:address + self.line_bytes]
-                window[enables] = new[enables]
+        line_bytes = self.line_bytes
+        if all(strobe == all_bytes for _, strobe, _, _ in data):    # the common burst of whole lines: one copy
+            address = first * line_bytes
+            self.memory[address:address + beats * line_bytes] = np.frombuffer(
+                b"".join(value.to_bytes(line_bytes, "little") for value, _, _, _ in data), dtype=np.uint8)
+        else:
+            for beat, (value, strobe, _, _) in enumerate(data):
+                address = (first + beat) * line_bytes
+                if strobe == all_bytes:      # a whole-line beat, without building a byte mask
+                    self.memory[address:address + line_bytes] = np.frombuffer(value.to_bytes(line_bytes, "little"),
+                                                                              dtype=np.uint8)
+                elif strobe:
+                    new = np.frombuffer(value.to_bytes(line_bytes, "little"), dtype=np.uint8)
+                    enables = self.enables.get(strobe)
+                    if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
+                        if len(self.enables) >= 1 << 12:
+                            self.enables.clear()
+                        enables = self.enables[strobe] = np.unpackbits(
+                            np.frombuffer(strobe.to_bytes(line_bytes // 8, "little"), dtype=np.uint8),
+                            bitorder="little").astype(bool)
+                    window = self.memory[address:address + line_bytes]
+                    window[enables] = new[enables]
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
             self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],

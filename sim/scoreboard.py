@@ -36,9 +36,10 @@ from smartquant.params import (
     REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, WRITE_GATHER_IDLE_CYCLES,
     dev_load_level,
 )
-from smartquant.sim.coverage import Coverage, ReadDecode, decode_for_coverage, read_decode
+from smartquant.sim.coverage import Coverage, ReadDecode, read_decode
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
+TRACE_TRIM = 1 << 12   # model bursts between deletions of the checked ones (_drop_checked_bursts)
 # 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
 BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
 
@@ -59,7 +60,7 @@ def _opcode_name(channel: str, opcode: int) -> str:
         return f"reserved({opcode:#x})"
 
 
-@dataclass
+@dataclass(slots=True)      # one per request: slots make it cheaper to build and to keep
 class Pending:
     """An accepted request waiting for its response."""
     channel: str            # the S2M channel its response must come on
@@ -154,7 +155,8 @@ class Scoreboard:
     def on_rwd(self, payload: int) -> None:
         fields = self.unpack["rwd"](payload)
         if self.coverage is not None:
-            self.coverage.sample_rwd(fields, decode_for_coverage(self.model, fields["address"]))
+            target = self.model.read_target(fields["address"])     # decode_for_coverage, with _read_decode's memo
+            self.coverage.sample_rwd(fields, None if target is None else self._read_decode(target))
         self.last_rwd_cycle = self.cycle
         self._poison_change(lambda: self._apply_rwd(fields))
 
@@ -226,7 +228,9 @@ class Scoreboard:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
         flushes = self.model.gather_flushes
-        if flushes != self._flushes_seen:   # every flush of the model's gather buffer, whatever called it
+        # every flush of the model's gather buffer, whatever called it; dict's own == (in C) instead of Counter's
+        # (a generator in Python, every cycle): the same answer, as counts only grow and no key is ever 0
+        if not dict.__eq__(flushes, self._flushes_seen):
             if self.coverage is not None:
                 for cause, count in flushes.items():
                     for _ in range(count - self._flushes_seen[cause]):
@@ -296,13 +300,19 @@ class Scoreboard:
 
     def _differences(self, channel: str, pending: Pending, got: dict) -> list[str]:
         expected = pending.expected
-        want = {"opcode": expected.opcode, "tag": expected.tag, "ld_id": expected.ld_id,
-                "meta_field": expected.meta_field, "meta_value": expected.meta_value}
-        if channel == "drs":
-            want["data"] = expected.data
-            if not pending.poison_either:
-                want["poison"] = expected.poison
-        wrong = [name for name, value in want.items() if got[name] != value]
+        if (got["opcode"] == expected.opcode and got["tag"] == expected.tag and got["ld_id"] == expected.ld_id
+                and got["meta_field"] == expected.meta_field and got["meta_value"] == expected.meta_value
+                and (channel != "drs" or (got["data"] == expected.data
+                                          and (pending.poison_either or got["poison"] == expected.poison)))):
+            wrong = []       # the common case, without building the dict of expected fields below
+        else:
+            want = {"opcode": expected.opcode, "tag": expected.tag, "ld_id": expected.ld_id,
+                    "meta_field": expected.meta_field, "meta_value": expected.meta_value}
+            if channel == "drs":
+                want["data"] = expected.data
+                if not pending.poison_either:
+                    want["poison"] = expected.poison
+            wrong = [name for name, value in want.items() if got[name] != value]
         if not self.check_dev_load:
             return wrong
         load = self._load_range(pending)
@@ -402,31 +412,50 @@ class Scoreboard:
         self._match_bursts()
 
     def _match_bursts(self) -> None:
-        if not (self._bursts_waiting["read"] or self._bursts_waiting["write"]):
-            return
+        if self._reads_waiting:
+            self._match_kind("read", ReadBurst, self._reads_waiting)
+        if self._writes_waiting:
+            self._match_kind("write", WriteBurst, self._writes_waiting)
+        if len(self.model.axi_bursts) >= self._next_trim:
+            self._drop_checked_bursts()
+
+    def _match_kind(self, kind: str, wanted: type, waiting: collections.deque) -> None:
+        """The DUT's `waiting` bursts of one kind against the model's of that kind, in order, while both have one."""
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
+        position, end = self._burst_scan[kind], len(trace)      # scan forward: the trace only grows at its end
+        while waiting:
+            while position < end and not isinstance(trace[position], wanted):
+                position += 1
+            if position >= end:
+                break
+            want = trace[position]
+            position += 1
+            byte_address, beats, data = waiting.popleft()
+            index = self._burst_index[kind]
+            self._burst_index[kind] = index + 1
+            self.bursts_checked[kind] += 1
+            if (byte_address // line_bytes, beats) != (want.line, want.beats) or byte_address % line_bytes:
+                self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
+                               f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
+            elif data is not None:
+                self._check_write_data(index, want, data)
+        self._burst_scan[kind] = position
+
+    def _drop_checked_bursts(self) -> None:
+        """Delete the model's bursts that both scans have passed (checked, or of the other kind): the model keeps
+        every burst it issues, with its write data, so a 10^6-transaction run held a GB of them."""
+        trace = self.model.axi_bursts
         for kind, wanted in (("read", ReadBurst), ("write", WriteBurst)):
-            waiting = self._bursts_waiting[kind]
-            while waiting:
-                position = self._burst_scan[kind]       # scan forward: the model's trace only grows
-                while position < len(trace) and not isinstance(trace[position], wanted):
-                    position += 1
-                self._burst_scan[kind] = position
-                if position >= len(trace):
-                    break
-                self._burst_scan[kind] = position + 1
-                byte_address, beats, data = waiting.popleft()
-                index = self._burst_index[kind]
-                self._burst_index[kind] += 1
-                self.bursts_checked[kind] += 1
-                want = trace[position]
-                line = byte_address // line_bytes
-                if (line, beats) != (want.line, want.beats) or byte_address % line_bytes:
-                    self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
-                                   f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
-                elif data is not None:
-                    self._check_write_data(index, want, data)
+            position = self._burst_scan[kind]      # skip the other kind's bursts, as the match would
+            while position < len(trace) and not isinstance(trace[position], wanted):
+                position += 1
+            self._burst_scan[kind] = position
+        checked = min(self._burst_scan.values())
+        del trace[:checked]
+        for kind in self._burst_scan:
+            self._burst_scan[kind] -= checked
+        self._next_trim = len(trace) + TRACE_TRIM
 
     def _check_write_data(self, index: int, want: WriteBurst, data: list[tuple[int, int]]) -> None:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
@@ -479,8 +508,10 @@ class Scoreboard:
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._burst_index = {"read": 0, "write": 0}
-        self._burst_scan = {"read": 0, "write": 0}
+        self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
+        self._next_trim = TRACE_TRIM
         self._bursts_waiting = {"read": collections.deque(), "write": collections.deque()}
+        self._reads_waiting, self._writes_waiting = self._bursts_waiting["read"], self._bursts_waiting["write"]
 
     def _mismatch(self, message: str) -> None:
         if self.stats.mismatches == 0 and self.log is not None:
