@@ -8,7 +8,7 @@ MetaValue, poison, data; the opcode carries NXM) when it arrives, in any order.
 Every legal outcome is accepted, and only those:
 * Tags need not be unique (CXL does not require it): a response matches one of the requests outstanding under
   its tag on its channel, the one it equals if any.
-* Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
+* Poison of a read concurrent with a change of the poison list. CXL orders nothing between Req and RwD, so a
   read outstanding at any time between the acceptance of a write that changes the poison state and that
   write's Cmp may see the list before or after the change, if the change concerns it: the change concerns the
   mapped reads of the DRAM lines it poisoned or cleared (a raw read: its line; a block read: its k plane lines;
@@ -69,7 +69,7 @@ class Pending:
     request: dict           # the accepted M2S fields (for messages)
     kind: str               # "req" or "rwd"
     accepted: int = 0       # the scoreboard's cycle of the handshake (DevLoad range; see end_cycle)
-    poison_either: bool = False   # concurrent with a poison-table change that affects it: poison may be 0 or 1
+    poison_either: bool = False   # concurrent with a poison-list change that affects it: poison may be 0 or 1
     block_key: tuple | None = None   # buffered reads: (mode, k, rounding, block line), for queued-reader coverage
     poison_key: frozenset | None = None  # mapped reads: the DRAM lines whose poison the read reports
 
@@ -161,7 +161,7 @@ class Scoreboard:
 
     def _apply_rwd(self, fields: dict) -> list[Pending]:
         """The write fed to the model; returns its pending Cmp and those of the gathered writes it flushed (a
-        failed flush changes the poison table within their windows too)."""
+        failed flush changes the poison list within their windows too)."""
         old = self.model.gather
         old_count = 0 if old is None else old.count
         pendings = self._expect("rwd", fields, self.model.rwd(**fields))
@@ -175,7 +175,7 @@ class Scoreboard:
 
     def _poison_change(self, apply) -> None:
         """Run `apply` (a write fed to the model, or a flush of its gather buffer, which may enter a failed
-        block) and open the poison windows its change of the poison table opens; `apply` returns the pending
+        block) and open the poison windows its change of the poison list opens; `apply` returns the pending
         responses of the write (none for a flush)."""
         model = self.model
         events_before = sum(model.poison_events.values())

@@ -4,7 +4,7 @@ A small Python AXI write subordinate (random AWREADY/WREADY, B responses delayed
 of order across IDs, in order within an ID) holds the memory; a host driver sends RwD messages with random
 gaps and takes NDRs with random backpressure. After the run the test compares, with the golden DeviceModel
 fed the same RwD sequence: DRAM contents, the AXI write bursts (line, beats, WSTRB per beat, in issue order),
-the NDRs (one Cmp per tag), the write-side counters, the poison-table inserts, and the block-buffer
+the NDRs (one Cmp per tag), the write-side counters, the poison-list inserts and clears, and the block-buffer
 invalidations (computed by the generator from the block it aimed at).
 """
 from __future__ import annotations
@@ -415,7 +415,7 @@ def test_random_writes_match_golden(region_set):
 
 def test_failed_b_responses_poison_their_blocks():
     """BRESP = SLVERR on a few plane lines: each failing B counts axi_errors and enters its write's block in the
-    poison table (before the Cmp), alongside poisoned writes competing for the same insert port."""
+    poison list (before the Cmp), alongside poisoned writes competing for the same insert port."""
     regions = REGION_SETS["int8_r1_int4_r4_bf16_r2"]
     rng = random.Random(77)
     writes = random_writes(SMALL, regions, 120, rng)
@@ -541,7 +541,7 @@ def test_long_random_writes(seed):
 
 
 def test_failed_b_insert_is_not_starved_by_poisoned_writes():
-    """A back-to-back stream of poisoned writes (each wants the poison-table insert port when it is accepted)
+    """A back-to-back stream of poisoned writes (each wants the poison-list insert port when it is accepted)
     and one failing B response: the failed write's block must still enter the table, and its Cmp leave, within
     a few cycles of the B response, not only after the stream ends."""
     region = Region(0x100, 32, Format.INT, 4, 1)

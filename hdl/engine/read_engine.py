@@ -654,7 +654,7 @@ class ReadEngine(wiring.Component):
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
             ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
-            # a mapped read answered with poison (poison table, overflow or backend error), counted when served
+            # a mapped read answered with poison (poison list or backend error), counted when served
             ev[Counter.POISON_READS].eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
                                         & (serve.poison | backend_error)),
         ]

@@ -45,7 +45,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
   freed after the last. BREADY is always 1.
 - Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
-  is entered in the poison table (through `poison_insert`; a pending error insert has the port first and a
+  record (its raw line, or its flushed block's B plane lines) is entered in the poison list (through
+  `poison_insert`; a pending error insert has the port first and a
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
   response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
@@ -54,9 +55,12 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
 - The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
   No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
-- Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of an entry
-  whose B response failed, which goes first) for the poison table, `invalidate` (every writable RwD's (region,
+- Side outputs, registered one cycle after the write leaves `held` (or the flush starts): `poison_insert` (a
+  CSR inject; else the record of an entry whose B response failed; else a writable RwD with poison = 1: its raw
+  line, or its weight-major block's B plane lines) and `poison_clear` (a CSR clear; a flush that writes every
+  plane line of its block whole with no poisoned line gathered: those B lines; an unpoisoned raw write of a
+  whole line: that line) for the poison list (DEVICE.md §4). A CSR command (`poison_command`) takes one cycle
+  in which no write leaves held and no flush starts. `invalidate` (every writable RwD's (region,
   block)) for the read engine's block buffer, and `events`, the per-cycle counter increments: rwd_mem_wr,
   rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes and wr_partial_groups when the write
   leaves held; dram_lines_written (beats) and write_bursts when a raw write or a flush loads the stage;
@@ -299,7 +303,7 @@ class WritePath(wiring.Component):
         entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
         entry_log2_stride = [Signal(3, name=f"entry{i}_log2_stride") for i in range(n_entries)]
         entry_mask = [Signal(MASK_BITS, name=f"entry{i}_mask") for i in range(n_entries)]
-        # a B response of the write failed and its block is not yet in the poison table
+        # a B response of the write failed and its record is not yet in the poison list
         entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
         entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
         for i in range(n_entries):
