@@ -440,6 +440,19 @@ class RandomTraffic:
         tb.ram.read_error_lines.clear()
         tb.ram.write_error_lines.clear()
 
+    async def _phase_stress(self, budget: int) -> None:
+        """All knobs at once, after a host injected poison into more lines than the poison list has free
+        records (DEVICE.md §4: the list fills, the rest is lost and flagged, only listed lines read poisoned)."""
+        tb, rng = self.tb, self.rng
+        if self.regions:
+            free = sum(record is None for record in tb.model.poison_list)
+            for _ in range(free + 1):
+                region = rng.choice(self.regions)
+                line = region.block_lines(self._pick_block(region))[rng.randrange(region.B)]
+                await tb.csr_write(CSR_POISON_LINE, line)
+                await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+        await self._phase_mixed(budget)
+
     async def _phase_hammer(self, budget: int) -> None:
         """Many reads of one buffered block key at once (more than request_depth), the rest mixed."""
         tb, rng = self.tb, self.rng
