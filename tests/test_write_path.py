@@ -26,7 +26,7 @@ from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
     CSR_REGION_BASE, ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
-    WRITE_GATHER_IDLE_CYCLES,
+    WRITE_GATHER_IDLE_CYCLES, CSR_POISON_LINE, CSR_POISON_COMMAND, POISON_COMMAND_CLEAR, POISON_COMMAND_INJECT,
 )
 
 WRITE_COUNTERS = (Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Counter.RWD_BAD_OPCODE, Counter.DRAM_LINES_WRITTEN,
@@ -144,7 +144,7 @@ class AxiWriteSlave:
 
 
 def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12, ndr_ready_prob=0.6,
-                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=(), gaps=None):
+                   gap_prob=0.3, max_outstanding=8, max_cycles=40_000, error_lines=(), gaps=None, commands=None):
     """Simulate `writes` through a WritePath; returns everything observed, with the golden model alongside."""
     rng = random.Random(seed)
     dut = WritePath(params, max_outstanding=max_outstanding)
@@ -194,10 +194,25 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             await ctx.tick().until(dut.rwd.ready)
             ctx.set(dut.rwd.valid, 0)
         for _ in range(max_cycles):
-            if len(ndrs) == len(writes) and not ctx.get(dut.busy):
+            if len(ndrs) == len(writes) and not ctx.get(dut.busy) and commands_done:
                 break
             await ctx.tick()
         await ctx.tick().repeat(4)
+
+    commands_done = []
+
+    async def command_pulses(ctx):
+        # CSR poison commands {cycle: (clear, line)}, each valid for one cycle, whatever the writes are doing
+        for cycle in range(max(commands or {0: None}) + 1):
+            command = (commands or {}).get(cycle)
+            ctx.set(dut.poison_command.valid, command is not None)
+            if command is not None:
+                ctx.set(dut.poison_command.clear, command[0])
+                ctx.set(dut.poison_command.line, command[1])
+            await ctx.tick()
+        ctx.set(dut.poison_command.valid, 0)
+        await ctx.tick().repeat(3)       # the last command has acted
+        commands_done.append(True)
 
     async def ndr_sink(ctx):
         edge = 0
@@ -237,7 +252,7 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(host)
-    for background in (ndr_sink, monitor, slave.aw_channel, slave.w_channel, slave.b_channel):
+    for background in (ndr_sink, monitor, command_pulses, slave.aw_channel, slave.w_channel, slave.b_channel):
         sim.add_testbench(background, background=True)
     sim.run()
     expected, burst_owners = feed_model(model, writes, rwd_edges)
@@ -435,6 +450,31 @@ def test_failed_b_responses_poison_their_blocks():
     result = run_write_path(SMALL, regions, writes, seed=77, error_lines=error_lines)
     check_against_golden(result, writes)
     assert result["model"].counter(Counter.AXI_ERRORS) >= 3 and len(result["failed_tags"]) >= 3
+
+
+def test_csr_poison_commands_amid_a_stream_of_poisoned_writes():
+    """CSR inject / clear commands (DEVICE.md §6) pulsed every few cycles while raw writes stream back to back:
+    a first pass poisons 30 lines, a second rewrites them, poisoned or clean (clearing) by turns. Each command
+    takes the poison ports for a cycle, and no write's record or clear is lost (the DUT's events, replayed, leave
+    the model's poisoned lines; the command lines are disjoint from the writes', so their order against the
+    writes does not matter)."""
+    regions = REGION_SETS["int8_r1_int4_r4_bf16_r2"]
+    r0 = regions[0]
+    rng = random.Random(31)
+    writes = [Write(opcode=int(RwdOpcode.MEM_WR), address=message_address(SMALL, View.RAW, r0.base_line + i % 30),
+                    tag=i, ld_id=0, data=rng.getrandbits(SMALL.data_width), byte_enable=0,
+                    poison=int(i < 30 or i % 2 == 0), target=(0, (i % 30) // r0.B)) for i in range(60)]
+    lines = [r0.base_line + 0x80 + i for i in range(40)]
+    commands = {cycle: (int(cycle % 5 == 0), lines[(cycle // 10) % len(lines)]) for cycle in range(30, 160, 3)}
+    result = run_write_path(SMALL, regions, writes, seed=31, ready_prob=1.0, max_b_delay=1, ndr_ready_prob=1.0,
+                            gap_prob=0.0, commands=commands)
+    model = result["model"]
+    for cycle in sorted(commands):
+        clear, line = commands[cycle]
+        model.csr_write(CSR_POISON_LINE, line)
+        model.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_CLEAR if clear else POISON_COMMAND_INJECT)
+    check_against_golden(result, writes)
+    assert len(model.poisoned_lines() & set(lines)) > 3
 
 
 def test_weight_major_round_trip_512():
