@@ -454,7 +454,8 @@ def test_failed_b_responses_poison_their_blocks():
 
 def test_csr_poison_commands_amid_a_stream_of_poisoned_writes():
     """CSR inject / clear commands (DEVICE.md §6) pulsed every few cycles while raw writes stream back to back:
-    a first pass poisons 30 lines, a second rewrites them, poisoned or clean (clearing) by turns. Each command
+    a first pass poisons 30 lines, a second rewrites them, poisoned or clean (clearing) by turns; then whole
+    weight-major blocks, poisoned and clean (a clean whole block's flush clears its lines). Each command
     takes the poison ports for a cycle, and no write's record or clear is lost (the DUT's events, replayed, leave
     the model's poisoned lines; the command lines are disjoint from the writes', so their order against the
     writes does not matter)."""
@@ -464,8 +465,24 @@ def test_csr_poison_commands_amid_a_stream_of_poisoned_writes():
     writes = [Write(opcode=int(RwdOpcode.MEM_WR), address=message_address(SMALL, View.RAW, r0.base_line + i % 30),
                     tag=i, ld_id=0, data=rng.getrandbits(SMALL.data_width), byte_enable=0,
                     poison=int(i < 30 or i % 2 == 0), target=(0, (i % 30) // r0.B)) for i in range(60)]
+    # then whole weight-major blocks (gathered, flushed: a clean whole block clears its lines), twice over, with a
+    # poisoned line in every block of the first pass and every other poisoned line of block 3 in the second
+    # (in region 1, so that they do not overwrite the raw lines of region 0)
+    r1 = regions[1]
+    for rewrite in range(2):
+        for block in range(4):
+            for j in range(r1.B):
+                writes.append(Write(opcode=int(RwdOpcode.MEM_WR),
+                                    address=message_address(SMALL, View.WEIGHT_MAJOR, r1.base_line + block * r1.B + j),
+                                    tag=len(writes), ld_id=0, data=rng.getrandbits(SMALL.data_width), byte_enable=0,
+                                    poison=int((rewrite == 0 and j == 3) or (block == 3 and j % 2 == 0)),
+                                    target=(1, block)))
     lines = [r0.base_line + 0x80 + i for i in range(40)]
-    commands = {cycle: (int(cycle % 5 == 0), lines[(cycle // 10) % len(lines)]) for cycle in range(30, 160, 3)}
+    # every third cycle during the raw writes, at irregular cycles during the blocks (a schedule in step with the
+    # writes never meets one: these two were checked to fail with the command gate of load_raw or of the flush
+    # removed)
+    cycles = list(range(30, 160, 3)) + random.Random(5).sample(range(160, 300), 45)
+    commands = {cycle: (int(cycle % 5 == 0), lines[(cycle // 10) % len(lines)]) for cycle in cycles}
     result = run_write_path(SMALL, regions, writes, seed=31, ready_prob=1.0, max_b_delay=1, ndr_ready_prob=1.0,
                             gap_prob=0.0, commands=commands)
     model = result["model"]
