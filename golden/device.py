@@ -20,14 +20,13 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     (base_line + index) modulo the line-address space (the AXI address is dram_addr_bits wide).
  3. CSR writes honour WSTRB per byte (`strobe`), CONTROL acts only when byte 0 is strobed; the stored
     enable bit of an illegal REGION_CONFIG is 0, which is what a later partial write merges with.
-    A REGION_CONFIG write clears the whole poison table and the overflow flag (the same action as
-    CONTROL.clear_poison), and invalidates all buffer slots; REGION_BASE / REGION_SUPERBLOCKS writes only
-    invalidate. Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
+    A region-register write invalidates all buffer slots; it leaves the poison list alone (poison belongs to
+    DRAM lines, DEVICE.md §4). Writes to region registers of i >= n_regions, to read-only or unused CSR addresses are ignored;
     unused addresses read 0. CSR address bits [1:0] are ignored (32-bit registers).
- 4. Decode errors and holes keep their responses of section 3 whatever the poison table holds (counted in
+ 4. Decode errors and holes keep their responses of section 3 whatever the poison list holds (counted in
     nxm_reads / hole_reads, not poison_reads).
  5. poison_writes counts RwD MemWr/MemWrPtl with poison = 1 that are mapped and written (raw or weight-major
-    view); dropped, unmapped and bad-opcode writes do not count it and leave the poison table alone.
+    view); dropped, unmapped and bad-opcode writes do not count it and leave the poison list alone.
  6. raw_reads counts raw-view reads served from DRAM (not unmapped ones); reads_at_k counts packed and expanded
     reads served, the weight-major view (expanded at k = B) included.
  7. dram_lines_written counts write beats (always issued, WSTRB possibly 0); bytes_strobed counts set WSTRB bits.
@@ -44,13 +43,18 @@ Readings of DEVICE.md where it leaves a choice open (the simplest one, reported 
     `clear_backend_errors()`. A test's AXI memory applies the same sets. The data a failed beat carries is
     unspecified; the model (like the test memories) returns the stored line, and a failed write still stores
     its data. axi_errors counts every failing R beat and B response; poison_reads counts every mapped read
-    answered with poison = 1, whatever the reason (poison table, backend error).
+    answered with poison = 1, whatever the reason (poison list, backend error).
 14. Write gathering (DEVICE.md §4): weight-major writes join `gather` (one block) and reach DRAM when it is
     flushed (`flush_writes`): after B lines, before a writable RwD of another block or of the raw view, before a
     read of the block, after a region-register write, and where the caller says the device's idle boundary
     falls (the model has no clock: the scoreboard and the write-path tests call flush_writes("idle") where
     `gather_idle_boundary` of the RwD acceptance cycles says so). Counts per cause in `gather_flushes`.
     A lone line left gathered has not reached `memory` nor the DRAM counters until then.
+15. Per-line poison (DEVICE.md §4 "Poison"): `poison_list` holds `poison_entries` records (PoisonRecord: first
+    line F, log2 stride s, 16-bit mask; None = free), DRAM line numbers modulo the line-address space. A write's
+    own clear or insert is applied when it is accepted (before its backend error insert, which the RTL makes at
+    the B response); a flush's clear when it is flushed. `poison_events` counts what happened by kind (for
+    coverage).
 """
 from __future__ import annotations
 
@@ -66,6 +70,8 @@ from smartquant.golden import layout
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS, CSR_VERSION,
+    CSR_POISON_LINE, CSR_POISON_COMMAND, CSR_POISON_LIST_INDEX, CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY,
+    CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR, POISON_ENTRY_VALID, poison_index_limit,
     ID_VALUE, META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, WRITE_GATHER_IDLE_CYCLES,
     ControllerParams, Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
     REQ_NO_RESPONSE, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, RWD_READS,
@@ -126,6 +132,25 @@ class WriteBurst:
 
 
 @dataclass
+class PoisonRecord:
+    """One poison list record: the DRAM lines first + (q << log2_stride) for every set bit q of `mask`."""
+    first: int
+    log2_stride: int
+    mask: int
+
+    def lines(self, line_mask: int) -> list[int]:
+        return [(self.first + (q << self.log2_stride)) & line_mask for q in range(16) if self.mask >> q & 1]
+
+
+POISON_MASK_BITS = 16     # lines a record can name (b_max <= 16)
+
+
+def line_set(first: int, log2_stride: int, count: int, line_mask: int) -> frozenset[int]:
+    """The DRAM lines first + (p << log2_stride), p < count (a read's plane lines, a flush's block, one line)."""
+    return frozenset((first + (p << log2_stride)) & line_mask for p in range(count))
+
+
+@dataclass
 class GatheredBlock:
     """The gather buffer: weight-major lines of one block merged into its B plane lines (`planes`), `strobe` the
     union of their WSTRB (every plane line the same), `count` lines gathered; `lines` the DRAM line of each
@@ -138,6 +163,7 @@ class GatheredBlock:
     planes: np.ndarray
     strobe: int = 0
     count: int = 0
+    poisoned: bool = False     # a gathered write had poison = 1 (its record is in; the flush clears nothing)
 
 
 def gather_idle_boundary(previous_cycle: int, cycle: int) -> bool:
@@ -229,7 +255,7 @@ def _popcount(value: int) -> int:
 
 
 class DeviceModel:
-    """The controller as a sequential model: CSRs, region table, poison table, block buffer, counters, DRAM."""
+    """The controller as a sequential model: CSRs, region table, poison list, block buffer, counters, DRAM."""
 
     def __init__(self, params: ControllerParams, memory_bytes: int | None = None):
         self.params = params
@@ -261,11 +287,17 @@ class DeviceModel:
         self.nxm_as_poison = False     # CONTROL[0]: decode errors carry poison
         self.mem_data_nxm = False      # CONTROL[3]: decode errors answer MemData-NXM (else MemData)
         self.hole_poison = False       # CONTROL[4]: holes carry poison
-        self.poison_table: list[tuple[int, int]] = []
+        self.line_mask = (1 << self.line_bits) - 1
+        self.poison_list: list[PoisonRecord | None] = [None] * params.poison_entries
         self.poison_overflow = False
-        self.poison_offered: set[tuple[int, int]] = set()   # blocks offered to the table since the last clear
-        self.error_poison_offered = False                   # ... one of them by a backend write error
-        self.poisons_lost = 0                               # offers the full table could not take
+        self.poison_line = 0                                # POISON_LINE, the operand of POISON_COMMAND
+        self.poison_list_index = 0                          # POISON_LIST_INDEX
+        self.poisons_lost = 0                               # records the full list could not take
+        self.poison_events: collections.Counter = collections.Counter()   # by kind, for coverage
+        # lines every insert or clear touched since the last clear-all, and whether a backend write error made
+        # a record since then (poison_order_uncertain)
+        self.poison_touched: set[int] = set()
+        self.error_poison_offered = False
         # (key, assembled lines, backend error while fetching them) per slot
         self.slots: list[tuple | None] = [None] * params.buffer_slots
         self.victim = 0
@@ -449,6 +481,20 @@ class DeviceModel:
                     | CONTROL_HOLE_POISON * self.hole_poison)
         if addr == CSR_STATUS:
             return int(self.poison_overflow)
+        if addr == CSR_POISON_LINE:
+            return self.poison_line
+        if addr == CSR_POISON_LIST_INDEX:
+            return self.poison_list_index
+        if addr in (CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY):
+            record = (self.poison_list[self.poison_list_index]
+                      if self.poison_list_index < len(self.poison_list) else None)
+            if record is None:
+                return 0
+            if addr == CSR_POISON_LIST_LINE:
+                return record.first
+            return record.mask | record.log2_stride << 16 | POISON_ENTRY_VALID
+        if addr == CSR_POISON_COUNT:
+            return sum(record is not None for record in self.poison_list)
         region = self._region_reg(addr)
         if region is not None:
             index, reg = region
@@ -485,6 +531,18 @@ class DeviceModel:
             if value & CONTROL_CLEAR_POISON:
                 self._clear_poison()
             return
+        if addr == CSR_POISON_LINE:
+            self.poison_line = merged(self.poison_line) & self.region_field_mask
+            return
+        if addr == CSR_POISON_LIST_INDEX:
+            self.poison_list_index = merged(self.poison_list_index) & (poison_index_limit(self.params) - 1)
+            return
+        if addr == CSR_POISON_COMMAND:
+            if strobe & 1 and value & 0xFF == POISON_COMMAND_INJECT:
+                self._poison_insert(PoisonRecord(self.poison_line, 0, 1), "inject")
+            elif strobe & 1 and value & 0xFF == POISON_COMMAND_CLEAR:
+                self._poison_clear(line_set(self.poison_line, 0, 1, self.line_mask), "clear line")
+            return
         region = self._region_reg(addr)
         if region is None:
             return                       # read-only or unused address
@@ -497,24 +555,77 @@ class DeviceModel:
             word = merged(self.region_config[index]) & CONFIG_BITS
             # the stored enable bit is already cleared for illegal fields (what a later partial write merges with)
             self.region_config[index] = word & ~1 | int(decode_region_config(self.params, word).enable)
-            self._clear_poison()         # a region rewrite starts a new tensor
         self._windows = None
         self._targets.clear()
         self.slots = [None] * self.params.buffer_slots
         self.flush_writes("csr")         # gathered lines go where they were decoded, after the rewrite acts
 
     def _clear_poison(self) -> None:
-        self.poison_table.clear()
+        if any(self.poison_list) or self.poison_overflow:
+            self.poison_events["clear all"] += 1
+        self.poison_list = [None] * self.params.poison_entries
         self.poison_overflow = False
-        self.poison_offered.clear()
+        self.poison_touched.clear()
         self.error_poison_offered = False
 
     def poison_order_uncertain(self) -> bool:
-        """Which offered blocks the full table holds depends on timing (DEVICE.md §4): the table overflowed
-        and a backend write error offered a block since the last clear. The RTL offers a poisoned write's block
-        when it accepts the write (the order the model applies them in) but a failed write's block at its B
-        response, so with the table full the two can take different blocks; `poison_offered` lists them."""
-        return self.poison_overflow and self.error_poison_offered
+        """Whether the list's contents depend on timing (DEVICE.md §4): a backend write error made a record
+        since the last clear-all. The model applies it where the write was accepted (or flushed), the RTL at the
+        write's B response, so another insert or clear in between (or an overflow) can end differently;
+        `poison_touched` holds every line an insert or clear touched since the last clear-all."""
+        return self.error_poison_offered
+
+    def poisoned_lines(self) -> frozenset[int]:
+        """Every DRAM line the list holds."""
+        return frozenset(line for record in self.poison_list if record is not None
+                         for line in record.lines(self.line_mask))
+
+    def read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
+        """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches."""
+        config = target.config
+        if target.view == View.RAW:
+            return line_set(self._dram_line(target.index, target.L), 0, 1, self.line_mask)
+        superblock, run_slot = divmod(target.block, config.R)
+        first = self._dram_line(target.index, layout.raw_line_index(superblock, 0, run_slot, config.B, config.R))
+        return line_set(first, config.R.bit_length() - 1, target.k, self.line_mask)
+
+    def _poison_insert(self, record: PoisonRecord, kind: str) -> None:
+        """Enter a record (DEVICE.md §4): merged into a record of the same first line and stride, else into the
+        lowest free one; a full list does not take it (sticky overflow; only listed lines stay poisoned)."""
+        record = PoisonRecord(record.first & self.line_mask, record.log2_stride, record.mask)
+        self.poison_events[kind] += 1
+        self.poison_touched.update(record.lines(self.line_mask))
+        for i, held in enumerate(self.poison_list):
+            if held is not None and (held.first, held.log2_stride) == (record.first, record.log2_stride):
+                self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, held.mask | record.mask)
+                self.poison_events["merge"] += 1
+                return
+        for i, held in enumerate(self.poison_list):
+            if held is None:
+                self.poison_list[i] = record
+                if all(self.poison_list):
+                    self.poison_events["list full"] += 1
+                return
+        self.poison_overflow = True
+        self.poisons_lost += 1
+        self.poison_events["overflow"] += 1
+
+    def _poison_clear(self, lines: frozenset[int], cause: str) -> None:
+        """Drop `lines` from every record; a record left empty is free."""
+        self.poison_touched.update(lines)
+        cleared = False
+        for i, held in enumerate(self.poison_list):
+            if held is None:
+                continue
+            mask = held.mask
+            for q in range(POISON_MASK_BITS):
+                if mask >> q & 1 and (held.first + (q << held.log2_stride)) & self.line_mask in lines:
+                    mask &= ~(1 << q)
+            if mask != held.mask:
+                cleared = True
+                self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, mask) if mask else None
+        if cleared:
+            self.poison_events[cause] += 1
 
     # --- address decode ---------------------------------------------------------------------------------
     def region_active(self, index: int) -> bool:
@@ -640,14 +751,15 @@ class DeviceModel:
         if target.view == View.RAW:
             lines, error = self._axi_read(self._dram_line(index, target.L), 1)
             self._count(Counter.RAW_READS)
-            return self._drs(tag, ld_id, lines[0], self._poisoned_read(index, block, error))
+            return self._drs(tag, ld_id, lines[0], self._poisoned_read(target, error))
         mode = PACKED if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
         lines, error = self._buffered_block(index, config, block, mode, target.k)
         self._count(Counter.READS_AT_K1 + target.k - 1)
-        return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(index, block, error))
+        return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(target, error))
 
-    def _poisoned_read(self, index: int, block: int, backend_error: bool = False) -> bool:
-        poisoned = backend_error or (index, block) in self.poison_table
+    def _poisoned_read(self, target: ReadTarget, backend_error: bool = False) -> bool:
+        poisoned = backend_error or (any(self.poison_list)
+                                     and not self.poisoned_lines().isdisjoint(self.read_poison_lines(target)))
         if poisoned:
             self._count(Counter.POISON_READS)
         return poisoned
@@ -732,18 +844,27 @@ class DeviceModel:
             return self._ndr(tag, ld_id)
         index, config, L = match
         line = np.frombuffer(int(data).to_bytes(p.line_bytes, "little"), dtype=np.uint8)
+        if poison:
+            self._count(Counter.POISON_WRITES)
         if view == View.RAW:
             self.flush_writes("evict")     # a raw line stays in order with the gathered block's plane lines
             superblock, rest = divmod(L, config.R * config.B)
             block = superblock * config.R + rest % config.R
-            if self._axi_write(self._dram_line(index, L), line[None], [enables]):
-                self._enter_error_poison(index, block)
+            dram_line = self._dram_line(index, L)
+            # the write's own poison change comes first (the RTL makes it at acceptance, a failure at B)
+            if poison:
+                self._poison_insert(PoisonRecord(dram_line, 0, 1), "raw write record")
+            elif enables == self._all_bytes:
+                self._poison_clear(line_set(dram_line, 0, 1, self.line_mask), "cleared by raw write")
+            if self._axi_write(dram_line, line[None], [enables]):
+                self._enter_error_poison(PoisonRecord(dram_line, 0, 1))
         else:
             block, j = divmod(L, config.B)
             self._gather_line(index, config, block, j, line, enables)
-        if poison:
-            self._count(Counter.POISON_WRITES)
-            self._enter_poison(index, block)
+            if poison:
+                self.gather.poisoned = True
+                self._poison_insert(PoisonRecord(self.gather.lines[0], config.R.bit_length() - 1,
+                                                 (1 << config.B) - 1), "block write record")
         self._invalidate_block(index, block)
         if self.gather is not None and self.gather.count == config.B:
             self.flush_writes("full")
@@ -801,6 +922,10 @@ class DeviceModel:
         self.gather = None
         self.gather_flushes[cause] += 1
         strobes = [gather.strobe] * gather.B
+        log2_r = gather.R.bit_length() - 1
+        if gather.strobe == self._all_bytes and not gather.poisoned:
+            # every plane line of the block written whole with good data
+            self._poison_clear(line_set(gather.lines[0], log2_r, gather.B, self.line_mask), "cleared by block write")
         if gather.R == 1:
             error = self._axi_write(gather.lines[0], gather.planes, strobes)
         else:        # one single-line burst per plane (R lines apart), their data stored in one copy
@@ -812,7 +937,7 @@ class DeviceModel:
                 enabled = self._byte_enables(gather.strobe)
                 self.memory[np.ix_(gather.lines, enabled)] = gather.planes[:, enabled]
         if error:
-            self._enter_error_poison(gather.index, gather.block)
+            self._enter_error_poison(PoisonRecord(gather.lines[0], log2_r, (1 << gather.B) - 1))
         self._invalidate_block(gather.index, gather.block)
 
     @staticmethod
@@ -823,20 +948,10 @@ class DeviceModel:
         bits = np.unpackbits(line, bitorder="little").reshape(-1, B)        # bits[w, i]
         return np.packbits(np.ascontiguousarray(bits[:, ::-1].T), axis=1, bitorder="little")
 
-    def _enter_error_poison(self, index: int, block: int) -> None:
-        """A write burst of the block failed (BRESP): its stored data is unknown, later reads return poison."""
+    def _enter_error_poison(self, record: PoisonRecord) -> None:
+        """A write burst failed (BRESP): the stored data of its lines is unknown, later reads return poison."""
         self.error_poison_offered = True
-        self._enter_poison(index, block)
-
-    def _enter_poison(self, index: int, block: int) -> None:
-        self.poison_offered.add((index, block))
-        if (index, block) in self.poison_table:
-            return
-        if len(self.poison_table) < self.params.poison_entries:
-            self.poison_table.append((index, block))
-        else:            # lost, but flagged and counted; no other read becomes poisoned
-            self.poison_overflow = True
-            self.poisons_lost += 1   # model-only tally (the device has no counter: the count depends on timing)
+        self._poison_insert(record, "write error record")
 
     # --- convenience ------------------------------------------------------------------------------------
     def program(self, writes: Iterable[tuple[int, int]]) -> None:
@@ -850,5 +965,5 @@ class DeviceModel:
 
 
 __all__ = ["DeviceModel", "Response", "ReadBurst", "WriteBurst", "RegionConfig", "decode_region_config",
-           "GatheredBlock", "gather_idle_boundary",
+           "GatheredBlock", "gather_idle_boundary", "PoisonRecord", "line_set",
            "region_csr_writes", "superblocks_for", "message_address", "PREDICTED_COUNTERS"]

@@ -13,7 +13,7 @@ port: after a reset it absorbs the responses and sends the W beats the memory is
 
 Units: ReqFrontEnd (Req split, merges MemRdFill reads) -> ReadEngine (decode, block buffer, packer, DRS);
 WritePath (RwD -> AXI writes, NDR; MemRdFill on to ReqFrontEnd.fill behind its port skid); NdrArbiter
-(front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonTable.
+(front-end Cmp + write NDR); CsrBlock (region table, control, counters); PoisonList (poisoned DRAM lines).
 The top sums every unit's per-cycle counter increments into CsrBlock.counter_inc and adds its own:
 ndr_sent, busy_cycles (any request or AXI transaction in flight) and stall_cycles (a DRS, NDR, AR, AW or W
 channel holds valid without ready). DevLoad in every DRS and NDR is dev_load_level(N) of smartquant/params.py,
@@ -38,7 +38,7 @@ from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_
 from smartquant.hdl.cxl.frontend import (
     ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH, opcode_in,
 )
-from smartquant.hdl.engine.poison import PoisonTable
+from smartquant.hdl.engine.poison import PoisonList
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
 from smartquant.hdl.engine.write_path import WritePath
@@ -89,7 +89,7 @@ class SmartQuantController(wiring.Component):
         self._units = {}
         try:
             check_read_params(p)
-            for name, unit_class in (("poison_table", PoisonTable), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
+            for name, unit_class in (("poison_list", PoisonList), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter), ("axi_drain", AxiDrain)):
                 self._units[name] = unit_class(p)
@@ -103,9 +103,9 @@ class SmartQuantController(wiring.Component):
         p = self.params
         for name, unit in self._units.items():
             m.submodules[name] = unit
-        frontend, read_engine, write_path, ndr_arbiter, csr_block, poison_table = (
+        frontend, read_engine, write_path, ndr_arbiter, csr_block, poison_list = (
             self._units[name] for name in ("frontend", "read_engine", "write_path", "ndr_arbiter", "csr_block",
-                                           "poison_table"))
+                                           "poison_list"))
 
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
         # reads pass the write path's gate: a read of a block still being gathered waits for its flush to land
@@ -141,12 +141,17 @@ class SmartQuantController(wiring.Component):
             read_engine.nxm_as_poison.eq(csr_block.nxm_as_poison),
             read_engine.mem_data_nxm.eq(csr_block.mem_data_nxm),
             read_engine.hole_poison.eq(csr_block.hole_poison),
-            poison_table.query_region.eq(read_engine.poison_query.region),
-            poison_table.query_block.eq(read_engine.poison_query.block),
-            read_engine.poison_hit.eq(poison_table.query_poisoned),
-            poison_table.insert.eq(write_path.poison_insert),
-            poison_table.clear.eq(csr_block.clear_poison),
-            csr_block.poison_overflow.eq(poison_table.overflow),
+            poison_list.query.eq(read_engine.poison_query),
+            read_engine.poison_hit.eq(poison_list.query_hit),
+            poison_list.insert.eq(write_path.poison_insert),
+            poison_list.clear.eq(write_path.poison_clear),
+            poison_list.clear_all.eq(csr_block.clear_poison),
+            write_path.poison_command.eq(csr_block.poison_command),
+            poison_list.read_index.eq(csr_block.poison_list_index),
+            csr_block.poison_record.eq(poison_list.read_record),
+            csr_block.poison_record_valid.eq(poison_list.read_valid),
+            csr_block.poison_count.eq(poison_list.count),
+            csr_block.poison_overflow.eq(poison_list.overflow),
             read_engine.invalidate.eq(write_path.invalidate),
             read_engine.invalidate_landed.eq(write_path.landed),
             read_engine.invalidate_all.eq(csr_block.regions_written),

@@ -65,7 +65,11 @@ WRITE_ENABLES = (
     "MemWrPtl none enabled",
 )
 AXI_ERRORS = ("read error", "write error")            # RRESP != OKAY on an R beat, BRESP != OKAY on a B
-POISON_TABLE_EVENTS = ("fill", "overflow", "clear")
+# what the poison list did (golden DeviceModel.poison_events, DEVICE.md §4): the record kinds, a merge into a
+# record of the same first line and stride, the last free record taken, an overflow, and the clears
+POISON_LIST_EVENTS = ("raw write record", "block write record", "write error record", "inject", "merge",
+                      "list full", "overflow", "cleared by raw write", "cleared by block write", "clear line",
+                      "clear all")
 POISONED_RESPONSES = ("mapped read",)                  # DRS MemData, poison = 1, answering a mapped read
 # a decode error's DRS as CONTROL chooses it: (opcode MemData-NXM?, poison?) -> bin
 DECODE_ERRORS = {(False, False): "MemData", (False, True): "MemData poisoned", (True, False): "MemData-NXM",
@@ -155,7 +159,7 @@ GROUPS = (
     ("host burst", lambda p: [] if _cxl(p) else [f"read/{name}" for name, _ in HOST_BURSTS] + ["write/1 beat"]),
     ("host id reuse", lambda p: [] if _cxl(p) else list(HOST_ID_REUSE)),
     ("axi errors", lambda p: list(AXI_ERRORS)),
-    ("poison table", lambda p: list(POISON_TABLE_EVENTS)),
+    ("poison list", lambda p: list(POISON_LIST_EVENTS)),
     ("poisoned response", lambda p: list(POISONED_RESPONSES)),
     ("decode error", lambda p: list(DECODE_ERRORS.values())),
     ("hole", lambda p: list(HOLE_KINDS) + list(HOLE_POISON.values())),
@@ -324,10 +328,10 @@ class Coverage:
     def sample_tag_reuse(self) -> None:
         self._hit("tag reuse", "tag reused")
 
-    def sample_poison_table(self, event: str) -> None:
-        if event not in POISON_TABLE_EVENTS:
-            raise ValueError(f"unknown poison table event {event!r}: expected one of {POISON_TABLE_EVENTS}")
-        self._hit("poison table", event)
+    def sample_poison_list(self, event: str) -> None:
+        if event not in POISON_LIST_EVENTS:
+            raise ValueError(f"unknown poison list event {event!r}: expected one of {POISON_LIST_EVENTS}")
+        self._hit("poison list", event)
 
     def sample_decode_error(self, mem_data_nxm: bool, poison: bool) -> None:
         """A read no region holds, answered as CONTROL's mem_data_nxm and nxm_as_poison bits say."""

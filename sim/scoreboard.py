@@ -8,11 +8,13 @@ MetaValue, poison, data; the opcode carries NXM) when it arrives, in any order.
 Every legal outcome is accepted, and only those:
 * Tags need not be unique (CXL does not require it): a response matches one of the requests outstanding under
   its tag on its channel, the one it equals if any.
-* Poison of a read concurrent with a change of the poison table. CXL orders nothing between Req and RwD, so a
+* Poison of a read concurrent with a change of the poison list. CXL orders nothing between Req and RwD, so a
   read outstanding at any time between the acceptance of a write that changes the poison state and that
-  write's Cmp may see the table before or after the change, if the change concerns it: a new entry concerns
-  the mapped reads of its block (an insert into a full table changes no read: it is flagged and counted);
-  decode errors and holes never.
+  write's Cmp may see the list before or after the change, if the change concerns it: the change concerns the
+  mapped reads of the DRAM lines it poisoned or cleared (a raw read: its line; a block read: its k plane lines;
+  an insert into a full list changes no line: it is flagged); decode errors and holes never. After a backend
+  write error (which the device enters at the B response, the model where the write was accepted) the lines
+  any insert or clear touched until the next clear-all are uncertain (DeviceModel.poison_order_uncertain).
   Such a read's poison may be either value (data must still match), and the poison_reads count the model
   predicted is corrected by the difference. A read accepted after the Cmp must see it (docs/DEVICE.md §4).
 * DevLoad: the device reports dev_load_level(N) of its port occupancy N (M2S messages accepted that still owe
@@ -68,9 +70,9 @@ class Pending:
     request: dict           # the accepted M2S fields (for messages)
     kind: str               # "req" or "rwd"
     accepted: int = 0       # the scoreboard's cycle of the handshake (DevLoad range; see end_cycle)
-    poison_either: bool = False   # concurrent with a poison-table change that affects it: poison may be 0 or 1
+    poison_either: bool = False   # concurrent with a poison-list change that affects it: poison may be 0 or 1
     block_key: tuple | None = None   # buffered reads: (mode, k, rounding, block line), for queued-reader coverage
-    poison_key: tuple | None = None  # mapped reads: the (region, block) whose poison state the read reports
+    poison_key: frozenset | None = None  # mapped reads: the DRAM lines whose poison the read reports
 
 
 @dataclass
@@ -100,8 +102,7 @@ class Scoreboard:
         # still need)
         self.occupancy_history: list[int] = []
         self.history_start = 0
-        # id() of a write that changed the poison state -> the blocks it entered, until
-        # its Cmp
+        # id() of a write that changed the poison state -> the DRAM lines whose poison it changed, until its Cmp
         self.poison_windows: dict[int, frozenset] = {}
         self.queued_readers: collections.Counter = collections.Counter()
         self.model = model
@@ -136,7 +137,7 @@ class Scoreboard:
                 self.coverage.sample_hole(decode, self.model.hole_poison)
         key = poison_key = None
         if served:
-            poison_key = (target.index, target.block)
+            poison_key = self.model.read_poison_lines(target)
             if target.view != View.RAW:
                 mode = "packed" if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
                 key = (mode, target.k, target.config.rounding, fields["address"] // target.config.B)
@@ -162,7 +163,7 @@ class Scoreboard:
 
     def _apply_rwd(self, fields: dict) -> list[Pending]:
         """The write fed to the model; returns its pending Cmp and those of the gathered writes it flushed (a
-        failed flush changes the poison table within their windows too)."""
+        failed flush changes the poison list within their windows too)."""
         old = self.model.gather
         old_count = 0 if old is None else old.count
         pendings = self._expect("rwd", fields, self.model.rwd(**fields))
@@ -176,42 +177,40 @@ class Scoreboard:
 
     def _poison_change(self, apply) -> None:
         """Run `apply` (a write fed to the model, or a flush of its gather buffer, which may enter a failed
-        block) and open the poison windows its change of the poison table opens; `apply` returns the pending
+        block) and open the poison windows its change of the poison list opens; `apply` returns the pending
         responses of the write (none for a flush)."""
         model = self.model
-        table_before, lost_before = set(model.poison_table), model.poisons_lost
+        events_before = sum(model.poison_events.values())
+        lines_before = model.poisoned_lines() if any(model.poison_list) else frozenset()
         pendings = apply()
-        entered = frozenset(model.poison_table) - table_before
+        if sum(model.poison_events.values()) == events_before:
+            return pendings
         if model.poison_order_uncertain():
             for waiting in self.pending.values():
                 for p in waiting:
                     if p.poison_key is not None and self._order_uncertain(p.poison_key):
                         p.poison_either = True
-        if entered:
-            # Reads outstanding now or accepted before this write's Cmp may see the table before or after the
-            # change, if the change concerns them: reads of the entered block (DEVICE.md §4). Decode errors and
-            # holes never depend on the table.
-            affected = entered
+        changed = lines_before ^ model.poisoned_lines()
+        if changed:
+            # Reads outstanding now or accepted before this write's Cmp may see the list before or after the
+            # change, if the change concerns them: reads of the lines poisoned or cleared (DEVICE.md §4).
+            # Decode errors and holes never depend on the list.
             for pending in pendings:
-                self.poison_windows[id(pending)] = affected
+                self.poison_windows[id(pending)] = changed
             for waiting in self.pending.values():
                 for p in waiting:
-                    if self._poison_affects(affected, p.poison_key):
+                    if self._poison_affects(changed, p.poison_key):
                         p.poison_either = True
-        if self.coverage is not None:
-            if len(model.poison_table) == self.params.poison_entries and entered:
-                self.coverage.sample_poison_table("fill")
-            if model.poisons_lost != lost_before:
-                self.coverage.sample_poison_table("overflow")
+        return pendings
 
-    def _order_uncertain(self, poison_key: tuple) -> bool:
-        """The full table's contents depend on timing for this block (DeviceModel.poison_order_uncertain)."""
+    def _order_uncertain(self, poison_key: frozenset) -> bool:
+        """The list's contents depend on timing for these lines (DeviceModel.poison_order_uncertain)."""
         model = self.model
-        return model.poison_order_uncertain() and poison_key in model.poison_offered
+        return model.poison_order_uncertain() and not poison_key.isdisjoint(model.poison_touched)
 
     @staticmethod
-    def _poison_affects(affected: frozenset, poison_key: tuple | None) -> bool:
-        return poison_key is not None and poison_key in affected
+    def _poison_affects(affected: frozenset, poison_key: frozenset | None) -> bool:
+        return poison_key is not None and not poison_key.isdisjoint(affected)
 
     def end_cycle(self) -> None:
         """Called once per cycle after every handshake of the cycle was reported (sim/port_driver.py).
@@ -227,6 +226,13 @@ class Scoreboard:
         if self.last_rwd_cycle is not None and self.cycle - self.last_rwd_cycle == WRITE_GATHER_IDLE_CYCLES:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
+        events = self.model.poison_events
+        if events != self._poison_events_seen:   # what the poison list did, however it was driven (RwD, CSR)
+            if self.coverage is not None:
+                for event, count in events.items():
+                    if count != self._poison_events_seen[event]:
+                        self.coverage.sample_poison_list(event)
+            self._poison_events_seen = collections.Counter(events)
         flushes = self.model.gather_flushes
         # every flush of the model's gather buffer, whatever called it; dict's own == (in C) instead of Counter's
         # (a generator in Python, every cycle): the same answer, as counts only grow and no key is ever 0
@@ -256,7 +262,7 @@ class Scoreboard:
         return min(window), max(window)
 
     def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None,
-                poison_key: tuple | None = None) -> list[Pending]:
+                poison_key: frozenset | None = None) -> list[Pending]:
         self.stats.requests += 1
         self.recent.append((kind, fields["opcode"], fields["address"], fields["tag"]))
         tag = fields["tag"]
@@ -507,6 +513,7 @@ class Scoreboard:
         self.last_rwd_cycle = None       # the device's idle timer restarts saturated: no boundary pending
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
+        self._poison_events_seen: collections.Counter = collections.Counter()   # the model's poison_events
         self._burst_index = {"read": 0, "write": 0}
         self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
         self._next_trim = TRACE_TRIM

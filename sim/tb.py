@@ -29,8 +29,9 @@ from smartquant.hdl.backend.axi import AXI_RESP_OKAY
 from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
 from smartquant.params import (
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS,
-    CSR_VERSION, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, N_COUNTERS, ControllerParams, Counter, Format,
-    ReqOpcode, Rounding, RwdOpcode, counter_name,
+    CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format,
+    ReqOpcode, Rounding, RwdOpcode, counter_name, CSR_POISON_LINE, CSR_POISON_COUNT, CSR_POISON_LIST_INDEX,
+    CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY,
 )
 from smartquant.sim.coverage import Coverage
 from smartquant.sim.harness import CONTROLLER_STATUS
@@ -204,11 +205,8 @@ class TB:
         resp = await self.csr.write(address, value)
         # coverage from what the ports saw: requests accepted and unanswered when the CSR write completed
         in_flight = bool(self.scoreboard.pending)
-        poisoned = bool(self.model.poison_table or self.model.poison_overflow)
         is_region = CSR_REGION_BASE <= address < CSR_REGION_BASE + CSR_REGION_STRIDE * self.params.n_regions
         config_write = is_region and (address - CSR_REGION_BASE) % CSR_REGION_STRIDE == REGION_REG_CONFIG
-        if poisoned and ((address == CSR_CONTROL and value & CONTROL_CLEAR_POISON) or config_write):
-            self.coverage.sample_poison_table("clear")
         if config_write:
             self.coverage.sample_region_rewrite(in_flight)
         assert resp == AXI_RESP_OKAY, f"CSR write {address:#x} answered {resp}"
@@ -358,7 +356,7 @@ class TB:
     async def reset_mid_traffic(self, write_lines_in_flight: set[int]) -> None:
         """Pulse reset with requests in flight, then rebuild the model's view of the device.
 
-        After reset the DUT has lost its CSRs, counters, buffer and poison table; DRAM keeps its contents.
+        After reset the DUT has lost its CSRs, counters, buffer and poison list; DRAM keeps its contents.
         Every DRAM line is checked against the model, except lines a write in flight may have touched: those are
         taken from the AXI memory (they hold old data, new data or a mix of strobed beats) into the fresh model.
         """
@@ -434,6 +432,19 @@ class TB:
                 got &= ~0b10          # STATUS.busy is timing; the model is idle by construction
             if got != want:
                 wrong.append(f"CSR {address:#05x} = {got:#x}, model {want:#x}")
+        if not self.model.poison_order_uncertain():
+            # the poison list, record by record (after a backend write error its contents depend on timing)
+            addresses = [CSR_POISON_LINE, CSR_POISON_COUNT]
+            for index in range(self.params.poison_entries):
+                await self.csr_write(CSR_POISON_LIST_INDEX, index)
+                for address in (CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY):
+                    got, want = await self.csr_read(address), self.model.csr_read(address)
+                    if got != want:
+                        wrong.append(f"poison record {index}: CSR {address:#05x} = {got:#x}, model {want:#x}")
+            for address in addresses:
+                got, want = await self.csr_read(address), self.model.csr_read(address)
+                if got != want:
+                    wrong.append(f"CSR {address:#05x} = {got:#x}, model {want:#x}")
         assert not wrong, "CSR mismatch: " + "; ".join(wrong)
 
     def check_memory(self, ignore: np.ndarray | None = None, when: str = "") -> np.ndarray:

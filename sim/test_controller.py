@@ -20,7 +20,8 @@ from smartquant.golden import layout
 from smartquant.golden.device import superblocks_for
 from smartquant.params import (
     CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON, CSR_CONTROL,
-    CSR_STATUS, ControllerParams, Counter, DrsOpcode,
+    CSR_STATUS, CSR_POISON_LINE, CSR_POISON_COMMAND, CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR,
+    ControllerParams, Counter, DrsOpcode,
     Format, ReqOpcode, Rounding, RwdOpcode, RWD_READS, View, counter_name,
 )
 from smartquant.sim.tb import TB, RegionSetup
@@ -223,38 +224,54 @@ async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
 
 
 @cocotb.test()
-async def test_poison_table_overflow_and_clear(dut):
-    """Poisoned writes mark their block; a block the full table cannot take is flagged (STATUS.poison_overflow)
-    but poisons nothing else, until CONTROL.clear_poison."""
+async def test_poison_list_lines_inject_clear_and_overflow(dut):
+    """Poison per DRAM line (DEVICE.md §4): a poisoned raw write poisons its line and the block reads whose k
+    planes include it, nothing else of the block; a CSR inject poisons a line for the packed view at a k that
+    covers it; a CSR clear and a raw MemWr of the line clear it; a record the full list cannot take is flagged
+    (STATUS.poison_overflow) but poisons nothing else, until CONTROL.clear_poison; a REGION_CONFIG write keeps
+    poison."""
     tb = await start(dut, stress=False)
     tb.scoreboard.record = True
     p = tb.params
-    region = RegionSetup(0, 0, p.poison_entries + 4, 4, 1)
+    region = RegionSetup(0, 0, p.poison_entries + 6, 4, 1)      # R = 1: block b is lines 4b..4b+3
+
+    async def poison_of(*tags):
+        await tb.quiesce()
+        return [tb.scoreboard.responses[t]["poison"] for t in tags]
+
     await tb.program_region(region)
-    tb.write(View.RAW, region.block_lines(1)[2], 0x1234, poison=1)
-    tb.write(View.WEIGHT_MAJOR, region.block_lines(2)[0], 0x5678, poison=1)
+    tb.write(View.RAW, region.block_lines(1)[2], 0x1234, poison=1)          # plane 2 of block 1
+    tb.write(View.WEIGHT_MAJOR, 4 * 2, 0x5678, poison=1)                     # block 2: its 4 plane lines
     await tb.quiesce()
-    poisoned = [tb.read(View.RAW, region.block_lines(1)[0]), tb.read(View.PACKED_K, region.block_lines(2)[0], 2)]
-    clean = [tb.read(View.RAW, region.block_lines(0)[0]), tb.read(View.EXPANDED_K, region.block_lines(3)[1], 3)]
+    assert await poison_of(tb.read(View.RAW, region.block_lines(1)[0]), tb.read(View.PACKED_K, 4 * 1, 2),
+                           tb.read(View.PACKED_K, 4 * 1 + 2, 3), tb.read(View.PACKED_K, 4 * 2, 1),
+                           tb.read(View.EXPANDED_K, 4 * 0 + 1, 4)) == [0, 0, 1, 1, 0]
+    await tb.csr_write(CSR_POISON_LINE, region.block_lines(3)[1])            # inject plane 1 of block 3
+    await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+    assert await poison_of(tb.read(View.PACKED_K, 4 * 3, 1), tb.read(View.PACKED_K, 4 * 3 + 1, 2),
+                           tb.read(View.RAW, region.block_lines(3)[1])) == [0, 1, 1]
+    assert await tb.csr_read(CSR_POISON_COUNT) == 3
+    await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_CLEAR)
+    tb.write(View.RAW, region.block_lines(1)[2], 0x4321)                     # a MemWr covers the line: cleared
     await tb.quiesce()
-    assert [tb.scoreboard.responses[t]["poison"] for t in poisoned + clean] == [1, 1, 0, 0]
-    last = 3 + p.poison_entries - 1
-    for block in range(3, last + 1):                     # with blocks 1 and 2: two more than the table holds
+    assert await poison_of(tb.read(View.PACKED_K, 4 * 3 + 1, 2), tb.read(View.PACKED_K, 4 * 1 + 2, 3)) == [0, 0]
+    assert await tb.csr_read(CSR_POISON_COUNT) == 1                           # block 2's record
+    last = 4 + p.poison_entries
+    for block in range(4, last + 1):                     # one-line records: two more than the list has free
         tb.write(View.RAW, region.block_lines(block)[0], block, poison=1)
     await tb.quiesce()
     assert await tb.csr_read(CSR_STATUS) & 1 == 1, "poison overflow flag not set"
-    tags = [tb.read(View.RAW, region.block_lines(block)[0]) for block in (0, last, last - 1, last - 2)]
-    await tb.quiesce()
-    # no storm: the two lost blocks and a clean one read clean, the listed ones stay poisoned
-    assert [tb.scoreboard.responses[tag]["poison"] for tag in tags] == [0, 0, 0, 1]
+    # no storm: the two lost lines and a clean one read clean, the listed ones stay poisoned
+    assert await poison_of(*(tb.read(View.RAW, region.block_lines(block)[0])
+                             for block in (0, last, last - 1, last - 2, 4))) == [0, 0, 0, 1, 1]
+    await tb.check_csrs()                                # the list, record by record, as the model has it
     await tb.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
-    tag = tb.read(View.RAW, region.block_lines(1)[0])
-    await tb.quiesce()
-    assert tb.scoreboard.responses[tag]["poison"] == 0
+    assert await poison_of(tb.read(View.RAW, region.block_lines(4)[0])) == [0]
+    assert await tb.csr_read(CSR_STATUS) & 1 == 0 and await tb.csr_read(CSR_POISON_COUNT) == 0
     tb.write(View.RAW, region.block_lines(4)[0], 1, poison=1)
     await tb.quiesce()
-    await tb.program_region(region)                      # a region CONFIG write clears the table too
-    tb.read(View.RAW, region.block_lines(4)[0])
+    await tb.program_region(region)                      # a region CONFIG write keeps poison (of DRAM lines)
+    assert await poison_of(tb.read(View.RAW, region.block_lines(4)[0])) == [1]
     await tb.finish()
 
 

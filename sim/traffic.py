@@ -23,7 +23,7 @@ import numpy as np
 from smartquant.params import (
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_HOLE_POISON, CONTROL_MEM_DATA_NXM, CONTROL_NXM_AS_POISON,
     CSR_CONTROL, MAX_PLANE_RUN, RWD_READS, ControllerParams, Format, ReqOpcode,
-    Rounding, RwdOpcode, View,
+    Rounding, RwdOpcode, View, CSR_POISON_LINE, CSR_POISON_COMMAND, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR,
 )
 from smartquant.sim.tb import TB, RegionSetup
 
@@ -162,6 +162,10 @@ class RandomTraffic:
     # --- layout --------------------------------------------------------------------------------------------
     async def new_layout(self) -> None:
         tb = self.tb
+        if tb.model.poison_order_uncertain():
+            # after backend write errors the list's contents depend on timing: a runtime loading new tensors
+            # starts from a clean list (poison of other DRAM lines otherwise carries over into the new layout)
+            await tb.csr_write(CSR_CONTROL, tb.control_mode | CONTROL_CLEAR_POISON)
         for index in range(self.params.n_regions):
             await tb.disable_region(index)
         layout = random_layout(self.rng, self.params, getattr(self, "deck", None))
@@ -243,19 +247,23 @@ class RandomTraffic:
             note = Note("read", (region.index, block))
             await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
 
-    async def block_write(self, budget: int, partial: bool = False, poison_rate: float | None = None) -> None:
+    async def block_write(self, budget: int, partial: bool = False, poison_rate: float | None = None,
+                          target: tuple[RegionSetup, int] | None = None, whole: bool = False) -> None:
         """A host writing a block through the weight-major view, lines 0..B-1 in order (what the write path
-        gathers into B beats): the whole block, or (`partial`) its first 1..B-1 lines; at most `budget` lines."""
+        gathers into B beats): the whole block, or (`partial`) its first 1..B-1 lines; at most `budget` lines.
+        `target`: (region, block) instead of a random one; `whole`: every line a MemWr (every byte enabled)."""
         rng, tb, p = self.rng, self.tb, self.params
-        region = rng.choice(self.regions)
-        block = self._pick_block(region)
+        region, block = target if target is not None else (None, None)
+        if region is None:
+            region = rng.choice(self.regions)
+            block = self._pick_block(region)
         count = min(rng.randrange(1, region.B) if partial else region.B, budget)
         rate = self.poison_rate if poison_rate is None else poison_rate
         note = Note("write", (region.index, block), tuple(region.block_lines(block)))
         for j in range(count):
             address = tb.address(View.WEIGHT_MAJOR, region.base_line + block * region.B + j)
             data = rng.getrandbits(p.data_width)
-            if rng.random() < 0.8:
+            if whole or rng.random() < 0.8:
                 opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
             else:
                 opcode, enables = RwdOpcode.MEM_WR_PTL, self._group_enables()
@@ -263,8 +271,45 @@ class RandomTraffic:
             await self._issue(note, lambda: tb.rwd(opcode, address, data, byte_enable=enables, poison=poison,
                                                    note=note))
 
+    def _owner(self, line: int) -> tuple[RegionSetup, int] | None:
+        """(region, block) of the current layout whose plane lines hold a DRAM line, if any."""
+        for region in self.regions:
+            if region.contains(line):
+                return region, region.block_of_raw(line - region.base_line)
+        return None
+
+    async def poison_action(self) -> None:
+        """What a host does about poison (DEVICE.md §4): the CSR commands in the spirit of the CXL mailbox's
+        Inject / Clear Poison (at quiescence: a CSR write is ordered with nothing on the ports), or a repair
+        write of a poisoned line: a raw MemWr of the line, or a whole weight-major rewrite of its block."""
+        tb, rng = self.tb, self.rng
+        owned = [line for line in sorted(tb.model.poisoned_lines()) if self._owner(line) is not None]
+        roll = rng.random()
+        if roll < 0.35 or not owned:
+            if owned and rng.random() < 0.3:
+                line = rng.choice(owned)              # poisoned already: merges into its one-line record, if any
+            else:
+                region = rng.choice(self.regions)
+                line = region.block_lines(self._pick_block(region))[rng.randrange(region.B)]
+            await tb.csr_write(CSR_POISON_LINE, line)
+            await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+        elif roll < 0.55:
+            await tb.csr_write(CSR_POISON_LINE, rng.choice(owned))
+            await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_CLEAR)
+        elif roll < 0.8:
+            line = rng.choice(owned)
+            region, block = self._owner(line)
+            note = Note("write", (region.index, block), (line,))
+            data = rng.getrandbits(self.params.data_width)
+            await self._issue(note, lambda: tb.rwd(RwdOpcode.MEM_WR, tb.address(View.RAW, line), data, note=note))
+        else:
+            region, block = self._owner(rng.choice(owned))
+            await self.block_write(region.B, poison_rate=0.0, target=(region, block), whole=True)
+
     async def one(self, budget: int = 1) -> None:
         rng, tb, p = self.rng, self.tb, self.params
+        if self.regions and rng.random() < 0.012:
+            return await self.poison_action()
         roll = rng.random()
         if roll < 0.12 and self.regions and budget > 1:
             await self.stream(budget)
@@ -361,8 +406,7 @@ class RandomTraffic:
             await tb.set_control_mode(rng.choice(CONTROL_MODES))
             await self.fill_reads(2)
             tb.set_knobs(**self._knobs(phase))
-            # poisoned writes: rare, but often enough in the error and stress phases to overflow the table
-            # (not in the error phase: an overflowed table would poison every read and hide the backend errors)
+            # poisoned writes: rare, but often enough in the stress phase to overflow the poison list
             self.poison_rate = 0.25 if phase == "stress" else 0.04
             # phases that fill the device (DevLoad up to Severe) let more requests be outstanding
             self.max_outstanding = (self.params.load_capacity + 16 if phase in ("backpressure", "hammer", "stress")
@@ -395,6 +439,19 @@ class RandomTraffic:
         tb.model.clear_backend_errors()
         tb.ram.read_error_lines.clear()
         tb.ram.write_error_lines.clear()
+
+    async def _phase_stress(self, budget: int) -> None:
+        """All knobs at once, after a host injected poison into more lines than the poison list has free
+        records (DEVICE.md §4: the list fills, the rest is lost and flagged, only listed lines read poisoned)."""
+        tb, rng = self.tb, self.rng
+        if self.regions:
+            free = sum(record is None for record in tb.model.poison_list)
+            for _ in range(free + 1):
+                region = rng.choice(self.regions)
+                line = region.block_lines(self._pick_block(region))[rng.randrange(region.B)]
+                await tb.csr_write(CSR_POISON_LINE, line)
+                await tb.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+        await self._phase_mixed(budget)
 
     async def _phase_hammer(self, budget: int) -> None:
         """Many reads of one buffered block key at once (more than request_depth), the rest mixed."""
@@ -431,7 +488,7 @@ class RandomTraffic:
     async def _phase_rewrite_in_flight(self, budget: int) -> None:
         """Region rewrites (default k, rounding) while raw reads and unpoisoned writes of other regions, unmapped
         reads and NDR-only requests are in flight. None of these depends on the rewritten region's default k, on
-        the block buffer or on the poison table (which the rewrite clears, and which is empty here), so the
+        the block buffer or on the poison list (which is cleared first), so the
         model's order is the DUT's (DEVICE.md §4)."""
         tb, rng = self.tb, self.rng
         if not self.regions:

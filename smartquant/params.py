@@ -100,7 +100,7 @@ class ControllerParams:
     n_regions: int = 4           # region-table entries
     request_depth: int = 16      # outstanding M2S requests the front end buffers (tags in flight)
     buffer_slots: int = 2        # assembled-block slots in the block buffer
-    poison_entries: int = 8      # poisoned blocks remembered before the overflow rule applies
+    poison_entries: int = 8      # poison list records (runs of poisoned DRAM lines) before the overflow rule applies
     dram_addr_bits: int = 32     # AXI byte-address width = device capacity (log2 bytes)
     axi_id_bits: int = 4
     csr_addr_bits: int = 12
@@ -279,6 +279,12 @@ CSR_VERSION = 0x004
 CSR_PARAMS = 0x008
 CSR_CONTROL = 0x00C
 CSR_STATUS = 0x010
+CSR_POISON_LINE = 0x014        # RW: the line (DPA >> 6) POISON_COMMAND acts on
+CSR_POISON_COMMAND = 0x018     # WO: POISON_COMMAND_INJECT / POISON_COMMAND_CLEAR (byte 0), reads 0
+CSR_POISON_LIST_INDEX = 0x01C  # RW: which poison list record POISON_LIST_LINE / POISON_LIST_ENTRY show
+CSR_POISON_LIST_LINE = 0x020   # RO: the record's first line F
+CSR_POISON_LIST_ENTRY = 0x024  # RO: [15:0] line mask, [18:16] log2 stride, [31] valid
+CSR_POISON_COUNT = 0x028       # RO: records in use
 CSR_REGION_BASE = 0x100
 CSR_REGION_STRIDE = 0x10
 CSR_COUNTER_BASE = 0x400
@@ -290,6 +296,14 @@ CONTROL_CLEAR_POISON = 1 << 2
 CONTROL_MEM_DATA_NXM = 1 << 3    # the host accepts MemData-NXM (256B-flit hosts); else decode errors answer MemData
 CONTROL_HOLE_POISON = 1 << 4     # reads of holes inside a region carry poison = 1
 CONTROL_MODE_BITS = CONTROL_NXM_AS_POISON | CONTROL_MEM_DATA_NXM | CONTROL_HOLE_POISON   # the RW bits of CONTROL
+POISON_COMMAND_INJECT = 1       # poison the line POISON_LINE names (a one-line record)
+POISON_COMMAND_CLEAR = 2        # drop the line POISON_LINE names from every record
+POISON_ENTRY_VALID = 1 << 31
+
+
+def poison_index_limit(params: "ControllerParams") -> int:
+    """POISON_LIST_INDEX keeps log2 of this many values (records at or past poison_entries read 0)."""
+    return 1 << max(1, (params.poison_entries - 1).bit_length())
 
 
 def region_config_word(*, enable: bool, fmt: Format | int, B: int, R: int, default_k: int,

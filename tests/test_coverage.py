@@ -35,11 +35,11 @@ def test_group_sizes_default_params():
         "read view x format": 6 * 5, "write view x format": 6 * 5,
         "format x k": 2 + 4 + 8 + 16 + 16, "format x plane run": 5 * 7, "fill x format": 3 * 5,
         "req opcode": 16, "rwd opcode": 16, "write enables": 5, "stall": 8 * 3, "axi errors": 2,
-        "poison table": 3, "poisoned response": 1, "decode error": 4, "hole": 5, "tag reuse": 1,
+        "poison list": 11, "poisoned response": 1, "decode error": 4, "hole": 5, "tag reuse": 1,
         "region rewrite": 2, "write gather": 4, "reset": 3,
         "queued readers": 1, "dev load": 8,
     }
-    assert sum(sizes.values()) == 251
+    assert sum(sizes.values()) == 259
 
 
 def test_impossible_bins_not_defined_for_b_max_8():
@@ -50,7 +50,7 @@ def test_impossible_bins_not_defined_for_b_max_8():
     assert sorted(cov.bins()["format x k"]) == sorted(
         [f"INT2/k={k}" for k in (1, 2)] + [f"INT4/k={k}" for k in range(1, 5)] + [f"INT8/k={k}" for k in range(1, 9)])
     assert len(cov.bins()["read view x format"]) == 6 * 3
-    assert len(names) == 175
+    assert len(names) == 183
 
 
 def test_opcode_bins_use_the_layout_width_and_names():
@@ -73,7 +73,7 @@ def test_b_stall_is_not_a_bin_but_is_kept_as_unexpected():
     with pytest.raises(ValueError):
         cov.sample_stall("x", 1)
     with pytest.raises(ValueError):
-        cov.sample_poison_table("full")
+        cov.sample_poison_list("full")
 
 
 # --- sampling ----------------------------------------------------------------------------------------------
@@ -105,7 +105,7 @@ def sample_sequence(cov, part=None):
         lambda: cov.sample_stall("r", 8),
         lambda: cov.sample_stall("aw", 0),
         lambda: cov.sample_tag_reuse(),
-        lambda: cov.sample_poison_table("overflow"),
+        lambda: cov.sample_poison_list("overflow"),
         lambda: cov.sample_decode_error(True, True),
         lambda: cov.sample_region_rewrite(False),
         lambda: cov.sample_gather_flush("idle"),
@@ -130,7 +130,7 @@ EXPECTED_HITS = {
     "write enables/MemWrPtl some enabled", "write enables/MemWrPtl partial B-byte group", "write enables/MemWr",
     "write view x format/WEIGHT_MAJOR/INT16", "write view x format/PACKED_DEFAULT/INT2",
     "axi errors/write error", "stall/m2s_req/1 cycle", "stall/r/>=8 cycles", "tag reuse/tag reused",
-    "poison table/overflow", "decode error/MemData-NXM poisoned", "region rewrite/at quiescence", "reset/B owed",
+    "poison list/overflow", "decode error/MemData-NXM poisoned", "region rewrite/at quiescence", "reset/B owed",
     "write gather/partial, idle boundary",
     "queued readers/>= request_depth",
 }
@@ -144,7 +144,7 @@ def test_hand_built_sequence_hits_exactly_the_expected_bins():
     assert set(cov.missed()) == all_bins(cov) - EXPECTED_HITS
     assert cov.bins()["dev load"]["DRS/2"] == 1
     assert not cov.unexpected
-    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 251)
+    assert cov.percent() == pytest.approx(100 * len(EXPECTED_HITS) / 259)
 
 
 def test_partial_group_needs_a_weight_major_mapped_write():
@@ -215,17 +215,17 @@ def test_json_round_trip():
 
 def test_summary_line_format():
     cov = Coverage(DEFAULT)
-    assert cov.summary_line() == "coverage: 0.0% of 251 bins, 251 missed"
+    assert cov.summary_line() == "coverage: 0.0% of 259 bins, 259 missed"
     sample_sequence(cov)
-    assert cov.summary_line() == f"coverage: 12.3% of 251 bins, {251 - len(EXPECTED_HITS)} missed"
+    assert cov.summary_line() == f"coverage: 11.9% of 259 bins, {259 - len(EXPECTED_HITS)} missed"
     full = Coverage.from_json(DEFAULT, {**cov.to_json(), "bins": {g: dict.fromkeys(b, 1)
                                                                      for g, b in cov.bins().items()}})
-    assert full.summary_line() == "coverage: 100.0% of 251 bins"
+    assert full.summary_line() == "coverage: 100.0% of 259 bins"
     assert full.missed() == [] and full.percent() == 100.0
     # one bin short: never shown as 100.0%
     data = full.to_json()
     data["bins"]["decode error"]["MemData-NXM poisoned"] = 0
-    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.6% of 251 bins, 1 missed"
+    assert Coverage.from_json(DEFAULT, data).summary_line() == "coverage: 99.6% of 259 bins, 1 missed"
     assert re.fullmatch(r"coverage: \d+\.\d% of \d+ bins(, \d+ missed)?", cov.summary_line())
 
 
@@ -235,7 +235,7 @@ def test_table_lists_every_group():
     lines = cov.table().splitlines()
     assert lines[0].split() == ["group", "bins", "hit", "percent"]
     assert any(re.fullmatch(r"decode error\s+1 / 4\s+25\.0%", line) for line in lines)
-    assert re.fullmatch(r"total\s+1 / 175\s+0\.5%", lines[-1])
+    assert re.fullmatch(r"total\s+1 / 183\s+0\.5%", lines[-1])
     assert len([line for line in lines if "/" in line]) == len(cov.bins()) + 1
 
 

@@ -12,7 +12,8 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
     CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
     CONTROL_MEM_DATA_NXM, CONTROL_HOLE_POISON, CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, Format, Rounding, SUPPORTED_B, MAX_PLANE_RUN,
-    region_config_word,
+    region_config_word, CSR_POISON_LINE, CSR_POISON_COMMAND, CSR_POISON_LIST_INDEX, CSR_POISON_LIST_LINE,
+    CSR_POISON_LIST_ENTRY, CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR, POISON_ENTRY_VALID,
 )
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY
 from smartquant.hdl.csr.csr_block import CsrBlock
@@ -88,7 +89,7 @@ def test_identity_params_and_holes():
         assert (word >> 18) & 0xF == params.buffer_slots
         assert (word >> 22) & 0x3F == params.dram_addr_bits
         # Holes read 0 and swallow writes (documented choice: OKAY, not SLVERR).
-        for hole in (0x014, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 31, 0xFFC):
+        for hole in (0x02C, 0x0FC, region_addr(params.n_regions, 0), 0x300, CSR_COUNTER_BASE + 4 * 31, 0xFFC):
             await axil_write(ctx, dut.bus, hole, 0xFFFF_FFFF)
             assert await axil_read(ctx, dut.bus, hole) == 0
         # ID is read-only.
@@ -234,8 +235,8 @@ def test_control_status_and_pulses():
         assert len(pulses["clear_poison"]) == 1 and pulses["regions_written"] == []
         await axil_write(ctx, dut.bus, region_addr(0, 0), 5)   # base: invalidates, keeps poison
         assert len(pulses["clear_poison"]) == 1 and len(pulses["regions_written"]) == 1
-        await axil_write(ctx, dut.bus, region_addr(2, 8), 0)   # config: invalidates and clears poison
-        assert len(pulses["clear_poison"]) == 2 and len(pulses["regions_written"]) == 2
+        await axil_write(ctx, dut.bus, region_addr(2, 8), 0)   # config: invalidates, keeps poison (of DRAM lines)
+        assert len(pulses["clear_poison"]) == 1 and len(pulses["regions_written"]) == 2
         # STATUS follows its inputs.
         for overflow, busy in ((0, 0), (1, 0), (0, 1), (1, 1)):
             ctx.set(dut.poison_overflow, overflow)
@@ -244,6 +245,49 @@ def test_control_status_and_pulses():
         # Each pulse lasts one cycle.
         for name in pulses:
             assert all(b - a > 1 for a, b in zip(pulses[name], pulses[name][1:]))
+
+    run(dut, tb, processes=[monitor])
+
+
+def test_poison_list_registers():
+    """POISON_LINE (RW), POISON_COMMAND (1 inject, 2 clear: one pulse with the line; anything else, or byte 0 not
+    strobed, nothing), POISON_LIST_INDEX (RW, drives the list's read port), POISON_LIST_LINE / ENTRY / COUNT
+    from the list (a free record reads 0), DEVICE.md §6."""
+    params = ControllerParams(poison_entries=5)
+    dut = CsrBlock(params)
+    commands = []
+
+    async def monitor(ctx):
+        async for _, _, valid, clear, line in ctx.tick().sample(dut.poison_command.valid, dut.poison_command.clear,
+                                                                 dut.poison_command.line):
+            if valid:
+                commands.append((clear, line))
+
+    async def tb(ctx):
+        await axil_write(ctx, dut.bus, CSR_POISON_LINE, 0xFFFF_FFFF)
+        assert await axil_read(ctx, dut.bus, CSR_POISON_LINE) == (1 << 26) - 1     # 32-bit DPA: 26 line bits
+        await axil_write(ctx, dut.bus, CSR_POISON_LINE, 0x1234)
+        await axil_write(ctx, dut.bus, CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+        await axil_write(ctx, dut.bus, CSR_POISON_COMMAND, 3)                       # not a command
+        await axil_write(ctx, dut.bus, CSR_POISON_COMMAND, POISON_COMMAND_CLEAR, strobe=0b0010)
+        await axil_write(ctx, dut.bus, CSR_POISON_LINE, 0x77)
+        await axil_write(ctx, dut.bus, CSR_POISON_COMMAND, POISON_COMMAND_CLEAR)
+        assert await axil_read(ctx, dut.bus, CSR_POISON_COMMAND) == 0
+        assert commands == [(0, 0x1234), (1, 0x77)]
+        await axil_write(ctx, dut.bus, CSR_POISON_LIST_INDEX, 0xFFFF_FFFF)
+        assert await axil_read(ctx, dut.bus, CSR_POISON_LIST_INDEX) == 7            # poison_index_limit - 1
+        await axil_write(ctx, dut.bus, CSR_POISON_LIST_INDEX, 3)
+        assert ctx.get(dut.poison_list_index) == 3
+        ctx.set(dut.poison_record.first, 0x3_0000)
+        ctx.set(dut.poison_record.log2_stride, 6)
+        ctx.set(dut.poison_record.mask, 0x8001)
+        ctx.set(dut.poison_count, 4)
+        for valid in (1, 0):
+            ctx.set(dut.poison_record_valid, valid)
+            assert await axil_read(ctx, dut.bus, CSR_POISON_LIST_LINE) == valid * 0x3_0000
+            assert await axil_read(ctx, dut.bus, CSR_POISON_LIST_ENTRY) == valid * (
+                0x8001 | 6 << 16 | POISON_ENTRY_VALID)
+        assert await axil_read(ctx, dut.bus, CSR_POISON_COUNT) == 4
 
     run(dut, tb, processes=[monitor])
 

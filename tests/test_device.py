@@ -9,6 +9,7 @@ import pytest
 from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.golden.device import (
+    PoisonRecord,
     PREDICTED_COUNTERS, DeviceModel, ReadBurst, WriteBurst, region_csr_writes, superblocks_for,
 )
 from smartquant.params import (
@@ -16,6 +17,8 @@ from smartquant.params import (
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID,
     CSR_PARAMS, CSR_REGION_BASE, CSR_STATUS, CSR_VERSION, META_FIELD_NO_OP, ControllerParams, Counter, DrsOpcode,
     Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, region_config_word,
+    CSR_POISON_LINE, CSR_POISON_COMMAND, CSR_POISON_LIST_INDEX, CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY,
+    CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR, POISON_ENTRY_VALID,
 )
 
 PARAMS = ControllerParams(poison_entries=2)
@@ -360,16 +363,71 @@ def test_raw_mem_wr_ptl_strobes_bytes():
 
 
 # --- poison ------------------------------------------------------------------------------------------------
-def test_poisoned_write_poisons_its_block_reads():
-    model = make_model(B=4, R=4, n_superblocks=1)        # raw line (s, p, r) belongs to block s*R + r
+def test_poisoned_raw_write_poisons_its_line_and_the_reads_that_fetch_it():
+    """Poison is per DRAM line (DEVICE.md §4). Regression: a poisoned raw write poisoned its whole block, so a
+    read of the block's other planes (and a raw read of another plane line) returned poison."""
+    model = make_model(B=4, R=4, n_superblocks=1)        # plane p of block b: line BASE + p*4 + b
     write(model, View.RAW, BASE + 2 * 4 + 3, b"\x0f" * 64, poison=1)   # plane 2 of block 3
-    assert read(model, View.RAW, BASE + 0 * 4 + 3).poison == 1          # plane 0 of block 3
-    assert read(model, View.PACKED_K, BASE + 3 * 4, k=1).poison == 1
-    assert read(model, View.RAW, BASE + 2 * 4 + 2).poison == 0          # block 2
-    assert read(model, View.WEIGHT_MAJOR, BASE + 2 * 4).poison == 0
-    assert model.counter(Counter.POISON_WRITES) == 1 and model.counter(Counter.POISON_READS) == 2
-    write(model, View.RAW, BASE + 3, b"\x00" * 64, poison=0)           # writes never clear poison
-    assert read(model, View.RAW, BASE + 3).poison == 1
+    assert model.poisoned_lines() == {BASE + 11}
+    assert read(model, View.RAW, BASE + 0 * 4 + 3).poison == 0          # plane 0 of block 3
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=2).poison == 0     # planes 0, 1 of block 3
+    assert read(model, View.PACKED_K, BASE + 3 * 4, k=3).poison == 1     # planes 0..2
+    assert read(model, View.WEIGHT_MAJOR, BASE + 3 * 4 + 1).poison == 1  # k = B
+    assert read(model, View.RAW, BASE + 2 * 4 + 3).poison == 1
+    assert read(model, View.WEIGHT_MAJOR, BASE + 2 * 4).poison == 0     # block 2
+    assert model.counter(Counter.POISON_WRITES) == 1 and model.counter(Counter.POISON_READS) == 3
+
+
+def test_a_write_that_covers_a_line_clears_its_poison():
+    """Regression: writes never cleared poison. A raw MemWr (or MemWrPtl with every byte enabled) of a line
+    drops it from every record; a partial write does not; a whole weight-major rewrite of a block (every plane
+    line written whole, nothing poisoned) drops its B plane lines."""
+    model = make_model(B=4, R=4, n_superblocks=1)
+    write(model, View.WEIGHT_MAJOR, BASE + 1 * 4, bytes(64), poison=1)   # block 1: lines 33, 37, 41, 45
+    model.flush_writes("idle")
+    assert model.poisoned_lines() == {BASE + 1, BASE + 5, BASE + 9, BASE + 13}
+    write(model, View.RAW, BASE + 5, bytes(64), opcode=RwdOpcode.MEM_WR_PTL, byte_enable=ALL_BYTES >> 1)
+    assert BASE + 5 in model.poisoned_lines()
+    write(model, View.RAW, BASE + 5, bytes(64), opcode=RwdOpcode.MEM_WR_PTL, byte_enable=ALL_BYTES)
+    assert model.poisoned_lines() == {BASE + 1, BASE + 9, BASE + 13}
+    assert read(model, View.PACKED_K, BASE + 1 * 4, k=1).poison == 1
+    write(model, View.RAW, BASE + 1, bytes(64))                           # MemWr of plane 0
+    assert read(model, View.PACKED_K, BASE + 1 * 4, k=2).poison == 0     # planes 0, 1 are clean now
+    assert read(model, View.PACKED_K, BASE + 1 * 4, k=3).poison == 1
+    # a partial weight-major rewrite clears nothing; a whole one clears the block's four plane lines
+    write(model, View.WEIGHT_MAJOR, BASE + 1 * 4, bytes(64))
+    model.flush_writes("idle")
+    assert model.poisoned_lines() == {BASE + 9, BASE + 13}
+    for j in range(4):
+        write(model, View.WEIGHT_MAJOR, BASE + 1 * 4 + j, bytes(64))
+    assert model.gather is None                                           # B lines: flushed
+    assert model.poisoned_lines() == set() and model.csr_read(CSR_POISON_COUNT) == 0
+    # the same whole rewrite with one poisoned line: the block stays poisoned (its record is new)
+    for j in range(4):
+        write(model, View.WEIGHT_MAJOR, BASE + 1 * 4 + j, bytes(64), poison=int(j == 2))
+    assert model.poisoned_lines() == {BASE + 1, BASE + 5, BASE + 9, BASE + 13}
+
+
+def test_poison_csrs_inject_list_and_clear():
+    """POISON_LINE / POISON_COMMAND inject and clear one line; the list reads back record by record
+    (DEVICE.md §6). A line injected by DPA poisons the packed read at a k whose planes include it."""
+    model = make_model(B=8, R=2, n_superblocks=2, default_k=3)    # plane p of block b = 2s + r: 32 + 16s + 2p + r
+    line = BASE + 16 * 1 + 2 * 2 + 1                               # block 3, plane 2
+    model.csr_write(CSR_POISON_LINE, line)
+    model.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+    assert read(model, View.PACKED_K, BASE + 3 * 8, k=2).poison == 0
+    assert read(model, View.PACKED_K, BASE + 3 * 8 + 2, k=3).poison == 1
+    assert read(model, View.PACKED_DEFAULT, BASE + 3 * 8).poison == 1    # default k = 3
+    assert read(model, View.EXPANDED_K, BASE + 2 * 8, k=8).poison == 0   # block 2
+    model.csr_write(CSR_POISON_LIST_INDEX, 0)
+    assert model.csr_read(CSR_POISON_LIST_LINE) == line
+    assert model.csr_read(CSR_POISON_LIST_ENTRY) == 1 | POISON_ENTRY_VALID
+    assert model.csr_read(CSR_POISON_COUNT) == 1
+    model.csr_write(CSR_POISON_COMMAND, 3)                                # not a command: nothing
+    assert model.csr_read(CSR_POISON_COUNT) == 1
+    model.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_CLEAR)
+    assert model.csr_read(CSR_POISON_COUNT) == 0 and model.csr_read(CSR_POISON_LIST_ENTRY) == 0
+    assert read(model, View.PACKED_K, BASE + 3 * 8 + 2, k=3).poison == 0
 
 
 def test_backend_read_errors_poison_every_line_served_from_the_fetch():
@@ -392,13 +450,13 @@ def test_backend_read_errors_poison_every_line_served_from_the_fetch():
     assert model.counter(Counter.AXI_ERRORS) == 2
 
 
-def test_backend_write_error_enters_the_block_in_the_poison_table():
+def test_backend_write_error_enters_the_block_in_the_poison_list():
     model = make_model(B=4, R=2, n_superblocks=2)
     model.inject_write_error(BASE + 0 * 8 + 3 * 2 + 0)    # plane 3 of block 0
     write(model, View.WEIGHT_MAJOR, BASE + 0 * 4 + 1, b"\x11" * 64)
     model.flush_writes("idle")                      # the idle boundary: 4 one-beat bursts, one answers SLVERR
     assert model.counter(Counter.AXI_ERRORS) == 1 and model.counter(Counter.POISON_WRITES) == 0
-    assert model.poison_table == [(0, 0)]
+    assert model.poison_list[0] == PoisonRecord(BASE, 1, 0b1111)        # the block's 4 plane lines, stride R
     assert read(model, View.RAW, BASE).poison == 1 and read(model, View.PACKED_K, BASE, k=1).poison == 1
     write(model, View.RAW, BASE + 1, b"\x22" * 64)                    # block 1: no error
     assert read(model, View.RAW, BASE + 1).poison == 0 and model.counter(Counter.AXI_ERRORS) == 1
@@ -407,14 +465,14 @@ def test_backend_write_error_enters_the_block_in_the_poison_table():
 
 
 def test_poison_overflow_rule_and_clearing():
-    """A poisoned block the full table cannot take is flagged (STATUS.poison_overflow) and counted
+    """A record the full list cannot take is flagged (STATUS.poison_overflow) and counted
     (DeviceModel.poisons_lost), and poisons nothing else. Regression: an overflow poisoned every read."""
     model = make_model(B=8, n_superblocks=4)             # PARAMS.poison_entries = 2
-    for block in (0, 0, 1):                              # the repeated block takes one entry
+    for block in (0, 0, 1):                              # the repeated block merges into its record
         write(model, View.WEIGHT_MAJOR, BASE + 8 * block, bytes(64), poison=1)
-    assert model.csr_read(CSR_STATUS) == 0
+    assert model.csr_read(CSR_STATUS) == 0 and model.poison_events["merge"] == 1
     assert read(model, View.RAW, BASE + 8 * 2).poison == 0
-    write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # third distinct block: overflow
+    write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # third block: overflow
     write(model, View.WEIGHT_MAJOR, BASE + 8 * 2, bytes(64), poison=1)   # lost again: counted again
     assert model.csr_read(CSR_STATUS) & 1 and model.poisons_lost == 2
     assert [read(model, View.RAW, BASE + 8 * block).poison for block in range(4)] == [1, 1, 0, 0]
@@ -422,9 +480,10 @@ def test_poison_overflow_rule_and_clearing():
     model.csr_write(CSR_CONTROL, CONTROL_CLEAR_POISON)
     assert model.csr_read(CSR_STATUS) == 0 and model.csr_read(CSR_CONTROL) == 0
     assert not any(read(model, View.RAW, BASE + 8 * block).poison for block in range(4))
+    # a region CONFIG rewrite keeps poison (it belongs to DRAM lines, not to the region table)
     write(model, View.WEIGHT_MAJOR, BASE, bytes(64), poison=1)
-    model.csr_write(CSR_REGION_BASE + 8, model.csr_read(CSR_REGION_BASE + 8))   # region CONFIG rewrite
-    assert read(model, View.RAW, BASE).poison == 0
+    model.csr_write(CSR_REGION_BASE + 8, model.csr_read(CSR_REGION_BASE + 8))
+    assert read(model, View.RAW, BASE).poison == 1
 
 
 # --- block buffer ------------------------------------------------------------------------------------------

@@ -1,89 +1,137 @@
-"""PoisonTable against a Python model of DEVICE.md §4: a set of at most poison_entries distinct blocks, a sticky
-overflow flag (and a `lost` pulse) when a new block finds the table full, which poisons nothing else, and a
-clear that empties both."""
+"""PoisonList (hdl/engine/poison.py) against the golden model's poison list (golden/device.py, DEVICE.md §4):
+records of up to 16 lines at a power-of-two stride, merged by (first line, stride), lowest free record taken,
+sticky overflow when full (only listed lines stay poisoned), clears by line set, clear-all; queries by line set,
+wrap-around of line numbers at the end of the line-address space included."""
 import random
 
 import pytest
 from amaranth.sim import Simulator
 
 from smartquant.params import ControllerParams
-from smartquant.hdl.engine.poison import PoisonTable
+from smartquant.golden.device import DeviceModel, PoisonRecord, line_set
+from smartquant.hdl.engine.poison import PoisonList
+
+
+def _set_lines(ctx, port, first, log2_stride, count):
+    ctx.set(port.first, first)
+    ctx.set(port.log2_stride, log2_stride)
+    ctx.set(port.count, count)
 
 
 def simulate(params, ops):
-    """ops: per cycle (insert or None, clear, query). Checks every query and the flag against the model and
-    returns what the hardware answered, per cycle: (query_poisoned, overflow, lost)."""
-    dut = PoisonTable(params)
-    poisoned = set()
-    overflow = False
-    observed = []
+    """ops: per cycle (insert record or None, clear (first, log2_stride, count) or None, clear_all, query
+    (first, log2_stride, count)). Every cycle the query, count, flag and every record read back must equal the
+    model's; returns the number of queries that hit (so a test can show it exercised both answers)."""
+    dut = PoisonList(params)
+    model = DeviceModel(params, memory_bytes=params.line_bytes)
+    mask = model.line_mask
+    hits = 0
 
     async def tb(ctx):
-        nonlocal overflow
-        for insert, clear, query in ops:
-            ctx.set(dut.query_region, query[0])
-            ctx.set(dut.query_block, query[1])
-            assert ctx.get(dut.query_poisoned) == (query in poisoned), (query, poisoned, overflow)
-            assert ctx.get(dut.overflow) == overflow
-            assert ctx.get(dut.count) == len(poisoned)
-            ctx.set(dut.clear, clear)
+        nonlocal hits
+        for insert, clear, clear_all, query in ops:
+            _set_lines(ctx, dut.query, *query)
+            expected_hit = not model.poisoned_lines().isdisjoint(line_set(*query, mask))
+            assert ctx.get(dut.query_hit) == expected_hit, (query, model.poison_list)
+            hits += expected_hit
+            assert ctx.get(dut.overflow) == model.poison_overflow
+            assert ctx.get(dut.count) == sum(r is not None for r in model.poison_list)
+            for i, record in enumerate(model.poison_list):
+                ctx.set(dut.read_index, i)
+                assert ctx.get(dut.read_valid) == (record is not None)
+                if record is not None:
+                    assert (ctx.get(dut.read_record.first), ctx.get(dut.read_record.log2_stride),
+                            ctx.get(dut.read_record.mask)) == (record.first, record.log2_stride, record.mask)
+            ctx.set(dut.clear_all, clear_all)
+            ctx.set(dut.clear.valid, clear is not None)
+            if clear is not None:
+                _set_lines(ctx, dut.clear.lines, *clear)
             ctx.set(dut.insert.valid, insert is not None)
             if insert is not None:
-                ctx.set(dut.insert.region, insert[0])
-                ctx.set(dut.insert.block, insert[1])
-            lost = (not clear and insert is not None and insert not in poisoned
-                    and len(poisoned) == params.poison_entries)
-            assert ctx.get(dut.lost) == lost
-            observed.append((ctx.get(dut.query_poisoned), ctx.get(dut.overflow), ctx.get(dut.lost)))
+                ctx.set(dut.insert.record.first, insert.first)
+                ctx.set(dut.insert.record.log2_stride, insert.log2_stride)
+                ctx.set(dut.insert.record.mask, insert.mask)
+            lost_before = model.poisons_lost
+            if clear_all:
+                model._clear_poison()
+            else:
+                if clear is not None:
+                    model._poison_clear(line_set(*clear, mask), "clear line")
+                if insert is not None:
+                    model._poison_insert(insert, "inject")
+            assert ctx.get(dut.lost) == (model.poisons_lost != lost_before)
             await ctx.tick()
-            if clear:
-                poisoned.clear()
-                overflow = False
-            elif lost:
-                overflow = True
-            elif insert is not None:
-                poisoned.add(insert)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
-    return observed
+    return hits
 
 
-@pytest.mark.parametrize("entries", [1, 4])
-def test_random_inserts_queries_clears(entries):
-    params = ControllerParams(n_regions=3, poison_entries=entries)
-    rng = random.Random(entries)
-    # A small pool makes duplicates, same block in another region, and overflow all frequent.
-    pool = [(rng.randrange(3), rng.choice([0, 1, 2, 1 << 20, (1 << 26) - 1])) for _ in range(8)]
+def random_ops(rng, params, cycles):
+    lb = params.dram_addr_bits - params.line_offset_bits
+    top = (1 << lb) - 1
+    # a small pool of first lines near each other (so records overlap, merge and share lines) and at the top of
+    # the address space (wrap-around)
+    firsts = [rng.randrange(0, 64) for _ in range(6)] + [top - rng.randrange(40) for _ in range(2)]
     ops = []
-    for _ in range(600):
-        insert = rng.choice(pool) if rng.random() < 0.3 else None
-        ops.append((insert, rng.random() < 0.03, rng.choice(pool)))
-    simulate(params, ops)
+    for _ in range(cycles):
+        insert = clear = None
+        roll = rng.random()
+        if roll < 0.45:
+            if rng.random() < 0.5:
+                insert = PoisonRecord(rng.choice(firsts), 0, 1)          # one line (raw write, inject)
+            else:                                                          # a block's B plane lines, stride R
+                B = rng.choice([2, 4, 8, 16])
+                insert = PoisonRecord(rng.choice(firsts), rng.randrange(7), (1 << B) - 1)
+        if rng.random() < 0.35:
+            clear = ((rng.choice(firsts) + rng.randrange(-2, 40)) & top, rng.randrange(7), rng.randint(1, 16))
+            if rng.random() < 0.5:
+                clear = (clear[0], 0, 1)
+        clear_all = rng.random() < 0.02
+        query = ((rng.choice(firsts) + rng.randrange(-4, 80)) & top, rng.randrange(7), rng.randint(1, 16))
+        ops.append((insert, clear, clear_all, query))
+    return ops
 
 
-def test_hand_worked_overflow_and_clear():
-    params = ControllerParams(n_regions=2, poison_entries=2)
-    a, b, a_in_region1 = (0, 5), (0, 6), (1, 5)
-    ops = [                            # (insert, clear, query) -> expected (poisoned, overflow, lost) this cycle
-        (a, False, a),                 # (0, 0, 0) empty table
-        (a, False, a),                 # (1, 0, 0) a present; the duplicate insert uses no entry
-        (b, False, a_in_region1),      # (0, 0, 0) same block number, other region
-        (None, False, b),              # (1, 0, 0) table full: a, b
-        (a_in_region1, False, (0, 7)),  # (0, 0, 1) does not fit: lost now, overflow from the next cycle
-        (None, False, a_in_region1),   # (0, 1, 0) the lost block is not poisoned ...
-        (None, False, (0, 7)),         # (0, 1, 0) ... and no other read is (regression: all were)
-        (None, False, a),              # (1, 1, 0) the listed blocks still are
-        (None, True, (0, 7)),          # (0, 1, 0) clear takes effect at the edge
-        (None, False, a),              # (0, 0, 0) a is gone too
-    ]
-    expected = [(0, 0, 0), (1, 0, 0), (0, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 0), (1, 1, 0), (0, 1, 0),
-                (0, 0, 0)]
-    assert simulate(params, ops) == expected
+@pytest.mark.parametrize("entries, dram_addr_bits, seed", [(1, 20, 1), (4, 32, 2), (8, 16, 3), (3, 12, 4)])
+def test_random_against_model(entries, dram_addr_bits, seed):
+    params = ControllerParams(poison_entries=entries, dram_addr_bits=dram_addr_bits, data_width=128)
+    rng = random.Random(seed)
+    hits = simulate(params, random_ops(rng, params, 400))
+    assert 5 < hits < 395       # both answers exercised
 
 
-def test_clear_wins_over_insert_in_same_cycle():
-    params = ControllerParams(poison_entries=2)
-    assert simulate(params, [((0, 1), True, (0, 1)), (None, False, (0, 1))]) == [(0, 0, 0), (0, 0, 0)]
+def test_block_read_sees_only_its_planes():
+    """A raw write's one-line record poisons block reads whose k plane lines include that line, and no other:
+    block at plane-0 line 64, R = 4: planes at 64, 68, 72, ...; line 72 (plane 2) is poisoned."""
+    params = ControllerParams(poison_entries=2, dram_addr_bits=20, data_width=128)
+    dut = PoisonList(params)
+
+    async def tb(ctx):
+        ctx.set(dut.insert.valid, 1)
+        ctx.set(dut.insert.record.first, 72)
+        ctx.set(dut.insert.record.log2_stride, 0)
+        ctx.set(dut.insert.record.mask, 1)
+        await ctx.tick()
+        ctx.set(dut.insert.valid, 0)
+        for (first, log2_stride, count), hit in [((64, 2, 2), 0), ((64, 2, 3), 1), ((65, 2, 16), 0),
+                                                 ((72, 0, 1), 1), ((71, 0, 1), 0), ((8, 6, 2), 1), ((8, 6, 1), 0)]:
+            _set_lines(ctx, dut.query, first, log2_stride, count)
+            assert ctx.get(dut.query_hit) == hit, (first, log2_stride, count)
+        # a clear of the block's 16 plane lines drops it; the list is empty again
+        ctx.set(dut.clear.valid, 1)
+        _set_lines(ctx, dut.clear.lines, 64, 2, 16)
+        await ctx.tick()
+        assert ctx.get(dut.count) == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()
+
+
+def test_bad_entries():
+    with pytest.raises(ValueError, match="poison_entries"):
+        PoisonList(ControllerParams(poison_entries=0))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from smartquant.golden.device import DeviceModel, region_csr_writes
+from smartquant.golden.device import DeviceModel, PoisonRecord, line_set, region_csr_writes
 from smartquant.golden import layout
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.csr.layouts import region_end_line
@@ -53,7 +53,7 @@ class ReadHarness:
     """Drives a ReadEngine cycle by cycle from one testbench; the golden model predicts every response."""
 
     def __init__(self, params, regions, seed=0, memory_latency=2, r_stall=0.0, ar_stall=0.0, drs_stall=0.0,
-                 req_gap=0.0, control_mode=0, poisoned_blocks=(), error_lines=(), invalidate=None,
+                 req_gap=0.0, control_mode=0, poisoned_lines=(), error_lines=(), invalidate=None,
                  drs_hold_cycles=0):
         self.params = params
         self.drs_hold_cycles = drs_hold_cycles   # DRS ready held low for the first cycles of the run
@@ -70,8 +70,10 @@ class ReadHarness:
             self.model.program(region_csr_writes(params, i, region.base_line, region.n_superblocks, region.fmt,
                                                  region.B, region.R, region.default_k, region.rounding))
         self.model.csr_write(CSR_CONTROL, control_mode)
-        self.poisoned = set(poisoned_blocks)
-        self.model.poison_table.extend(self.poisoned)
+        # the poison list answers by DRAM line: one-line records in the model, a set here for the query port
+        self.poisoned = set(poisoned_lines)
+        for line in self.poisoned:
+            self.model._poison_insert(PoisonRecord(line, 0, 1), "inject")
         # random raw contents for every region window (any bit pattern is a valid plane line)
         data_rng = np.random.default_rng(seed)
         for region in regions:
@@ -136,8 +138,9 @@ class ReadHarness:
                     ctx.set(dut.read.p.tag, tag)
                     ctx.set(dut.read.p.ld_id, ld_id)
                 ctx.set(dut.read.valid, offer)
-                query = (ctx.get(dut.poison_query.region), ctx.get(dut.poison_query.block))
-                ctx.set(dut.poison_hit, query in harness.poisoned)
+                query = line_set(ctx.get(dut.poison_query.first), ctx.get(dut.poison_query.log2_stride),
+                                 ctx.get(dut.poison_query.count), harness.model.line_mask)
+                ctx.set(dut.poison_hit, not query.isdisjoint(harness.poisoned))
                 ctx.set(dut.axi.arready, rng.random() >= harness.ar_stall)
                 beat_ready = bool(bursts) and bursts[0][2] <= cycle and rng.random() >= harness.r_stall
                 if beat_ready:
@@ -261,10 +264,15 @@ def test_directed_reads_of_every_view():
 def test_random_reads_with_backpressure_and_poison(seed):
     rng = random.Random(seed)
     r0, r1, _ = REGIONS
-    poisoned = {(0, 1), (1, 6), (0, 3)}
+    def plane_line(region, block, plane):
+        superblock, slot = divmod(block, region.R)
+        return region.base_line + superblock * region.R * region.B + plane * region.R + slot
+
+    # plane lines of a few blocks: reads at k above the plane are poisoned, at k up to it are not
+    poisoned = {plane_line(r0, 1, 2), plane_line(r1, 6, 0), plane_line(r0, 3, r0.B - 1)}
     h = ReadHarness(P128, REGIONS, seed=seed, memory_latency=rng.randrange(1, 6), r_stall=0.3, ar_stall=0.3,
                     drs_stall=0.3, req_gap=0.2, control_mode=(0, CONTROL_MODE_BITS)[seed % 2],
-                    poisoned_blocks=poisoned)
+                    poisoned_lines=poisoned)
     h.run(every_view_addresses(h, rng, 90))
     assert h.events[Counter.POISON_READS] > 0 and h.events[Counter.BUFFER_HITS] > 0
 

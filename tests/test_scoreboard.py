@@ -54,19 +54,19 @@ def ndr(board, tag, dev_load=0):
     board.end_cycle()
 
 
-def fill_poison_table(board):
-    for tag, block in ((100, 6), (101, 7)):      # poison_entries = 2: the table is full
+def fill_poison_list(board):
+    for tag, block in ((100, 6), (101, 7)):      # poison_entries = 2: the list is full
         write(board, tag, block, poison=1)
         ndr(board, tag)
 
 
 def test_an_overflowing_write_changes_no_read():
-    """A poisoned block the full table cannot take poisons nothing (DEVICE.md §4): reads concurrent with that
+    """A poisoned line the full list cannot take poisons nothing (DEVICE.md §4): reads concurrent with that
     write, or of its own block, are exact. Regression: an overflow poisoned every read, and the scoreboard
     accepted either answer from every read outstanding."""
     for answer in (0, 1):
         board = make_board()
-        fill_poison_table(board)
+        fill_poison_list(board)
         read(board, 1, block=0)                  # outstanding when the overflowing write is accepted
         write(board, 2, block=3, poison=1)       # third distinct block: lost (flagged and counted)
         read(board, 3, block=3)                  # its own block, accepted before the write's Cmp
@@ -84,18 +84,53 @@ def test_read_with_no_concurrent_poison_change_is_exact():
     assert board.stats.mismatches == 1
 
 
-def test_a_new_entry_concerns_only_its_own_block_and_never_unmapped_reads():
+def test_a_new_record_concerns_only_its_own_line_and_never_unmapped_reads():
     board = make_board()
     read(board, 1, block=1)                      # another block: its poison cannot change
     unmapped = message_address(PARAMS, View.RAW, 200)
     board.on_req(pack(req_layout(PARAMS), opcode=ReqOpcode.MEM_RD, address=unmapped, tag=2))
     board.end_cycle()
-    write(board, 3, block=0, poison=1)           # enters block 0 only (no overflow)
+    write(board, 3, block=0, poison=1)           # enters line 0 only (no overflow)
     drs(board, 1, 1, poison=1)
     board.on_drs(pack(drs_layout(PARAMS), opcode=DrsOpcode.MEM_DATA, tag=2, poison=1,
                       data=(1 << PARAMS.data_width) - 1,
                       meta_field=META_FIELD_NO_OP))    # nxm_as_poison is off: a decode error is never poison
     board.end_cycle()
+    assert board.stats.mismatches == 2, board.report()
+
+
+def line_data(board, line):
+    return int.from_bytes(board.model.memory[line].tobytes(), "little")
+
+
+def drs_data(board, tag, data, poison):
+    board.on_drs(pack(drs_layout(PARAMS), opcode=DrsOpcode.MEM_DATA, tag=tag, poison=poison, data=data,
+                      meta_field=META_FIELD_NO_OP))
+    board.end_cycle()
+
+
+def test_poison_windows_are_per_line():
+    """A write's poison change concerns the reads of the DRAM lines it poisons or clears, nothing else
+    (DEVICE.md §4). Regression: a poisoned raw write concerned every read of its block, so a concurrent read of
+    another line of the block was accepted with either answer. A clearing write (MemWr of the whole line) opens
+    the same window: either answer until its Cmp, exact after it."""
+    board = make_board()
+    read(board, 1, block=2, line=3)          # same block as the write, another line
+    old = line_data(board, 2 * B)
+    read(board, 2, block=2, line=0)          # the written line
+    write(board, 3, block=2, poison=1)
+    drs(board, 1, 2, poison=1, line=3)       # wrong: line 3 is never poisoned
+    drs_data(board, 2, old, poison=1)        # before or after the insert: either
+    ndr(board, 3)
+    assert board.stats.mismatches == 1, board.report()
+    assert board.model.poisoned_lines() == {2 * B}
+    read(board, 4, block=2)                  # outstanding when the clearing write is accepted
+    write(board, 5, block=2)                 # MemWr of the whole line 16: clears it
+    drs(board, 4, 2, poison=1)               # either (the data is the same: both writes wrote 0)
+    ndr(board, 5)
+    assert board.model.poisoned_lines() == set() and board.stats.mismatches == 1
+    read(board, 6, block=2)
+    drs(board, 6, 2, poison=1)               # after the Cmp: the clear must show
     assert board.stats.mismatches == 2, board.report()
 
 

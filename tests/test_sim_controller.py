@@ -17,7 +17,7 @@ from smartquant.sim.coverage import Coverage
 DIRECTED = [
     "test_csr_identity_and_reset_state", "test_every_view_format_and_k", "test_region_edges_and_unmapped",
     "test_illegal_k_and_packed_lines_past_k", "test_writes_raw_weight_major_partial_and_dropped",
-    "test_poison_table_overflow_and_clear", "test_opcodes_spec_read_invalidate_and_reserved",
+    "test_poison_list_lines_inject_clear_and_overflow", "test_opcodes_spec_read_invalidate_and_reserved",
     "test_streaming_hits_the_block_buffer", "test_dropped_and_unmapped_writes_keep_the_block_buffer",
     "test_raw_write_invalidates_and_poisons_its_own_block_with_plane_runs", "test_buffer_key_is_mode_and_k_not_view",
     "test_streaming_with_plane_runs_and_backpressure",
@@ -119,7 +119,7 @@ def test_random_100k_transactions_every_parameter_set(knobs):
     (ControllerParams(data_width=128, buffer_slots=1, dram_addr_bits=20), 4401, 20_000),
 ], ids=["seed990017", "seed4401-w128-s1"])
 def test_seeds_that_once_reported_false_poison_mismatches(params, seed, transactions):
-    """Seeds whose poisoned writes overflow the poison table while reads of other blocks are in flight. When an
+    """Seeds whose poisoned writes once overflowed the poison table while reads of other blocks were in flight. When an
     overflow poisoned every read, those reads could legally see either state and once reported false
     mismatches; now an overflow changes no read (DEVICE.md §4), and these runs check exactly that."""
     check_random_run(params, seed, transactions)

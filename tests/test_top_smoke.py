@@ -18,7 +18,8 @@ from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_
 from smartquant.hdl.top import SmartQuantController
 from smartquant.params import (
     ControllerParams, Counter, Format, ReqOpcode, RwdOpcode, Rounding, View, CSR_ID, CSR_COUNTER_BASE, ID_VALUE,
-    CSR_CONTROL, CONTROL_NXM_AS_POISON, CONTROL_CLEAR_COUNTERS, counter_name,
+    CSR_CONTROL, CONTROL_NXM_AS_POISON, CONTROL_CLEAR_COUNTERS, counter_name, CSR_POISON_LINE, CSR_POISON_COMMAND,
+    POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR,
 )
 
 PARAMS = ControllerParams(data_width=128, b_max=16, n_regions=2, request_depth=8, dram_addr_bits=16)
@@ -434,12 +435,13 @@ class Host:
         (self.expected[("drs", tag)],) = self.model.req(ReqOpcode.MEM_RD, address, tag, tag & 0xF)
         return tag
 
-    def write(self, view, line, data: bytes):
+    def write(self, view, line, data: bytes, poison=0):
         tag = self._next_tag()
         address, value, enables = self.model.address(view, line), int.from_bytes(data, "little"), (1 << PARAMS.line_bytes) - 1
         self.h.steps.append(("rwd", dict(opcode=RwdOpcode.MEM_WR, address=address, tag=tag, ld_id=tag & 0xF,
-                                         poison=0, byte_enable=enables, data=value)))
-        (self.expected[("ndr", tag)],) = self.model.rwd(RwdOpcode.MEM_WR, address, tag, value, enables, 0, tag & 0xF)
+                                         poison=poison, byte_enable=enables, data=value)))
+        (self.expected[("ndr", tag)],) = self.model.rwd(RwdOpcode.MEM_WR, address, tag, value, enables, poison,
+                                                        tag & 0xF)
         return tag
 
     def read_counters(self):
@@ -504,7 +506,7 @@ def test_toward_zero_expanded_reads_end_to_end():
 
 
 def test_backend_errors_end_to_end():
-    """RRESP / BRESP errors through the whole controller: poisoned DRS, poison-table entry of a failed write,
+    """RRESP / BRESP errors through the whole controller: poisoned DRS, poison-list record of a failed write,
     axi_errors over CSR, all predicted by the DeviceModel's error hooks."""
     B, R, base = 4, 2, 0x100
     read_errors = {base + 0 * 8 + 1 * 2 + 1}      # plane 1 of block 1
@@ -532,6 +534,38 @@ def test_backend_errors_end_to_end():
         assert got[("drs", tag)]["poison"] == int(want), f"tag {tag}"
     counters = dict(h.csr_reads)
     assert counters[CSR_COUNTER_BASE + 4 * Counter.AXI_ERRORS] == host.model.counts[Counter.AXI_ERRORS] > 0
+
+
+def test_poison_per_line_end_to_end():
+    """Per-line poison through the whole controller (DEVICE.md §4), by hand and against the model. Regressions
+    of the per-block table: a raw write's poison reached reads of the other planes of its block, writes never
+    cleared poison, and there was no CSR inject or clear."""
+    B, R, base = 4, 2, 0x100            # plane p of block b = 2s + r: line base + 8s + 2p + r
+    h = TopHarness(seed=9)
+    host = Host(h)
+    for addr, value in region_csr_writes(PARAMS, 0, base, 2, Format.INT, B, R, 2, Rounding.FLOOR):
+        host.csr_write(addr, value)
+    expect = {}
+    host.write(View.RAW, base + 5, bytes(range(16)), poison=1)         # block 1 (s 0, r 1), plane 2
+    h.steps.append(("drain",))
+    expect[host.read(View.PACKED_K, base + 1 * B, 2)] = 0               # planes 0, 1
+    expect[host.read(View.PACKED_K, base + 1 * B + 2, 3)] = 1           # planes 0..2
+    expect[host.read(View.RAW, base + 1)] = 0                           # plane 0 of block 1
+    host.csr_write(CSR_POISON_LINE, base + 8 + 2)                       # block 2 (s 1, r 0), plane 1
+    host.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_INJECT)
+    expect[host.read(View.PACKED_K, base + 2 * B, 1)] = 0
+    expect[host.read(View.PACKED_K, base + 2 * B + 1, 2)] = 1
+    expect[host.read(View.PACKED_DEFAULT, base + 2 * B)] = 1            # default k = 2
+    expect[host.read(View.EXPANDED_K, base + 2 * B + 3, 4)] = 1
+    host.write(View.RAW, base + 5, bytes(16))                           # a MemWr covers the line: cleared
+    h.steps.append(("drain",))
+    expect[host.read(View.PACKED_K, base + 1 * B + 2, 3)] = 0
+    host.csr_write(CSR_POISON_COMMAND, POISON_COMMAND_CLEAR)
+    expect[host.read(View.PACKED_K, base + 2 * B + 1, 2)] = 0
+    host.read_counters()
+    h.run()
+    got = host.check()
+    assert [got[("drs", tag)]["poison"] for tag in expect] == list(expect.values())
 
 
 def test_generated_verilog_has_no_constant_never_running_blocks(tmp_path):

@@ -7,8 +7,14 @@ Register map (byte addresses, 32-bit registers; smartquant.params holds the cons
                         [27:22] dram_addr_bits
     0x00C CONTROL   RW  [0] nxm_as_poison (poison on decode error), [3] mem_data_nxm (the host accepts
                         MemData-NXM), [4] hole_poison; writing 1 to [1] clears every counter, to [2] clears the
-                        poison table and its overflow flag. Bits 1 and 2 act on the write and read back 0.
+                        poison list and its overflow flag. Bits 1 and 2 act on the write and read back 0.
     0x010 STATUS    RO  [0] poison_overflow, [1] busy
+    0x014 POISON_LINE       RW  the DRAM line (DPA >> log2(line bytes)) POISON_COMMAND acts on
+    0x018 POISON_COMMAND    WO  byte 0: 1 inject (a one-line poison record), 2 clear the line; reads 0
+    0x01C POISON_LIST_INDEX RW  record i shown by the next two registers
+    0x020 POISON_LIST_LINE  RO  record i's first line F
+    0x024 POISON_LIST_ENTRY RO  [15:0] line mask, [18:16] log2 stride, [31] valid (all 0 for a free record)
+    0x028 POISON_COUNT      RO  records in use
     0x100+0x10*i    REGION_BASE(i)         RW  base line index (DPA >> log2(line bytes))
     0x104+0x10*i    REGION_SUPERBLOCKS(i)  RW  n_superblocks
     0x108+0x10*i    REGION_CONFIG(i)       RW  [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R),
@@ -32,9 +38,8 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
 - The region entries (`regions`, `toward_zero`) are registers updated the cycle after a write acts.
 - `regions_written` pulses two cycles after any region-table write acts (base, superblocks or config), with the
   new entries: the read engine invalidates every block-buffer slot. `clear_poison` pulses (also two cycles
-  after) a CONTROL write with bit 2 set and any
-  REGION_CONFIG write (a region rewrite starts a new tensor, DEVICE.md §4). Writing base or superblocks does
-  not clear poison.
+  after) a CONTROL write with bit 2 set; region writes leave poison alone (it belongs to DRAM lines).
+  `poison_command` pulses one cycle after a POISON_COMMAND write of 1 or 2 (the write path applies it next).
 - A counter clear in the same cycle as an increment wins (that cycle's increments are lost): clears are host
   actions between experiments, never racing traffic the golden model has to predict.
 
@@ -53,9 +58,12 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, CSR_ID, CSR_VERSION, CSR_PARAMS, CSR_CONTROL, CSR_STATUS,
     CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_COUNTER_BASE, ID_VALUE, VERSION_VALUE, CONTROL_NXM_AS_POISON,
     CONTROL_CLEAR_COUNTERS, CONTROL_CLEAR_POISON, CONTROL_MEM_DATA_NXM, CONTROL_HOLE_POISON, MAX_PLANE_RUN, Rounding,
+    CSR_POISON_LINE, CSR_POISON_COMMAND, CSR_POISON_LIST_INDEX, CSR_POISON_LIST_LINE, CSR_POISON_LIST_ENTRY,
+    CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR, poison_index_limit,
 )
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.engine.poison import poison_record_layout
 
 # Counter indices that exist in hardware: every params.Counter and the 16 reads_at_k counters (the others,
 # 29..31, are reserved and read 0).
@@ -92,6 +100,12 @@ class CsrBlock(wiring.Component):
             "clear_poison": Out(1),
             "regions_written": Out(1),
             "poison_overflow": In(1),
+            "poison_command": Out(data.StructLayout({"valid": 1, "clear": 1,
+                                                     "line": params.dram_addr_bits - params.line_offset_bits})),
+            "poison_list_index": Out(range(poison_index_limit(params))),
+            "poison_record": In(poison_record_layout(params)),
+            "poison_record_valid": In(1),
+            "poison_count": In(range(params.poison_entries + 1)),
             "busy": In(1),
             "counter_inc": In(data.ArrayLayout(unsigned(8), N_COUNTERS)),
         })
@@ -113,6 +127,9 @@ class CsrBlock(wiring.Component):
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
         region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
+        poison_line = Signal(reg_line_bits)
+        poison_list_index = Signal(range(poison_index_limit(p)))
+        m.d.comb += self.poison_list_index.eq(poison_list_index)
 
         m.d.comb += [self.nxm_as_poison.eq(nxm_as_poison), self.mem_data_nxm.eq(mem_data_nxm),
                      self.hole_poison.eq(hole_poison)]
@@ -188,7 +205,6 @@ class CsrBlock(wiring.Component):
         clear_counters = Signal()
         clear_poison = Signal()
         regions_written = Signal()
-        config_written = Signal()
         # pulsed two cycles after the write acts, with the registered region entries (see above)
         clear_poison_delayed = Signal()
         regions_written_delayed = Signal()
@@ -198,8 +214,15 @@ class CsrBlock(wiring.Component):
             self.clear_poison.eq(clear_poison_delayed),
             self.regions_written.eq(regions_written_delayed),
         ]
-        m.d.comb += clear_poison.eq((do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
-                                     & w_data[CONTROL_CLEAR_POISON.bit_length() - 1]) | config_written)
+        m.d.comb += clear_poison.eq(do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
+                                    & w_data[CONTROL_CLEAR_POISON.bit_length() - 1])
+        command = w_data[:8]
+        m.d.sync += [
+            self.poison_command.valid.eq(do_write & (write_word == CSR_POISON_COMMAND >> 2) & w_strb[0]
+                                         & ((command == POISON_COMMAND_INJECT) | (command == POISON_COMMAND_CLEAR))),
+            self.poison_command.clear.eq(command == POISON_COMMAND_CLEAR),
+            self.poison_command.line.eq(poison_line),
+        ]
         m.d.comb += clear_counters.eq(do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
                                       & w_data[CONTROL_CLEAR_COUNTERS.bit_length() - 1])
 
@@ -212,6 +235,10 @@ class CsrBlock(wiring.Component):
                             mem_data_nxm.eq(w_data[CONTROL_MEM_DATA_NXM.bit_length() - 1]),
                             hole_poison.eq(w_data[CONTROL_HOLE_POISON.bit_length() - 1]),
                         ]
+                with m.Case(CSR_POISON_LINE >> 2):
+                    m.d.sync += poison_line.eq(merged(poison_line))
+                with m.Case(CSR_POISON_LIST_INDEX >> 2):
+                    m.d.sync += poison_list_index.eq(merged(poison_list_index))
                 for i in range(p.n_regions):
                     base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
                     with m.Case(base_addr >> 2):
@@ -232,7 +259,7 @@ class CsrBlock(wiring.Component):
                                   | (rounding > Rounding.TOWARD_ZERO)
                                   | (log2_r > MAX_LOG2_R))
                         m.d.sync += region_config[i].eq(Cat(new_config[0] & legal, new_config[1:]))
-                        m.d.comb += [regions_written.eq(1), config_written.eq(1)]
+                        m.d.comb += regions_written.eq(1)
 
         # --- counter bank -------------------------------------------------------------------------------------
         # The increments are registered first: the event logic of the units (decode, region match, poison
@@ -274,6 +301,18 @@ class CsrBlock(wiring.Component):
                 m.d.comb += read_value.eq(Cat(nxm_as_poison, Const(0, 2), mem_data_nxm, hole_poison))
             with m.Case(CSR_STATUS >> 2):
                 m.d.comb += read_value.eq(Cat(self.poison_overflow, self.busy))
+            with m.Case(CSR_POISON_LINE >> 2):
+                m.d.comb += read_value.eq(poison_line)
+            with m.Case(CSR_POISON_LIST_INDEX >> 2):
+                m.d.comb += read_value.eq(poison_list_index)
+            with m.Case(CSR_POISON_LIST_LINE >> 2):
+                m.d.comb += read_value.eq(Mux(self.poison_record_valid, self.poison_record.first, 0))
+            with m.Case(CSR_POISON_LIST_ENTRY >> 2):
+                m.d.comb += read_value.eq(Mux(self.poison_record_valid,
+                                              Cat(self.poison_record.mask, self.poison_record.log2_stride,
+                                                  Const(0, 12), Const(1, 1)), 0))
+            with m.Case(CSR_POISON_COUNT >> 2):
+                m.d.comb += read_value.eq(self.poison_count)
             for i in range(p.n_regions):
                 base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
                 with m.Case(base_addr >> 2):

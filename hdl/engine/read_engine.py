@@ -4,12 +4,12 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
 
   read request stream -[A]-[B]-[dispatch]--> serve FIFO ------------------------[serve]--> DRS reg --> output
    A: region select   (hit/miss,     \--> fetch FIFO --[AR register]--> AXI AR           ^      ^     buffer
-   B: decode, poison,  victim,        \--> route FIFO --[R router]--> packer load/start --> block buffer
+   B: decode,          victim,        \--> route FIFO --[R router]--> packer load/start --> block buffer
       tag compare      counters)          AXI R --> skid --/      \--> raw line FIFO ---------------/
 
 - Stage A registers a one-hot region select (base_line <= line < end_line per region, end_line precomputed
   by the CSR block) and the line relative to every region's base; stage B registers the decode of
-  hdl/engine/address_map.py (block, line, k, view checks), the poison lookup and the compare of the block
+  hdl/engine/address_map.py (block, line, k, view checks, the DRAM line of plane 0) and the compare of the block
   key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
 - dispatch handles one request per cycle, in arrival order, from stage B's registers. Decode errors (no region)
   and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
@@ -37,8 +37,9 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   FIFO or zero), which passes the response to the output buffer that drives S2M DRS from registers. The
   buffer read port is transparent (a line is served in the cycle it is written) and an empty raw FIFO is
   bypassed (R beat -> DRS register in one cycle).
-Poison is sampled in stage B from the poison table query (a read outstanding while the table changes may see
-either state, DEVICE.md §4); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
+Poison is sampled at dispatch from the poison list's query of the read's DRAM lines (stage B registers the raw
+line or plane-0 line, the stride and k; a read outstanding while the list changes may see either state,
+DEVICE.md §4); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
 DEVICE.md §3) when the DRS enters the output register.
 A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
 (DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
@@ -69,14 +70,10 @@ from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
-from smartquant.hdl.engine.poison import block_event_layout
+from smartquant.hdl.engine.poison import block_event_layout, line_set_layout
 
 from smartquant.hdl.engine.packer import BlockPacker, line_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
-
-
-def poison_query_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"region": region_index_bits(params), "block": line_bits(params)})
 
 
 # what a queued read is served from: a decode error (all-1s data), DRAM through the raw FIFO, the block buffer,
@@ -118,7 +115,9 @@ class ReadEngine(wiring.Component):
             "nxm_as_poison": In(1),   # decode errors carry poison (CONTROL[0])
             "mem_data_nxm": In(1),    # decode errors answer MemData-NXM, else MemData (CONTROL[3])
             "hole_poison": In(1),     # holes carry poison (CONTROL[4])
-            "poison_query": Out(poison_query_layout(params)),
+            # the DRAM lines whose poison the read in dispatch reports (from stage B's registers) and the
+            # poison list's answer, which goes into the serve FIFO beside the control path of dispatch
+            "poison_query": Out(line_set_layout(params)),
             "poison_hit": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
@@ -152,7 +151,7 @@ class ReadEngine(wiring.Component):
         # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
         # Stage A (from the front end's stream): one comparison pair per region against base_line and the
         # precomputed end_line, a one-hot select (lowest region wins), and by it (AND-OR) the region's fields
-        # and the line relative to its base. Stage B: block / line / k, the poison lookup and the compare of
+        # and the line relative to its base. Stage B: block / line / k and the compare of
         # the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
         # miss, victim, queue writes, counters.
         # The slot compare of stage B is against the tags as they will be when the request reaches dispatch:
@@ -171,7 +170,7 @@ class ReadEngine(wiring.Component):
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
-            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "poison": 1, "tag": 16, "ld_id": 4,
+            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": 16, "ld_id": 4,
             "match": slots,
         })
         stage_a = Signal(stage_a_layout)
@@ -213,8 +212,6 @@ class ReadEngine(wiring.Component):
             new_key.k.eq(decoded.k),
             new_key.midpoint.eq(decoded.midpoint),
             new_key.toward_zero.eq(stage_a.toward_zero),
-            self.poison_query.region.eq(decoded.region),
-            self.poison_query.block.eq(decoded.block),
         ]
 
         # slot tags and bookkeeping
@@ -264,7 +261,6 @@ class ReadEngine(wiring.Component):
                 stage_b.log2_r.eq(decoded.log2_r),
                 # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
                 stage_b.sign_fill.eq(new_expanded & new_key.toward_zero & ~decoded.bf16),
-                stage_b.poison.eq(self.poison_hit),
                 stage_b.tag.eq(stage_a.tag),
                 stage_b.ld_id.eq(stage_a.ld_id),
                 stage_b.match.eq(new_match),
@@ -327,9 +323,15 @@ class ReadEngine(wiring.Component):
             serve_fifo.w_data.eq(serve_entry),
             serve_fifo.w_en.eq(dispatch),
         ]
+        # Poison of a mapped read: a record of the poison list holds its raw line, or one of the k plane lines
+        # its block fetches (the query runs on stage B's registers, in parallel with the dispatch decision)
+        m.d.comb += [
+            self.poison_query.first.eq(stage_b.fetch_line),
+            self.poison_query.log2_stride.eq(Mux(is_raw, 0, stage_b.log2_r)),
+            self.poison_query.count.eq(Mux(is_raw, 1, key.k)),
+        ]
         with m.If(readable):
-            # a mapped read of a poisoned block (or any read while the table overflowed) returns poison
-            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(stage_b.poison)]
+            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.poison_hit)]
         with m.Elif(stage_b.region_hit):
             m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.hole_poison)]
         with m.Else():
@@ -652,7 +654,7 @@ class ReadEngine(wiring.Component):
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
             ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
             ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
-            # a mapped read answered with poison (poison table, overflow or backend error), counted when served
+            # a mapped read answered with poison (poison list or backend error), counted when served
             ev[Counter.POISON_READS].eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
                                         & (serve.poison | backend_error)),
         ]

@@ -45,7 +45,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
   freed after the last. BREADY is always 1.
 - Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
-  is entered in the poison table (through `poison_insert`; a pending error insert has the port first and a
+  record (its raw line, or its flushed block's B plane lines) is entered in the poison list (through
+  `poison_insert`; a pending error insert has the port first and a
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
   response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
@@ -54,9 +55,12 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
 - The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
   No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
-- Side outputs, registered one cycle after the write leaves `held`: `poison_insert` (a writable RwD with
-  poison = 1: its (region, block), the raw view's block being s*R + r of the raw line; or the block of an entry
-  whose B response failed, which goes first) for the poison table, `invalidate` (every writable RwD's (region,
+- Side outputs, registered one cycle after the write leaves `held` (or the flush starts): `poison_insert` (a
+  CSR inject; else the record of an entry whose B response failed; else a writable RwD with poison = 1: its raw
+  line, or its weight-major block's B plane lines) and `poison_clear` (a CSR clear; a flush that writes every
+  plane line of its block whole with no poisoned line gathered: those B lines; an unpoisoned raw write of a
+  whole line: that line) for the poison list (DEVICE.md §4). A CSR command (`poison_command`) takes one cycle
+  in which no write leaves held and no flush starts. `invalidate` (every writable RwD's (region,
   block)) for the read engine's block buffer, and `events`, the per-cycle counter increments: rwd_mem_wr,
   rwd_mem_wr_ptl, rwd_bad_opcode, nxm_writes, wr_dropped, poison_writes and wr_partial_groups when the write
   leaves held; dram_lines_written (beats) and write_bursts when a raw write or a flush loads the stage;
@@ -87,7 +91,9 @@ from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
-from smartquant.hdl.engine.poison import block_event_layout
+from smartquant.hdl.engine.poison import (
+    block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
+)
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
@@ -134,7 +140,10 @@ class WritePath(wiring.Component):
             "read_out": Out(stream.Signature(read_request_layout(p))),
             "fill": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
-            "poison_insert": Out(block_event_layout(p)),
+            "poison_insert": Out(poison_insert_layout(p)),
+            "poison_clear": Out(line_set_event_layout(p)),
+            # a CSR poison command: inject (clear = 0) or clear the line, taken with priority (see elaborate)
+            "poison_command": In(data.StructLayout({"valid": 1, "clear": 1, "line": line_bits(p)})),
             "invalidate": Out(block_event_layout(p)),
             "landed": Out(block_event_layout(p)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
@@ -276,6 +285,7 @@ class WritePath(wiring.Component):
         gather_strobe = Signal(line_bytes)
         gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
         gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
+        gather_poisoned = Signal()   # a gathered line had poison = 1: its record is in, the flush clears nothing
         gather_full = Signal()
         m.d.comb += gather_full.eq(gather_count == (Const(1, 5) << gather_log2_b))
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
@@ -289,7 +299,11 @@ class WritePath(wiring.Component):
         entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
         entry_region = [Signal.like(decoded.region, name=f"entry{i}_region") for i in range(n_entries)]
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
-        # a B response of the write failed and its block is not yet in the poison table
+        # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
+        entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
+        entry_log2_stride = [Signal(3, name=f"entry{i}_log2_stride") for i in range(n_entries)]
+        entry_mask = [Signal(MASK_BITS, name=f"entry{i}_mask") for i in range(n_entries)]
+        # a B response of the write failed and its record is not yet in the poison list
         entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
         entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
         for i in range(n_entries):
@@ -385,6 +399,16 @@ class WritePath(wiring.Component):
         # (have_error is defined with the in-flight table's error flags below).
         have_error = Signal()
         poison_blocked = held.poison & have_error
+        # A CSR poison command takes the poison ports for one cycle in which nothing leaves held and no flush
+        # starts (so no write's insert or clear meets it); it is a rare host action, so writes lose one cycle.
+        command_pending = Signal()
+        command_clear = Signal()
+        command_line = Signal(lb)
+        with m.If(self.poison_command.valid):
+            m.d.sync += [command_pending.eq(1), command_clear.eq(self.poison_command.clear),
+                         command_line.eq(self.poison_command.line)]
+        with m.Elif(command_pending):
+            m.d.sync += command_pending.eq(0)
         same_block = gather_valid & (gather_region == decoded.region) & (gather_block == decoded.block)
         # the gathered block must go out first: the held write is raw (kept in order with the block's plane
         # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
@@ -392,15 +416,15 @@ class WritePath(wiring.Component):
         flush_cause = Signal()
         m.d.comb += flush_cause.eq(gather_full | flush_request | evicting)
         do_flush = Signal()
-        m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free)
+        m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free & ~command_pending)
         gather_empty_now = ~gather_valid | do_flush
         join = Signal()
-        m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked
+        m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending
                             & (do_flush | ~gather_valid
                                | (same_block & ~held_flush_before & ~gather_full & ~flush_request)))
         load_raw = Signal()
         m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gather_valid & stage_free & have_free
-                                & ~poison_blocked)
+                                & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 
         with m.If(do_flush):   # after the counter updates above: a new write restarts them at 0
@@ -435,6 +459,7 @@ class WritePath(wiring.Component):
                 gather_valid.eq(1),
                 gather_count.eq(slot + 1),
                 gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
+                gather_poisoned.eq(Mux(gather_empty_now, 0, gather_poisoned) | held.poison),
             ]
             for plane in range(G):
                 m.d.sync += gather_planes[plane].eq((gather_planes[plane] & ~strobe_bits)
@@ -504,7 +529,7 @@ class WritePath(wiring.Component):
                     ndr.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
                     ndr.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
                 ]
-            with m.Elif(held_valid & ~writable):
+            with m.Elif(held_valid & ~writable & ~command_pending):
                 m.d.comb += drop.eq(1)
                 # a dropped RwD gets Cmp, except BIConflict: BI-ConflictAck (DEVICE.md §4)
                 m.d.sync += [ndr.valid.eq(1), ndr.p.tag.eq(held.tag), ndr.p.ld_id.eq(held.ld_id),
@@ -526,7 +551,7 @@ class WritePath(wiring.Component):
                 m.d.comb += [error_entry.eq(i), have_error.eq(1)]
         # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see join and
         # load_raw): each pending error takes one cycle, so neither side waits longer than the table is deep.
-        error_insert = have_error
+        error_insert = have_error & ~command_pending
         for i in range(n_entries):
             with m.If(error_insert & (error_entry == i)):
                 m.d.sync += entry_error[i].eq(0)
@@ -537,13 +562,16 @@ class WritePath(wiring.Component):
                 with m.If(do_flush):
                     m.d.sync += [entry_cmps[i].eq(gather_count),
                                  entry_due[i].eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
-                                 entry_region[i].eq(gather_region), entry_block[i].eq(gather_block)]
+                                 entry_region[i].eq(gather_region), entry_block[i].eq(gather_block),
+                                 entry_first_line[i].eq(gather_first_line), entry_log2_stride[i].eq(gather_log2_r),
+                                 entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << gather_log2_b)) - 1)]
                     m.d.sync += [entry_tag[i][j].eq(gather_tag[j]) for j in range(G)]
                     m.d.sync += [entry_ld_id[i][j].eq(gather_ld_id[j]) for j in range(G)]
                 with m.Else():
                     m.d.sync += [entry_cmps[i].eq(1), entry_due[i].eq(1), entry_region[i].eq(decoded.region),
                                  entry_block[i].eq(decoded.block), entry_tag[i][0].eq(held.tag),
-                                 entry_ld_id[i][0].eq(held.ld_id)]
+                                 entry_ld_id[i][0].eq(held.ld_id), entry_first_line[i].eq(decoded.raw_line),
+                                 entry_log2_stride[i].eq(0), entry_mask[i].eq(1)]
             with m.Elif(complete & (done_entry == i)):
                 m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
                 with m.If(entry_cmps[i] == 1):
@@ -553,10 +581,37 @@ class WritePath(wiring.Component):
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
         enters = join | load_raw
+        # poison records: a CSR inject; else a failed write's record; else a poisoned write's (a raw line, or its
+        # block's B plane lines). Clears: a CSR clear; a flush that writes every plane line of its block whole
+        # with no poisoned line gathered; an unpoisoned raw write of a whole line. (A poisoned write never
+        # clears: its own record covers its lines.) The list applies a clear before an insert of the same cycle.
+        insert = self.poison_insert.record
+        block_mask = (Const(1, MASK_BITS + 1) << (Const(1, 5) << decoded.log2_b)) - 1
+        m.d.sync += self.poison_insert.valid.eq((command_pending & ~command_clear) | error_insert
+                                                | (enters & held.poison))
+        with m.If(command_pending):
+            m.d.sync += [insert.first.eq(command_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
+        with m.Elif(error_insert):
+            m.d.sync += [insert.first.eq(Array(entry_first_line)[error_entry]),
+                         insert.log2_stride.eq(Array(entry_log2_stride)[error_entry]),
+                         insert.mask.eq(Array(entry_mask)[error_entry])]
+        with m.Elif(is_raw):
+            m.d.sync += [insert.first.eq(decoded.raw_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
+        with m.Else():
+            m.d.sync += [insert.first.eq(wm_first_line), insert.log2_stride.eq(decoded.log2_r),
+                         insert.mask.eq(block_mask)]
+        clear = self.poison_clear.lines
+        flush_clears = do_flush & (gather_strobe == (1 << line_bytes) - 1) & ~gather_poisoned
+        raw_clears = load_raw & ~held.poison & (byte_enable == (1 << line_bytes) - 1)
+        m.d.sync += self.poison_clear.valid.eq((command_pending & command_clear) | flush_clears | raw_clears)
+        with m.If(command_pending):
+            m.d.sync += [clear.first.eq(command_line), clear.log2_stride.eq(0), clear.count.eq(1)]
+        with m.Elif(do_flush):
+            m.d.sync += [clear.first.eq(gather_first_line), clear.log2_stride.eq(gather_log2_r),
+                         clear.count.eq(Const(1, 5) << gather_log2_b)]
+        with m.Else():
+            m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1)]
         m.d.sync += [
-            self.poison_insert.valid.eq((enters & held.poison) | error_insert),
-            self.poison_insert.region.eq(Mux(error_insert, Array(entry_region)[error_entry], decoded.region)),
-            self.poison_insert.block.eq(Mux(error_insert, Array(entry_block)[error_entry], decoded.block)),
             self.invalidate.valid.eq(enters),
             self.invalidate.region.eq(decoded.region),
             self.invalidate.block.eq(decoded.block),

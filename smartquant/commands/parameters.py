@@ -13,7 +13,7 @@ PARAMETER_HELP = {
     "n_regions": "region-table entries, 1..16",
     "request_depth": "M2S reads the front end buffers",
     "buffer_slots": "assembled-block slots in the read engine's block buffer",
-    "poison_entries": "poisoned blocks remembered before the overflow rule applies",
+    "poison_entries": "poison list records (runs of poisoned DRAM lines) before the overflow rule applies",
     "dram_addr_bits": "AXI byte-address width = device capacity (log2 bytes)",
     "axi_id_bits": "AXI ID width of the DRAM port",
     "csr_addr_bits": "AXI4-Lite CSR address width",
