@@ -286,9 +286,14 @@ async def test_opcodes_spec_read_invalidate_and_reserved(dut):
     for opcode in range(16):
         tb.req(opcode, tb.address(View.PACKED_K, 1, 4))
         tb.req(opcode, tb.address(View.RAW, 9000))
+    # the reads of block 0 complete before the writes into it start, and the writes before it is read again: the
+    # model assumes no read and write of one block outstanding together (DEVICE.md §4; with them concurrent the
+    # block buffer's hit/miss sequence depends on timing, which failed this test at seeds 2, 3 and 4)
+    await tb.quiesce()
     for opcode in range(16):
         if opcode not in RWD_READS:
             tb.rwd(opcode, tb.address(View.RAW, 2), 0xFFFF)
+    await tb.quiesce()
     tb.read(View.RAW, 2)
     for opcode in sorted(RWD_READS):     # reads on RwD, each alone (DEVICE.md §4): raw, packed, no region
         for address in (tb.address(View.RAW, 2), tb.address(View.PACKED_K, 1, 4), tb.address(View.RAW, 9000)):
