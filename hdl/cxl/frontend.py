@@ -33,11 +33,12 @@ from smartquant.hdl.stream_buffers import OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"address": params.message_address_bits, "tag": 16, "ld_id": 4})
+    return data.StructLayout({"address": params.message_address_bits, "tag": params.tag_bits,
+                              "ld_id": params.ld_id_bits})
 
 
 def cmp_request_layout() -> data.StructLayout:
-    return data.StructLayout({"tag": 16, "ld_id": 4})
+    return data.StructLayout({"tag": ControllerParams.tag_bits, "ld_id": ControllerParams.ld_id_bits})
 
 
 # Req opcode -> the counter it increments (TEE-intent variants count with their plain opcode); anything else

@@ -80,7 +80,7 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
     WRITE_GATHER_IDLE_CYCLES,
 )
-from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -133,7 +133,7 @@ class WritePath(wiring.Component):
             "read_in": In(stream.Signature(read_request_layout(p))),
             "read_out": Out(stream.Signature(read_request_layout(p))),
             "fill": Out(stream.Signature(read_request_layout(p))),
-            "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
+            "axi": Out(AxiWriteSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(block_event_layout(p)),
             "invalidate": Out(block_event_layout(p)),
             "landed": Out(block_event_layout(p)),
