@@ -104,8 +104,9 @@ def check_read_params(params: ControllerParams) -> None:
     """ValueError for parameters the read side cannot build (call before constructing, see hdl/top.py)."""
     if params.buffer_slots < 1:
         raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
-    if params.request_depth < 1:
-        raise ValueError(f"request_depth must be >= 1, got {params.request_depth}")
+    if params.request_depth < 2:
+        # the front end holds request_depth reads in a FIFO of request_depth - 1 and its output skid
+        raise ValueError(f"request_depth must be >= 2, got {params.request_depth}")
 
 
 class ReadEngine(wiring.Component):
