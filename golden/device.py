@@ -75,11 +75,11 @@ from smartquant.params import (
     ID_VALUE, META_FIELD_NO_OP, MAX_PLANE_RUN, N_COUNTERS, TIMING_COUNTERS, VERSION_VALUE, WRITE_GATHER_IDLE_CYCLES,
     ControllerParams, Counter, DrsOpcode, Format, NdrOpcode, ReqOpcode, Rounding, RwdOpcode, View, counter_name, hpa,
     REQ_NO_RESPONSE, REQ_READS, RWD_FULL_WRITES, RWD_PARTIAL_WRITES, RWD_READS,
-    region_config_word, split_hpa,
+    REGION_CONFIG_BITS, region_config_word, split_hpa, unpack_region_config,
 )
 
 MASK32 = 0xFFFF_FFFF
-CONFIG_BITS = 0x3FFF            # REGION_CONFIG [13:0]
+CONFIG_BITS = (1 << REGION_CONFIG_BITS) - 1   # REGION_CONFIG [13:0]
 REGION_REG_BASE, REGION_REG_SUPERBLOCKS, REGION_REG_CONFIG = 0x0, 0x4, 0x8
 PACKED, EXPANDED = "packed", "expanded"
 
@@ -201,14 +201,15 @@ class ReadTarget:
 
 @functools.lru_cache(maxsize=4096)
 def decode_region_config(params: ControllerParams, word: int) -> RegionConfig:
-    fmt = (word >> 1) & 1
-    B = 2 << ((word >> 2) & 0b11)
-    log2_r = (word >> 4) & 0b111
-    default_k = (word >> 7) & 0b11111
-    rounding = (word >> 12) & 0b11
+    fields = unpack_region_config(word)
+    fmt = fields["format"]
+    B = 2 << fields["log2_b_minus_1"]
+    log2_r = fields["log2_r"]
+    default_k = fields["default_k"]
+    rounding = fields["rounding"]
     legal = not ((fmt == Format.BF16 and B != 16) or B > params.b_max or rounding > max(Rounding)
                  or (1 << log2_r) > MAX_PLANE_RUN)
-    return RegionConfig(enable=bool(word & 1) and legal, fmt=fmt, B=B, R=1 << log2_r, default_k=default_k,
+    return RegionConfig(enable=bool(fields["enable"]) and legal, fmt=fmt, B=B, R=1 << log2_r, default_k=default_k,
                         rounding=rounding, legal=legal)
 
 

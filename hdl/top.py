@@ -31,7 +31,7 @@ from amaranth.lib import wiring, stream, data
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, REQ_NO_RESPONSE, dev_load_thresholds
-from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature
+from smartquant.hdl.backend.axi import AxiSignature, AxiLiteSignature, connect_axi_half
 from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.hdl.csr.csr_block import CsrBlock
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
@@ -42,12 +42,6 @@ from smartquant.hdl.engine.poison import PoisonList
 from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
 
 from smartquant.hdl.engine.write_path import WritePath
-
-READ_AXI_MEMBERS = ("arid", "araddr", "arlen", "arsize", "arburst", "arvalid", "rready")
-READ_AXI_INPUTS = ("arready", "rid", "rdata", "rresp", "rlast", "rvalid")
-WRITE_AXI_MEMBERS = ("awid", "awaddr", "awlen", "awsize", "awburst", "awvalid", "wdata", "wstrb", "wlast",
-                     "wvalid", "bready")
-WRITE_AXI_INPUTS = ("awready", "wready", "bid", "bresp", "bvalid")
 
 
 # the event counters ReqFrontEnd drives: one per Req opcode and the bad-opcode count
@@ -119,17 +113,11 @@ class SmartQuantController(wiring.Component):
         wiring.connect(m, ndr_arbiter.ndr, wiring.flipped(self.s2m_ndr))
         wiring.connect(m, wiring.flipped(self.csr), csr_block.bus)
 
-        # One AXI manager port shared by member: reads from the read engine, writes from the write path, both
+        # One AXI manager port: the read half from the read engine, the write half from the write path, both
         # through the drain unit (reset with AXI transactions in flight).
         axi_drain = self._units["axi_drain"]
-        for name in READ_AXI_MEMBERS:
-            m.d.comb += getattr(axi_drain.up, name).eq(getattr(read_engine.axi, name))
-        for name in READ_AXI_INPUTS:
-            m.d.comb += getattr(read_engine.axi, name).eq(getattr(axi_drain.up, name))
-        for name in WRITE_AXI_MEMBERS:
-            m.d.comb += getattr(axi_drain.up, name).eq(getattr(write_path.axi, name))
-        for name in WRITE_AXI_INPUTS:
-            m.d.comb += getattr(write_path.axi, name).eq(getattr(axi_drain.up, name))
+        connect_axi_half(m, read_engine.axi, axi_drain.up)
+        connect_axi_half(m, write_path.axi, axi_drain.up)
         wiring.connect(m, axi_drain.down, wiring.flipped(self.axi))
         m.d.comb += axi_drain.axi_rst.eq(self.axi_rst)
 

@@ -136,6 +136,21 @@ class ControllerParams:
         return (self.line_bytes - 1).bit_length()
 
     @property
+    def line_bits(self) -> int:
+        """Width of a DRAM line index (device capacity in lines)."""
+        return self.dram_addr_bits - self.line_offset_bits
+
+    @property
+    def region_index_bits(self) -> int:
+        """Width of a region-table index."""
+        return max(1, (self.n_regions - 1).bit_length())
+
+    # fixed field widths of the RTL, named here so that every unit uses the same numbers
+    k_bits = 5         # precision k (1..16) and the HPA k field
+    tag_bits = 16      # CXL message Tag
+    ld_id_bits = 4     # CXL LD-ID
+
+    @property
     def message_address_bits(self) -> int:
         """Width of a CXL.mem message's address field, HPA[51 : line_offset_bits] (RTL and golden model alike)."""
         return HPA_BITS - self.line_offset_bits
@@ -161,7 +176,7 @@ class ControllerParams:
     @property
     def load_capacity(self) -> int:
         """Most reads the device holds before M2S Req back-pressure starts (docs/DEVICE.md §3, DevLoad): the
-        front end's read FIFO (request_depth), the read engine's two request stages before dispatch (2), its
+        front end's read FIFO and output skid (request_depth), the read engine's two request stages before dispatch (2), its
         serve FIFO (request_depth + b_max), the DRS register (1) and the DRS output buffer (2). Reached when
         reads queue without stalling dispatch (buffer hits, unmapped reads) while S2M DRS is held off;
         tests/test_dev_load.py measures it at the ports."""
@@ -306,6 +321,36 @@ def poison_index_limit(params: "ControllerParams") -> int:
     return 1 << max(1, (params.poison_entries - 1).bit_length())
 
 
+# REGION_CONFIG (DEVICE.md §6): (field, width) from bit 0 up. The one field table: the CSR block's register is a
+# data.Struct of it (hdl/csr/layouts.py region_config_layout), the golden model packs and unpacks with it.
+REGION_CONFIG_FIELDS = (("enable", 1), ("format", 1), ("log2_b_minus_1", 2), ("log2_r", 3), ("default_k", 5),
+                        ("rounding", 2))
+REGION_CONFIG_BITS = sum(width for _, width in REGION_CONFIG_FIELDS)
+
+
+def pack_region_config(**fields: int) -> int:
+    """REGION_CONFIG word from its fields (missing fields 0; a value wider than its field is a ValueError)."""
+    word, offset = 0, 0
+    for name, width in REGION_CONFIG_FIELDS:
+        value = int(fields.pop(name, 0))
+        if not 0 <= value < 1 << width:
+            raise ValueError(f"REGION_CONFIG.{name} = {value} does not fit {width} bits")
+        word |= value << offset
+        offset += width
+    if fields:
+        raise ValueError(f"unknown REGION_CONFIG fields {sorted(fields)}")
+    return word
+
+
+def unpack_region_config(word: int) -> dict[str, int]:
+    """The fields of a REGION_CONFIG word (bits above REGION_CONFIG_BITS ignored)."""
+    fields, offset = {}, 0
+    for name, width in REGION_CONFIG_FIELDS:
+        fields[name] = (word >> offset) & ((1 << width) - 1)
+        offset += width
+    return fields
+
+
 def region_config_word(*, enable: bool, fmt: Format | int, B: int, R: int, default_k: int,
                        rounding: Rounding | int) -> int:
     """REGION_CONFIG value: [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R), [11:7] default k, [13:12] rounding."""
@@ -315,5 +360,5 @@ def region_config_word(*, enable: bool, fmt: Format | int, B: int, R: int, defau
         raise ValueError(f"R must be a power of two in 1..{MAX_PLANE_RUN}, got {R}")
     if not 0 <= default_k < 32:
         raise ValueError(f"default k must fit 5 bits, got {default_k}")
-    return (int(enable) | (int(fmt) << 1) | ((B.bit_length() - 2) << 2) | ((R.bit_length() - 1) << 4)
-            | (default_k << 7) | (int(rounding) << 12))
+    return pack_region_config(enable=int(enable), format=int(fmt), log2_b_minus_1=B.bit_length() - 2,
+                              log2_r=R.bit_length() - 1, default_k=default_k, rounding=int(rounding))

@@ -92,3 +92,23 @@ def test_engines_drive_their_axi_channels_from_registers():
         report = write[f"axi__{name}"]
         assert report.unregistered_bits == 0 and not report.inputs, (name, report)
     assert write["rwd__ready"].unregistered_bits == 0 and not write["rwd__ready"].inputs
+
+
+def test_write_path_fill_stream_is_registered():
+    """MemRdFill reads leave the write path through an output buffer: fill valid and payload are flip-flops that
+    no input reaches, and fill.ready reaches no output. Before, the skid's valid ran combinationally through the
+    fill stream, the front end and the read gate's decode back into `held` (the FPGA build's critical path)."""
+    write = analyse(WritePath(SMALL))
+    for name in ("fill__valid", "fill__payload"):
+        assert write[name].unregistered_bits == 0 and not write[name].inputs, (name, write[name])
+    assert not [port for port, report in write.items() if "fill__ready" in report.inputs]
+
+
+def test_front_end_read_ready_stays_behind_a_register():
+    """The front end's reads leave through a skid: the read gate's and the read engine's readiness (read.ready)
+    reach no output of the front end combinationally (before, it drove fill.ready and the read FIFO's pointers,
+    on the FPGA build's critical path from the write path's RwD skid to `held`)."""
+    from smartquant.hdl.cxl.frontend import ReqFrontEnd
+    reports = analyse(ReqFrontEnd(SMALL))
+    assert not [port for port, report in reports.items() if "read__ready" in report.inputs]
+    assert reports["fill__ready"].unregistered_bits == 0 and not reports["fill__ready"].inputs

@@ -31,7 +31,7 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
   and log2(R) = 7 (R = 128 is beyond the 1..64 plane run of the spec) store enable = 0, so the region stays
   disabled and enable reads back 0; the other fields read back as written. A default k outside 1..B is stored
   as written (views 4 and 5 then answer as illegal k, which the address decode handles).
-- The region entry (hdl/csr/layouts.py) carries rounding as its `midpoint` bit (config[12]); rounding 2 (toward
+- The region entry (hdl/csr/layouts.py) carries rounding as its `midpoint` bit (rounding[0]); rounding 2 (toward
   zero) is the separate output `toward_zero`, bit i for region i, so the entry layout the address decode and
   the write path use is unchanged.
 - REGION_BASE and REGION_SUPERBLOCKS keep min(32, line bits) bits; higher written bits read back 0.
@@ -62,14 +62,13 @@ from smartquant.params import (
     CSR_POISON_COUNT, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR, poison_index_limit,
 )
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
-from smartquant.hdl.csr.layouts import region_entry_layout
+from smartquant.hdl.csr.layouts import region_entry_layout, region_config_layout
 from smartquant.hdl.engine.poison import poison_record_layout
 
 # Counter indices that exist in hardware: every params.Counter and the 16 reads_at_k counters (the others,
 # 29..31, are reserved and read 0).
 IMPLEMENTED_COUNTERS = tuple(n for n in range(N_COUNTERS) if n in Counter.__members__.values() or n >= Counter.READS_AT_K1)
 
-REGION_CONFIG_BITS = 14
 MAX_LOG2_R = MAX_PLANE_RUN.bit_length() - 1
 
 
@@ -115,7 +114,7 @@ class CsrBlock(wiring.Component):
         p = self.params
         bus = self.bus
         addr_bits = p.csr_addr_bits
-        line_bits = p.dram_addr_bits - p.line_offset_bits
+        line_bits = p.line_bits
         reg_line_bits = min(32, line_bits)
         b_max_log2 = p.b_max.bit_length() - 1
 
@@ -125,7 +124,7 @@ class CsrBlock(wiring.Component):
         hole_poison = Signal()
         region_base = [Signal(reg_line_bits, name=f"region{i}_base") for i in range(p.n_regions)]
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
-        region_config = [Signal(REGION_CONFIG_BITS, name=f"region{i}_config") for i in range(p.n_regions)]
+        region_config = [Signal(region_config_layout, name=f"region{i}_config") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
         poison_line = Signal(reg_line_bits)
         poison_list_index = Signal(range(poison_index_limit(p)))
@@ -138,20 +137,20 @@ class CsrBlock(wiring.Component):
             out = self.regions[i]
             # a base that is not a multiple of B lines would let an R = 1 block burst cross a 4 KiB boundary
             # (AXI forbids it): such a region stays inactive (CONFIG still reads back as written)
-            base_misaligned = (region_base[i] & ((Const(2, 5) << config[2:4]) - 1)) != 0
+            base_misaligned = (region_base[i] & ((Const(2, 5) << config.log2_b_minus_1) - 1)) != 0
             # The decoded entry is registered from the region registers (so the address decode starts at
             # flip-flops), including end_line = base + n_superblocks * R * B (saturated at the device end): the
             # shift and add stay out of the decode. It settles the cycle after a write acts, which is why a
             # write's B response and the regions_written / clear_poison pulses wait for it (below).
-            end = region_base[i] + (region_superblocks[i] << (config[4:7] + config[2:4] + 1))
+            end = region_base[i] + (region_superblocks[i] << (config.log2_r + config.log2_b_minus_1 + 1))
             m.d.sync += [
-                out.enable.eq(config[0] & ~base_misaligned),
-                out.bf16.eq(config[1]),
-                out.log2_b.eq(config[2:4] + 1),
-                out.log2_r.eq(config[4:7]),
-                out.default_k.eq(config[7:12]),
-                out.midpoint.eq(config[12]),
-                self.toward_zero[i].eq(config[13] & ~config[12]),
+                out.enable.eq(config.enable & ~base_misaligned),
+                out.bf16.eq(config.format),
+                out.log2_b.eq(config.log2_b_minus_1 + 1),
+                out.log2_r.eq(config.log2_r),
+                out.default_k.eq(config.default_k),
+                out.midpoint.eq(config.rounding[0]),   # MIDPOINT (rounding 3 is illegal: the region is disabled)
+                self.toward_zero[i].eq(config.rounding[1] & ~config.rounding[0]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
                 out.end_line.eq(Mux(end > (1 << line_bits), 1 << line_bits, end)),
@@ -248,17 +247,13 @@ class CsrBlock(wiring.Component):
                         m.d.sync += region_superblocks[i].eq(merged(region_superblocks[i]))
                         m.d.comb += regions_written.eq(1)
                     with m.Case((base_addr + 8) >> 2):
-                        new_config = Signal(REGION_CONFIG_BITS, name=f"region{i}_new_config")
-                        m.d.comb += new_config.eq(merged(region_config[i]))
-                        fmt_bf16 = new_config[1]
-                        log2_b_minus_1 = new_config[2:4]
-                        log2_r = new_config[4:7]
-                        rounding = new_config[12:14]
-                        legal = ~((fmt_bf16 & (log2_b_minus_1 != 3))
-                                  | (log2_b_minus_1 >= b_max_log2)
-                                  | (rounding > Rounding.TOWARD_ZERO)
-                                  | (log2_r > MAX_LOG2_R))
-                        m.d.sync += region_config[i].eq(Cat(new_config[0] & legal, new_config[1:]))
+                        new_config = Signal(region_config_layout, name=f"region{i}_new_config")
+                        m.d.comb += new_config.eq(merged(region_config[i].as_value()))
+                        legal = ~((new_config.format & (new_config.log2_b_minus_1 != 3))
+                                  | (new_config.log2_b_minus_1 >= b_max_log2)
+                                  | (new_config.rounding > Rounding.TOWARD_ZERO)
+                                  | (new_config.log2_r > MAX_LOG2_R))
+                        m.d.sync += [region_config[i].eq(new_config), region_config[i].enable.eq(new_config.enable & legal)]
                         m.d.comb += regions_written.eq(1)
 
         # --- counter bank -------------------------------------------------------------------------------------
@@ -320,7 +315,7 @@ class CsrBlock(wiring.Component):
                 with m.Case((base_addr + 4) >> 2):
                     m.d.comb += read_value.eq(region_superblocks[i])
                 with m.Case((base_addr + 8) >> 2):
-                    m.d.comb += read_value.eq(region_config[i])
+                    m.d.comb += read_value.eq(region_config[i].as_value())
             for n, counter in counters.items():
                 with m.Case((CSR_COUNTER_BASE >> 2) + n):
                     m.d.comb += read_value.eq(counter)

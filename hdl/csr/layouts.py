@@ -1,11 +1,14 @@
 """Decoded region-table entry: what the CSR block hands the controller for each region (docs/DEVICE.md §6)."""
 from amaranth.lib import data
 
-from smartquant.params import ControllerParams
+from smartquant.params import ControllerParams, REGION_CONFIG_FIELDS
+
+# the REGION_CONFIG register (DEVICE.md §6) as the CSR block holds it, from the field table in smartquant/params.py
+region_config_layout = data.StructLayout(dict(REGION_CONFIG_FIELDS))
 
 
 def region_entry_layout(params: ControllerParams) -> data.StructLayout:
-    line_bits = params.dram_addr_bits - params.line_offset_bits
+    line_bits = params.line_bits
     return data.StructLayout({
         "enable": 1,           # 1 only for a legal configuration
         "bf16": 1,
@@ -23,5 +26,5 @@ def region_entry_layout(params: ControllerParams) -> data.StructLayout:
 
 def region_end_line(params: ControllerParams, base_line: int, n_superblocks: int, log2_b: int, log2_r: int) -> int:
     """The `end_line` field for a region (what the CSR block computes; tests that set entries directly use it)."""
-    line_bits = params.dram_addr_bits - params.line_offset_bits
+    line_bits = params.line_bits
     return min(base_line + (n_superblocks << (log2_r + log2_b)), 1 << line_bits)

@@ -2,7 +2,8 @@
 
 `ReqFrontEnd` accepts Req messages and sorts them by opcode:
 - MemRd, MemRdData and their TEE-intent variants (params.REQ_READS) -> `read` stream (address, tag, LD-ID)
-  through a FIFO of `request_depth` entries (bypassed while empty); the read engine decodes the address at the
+  through a FIFO of `request_depth` - 1 entries (bypassed while empty) and a skid (InputSkid: the engine's
+  readiness stays behind a register; together they hold `request_depth` reads); the read engine decodes the address at the
   stream head.
 - MemSpecRd, MemSpecRdTEE, MemRdFwd, MemWrFwd (params.REQ_NO_RESPONSE) -> dropped: they get no response.
 - everything else (MemInv, MemInvNT, MemClnEvct, TEUpdate and reserved opcodes) -> `cmp` stream (tag, LD-ID) for
@@ -29,15 +30,16 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
 )
 from smartquant.hdl.cxl.messages import req_layout, ndr_layout
-from smartquant.hdl.stream_buffers import OutputBuffer
+from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"address": params.message_address_bits, "tag": 16, "ld_id": 4})
+    return data.StructLayout({"address": params.message_address_bits, "tag": params.tag_bits,
+                              "ld_id": params.ld_id_bits})
 
 
 def cmp_request_layout() -> data.StructLayout:
-    return data.StructLayout({"tag": 16, "ld_id": 4})
+    return data.StructLayout({"tag": ControllerParams.tag_bits, "ld_id": ControllerParams.ld_id_bits})
 
 
 # Req opcode -> the counter it increments (TEE-intent variants count with their plain opcode); anything else
@@ -82,7 +84,13 @@ class ReqFrontEnd(wiring.Component):
         m = Module()
         p = self.params
         read_layout = read_request_layout(p)
-        m.submodules.read_fifo = read_fifo = SyncFIFO(width=read_layout.size, depth=p.request_depth)
+        # Reads leave through a skid (InputSkid: no added latency, registered ready), so the read gate's decode
+        # and the read engine's dispatch never reach this FIFO's pointers, Req.ready or fill.ready in the same
+        # cycle. The skid holds one read, the FIFO request_depth - 1: request_depth reads as before.
+        m.submodules.read_fifo = read_fifo = SyncFIFO(width=read_layout.size, depth=p.request_depth - 1)
+        m.submodules.read_skid = read_skid = InputSkid(read_layout)
+        wiring.connect(m, read_skid.o, wiring.flipped(self.read))
+        read_out = read_skid.i
         m.submodules.cmp_fifo = cmp_fifo = SyncFIFO(width=cmp_request_layout().size, depth=CMP_FIFO_DEPTH)
 
         req = self.req.p
@@ -100,7 +108,7 @@ class ReqFrontEnd(wiring.Component):
         req_ready = Signal(init=1)
         read_level = read_fifo.level + (read_fifo.w_en & read_fifo.w_rdy) - (read_fifo.r_en & read_fifo.r_rdy)
         cmp_level = cmp_fifo.level + (cmp_fifo.w_en & cmp_fifo.w_rdy) - (cmp_fifo.r_en & cmp_fifo.r_rdy)
-        m.d.sync += req_ready.eq((read_level != p.request_depth) & (cmp_level != CMP_FIFO_DEPTH))
+        m.d.sync += req_ready.eq((read_level != read_fifo.depth) & (cmp_level != CMP_FIFO_DEPTH))
         m.d.comb += [
             self.req.ready.eq(req_ready),
             accept.eq(self.req.valid & self.req.ready),
@@ -115,16 +123,16 @@ class ReqFrontEnd(wiring.Component):
             cmp_fifo.w_data.eq(cmp_entry),
             cmp_fifo.w_en.eq(accept & ~is_read & ~no_response),
             req_read_valid.eq(read_fifo.r_rdy | (self.req.valid & self.req.ready & is_read)),
-            req_read_ready.eq(self.read.ready & ~self.fill.valid),
-            self.read.valid.eq(self.fill.valid | req_read_valid),
-            self.read.p.eq(Mux(self.fill.valid, self.fill.p, Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry))),
-            self.fill.ready.eq(self.read.ready),
+            req_read_ready.eq(read_out.ready & ~self.fill.valid),
+            read_out.valid.eq(self.fill.valid | req_read_valid),
+            read_out.p.eq(Mux(self.fill.valid, self.fill.p, Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry))),
+            self.fill.ready.eq(read_out.ready),
             read_fifo.r_en.eq(req_read_ready),
             bypass.eq(~read_fifo.r_rdy & req_read_ready),
             self.cmp.valid.eq(cmp_fifo.r_rdy),
             self.cmp.p.eq(cmp_fifo.r_data),
             cmp_fifo.r_en.eq(self.cmp.ready),
-            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy | self.fill.valid),
+            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy | self.fill.valid | ~read_out.ready),
         ]
 
         known = Signal()

@@ -16,8 +16,8 @@ def _m2s_header(params: ControllerParams) -> dict:
     return {
         "opcode": 4,
         "address": params.message_address_bits,
-        "tag": 16,
-        "ld_id": 4,
+        "tag": params.tag_bits,
+        "ld_id": params.ld_id_bits,
         "meta_field": 2,
         "meta_value": 2,
         "snp_type": 3,
@@ -40,8 +40,8 @@ def rwd_layout(params: ControllerParams) -> data.StructLayout:
 # Fields S2M NDR and DRS share, in payload order.
 _S2M_HEADER = {
     "opcode": 3,
-    "tag": 16,
-    "ld_id": 4,
+    "tag": ControllerParams.tag_bits,
+    "ld_id": ControllerParams.ld_id_bits,
     "meta_field": 2,
     "meta_value": 2,
     "dev_load": 2,

@@ -28,16 +28,16 @@ from amaranth.lib import data
 from smartquant.params import ControllerParams, View
 
 VIEW_FIELD_BITS = 3
-K_FIELD_BITS = 5
+K_FIELD_BITS = ControllerParams.k_bits
 
 
 def line_bits(params: ControllerParams) -> int:
-    """Width of a DRAM line index (device capacity in lines)."""
-    return params.dram_addr_bits - params.line_offset_bits
+    """Width of a DRAM line index (device capacity in lines): ControllerParams.line_bits."""
+    return params.line_bits
 
 
 def region_index_bits(params: ControllerParams) -> int:
-    return max(1, (params.n_regions - 1).bit_length())
+    return params.region_index_bits
 
 
 class DecodeLayout(data.StructLayout):

@@ -68,7 +68,7 @@ from smartquant.params import ControllerParams
 
 PLANE_FIELD_BITS = 4
 LOG2_B_FIELD_BITS = 3
-K_FIELD_BITS = 5
+K_FIELD_BITS = ControllerParams.k_bits
 INDEX_FIELD_BITS = 4
 # cycles from the start handshake to line.valid (the pipeline registers that buy the area, see above)
 START_TO_LINE_CYCLES = 4

@@ -3,9 +3,9 @@ r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block b
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
   read request stream -[A]-[B]-[dispatch]--> serve FIFO ------------------------[serve]--> DRS reg --> output
-   A: region select   (hit/miss,     \--> fetch FIFO --[AR register]--> AXI AR           ^      ^     buffer
-   B: decode,          victim,        \--> route FIFO --[R router]--> packer load/start --> block buffer
-      tag compare      counters)          AXI R --> skid --/      \--> raw line FIFO ---------------/
+   A: region select   (hit/miss,     \--> AxiReader: fetch FIFO, AR register --> AXI AR   ^      ^     buffer
+   B: decode,          victim,            AXI R --> AxiReader beats --> packer load/start --> block buffer
+      tag compare      counters)                                    \--> raw line FIFO ---------------/
 
 - Stage A registers a one-hot region select (base_line <= line < end_line per region, end_line precomputed
   by the CSR block) and the line relative to every region's base; stage B registers the decode of
@@ -26,11 +26,11 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   generations alive or a queue is full. The serve queue is request_depth + b_max deep so that the look-ahead
   covers a whole block's fetch latency: packed streaming at power-of-two k gives one DRS per cycle when
   memory returns one line per cycle.
-- The AR register sends one INCR burst of k lines (R = 1) or k one-line bursts with stride R (R > 1); a raw
-  read is one 1-line burst. It loads the fetch FIFO's head, or the fetch dispatched in the same cycle when
-  the FIFO is empty. All bursts use ARID 0, so R beats return in issue order and the R router can send them
-  to the packer (plane = beat number) or to the raw line FIFO by following the route FIFO. R enters through
-  a skid (InputSkid): RREADY is a register.
+- The AxiReader (hdl/backend/axi_reader.py: fetch FIFO, AR register, route FIFO, R skid) issues each fetch: one
+  INCR burst of k lines (R = 1), k one-line bursts with stride R (R > 1), or one 1-line burst for a raw read;
+  a fetch dispatched while its FIFO is empty goes straight into the AR register. It hands back the R beats in
+  order with their plane number and the fetch's route (packer settings); this unit sends each beat to the
+  packer or to the raw line FIFO. RREADY is a register (the reader's R skid).
 - The packer (hdl/engine/packer.py) writes the block's output lines into the slot; a per-slot line count
   lets the serve stage answer line j as soon as line j is written.
 - serve pops the serve FIFO in order and loads the DRS register (data from the buffer read port, the raw line
@@ -63,7 +63,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, Counter, N_COUNTERS, View, DrsOpcode, META_FIELD_NO_OP
-from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AxiReadSignature, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi_reader import AxiReader
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
@@ -100,8 +101,9 @@ def check_read_params(params: ControllerParams) -> None:
     """ValueError for parameters the read side cannot build (call before constructing, see hdl/top.py)."""
     if params.buffer_slots < 1:
         raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
-    if params.request_depth < 1:
-        raise ValueError(f"request_depth must be >= 1, got {params.request_depth}")
+    if params.request_depth < 2:
+        # the front end holds request_depth reads in a FIFO of request_depth - 1 and its output skid
+        raise ValueError(f"request_depth must be >= 2, got {params.request_depth}")
 
 
 class ReadEngine(wiring.Component):
@@ -126,8 +128,8 @@ class ReadEngine(wiring.Component):
             # a write's last B response arrived (write path `landed`): its block's slots are invalidated again
             "invalidate_landed": In(block_event_layout(params)),
             "invalidate_all": In(1),
-            # Only ar* / r* are driven; the top wires aw* / w* / b* from the write path.
-            "axi": Out(AxiSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
+            # the read half of the AXI manager port (the AxiReader's); the write path has the other half
+            "axi": Out(AxiReadSignature(params.dram_addr_bits, params.data_width, params.axi_id_bits)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
             "dev_load": In(2),      # DevLoad the top reports in DRS, sampled when the DRS register loads
             "busy": Out(1),
@@ -161,16 +163,16 @@ class ReadEngine(wiring.Component):
         # of a compare at dispatch, the golden model's sequence.
         request = self.read.p
         rb = region_index_bits(p)
-        key_layout = data.StructLayout({"region": rb, "block": lb, "expanded": 1, "k": 5, "midpoint": 1,
+        key_layout = data.StructLayout({"region": rb, "block": lb, "expanded": 1, "k": p.k_bits, "midpoint": 1,
                                         "toward_zero": 1})
         stage_a_layout = data.StructLayout({
-            "address": len(request.address), "tag": 16, "ld_id": 4, "any_hit": 1, "region": rb,
+            "address": len(request.address), "tag": p.tag_bits, "ld_id": p.ld_id_bits, "any_hit": 1, "region": rb,
             "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
         })
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
-            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": 16, "ld_id": 4,
+            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
             "match": slots,
         })
         stage_a = Signal(stage_a_layout)
@@ -289,25 +291,25 @@ class ReadEngine(wiring.Component):
                     m.d.comb += hit_gen.eq(alloc_gen[s])
 
         serve_layout = data.StructLayout({
-            "kind": 2, "slot": slot_bits, "gen": gen_bits, "line": line_index_bits, "tag": 16, "ld_id": 4,
+            "kind": 2, "slot": slot_bits, "gen": gen_bits, "line": line_index_bits, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
             "opcode": 3, "poison": 1,
         })
-        fetch_layout = data.StructLayout({"raw": 1, "line": lb, "k": 5, "log2_r": 3})
-        route_layout = data.StructLayout({"raw": 1, "k": 5, "expanded": 1, "log2_b": 3, "midpoint": 1,
-                                          "sign_fill": 1})
+        # what the packer needs of a fetched block, carried with the fetch through the AxiReader to its R beats
+        route_layout = data.StructLayout({"expanded": 1, "log2_b": 3, "midpoint": 1, "sign_fill": 1})
         m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_layout.size, depth=serve_depth)
-        m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=fetch_layout.size, depth=max(2, slots + 2))
-        m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=p.request_depth)
+        m.submodules.reader = reader = AxiReader(p, route_layout, fetch_depth=max(2, slots + 2),
+                                                 route_depth=p.request_depth)
+        wiring.connect(m, reader.axi, wiring.flipped(self.axi))
+        fetch = reader.fetch
         fill_layout = data.StructLayout({"slot": slot_bits, "gen": gen_bits})
         m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
 
-        fetch_bypass = Signal()   # the fetch dispatched now goes straight into the AR register (AR issuer)
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
         can_dispatch = Signal()
         m.d.comb += can_dispatch.eq(
             serve_fifo.w_rdy
-            & (~needs_fetch | (fetch_fifo.w_rdy & route_fifo.w_rdy))
+            & (~needs_fetch | fetch.ready)
             & (~is_miss | (victim_free & fill_fifo.w_rdy)))
         m.d.comb += [dispatch.eq(stage_b_valid & can_dispatch), allocating.eq(dispatch & is_miss)]
 
@@ -340,83 +342,27 @@ class ReadEngine(wiring.Component):
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
 
-        fetch_entry = Signal(fetch_layout)
-        route_entry = Signal(route_layout)
         m.d.comb += [
-            fetch_entry.raw.eq(is_raw),
-            fetch_entry.line.eq(stage_b.fetch_line),
-            fetch_entry.k.eq(key.k),
-            fetch_entry.log2_r.eq(stage_b.log2_r),
-            fetch_fifo.w_data.eq(fetch_entry),
-            fetch_fifo.w_en.eq(dispatch & needs_fetch & ~fetch_bypass),
-            route_entry.raw.eq(is_raw),
-            route_entry.k.eq(key.k),
-            route_entry.expanded.eq(is_expanded),
-            route_entry.log2_b.eq(stage_b.log2_b),
-            route_entry.midpoint.eq(key.midpoint),
-            route_entry.sign_fill.eq(stage_b.sign_fill),
-            route_fifo.w_data.eq(route_entry),
-            route_fifo.w_en.eq(dispatch & needs_fetch),
+            fetch.valid.eq(dispatch & needs_fetch),
+            fetch.p.raw.eq(is_raw),
+            fetch.p.line.eq(stage_b.fetch_line),
+            fetch.p.k.eq(key.k),
+            fetch.p.log2_r.eq(stage_b.log2_r),
+            fetch.p.route.expanded.eq(is_expanded),
+            fetch.p.route.log2_b.eq(stage_b.log2_b),
+            fetch.p.route.midpoint.eq(key.midpoint),
+            fetch.p.route.sign_fill.eq(stage_b.sign_fill),
             fill_fifo.w_data.eq(Cat(victim, victim_gen)),
             fill_fifo.w_en.eq(dispatch & is_miss),
         ]
 
-        # ---- AR issuer ---------------------------------------------------------------------------------
-        # AR is an output register (valid, address, length are flip-flops). It loads the fetch FIFO's head, or
-        # the fetch dispatched in this cycle when the FIFO is empty (no cycle lost to the FIFO); an R > 1 fetch
-        # stays in it for its k one-line bursts, stepping the address by R.
+        # ---- R beats to the packer or the raw line FIFO ---------------------------------------------------
+        # r_in: the AxiReader's beats (in issue order, each with its fetch's route), in their arrival cycle
         ar = self.axi
-        line_bytes_log2 = p.line_offset_bits
-        ar_valid = Signal()
-        ar_line = Signal(lb)
-        ar_len = Signal(8)
-        ar_bursts_left = Signal(5)   # bursts of the fetch after the one presented
-        ar_log2_stride = Signal(3)
-        ar_fire = ar_valid & ar.arready
-        ar_free = Signal()
-        next_fetch = Signal(fetch_layout)
-        next_single_burst = next_fetch.raw | (next_fetch.log2_r == 0)
-        m.d.comb += [
-            ar_free.eq(~ar_valid | (ar_fire & (ar_bursts_left == 0))),
-            fetch_bypass.eq(~fetch_fifo.r_rdy & ar_free),
-            next_fetch.eq(Mux(fetch_fifo.r_rdy, fetch_fifo.r_data, fetch_entry.as_value())),
-            fetch_fifo.r_en.eq(ar_free),
-            ar.arvalid.eq(ar_valid),
-            ar.araddr.eq(Cat(Const(0, line_bytes_log2), ar_line)),
-            ar.arid.eq(0),
-            ar.arsize.eq(line_bytes_log2),
-            ar.arburst.eq(AXI_BURST_INCR),
-            ar.arlen.eq(ar_len),
-        ]
-        with m.If(ar_free):
-            m.d.sync += [
-                ar_valid.eq(fetch_fifo.r_rdy | (dispatch & needs_fetch)),
-                ar_line.eq(next_fetch.line),
-                ar_len.eq(Mux(next_single_burst, Mux(next_fetch.raw, 0, next_fetch.k - 1), 0)),
-                ar_bursts_left.eq(Mux(next_single_burst, 0, next_fetch.k - 1)),
-                ar_log2_stride.eq(next_fetch.log2_r),
-            ]
-        with m.Elif(ar_fire):
-            m.d.sync += [
-                ar_line.eq(ar_line + (Const(1, lb) << ar_log2_stride)),
-                ar_bursts_left.eq(ar_bursts_left - 1),
-            ]
-
-        # ---- R router ----------------------------------------------------------------------------------
-        # R enters through a skid, so RREADY is a register: the packer's and the raw FIFO's readiness (which
-        # follow the waiting counters) stay inside. r_in shows the beat in its arrival cycle.
-        m.submodules.r_skid = r_skid = InputSkid(data.StructLayout({"data": p.data_width, "resp": 2}))
-        r_in = r_skid.o
-        m.d.comb += [
-            r_skid.i.valid.eq(ar.rvalid),
-            r_skid.i.p.data.eq(ar.rdata),
-            r_skid.i.p.resp.eq(ar.rresp),
-            ar.rready.eq(r_skid.i.ready),
-        ]
+        r_in = reader.beat
         m.submodules.packer = packer = BlockPacker(p)
-        route = Signal(route_layout)
-        m.d.comb += route.eq(route_fifo.r_data)
-        beat = Signal(5)
+        route = r_in.p.route
+        beat = r_in.p.plane
         # The packer's start is presented from state after the block's last plane load; loads of the next
         # block may follow at once (the packer holds load.ready low while a start waits), see packer.py.
         start_pending = Signal()
@@ -427,8 +373,8 @@ class ReadEngine(wiring.Component):
         m.submodules.error_fifo = error_fifo = SyncFIFO(width=1, depth=MAX_LIVE_GENERATIONS * slots)
         raw_beat = Signal()     # a raw line arrives on R this cycle
         raw_bypass = Signal()   # ... and goes straight into the DRS register (raw FIFO empty, serve waiting)
-        last_beat = route.raw | (beat == route.k - 1)
-        beat_error = Signal()   # this R beat answers an error (any RRESP but OKAY)
+        last_beat = r_in.p.last
+        beat_error = r_in.p.error   # this R beat answers an error (any RRESP but OKAY)
         block_error = Signal()  # an earlier plane beat of the block under load answered an error
         plane0 = Signal(p.data_width)   # plane 0 (sign) of the block under load, for toward-zero fills
         sign_filling = Signal()         # loading plane 0 into planes fill_plane..B-1 of the packer
@@ -438,12 +384,11 @@ class ReadEngine(wiring.Component):
         route_b = Signal(5)   # B of the routed block
         m.d.comb += [
             route_b.eq(Const(1, 5) << route.log2_b),
-            beat_error.eq(r_in.p.resp != AXI_RESP_OKAY),
-            r_in.ready.eq(route_fifo.r_rdy & Mux(route.raw, raw_fifo.w_rdy, to_packer_ok)),
+            r_in.ready.eq(Mux(r_in.p.raw, raw_fifo.w_rdy, to_packer_ok)),
             raw_fifo.w_data.eq(Cat(r_in.p.data, beat_error)),
-            raw_beat.eq(r_in.valid & route_fifo.r_rdy & route.raw & raw_fifo.w_rdy),
+            raw_beat.eq(r_in.valid & r_in.p.raw & raw_fifo.w_rdy),
             raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
-            packer.load.valid.eq(Mux(sign_filling, 1, r_in.valid & route_fifo.r_rdy & ~route.raw & error_fifo.w_rdy)),
+            packer.load.valid.eq(Mux(sign_filling, 1, r_in.valid & ~r_in.p.raw & error_fifo.w_rdy)),
             packer.load.p.plane.eq(Mux(sign_filling, fill_plane, beat)),
             packer.load.p.data.eq(Mux(sign_filling, plane0, r_in.p.data)),
             packer.start.valid.eq(start_pending),
@@ -457,28 +402,27 @@ class ReadEngine(wiring.Component):
             with m.If(fill_plane == fill_last_plane):
                 m.d.sync += [sign_filling.eq(0), start_pending.eq(1)]
         with m.If(r_in.valid & r_in.ready):
-            with m.If(~route.raw & (beat == 0)):
+            with m.If(~r_in.p.raw & (beat == 0)):
                 m.d.sync += plane0.eq(r_in.p.data)
             with m.If(last_beat):
-                m.d.comb += route_fifo.r_en.eq(1)
-                m.d.sync += [beat.eq(0), block_error.eq(0)]
-                with m.If(~route.raw):
+                m.d.sync += block_error.eq(0)
+                with m.If(~r_in.p.raw):
                     m.d.comb += error_fifo.w_en.eq(1)
                     b_value = route_b
-                    sign_fill = route.sign_fill & (route.k < b_value)
+                    sign_fill = route.sign_fill & (r_in.p.k < b_value)
                     m.d.sync += [
                         start_payload.expanded.eq(route.expanded),
                         start_payload.log2_b.eq(route.log2_b),
-                        start_payload.k.eq(Mux(sign_fill, b_value, route.k)),
+                        start_payload.k.eq(Mux(sign_fill, b_value, r_in.p.k)),
                         start_payload.midpoint.eq(route.midpoint & ~route.sign_fill),
                     ]
                     with m.If(sign_fill):
                         # planes k..B-1 <- plane 0 (captured above, also when this beat is plane 0: k = 1)
-                        m.d.sync += [sign_filling.eq(1), fill_plane.eq(route.k), fill_last_plane.eq(b_value - 1)]
+                        m.d.sync += [sign_filling.eq(1), fill_plane.eq(r_in.p.k), fill_last_plane.eq(b_value - 1)]
                     with m.Else():
                         m.d.sync += start_pending.eq(1)
             with m.Else():
-                m.d.sync += [beat.eq(beat + 1), block_error.eq(block_error | beat_error)]
+                m.d.sync += block_error.eq(block_error | beat_error)
 
         # ---- block buffer ------------------------------------------------------------------------------
         # The packer's lines pass a skid: the packer sees a registered ready, so the first-line gate below (and
@@ -663,7 +607,6 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | serve_fifo.r_rdy | drs_valid | fetch_fifo.r_rdy | ar_valid
-                                 | drs_out.o.valid | ~drs_out.i.ready | r_in.valid
-                                 | route_fifo.r_rdy | start_pending | fill_fifo.r_rdy | sign_filling)
+        m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | serve_fifo.r_rdy | drs_valid | reader.busy
+                                 | drs_out.o.valid | ~drs_out.i.ready | start_pending | fill_fifo.r_rdy | sign_filling)
         return m

@@ -3,7 +3,7 @@ r"""Write path (docs/DEVICE.md §4): M2S RwD -> AXI4 write bursts into the plane
 Pipeline (every valid comes from a register, so no valid depends on a ready; RwD.ready is the InputSkid's
 register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so every AXI output is a register):
 
-  rwd -> skid -(MemRdFill, MemRdFillTEE)-> fill (to ReqFrontEnd.fill: reads carried on RwD)
+  rwd -> skid -(MemRdFill, MemRdFillTEE)-> [fill buffer] -> fill (to ReqFrontEnd.fill: reads carried on RwD)
             \--> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
                       |                     |                                   | flush
                       |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
@@ -84,7 +84,7 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
     WRITE_GATHER_IDLE_CYCLES,
 )
-from smartquant.hdl.backend.axi import AxiSignature, AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -139,7 +139,7 @@ class WritePath(wiring.Component):
             "read_in": In(stream.Signature(read_request_layout(p))),
             "read_out": Out(stream.Signature(read_request_layout(p))),
             "fill": Out(stream.Signature(read_request_layout(p))),
-            "axi": Out(AxiSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
+            "axi": Out(AxiWriteSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(poison_insert_layout(p)),
             "poison_clear": Out(line_set_event_layout(p)),
             # a CSR poison command: inject (clear = 0) or clear the line, taken with priority (see elaborate)
@@ -194,21 +194,29 @@ class WritePath(wiring.Component):
         # order behind the port's skid, so the idle boundary keeps counting at the port; a boundary mark such a
         # read carries is re-armed for the next RwD (or flushes once every earlier RwD has joined); such a read
         # waits while an RwD is being accepted, so the mark cannot miss that one.
+        # The fill stream leaves through an output buffer (registered valid, payload and ready), so the read
+        # gate and the read engine's readiness never reach rwd.ready or `held` in the same cycle (the FPGA
+        # build's critical path ran skid -> fill -> front end -> read gate decode -> fill.ready -> held). The
+        # RwD after a fill waits in the skid until the buffer is empty: the fill still passes the read gate
+        # before any later RwD joins the gather buffer.
         is_fill = opcode_in(rwd_in.p.rwd.opcode, RWD_READS)
+        m.submodules.fill_buffer = fill_buffer = OutputBuffer(read_request_layout(p))
+        wiring.connect(m, fill_buffer.o, wiring.flipped(self.fill))
+        fill_pending = fill_buffer.o.valid | ~fill_buffer.i.ready   # both registers
         fill_fire = Signal()
         m.d.comb += [
-            self.fill.valid.eq(rwd_in.valid & is_fill & ~(rwd_in.p.flush_before & port_fire)),
-            self.fill.p.address.eq(rwd_in.p.rwd.address),
-            self.fill.p.tag.eq(rwd_in.p.rwd.tag),
-            self.fill.p.ld_id.eq(rwd_in.p.rwd.ld_id),
-            fill_fire.eq(self.fill.valid & self.fill.ready),
+            fill_buffer.i.valid.eq(rwd_in.valid & is_fill & ~(rwd_in.p.flush_before & port_fire)),
+            fill_buffer.i.p.address.eq(rwd_in.p.rwd.address),
+            fill_buffer.i.p.tag.eq(rwd_in.p.rwd.tag),
+            fill_buffer.i.p.ld_id.eq(rwd_in.p.rwd.ld_id),
+            fill_fire.eq(fill_buffer.i.valid & fill_buffer.i.ready),
             rearm.eq(fill_fire & rwd_in.p.flush_before),
         ]
         held = Signal(rwd_layout(p))
         held_flush_before = Signal()
         held_valid = Signal()
         held_leaves = Signal()
-        m.d.comb += rwd_in.ready.eq(Mux(is_fill, self.fill.valid & self.fill.ready, ~held_valid | held_leaves))
+        m.d.comb += rwd_in.ready.eq(Mux(is_fill, fill_fire, (~held_valid | held_leaves) & ~fill_pending))
         # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
         # the line relative to its base are registered beside it, so the decode of `held` starts from them.
         held_any_hit = Signal()
@@ -655,5 +663,5 @@ class WritePath(wiring.Component):
 
         m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid | gather_valid
                                  | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready | ~w_buffer.i.ready
-                                 | rwd_in.valid)
+                                 | rwd_in.valid | fill_pending)
         return m

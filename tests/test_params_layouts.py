@@ -1,0 +1,43 @@
+"""The REGION_CONFIG field table and the widths ControllerParams derives (smartquant/params.py), checked against
+the bit positions DEVICE.md §6 gives and the definitions they replace."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+from amaranth.lib import data
+
+from smartquant.hdl.csr.layouts import region_config_layout
+from smartquant.params import (
+    REGION_CONFIG_BITS, ControllerParams, Format, Rounding, pack_region_config, region_config_word,
+    unpack_region_config,
+)
+
+# DEVICE.md §6: [0] enable, [1] format, [3:2] log2(B)-1, [6:4] log2(R), [11:7] default k, [13:12] rounding
+DEVICE_MD_BITS = {"enable": (0, 1), "format": (1, 1), "log2_b_minus_1": (2, 2), "log2_r": (4, 3),
+                  "default_k": (7, 5), "rounding": (12, 2)}
+
+
+def test_region_config_layout_matches_device_md():
+    assert REGION_CONFIG_BITS == 14
+    assert {name: (field.offset, field.width) for name, field in region_config_layout} == DEVICE_MD_BITS
+
+
+def test_pack_unpack_round_trip_and_bits():
+    for word in range(1 << REGION_CONFIG_BITS):
+        assert pack_region_config(**unpack_region_config(word)) == word
+    word = region_config_word(enable=True, fmt=Format.BF16, B=16, R=8, default_k=5, rounding=Rounding.TOWARD_ZERO)
+    assert word == 1 | 1 << 1 | 3 << 2 | 3 << 4 | 5 << 7 | 2 << 12
+    with pytest.raises(ValueError):
+        pack_region_config(default_k=32)
+    with pytest.raises(ValueError):
+        pack_region_config(colour=1)
+
+
+@pytest.mark.parametrize("width, addr_bits, regions", itertools.product((64, 128, 512), (12, 32, 44), (1, 2, 5, 16)))
+def test_derived_widths(width, addr_bits, regions):
+    p = ControllerParams(data_width=width, b_max=4, dram_addr_bits=addr_bits, n_regions=regions)
+    assert p.line_bits == addr_bits - (width // 8 - 1).bit_length()
+    assert 1 << p.region_index_bits >= regions and p.region_index_bits >= 1
+    assert regions > 1 << (p.region_index_bits - 1) or p.region_index_bits == 1
+    assert 1 << p.k_bits > 16    # k = 16 fits
