@@ -7,9 +7,9 @@ the wrapped design keeps its name (`m2s_req__valid`, `axi__arvalid`, ...), and t
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, ResetSignal
+from amaranth.hdl import Cat, ClockDomain, Module
 from amaranth.lib import wiring
-from amaranth.lib.wiring import Out
+from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
 
@@ -40,19 +40,29 @@ class SimHarness(wiring.Component):
         self.inner = inner
         self.status_names = status_names
         members = dict(inner.signature.members.items())
-        super().__init__({**members, "tb_status": Out(len(status_names) + 1)})
+        super().__init__({**members, "clk": In(1), "rst": In(1), "tb_status": Out(len(status_names) + 1)})
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = inner = self.inner
-        for name, member in inner.signature.members.items():
-            if member.is_port:            # a plain signal (e.g. axi_rst)
-                outer, wrapped = getattr(self, name), getattr(inner, name)
-                m.d.comb += wrapped.eq(outer) if member.flow == wiring.In else outer.eq(wrapped)
-            elif member.flow == wiring.In:
-                wiring.connect(m, wiring.flipped(getattr(self, name)), getattr(inner, name))
+        # Every input of the DUT is registered on the falling clock edge. Verilator evaluates the logic that
+        # depends combinationally on top-level inputs (its "ico" region) in every eval, and cocotb's loop
+        # evaluates three times a cycle (rising edge, the driver's writes after it, falling edge); behind these
+        # registers that logic depends on flops instead and runs only when they change. The DUT sees the same
+        # values at every rising edge: the driver writes right after rising edge t, the register takes them at
+        # the falling edge of that cycle, before edge t + 1 samples them (sim/port_driver.py's discipline).
+        # the DUT's clock domain is defined here so that its reset is registered like the other inputs (the
+        # next-state logic of every flop depends on it)
+        m.domains.sync = sync = ClockDomain("sync")
+        m.domains.tb_inputs = inputs = ClockDomain("tb_inputs", clk_edge="neg", reset_less=True)
+        m.d.comb += [sync.clk.eq(self.clk), inputs.clk.eq(self.clk)]
+        m.d.tb_inputs += sync.rst.eq(self.rst)
+        outer_ports = {path: value for path, _, value in self.signature.flatten(self)}
+        for path, member, wrapped in inner.signature.flatten(inner):
+            if member.flow == wiring.In:
+                m.d.tb_inputs += wrapped.eq(outer_ports[path])
             else:
-                wiring.connect(m, getattr(inner, name), wiring.flipped(getattr(self, name)))
+                m.d.comb += outer_ports[path].eq(wrapped)
         bits = []
         for name in self.status_names:
             path, member = name.split("__")
@@ -60,7 +70,7 @@ class SimHarness(wiring.Component):
             for part in path.split("."):      # "core.m2s_rwd": a port of a unit inside `inner`
                 unit = getattr(unit, part)
             bits.append(getattr(unit, member))
-        m.d.comb += self.tb_status.eq(Cat(*bits, ResetSignal()))
+        m.d.comb += self.tb_status.eq(Cat(*bits, sync.rst))     # the reset the DUT saw
         return m
 
 

@@ -14,7 +14,10 @@ still shows, settled, what it was during cycle t (outputs against the inputs thi
 and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
 transfer that completed at edge t+1), then writes the inputs of cycle t+1. An output that depends
 combinationally on an input is seen as it settled, so no second wake-up (cocotb's ReadOnly phase) is needed.
-tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently.
+tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently. The harness
+(sim/harness.py) registers every DUT input on the falling edge, which changes none of this: what a wake-up writes reaches
+the DUT at the next falling edge, before the next rising edge samples it (it only spares Verilator evaluating the
+input-dependent logic again in each of its three evals per cycle).
 Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B, then S2M responses
 (DRS, NDR), so a response is never reported before the request it answers.
 

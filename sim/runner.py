@@ -59,10 +59,24 @@ MAKE_VARIABLES = "OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O2 CFG_CXXFLAGS_PCH_I=-i
 # Only the top-level ports are visible to cocotb. The cocotb runner's --public-flat-rw makes every signal of
 # the design public, which costs Verilator most of its optimisation (measured here on the W = 512 controller:
 # 12.3k cycles/s with it and no Python at all in the loop; see README "Simulation speed"). A Verilator control
-# file gives the testbench what it touches (the ports) and nothing else.
+# file gives the testbench what it touches (the ports) and nothing else: the inputs writable, the outputs (and
+# the harness's own wires) read-only. A variable VPI may write is, for Verilator, an input: every piece of logic
+# that reads one is evaluated again in each eval (its "ico" region), which for writable outputs was most of the
+# design (see sim/harness.py).
 PUBLIC_PORTS_VLT = """`verilator_config
-public_flat_rw -module "{top}" -var "*"
+public_flat_rd -module "{top}" -var "*"
 """
+WRITABLE_PORT_VLT = 'public_flat_rw -module "{top}" -var "{name}"\n'
+
+
+def public_ports_control(top) -> str:
+    """The Verilator control file for the Amaranth top `top` (see PUBLIC_PORTS_VLT)."""
+    from amaranth.lib import wiring
+
+    inputs = ["__".join(map(str, path)) for path, member, _ in top.signature.flatten(top)
+              if member.flow == wiring.In]
+    return PUBLIC_PORTS_VLT.format(top=TOPLEVEL) + "".join(WRITABLE_PORT_VLT.format(top=TOPLEVEL, name=name)
+                                                           for name in inputs)
 
 
 def trace_format() -> str:
@@ -118,16 +132,21 @@ def _design(design: str):
     return DESIGNS[design]
 
 
-def generate_verilog(params: ControllerParams, design: str = "controller") -> str:
-    """Verilog text of the design's Amaranth top for one parameter set."""
-    from amaranth.back import verilog
-
+def design_top(params: ControllerParams, design: str = "controller"):
+    """The design's Amaranth top (sim/harness.py's SimHarness) for one parameter set."""
     module_name, builder_name, _ = _design(design)
     try:
         builder = getattr(importlib.import_module(module_name), builder_name)
     except (ImportError, AttributeError) as error:
         raise SmartquantError(f"cannot load the {design} top {module_name}.{builder_name}: {error}") from error
-    return verilog.convert(builder(params), name=TOPLEVEL, emit_src=False)
+    return builder(params)
+
+
+def generate_verilog(params: ControllerParams, design: str = "controller", top=None) -> str:
+    """Verilog text of the design's Amaranth top for one parameter set (`top`, when already built)."""
+    from amaranth.back import verilog
+
+    return verilog.convert(design_top(params, design) if top is None else top, name=TOPLEVEL, emit_src=False)
 
 
 def _design_sources_digest() -> str:
@@ -175,7 +194,8 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     with trace support (a separate cached build, made only when a run asks for waves)."""
     verilator_environment()
     args = _verilator_args(waves)
-    control = PUBLIC_PORTS_VLT.format(top=TOPLEVEL)
+    top = design_top(params, design)
+    control = public_ports_control(top)
     key = "\0".join([_design_sources_digest(), json.dumps(params.as_dict(), sort_keys=True), design, " ".join(args),
                      MAKE_VARIABLES, control])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
@@ -184,7 +204,7 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     done_marker = build_dir / "build.ok"
     with _locked(build_root / f".{build_dir.name}.lock"):
         if not done_marker.exists():
-            source = generate_verilog(params, design)
+            source = generate_verilog(params, design, top)
             build_dir.mkdir(parents=True, exist_ok=True)
             verilog_path = build_dir / f"{TOPLEVEL}.v"
             verilog_path.write_text(source)
