@@ -196,6 +196,7 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     args = _verilator_args(waves)
     top = design_top(params, design)
     control = public_ports_control(top)
+    top._MustUse__used = True   # built here to list its ports; elaborated only when the build is not cached
     key = "\0".join([_design_sources_digest(), json.dumps(params.as_dict(), sort_keys=True), design, " ".join(args),
                      MAKE_VARIABLES, control])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]
