@@ -17,7 +17,7 @@ from smartquant.golden.device import DeviceModel, PREDICTED_COUNTERS, region_csr
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout, pack, unpack
 from smartquant.hdl.top import SmartQuantController
 from smartquant.params import (
-    ControllerParams, Counter, Format, ReqOpcode, RwdOpcode, Rounding, View, CSR_ID, CSR_COUNTER_BASE, ID_VALUE,
+    ControllerParams, Counter, Format, NdrOpcode, ReqOpcode, RwdOpcode, Rounding, View, CSR_ID, CSR_COUNTER_BASE, ID_VALUE,
     CSR_CONTROL, CONTROL_NXM_AS_POISON, CONTROL_CLEAR_COUNTERS, counter_name, CSR_POISON_LINE, CSR_POISON_COMMAND,
     POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR,
 )
@@ -588,7 +588,8 @@ def test_generated_verilog_has_no_constant_never_running_blocks(tmp_path):
 def test_write_path_sends_mem_rd_fill_to_the_read_side():
     """RwD split (DEVICE.md §4): MemRdFill / MemRdFillTEE (0101, 1101) leave the write path on `fill` with their
     address, tag and LD-ID in arrival order; every other opcode (here to unmapped addresses: no region is
-    programmed) is answered by an NDR Cmp in arrival order; each fill counts rwd_mem_rd_fill."""
+    programmed) is answered by an NDR in arrival order (Cmp; BI-ConflictAck for BIConflict 0100); each fill
+    counts rwd_mem_rd_fill."""
     from smartquant.hdl.engine.write_path import WritePath
     dut = WritePath(PARAMS)
     rng = random.Random(7)
@@ -615,7 +616,7 @@ def test_write_path_sends_mem_rd_fill_to_the_read_side():
             if ctx.get(dut.fill.valid) and ctx.get(dut.fill.ready):
                 fills.append((ctx.get(dut.fill.p.tag), ctx.get(dut.fill.p.address), ctx.get(dut.fill.p.ld_id)))
             if ctx.get(dut.ndr.valid) and ctx.get(dut.ndr.ready):
-                cmps.append(ctx.get(dut.ndr.p.tag))
+                cmps.append((ctx.get(dut.ndr.p.tag), ctx.get(dut.ndr.p.opcode)))
             value = ctx.get(dut.events.as_value())
             events[Counter.RWD_MEM_RD_FILL] += (value >> (8 * Counter.RWD_MEM_RD_FILL)) & 0xFF
             await ctx.tick()
@@ -627,8 +628,9 @@ def test_write_path_sends_mem_rd_fill_to_the_read_side():
     assert not to_send
     fill_codes = (0b0101, 0b1101)
     assert fills == [(t, t * 5, t & 0xF) for t, op in enumerate(opcodes) if op in fill_codes]
-    assert cmps == [t for t, op in enumerate(opcodes) if op not in fill_codes]
-    assert events[Counter.RWD_MEM_RD_FILL] == len(fills) > 0
+    assert cmps == [(t, NdrOpcode.BI_CONFLICT_ACK if op == RwdOpcode.BI_CONFLICT else NdrOpcode.CMP)
+                    for t, op in enumerate(opcodes) if op not in fill_codes]
+    assert RwdOpcode.BI_CONFLICT in opcodes and events[Counter.RWD_MEM_RD_FILL] == len(fills) > 0
 
 
 def test_req_front_end_merges_fills_ahead_of_req_reads():
