@@ -38,6 +38,7 @@ def test_pack_unpack_round_trip_and_bits():
 def test_derived_widths(width, addr_bits, regions):
     p = ControllerParams(data_width=width, b_max=4, dram_addr_bits=addr_bits, n_regions=regions)
     assert p.line_bits == addr_bits - (width // 8 - 1).bit_length()
-    assert 1 << p.region_index_bits >= regions and p.region_index_bits >= 1
-    assert regions > 1 << (p.region_index_bits - 1) or p.region_index_bits == 1
-    assert 1 << p.k_bits > 16    # k = 16 fits
+    # the smallest index width that numbers every region (at least 1 bit), worked out by hand
+    assert p.region_index_bits == {1: 1, 2: 1, 5: 3, 16: 4}[regions]
+    # DEVICE.md §2: the HPA's k field is 5 bits; CXL's Tag is 16 bits and LD-ID 4
+    assert (p.k_bits, p.tag_bits, p.ld_id_bits) == (5, 16, 4)
