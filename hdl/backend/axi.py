@@ -41,36 +41,37 @@ def _axi_write_members(addr_width: int, data_width: int, id_width: int) -> dict:
     }
 
 
-class AxiReadSignature(wiring.Signature):
+class _AxiManagerSignature(wiring.Signature):
+    """AXI4 members (`members(addr, data, id)`), from the manager's point of view; keeps the three widths."""
+
+    def __init__(self, members, addr_width: int, data_width: int, id_width: int):
+        self.addr_width = addr_width
+        self.data_width = data_width
+        self.id_width = id_width
+        super().__init__(members(addr_width, data_width, id_width))
+
+
+class AxiReadSignature(_AxiManagerSignature):
     """The read half of AxiSignature (AR, R), for a unit that only reads (the read engine's AxiReader)."""
 
     def __init__(self, addr_width: int, data_width: int = 512, id_width: int = 4):
-        self.addr_width = addr_width
-        self.data_width = data_width
-        self.id_width = id_width
-        super().__init__(_axi_read_members(addr_width, data_width, id_width))
+        super().__init__(_axi_read_members, addr_width, data_width, id_width)
 
 
-class AxiWriteSignature(wiring.Signature):
+class AxiWriteSignature(_AxiManagerSignature):
     """The write half of AxiSignature (AW, W, B), for a unit that only writes (the write path)."""
 
     def __init__(self, addr_width: int, data_width: int = 512, id_width: int = 4):
-        self.addr_width = addr_width
-        self.data_width = data_width
-        self.id_width = id_width
-        super().__init__(_axi_write_members(addr_width, data_width, id_width))
+        super().__init__(_axi_write_members, addr_width, data_width, id_width)
 
 
-class AxiSignature(wiring.Signature):
+class AxiSignature(_AxiManagerSignature):
     """AXI4 (full), from the manager's point of view. INCR bursts only; size = full data width.
     The members are those of AxiWriteSignature and AxiReadSignature, flat (one Verilog port per member)."""
 
     def __init__(self, addr_width: int, data_width: int = 512, id_width: int = 4):
-        self.addr_width = addr_width
-        self.data_width = data_width
-        self.id_width = id_width
-        super().__init__({**_axi_write_members(addr_width, data_width, id_width),
-                          **_axi_read_members(addr_width, data_width, id_width)})
+        super().__init__(lambda *widths: {**_axi_write_members(*widths), **_axi_read_members(*widths)},
+                         addr_width, data_width, id_width)
 
 
 def connect_axi_half(m, half, full) -> None:
