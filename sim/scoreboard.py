@@ -181,10 +181,12 @@ class Scoreboard:
         responses of the write (none for a flush)."""
         model = self.model
         events_before = sum(model.poison_events.values())
-        lines_before = model.poisoned_lines() if any(model.poison_list) else frozenset()
+        # the lines are built only when the list changed (most writes leave it alone): from a copy taken now
+        list_before = tuple(model.poison_list)
         pendings = apply()
         if sum(model.poison_events.values()) == events_before:
             return pendings
+        lines_before = model.poisoned_lines(list_before)
         if model.poison_order_uncertain():
             for waiting in self.pending.values():
                 for p in waiting:
@@ -227,7 +229,8 @@ class Scoreboard:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
         events = self.model.poison_events
-        if events != self._poison_events_seen:   # what the poison list did, however it was driven (RwD, CSR)
+        # what the poison list did, however it was driven (RwD, CSR); dict's == for Counter's (as for the flushes)
+        if not dict.__eq__(events, self._poison_events_seen):
             if self.coverage is not None:
                 for event, count in events.items():
                     if count != self._poison_events_seen[event]:
