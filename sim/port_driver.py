@@ -197,6 +197,8 @@ class Sink:
             self.ready.set(ready)
 
     def sample(self, status: int) -> None:
+        if not (status & self.valid_mask or self.stall):
+            return              # no VALID and no stall run open: the branches below would change nothing
         if self.driver.in_reset:
             self.stall = 0
             return
@@ -524,6 +526,7 @@ class AxiLiteMaster:
         self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
                                                                       "rvalid")}
+        self.response_mask = self.m["bvalid"] | self.m["rvalid"]
         self.ops: collections.deque = collections.deque()
         self.state: dict | None = None
         self.quiet = False          # the last drive() wrote no access (all VALID/READY 0)
@@ -569,11 +572,12 @@ class AxiLiteMaster:
         self.rready.set(int(reading))
 
     def sample(self, status: int) -> None:
-        op, m = self.state, self.m
+        op = self.state
         if op is None:
-            if status & (m["bvalid"] | m["rvalid"]) and not self.driver.in_reset:
+            if status & self.response_mask and not self.driver.in_reset:
                 self.errors.append(f"CSR port: BVALID/RVALID with no access in progress (cycle {self.driver.cycle})")
             return
+        m = self.m
         if op["kind"] == "write":
             if self.awvalid.last and status & m["awready"]:
                 op["aw"] = True
