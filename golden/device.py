@@ -290,6 +290,7 @@ class DeviceModel:
         self.hole_poison = False       # CONTROL[4]: holes carry poison
         self.line_mask = (1 << self.line_bits) - 1
         self.poison_list: list[PoisonRecord | None] = [None] * params.poison_entries
+        self._listed_lines: frozenset[int] | None = None     # poisoned_lines() until the list changes
         self.poison_overflow = False
         self.poison_line = 0                                # POISON_LINE, the operand of POISON_COMMAND
         self.poison_list_index = 0                          # POISON_LIST_INDEX
@@ -565,6 +566,7 @@ class DeviceModel:
         if any(self.poison_list) or self.poison_overflow:
             self.poison_events["clear all"] += 1
         self.poison_list = [None] * self.params.poison_entries
+        self._listed_lines = None
         self.poison_overflow = False
         self.poison_touched.clear()
         self.error_poison_offered = False
@@ -576,10 +578,15 @@ class DeviceModel:
         `poison_touched` holds every line an insert or clear touched since the last clear-all."""
         return self.error_poison_offered
 
-    def poisoned_lines(self) -> frozenset[int]:
-        """Every DRAM line the list holds."""
-        return frozenset(line for record in self.poison_list if record is not None
-                         for line in record.lines(self.line_mask))
+    def poisoned_lines(self, records: Iterable[PoisonRecord | None] | None = None) -> frozenset[int]:
+        """Every DRAM line the list holds (or `records`, an earlier copy of the list: records are replaced,
+        never changed in place, so a copy of the list keeps its contents). The current list's lines are kept
+        until it changes: every mapped read asks for them."""
+        if records is None:
+            if self._listed_lines is None:
+                self._listed_lines = self.poisoned_lines(self.poison_list)
+            return self._listed_lines
+        return frozenset(line for record in records if record is not None for line in record.lines(self.line_mask))
 
     def read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
         """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches."""
@@ -599,11 +606,13 @@ class DeviceModel:
         for i, held in enumerate(self.poison_list):
             if held is not None and (held.first, held.log2_stride) == (record.first, record.log2_stride):
                 self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, held.mask | record.mask)
+                self._listed_lines = None
                 self.poison_events["merge"] += 1
                 return
         for i, held in enumerate(self.poison_list):
             if held is None:
                 self.poison_list[i] = record
+                self._listed_lines = None
                 if all(self.poison_list):
                     self.poison_events["list full"] += 1
                 return
@@ -625,6 +634,7 @@ class DeviceModel:
             if mask != held.mask:
                 cleared = True
                 self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, mask) if mask else None
+                self._listed_lines = None
         if cleared:
             self.poison_events[cause] += 1
 

@@ -197,6 +197,8 @@ class Sink:
             self.ready.set(ready)
 
     def sample(self, status: int) -> None:
+        if not (status & self.valid_mask or self.stall):
+            return              # no VALID and no stall run open: the branches below would change nothing
         if self.driver.in_reset:
             self.stall = 0
             return
@@ -524,6 +526,7 @@ class AxiLiteMaster:
         self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
                                                                       "rvalid")}
+        self.response_mask = self.m["bvalid"] | self.m["rvalid"]
         self.ops: collections.deque = collections.deque()
         self.state: dict | None = None
         self.quiet = False          # the last drive() wrote no access (all VALID/READY 0)
@@ -569,11 +572,12 @@ class AxiLiteMaster:
         self.rready.set(int(reading))
 
     def sample(self, status: int) -> None:
-        op, m = self.state, self.m
+        op = self.state
         if op is None:
-            if status & (m["bvalid"] | m["rvalid"]) and not self.driver.in_reset:
+            if status & self.response_mask and not self.driver.in_reset:
                 self.errors.append(f"CSR port: BVALID/RVALID with no access in progress (cycle {self.driver.cycle})")
             return
+        m = self.m
         if op["kind"] == "write":
             if self.awvalid.last and status & m["awready"]:
                 op["aw"] = True
@@ -618,7 +622,8 @@ class PortDriver:
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self.tick = Event()        # set (and cleared) after a step that next_cycle() callers wait for
         self.tick_waiters = False
-        self.alarms: list[tuple[int, int, Event]] = []      # (cycle, sequence, event) heap
+        self.alarms: list[list] = []      # heap of [cycle, sequence, event] (event None: cancelled)
+        self.conditions: list[tuple[Callable[[], bool], int | None, Event]] = []   # wait_for(): (test, deadline, event)
         self._alarm_sequence = itertools.count()
         self._task = None
 
@@ -649,8 +654,15 @@ class PortDriver:
         alarms = self.alarms
         while alarms and alarms[0][0] <= self.cycle:
             event = heapq.heappop(alarms)[2]
-            event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
-            event.clear()
+            if event is not None:
+                event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
+                event.clear()
+        if self.conditions:       # where a next_cycle() poll would wake and test them
+            for entry in list(self.conditions):
+                condition, deadline, event = entry
+                if condition() or (deadline is not None and self.cycle >= deadline):
+                    self.conditions.remove(entry)
+                    event.set()
         if self.tick_waiters:     # most cycles nobody waits: no trigger to fire
             self.tick_waiters = False
             self.tick.set()
@@ -662,9 +674,27 @@ class PortDriver:
         self.tick_waiters = True
         return self.tick.wait()
 
-    def alarm(self, cycle: int, event: Event) -> None:
-        """Set and clear `event` after the driver's step of `cycle` (the next step if that is past)."""
-        heapq.heappush(self.alarms, (cycle, next(self._alarm_sequence), event))
+    def alarm(self, cycle: int, event: Event) -> list:
+        """Set and clear `event` after the driver's step of `cycle` (the next step if that is past); returns the
+        alarm, for cancel_alarm."""
+        alarm = [cycle, next(self._alarm_sequence), event]
+        heapq.heappush(self.alarms, alarm)
+        return alarm
+
+    @staticmethod
+    def cancel_alarm(alarm: list) -> None:
+        """The alarm will not set its event (it stays in the heap until its cycle)."""
+        alarm[2] = None
+
+    async def wait_for(self, condition: Callable[[], bool], deadline: int | None = None) -> None:
+        """Wait for the first step after which `condition()` holds (or whose cycle reaches `deadline`): what a loop
+        awaiting next_cycle() and testing `condition` does, with one wake-up instead of one per cycle (a quiesce
+        waits hundreds of cycles, at every CSR write and phase change). The step tests `condition` where it would
+        wake next_cycle() waiters, so it must be a condition only the step makes true (a request answered, a
+        queue drained); a coroutine may make it false again (the caller tests it again when it wakes)."""
+        done = Event()
+        self.conditions.append((condition, deadline, done))
+        await done.wait()
 
     async def cycles(self, count: int) -> None:
         """Wait `count` driver steps with one wake-up."""

@@ -158,7 +158,8 @@ class Scoreboard:
         if self.coverage is not None:
             target = self.model.read_target(fields["address"])     # decode_for_coverage, with _read_decode's memo
             self.coverage.sample_rwd(fields, None if target is None else self._read_decode(target))
-        self.last_rwd_cycle = self.cycle
+        # the device's idle boundary (DEVICE.md §4) falls this many cycles after the last write, if no write follows
+        self.gather_idle_cycle = self.cycle + WRITE_GATHER_IDLE_CYCLES
         self._poison_change(lambda: self._apply_rwd(fields))
 
     def _apply_rwd(self, fields: dict) -> list[Pending]:
@@ -181,10 +182,12 @@ class Scoreboard:
         responses of the write (none for a flush)."""
         model = self.model
         events_before = sum(model.poison_events.values())
-        lines_before = model.poisoned_lines() if any(model.poison_list) else frozenset()
+        # the lines are built only when the list changed (most writes leave it alone): from a copy taken now
+        list_before = tuple(model.poison_list)
         pendings = apply()
         if sum(model.poison_events.values()) == events_before:
             return pendings
+        lines_before = model.poisoned_lines(list_before)
         if model.poison_order_uncertain():
             for waiting in self.pending.values():
                 for p in waiting:
@@ -223,11 +226,12 @@ class Scoreboard:
 
         So a request accepted in cycle a and answered in cycle h > a allows the levels of N after the cycles
         a .. max(a, h - 2) (`_load_range`); N after every cycle is kept until no pending request needs it."""
-        if self.last_rwd_cycle is not None and self.cycle - self.last_rwd_cycle == WRITE_GATHER_IDLE_CYCLES:
+        if self.cycle == self.gather_idle_cycle:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
         events = self.model.poison_events
-        if events != self._poison_events_seen:   # what the poison list did, however it was driven (RwD, CSR)
+        # what the poison list did, however it was driven (RwD, CSR); dict's == for Counter's (as for the flushes)
+        if not dict.__eq__(events, self._poison_events_seen):
             if self.coverage is not None:
                 for event, count in events.items():
                     if count != self._poison_events_seen[event]:
@@ -510,7 +514,7 @@ class Scoreboard:
 
     def restart_bursts(self) -> None:
         """A new model (after reset) starts a new burst trace; bursts of the old one are void."""
-        self.last_rwd_cycle = None       # the device's idle timer restarts saturated: no boundary pending
+        self.gather_idle_cycle = -1      # the device's idle timer restarts saturated: no boundary pending
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._poison_events_seen: collections.Counter = collections.Counter()   # the model's poison_events

@@ -323,11 +323,11 @@ class TB:
         self.completions.set()
         self.completions.clear()
 
-    def wake_completion_waiters_at(self, cycle: int) -> None:
+    def wake_completion_waiters_at(self, cycle: int) -> list:
         """Set `completions` at driver cycle `cycle` too, so that a waiter for the next completion also wakes at its
         deadline. Waiters therefore wake without a completion at times, and re-check their condition in a loop
         (one event, no First(): cocotb's First starts a task per trigger, ~10 % of a random run's time)."""
-        self.driver.alarm(cycle, self.completions)
+        return self.driver.alarm(cycle, self.completions)
 
     def writes_accepted(self) -> bool:
         """Every RwD queued so far has been accepted by the DUT."""
@@ -336,19 +336,23 @@ class TB:
     async def rwd_accepted(self) -> None:
         """Wait until every RwD queued so far has been accepted by the DUT."""
         while not self.writes_accepted():
-            await self.driver.next_cycle()
+            await self.driver.wait_for(self.writes_accepted)
+
+    def quiet(self) -> bool:
+        """Every queued request accepted and answered (MemSpecRd: accepted), every port idle."""
+        return not self.outstanding and self.host_idle()
 
     async def quiesce(self, timeout_cycles: int = 20000) -> None:
         """Wait until every queued request was accepted and answered (MemSpecRd: accepted)."""
         start = self.cycles
-        while self.outstanding or not self.host_idle():
+        while not self.quiet():
             if self.cycles - start > timeout_cycles:
                 missing = self.scoreboard.missing()
                 raise AssertionError(
                     f"timeout after {timeout_cycles} cycles: {self.host_queued()} not accepted, "
                     f"{len(missing)} accepted requests unanswered"
                     + "".join(f"\n  {line}" for line in missing[:10]) + f"\n{self.scoreboard.report()}")
-            await self.driver.next_cycle()
+            await self.driver.wait_for(self.quiet, start + timeout_cycles + 1)
         # responses that should not exist (duplicates) would show up in the next few cycles
         await self.driver.cycles(8)
 

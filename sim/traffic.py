@@ -141,17 +141,18 @@ class RandomTraffic:
 
     async def _issue(self, note: Note, send) -> None:
         start = self.tb.cycles
-        deadline_set = False
+        deadline = None
         while self._conflicts(note) or self.tb.in_flight >= self.max_outstanding:
             # only a completion (or a reset) unblocks: no wake-up per cycle while waiting
-            if not deadline_set:
-                self.tb.wake_completion_waiters_at(start + 20001)
-                deadline_set = True
+            if deadline is None:
+                deadline = self.tb.wake_completion_waiters_at(start + 20001)
             await self.tb.completions.wait()
             waited = self.tb.cycles - start
             if waited > 20000:
                 raise AssertionError(f"stimulus stuck for {waited} cycles waiting for responses:\n"
                                      + "\n".join(self.tb.scoreboard.missing()[:10]))
+        if deadline is not None:      # not stuck: its deadline would only wake a later waiter for nothing
+            self.tb.driver.cancel_alarm(deadline)
         if note.block_key is not None:
             (self.reads_in_flight if note.kind == "read" else self.writes_in_flight)[note.block_key] += 1
         tag = send()

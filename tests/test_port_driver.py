@@ -126,3 +126,46 @@ def test_int_reader_reads_narrow_ports_unsigned_and_wide_ports_whole():
         signal = FakeSignal(width)
         signal.set(value)
         assert int_reader(signal)() == value, (width, hex(value))
+
+
+def test_wait_for_wakes_at_the_first_step_after_which_its_condition_holds_or_at_its_deadline():
+    """TB.quiesce and rwd_accepted wait this way instead of polling every cycle: the waiter must wake in exactly
+    the step a next_cycle() poll would have seen the condition (or the deadline) first."""
+    _, driver = make_driver()
+    drained_at = 5
+    waits = {}
+    for name, deadline in (("condition", None), ("deadline", 3)):
+        waiter = driver.wait_for(lambda: driver.cycle >= drained_at, deadline)
+        waiter.send(None)                      # runs to its await: registered with the driver
+        waits[name] = (waiter, driver.conditions[-1][2])
+    woke = {}
+    for _ in range(8):
+        driver.step(0)
+        for name, (_, event) in waits.items():
+            if event.is_set() and name not in woke:
+                woke[name] = driver.cycle
+    assert woke == {"deadline": 3, "condition": drained_at} and not driver.conditions
+    for waiter, _ in waits.values():
+        waiter.close()
+
+
+def test_a_cancelled_alarm_sets_nothing():
+    """traffic.py cancels its stuck-stimulus deadline once the request is issued: a later waiter on the same
+    event must not be woken by it."""
+    _, driver = make_driver()
+
+    class Recorder:
+        def __init__(self):
+            self.sets = []
+
+        def set(self):
+            self.sets.append(driver.cycle)
+
+        def clear(self):
+            pass
+    kept, cancelled = Recorder(), Recorder()
+    driver.alarm(2, kept)
+    driver.cancel_alarm(driver.alarm(3, cancelled))
+    for _ in range(5):
+        driver.step(0)
+    assert kept.sets == [2] and cancelled.sets == [] and not driver.alarms
