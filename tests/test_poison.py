@@ -69,12 +69,13 @@ def simulate(params, ops):
     return hits
 
 
-def random_ops(rng, params, cycles):
+def random_ops(rng, params, cycles, spread=64):
     lb = params.dram_addr_bits - params.line_offset_bits
     top = (1 << lb) - 1
     # a small pool of first lines near each other (so records overlap, merge and share lines) and at the top of
-    # the address space (wrap-around)
-    firsts = [rng.randrange(0, 64) for _ in range(6)] + [top - rng.randrange(40) for _ in range(2)]
+    # the address space (wrap-around); a spread past 1024 lines puts sets and records at the edge of the
+    # 2^10-line window where the set test's offset arithmetic must give up
+    firsts = [rng.randrange(0, spread) for _ in range(6)] + [top - rng.randrange(40) for _ in range(2)]
     ops = []
     for _ in range(cycles):
         insert = clear = None
@@ -90,16 +91,21 @@ def random_ops(rng, params, cycles):
             if rng.random() < 0.5:
                 clear = (clear[0], 0, 1)
         clear_all = rng.random() < 0.02
-        query = ((rng.choice(firsts) + rng.randrange(-4, 80)) & top, rng.randrange(7), rng.randint(1, 16))
+        near = rng.randrange(-4, 80) if rng.random() < 0.7 else rng.randrange(-spread, spread)
+        query = ((rng.choice(firsts) + near) & top, rng.randrange(7), rng.randint(1, 16))
         ops.append((insert, clear, clear_all, query))
     return ops
 
 
-@pytest.mark.parametrize("entries, dram_addr_bits, seed", [(1, 20, 1), (4, 32, 2), (8, 16, 3), (3, 12, 4)])
-def test_random_against_model(entries, dram_addr_bits, seed):
+@pytest.mark.parametrize("entries, dram_addr_bits, seed, spread", [
+    (1, 20, 1, 64), (4, 32, 2, 64), (8, 16, 3, 64), (3, 12, 4, 64),
+    # 2^11 lines (the smallest space the windowed set test serves), records and sets about 1024 lines apart, and
+    # about 2048 apart (an offset whose low 11 bits alone would look near)
+    (8, 15, 5, 1100), (8, 20, 6, 1100), (4, 14, 7, 1100), (8, 20, 8, 2200)])
+def test_random_against_model(entries, dram_addr_bits, seed, spread):
     params = ControllerParams(poison_entries=entries, dram_addr_bits=dram_addr_bits, data_width=128)
     rng = random.Random(seed)
-    hits = simulate(params, random_ops(rng, params, 400))
+    hits = simulate(params, random_ops(rng, params, 400, spread))
     assert 5 < hits < 395       # both answers exercised
 
 
