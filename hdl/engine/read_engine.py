@@ -11,7 +11,9 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   by the CSR block) and the line relative to every region's base; stage B registers the decode of
   hdl/engine/address_map.py (block, line, k, view checks, the DRAM line of plane 0) and the compare of the block
   key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
-- dispatch handles one request per cycle, in arrival order, from stage B's registers. Decode errors (no region)
+- dispatch handles one request per cycle, in arrival order, from stage B's registers. A read served from DRAM
+  (mapped, legal k) whose block the write path holds (gathered, or flushed and not landed: its `block_query` /
+  `block_busy`, DEVICE.md §4) waits there, and the write path flushes the gathered block. Decode errors (no region)
   and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
   queue one 1-line burst. Packed / expanded reads look up the
   key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
@@ -124,6 +126,10 @@ class ReadEngine(wiring.Component):
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
             "toward_zero": In(params.n_regions),
+            # the write path's block query (DEVICE.md §4): the (region, block) of the read in dispatch, valid for
+            # a read served from DRAM, and whether its block is gathered or landing (dispatch then waits)
+            "block_query": Out(block_event_layout(params)),
+            "block_busy": In(1),
             "invalidate": In(block_event_layout(params)),
             # a write's last B response arrived (write path `landed`): its block's slots are invalidated again
             "invalidate_landed": In(block_event_layout(params)),
@@ -311,7 +317,15 @@ class ReadEngine(wiring.Component):
             serve_fifo.w_rdy
             & (~needs_fetch | fetch.ready)
             & (~is_miss | (victim_free & fill_fifo.w_rdy)))
-        m.d.comb += [dispatch.eq(stage_b_valid & can_dispatch), allocating.eq(dispatch & is_miss)]
+        # A read served from DRAM waits while the write path holds its block (gathered, or flushed and not
+        # landed), asking it for the flush: the query is stage B's registers, so the wait costs no decode.
+        m.d.comb += [
+            self.block_query.valid.eq(stage_b_valid & readable),
+            self.block_query.region.eq(key.region),
+            self.block_query.block.eq(key.block),
+            dispatch.eq(stage_b_valid & can_dispatch & ~self.block_busy),
+            allocating.eq(dispatch & is_miss),
+        ]
 
         serve_entry = Signal(serve_layout)
         m.d.comb += [

@@ -33,7 +33,7 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
   of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
   lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
-  write (`regions_written`); a read of the block at the read gate. The stage holds b_max plane lines, so the
+  write (`regions_written`); a read of the block in the read engine's dispatch (`block_query`). The stage holds b_max plane lines, so the
   next block gathers while the previous one is written: whole blocks stream at one line per cycle.
 - Idle boundary: `gather_idle_cycles` cycles (WRITE_GATHER_IDLE_CYCLES) with no RwD accepted on the port mark a
   flush point after the last RwD accepted. If every earlier RwD has left held, the buffer is flushed at once;
@@ -50,9 +50,13 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
   response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
-- Read gate (`read_in` -> `read_out`, between the Req front end and the read engine): a mapped read of the
-  gathered block, or of a flushed block whose B responses are not all in, waits (and asks for the flush), so a
-  read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
+- Block query (`block_query` -> `block_busy`): the read engine presents the (region, block) of the read in its
+  dispatch stage, from stage B's registers, valid for reads served from DRAM (mapped, legal k); `block_busy` is
+  1 while that block is gathered, or flushed and its B responses are not all in (and one cycle more, so the
+  registered `landed` invalidation and a failed write's poison insert act first), and the read waits at
+  dispatch; a query of the gathered block asks for its flush. So a read never sees a block's DRAM lines
+  without the writes gathered for it. Only register compares sit before `block_busy` (the decode is the read
+  engine's stage B).
 - The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
   No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held` (or the flush starts): `poison_insert` (a
@@ -136,8 +140,10 @@ class WritePath(wiring.Component):
             "ndr": Out(stream.Signature(ndr_layout(p))),
             "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
             "regions_written": In(1),
-            "read_in": In(stream.Signature(read_request_layout(p))),
-            "read_out": Out(stream.Signature(read_request_layout(p))),
+            # the (region, block) of a read in the read engine's dispatch stage (valid: served from DRAM) and
+            # whether it must wait: its block is gathered or landing (see elaborate, "block query")
+            "block_query": In(block_event_layout(p)),
+            "block_busy": Out(1),
             "fill": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiWriteSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(poison_insert_layout(p)),
@@ -195,10 +201,9 @@ class WritePath(wiring.Component):
         # read carries is re-armed for the next RwD (or flushes once every earlier RwD has joined); such a read
         # waits while an RwD is being accepted, so the mark cannot miss that one.
         # The fill stream leaves through an output buffer (registered valid, payload and ready), so the read
-        # gate and the read engine's readiness never reach rwd.ready or `held` in the same cycle (the FPGA
-        # build's critical path ran skid -> fill -> front end -> read gate decode -> fill.ready -> held). The
-        # RwD after a fill waits in the skid until the buffer is empty: the fill still passes the read gate
-        # before any later RwD joins the gather buffer.
+        # engine's readiness never reaches rwd.ready or `held` in the same cycle (an FPGA build's critical path
+        # ran skid -> fill -> front end -> the old read gate's decode -> fill.ready -> held). The RwD after a
+        # fill waits in the skid until the buffer is empty.
         is_fill = opcode_in(rwd_in.p.rwd.opcode, RWD_READS)
         m.submodules.fill_buffer = fill_buffer = OutputBuffer(read_request_layout(p))
         wiring.connect(m, fill_buffer.o, wiring.flipped(self.fill))
@@ -482,29 +487,30 @@ class WritePath(wiring.Component):
         with m.Elif(do_flush):
             m.d.sync += gather_valid.eq(0)
 
-        # ---- read gate: a read of a block that is gathered, or flushed and not yet landed, waits ------------
-        # (and asks for the flush), so it never sees the block's DRAM lines without the writes gathered for it
-        read_in, read_out = self.read_in, self.read_out
-        read_line = split_address(p, read_in.p.address)[0]
-        read_onehot, read_region, read_entry, read_local = match_region(m, p, read_line, self.regions)
-        read_decoded = decode_in_region(m, p, read_in.p.address, read_onehot.any(), read_region, read_entry,
-                                        read_local)
-        read_gathered = Signal()
-        read_landing = Signal()
-        read_waits = Signal()
+        # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
+        # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
+        # without the writes gathered for it. The read engine sends (region, block) from stage B's registers
+        # (valid only for reads served from DRAM: mapped, legal k), so only equality compares of registers
+        # sit before `block_busy`. A flushed block stays busy one cycle after its last B response (and after
+        # its failed write's poison insert): the `landed` invalidation and the poison-list insert, both
+        # registered, have then taken effect before the read dispatches.
+        query = self.block_query
+        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
+        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
+        for i in range(n_entries):
+            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
+                                            & ((entry_due[i] != 0) | entry_error[i]))
+            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+        query_gathered = Signal()
+        query_landing = Signal()
         m.d.comb += [
-            read_gathered.eq(gather_valid & (gather_region == read_decoded.region)
-                             & (gather_block == read_decoded.block)),
-            read_landing.eq(Cat(*(entry_used[i] & entry_gathered[i] & ((entry_due[i] != 0) | entry_error[i])
-                                  & (entry_region[i] == read_decoded.region) & (entry_block[i] == read_decoded.block)
-                                  for i in range(n_entries))).any()),
-            # only reads served from DRAM wait (the golden model's reading: unmapped and illegal-k reads never
-            # touch the block, so they flush nothing)
-            read_waits.eq(read_in.valid & read_decoded.mapped & read_decoded.k_legal
-                          & (read_gathered | read_landing)),
-            read_out.valid.eq(read_in.valid & ~read_waits),
-            read_out.p.eq(read_in.p),
-            read_in.ready.eq(read_out.ready & ~read_waits),
+            query_gathered.eq(query.valid & gather_valid & (gather_region == query.region)
+                              & (gather_block == query.block)),
+            query_landing.eq(query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i]
+                                                 & entry_gathered[i] & (entry_region[i] == query.region)
+                                                 & (entry_block[i] == query.block)
+                                                 for i in range(n_entries))).any()),
+            self.block_busy.eq(query_gathered | query_landing),
         ]
 
         # flush requests: an idle boundary with every earlier RwD already joined, a boundary carried by a
@@ -512,7 +518,7 @@ class WritePath(wiring.Component):
         # of the gathered block
         boundary_now = boundary_pending & pipeline_empty
         drop = Signal()
-        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (read_waits & read_gathered)):
+        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | query_gathered):
             m.d.sync += flush_request.eq(1)
         with m.Elif(do_flush | ~gather_valid):
             m.d.sync += flush_request.eq(0)
