@@ -299,8 +299,9 @@ class WritePath(wiring.Component):
         gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
         gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
         gather_poisoned = Signal()   # a gathered line had poison = 1: its record is in, the flush clears nothing
+        # gather_count == B, kept as a flag set when the B-th line joins (the count's compare stays off the flush
+        # decision, which fans out to the stage, the gather buffer and the in-flight table)
         gather_full = Signal()
-        m.d.comb += gather_full.eq(gather_count == (Const(1, 5) << gather_log2_b))
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
@@ -346,12 +347,14 @@ class WritePath(wiring.Component):
         stage_strobe = Signal(line_bytes)
         aw_sent = Signal(range(17))
         w_sent = Signal(range(17))
+        # Flags of the counters kept as registers beside them (set on load, updated per AW / W queued), so the
+        # stage's free test (on the flush decision's path) is an AND of flip-flops:
+        # aw_pending = stage_busy & (aw_sent != stage_n_bursts), aw_last = (aw_sent + 1 == stage_n_bursts),
+        # and likewise for W.
         aw_pending = Signal()
         w_pending = Signal()
-        m.d.comb += [
-            aw_pending.eq(stage_busy & (aw_sent != stage_n_bursts)),
-            w_pending.eq(stage_busy & (w_sent != stage_n_beats)),
-        ]
+        aw_last = Signal()
+        w_last = Signal()
 
         # AW and W leave through output buffers (two entries each): AXI valid and payload are registers, and the
         # issue stage sees only the buffers' registered ready, so no combinational path runs from
@@ -388,24 +391,24 @@ class WritePath(wiring.Component):
             aw_buffer.i.valid.eq(aw_pending),
         ]
         with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
-            m.d.sync += aw_sent.eq(aw_sent + 1)
+            m.d.sync += [aw_sent.eq(aw_sent + 1), aw_pending.eq(~aw_last), aw_last.eq(aw_sent + 2 == stage_n_bursts)]
 
         w_next = Signal(w_layout)
         m.d.comb += [
             w_next.data.eq(stage_data.word_select(w_sent[:max(1, (G - 1).bit_length())], W)),
             w_next.strb.eq(stage_strobe),
-            w_next.last.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
+            w_next.last.eq(~stage_one_burst | w_last),
             w_buffer.i.p.eq(w_next),
             w_buffer.i.valid.eq(w_pending),
         ]
         with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += w_sent.eq(w_sent + 1)
+            m.d.sync += [w_sent.eq(w_sent + 1), w_pending.eq(~w_last), w_last.eq(w_sent + 2 == stage_n_beats)]
 
         # The stage takes the next write once this cycle queues the last AW and W of the current one.
         stage_free = Signal()
         m.d.comb += stage_free.eq(
-            (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_buffer.i.ready))
-            & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_buffer.i.ready)))
+            (~aw_pending | (aw_last & aw_buffer.i.ready))
+            & (~w_pending | (w_last & w_buffer.i.ready)))
 
         # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
         # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
@@ -447,6 +450,9 @@ class WritePath(wiring.Component):
                 stage_log2_r.eq(gather_log2_r),
                 stage_n_beats.eq(Const(1, 5) << gather_log2_b),
                 stage_n_bursts.eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
+                # B >= 2 beats; one burst when R = 1, else B
+                w_last.eq(0),
+                aw_last.eq(gather_log2_r == 0),
                 stage_data.eq(Cat(*gather_planes)),
                 stage_strobe.eq(gather_strobe),
             ]
@@ -457,11 +463,14 @@ class WritePath(wiring.Component):
                 stage_log2_r.eq(0),
                 stage_n_beats.eq(1),
                 stage_n_bursts.eq(1),
+                w_last.eq(1),
+                aw_last.eq(1),
                 stage_data[:W].eq(held.data),
                 stage_strobe.eq(byte_enable),
             ]
         with m.If(load_stage):
-            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0)]
+            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0),
+                         aw_pending.eq(1), w_pending.eq(1)]
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
 
@@ -471,6 +480,7 @@ class WritePath(wiring.Component):
             m.d.sync += [
                 gather_valid.eq(1),
                 gather_count.eq(slot + 1),
+                gather_full.eq(slot + 1 == (Const(1, 5) << Mux(gather_empty_now, decoded.log2_b, gather_log2_b))),
                 gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
                 gather_poisoned.eq(Mux(gather_empty_now, 0, gather_poisoned) | held.poison),
             ]
@@ -485,7 +495,7 @@ class WritePath(wiring.Component):
                              gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
                              gather_log2_r.eq(decoded.log2_r)]
         with m.Elif(do_flush):
-            m.d.sync += gather_valid.eq(0)
+            m.d.sync += [gather_valid.eq(0), gather_full.eq(0)]
 
         # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
         # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
