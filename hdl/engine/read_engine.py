@@ -152,9 +152,10 @@ class ReadEngine(wiring.Component):
         # fetch latency of a whole block (one DRS per cycle while streaming).
         serve_depth = p.request_depth + p.b_max
         # `waiting` counts the reads of one (slot, generation) in the serve FIFO: a read is claimed when it is
-        # written there and released when it leaves for the DRS register, so the count is at most serve_depth
-        # (all queued reads hitting one block while the DRS is held off).
-        count_bits = serve_depth.bit_length()
+        # written there and released one cycle after it leaves for the DRS register (see `release_valid`), so
+        # the count is at most serve_depth + 1 (all queued reads hitting one block while the DRS is held off,
+        # and the one just served).
+        count_bits = (serve_depth + 1).bit_length()
 
         # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
         # Stage A (from the front end's stream): one comparison pair per region against base_line and the
@@ -238,6 +239,14 @@ class ReadEngine(wiring.Component):
         waiting = [[Signal(count_bits, name=f"slot{s}_gen{g}_waiting") for g in range(1 << gen_bits)]
                    for s in range(slots)]
         lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
+        # The serve stage's release of a read, registered: (slot, generation) of the buffer read that left for
+        # the DRS register in the previous cycle. The counters take it a cycle late, so the serve decision
+        # (`advance`, which depends on the packer's line in the same cycle) ends at these few flip-flops
+        # instead of the counters' enables and adders (an FPGA build's critical path); the first-line gate
+        # subtracts the pending release, so it sees exactly the count it saw before.
+        release_valid = Signal()
+        release_slot = Signal(slot_bits)
+        release_gen = Signal(gen_bits)
 
         # dispatch (from stage B's registers)
         key = stage_b.key
@@ -471,7 +480,9 @@ class ReadEngine(wiring.Component):
             with m.Switch(written_gen[s]):
                 for g in range(1 << gen_bits):
                     with m.Case(g):
-                        m.d.comb += held_count_nonzero.eq(waiting[s][g] != 0)
+                        release_pending = release_valid & (release_slot == s) & (release_gen == g)
+                        m.d.comb += held_count_nonzero.eq((waiting[s][g] != 0)
+                                                          & ~((waiting[s][g] == 1) & release_pending))
             first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
                                 & (packer_line.p.index == 0))
             m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
@@ -556,10 +567,15 @@ class ReadEngine(wiring.Component):
         ]
 
         # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
+        m.d.sync += [
+            release_valid.eq(advance & (serve.kind == SERVE_BUFFER)),
+            release_slot.eq(serve.slot),
+            release_gen.eq(serve.gen),
+        ]
         for s in range(slots):
             for g in range(1 << gen_bits):
                 claim = dispatch & is_buffered & (serve_entry.slot == s) & (serve_entry.gen == g)
-                release = advance & (serve.kind == SERVE_BUFFER) & (serve.slot == s) & (serve.gen == g)
+                release = release_valid & (release_slot == s) & (release_gen == g)
                 with m.If(claim & ~release):
                     m.d.sync += waiting[s][g].eq(waiting[s][g] + 1)
                 with m.Elif(release & ~claim):
