@@ -102,9 +102,7 @@ class SmartQuantController(wiring.Component):
                                            "poison_list"))
 
         wiring.connect(m, wiring.flipped(self.m2s_req), frontend.req)
-        # reads pass the write path's gate: a read of a block still being gathered waits for its flush to land
-        wiring.connect(m, frontend.read, write_path.read_in)
-        wiring.connect(m, write_path.read_out, read_engine.read)
+        wiring.connect(m, frontend.read, read_engine.read)
         wiring.connect(m, read_engine.drs, wiring.flipped(self.s2m_drs))
         wiring.connect(m, wiring.flipped(self.m2s_rwd), write_path.rwd)
         wiring.connect(m, write_path.fill, frontend.fill)
@@ -140,6 +138,9 @@ class SmartQuantController(wiring.Component):
             csr_block.poison_record_valid.eq(poison_list.read_valid),
             csr_block.poison_count.eq(poison_list.count),
             csr_block.poison_overflow.eq(poison_list.overflow),
+            # a read of a block still gathered (or landing) waits at dispatch for its flush to land
+            write_path.block_query.eq(read_engine.block_query),
+            read_engine.block_busy.eq(write_path.block_busy),
             read_engine.invalidate.eq(write_path.invalidate),
             read_engine.invalidate_landed.eq(write_path.landed),
             read_engine.invalidate_all.eq(csr_block.regions_written),

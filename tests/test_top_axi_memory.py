@@ -27,7 +27,7 @@ from smartquant.golden.device import DeviceModel, region_csr_writes
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout, pack, unpack
 from smartquant.hdl.top import SmartQuantController
 from smartquant.params import (
-    ControllerParams, Format, ReqOpcode, RwdOpcode, Rounding, View, CSR_STATUS,
+    ControllerParams, Format, ReqOpcode, RwdOpcode, Rounding, View, CSR_STATUS, WRITE_GATHER_IDLE_CYCLES,
 )
 
 PARAMS = ControllerParams(data_width=128, b_max=16, n_regions=2, request_depth=8, dram_addr_bits=16)
@@ -295,6 +295,81 @@ def test_read_after_write_completion_sees_the_write(view, held):
     # memory held the write back); a gathered weight-major write is never missed (DEVICE.md §4)
     assert bench.drs[100][0]["data"] == (after.data if view == View.WEIGHT_MAJOR else before.data)
     assert bench.drs[101][0]["data"] == after.data, "a read after the write's Cmp returned the pre-write data"
+
+
+@pytest.mark.parametrize("lag", [0, 1, 3])
+def test_read_arriving_while_its_block_is_gathered_waits_and_sees_the_write(lag):
+    """INT8, R = 1, block 0 written whole before. A weight-major write of line 0 of block 0 and a packed k = 3
+    read of that line offered `lag` cycles after it, so the read is still in the request pipeline (front end,
+    stages A and B) while the write joins the gather buffer: it waits at dispatch, asks for the flush (the
+    flush's AW comes before the idle boundary could have caused it) and, after the flush's B response, returns
+    the new data (what the golden model answers for a read of a gathered block). With the read gate in front
+    of the read engine (before), a read that passed it before the write joined returned the old data."""
+    B, R, base, k = 8, 1, 0x80, 3
+    bench = Bench()
+    model = bench.model
+    config = (0, base, 4, Format.INT, B, R, k, Rounding.FLOOR)
+    model.program(region_csr_writes(PARAMS, *config))
+    old, new = block_lines(3, B), block_lines(4, B)
+    for j in range(B):
+        model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base + j), j, old[j], ALL_BYTES, 0)
+    packed = model.address(View.PACKED_K, base, k)
+    (before,) = model.req(ReqOpcode.MEM_RD, packed, 99)
+    model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base), 200, new[0], ALL_BYTES, 0)
+    (after,) = model.req(ReqOpcode.MEM_RD, packed, 100)
+    assert model.gather_flushes["read"] == 1
+    assert before.data != after.data, "the write must change the packed line"
+    offered = {}
+
+    def script(b):
+        yield from b.program(*config)
+        for j in range(B):
+            b.write(j, View.WEIGHT_MAJOR, base + j, old[j])
+        yield from b.wait(lambda: len(b.ndr) == B)
+        yield from b.idle(WRITE_GATHER_IDLE_CYCLES + 4)
+        offered["burst"] = len(b.memory.aw_log)     # the index of the flush's burst
+        b.write(200, View.WEIGHT_MAJOR, base, new[0])
+        offered["write"] = b.cycle
+        yield from b.idle(lag)
+        b.read(100, View.PACKED_K, base, k)
+        while not (100 in b.drs and 200 in b.ndr):
+            if len(b.memory.aw_log) > offered["burst"]:
+                offered.setdefault("aw", b.cycle)
+            yield
+
+    bench.run(script)
+    assert bench.drs[100][0]["data"] == after.data, "a read of the gathered block returned the pre-write data"
+    assert offered["aw"] - offered["write"] < WRITE_GATHER_IDLE_CYCLES, "flushed by the idle boundary"
+    assert bench.drs[100][1] > bench.memory.b_cycles[offered["burst"]], "the read left before the flush landed"
+
+
+def test_illegal_k_read_of_a_gathered_block_flushes_nothing():
+    """A packed read at k = 9 > B = 8 of a gathered block touches no DRAM: it is answered at once (as the golden
+    model answers it) and does not flush the block, which goes out at its idle boundary."""
+    B, R, base, k = 8, 1, 0x80, 3
+    bench = Bench()
+    model = bench.model
+    config = (0, base, 4, Format.INT, B, R, k, Rounding.FLOOR)
+    model.program(region_csr_writes(PARAMS, *config))
+    new = block_lines(5, B)
+    model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base), 200, new[0], ALL_BYTES, 0)
+    (illegal,) = model.req(ReqOpcode.MEM_RD, model.address(View.PACKED_K, base, 9), 100)
+    assert not model.gather_flushes, "the model flushes nothing for an illegal-k read"
+    offered = {}
+
+    def script(b):
+        yield from b.program(*config)
+        b.write(200, View.WEIGHT_MAJOR, base, new[0])
+        offered["write"] = b.cycle
+        yield from b.idle(2)
+        b.read(100, View.PACKED_K, base, 9)
+        yield from b.wait(lambda: 100 in b.drs and 200 in b.ndr)
+
+    bench.run(script)
+    drs = bench.drs[100][0]
+    assert (drs["opcode"], drs["data"], drs["poison"]) == (illegal.opcode, illegal.data, illegal.poison)
+    assert bench.drs[100][1] < bench.ndr[200][1], "the illegal-k read waited for the gathered block"
+    assert bench.ndr[200][1] - offered["write"] >= WRITE_GATHER_IDLE_CYCLES, "the illegal-k read flushed the block"
 
 
 # ---- DEVICE.md "Reset": AXI transactions in flight at a controller reset --------------------------------------

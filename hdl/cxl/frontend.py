@@ -84,9 +84,9 @@ class ReqFrontEnd(wiring.Component):
         m = Module()
         p = self.params
         read_layout = read_request_layout(p)
-        # Reads leave through a skid (InputSkid: no added latency, registered ready), so the read gate's decode
-        # and the read engine's dispatch never reach this FIFO's pointers, Req.ready or fill.ready in the same
-        # cycle. The skid holds one read, the FIFO request_depth - 1: request_depth reads as before.
+        # Reads leave through a skid (InputSkid: no added latency, registered ready), so the read engine's
+        # dispatch (and its block query to the write path) never reach this FIFO's pointers, Req.ready or
+        # fill.ready in the same cycle. The skid holds one read, the FIFO request_depth - 1: request_depth reads as before.
         m.submodules.read_fifo = read_fifo = SyncFIFO(width=read_layout.size, depth=p.request_depth - 1)
         m.submodules.read_skid = read_skid = InputSkid(read_layout)
         wiring.connect(m, read_skid.o, wiring.flipped(self.read))

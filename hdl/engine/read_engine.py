@@ -11,7 +11,9 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   by the CSR block) and the line relative to every region's base; stage B registers the decode of
   hdl/engine/address_map.py (block, line, k, view checks, the DRAM line of plane 0) and the compare of the block
   key with every slot tag (forwarding the allocation dispatch makes in the same cycle, see elaborate).
-- dispatch handles one request per cycle, in arrival order, from stage B's registers. Decode errors (no region)
+- dispatch handles one request per cycle, in arrival order, from stage B's registers. A read served from DRAM
+  (mapped, legal k) whose block the write path holds (gathered, or flushed and not landed: its `block_query` /
+  `block_busy`, DEVICE.md §4) waits there, and the write path flushes the gathered block. Decode errors (no region)
   and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
   queue one 1-line burst. Packed / expanded reads look up the
   key (region, block, expanded, k, rounding) in the slot tags; a miss claims the round-robin victim at once
@@ -124,6 +126,10 @@ class ReadEngine(wiring.Component):
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
             "toward_zero": In(params.n_regions),
+            # the write path's block query (DEVICE.md §4): the (region, block) of the read in dispatch, valid for
+            # a read served from DRAM, and whether its block is gathered or landing (dispatch then waits)
+            "block_query": Out(block_event_layout(params)),
+            "block_busy": In(1),
             "invalidate": In(block_event_layout(params)),
             # a write's last B response arrived (write path `landed`): its block's slots are invalidated again
             "invalidate_landed": In(block_event_layout(params)),
@@ -146,9 +152,10 @@ class ReadEngine(wiring.Component):
         # fetch latency of a whole block (one DRS per cycle while streaming).
         serve_depth = p.request_depth + p.b_max
         # `waiting` counts the reads of one (slot, generation) in the serve FIFO: a read is claimed when it is
-        # written there and released when it leaves for the DRS register, so the count is at most serve_depth
-        # (all queued reads hitting one block while the DRS is held off).
-        count_bits = serve_depth.bit_length()
+        # written there and released one cycle after it leaves for the DRS register (see `release_valid`), so
+        # the count is at most serve_depth + 1 (all queued reads hitting one block while the DRS is held off,
+        # and the one just served).
+        count_bits = (serve_depth + 1).bit_length()
 
         # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
         # Stage A (from the front end's stream): one comparison pair per region against base_line and the
@@ -232,6 +239,14 @@ class ReadEngine(wiring.Component):
         waiting = [[Signal(count_bits, name=f"slot{s}_gen{g}_waiting") for g in range(1 << gen_bits)]
                    for s in range(slots)]
         lines_written = [Signal(5, name=f"slot{s}_lines_written") for s in range(slots)]
+        # The serve stage's release of a read, registered: (slot, generation) of the buffer read that left for
+        # the DRS register in the previous cycle. The counters take it a cycle late, so the serve decision
+        # (`advance`, which depends on the packer's line in the same cycle) ends at these few flip-flops
+        # instead of the counters' enables and adders (an FPGA build's critical path); the first-line gate
+        # subtracts the pending release, so it sees exactly the count it saw before.
+        release_valid = Signal()
+        release_slot = Signal(slot_bits)
+        release_gen = Signal(gen_bits)
 
         # dispatch (from stage B's registers)
         key = stage_b.key
@@ -311,7 +326,15 @@ class ReadEngine(wiring.Component):
             serve_fifo.w_rdy
             & (~needs_fetch | fetch.ready)
             & (~is_miss | (victim_free & fill_fifo.w_rdy)))
-        m.d.comb += [dispatch.eq(stage_b_valid & can_dispatch), allocating.eq(dispatch & is_miss)]
+        # A read served from DRAM waits while the write path holds its block (gathered, or flushed and not
+        # landed), asking it for the flush: the query is stage B's registers, so the wait costs no decode.
+        m.d.comb += [
+            self.block_query.valid.eq(stage_b_valid & readable),
+            self.block_query.region.eq(key.region),
+            self.block_query.block.eq(key.block),
+            dispatch.eq(stage_b_valid & can_dispatch & ~self.block_busy),
+            allocating.eq(dispatch & is_miss),
+        ]
 
         serve_entry = Signal(serve_layout)
         m.d.comb += [
@@ -457,7 +480,9 @@ class ReadEngine(wiring.Component):
             with m.Switch(written_gen[s]):
                 for g in range(1 << gen_bits):
                     with m.Case(g):
-                        m.d.comb += held_count_nonzero.eq(waiting[s][g] != 0)
+                        release_pending = release_valid & (release_slot == s) & (release_gen == g)
+                        m.d.comb += held_count_nonzero.eq((waiting[s][g] != 0)
+                                                          & ~((waiting[s][g] == 1) & release_pending))
             first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
                                 & (packer_line.p.index == 0))
             m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
@@ -542,10 +567,15 @@ class ReadEngine(wiring.Component):
         ]
 
         # ---- slot bookkeeping (dispatch claims, serve releases, packer fills, writes invalidate) ----------
+        m.d.sync += [
+            release_valid.eq(advance & (serve.kind == SERVE_BUFFER)),
+            release_slot.eq(serve.slot),
+            release_gen.eq(serve.gen),
+        ]
         for s in range(slots):
             for g in range(1 << gen_bits):
                 claim = dispatch & is_buffered & (serve_entry.slot == s) & (serve_entry.gen == g)
-                release = advance & (serve.kind == SERVE_BUFFER) & (serve.slot == s) & (serve.gen == g)
+                release = release_valid & (release_slot == s) & (release_gen == g)
                 with m.If(claim & ~release):
                     m.d.sync += waiting[s][g].eq(waiting[s][g] + 1)
                 with m.Elif(release & ~claim):

@@ -33,7 +33,7 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
   of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
   lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
-  write (`regions_written`); a read of the block at the read gate. The stage holds b_max plane lines, so the
+  write (`regions_written`); a read of the block in the read engine's dispatch (`block_query`). The stage holds b_max plane lines, so the
   next block gathers while the previous one is written: whole blocks stream at one line per cycle.
 - Idle boundary: `gather_idle_cycles` cycles (WRITE_GATHER_IDLE_CYCLES) with no RwD accepted on the port mark a
   flush point after the last RwD accepted. If every earlier RwD has left held, the buffer is flushed at once;
@@ -50,9 +50,13 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
   response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
-- Read gate (`read_in` -> `read_out`, between the Req front end and the read engine): a mapped read of the
-  gathered block, or of a flushed block whose B responses are not all in, waits (and asks for the flush), so a
-  read never sees a block's DRAM lines without the writes gathered for it. Combinational: no added latency.
+- Block query (`block_query` -> `block_busy`): the read engine presents the (region, block) of the read in its
+  dispatch stage, from stage B's registers, valid for reads served from DRAM (mapped, legal k); `block_busy` is
+  1 while that block is gathered, or flushed and its B responses are not all in (and one cycle more, so the
+  registered `landed` invalidation and a failed write's poison insert act first), and the read waits at
+  dispatch; a query of the gathered block asks for its flush. So a read never sees a block's DRAM lines
+  without the writes gathered for it. Only register compares sit before `block_busy` (the decode is the read
+  engine's stage B).
 - The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
   No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held` (or the flush starts): `poison_insert` (a
@@ -136,8 +140,10 @@ class WritePath(wiring.Component):
             "ndr": Out(stream.Signature(ndr_layout(p))),
             "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
             "regions_written": In(1),
-            "read_in": In(stream.Signature(read_request_layout(p))),
-            "read_out": Out(stream.Signature(read_request_layout(p))),
+            # the (region, block) of a read in the read engine's dispatch stage (valid: served from DRAM) and
+            # whether it must wait: its block is gathered or landing (see elaborate, "block query")
+            "block_query": In(block_event_layout(p)),
+            "block_busy": Out(1),
             "fill": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiWriteSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
             "poison_insert": Out(poison_insert_layout(p)),
@@ -195,10 +201,9 @@ class WritePath(wiring.Component):
         # read carries is re-armed for the next RwD (or flushes once every earlier RwD has joined); such a read
         # waits while an RwD is being accepted, so the mark cannot miss that one.
         # The fill stream leaves through an output buffer (registered valid, payload and ready), so the read
-        # gate and the read engine's readiness never reach rwd.ready or `held` in the same cycle (the FPGA
-        # build's critical path ran skid -> fill -> front end -> read gate decode -> fill.ready -> held). The
-        # RwD after a fill waits in the skid until the buffer is empty: the fill still passes the read gate
-        # before any later RwD joins the gather buffer.
+        # engine's readiness never reaches rwd.ready or `held` in the same cycle (an FPGA build's critical path
+        # ran skid -> fill -> front end -> the old read gate's decode -> fill.ready -> held). The RwD after a
+        # fill waits in the skid until the buffer is empty.
         is_fill = opcode_in(rwd_in.p.rwd.opcode, RWD_READS)
         m.submodules.fill_buffer = fill_buffer = OutputBuffer(read_request_layout(p))
         wiring.connect(m, fill_buffer.o, wiring.flipped(self.fill))
@@ -294,8 +299,9 @@ class WritePath(wiring.Component):
         gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
         gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
         gather_poisoned = Signal()   # a gathered line had poison = 1: its record is in, the flush clears nothing
+        # gather_count == B, kept as a flag set when the B-th line joins (the count's compare stays off the flush
+        # decision, which fans out to the stage, the gather buffer and the in-flight table)
         gather_full = Signal()
-        m.d.comb += gather_full.eq(gather_count == (Const(1, 5) << gather_log2_b))
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
@@ -341,12 +347,14 @@ class WritePath(wiring.Component):
         stage_strobe = Signal(line_bytes)
         aw_sent = Signal(range(17))
         w_sent = Signal(range(17))
+        # Flags of the counters kept as registers beside them (set on load, updated per AW / W queued), so the
+        # stage's free test (on the flush decision's path) is an AND of flip-flops:
+        # aw_pending = stage_busy & (aw_sent != stage_n_bursts), aw_last = (aw_sent + 1 == stage_n_bursts),
+        # and likewise for W.
         aw_pending = Signal()
         w_pending = Signal()
-        m.d.comb += [
-            aw_pending.eq(stage_busy & (aw_sent != stage_n_bursts)),
-            w_pending.eq(stage_busy & (w_sent != stage_n_beats)),
-        ]
+        aw_last = Signal()
+        w_last = Signal()
 
         # AW and W leave through output buffers (two entries each): AXI valid and payload are registers, and the
         # issue stage sees only the buffers' registered ready, so no combinational path runs from
@@ -383,24 +391,24 @@ class WritePath(wiring.Component):
             aw_buffer.i.valid.eq(aw_pending),
         ]
         with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
-            m.d.sync += aw_sent.eq(aw_sent + 1)
+            m.d.sync += [aw_sent.eq(aw_sent + 1), aw_pending.eq(~aw_last), aw_last.eq(aw_sent + 2 == stage_n_bursts)]
 
         w_next = Signal(w_layout)
         m.d.comb += [
             w_next.data.eq(stage_data.word_select(w_sent[:max(1, (G - 1).bit_length())], W)),
             w_next.strb.eq(stage_strobe),
-            w_next.last.eq(~stage_one_burst | (w_sent == stage_n_beats - 1)),
+            w_next.last.eq(~stage_one_burst | w_last),
             w_buffer.i.p.eq(w_next),
             w_buffer.i.valid.eq(w_pending),
         ]
         with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += w_sent.eq(w_sent + 1)
+            m.d.sync += [w_sent.eq(w_sent + 1), w_pending.eq(~w_last), w_last.eq(w_sent + 2 == stage_n_beats)]
 
         # The stage takes the next write once this cycle queues the last AW and W of the current one.
         stage_free = Signal()
         m.d.comb += stage_free.eq(
-            (~aw_pending | ((aw_sent + 1 == stage_n_bursts) & aw_buffer.i.ready))
-            & (~w_pending | ((w_sent + 1 == stage_n_beats) & w_buffer.i.ready)))
+            (~aw_pending | (aw_last & aw_buffer.i.ready))
+            & (~w_pending | (w_last & w_buffer.i.ready)))
 
         # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
         # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
@@ -442,6 +450,9 @@ class WritePath(wiring.Component):
                 stage_log2_r.eq(gather_log2_r),
                 stage_n_beats.eq(Const(1, 5) << gather_log2_b),
                 stage_n_bursts.eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
+                # B >= 2 beats; one burst when R = 1, else B
+                w_last.eq(0),
+                aw_last.eq(gather_log2_r == 0),
                 stage_data.eq(Cat(*gather_planes)),
                 stage_strobe.eq(gather_strobe),
             ]
@@ -452,11 +463,14 @@ class WritePath(wiring.Component):
                 stage_log2_r.eq(0),
                 stage_n_beats.eq(1),
                 stage_n_bursts.eq(1),
+                w_last.eq(1),
+                aw_last.eq(1),
                 stage_data[:W].eq(held.data),
                 stage_strobe.eq(byte_enable),
             ]
         with m.If(load_stage):
-            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0)]
+            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0),
+                         aw_pending.eq(1), w_pending.eq(1)]
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
 
@@ -466,6 +480,7 @@ class WritePath(wiring.Component):
             m.d.sync += [
                 gather_valid.eq(1),
                 gather_count.eq(slot + 1),
+                gather_full.eq(slot + 1 == (Const(1, 5) << Mux(gather_empty_now, decoded.log2_b, gather_log2_b))),
                 gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
                 gather_poisoned.eq(Mux(gather_empty_now, 0, gather_poisoned) | held.poison),
             ]
@@ -480,31 +495,32 @@ class WritePath(wiring.Component):
                              gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
                              gather_log2_r.eq(decoded.log2_r)]
         with m.Elif(do_flush):
-            m.d.sync += gather_valid.eq(0)
+            m.d.sync += [gather_valid.eq(0), gather_full.eq(0)]
 
-        # ---- read gate: a read of a block that is gathered, or flushed and not yet landed, waits ------------
-        # (and asks for the flush), so it never sees the block's DRAM lines without the writes gathered for it
-        read_in, read_out = self.read_in, self.read_out
-        read_line = split_address(p, read_in.p.address)[0]
-        read_onehot, read_region, read_entry, read_local = match_region(m, p, read_line, self.regions)
-        read_decoded = decode_in_region(m, p, read_in.p.address, read_onehot.any(), read_region, read_entry,
-                                        read_local)
-        read_gathered = Signal()
-        read_landing = Signal()
-        read_waits = Signal()
+        # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
+        # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
+        # without the writes gathered for it. The read engine sends (region, block) from stage B's registers
+        # (valid only for reads served from DRAM: mapped, legal k), so only equality compares of registers
+        # sit before `block_busy`. A flushed block stays busy one cycle after its last B response (and after
+        # its failed write's poison insert): the `landed` invalidation and the poison-list insert, both
+        # registered, have then taken effect before the read dispatches.
+        query = self.block_query
+        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
+        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
+        for i in range(n_entries):
+            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
+                                            & ((entry_due[i] != 0) | entry_error[i]))
+            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+        query_gathered = Signal()
+        query_landing = Signal()
         m.d.comb += [
-            read_gathered.eq(gather_valid & (gather_region == read_decoded.region)
-                             & (gather_block == read_decoded.block)),
-            read_landing.eq(Cat(*(entry_used[i] & entry_gathered[i] & ((entry_due[i] != 0) | entry_error[i])
-                                  & (entry_region[i] == read_decoded.region) & (entry_block[i] == read_decoded.block)
-                                  for i in range(n_entries))).any()),
-            # only reads served from DRAM wait (the golden model's reading: unmapped and illegal-k reads never
-            # touch the block, so they flush nothing)
-            read_waits.eq(read_in.valid & read_decoded.mapped & read_decoded.k_legal
-                          & (read_gathered | read_landing)),
-            read_out.valid.eq(read_in.valid & ~read_waits),
-            read_out.p.eq(read_in.p),
-            read_in.ready.eq(read_out.ready & ~read_waits),
+            query_gathered.eq(query.valid & gather_valid & (gather_region == query.region)
+                              & (gather_block == query.block)),
+            query_landing.eq(query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i]
+                                                 & entry_gathered[i] & (entry_region[i] == query.region)
+                                                 & (entry_block[i] == query.block)
+                                                 for i in range(n_entries))).any()),
+            self.block_busy.eq(query_gathered | query_landing),
         ]
 
         # flush requests: an idle boundary with every earlier RwD already joined, a boundary carried by a
@@ -512,7 +528,7 @@ class WritePath(wiring.Component):
         # of the gathered block
         boundary_now = boundary_pending & pipeline_empty
         drop = Signal()
-        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (read_waits & read_gathered)):
+        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | query_gathered):
             m.d.sync += flush_request.eq(1)
         with m.Elif(do_flush | ~gather_valid):
             m.d.sync += flush_request.eq(0)
