@@ -434,8 +434,13 @@ class WritePath(wiring.Component):
         do_flush = Signal()
         m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free & ~command_pending)
         gather_empty_now = ~gather_valid | do_flush
+        # a line of the block the read in dispatch names waits until that read has gone: a read held there
+        # for the block's flush would otherwise flush each later line of the block on its own, and could be
+        # held as long as the lines keep coming
+        read_names_held = (self.block_query.valid & (self.block_query.region == decoded.region)
+                           & (self.block_query.block == decoded.block))
         join = Signal()
-        m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending
+        m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
                             & (do_flush | ~gather_valid
                                | (same_block & ~held_flush_before & ~gather_full & ~flush_request)))
         load_raw = Signal()
@@ -528,7 +533,8 @@ class WritePath(wiring.Component):
         # of the gathered block
         boundary_now = boundary_pending & pipeline_empty
         drop = Signal()
-        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | query_gathered):
+        # (a query in the cycle its block is flushed asks nothing more: the request would flush the next block)
+        with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (query_gathered & ~do_flush)):
             m.d.sync += flush_request.eq(1)
         with m.Elif(do_flush | ~gather_valid):
             m.d.sync += flush_request.eq(0)
