@@ -188,6 +188,26 @@ def _locked(path: Path):
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+def mark_built(design) -> None:
+    """Marks `design` and every elaboratable it holds (attributes, and the values of dicts and lists among them,
+    e.g. the controller's units, built at construction) as used, so that Amaranth does not warn about a design
+    that is only inspected (its ports listed) and, with a cached build, never elaborated."""
+    from amaranth.hdl import Elaboratable
+    seen, pending = set(), [design]
+    while pending:
+        item = pending.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, (list, tuple)):
+            pending.extend(item)
+        elif isinstance(item, dict):
+            pending.extend(item.values())
+        elif isinstance(item, Elaboratable):
+            item._MustUse__used = True
+            pending.extend(vars(item).values())
+
+
 def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, verbose: bool = False,
           waves: bool = False) -> Path:
     """Verilator build of the design for `params` (cached); returns its directory. `waves` builds the variant
@@ -196,7 +216,7 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
     args = _verilator_args(waves)
     top = design_top(params, design)
     control = public_ports_control(top)
-    top._MustUse__used = True   # built here to list its ports; elaborated only when the build is not cached
+    mark_built(top)   # built here to list its ports; elaborated only when the build is not cached
     key = "\0".join([_design_sources_digest(), json.dumps(params.as_dict(), sort_keys=True), design, " ".join(args),
                      MAKE_VARIABLES, control])
     digest = hashlib.sha256(key.encode()).hexdigest()[:12]

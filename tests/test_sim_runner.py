@@ -44,3 +44,13 @@ def test_builds_go_under_the_working_directory_and_the_key_reads_the_installed_s
     monkeypatch.chdir(tmp_path)
     assert runner.build_root_dir() == tmp_path / "build" / "sim"
     assert runner._design_sources_digest() == digest            # the same sources, whatever the directory
+
+
+def test_a_design_built_only_to_list_its_ports_is_marked_used_units_included():
+    """With a cached Verilator build the design is never elaborated; Amaranth would warn (UnusedElaboratable)
+    for it and for every unit the controller builds at construction (the CI log had 54 such warnings)."""
+    top = runner.design_top(runner.SIM_PARAMS, "controller")
+    units = list(top.inner._units.values())
+    assert units and not any(unit._MustUse__used for unit in units)
+    runner.mark_built(top)
+    assert top._MustUse__used and all(unit._MustUse__used for unit in units)
