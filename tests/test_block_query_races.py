@@ -2,7 +2,8 @@
 hdl/engine/write_path.py): directed tests against the golden model, found by a review of the move to dispatch."""
 import pytest
 
-from test_top_axi_memory import Bench, block_lines, ALL_BYTES
+from test_top_axi_memory import (Bench, block_lines, model_block_written_then_read, program_and_write_block,
+                                 ALL_BYTES)
 from smartquant.golden.device import region_csr_writes
 from smartquant.params import Format, ReqOpcode, RwdOpcode, Rounding, View
 
@@ -102,23 +103,15 @@ def test_read_of_a_gathered_block_waits_at_dispatch_while_the_flush_is_held(lag,
     wait at dispatch would fetch the old planes while the flush is held."""
     bench = Bench()
     model = bench.model
-    model.program(region_csr_writes(bench.params, *CONFIG))
     old, new = block_lines(3, B), block_lines(4, B)
-    wm = lambda line: model.address(View.WEIGHT_MAJOR, line)
-    for j in range(B):
-        model.rwd(RwdOpcode.MEM_WR, wm(BASE + j), j, old[j], ALL_BYTES, 0)
-    packed = model.address(View.PACKED_K, BASE, K)
-    (before,) = model.req(ReqOpcode.MEM_RD, packed, 99)
-    model.rwd(RwdOpcode.MEM_WR, wm(BASE), 200, new[0], ALL_BYTES, 0)
+    packed, before = model_block_written_then_read(model, CONFIG, old, 99)
+    model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, BASE), 200, new[0], ALL_BYTES, 0)
     (after,) = model.req(ReqOpcode.MEM_RD, packed, 100)
     assert before.data != after.data
     seen = {}
 
     def script(b):
-        yield from b.program(*CONFIG)
-        for j in range(B):
-            b.write(j, View.WEIGHT_MAJOR, BASE + j, old[j])
-        yield from b.wait(lambda: len(b.ndr) == B)
+        yield from program_and_write_block(b, CONFIG, old)
         b.read(99, View.PACKED_K, BASE, K)          # the block is buffered: the later read would hit it
         yield from b.wait(lambda: 99 in b.drs)
         yield from b.idle(4)

@@ -242,6 +242,28 @@ def block_lines(seed, B):
     return [int.from_bytes(rng.integers(0, 256, LINE_BYTES, dtype=np.uint8).tobytes(), "little") for _ in range(B)]
 
 
+def program_and_write_block(b, config, old):
+    """Bench script steps, the RTL side of model_block_written_then_read: program `config`, write block 0 whole
+    through the weight-major view with `old` (tags 0..B-1) and wait for the Cmps."""
+    yield from b.program(*config)
+    for j, line in enumerate(old):
+        b.write(j, View.WEIGHT_MAJOR, config[1] + j, line)
+    yield from b.wait(lambda: len(b.ndr) == len(old))
+
+
+def model_block_written_then_read(model, config, old, before_tag):
+    """The golden model's side of the read-after-write tests: `config` programmed, block 0 written whole through
+    the weight-major view with `old` (tags 0..B-1), then a packed read of its line 0 (`before_tag`). Returns the
+    packed address and that read's answer."""
+    _, base, _, _, B, _, k, _ = config
+    model.program(region_csr_writes(PARAMS, *config))
+    for j in range(B):
+        model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base + j), j, old[j], ALL_BYTES, 0)
+    packed = model.address(View.PACKED_K, base, k)
+    (before,) = model.req(ReqOpcode.MEM_RD, packed, before_tag)
+    return packed, before
+
+
 # ---- DEVICE.md §4: after a write's Cmp every read sees it ---------------------------------------------------
 @pytest.mark.parametrize("view", [View.WEIGHT_MAJOR, View.RAW])
 @pytest.mark.parametrize("held", ["aw", "w"])
@@ -254,12 +276,8 @@ def test_read_after_write_completion_sees_the_write(view, held):
     bench = Bench()
     model = bench.model
     config = (0, base, 4, Format.INT, B, R, k, Rounding.FLOOR)
-    model.program(region_csr_writes(PARAMS, *config))
     old, new = block_lines(1, B), block_lines(2, B)
-    for j in range(B):
-        model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base + j), j, old[j], ALL_BYTES, 0)
-    packed = model.address(View.PACKED_K, base, k)     # packed line 0 of block 0 (weights 0..42)
-    (before,) = model.req(ReqOpcode.MEM_RD, packed, 100)
+    packed, before = model_block_written_then_read(model, config, old, 100)   # packed line 0: weights 0..42
     # the new write: weight-major line 0 of block 0, or raw plane line 1 of block 0 (plane 1 of every weight)
     new_line = base if view == View.WEIGHT_MAJOR else base + 1
     model.rwd(RwdOpcode.MEM_WR, model.address(view, new_line), 200, new[0], ALL_BYTES, 0)
@@ -267,10 +285,7 @@ def test_read_after_write_completion_sees_the_write(view, held):
     assert before.data != after.data, "the write must change the packed line"
 
     def script(b):
-        yield from b.program(*config)
-        for j in range(B):
-            b.write(j, View.WEIGHT_MAJOR, base + j, old[j])
-        yield from b.wait(lambda: len(b.ndr) == B)
+        yield from program_and_write_block(b, config, old)
         b.memory.hold[held] = True
         b.write(200, view, new_line, new[0])
         yield from b.wait(lambda: not b.rwd)
@@ -309,12 +324,8 @@ def test_read_arriving_while_its_block_is_gathered_waits_and_sees_the_write(lag)
     bench = Bench()
     model = bench.model
     config = (0, base, 4, Format.INT, B, R, k, Rounding.FLOOR)
-    model.program(region_csr_writes(PARAMS, *config))
     old, new = block_lines(3, B), block_lines(4, B)
-    for j in range(B):
-        model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base + j), j, old[j], ALL_BYTES, 0)
-    packed = model.address(View.PACKED_K, base, k)
-    (before,) = model.req(ReqOpcode.MEM_RD, packed, 99)
+    packed, before = model_block_written_then_read(model, config, old, 99)
     model.rwd(RwdOpcode.MEM_WR, model.address(View.WEIGHT_MAJOR, base), 200, new[0], ALL_BYTES, 0)
     (after,) = model.req(ReqOpcode.MEM_RD, packed, 100)
     assert model.gather_flushes["read"] == 1
@@ -322,10 +333,7 @@ def test_read_arriving_while_its_block_is_gathered_waits_and_sees_the_write(lag)
     offered = {}
 
     def script(b):
-        yield from b.program(*config)
-        for j in range(B):
-            b.write(j, View.WEIGHT_MAJOR, base + j, old[j])
-        yield from b.wait(lambda: len(b.ndr) == B)
+        yield from program_and_write_block(b, config, old)
         yield from b.idle(WRITE_GATHER_IDLE_CYCLES + 4)
         offered["burst"] = len(b.memory.aw_log)     # the index of the flush's burst
         b.write(200, View.WEIGHT_MAJOR, base, new[0])
