@@ -84,11 +84,11 @@ class PoisonList(wiring.Component):
 
     def _held_bits(self, m, record, lines, name: str) -> Signal:
         """Bit q set when record bit q is set and its line F + (q << s) is in the set `lines`."""
-        if line_bits(self.params) < WINDOW_BITS:
-            return self._held_bits_wrapping(m, record, lines, name)
-        held = Signal(MASK_BITS, name=name)
         offset = Signal(line_bits(self.params), name=f"{name}_offset")      # first - F (mod 2^lines)
         m.d.comb += offset.eq(lines.first - record.first)
+        if line_bits(self.params) < WINDOW_BITS:
+            return self._held_bits_wrapping(m, record, lines, offset, name)
+        held = Signal(MASK_BITS, name=name)
         # Only an offset o = first - F in [-2^10, 2^10) can put a record line in the set (both span under 2^10
         # lines); there t_q = (q << s) - o is exact, and t_q in the set is an interval and an alignment of q:
         #   0 <= t_q             <=>  q >= ceil(o / 2^s)                    = q_first
@@ -126,13 +126,11 @@ class PoisonList(wiring.Component):
                                    & (((q ^ q_first[:4]) & low_equal) == 0))
         return held
 
-    def _held_bits_wrapping(self, m, record, lines, name: str) -> Signal:
+    def _held_bits_wrapping(self, m, record, lines, offset, name: str) -> Signal:
         """`_held_bits` for a line-address space under 2^11 lines, where a set can wrap onto itself: each
-        record bit's distance above `first`, modulo the space, is tested on its own."""
+        record bit's distance above `first` (`offset` = first - F, modulo the space) is tested on its own."""
         lb = line_bits(self.params)
         held = Signal(MASK_BITS, name=name)
-        offset = Signal(lb, name=f"{name}_offset")        # first - F (mod 2^lb)
-        m.d.comb += offset.eq(lines.first - record.first)
         limit = Signal(WINDOW_BITS + 1, name=f"{name}_limit")   # count << log2_stride
         align = Signal(WINDOW_BITS, name=f"{name}_align")       # (1 << log2_stride) - 1
         m.d.comb += [limit.eq(lines.count << lines.log2_stride),
