@@ -14,7 +14,7 @@ from smartquant.errors import SmartquantError
 from smartquant.golden import layout
 from smartquant.golden.device import DeviceModel, region_csr_writes
 from smartquant.golden.dram import count_activates
-from smartquant.params import ControllerParams, Format, ReqOpcode, Rounding, RwdOpcode, View
+from smartquant.params import ControllerParams, ReqOpcode, Rounding, RwdOpcode, View
 from smartquant.workloads import kv_cache as kc
 from smartquant.workloads import smollm2
 

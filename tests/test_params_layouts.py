@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from amaranth.lib import data
 
 from smartquant.hdl.csr.layouts import region_config_layout
 from smartquant.params import (

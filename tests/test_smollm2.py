@@ -7,7 +7,6 @@ installs them, when those packages are absent.
 """
 import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
