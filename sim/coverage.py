@@ -95,6 +95,7 @@ def _field_width(layout, name: str) -> int:
 
 
 @functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=None)     # 16 opcodes per channel, named for every message sampled
 def opcode_name(enum_type, value: int, width: int) -> str:
     """Opcode bin name: the enum member's name, or reserved_0b.... for unnamed values."""
     try:
@@ -223,6 +224,7 @@ class Coverage:
         # run state, not coverage (neither saved nor merged): tag -> mapped? of reads awaiting their DRS
         self._pending_reads: dict[int, collections.deque[bool]] = {}
         self._read_bins: dict[int, tuple[ReadDecode, list[tuple[str, str]]]] = {}   # sample_req's memo
+        self._queued_reader_bins = [(name, fewest(params)) for name, fewest in QUEUED_READERS]
 
     def _hit(self, group: str, name: str) -> None:
         bins = self._hits.get(group, {})
@@ -360,8 +362,8 @@ class Coverage:
         self._pending_reads.clear()          # a reset drops every outstanding request
 
     def sample_queued_readers(self, n: int) -> None:
-        for name, fewest in QUEUED_READERS:
-            if n >= fewest(self.params):
+        for name, fewest in self._queued_reader_bins:
+            if n >= fewest:
                 self._hit("queued readers", name)
 
     # --- results ------------------------------------------------------------------------------------------

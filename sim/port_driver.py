@@ -42,12 +42,19 @@ import random
 from typing import Callable
 
 import cocotb
-import numpy as np
 import cocotb._event_loop
 from cocotb import simulator
 from cocotb.triggers import Event
 
 AXI_OKAY, AXI_SLVERR = 0b00, 0b10
+# 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
+BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
+
+
+def strobe_data_mask(strobe: int, line_bytes: int) -> int:
+    """The data bits a WSTRB enables (0xFF per enabled byte) of a line of `line_bytes` bytes, as an int."""
+    return int.from_bytes(b"".join(BYTE_MASKS[bits] for bits in strobe.to_bytes(line_bytes // 8, "little")),
+                          "little")
 
 
 def int_reader(handle) -> Callable[[], int]:
@@ -94,6 +101,7 @@ class Pauses:
 
 
 GPI_DEPOSIT = 0     # cocotb.handle._GPISetAction.DEPOSIT
+NO_ALARM = float("inf")
 
 
 class _Port:
@@ -237,7 +245,7 @@ class AxiMemory:
         self.driver = driver
         self.size = size
         self.line_bytes = line_bytes
-        self.memory = np.zeros(size, dtype=np.uint8)
+        self.memory = bytearray(size)     # plain bytes: a line goes to and from an int without numpy per beat
         self.read_latency = read_latency
         self.max_reads = max_reads          # bursts the memory queues before it stops accepting AR
         rng = driver.rng
@@ -245,7 +253,7 @@ class AxiMemory:
         self._pauses = tuple(self.pauses[channel] for channel in ("ar", "aw", "w", "r", "b"))   # drive()'s order
         self.read_error_lines: set[int] = set()
         self.write_error_lines: set[int] = set()
-        self.enables: dict[int, np.ndarray] = {}     # WSTRB -> the line's byte enables (_complete_write)
+        self.strobe_masks: dict[int, int] = {}       # WSTRB -> the line's data bit mask (_complete_write)
 
         def handle(name):
             return getattr(dut, f"{prefix}__{name}")
@@ -276,10 +284,10 @@ class AxiMemory:
 
     # --- backdoor --------------------------------------------------------------------------------------------
     def read(self, address: int, length: int) -> bytes:
-        return self.memory[address:address + length].tobytes()
+        return bytes(self.memory[address:address + length])
 
     def write(self, address: int, data: bytes) -> None:
-        self.memory[address:address + len(data)] = np.frombuffer(data, dtype=np.uint8)
+        self.memory[address:address + len(data)] = data
 
     def controller_reset(self) -> None:
         """The controller is reset: bursts it issued before are no longer reported (their W beats, sent by the
@@ -318,7 +326,7 @@ class AxiMemory:
                 and not ((r.remaining or r.active) and r())):
             arid, line, beats, _ = self.reads[0]
             address = line * self.line_bytes
-            self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes].tobytes(), "little"))
+            self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes], "little"))
             self.rresp.set(AXI_SLVERR if line in self.read_error_lines else AXI_OKAY)
             self.rlast.set(int(beats == 1))
             self.rid.set(arid)
@@ -483,27 +491,24 @@ class AxiMemory:
         failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
         all_bytes = (1 << self.line_bytes) - 1
         line_bytes = self.line_bytes
+        memory = self.memory
         if all(strobe == all_bytes for _, strobe, _, _ in data):    # the common burst of whole lines: one copy
             address = first * line_bytes
-            self.memory[address:address + beats * line_bytes] = np.frombuffer(
-                b"".join(value.to_bytes(line_bytes, "little") for value, _, _, _ in data), dtype=np.uint8)
+            memory[address:address + beats * line_bytes] = b"".join(value.to_bytes(line_bytes, "little")
+                                                                    for value, _, _, _ in data)
         else:
             for beat, (value, strobe, _, _) in enumerate(data):
                 address = (first + beat) * line_bytes
-                if strobe == all_bytes:      # a whole-line beat, without building a byte mask
-                    self.memory[address:address + line_bytes] = np.frombuffer(value.to_bytes(line_bytes, "little"),
-                                                                              dtype=np.uint8)
+                if strobe == all_bytes:      # a whole-line beat, without a mask
+                    memory[address:address + line_bytes] = value.to_bytes(line_bytes, "little")
                 elif strobe:
-                    new = np.frombuffer(value.to_bytes(line_bytes, "little"), dtype=np.uint8)
-                    enables = self.enables.get(strobe)
-                    if enables is None:     # built once per strobe pattern (weight-major writes repeat a few)
-                        if len(self.enables) >= 1 << 12:
-                            self.enables.clear()
-                        enables = self.enables[strobe] = np.unpackbits(
-                            np.frombuffer(strobe.to_bytes(line_bytes // 8, "little"), dtype=np.uint8),
-                            bitorder="little").astype(bool)
-                    window = self.memory[address:address + line_bytes]
-                    window[enables] = new[enables]
+                    mask = self.strobe_masks.get(strobe)
+                    if mask is None:     # built once per strobe pattern (weight-major writes repeat a few)
+                        if len(self.strobe_masks) >= 1 << 12:
+                            self.strobe_masks.clear()
+                        mask = self.strobe_masks[strobe] = strobe_data_mask(strobe, line_bytes)
+                    old = int.from_bytes(memory[address:address + line_bytes], "little")
+                    memory[address:address + line_bytes] = (old & ~mask | value & mask).to_bytes(line_bytes, "little")
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
             self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],
@@ -623,6 +628,7 @@ class PortDriver:
         self.tick = Event()        # set (and cleared) after a step that next_cycle() callers wait for
         self.tick_waiters = False
         self.alarms: list[list] = []      # heap of [cycle, sequence, event] (event None: cancelled)
+        self.next_alarm = NO_ALARM        # the heap's first cycle: step() tests one int per cycle
         self.conditions: list[tuple[Callable[[], bool], int | None, Event]] = []   # wait_for(): (test, deadline, event)
         self._alarm_sequence = itertools.count()
         self._task = None
@@ -651,12 +657,14 @@ class PortDriver:
         self.cycle += 1
         for drive in self._drivers:
             drive()
-        alarms = self.alarms
-        while alarms and alarms[0][0] <= self.cycle:
-            event = heapq.heappop(alarms)[2]
-            if event is not None:
-                event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
-                event.clear()
+        if self.cycle >= self.next_alarm:
+            alarms = self.alarms
+            while alarms and alarms[0][0] <= self.cycle:
+                event = heapq.heappop(alarms)[2]
+                if event is not None:
+                    event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
+                    event.clear()
+            self.next_alarm = alarms[0][0] if alarms else NO_ALARM
         if self.conditions:       # where a next_cycle() poll would wake and test them
             for entry in list(self.conditions):
                 condition, deadline, event = entry
@@ -679,6 +687,7 @@ class PortDriver:
         alarm, for cancel_alarm."""
         alarm = [cycle, next(self._alarm_sequence), event]
         heapq.heappush(self.alarms, alarm)
+        self.next_alarm = min(self.next_alarm, cycle)
         return alarm
 
     @staticmethod

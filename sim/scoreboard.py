@@ -33,17 +33,16 @@ from typing import Callable
 from smartquant.golden.device import DeviceModel, ReadBurst, Response, WriteBurst
 from amaranth.hdl import Shape
 
-from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, req_layout, rwd_layout
+from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, pack, req_layout, rwd_layout
 from smartquant.params import (
     REQ_READS, ControllerParams, Counter, DrsOpcode, NdrOpcode, ReqOpcode, RwdOpcode, View, WRITE_GATHER_IDLE_CYCLES,
     dev_load_level,
 )
 from smartquant.sim.coverage import Coverage, ReadDecode, read_decode
+from smartquant.sim.port_driver import strobe_data_mask
 
 MAX_REPORTED = 20   # mismatch messages kept verbatim (all are counted)
 TRACE_TRIM = 1 << 12   # model bursts between deletions of the checked ones (_drop_checked_bursts)
-# 8 strobe bits -> the 8-byte data mask they enable (0xFF per set bit)
-BYTE_MASKS = [bytes(0xFF if bits >> i & 1 else 0 for i in range(8)) for bits in range(256)]
 
 
 def field_unpacker(layout) -> Callable[[int], dict[str, int]]:
@@ -52,6 +51,22 @@ def field_unpacker(layout) -> Callable[[int], dict[str, int]]:
     items = ", ".join(f"{name!r}: value >> {field.offset} & {(1 << Shape.cast(field.shape).width) - 1}"
                       for name, field in layout)
     return eval(f"lambda value: {{{items}}}")
+
+
+def field_packer(layout) -> Callable[..., int]:
+    """A function of the layout's fields (keywords, missing ones 0) returning the payload integer, what
+    messages.pack returns, as one generated expression; a field out of range goes to messages.pack, which
+    raises its error (every request the stimulus sends is packed)."""
+    fields = [(name, field.offset, Shape.cast(field.shape).width) for name, field in layout]
+    arguments = ", ".join(f"{name}=0" for name, _, _ in fields)
+    in_range = " and ".join(f"0 <= {name} < {1 << width}" for name, _, width in fields)
+    value = " | ".join(f"{name} << {offset}" for name, offset, _ in fields)
+    namespace = {"pack": pack, "layout": layout}
+    exec(f"def packer(*, {arguments}):\n"
+         f"    if not ({in_range}):\n"
+         f"        return pack(layout, **{{{', '.join(f'{name!r}: {name}' for name, _, _ in fields)}}})\n"
+         f"    return int({value})\n", namespace)
+    return namespace["packer"]
 
 
 def _opcode_name(channel: str, opcode: int) -> str:
@@ -470,7 +485,6 @@ class Scoreboard:
     def _check_write_data(self, index: int, want: WriteBurst, data: list[tuple[int, int]]) -> None:
         """WSTRB of every beat exactly, WDATA in the strobed bytes (the others are don't-care)."""
         line_bytes = self.params.line_bytes
-        strobe_bytes = line_bytes // 8
         all_bytes, all_data = (1 << line_bytes) - 1, (1 << (8 * line_bytes)) - 1
         for beat, ((value, strobe), want_strobe) in enumerate(zip(data, want.strobes)):
             if strobe != want_strobe:
@@ -484,8 +498,7 @@ class Scoreboard:
             if mask is None:     # built once per strobe pattern (weight-major writes repeat a few patterns)
                 if len(self._strobe_masks) >= 1 << 12:
                     self._strobe_masks.clear()
-                mask = self._strobe_masks[strobe] = int.from_bytes(
-                    b"".join(BYTE_MASKS[b] for b in strobe.to_bytes(strobe_bytes, "little")), "little")
+                mask = self._strobe_masks[strobe] = strobe_data_mask(strobe, line_bytes)
             if (value ^ expected) & mask:
                 self._mismatch(f"AXI write burst #{index} line {want.line + beat:#x}: WDATA differs from the model "
                                f"in strobed bytes (got {value & mask:#x}, model {expected & mask:#x})")

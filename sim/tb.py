@@ -26,7 +26,7 @@ from smartquant.golden.device import (
     PREDICTED_COUNTERS, REGION_REG_CONFIG, DeviceModel, message_address, region_csr_writes,
 )
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY
-from smartquant.hdl.cxl.messages import pack, req_layout, rwd_layout
+from smartquant.hdl.cxl.messages import req_layout, rwd_layout
 from smartquant.params import (
     CSR_CONTROL, CSR_COUNTER_BASE, CSR_ID, CSR_PARAMS, CSR_REGION_BASE, CSR_REGION_STRIDE, CSR_STATUS,
     CSR_VERSION, CONTROL_CLEAR_COUNTERS, N_COUNTERS, ControllerParams, Counter, Format,
@@ -36,7 +36,7 @@ from smartquant.params import (
 from smartquant.sim.coverage import Coverage
 from smartquant.sim.harness import CONTROLLER_STATUS
 from smartquant.sim.port_driver import AxiLiteMaster, AxiMemory, PortDriver, Sink, Source
-from smartquant.sim.scoreboard import Scoreboard
+from smartquant.sim.scoreboard import Scoreboard, field_packer
 
 CLOCK_NS = 10
 
@@ -103,6 +103,7 @@ class TB:
         self.dropped_by_reset = 0
         self._next_tag = 0
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params)}
+        self.pack_req, self.pack_rwd = field_packer(self.layouts["req"]), field_packer(self.layouts["rwd"])
         self.traffic_since_clear = False
 
         cocotb.start_soon(Clock(dut.clk, CLOCK_NS, unit="ns", impl="gpi").start())
@@ -282,7 +283,7 @@ class TB:
         return tag
 
     def _send_req(self, fields: dict) -> None:
-        self.req_source.send_nowait(pack(self.layouts["req"], **fields))
+        self.req_source.send_nowait(self.pack_req(**fields))
 
     def read(self, view: int, line: int, k: int = 0, *, opcode: int = ReqOpcode.MEM_RD, note=None) -> int:
         return self.req(opcode, self.address(view, line, k), note=note)
@@ -294,11 +295,10 @@ class TB:
         self._track(tag, "rwd", opcode, address, note, ld_id)
         self.traffic_since_clear = True
         full = (1 << self.params.line_bytes) - 1
-        self.rwd_source.send_nowait(pack(self.layouts["rwd"], opcode=opcode, address=address, tag=tag,
-                                         ld_id=ld_id, meta_field=self.rng.randrange(4),
-                                         meta_value=self.rng.randrange(4), snp_type=self.rng.randrange(8),
-                                         poison=poison, byte_enable=full if byte_enable is None else byte_enable,
-                                         data=data))
+        self.rwd_source.send_nowait(self.pack_rwd(opcode=opcode, address=address, tag=tag, ld_id=ld_id,
+                                                  meta_field=self.rng.randrange(4), meta_value=self.rng.randrange(4),
+                                                  snp_type=self.rng.randrange(8), poison=poison,
+                                                  byte_enable=full if byte_enable is None else byte_enable, data=data))
         return tag
 
     def write(self, view: int, line: int, data: int, *, byte_enable: int | None = None, poison: int = 0,
