@@ -94,7 +94,6 @@ def _field_width(layout, name: str) -> int:
     return next(Shape.cast(field.shape).width for field_name, field in layout if field_name == name)
 
 
-@functools.lru_cache(maxsize=None)
 @functools.lru_cache(maxsize=None)     # 16 opcodes per channel, named for every message sampled
 def opcode_name(enum_type, value: int, width: int) -> str:
     """Opcode bin name: the enum member's name, or reserved_0b.... for unnamed values."""
