@@ -127,6 +127,23 @@ def match_region(m, params: ControllerParams, line, regions):
     return onehot, region, entry, local
 
 
+def match_block(m, params: ControllerParams, address, onehot, regions):
+    """DecodeLayout.block of a message address under the region its one-hot match selects: decoded under
+    every region side by side (decode_in_region per region, beside the region compares) and selected by the
+    match, so a register can take the block together with the match (the write path's `held`: its join /
+    flush decision then compares registers only)."""
+    lb = line_bits(params)
+    line = split_address(params, address)[0]
+    blocks = []
+    for i in range(params.n_regions):
+        local = Signal(lb, name=f"region{i}_local")
+        m.d.comb += local.eq((line - regions[i].base_line)[:lb])
+        decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, region_index_bits(params)),
+                                   regions[i], local)
+        blocks.append(decoded.block & onehot[i].replicate(lb))
+    return or_all(blocks)
+
+
 def or_all(values):
     result = values[0]
     for value in values[1:]:

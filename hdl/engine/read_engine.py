@@ -521,7 +521,6 @@ class ReadEngine(wiring.Component):
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
         raw_data = Signal(p.data_width)
-        raw_error = Signal()   # the raw line's R beat answered an error
         advance = Signal()
         backend_error = Signal()   # the line served now was fetched with an error response
         m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, line_error,

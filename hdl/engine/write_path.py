@@ -13,8 +13,10 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
                       |                                         | all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
-- held: the RwD is registered with its region match (one-hot, address_map.region_hits) and its line relative to
-  every region's base, then decoded combinationally with address_map.decode_in_region.
+- held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
+  every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
+  so the join / flush decision compares registers only; the rest of the decode (address_map.decode_in_region)
+  feeds registers only.
   A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
   region (no address bit above the map set) and its view is raw (0) or weight-major (1). Everything else
   completes at once with NDR Cmp (BI-ConflictAck for a BIConflict): bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
@@ -93,7 +95,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
+    line_bits, region_index_bits, plane_line, split_address, match_region, match_block, decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
@@ -224,37 +226,51 @@ class WritePath(wiring.Component):
         m.d.comb += rwd_in.ready.eq(Mux(is_fill, fill_fire, (~held_valid | held_leaves) & ~fill_pending))
         # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
         # the line relative to its base are registered beside it, so the decode of `held` starts from them.
+        # What the join / flush decision (which empties `held` and enables its load) needs is registered too:
+        # the write's class (writable, raw, ...) and its block, decoded under every region beside the region
+        # compares (address_map.match_block), so the decision compares registers only (an FPGA build's
+        # critical path ran `held` -> decode shifts -> join -> the clock enable of `held`).
         held_any_hit = Signal()
         held_region = Signal(region_index_bits(p))
         held_entry = Signal(region_entry_layout(p))
         held_line = Signal(lb)   # L: the line relative to the region's base
-        incoming_line = split_address(p, rwd_in.p.rwd.address)[0]
+        held_block = Signal(lb)  # DecodeLayout.block
+        is_mem_wr = Signal()
+        is_mem_wr_ptl = Signal()
+        is_raw = Signal()
+        writable = Signal()
+        unmapped = Signal()
+        read_only = Signal()
+        incoming = rwd_in.p.rwd
+        incoming_line, incoming_view, _, incoming_high = split_address(p, incoming.address)
         incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
                                                                                         self.regions)
+        # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
+        incoming_mem_wr = (incoming.opcode == RwdOpcode.MEM_WR) | (incoming.opcode == RwdOpcode.MEM_WR_TEE)
+        incoming_mem_wr_ptl = (incoming.opcode == RwdOpcode.MEM_WR_PTL) | (incoming.opcode == RwdOpcode.MEM_WR_PTL_TEE)
+        incoming_good_opcode = incoming_mem_wr | incoming_mem_wr_ptl
+        incoming_region_hit = incoming_onehot.any() & (incoming_high == 0)   # as decode_in_region's region_hit
+        incoming_raw = incoming_view == View.RAW
+        incoming_writable_view = incoming_raw | (incoming_view == View.WEIGHT_MAJOR)
         with m.If(rwd_in.valid & rwd_in.ready & ~is_fill):
-            m.d.sync += [held.eq(rwd_in.p.rwd), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
+            m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
-                         held_entry.eq(incoming_entry), held_line.eq(incoming_local)]
+                         held_entry.eq(incoming_entry), held_line.eq(incoming_local),
+                         held_block.eq(match_block(m, p, incoming.address, incoming_onehot, self.regions)),
+                         is_mem_wr.eq(incoming_mem_wr),
+                         is_mem_wr_ptl.eq(incoming_mem_wr_ptl),
+                         is_raw.eq(incoming_raw),
+                         writable.eq(incoming_good_opcode & incoming_region_hit & incoming_writable_view),
+                         unmapped.eq(incoming_good_opcode & ~incoming_region_hit),
+                         read_only.eq(incoming_good_opcode & incoming_region_hit & ~incoming_writable_view)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
         pipeline_empty = Signal()     # every RwD accepted so far has left `held`
         m.d.comb += pipeline_empty.eq(~rwd_in.valid & (~held_valid | held_leaves))
 
+        # the rest of the decode (lines, B, R) feeds only registers: the gather buffer, the stage, side outputs
         decoded = decode_in_region(m, p, held.address, held_any_hit, held_region, held_entry, held_line)
-        # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
-        is_mem_wr = (held.opcode == RwdOpcode.MEM_WR) | (held.opcode == RwdOpcode.MEM_WR_TEE)
-        is_mem_wr_ptl = (held.opcode == RwdOpcode.MEM_WR_PTL) | (held.opcode == RwdOpcode.MEM_WR_PTL_TEE)
         good_opcode = is_mem_wr | is_mem_wr_ptl
-        is_raw = decoded.view == View.RAW
-        writable_view = is_raw | (decoded.view == View.WEIGHT_MAJOR)
-        writable = Signal()
-        unmapped = Signal()
-        read_only = Signal()
-        m.d.comb += [
-            writable.eq(good_opcode & decoded.region_hit & writable_view),
-            unmapped.eq(good_opcode & ~decoded.region_hit),
-            read_only.eq(good_opcode & decoded.region_hit & ~writable_view),
-        ]
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
@@ -425,7 +441,7 @@ class WritePath(wiring.Component):
                          command_line.eq(self.poison_command.line)]
         with m.Elif(command_pending):
             m.d.sync += command_pending.eq(0)
-        same_block = gather_valid & (gather_region == decoded.region) & (gather_block == decoded.block)
+        same_block = gather_valid & (gather_region == decoded.region) & (gather_block == held_block)
         # the gathered block must go out first: the held write is raw (kept in order with the block's plane
         # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
         evicting = held_valid & writable & (is_raw | ~same_block | held_flush_before)
@@ -438,7 +454,7 @@ class WritePath(wiring.Component):
         # for the block's flush would otherwise flush each later line of the block on its own, and could be
         # held as long as the lines keep coming
         read_names_held = (self.block_query.valid & (self.block_query.region == decoded.region)
-                           & (self.block_query.block == decoded.block))
+                           & (self.block_query.block == held_block))
         join = Signal()
         m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
                             & (do_flush | ~gather_valid
@@ -496,7 +512,7 @@ class WritePath(wiring.Component):
                 with m.If(slot == i):
                     m.d.sync += [gather_tag[i].eq(held.tag), gather_ld_id[i].eq(held.ld_id)]
             with m.If(gather_empty_now):
-                m.d.sync += [gather_region.eq(decoded.region), gather_block.eq(decoded.block),
+                m.d.sync += [gather_region.eq(decoded.region), gather_block.eq(held_block),
                              gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
                              gather_log2_r.eq(decoded.log2_r)]
         with m.Elif(do_flush):
@@ -599,7 +615,7 @@ class WritePath(wiring.Component):
                     m.d.sync += [entry_ld_id[i][j].eq(gather_ld_id[j]) for j in range(G)]
                 with m.Else():
                     m.d.sync += [entry_cmps[i].eq(1), entry_due[i].eq(1), entry_region[i].eq(decoded.region),
-                                 entry_block[i].eq(decoded.block), entry_tag[i][0].eq(held.tag),
+                                 entry_block[i].eq(held_block), entry_tag[i][0].eq(held.tag),
                                  entry_ld_id[i][0].eq(held.ld_id), entry_first_line[i].eq(decoded.raw_line),
                                  entry_log2_stride[i].eq(0), entry_mask[i].eq(1)]
             with m.Elif(complete & (done_entry == i)):
@@ -644,7 +660,7 @@ class WritePath(wiring.Component):
         m.d.sync += [
             self.invalidate.valid.eq(enters),
             self.invalidate.region.eq(decoded.region),
-            self.invalidate.block.eq(decoded.block),
+            self.invalidate.block.eq(held_block),
         ]
         # `landed`: the write's last B response arrives (registered, like `invalidate`): two cycles before its
         # Cmp can leave the NDR register, so the read engine drops slots filled while the write was in flight
