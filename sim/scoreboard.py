@@ -104,6 +104,7 @@ class ScoreboardStats:
 
 
 class Scoreboard:
+    OCCUPANCY_LOG_LIMIT = 1 << 16    # entries of the occupancy log before end_cycle trims what no request needs
     def __init__(self, params: ControllerParams, model: DeviceModel, log=None,
                  on_complete: Callable[[int, str, dict], None] | None = None, coverage: Coverage | None = None,
                  check_dev_load: bool = True):
@@ -268,7 +269,7 @@ class Scoreboard:
         if occupancy != self.occupancy_values[-1]:      # (a reset's forget_outstanding changes it too)
             self.occupancy_cycles.append(self.cycle)
             self.occupancy_values.append(occupancy)
-            if len(self.occupancy_cycles) > 1 << 16:
+            if len(self.occupancy_cycles) > self.OCCUPANCY_LOG_LIMIT:
                 oldest = min((p.accepted for waiting in self.pending.values() for p in waiting), default=self.cycle)
                 # keep the entry in force at the oldest pending acceptance and every one after it
                 drop = bisect.bisect_right(self.occupancy_cycles, oldest) - 1
