@@ -105,6 +105,7 @@ class ScoreboardStats:
 
 class Scoreboard:
     OCCUPANCY_LOG_LIMIT = 1 << 16    # entries of the occupancy log before end_cycle trims what no request needs
+
     def __init__(self, params: ControllerParams, model: DeviceModel, log=None,
                  on_complete: Callable[[int, str, dict], None] | None = None, coverage: Coverage | None = None,
                  check_dev_load: bool = True):
