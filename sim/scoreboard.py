@@ -26,6 +26,7 @@ never answered. Functional coverage (sim/coverage.py), when given, is sampled he
 """
 from __future__ import annotations
 
+import bisect
 import collections
 from dataclasses import dataclass, field
 from typing import Callable
@@ -103,6 +104,8 @@ class ScoreboardStats:
 
 
 class Scoreboard:
+    OCCUPANCY_LOG_LIMIT = 1 << 16    # entries of the occupancy log before end_cycle trims what no request needs
+
     def __init__(self, params: ControllerParams, model: DeviceModel, log=None,
                  on_complete: Callable[[int, str, dict], None] | None = None, coverage: Coverage | None = None,
                  check_dev_load: bool = True):
@@ -113,10 +116,11 @@ class Scoreboard:
         self.occupancy = 0                       # N: accepted M2S messages that still owe a response
         self.occupancy_change = 0                # handshakes of the current cycle, applied by end_cycle
         self.cycle = 0                           # cycles closed by end_cycle
-        # N after each cycle: occupancy_history[c - history_start] for cycle c (trimmed to what pending requests
-        # still need)
-        self.occupancy_history: list[int] = []
-        self.history_start = 0
+        # N after each cycle, logged only where it changed (most cycles it does not): N after cycle c is
+        # occupancy_values[i] for the last i with occupancy_cycles[i] <= c (trimmed to what pending requests
+        # still need; the first entry stands for every cycle before it)
+        self.occupancy_cycles: list[int] = [-1]
+        self.occupancy_values: list[int] = [0]
         # id() of a write that changed the poison state -> the DRAM lines whose poison it changed, until its Cmp
         self.poison_windows: dict[int, frozenset] = {}
         self.queued_readers: collections.Counter = collections.Counter()
@@ -261,23 +265,28 @@ class Scoreboard:
                     for _ in range(count - self._flushes_seen[cause]):
                         self.coverage.sample_gather_flush(cause)
             self._flushes_seen = collections.Counter(flushes)
-        self.occupancy += self.occupancy_change
+        occupancy = self.occupancy = self.occupancy + self.occupancy_change
         self.occupancy_change = 0
-        self.occupancy_history.append(self.occupancy)
+        if occupancy != self.occupancy_values[-1]:      # (a reset's forget_outstanding changes it too)
+            self.occupancy_cycles.append(self.cycle)
+            self.occupancy_values.append(occupancy)
+            if len(self.occupancy_cycles) > self.OCCUPANCY_LOG_LIMIT:
+                oldest = min((p.accepted for waiting in self.pending.values() for p in waiting), default=self.cycle)
+                # keep the entry in force at the oldest pending acceptance and every one after it
+                drop = bisect.bisect_right(self.occupancy_cycles, oldest) - 1
+                del self.occupancy_cycles[:drop], self.occupancy_values[:drop]
         self.cycle += 1
-        if len(self.occupancy_history) > 1 << 16:
-            oldest = min((p.accepted for waiting in self.pending.values() for p in waiting), default=self.cycle)
-            drop = min(oldest, self.cycle) - self.history_start
-            del self.occupancy_history[:drop]
-            self.history_start += drop
 
     def _load_range(self, pending: Pending) -> tuple[int, int] | None:
         """(min, max) of N while `pending`'s response could have been loaded (see end_cycle), for a response seen
         in the current cycle; None when it was accepted in this same cycle (impossible for a register)."""
         if pending.accepted >= self.cycle:
             return None
-        first = pending.accepted - self.history_start
-        window = self.occupancy_history[first:max(first + 1, self.cycle - 1 - self.history_start)]
+        # N after the cycles accepted .. last (inclusive): the entry in force at `accepted` and the changes after it
+        last = max(pending.accepted, self.cycle - 2)
+        cycles = self.occupancy_cycles
+        window = self.occupancy_values[max(0, bisect.bisect_right(cycles, pending.accepted) - 1):
+                                       bisect.bisect_right(cycles, last)]
         return min(window), max(window)
 
     def _expect(self, kind: str, fields: dict, responses: list[Response], key: tuple | None = None,
