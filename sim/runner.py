@@ -10,7 +10,9 @@ Usage from Python (pytest and `smartquant sim` both go through `run`):
 * Only the top-level ports are public (a Verilator control file instead of the runner's --public-flat-rw).
 * The build directory is `<repo>/build/sim/<design>-<params.key()>-<hash of the RTL sources and options>`, so a
   new parameter set or a changed RTL gets a new build and an unchanged one is reused without regenerating Verilog (a file lock serialises concurrent
-  builders of the same directory).
+  builders of the same directory). A finished build drops its precompiled headers (only the compile needs
+  them), and a new build deletes the builds it replaces (same design and parameters, an older digest) once
+  they have been unused for an hour and hold no kept failed run (`prune_stale_builds`).
 * Waves: trace support (`--trace-fst`; VCD if the compiler lacks lz4.h, which Verilator 5.4x's FST writer
   needs: `apt-get install liblz4-dev`) costs speed even when off, so it lives in a second cached build
   (`...-traced-...`) made only when waves are asked for. When a run fails without tracing, the failing test
@@ -256,8 +258,35 @@ def build(params: ControllerParams = SIM_PARAMS, design: str = "controller", *, 
                 else:
                     os.environ["MAKEFLAGS"] = saved_makeflags
             (build_dir / "params.json").write_text(json.dumps(params.as_dict(), indent=1))
+            for header in build_dir.glob("*.gch"):
+                header.unlink()       # precompiled headers: only the compile needs them, ~140 MB of ~160 MB
             done_marker.write_text(f"{time.monotonic() - started:.1f} s\n")
+            prune_stale_builds(build_dir)
     return build_dir
+
+
+STALE_BUILD_SECONDS = 3600
+
+
+def prune_stale_builds(current: Path, now: float | None = None) -> list[Path]:
+    """Deletes the builds the new build `current` replaces: same design, parameters and tracing, another RTL or
+    toolchain digest, unused (no run started in them) for STALE_BUILD_SECONDS, and holding no kept run (a failed
+    run's results and waves stay until their owner deletes them). Without this every RTL change left one more
+    directory per parameter set behind (a disk once filled up with them). Returns what was deleted."""
+    family = current.name.rsplit("-", 1)[0]       # <design>-<params.key()>[-traced]
+    now = time.time() if now is None else now
+    deleted = []
+    for other in current.parent.iterdir():
+        if other == current or not other.is_dir() or other.name.rsplit("-", 1)[0] != family:
+            continue
+        runs = other / "runs"
+        last_used = max(other.stat().st_mtime, runs.stat().st_mtime if runs.exists() else 0.0)
+        if now - last_used < STALE_BUILD_SECONDS or (runs.exists() and any(runs.iterdir())):
+            continue
+        shutil.rmtree(other, ignore_errors=True)
+        (other.parent / f".{other.name}.lock").unlink(missing_ok=True)
+        deleted.append(other)
+    return deleted
 
 
 @dataclasses.dataclass

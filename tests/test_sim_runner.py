@@ -54,3 +54,41 @@ def test_a_design_built_only_to_list_its_ports_is_marked_used_units_included():
     assert units and not any(unit._MustUse__used for unit in units)
     runner.mark_built(top)
     assert top._MustUse__used and all(unit._MustUse__used for unit in units)
+
+
+def test_a_new_build_prunes_the_builds_it_replaces_but_not_kept_failures_or_recent_ones(tmp_path):
+    """prune_stale_builds: same design and parameters with another digest, unused for an hour, no kept run."""
+    import os
+    now = 1_000_000.0
+    hour = runner.STALE_BUILD_SECONDS
+
+    def make(name: str, age: float, kept_run: bool = False):
+        path = tmp_path / name
+        (path / "runs").mkdir(parents=True)
+        (path / "Vtop__pch.h.fast.gch").write_bytes(b"x")
+        if kept_run:
+            (path / "runs" / "test_random-seed7").mkdir()
+        for item in (path / "runs", path):
+            os.utime(item, (now - age, now - age))
+        return path
+
+    current = make("controller-w512_b16_r4_q16_s2_p8_a20-aaaaaaaaaaaa", 0)
+    stale = make("controller-w512_b16_r4_q16_s2_p8_a20-bbbbbbbbbbbb", hour + 5)
+    recent = make("controller-w512_b16_r4_q16_s2_p8_a20-cccccccccccc", hour - 5)
+    failed = make("controller-w512_b16_r4_q16_s2_p8_a20-dddddddddddd", 3 * hour, kept_run=True)
+    traced = make("controller-w512_b16_r4_q16_s2_p8_a20-traced-eeeeeeeeeeee", 3 * hour)
+    other_params = make("controller-w128_b8_r4_q16_s2_p8_a20-ffffffffffff", 3 * hour)
+    other_design = make("loopback-w512_b16_r4_q16_s2_p8_a20-999999999999", 3 * hour)
+    (tmp_path / f".{stale.name}.lock").write_text("")
+
+    assert runner.prune_stale_builds(current, now=now) == [stale]
+    assert not stale.exists() and not (tmp_path / f".{stale.name}.lock").exists()
+    for kept in (current, recent, failed, traced, other_params, other_design):
+        assert kept.exists(), kept.name
+
+
+def test_a_finished_controller_build_keeps_no_precompiled_headers():
+    """The ~140 MB of precompiled headers a controller build makes are deleted once it is built."""
+    build_dir = runner.build(runner.SIM_PARAMS, "controller")
+    assert (build_dir / "build.ok").exists() and (build_dir / runner.TOPLEVEL).exists()
+    assert not list(build_dir.glob("*.gch"))

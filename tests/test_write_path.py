@@ -25,7 +25,7 @@ from smartquant.hdl.backend.axi import AXI_BURST_INCR, AXI_RESP_OKAY, AXI_RESP_S
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import (
-    CSR_REGION_BASE, ControllerParams, Counter, Format, META_FIELD_NO_OP, NdrOpcode, Rounding, RwdOpcode, View,
+    CSR_REGION_BASE, ControllerParams, Counter, Format, META_FIELD_NO_OP, Rounding, RwdOpcode, View,
     WRITE_GATHER_IDLE_CYCLES, CSR_POISON_LINE, CSR_POISON_COMMAND, POISON_COMMAND_CLEAR, POISON_COMMAND_INJECT,
 )
 
@@ -709,7 +709,6 @@ def test_region_table_write_flushes_the_gathered_block():
     """Two lines of an INT4 block gathered, then `regions_written` pulses: the block goes out at once (long
     before the idle boundary) with both lines' plane bytes, to the lines decoded before the rewrite, and their
     Cmps follow; a third line of the same block gathered after the pulse goes out in a flush of its own."""
-    region = Region(0x100, 8, Format.INT, 4, 1)
     dut = WritePath(SMALL)
     memory = np.zeros(((1 << SMALL.dram_addr_bits) // SMALL.line_bytes, SMALL.line_bytes), np.uint8)
     slave = AxiWriteSlave(dut, memory, random.Random(2), ready_prob=1.0, max_b_delay=2)

@@ -22,7 +22,7 @@ computed by the CSR block when the region's registers are written), so no shift 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Cat, Const, Mux
+from amaranth.hdl import Signal, Const, Value
 from amaranth.lib import data
 
 from smartquant.params import ControllerParams, View
@@ -64,11 +64,11 @@ class DecodeLayout(data.StructLayout):
         })
 
 
-def is_packed_view(view) -> "Value":
+def is_packed_view(view) -> Value:
     return (view == View.PACKED_K) | (view == View.PACKED_DEFAULT)
 
 
-def is_block_view(view) -> "Value":
+def is_block_view(view) -> Value:
     """Views 1..5: served from the block buffer (or written through the transpose)."""
     return (view >= View.WEIGHT_MAJOR) & (view <= View.EXPANDED_DEFAULT)
 
@@ -122,9 +122,20 @@ def match_region(m, params: ControllerParams, line, regions):
     onehot = region_hits(m, params, line, regions)
     region, entry = select_region(m, params, onehot, regions)
     local = Signal(lb)
-    m.d.comb += local.eq(or_all([(line - regions[i].base_line)[:lb] & onehot[i].replicate(lb)
-                                 for i in range(params.n_regions)]))
+    m.d.comb += local.eq(or_all([region_local & onehot[i].replicate(lb)
+                                 for i, region_local in enumerate(region_locals(m, params, line, regions))]))
     return onehot, region, entry, local
+
+
+def region_locals(m, params: ControllerParams, line, regions) -> list[Signal]:
+    """L = line - base_line under every region, side by side (the one-hot match selects one of them)."""
+    lb = line_bits(params)
+    locals_ = []
+    for i in range(params.n_regions):
+        local = Signal(lb, name=f"region{i}_local")
+        m.d.comb += local.eq((line - regions[i].base_line)[:lb])
+        locals_.append(local)
+    return locals_
 
 
 def match_block(m, params: ControllerParams, address, onehot, regions):
@@ -135,9 +146,8 @@ def match_block(m, params: ControllerParams, address, onehot, regions):
     lb = line_bits(params)
     line = split_address(params, address)[0]
     blocks = []
-    for i in range(params.n_regions):
-        local = Signal(lb, name=f"region{i}_local")
-        m.d.comb += local.eq((line - regions[i].base_line)[:lb])
+    # (the same subtracts as match_region's for the same line: the synthesis tools merge them)
+    for i, local in enumerate(region_locals(m, params, line, regions)):
         decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, region_index_bits(params)),
                                    regions[i], local)
         blocks.append(decoded.block & onehot[i].replicate(lb))
