@@ -130,7 +130,7 @@ class Scoreboard:
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
         self.unpack = {channel: field_unpacker(layout) for channel, layout in self.layouts.items()}
-        self._read_decodes: dict[int, tuple] = {}      # _read_decode's memo
+        self._read_decodes: dict[tuple, tuple] = {}    # _read_decode's memo
         self._strobe_masks: dict[int, int] = {}        # WSTRB -> WDATA bit mask (_check_write_data)
         self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
@@ -163,13 +163,16 @@ class Scoreboard:
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
 
     def _read_decode(self, target) -> "ReadDecode":
-        """coverage.read_decode of a target, one object per target (the model returns the same target for an
-        address until the region table changes), so the coverage can memoise its bins per object."""
-        entry = self._read_decodes.get(id(target))
-        if entry is None or entry[0] is not target:
-            if len(self._read_decodes) >= 1 << 16:
+        """coverage.read_decode of a target, one object per (region config, view, k, mapped), which is all it
+        depends on: every address of a region's view shares it, so the coverage can memoise its bins per object
+        (per target, most of a random run's addresses are new: half the decodes were built afresh)."""
+        config = target.config
+        key = (id(config), target.view, target.k, target.mapped)
+        entry = self._read_decodes.get(key)
+        if entry is None or entry[0] is not config:
+            if len(self._read_decodes) >= 1 << 12:
                 self._read_decodes.clear()
-            entry = self._read_decodes[id(target)] = (target, read_decode(target))
+            entry = self._read_decodes[key] = (config, read_decode(target))
         return entry[1]
 
     def on_rwd(self, payload: int) -> None:
@@ -200,11 +203,11 @@ class Scoreboard:
         block) and open the poison windows its change of the poison list opens; `apply` returns the pending
         responses of the write (none for a flush)."""
         model = self.model
-        events_before = sum(model.poison_events.values())
+        events_before = model.poison_event_count
         # the lines are built only when the list changed (most writes leave it alone): from a copy taken now
         list_before = tuple(model.poison_list)
         pendings = apply()
-        if sum(model.poison_events.values()) == events_before:
+        if model.poison_event_count == events_before:
             return pendings
         lines_before = model.poisoned_lines(list_before)
         if model.poison_order_uncertain():
@@ -248,23 +251,26 @@ class Scoreboard:
         if self.cycle == self.gather_idle_cycle:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
-        events = self.model.poison_events
-        # what the poison list did, however it was driven (RwD, CSR); dict's == for Counter's (as for the flushes)
-        if not dict.__eq__(events, self._poison_events_seen):
+        model = self.model
+        # what the poison list did, however it was driven (RwD, CSR), and every flush of the model's gather
+        # buffer, whatever called it: the model's running totals tell whether anything happened (counts only
+        # grow), the Counters by kind what
+        if model.poison_event_count != self._poison_event_count_seen:
+            events = model.poison_events
             if self.coverage is not None:
                 for event, count in events.items():
                     if count != self._poison_events_seen[event]:
                         self.coverage.sample_poison_list(event)
             self._poison_events_seen = collections.Counter(events)
-        flushes = self.model.gather_flushes
-        # every flush of the model's gather buffer, whatever called it; dict's own == (in C) instead of Counter's
-        # (a generator in Python, every cycle): the same answer, as counts only grow and no key is ever 0
-        if not dict.__eq__(flushes, self._flushes_seen):
+            self._poison_event_count_seen = model.poison_event_count
+        if model.gather_flush_count != self._flush_count_seen:
+            flushes = model.gather_flushes
             if self.coverage is not None:
                 for cause, count in flushes.items():
                     for _ in range(count - self._flushes_seen[cause]):
                         self.coverage.sample_gather_flush(cause)
             self._flushes_seen = collections.Counter(flushes)
+            self._flush_count_seen = model.gather_flush_count
         occupancy = self.occupancy = self.occupancy + self.occupancy_change
         self.occupancy_change = 0
         if occupancy != self.occupancy_values[-1]:      # (a reset's forget_outstanding changes it too)
@@ -540,6 +546,7 @@ class Scoreboard:
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._poison_events_seen: collections.Counter = collections.Counter()   # the model's poison_events
+        self._flush_count_seen = self._poison_event_count_seen = 0     # their totals
         self._burst_index = {"read": 0, "write": 0}
         self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
         self._next_trim = TRACE_TRIM
