@@ -78,6 +78,7 @@ class Pauses:
 
     def __init__(self, rng: random.Random, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24):
         self.rng = rng
+        self.random = rng.random       # bound once: drawn every cycle of a paused channel
         self.set(rate, run_rate, max_run)
         self.remaining = 0
 
@@ -93,7 +94,7 @@ class Pauses:
             return True
         if not (self.rate or self.run_rate):
             return False
-        roll = self.rng.random()
+        roll = self.random()
         if roll < self.run_rate:
             self.remaining = self.rng.randint(1, self.max_run - 1)
             return True
@@ -480,22 +481,25 @@ class AxiMemory:
 
     def _complete_write(self, cycle: int) -> None:
         awid, first, beats, stale = self.writes.popleft()
-        data = [self.w_beats.popleft() for _ in range(beats)]
-        lasts = [last for _, _, last, _ in data]
+        w_beats = self.w_beats
+        data = [w_beats.popleft() for _ in range(beats)]
+        values = [beat[0] for beat in data]
+        strobes = [beat[1] for beat in data]
+        lasts = [beat[2] for beat in data]
         if stale and any(strobe for _, strobe, _, epoch in data if epoch == self.epoch):
             # beats the controller sent after its reset only complete a burst the memory accepted before it
             self.errors.append(f"write burst at line {first:#x}: a W beat sent after the controller's reset to "
                                f"complete it has WSTRB != 0 (the drain must not change memory)")
-        if lasts != [0] * (beats - 1) + [1]:
+        if lasts[-1] != 1 or sum(lasts) != 1:       # WLAST on the last beat only (1-bit values)
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
         failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
-        all_bytes = (1 << self.line_bytes) - 1
         line_bytes = self.line_bytes
+        all_bytes = (1 << line_bytes) - 1
         memory = self.memory
-        if all(strobe == all_bytes for _, strobe, _, _ in data):    # the common burst of whole lines: one copy
+        if strobes.count(all_bytes) == beats:    # the common burst of whole lines: one copy
             address = first * line_bytes
-            memory[address:address + beats * line_bytes] = b"".join(value.to_bytes(line_bytes, "little")
-                                                                    for value, _, _, _ in data)
+            memory[address:address + beats * line_bytes] = b"".join([value.to_bytes(line_bytes, "little")
+                                                                     for value in values])
         else:
             for beat, (value, strobe, _, _) in enumerate(data):
                 address = (first + beat) * line_bytes
@@ -511,8 +515,7 @@ class AxiMemory:
                     memory[address:address + line_bytes] = (old & ~mask | value & mask).to_bytes(line_bytes, "little")
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
-            self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],
-                                awid)
+            self.on_write_burst(first * line_bytes, beats, list(zip(values, strobes)), awid)
 
 
 class AxiLiteMaster:
@@ -527,6 +530,8 @@ class AxiLiteMaster:
         self.awaddr, self.awvalid, self.wdata, self.wstrb, self.wvalid, self.bready = (
             _Port(handle(n)) for n in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready"))
         self.araddr, self.arvalid, self.rready = (_Port(handle(n)) for n in ("araddr", "arvalid", "rready"))
+        self.handshake_ports = (self.awvalid, self.wvalid, self.bready, self.arvalid, self.rready)
+        self.handshakes = (False,) * 5      # what drive() last wrote to handshake_ports (all start at 0)
         _Port(handle("awprot")), _Port(handle("arprot"))
         self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
@@ -570,11 +575,11 @@ class AxiLiteMaster:
         op = self.state
         writing = op is not None and op["kind"] == "write"
         reading = op is not None and op["kind"] == "read"
-        self.awvalid.set(int(writing and not op["aw"]))
-        self.wvalid.set(int(writing and not op["w"]))
-        self.bready.set(int(writing))
-        self.arvalid.set(int(reading and not op["ar"]))
-        self.rready.set(int(reading))
+        handshakes = (writing and not op["aw"], writing and not op["w"], writing, reading and not op["ar"], reading)
+        if handshakes != self.handshakes:     # most cycles of an access change none of the five
+            self.handshakes = handshakes
+            for port, value in zip(self.handshake_ports, handshakes):
+                port.set(int(value))
 
     def sample(self, status: int) -> None:
         op = self.state
@@ -720,6 +725,8 @@ class PortDriver:
         exception in `step` ends the callbacks and is raised here, so it fails the test like before; the end of
         the test (which cancels this task) ends them too."""
         read_status = int_reader(self.status)
+        if len(self.status) < 32:      # read every cycle: GPI's integer read itself (no sign to mask off)
+            read_status = self.status._handle.get_signal_val_long
         step = self.step
         for part in self.parts:       # the first cycle
             part.drive()
