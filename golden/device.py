@@ -857,14 +857,15 @@ class DeviceModel:
             return self._ndr(tag, ld_id, ack)
         self._count(Counter.RWD_MEM_WR if full else Counter.RWD_MEM_WR_PTL)
         enables = (1 << p.line_bytes) - 1 if full else byte_enable
-        view, _, match = self._decode(address)
-        if match is None:
+        target = self.read_target(address)      # the decode a read would make (memoised; the view and line)
+        if target is None:
             self._count(Counter.NXM_WRITES)
             return self._ndr(tag, ld_id)
+        view = target.view
         if view not in (View.RAW, View.WEIGHT_MAJOR):
             self._count(Counter.WR_DROPPED)
             return self._ndr(tag, ld_id)
-        index, config, L = match
+        index, config, L = target.index, target.config, target.L
         line = np.frombuffer(int(data).to_bytes(p.line_bytes, "little"), dtype=np.uint8)
         if poison:
             self._count(Counter.POISON_WRITES)

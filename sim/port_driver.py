@@ -246,6 +246,7 @@ class AxiMemory:
         self.driver = driver
         self.size = size
         self.line_bytes = line_bytes
+        self.line_size = (line_bytes - 1).bit_length()     # AxSIZE of a full-width beat
         self.memory = bytearray(size)     # plain bytes: a line goes to and from an int without numpy per beat
         self.read_latency = read_latency
         self.max_reads = max_reads          # bursts the memory queues before it stops accepting AR
@@ -404,8 +405,7 @@ class AxiMemory:
         address, length = (fields["addr"](), fields["len"]()) if address_len is None else address_len
         beats = length + 1
         axi_id, size, burst = fields["id"](), fields["size"](), fields["burst"]()
-        line_bits = (self.line_bytes - 1).bit_length()
-        if size != line_bits or burst != 0b01 or address % self.line_bytes:
+        if size != self.line_size or burst != 0b01 or address % self.line_bytes:
             self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
                                f"burst at a line address)")
         if address // 4096 != (address + beats * self.line_bytes - 1) // 4096:
@@ -444,11 +444,17 @@ class AxiMemory:
         elif stalls["aw"]:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
-            beat = self._hold("w", self.wready.last, self._read_w_beat)
-            if beat is not None:
-                self.w_beats.append((*beat, self.epoch))
-            if stalls["w"] or not self.wready.last:
-                self._stall("w", not self.wready.last)
+            if self.wready.last:        # a beat taken: what _hold does, with the beat read once
+                beat = (self.wdata(), self.wstrb(), self.wlast(), self.epoch)
+                if stalls["w"]:
+                    if beat[:3] != self.held["w"]:
+                        self.driver.protocol_errors.append(f"axi w: payload changed while VALID waited for READY "
+                                                           f"(cycle {self.driver.cycle})")
+                    self._stall("w", False)
+                self.w_beats.append(beat)
+            else:
+                self._hold("w", False, self._read_w_beat)
+                self._stall("w", True)
         elif stalls["w"]:
             self._valid_dropped("w", status)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:

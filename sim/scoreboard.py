@@ -310,11 +310,16 @@ class Scoreboard:
         for response in responses:
             self.occupancy_change += 1
             either = poison_key is not None and (
-                any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
+                (self.poison_windows and any(self._poison_affects(affected, poison_key)
+                                             for affected in self.poison_windows.values()))
                 or self._order_uncertain(poison_key))
             pending = Pending(response.channel, response, fields, kind, accepted=self.cycle, block_key=key,
                               poison_key=poison_key, poison_either=either)
-            self.pending.setdefault(tag, []).append(pending)
+            waiting = self.pending.get(tag)
+            if waiting is None:
+                self.pending[tag] = [pending]
+            else:
+                waiting.append(pending)
             created.append(pending)
             if key is not None:
                 self.queued_readers[key] += 1
