@@ -284,6 +284,7 @@ class DeviceModel:
         # coverage and _read for every request)
         self._windows: list[tuple[int, int, int, RegionConfig]] | None = None
         self._targets: dict[int, ReadTarget | None] = {}
+        self._target_poison_lines: dict[int, tuple[ReadTarget, frozenset[int]]] = {}   # read_poison_lines' memo
         self._address_limit = 1 << params.message_address_bits
         self._all_bytes = (1 << params.line_bytes) - 1          # WSTRB of a whole line
         self._all_ones = (1 << params.data_width) - 1           # the data of a decode error
@@ -566,6 +567,7 @@ class DeviceModel:
             self.region_config[index] = word & ~1 | int(decode_region_config(self.params, word).enable)
         self._windows = None
         self._targets.clear()
+        self._target_poison_lines.clear()
         self.slots = [None] * self.params.buffer_slots
         self.flush_writes("csr")         # gathered lines go where they were decoded, after the rewrite acts
 
@@ -600,7 +602,17 @@ class DeviceModel:
         return frozenset(line for record in records if record is not None for line in record.lines(self.line_mask))
 
     def read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
-        """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches."""
+        """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches
+        (asked by the checker and again by the model for every mapped read: kept per target until the region
+        table changes)."""
+        entry = self._target_poison_lines.get(id(target))
+        if entry is None or entry[0] is not target:
+            if len(self._target_poison_lines) >= 1 << 16:
+                self._target_poison_lines.clear()
+            entry = self._target_poison_lines[id(target)] = (target, self._read_poison_lines(target))
+        return entry[1]
+
+    def _read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
         config = target.config
         if target.view == View.RAW:
             return line_set(self._dram_line(target.index, target.L), 0, 1, self.line_mask)

@@ -271,8 +271,10 @@ class Scoreboard:
                         self.coverage.sample_gather_flush(cause)
             self._flushes_seen = collections.Counter(flushes)
             self._flush_count_seen = model.gather_flush_count
-        occupancy = self.occupancy = self.occupancy + self.occupancy_change
-        self.occupancy_change = 0
+        if self.occupancy_change:
+            self.occupancy += self.occupancy_change
+            self.occupancy_change = 0
+        occupancy = self.occupancy
         if occupancy != self.occupancy_values[-1]:      # (a reset's forget_outstanding changes it too)
             self.occupancy_cycles.append(self.cycle)
             self.occupancy_values.append(occupancy)
@@ -469,6 +471,7 @@ class Scoreboard:
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
         position, end = self._burst_scan[kind], len(trace)      # scan forward: the trace only grows at its end
+        index = self._burst_index[kind]
         while waiting:
             while position < end and not isinstance(trace[position], wanted):
                 position += 1
@@ -477,14 +480,14 @@ class Scoreboard:
             want = trace[position]
             position += 1
             byte_address, beats, data = waiting.popleft()
-            index = self._burst_index[kind]
-            self._burst_index[kind] = index + 1
-            self.bursts_checked[kind] += 1
-            if (byte_address // line_bytes, beats) != (want.line, want.beats) or byte_address % line_bytes:
+            if byte_address != want.line * line_bytes or beats != want.beats:
                 self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
                                f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
             elif data is not None:
                 self._check_write_data(index, want, data)
+            index += 1
+        self.bursts_checked[kind] += index - self._burst_index[kind]
+        self._burst_index[kind] = index
         self._burst_scan[kind] = position
 
     def _drop_checked_bursts(self) -> None:
