@@ -8,16 +8,18 @@ valid/ready the DUT drives, and the reset), writes only of inputs that change, a
 handshake and on the first cycle of a stall (to check the payload is held).
 
 Timing discipline (the same for every channel), from how cocotb runs Verilator (cocotb's verilator.cpp): the
-clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge, and
-writes made in it are applied after the evaluation (inertial puts). So at the wake-up for edge t+1 every port
+clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge. So at
+the wake-up for edge t+1 every port
 still shows, settled, what it was during cycle t (outputs against the inputs this driver wrote for cycle t),
 and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
 transfer that completed at edge t+1), then writes the inputs of cycle t+1. An output that depends
 combinationally on an input is seen as it settled, so no second wake-up (cocotb's ReadOnly phase) is needed.
 tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently. The harness
-(sim/harness.py) registers every DUT input on the falling edge, which changes none of this: what a wake-up writes reaches
-the DUT at the next falling edge, before the next rising edge samples it (it only spares Verilator evaluating the
-input-dependent logic again in each of its three evals per cycle).
+(sim/harness.py) registers every DUT input on the falling edge: what a wake-up writes reaches the DUT at the
+next falling edge, before the next rising edge samples it (it spares Verilator evaluating the input-dependent
+logic in every eval). So the driver writes without delay (`_Port`): a write lands in the model before the edge's
+evaluation, which only the falling-edge registers read, instead of after it as an inertial put (cocotb's
+deposit), which cost Verilator another evaluation in every cycle with a write and a copy of each value.
 Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B, then S2M responses
 (DRS, NDR), so a response is never reported before the request it answers.
 
@@ -101,7 +103,7 @@ class Pauses:
         return roll < self.run_rate + self.rate
 
 
-GPI_DEPOSIT = 0     # cocotb.handle._GPISetAction.DEPOSIT
+GPI_NO_DELAY = 3    # cocotb.handle._GPISetAction.NO_DELAY
 NO_ALARM = float("inf")
 
 
@@ -109,8 +111,9 @@ class _Port:
     """An input of the DUT, written only when its value changes, straight through the GPI handle: the drive phase
     runs right after a rising edge, where an immediate write is what cocotb's scheduled (ReadWrite-phase) write
     would do one callback later, without the per-write Python (range checks, LogicArray, an extra trigger).
-    Checked with Verilator (the same cycle counts and results as scheduled writes); another simulator may
-    need COCOTB's scheduled writes back."""
+    The write takes no delay (GPI's NO_DELAY, not an inertial deposit): see the module docstring. Checked with
+    Verilator (the same cycle counts and results as scheduled and as inertial writes); another simulator may
+    need cocotb's scheduled writes back."""
 
     def __init__(self, handle, value: int = 0):
         self.gpi = handle._handle
@@ -121,9 +124,9 @@ class _Port:
     def set(self, value: int) -> None:
         if value != self.last:
             if self.width <= 32:
-                self.gpi.set_signal_val_int(GPI_DEPOSIT, value)
+                self.gpi.set_signal_val_int(GPI_NO_DELAY, value)
             else:
-                self.gpi.set_signal_val_binstr(GPI_DEPOSIT, format(value, f"0{self.width}b"))
+                self.gpi.set_signal_val_binstr(GPI_NO_DELAY, format(value, f"0{self.width}b"))
             self.last = value
 
 
