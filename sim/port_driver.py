@@ -9,9 +9,8 @@ handshake and on the first cycle of a stall (to check the payload is held).
 
 Timing discipline (the same for every channel), from how cocotb runs Verilator (cocotb's verilator.cpp): the
 clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge. So at
-the wake-up for edge t+1 every port
-still shows, settled, what it was during cycle t (outputs against the inputs this driver wrote for cycle t),
-and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
+the wake-up for edge t+1 every port still shows, settled, what it was during cycle t (outputs against the
+inputs this driver wrote for cycle t), and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
 transfer that completed at edge t+1), then writes the inputs of cycle t+1. An output that depends
 combinationally on an input is seen as it settled, so no second wake-up (cocotb's ReadOnly phase) is needed.
 tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently. The harness
