@@ -316,7 +316,7 @@ class DeviceModel:
         self.write_error_lines: set[int] = set()   # DRAM lines whose write bursts answer SLVERR on B
         self.gather: GatheredBlock | None = None   # weight-major lines of one block not yet written out
         self.gather_flushes: collections.Counter = collections.Counter()   # flushes by cause (flush_writes)
-        self.gather_flush_count = 0
+        self.gather_flush_count = 0                # sum(gather_flushes.values()), as poison_event_count
 
     # --- backend traffic --------------------------------------------------------------------------------
     @property
