@@ -377,7 +377,7 @@ class Scoreboard:
         # The port driver reports a cycle's requests before its responses, so a response whose request has not
         # been reported is a response nobody asked for.
         tag = got["tag"]
-        waiting = self.pending.get(tag, [])
+        waiting = self.pending.get(tag)
         self.stats.responses += 1
         self.stats.dev_load[got["dev_load"]] += 1
         if self.record:
@@ -387,7 +387,7 @@ class Scoreboard:
                            f"is waiting for this tag (duplicate or unrequested response)")
             return
         # with a reused tag, the response answers the request it matches (else the oldest on its channel)
-        candidates = [p for p in waiting if p.channel == channel] or waiting
+        candidates = waiting if len(waiting) == 1 else [p for p in waiting if p.channel == channel] or waiting
         pending, wrong = candidates[0], None
         for candidate in candidates:
             differences = self._differences(channel, candidate, got)
@@ -398,7 +398,8 @@ class Scoreboard:
         if not waiting:
             del self.pending[tag]
         self.occupancy_change -= 1
-        self.poison_windows.pop(id(pending), None)
+        if self.poison_windows:
+            self.poison_windows.pop(id(pending), None)
         if pending.block_key is not None:
             self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
