@@ -101,7 +101,10 @@ REQ_COUNTERS = {
 HOLE_FILL = 0      # the data a hole read returns (DEVICE.md §3)
 
 
-@dataclass(frozen=True)
+# Response, ReadBurst, WriteBurst and ReadTarget are made per message (tens of thousands a second in simulation)
+# and never changed after creation. They are plain slotted dataclasses, hashable by value, rather than frozen
+# ones: a frozen dataclass's __init__ sets each field through object.__setattr__, four times the cost.
+@dataclass(slots=True, unsafe_hash=True)
 class Response:
     """One S2M message: channel "drs" or "ndr"; data is the line as a little-endian integer (0 for NDR)."""
     channel: str
@@ -114,14 +117,14 @@ class Response:
     data: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)    # see Response
 class ReadBurst:
     """AXI INCR read burst: `beats` lines from DRAM line `line` (byte address line * line_bytes)."""
     line: int
     beats: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)    # see Response
 class WriteBurst:
     """AXI INCR write burst: `beats` lines from DRAM line `line`, WSTRB of each beat in `strobes`, WDATA of the
     beats in `data` (beats * line_bytes bytes; only strobed bytes are meaningful)."""
@@ -184,7 +187,7 @@ class RegionConfig:
     legal: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True, unsafe_hash=True)    # see Response
 class ReadTarget:
     """A read's address decoded (DeviceModel.read_target): its view, region, line L in the region, the block
     whose poison it reports (s*R + r for a raw line), line j in the block, the effective k (0 for raw and
@@ -281,6 +284,7 @@ class DeviceModel:
         # coverage and _read for every request)
         self._windows: list[tuple[int, int, int, RegionConfig]] | None = None
         self._targets: dict[int, ReadTarget | None] = {}
+        self._target_poison_lines: dict[int, tuple[ReadTarget, frozenset[int]]] = {}   # read_poison_lines' memo
         self._address_limit = 1 << params.message_address_bits
         self._all_bytes = (1 << params.line_bytes) - 1          # WSTRB of a whole line
         self._all_ones = (1 << params.data_width) - 1           # the data of a decode error
@@ -296,6 +300,9 @@ class DeviceModel:
         self.poison_list_index = 0                          # POISON_LIST_INDEX
         self.poisons_lost = 0                               # records the full list could not take
         self.poison_events: collections.Counter = collections.Counter()   # by kind, for coverage
+        # sum(poison_events.values()) and sum(gather_flushes.values()), kept as ints: the scoreboard tests them
+        # every cycle and around every write for a change (counts only grow)
+        self.poison_event_count = 0
         # lines every insert or clear touched since the last clear-all, and whether a backend write error made
         # a record since then (poison_order_uncertain)
         self.poison_touched: set[int] = set()
@@ -309,6 +316,7 @@ class DeviceModel:
         self.write_error_lines: set[int] = set()   # DRAM lines whose write bursts answer SLVERR on B
         self.gather: GatheredBlock | None = None   # weight-major lines of one block not yet written out
         self.gather_flushes: collections.Counter = collections.Counter()   # flushes by cause (flush_writes)
+        self.gather_flush_count = 0                # sum(gather_flushes.values()), as poison_event_count
 
     # --- backend traffic --------------------------------------------------------------------------------
     @property
@@ -559,12 +567,17 @@ class DeviceModel:
             self.region_config[index] = word & ~1 | int(decode_region_config(self.params, word).enable)
         self._windows = None
         self._targets.clear()
+        self._target_poison_lines.clear()
         self.slots = [None] * self.params.buffer_slots
         self.flush_writes("csr")         # gathered lines go where they were decoded, after the rewrite acts
 
+    def _poison_event(self, kind: str) -> None:
+        self.poison_events[kind] += 1
+        self.poison_event_count += 1
+
     def _clear_poison(self) -> None:
         if any(self.poison_list) or self.poison_overflow:
-            self.poison_events["clear all"] += 1
+            self._poison_event("clear all")
         self.poison_list = [None] * self.params.poison_entries
         self._listed_lines = None
         self.poison_overflow = False
@@ -589,7 +602,17 @@ class DeviceModel:
         return frozenset(line for record in records if record is not None for line in record.lines(self.line_mask))
 
     def read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
-        """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches."""
+        """The DRAM lines whose poison a mapped read reports: its raw line, or the k plane lines it fetches
+        (asked by the checker and again by the model for every mapped read: kept per target until the region
+        table changes)."""
+        entry = self._target_poison_lines.get(id(target))
+        if entry is None or entry[0] is not target:
+            if len(self._target_poison_lines) >= 1 << 16:
+                self._target_poison_lines.clear()
+            entry = self._target_poison_lines[id(target)] = (target, self._read_poison_lines(target))
+        return entry[1]
+
+    def _read_poison_lines(self, target: ReadTarget) -> frozenset[int]:
         config = target.config
         if target.view == View.RAW:
             return line_set(self._dram_line(target.index, target.L), 0, 1, self.line_mask)
@@ -601,24 +624,24 @@ class DeviceModel:
         """Enter a record (DEVICE.md §4): merged into a record of the same first line and stride, else into the
         lowest free one; a full list does not take it (sticky overflow; only listed lines stay poisoned)."""
         record = PoisonRecord(record.first & self.line_mask, record.log2_stride, record.mask)
-        self.poison_events[kind] += 1
+        self._poison_event(kind)
         self.poison_touched.update(record.lines(self.line_mask))
         for i, held in enumerate(self.poison_list):
             if held is not None and (held.first, held.log2_stride) == (record.first, record.log2_stride):
                 self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, held.mask | record.mask)
                 self._listed_lines = None
-                self.poison_events["merge"] += 1
+                self._poison_event("merge")
                 return
         for i, held in enumerate(self.poison_list):
             if held is None:
                 self.poison_list[i] = record
                 self._listed_lines = None
                 if all(self.poison_list):
-                    self.poison_events["list full"] += 1
+                    self._poison_event("list full")
                 return
         self.poison_overflow = True
         self.poisons_lost += 1
-        self.poison_events["overflow"] += 1
+        self._poison_event("overflow")
 
     def _poison_clear(self, lines: frozenset[int], cause: str) -> None:
         """Drop `lines` from every record; a record left empty is free."""
@@ -636,7 +659,7 @@ class DeviceModel:
                 self.poison_list[i] = PoisonRecord(held.first, held.log2_stride, mask) if mask else None
                 self._listed_lines = None
         if cleared:
-            self.poison_events[cause] += 1
+            self._poison_event(cause)
 
     # --- address decode ---------------------------------------------------------------------------------
     def region_active(self, index: int) -> bool:
@@ -846,14 +869,15 @@ class DeviceModel:
             return self._ndr(tag, ld_id, ack)
         self._count(Counter.RWD_MEM_WR if full else Counter.RWD_MEM_WR_PTL)
         enables = (1 << p.line_bytes) - 1 if full else byte_enable
-        view, _, match = self._decode(address)
-        if match is None:
+        target = self.read_target(address)      # the decode a read would make (memoised; the view and line)
+        if target is None:
             self._count(Counter.NXM_WRITES)
             return self._ndr(tag, ld_id)
+        view = target.view
         if view not in (View.RAW, View.WEIGHT_MAJOR):
             self._count(Counter.WR_DROPPED)
             return self._ndr(tag, ld_id)
-        index, config, L = match
+        index, config, L = target.index, target.config, target.L
         line = np.frombuffer(int(data).to_bytes(p.line_bytes, "little"), dtype=np.uint8)
         if poison:
             self._count(Counter.POISON_WRITES)
@@ -932,6 +956,7 @@ class DeviceModel:
             return
         self.gather = None
         self.gather_flushes[cause] += 1
+        self.gather_flush_count += 1
         strobes = [gather.strobe] * gather.B
         log2_r = gather.R.bit_length() - 1
         if gather.strobe == self._all_bytes and not gather.poisoned:

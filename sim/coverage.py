@@ -205,6 +205,9 @@ def read_decode(target: "ReadTarget") -> ReadDecode:
 
 
 # --- the model ----------------------------------------------------------------------------------------------
+NO_BINS: dict[str, int] = {}      # the bins of a group this parameter set does not define (never written)
+
+
 class Coverage:
     """Hit counts of every bin `GROUPS` defines for one parameter set."""
 
@@ -226,7 +229,7 @@ class Coverage:
         self._queued_reader_bins = [(name, fewest(params)) for name, fewest in QUEUED_READERS]
 
     def _hit(self, group: str, name: str) -> None:
-        bins = self._hits.get(group, {})
+        bins = self._hits.get(group, NO_BINS)
         if name in bins:
             bins[name] += 1
         else:
@@ -239,11 +242,15 @@ class Coverage:
         if opcode not in REQ_READS:
             return
         mapped = decode is not None and decode.mapped
-        self._pending_reads.setdefault(int(fields["tag"]), collections.deque()).append(mapped)
+        tag = int(fields["tag"])
+        pending = self._pending_reads.get(tag)
+        if pending is None:
+            pending = self._pending_reads[tag] = collections.deque()
+        pending.append(mapped)
         if not mapped:
             return
         # the bins of a decode, named once per decode object (the scoreboard passes the same object for every
-        # read of an address until the region table changes)
+        # read of its region config, view and k until the region table changes)
         entry = self._read_bins.get(id(decode))
         if entry is None or entry[0] is not decode:
             if len(self._read_bins) >= 1 << 16:

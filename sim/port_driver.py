@@ -8,16 +8,17 @@ valid/ready the DUT drives, and the reset), writes only of inputs that change, a
 handshake and on the first cycle of a stall (to check the payload is held).
 
 Timing discipline (the same for every channel), from how cocotb runs Verilator (cocotb's verilator.cpp): the
-clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge, and
-writes made in it are applied after the evaluation (inertial puts). So at the wake-up for edge t+1 every port
-still shows, settled, what it was during cycle t (outputs against the inputs this driver wrote for cycle t),
-and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
+clock's RisingEdge callback fires when the clock input changes, before the design evaluates that edge. So at
+the wake-up for edge t+1 every port still shows, settled, what it was during cycle t (outputs against the
+inputs this driver wrote for cycle t), and what the driver writes takes effect for cycle t+1. A wake-up samples cycle t (`valid & ready` there is a
 transfer that completed at edge t+1), then writes the inputs of cycle t+1. An output that depends
 combinationally on an input is seen as it settled, so no second wake-up (cocotb's ReadOnly phase) is needed.
 tests/test_sim_runner.py's loopback run with pauses fails if a simulator orders this differently. The harness
-(sim/harness.py) registers every DUT input on the falling edge, which changes none of this: what a wake-up writes reaches
-the DUT at the next falling edge, before the next rising edge samples it (it only spares Verilator evaluating the
-input-dependent logic again in each of its three evals per cycle).
+(sim/harness.py) registers every DUT input on the falling edge: what a wake-up writes reaches the DUT at the
+next falling edge, before the next rising edge samples it (it spares Verilator evaluating the input-dependent
+logic in every eval). So the driver writes without delay (`_Port`): a write lands in the model before the edge's
+evaluation, which only the falling-edge registers read, instead of after it as an inertial put (cocotb's
+deposit), which cost Verilator another evaluation in every cycle with a write and a copy of each value.
 Callbacks of one cycle run in a fixed order: M2S requests (Req, RwD), AXI AR, AW, W, R, B, then S2M responses
 (DRS, NDR), so a response is never reported before the request it answers.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import ctypes
 import gc
 import heapq
 import itertools
@@ -78,6 +80,7 @@ class Pauses:
 
     def __init__(self, rng: random.Random, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24):
         self.rng = rng
+        self.random = rng.random       # bound once: drawn every cycle of a paused channel
         self.set(rate, run_rate, max_run)
         self.remaining = 0
 
@@ -93,36 +96,78 @@ class Pauses:
             return True
         if not (self.rate or self.run_rate):
             return False
-        roll = self.rng.random()
+        roll = self.random()
         if roll < self.run_rate:
             self.remaining = self.rng.randint(1, self.max_run - 1)
             return True
         return roll < self.run_rate + self.rate
 
 
-GPI_DEPOSIT = 0     # cocotb.handle._GPISetAction.DEPOSIT
+GPI_NO_DELAY = 3    # cocotb.handle._GPISetAction.NO_DELAY
 NO_ALARM = float("inf")
+VPI_VECTOR_VAL, VPI_NO_DELAY = 9, 1     # vpi_user.h: vpiVectorVal, vpiNoDelay
+
+
+class _VpiValue(ctypes.Structure):
+    """vpi_user.h s_vpi_value with the union's `vector` member (a pointer: same size and alignment as the union)."""
+    _fields_ = [("format", ctypes.c_int32), ("vector", ctypes.c_void_p)]
+
+
+def vector_writer(handle) -> Callable[[int], None] | None:
+    """A function writing an int to a port wider than 32 bits through Verilator's own vpi_put_value as a vpiVectorVal
+    (32-bit words), or None where that is not available (another simulator). cocotb's GPI writes such a port as a
+    binary string, which Verilator parses bit by bit: for a 512-bit line about 3 us, a twentieth of the whole
+    W = 512 random run (py-spy) for the R data and the RwD payloads. Same value, same moment (no delay, like
+    `_Port`'s other writes): sim/test_loopback.py sends random multi-word Req payloads through it and compares
+    every one, and the random controller runs check every DRS line against the golden model."""
+    if "verilator" not in getattr(cocotb, "SIM_NAME", "").lower():     # (no simulator: unit tests' mock ports)
+        return None
+    try:
+        program = ctypes.CDLL(None)      # the simulator executable exports the VPI it serves to cocotb
+        put_value, handle_by_name = program.vpi_put_value, program.vpi_handle_by_name
+    except (OSError, AttributeError):
+        return None
+    handle_by_name.restype, handle_by_name.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_void_p]
+    vpi_handle = handle_by_name(handle._path.encode(), None)
+    if not vpi_handle:
+        return None
+    put_value.restype = ctypes.c_void_p
+    put_value.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int32]
+    words = (len(handle) + 31) // 32
+    vector = (ctypes.c_uint32 * (2 * words))()       # (aval, bval) per word; bval (X/Z) stays 0
+    avals = memoryview(vector).cast("B").cast("I")[0::2]
+    value = _VpiValue(VPI_VECTOR_VAL, ctypes.addressof(vector))
+    value_pointer, size = ctypes.addressof(value), 4 * words
+
+    def write(data: int, _buffers=(value, vector)) -> None:     # (the default keeps the buffers alive)
+        avals[:] = memoryview(data.to_bytes(size, "little")).cast("I")
+        put_value(vpi_handle, value_pointer, None, VPI_NO_DELAY)
+    return write
 
 
 class _Port:
     """An input of the DUT, written only when its value changes, straight through the GPI handle: the drive phase
     runs right after a rising edge, where an immediate write is what cocotb's scheduled (ReadWrite-phase) write
     would do one callback later, without the per-write Python (range checks, LogicArray, an extra trigger).
-    Checked with Verilator (the same cycle counts and results as scheduled writes); another simulator may
-    need COCOTB's scheduled writes back."""
+    The write takes no delay (GPI's NO_DELAY, not an inertial deposit): see the module docstring. Checked with
+    Verilator (the same cycle counts and results as scheduled and as inertial writes); another simulator may
+    need cocotb's scheduled writes back."""
 
     def __init__(self, handle, value: int = 0):
         self.gpi = handle._handle
         self.width = len(handle)
+        self.write_vector = vector_writer(handle) if self.width > 32 else None
         self.last = None
         self.set(value)
 
     def set(self, value: int) -> None:
         if value != self.last:
             if self.width <= 32:
-                self.gpi.set_signal_val_int(GPI_DEPOSIT, value)
+                self.gpi.set_signal_val_int(GPI_NO_DELAY, value)
+            elif self.write_vector is not None:
+                self.write_vector(value)
             else:
-                self.gpi.set_signal_val_binstr(GPI_DEPOSIT, format(value, f"0{self.width}b"))
+                self.gpi.set_signal_val_binstr(GPI_NO_DELAY, format(value, f"0{self.width}b"))
             self.last = value
 
 
@@ -245,6 +290,7 @@ class AxiMemory:
         self.driver = driver
         self.size = size
         self.line_bytes = line_bytes
+        self.line_size = (line_bytes - 1).bit_length()     # AxSIZE of a full-width beat
         self.memory = bytearray(size)     # plain bytes: a line goes to and from an int without numpy per beat
         self.read_latency = read_latency
         self.max_reads = max_reads          # bursts the memory queues before it stops accepting AR
@@ -403,8 +449,7 @@ class AxiMemory:
         address, length = (fields["addr"](), fields["len"]()) if address_len is None else address_len
         beats = length + 1
         axi_id, size, burst = fields["id"](), fields["size"](), fields["burst"]()
-        line_bits = (self.line_bytes - 1).bit_length()
-        if size != line_bits or burst != 0b01 or address % self.line_bytes:
+        if size != self.line_size or burst != 0b01 or address % self.line_bytes:
             self.errors.append(f"{kind} burst at {address:#x}: size {size}, burst {burst} (want a full-width INCR "
                                f"burst at a line address)")
         if address // 4096 != (address + beats * self.line_bytes - 1) // 4096:
@@ -443,11 +488,17 @@ class AxiMemory:
         elif stalls["aw"]:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
-            beat = self._hold("w", self.wready.last, self._read_w_beat)
-            if beat is not None:
-                self.w_beats.append((*beat, self.epoch))
-            if stalls["w"] or not self.wready.last:
-                self._stall("w", not self.wready.last)
+            if self.wready.last:        # a beat taken: what _hold does, with the beat read once
+                beat = (self.wdata(), self.wstrb(), self.wlast(), self.epoch)
+                if stalls["w"]:
+                    if beat[:3] != self.held["w"]:
+                        self.driver.protocol_errors.append(f"axi w: payload changed while VALID waited for READY "
+                                                           f"(cycle {self.driver.cycle})")
+                    self._stall("w", False)
+                self.w_beats.append(beat)
+            else:
+                self._hold("w", False, self._read_w_beat)
+                self._stall("w", True)
         elif stalls["w"]:
             self._valid_dropped("w", status)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:
@@ -480,22 +531,25 @@ class AxiMemory:
 
     def _complete_write(self, cycle: int) -> None:
         awid, first, beats, stale = self.writes.popleft()
-        data = [self.w_beats.popleft() for _ in range(beats)]
-        lasts = [last for _, _, last, _ in data]
+        w_beats = self.w_beats
+        data = [w_beats.popleft() for _ in range(beats)]
+        values = [beat[0] for beat in data]
+        strobes = [beat[1] for beat in data]
+        lasts = [beat[2] for beat in data]
         if stale and any(strobe for _, strobe, _, epoch in data if epoch == self.epoch):
             # beats the controller sent after its reset only complete a burst the memory accepted before it
             self.errors.append(f"write burst at line {first:#x}: a W beat sent after the controller's reset to "
                                f"complete it has WSTRB != 0 (the drain must not change memory)")
-        if lasts != [0] * (beats - 1) + [1]:
+        if lasts[-1] != 1 or sum(lasts) != 1:       # WLAST on the last beat only (1-bit values)
             self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
         failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
-        all_bytes = (1 << self.line_bytes) - 1
         line_bytes = self.line_bytes
+        all_bytes = (1 << line_bytes) - 1
         memory = self.memory
-        if all(strobe == all_bytes for _, strobe, _, _ in data):    # the common burst of whole lines: one copy
+        if strobes.count(all_bytes) == beats:    # the common burst of whole lines: one copy
             address = first * line_bytes
-            memory[address:address + beats * line_bytes] = b"".join(value.to_bytes(line_bytes, "little")
-                                                                    for value, _, _, _ in data)
+            memory[address:address + beats * line_bytes] = b"".join([value.to_bytes(line_bytes, "little")
+                                                                     for value in values])
         else:
             for beat, (value, strobe, _, _) in enumerate(data):
                 address = (first + beat) * line_bytes
@@ -511,8 +565,7 @@ class AxiMemory:
                     memory[address:address + line_bytes] = (old & ~mask | value & mask).to_bytes(line_bytes, "little")
         self.responses.append((awid, AXI_SLVERR if failed else AXI_OKAY, cycle + 1))
         if self.on_write_burst and not stale:
-            self.on_write_burst(first * self.line_bytes, beats, [(value, strobe) for value, strobe, _, _ in data],
-                                awid)
+            self.on_write_burst(first * line_bytes, beats, list(zip(values, strobes)), awid)
 
 
 class AxiLiteMaster:
@@ -527,6 +580,8 @@ class AxiLiteMaster:
         self.awaddr, self.awvalid, self.wdata, self.wstrb, self.wvalid, self.bready = (
             _Port(handle(n)) for n in ("awaddr", "awvalid", "wdata", "wstrb", "wvalid", "bready"))
         self.araddr, self.arvalid, self.rready = (_Port(handle(n)) for n in ("araddr", "arvalid", "rready"))
+        self.handshake_ports = (self.awvalid, self.wvalid, self.bready, self.arvalid, self.rready)
+        self.handshakes = (False,) * 5      # what drive() last wrote to handshake_ports (all start at 0)
         _Port(handle("awprot")), _Port(handle("arprot"))
         self.bresp, self.rresp, self.rdata = (int_reader(handle(n)) for n in ("bresp", "rresp", "rdata"))
         self.m = {name: driver.mask(f"{prefix}__{name}") for name in ("awready", "wready", "bvalid", "arready",
@@ -570,11 +625,11 @@ class AxiLiteMaster:
         op = self.state
         writing = op is not None and op["kind"] == "write"
         reading = op is not None and op["kind"] == "read"
-        self.awvalid.set(int(writing and not op["aw"]))
-        self.wvalid.set(int(writing and not op["w"]))
-        self.bready.set(int(writing))
-        self.arvalid.set(int(reading and not op["ar"]))
-        self.rready.set(int(reading))
+        handshakes = (writing and not op["aw"], writing and not op["w"], writing, reading and not op["ar"], reading)
+        if handshakes != self.handshakes:     # most cycles of an access change none of the five
+            self.handshakes = handshakes
+            for port, value in zip(self.handshake_ports, handshakes):
+                port.set(int(value))
 
     def sample(self, status: int) -> None:
         op = self.state
@@ -720,6 +775,8 @@ class PortDriver:
         exception in `step` ends the callbacks and is raised here, so it fails the test like before; the end of
         the test (which cancels this task) ends them too."""
         read_status = int_reader(self.status)
+        if len(self.status) < 32:      # read every cycle: GPI's integer read itself (no sign to mask off)
+            read_status = self.status._handle.get_signal_val_long
         step = self.step
         for part in self.parts:       # the first cycle
             part.drive()

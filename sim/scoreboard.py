@@ -130,7 +130,7 @@ class Scoreboard:
         self.layouts = {"req": req_layout(params), "rwd": rwd_layout(params),
                         "drs": drs_layout(params), "ndr": ndr_layout(params)}
         self.unpack = {channel: field_unpacker(layout) for channel, layout in self.layouts.items()}
-        self._read_decodes: dict[int, tuple] = {}      # _read_decode's memo
+        self._read_decodes: dict[tuple, tuple] = {}    # _read_decode's memo
         self._strobe_masks: dict[int, int] = {}        # WSTRB -> WDATA bit mask (_check_write_data)
         self.pending: dict[int, list[Pending]] = {}
         self.stats = ScoreboardStats()
@@ -163,13 +163,16 @@ class Scoreboard:
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
 
     def _read_decode(self, target) -> "ReadDecode":
-        """coverage.read_decode of a target, one object per target (the model returns the same target for an
-        address until the region table changes), so the coverage can memoise its bins per object."""
-        entry = self._read_decodes.get(id(target))
-        if entry is None or entry[0] is not target:
-            if len(self._read_decodes) >= 1 << 16:
+        """coverage.read_decode of a target, one object per (region config, view, k, mapped), which is all it
+        depends on: every address of a region's view shares it, so the coverage can memoise its bins per object
+        (per target, most of a random run's addresses are new: half the decodes were built afresh)."""
+        config = target.config
+        key = (id(config), target.view, target.k, target.mapped)
+        entry = self._read_decodes.get(key)
+        if entry is None or entry[0] is not config:
+            if len(self._read_decodes) >= 1 << 12:
                 self._read_decodes.clear()
-            entry = self._read_decodes[id(target)] = (target, read_decode(target))
+            entry = self._read_decodes[key] = (config, read_decode(target))
         return entry[1]
 
     def on_rwd(self, payload: int) -> None:
@@ -200,11 +203,11 @@ class Scoreboard:
         block) and open the poison windows its change of the poison list opens; `apply` returns the pending
         responses of the write (none for a flush)."""
         model = self.model
-        events_before = sum(model.poison_events.values())
+        events_before = model.poison_event_count
         # the lines are built only when the list changed (most writes leave it alone): from a copy taken now
         list_before = tuple(model.poison_list)
         pendings = apply()
-        if sum(model.poison_events.values()) == events_before:
+        if model.poison_event_count == events_before:
             return pendings
         lines_before = model.poisoned_lines(list_before)
         if model.poison_order_uncertain():
@@ -248,25 +251,30 @@ class Scoreboard:
         if self.cycle == self.gather_idle_cycle:
             # the device's idle boundary (DEVICE.md §4): it flushes the weight-major lines it gathered
             self._poison_change(lambda: self._flush_gathered("idle"))
-        events = self.model.poison_events
-        # what the poison list did, however it was driven (RwD, CSR); dict's == for Counter's (as for the flushes)
-        if not dict.__eq__(events, self._poison_events_seen):
+        model = self.model
+        # what the poison list did, however it was driven (RwD, CSR), and every flush of the model's gather
+        # buffer, whatever called it: the model's running totals tell whether anything happened (counts only
+        # grow), the Counters by kind what
+        if model.poison_event_count != self._poison_event_count_seen:
+            events = model.poison_events
             if self.coverage is not None:
                 for event, count in events.items():
                     if count != self._poison_events_seen[event]:
                         self.coverage.sample_poison_list(event)
             self._poison_events_seen = collections.Counter(events)
-        flushes = self.model.gather_flushes
-        # every flush of the model's gather buffer, whatever called it; dict's own == (in C) instead of Counter's
-        # (a generator in Python, every cycle): the same answer, as counts only grow and no key is ever 0
-        if not dict.__eq__(flushes, self._flushes_seen):
+            self._poison_event_count_seen = model.poison_event_count
+        if model.gather_flush_count != self._flush_count_seen:
+            flushes = model.gather_flushes
             if self.coverage is not None:
                 for cause, count in flushes.items():
                     for _ in range(count - self._flushes_seen[cause]):
                         self.coverage.sample_gather_flush(cause)
             self._flushes_seen = collections.Counter(flushes)
-        occupancy = self.occupancy = self.occupancy + self.occupancy_change
-        self.occupancy_change = 0
+            self._flush_count_seen = model.gather_flush_count
+        if self.occupancy_change:
+            self.occupancy += self.occupancy_change
+            self.occupancy_change = 0
+        occupancy = self.occupancy
         if occupancy != self.occupancy_values[-1]:      # (a reset's forget_outstanding changes it too)
             self.occupancy_cycles.append(self.cycle)
             self.occupancy_values.append(occupancy)
@@ -304,11 +312,16 @@ class Scoreboard:
         for response in responses:
             self.occupancy_change += 1
             either = poison_key is not None and (
-                any(self._poison_affects(affected, poison_key) for affected in self.poison_windows.values())
+                (self.poison_windows and any(self._poison_affects(affected, poison_key)
+                                             for affected in self.poison_windows.values()))
                 or self._order_uncertain(poison_key))
             pending = Pending(response.channel, response, fields, kind, accepted=self.cycle, block_key=key,
                               poison_key=poison_key, poison_either=either)
-            self.pending.setdefault(tag, []).append(pending)
+            waiting = self.pending.get(tag)
+            if waiting is None:
+                self.pending[tag] = [pending]
+            else:
+                waiting.append(pending)
             created.append(pending)
             if key is not None:
                 self.queued_readers[key] += 1
@@ -364,7 +377,7 @@ class Scoreboard:
         # The port driver reports a cycle's requests before its responses, so a response whose request has not
         # been reported is a response nobody asked for.
         tag = got["tag"]
-        waiting = self.pending.get(tag, [])
+        waiting = self.pending.get(tag)
         self.stats.responses += 1
         self.stats.dev_load[got["dev_load"]] += 1
         if self.record:
@@ -374,7 +387,7 @@ class Scoreboard:
                            f"is waiting for this tag (duplicate or unrequested response)")
             return
         # with a reused tag, the response answers the request it matches (else the oldest on its channel)
-        candidates = [p for p in waiting if p.channel == channel] or waiting
+        candidates = waiting if len(waiting) == 1 else [p for p in waiting if p.channel == channel] or waiting
         pending, wrong = candidates[0], None
         for candidate in candidates:
             differences = self._differences(channel, candidate, got)
@@ -385,7 +398,8 @@ class Scoreboard:
         if not waiting:
             del self.pending[tag]
         self.occupancy_change -= 1
-        self.poison_windows.pop(id(pending), None)
+        if self.poison_windows:
+            self.poison_windows.pop(id(pending), None)
         if pending.block_key is not None:
             self.queued_readers[pending.block_key] -= 1
         if self.on_complete is not None:
@@ -458,6 +472,7 @@ class Scoreboard:
         trace = self.model.axi_bursts
         line_bytes = self.params.line_bytes
         position, end = self._burst_scan[kind], len(trace)      # scan forward: the trace only grows at its end
+        index = self._burst_index[kind]
         while waiting:
             while position < end and not isinstance(trace[position], wanted):
                 position += 1
@@ -466,14 +481,14 @@ class Scoreboard:
             want = trace[position]
             position += 1
             byte_address, beats, data = waiting.popleft()
-            index = self._burst_index[kind]
-            self._burst_index[kind] = index + 1
-            self.bursts_checked[kind] += 1
-            if (byte_address // line_bytes, beats) != (want.line, want.beats) or byte_address % line_bytes:
+            if byte_address != want.line * line_bytes or beats != want.beats:
                 self._mismatch(f"AXI {kind} burst #{index}: address {byte_address:#x} x{beats} beats, model "
                                f"expects line {want.line:#x} ({want.line * line_bytes:#x}) x{want.beats}")
             elif data is not None:
                 self._check_write_data(index, want, data)
+            index += 1
+        self.bursts_checked[kind] += index - self._burst_index[kind]
+        self._burst_index[kind] = index
         self._burst_scan[kind] = position
 
     def _drop_checked_bursts(self) -> None:
@@ -540,6 +555,7 @@ class Scoreboard:
         self.gather_pendings: list[Pending] = []   # Cmps of the writes in the model's gather buffer
         self._flushes_seen: collections.Counter = collections.Counter()   # the model's gather_flushes, sampled
         self._poison_events_seen: collections.Counter = collections.Counter()   # the model's poison_events
+        self._flush_count_seen = self._poison_event_count_seen = 0     # their totals
         self._burst_index = {"read": 0, "write": 0}
         self._burst_scan = {"read": 0, "write": 0}    # positions in the model's trace, which _match_bursts trims
         self._next_trim = TRACE_TRIM

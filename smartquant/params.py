@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, asdict
 import enum
+import functools
 
 
 class View(enum.IntEnum):
@@ -126,21 +127,23 @@ class ControllerParams:
             raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
 
     # --- derived geometry -------------------------------------------------------------------------
-    @property
+    # (cached per instance: the fields are frozen, and the golden model and the testbench ask for these per
+    # message)
+    @functools.cached_property
     def line_bytes(self) -> int:
         return self.data_width // 8
 
-    @property
+    @functools.cached_property
     def line_offset_bits(self) -> int:
         """log2(line_bytes): HPA bits below the line address."""
         return (self.line_bytes - 1).bit_length()
 
-    @property
+    @functools.cached_property
     def line_bits(self) -> int:
         """Width of a DRAM line index (device capacity in lines)."""
         return self.dram_addr_bits - self.line_offset_bits
 
-    @property
+    @functools.cached_property
     def region_index_bits(self) -> int:
         """Width of a region-table index."""
         return max(1, (self.n_regions - 1).bit_length())
@@ -150,30 +153,30 @@ class ControllerParams:
     tag_bits = 16      # CXL message Tag
     ld_id_bits = 4     # CXL LD-ID
 
-    @property
+    @functools.cached_property
     def message_address_bits(self) -> int:
         """Width of a CXL.mem message's address field, HPA[51 : line_offset_bits] (RTL and golden model alike)."""
         return HPA_BITS - self.line_offset_bits
 
-    @property
+    @functools.cached_property
     def block_weights(self) -> int:
         return self.data_width
 
-    @property
+    @functools.cached_property
     def view_shift(self) -> int:
         """HPA bit where the view field starts (above the device capacity)."""
         return self.dram_addr_bits
 
-    @property
+    @functools.cached_property
     def k_shift(self) -> int:
         return self.dram_addr_bits + 3
 
-    @property
+    @functools.cached_property
     def hpa_bits(self) -> int:
         """Meaningful HPA bits; any set bit above these decodes as unmapped."""
         return self.dram_addr_bits + 8
 
-    @property
+    @functools.cached_property
     def load_capacity(self) -> int:
         """Most reads the device holds before M2S Req back-pressure starts (docs/DEVICE.md §3, DevLoad): the
         front end's read FIFO and output skid (request_depth), the read engine's two request stages before dispatch (2), its

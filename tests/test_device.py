@@ -484,6 +484,9 @@ def test_poison_overflow_rule_and_clearing():
     write(model, View.WEIGHT_MAJOR, BASE, bytes(64), poison=1)
     model.csr_write(CSR_REGION_BASE + 8, model.csr_read(CSR_REGION_BASE + 8))
     assert read(model, View.RAW, BASE).poison == 1
+    # the running totals the scoreboard tests for a change every cycle follow the counts by kind
+    assert model.poison_event_count == sum(model.poison_events.values()) >= 8
+    assert model.gather_flush_count == sum(model.gather_flushes.values()) >= 3
 
 
 # --- block buffer ------------------------------------------------------------------------------------------
