@@ -21,7 +21,8 @@ def _set_lines(ctx, port, first, log2_stride, count):
 def simulate(params, ops):
     """ops: per cycle (insert record or None, clear (first, log2_stride, count) or None, clear_all, query
     (first, log2_stride, count)). Every cycle the query, count, flag and every record read back must equal the
-    model's; returns the number of queries that hit (so a test can show it exercised both answers)."""
+    model's, and `lost` pulses in the cycle after an insert the model lost (the list applies an insert a cycle
+    late); returns the number of queries that hit (so a test can show it exercised both answers)."""
     dut = PoisonList(params)
     model = DeviceModel(params, memory_bytes=params.line_bytes)
     mask = model.line_mask
@@ -29,7 +30,9 @@ def simulate(params, ops):
 
     async def tb(ctx):
         nonlocal hits
+        lost_last_cycle = False
         for insert, clear, clear_all, query in ops:
+            assert ctx.get(dut.lost) == lost_last_cycle
             _set_lines(ctx, dut.query, *query)
             expected_hit = not model.poisoned_lines().isdisjoint(line_set(*query, mask))
             assert ctx.get(dut.query_hit) == expected_hit, (query, model.poison_list)
@@ -59,8 +62,10 @@ def simulate(params, ops):
                     model._poison_clear(line_set(*clear, mask), "clear line")
                 if insert is not None:
                     model._poison_insert(insert, "inject")
-            assert ctx.get(dut.lost) == (model.poisons_lost != lost_before)
+            lost_last_cycle = model.poisons_lost != lost_before
             await ctx.tick()
+        ctx.set(dut.insert.valid, 0)
+        assert ctx.get(dut.lost) == lost_last_cycle
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
