@@ -13,6 +13,10 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
   record; a full list does not take it: sticky `overflow` (STATUS.poison_overflow) and a `lost` pulse. Only
   listed lines stay poisoned (never a device-wide poison storm). A clear and an insert in the same cycle act in
   that order (a flush's clear of its block comes before the next block's poisoned line, as in RwD order).
+  Inside, an insert waits one cycle in a register and is applied on the registered masks, which then already
+  hold its cycle's clear, so the record choice reads flip-flops only; `query_hit`, `read_record`, `count` and
+  `overflow` include the pending insert, so from the next cycle on every output is that of an immediate
+  insert. Only `lost` pulses a cycle after the insert (no user in the device).
 - `clear_all` (CONTROL.clear_poison) empties the list and drops the flag; it wins over both.
 - `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use.
 
