@@ -21,7 +21,8 @@ def _set_lines(ctx, port, first, log2_stride, count):
 def simulate(params, ops):
     """ops: per cycle (insert record or None, clear (first, log2_stride, count) or None, clear_all, query
     (first, log2_stride, count)). Every cycle the query, count, flag and every record read back must equal the
-    model's; returns the number of queries that hit (so a test can show it exercised both answers)."""
+    model's, and `lost` pulses in the cycle after an insert the model lost (the list applies an insert a cycle
+    late); returns the number of queries that hit (so a test can show it exercised both answers)."""
     dut = PoisonList(params)
     model = DeviceModel(params, memory_bytes=params.line_bytes)
     mask = model.line_mask
@@ -29,7 +30,9 @@ def simulate(params, ops):
 
     async def tb(ctx):
         nonlocal hits
+        lost_last_cycle = False
         for insert, clear, clear_all, query in ops:
+            assert ctx.get(dut.lost) == lost_last_cycle
             _set_lines(ctx, dut.query, *query)
             expected_hit = not model.poisoned_lines().isdisjoint(line_set(*query, mask))
             assert ctx.get(dut.query_hit) == expected_hit, (query, model.poison_list)
@@ -59,8 +62,10 @@ def simulate(params, ops):
                     model._poison_clear(line_set(*clear, mask), "clear line")
                 if insert is not None:
                     model._poison_insert(insert, "inject")
-            assert ctx.get(dut.lost) == (model.poisons_lost != lost_before)
+            lost_last_cycle = model.poisons_lost != lost_before
             await ctx.tick()
+        ctx.set(dut.insert.valid, 0)
+        assert ctx.get(dut.lost) == lost_last_cycle
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -141,3 +146,84 @@ def test_block_read_sees_only_its_planes():
 def test_bad_entries():
     with pytest.raises(ValueError, match="poison_entries"):
         PoisonList(ControllerParams(poison_entries=0))
+
+
+def test_insert_beside_clears_hand_worked():
+    """The list applies an insert a cycle late (hdl/engine/poison.py), yet acts as if at once: a clear of the
+    insert's own cycle acts first, a clear of the next cycle acts after it. Two records, one-line records."""
+    params = ControllerParams(poison_entries=2, dram_addr_bits=20, data_width=128)
+    dut = PoisonList(params)
+
+    def insert(ctx, first, mask=1):
+        ctx.set(dut.insert.valid, 1)
+        ctx.set(dut.insert.record.first, first)
+        ctx.set(dut.insert.record.log2_stride, 0)
+        ctx.set(dut.insert.record.mask, mask)
+
+    def clear(ctx, first):
+        ctx.set(dut.clear.valid, 1)
+        _set_lines(ctx, dut.clear.lines, first, 0, 1)
+
+    def idle(ctx):
+        ctx.set(dut.insert.valid, 0)
+        ctx.set(dut.clear.valid, 0)
+
+    def records(ctx):
+        listed = []
+        for i in range(2):
+            ctx.set(dut.read_index, i)
+            listed.append((ctx.get(dut.read_record.first), ctx.get(dut.read_record.mask))
+                          if ctx.get(dut.read_valid) else None)
+        return listed
+
+    def hit(ctx, line):
+        _set_lines(ctx, dut.query, line, 0, 1)
+        return ctx.get(dut.query_hit)
+
+    async def tb(ctx):
+        insert(ctx, 10)
+        await ctx.tick()
+        # line 10 listed at once (its insert still pending inside)
+        assert records(ctx) == [(10, 1), None] and hit(ctx, 10) and ctx.get(dut.count) == 1
+        # one cycle: a clear of line 10 and an insert of line 20: the clear empties record 0, which 20 takes
+        clear(ctx, 10)
+        insert(ctx, 20)
+        await ctx.tick()
+        assert records(ctx) == [(20, 1), None] and not hit(ctx, 10) and hit(ctx, 20)
+        # an insert of line 30, then a clear of line 30 in the next cycle: the newer clear drops it
+        idle(ctx)
+        insert(ctx, 30)
+        await ctx.tick()
+        assert records(ctx) == [(20, 1), (30, 1)] and hit(ctx, 30) and ctx.get(dut.count) == 2
+        idle(ctx)
+        clear(ctx, 30)
+        await ctx.tick()
+        idle(ctx)
+        assert records(ctx) == [(20, 1), None] and not hit(ctx, 30) and ctx.get(dut.count) == 1
+        # merge: (20, lines 20 and 21) into record 0 while a clear of line 20 in the next cycle drops only 20
+        insert(ctx, 20, 0b11)
+        await ctx.tick()
+        assert records(ctx) == [(20, 0b11), None]
+        idle(ctx)
+        clear(ctx, 20)
+        await ctx.tick()
+        idle(ctx)
+        assert records(ctx) == [(20, 0b10), None] and hit(ctx, 21) and not hit(ctx, 20)
+        # full list: (40) takes record 1, (50) finds none free: overflow from the next cycle on, as for an
+        # immediate insert, and the `lost` pulse in that cycle (not in the insert's own)
+        insert(ctx, 40)
+        await ctx.tick()
+        assert not ctx.get(dut.lost)
+        insert(ctx, 50)
+        assert not ctx.get(dut.lost) and not ctx.get(dut.overflow)
+        await ctx.tick()
+        idle(ctx)
+        assert records(ctx) == [(20, 0b10), (40, 1)] and not hit(ctx, 50)
+        assert ctx.get(dut.overflow) and ctx.get(dut.lost)
+        await ctx.tick()
+        assert ctx.get(dut.overflow) and not ctx.get(dut.lost)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tb)
+    sim.run()

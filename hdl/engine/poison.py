@@ -13,6 +13,10 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
   record; a full list does not take it: sticky `overflow` (STATUS.poison_overflow) and a `lost` pulse. Only
   listed lines stay poisoned (never a device-wide poison storm). A clear and an insert in the same cycle act in
   that order (a flush's clear of its block comes before the next block's poisoned line, as in RwD order).
+  Inside, an insert waits one cycle in a register and is applied on the registered masks, which then already
+  hold its cycle's clear, so the record choice reads flip-flops only; `query_hit`, `read_record`, `count` and
+  `overflow` include the pending insert, so from the next cycle on every output is that of an immediate
+  insert. Only `lost` pulses a cycle after the insert (no user in the device).
 - `clear_all` (CONTROL.clear_poison) empties the list and drops the flag; it wins over both.
 - `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use.
 
@@ -152,31 +156,47 @@ class PoisonList(wiring.Component):
         overflow = Signal()
         for i in range(n):
             m.d.comb += used[i].eq(records[i].mask != 0)
-        m.d.comb += [self.overflow.eq(overflow), self.count.eq(sum(used))]
 
-        # query: any record line in the set
+        # The insert is applied one cycle late, on the registered masks: the masks already hold the previous
+        # cycle's clear, which in the contract acts before that insert (a clear and an insert of one cycle act in
+        # that order), so the record it merges into or takes is the one it would have found then; this cycle's
+        # clear, newer than the pending insert, then acts on the result. The insert's record choice (`same`,
+        # `taken`, the clock enables of every record) thus reads flip-flops only, never a clear's set test.
+        # The outputs (query, CSR read, count, overflow) show the list with the pending insert applied, so
+        # they answer every cycle as an immediate insert would; only `lost` pulses a cycle later.
+        pending = Signal(layout, name="pending_insert")
+        pending_valid = Signal()
+        m.d.sync += [pending_valid.eq(self.insert.valid & ~self.clear_all), pending.eq(self.insert.record)]
+        same = [Signal(name=f"record{i}_same") for i in range(n)]
+        for i in range(n):
+            m.d.comb += same[i].eq(used[i] & (records[i].first == pending.first)
+                                   & (records[i].log2_stride == pending.log2_stride))
+        merge = Cat(*same).any()
+        any_free = ~Cat(*used).all()
+        taken = Signal(range(max(2, n)))    # the lowest free record
+        for i in reversed(range(n)):
+            with m.If(~used[i]):
+                m.d.comb += taken.eq(i)
+        lands_new = Signal()                # the pending insert takes record `taken`
+        lost_now = Signal()
+        m.d.comb += [lands_new.eq(pending_valid & ~merge & any_free),
+                     lost_now.eq(pending_valid & ~merge & ~any_free)]
+
+        # query: any record line in the set, the pending insert's (unless it is lost) included
         query_held = [self._held_bits(m, records[i], self.query, f"query{i}") for i in range(n)]
-        m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any())
+        pending_query_held = self._held_bits(m, pending, self.query, "query_pending")
+        m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any()
+                                      | (pending_valid & ~lost_now & pending_query_held.any()))
+        m.d.comb += [self.overflow.eq(overflow | lost_now), self.count.eq(sum(used) + lands_new)]
 
-        # clear, then insert, on the masks as the clear leaves them
+        # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]
         for i in range(n):
             cleared = self._held_bits(m, records[i], self.clear.lines, f"clear{i}")
             m.d.comb += after_clear[i].eq(Mux(self.clear.valid, records[i].mask & ~cleared, records[i].mask))
-        new = self.insert.record
-        same = [Signal(name=f"record{i}_same") for i in range(n)]
-        for i in range(n):
-            m.d.comb += same[i].eq((after_clear[i] != 0) & (records[i].first == new.first)
-                                   & (records[i].log2_stride == new.log2_stride))
-        merge = Cat(*same).any()
-        free = [Signal(name=f"record{i}_free_now") for i in range(n)]
-        for i in range(n):
-            m.d.comb += free[i].eq(after_clear[i] == 0)
-        any_free = Cat(*free).any()
-        taken = Signal(range(max(2, n)))    # the lowest free record
-        for i in reversed(range(n)):
-            with m.If(free[i]):
-                m.d.comb += taken.eq(i)
+        pending_after_clear = Signal(MASK_BITS)
+        pending_cleared = self._held_bits(m, pending, self.clear.lines, "clear_pending")
+        m.d.comb += pending_after_clear.eq(Mux(self.clear.valid, pending.mask & ~pending_cleared, pending.mask))
 
         with m.If(self.clear_all):
             m.d.sync += overflow.eq(0)
@@ -184,22 +204,28 @@ class PoisonList(wiring.Component):
         with m.Else():
             for i in range(n):
                 m.d.sync += records[i].mask.eq(after_clear[i])
-            with m.If(self.insert.valid):
+            with m.If(pending_valid):
                 with m.If(merge):
                     for i in range(n):
                         with m.If(same[i]):
-                            m.d.sync += records[i].mask.eq(after_clear[i] | new.mask)
+                            m.d.sync += records[i].mask.eq(after_clear[i] | pending_after_clear)
                 with m.Elif(any_free):
                     for i in range(n):
                         with m.If(taken == i):
-                            m.d.sync += records[i].eq(new)
+                            m.d.sync += [records[i].first.eq(pending.first),
+                                         records[i].log2_stride.eq(pending.log2_stride),
+                                         records[i].mask.eq(pending_after_clear)]
                 with m.Else():
                     m.d.sync += overflow.eq(1)
                     m.d.comb += self.lost.eq(1)
 
-        # CSR read port
+        # CSR read port: record i as the pending insert leaves it
         with m.Switch(self.read_index):
             for i in range(n):
                 with m.Case(i):
                     m.d.comb += [self.read_record.eq(records[i]), self.read_valid.eq(used[i])]
+                    with m.If(pending_valid & same[i]):
+                        m.d.comb += self.read_record.mask.eq(records[i].mask | pending.mask)
+                    with m.If(lands_new & (taken == i)):
+                        m.d.comb += [self.read_record.eq(pending), self.read_valid.eq(pending.mask != 0)]
         return m
