@@ -488,17 +488,12 @@ class AxiMemory:
         elif stalls["aw"]:
             self._valid_dropped("aw", status)
         if status & m["wvalid"]:
-            if self.wready.last:        # a beat taken: what _hold does, with the beat read once
-                beat = (self.wdata(), self.wstrb(), self.wlast(), self.epoch)
-                if stalls["w"]:
-                    if beat[:3] != self.held["w"]:
-                        self.driver.protocol_errors.append(f"axi w: payload changed while VALID waited for READY "
-                                                           f"(cycle {self.driver.cycle})")
-                    self._stall("w", False)
-                self.w_beats.append(beat)
-            else:
-                self._hold("w", False, self._read_w_beat)
-                self._stall("w", True)
+            accepted = self.wready.last
+            beat = self._hold("w", accepted, self._read_w_beat)
+            if beat is not None:
+                self.w_beats.append((*beat, self.epoch))
+            if stalls["w"] or not accepted:
+                self._stall("w", not accepted)
         elif stalls["w"]:
             self._valid_dropped("w", status)
         while self.writes and len(self.w_beats) >= self.writes[0][2]:
