@@ -372,6 +372,20 @@ class DeviceModel:
             self._count(Counter.AXI_ERRORS, errors)
         return errors > 0
 
+    def _record_line_reads(self, lines: list[int]) -> bool:
+        """_record_read(line, 1) for each of `lines` in order (the planes of a block with R > 1: one single-line
+        burst each), traced and counted at once; whether a beat answered an error RRESP."""
+        self._check_lines(max(lines), 1)
+        self.axi_bursts.extend([ReadBurst(line, 1) for line in lines])
+        self._count(Counter.READ_BURSTS, len(lines))
+        self._count(Counter.DRAM_LINES_READ, len(lines))
+        errors = 0
+        if self.read_error_lines:
+            errors = sum(line in self.read_error_lines for line in lines)
+        if errors:
+            self._count(Counter.AXI_ERRORS, errors)
+        return errors > 0
+
     def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
         """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
 
@@ -404,6 +418,26 @@ class DeviceModel:
         if error:
             self._count(Counter.AXI_ERRORS)
         return error
+
+    def _record_line_writes(self, lines: list[int], planes: np.ndarray, strobe: int) -> bool:
+        """_record_write(lines[i], planes[i:i + 1], [strobe]) for each i in order (the planes of a block with
+        R > 1: one single-line burst each), traced and counted at once; whether any B answers an error."""
+        self._check_lines(max(lines), 1)
+        data = np.ascontiguousarray(planes, dtype=np.uint8)
+        line_bytes = data.shape[1]
+        flat = data.tobytes()
+        strobes = (strobe,)
+        self.axi_bursts.extend([WriteBurst(line, 1, strobes, flat[i * line_bytes:(i + 1) * line_bytes])
+                                for i, line in enumerate(lines)])
+        self._count(Counter.WRITE_BURSTS, len(lines))
+        self._count(Counter.DRAM_LINES_WRITTEN, len(lines))
+        self._count(Counter.BYTES_STROBED, len(lines) * _popcount(strobe))
+        errors = 0
+        if self.write_error_lines:
+            errors = sum(line in self.write_error_lines for line in lines)
+        if errors:
+            self._count(Counter.AXI_ERRORS, errors)
+        return errors > 0
 
     def _byte_enables(self, strobe: int) -> np.ndarray:
         """WSTRB as a read-only boolean array over the line's bytes, built once per pattern (weight-major
@@ -816,7 +850,7 @@ class DeviceModel:
         else:        # planes are R lines apart: one single-line burst per plane, their data in one copy
             plane_lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
                            for plane in range(k)]
-            error = any([self._record_read(line, 1) for line in plane_lines])
+            error = self._record_line_reads(plane_lines)
             planes = self.memory[plane_lines]
         lines = self._assemble(planes, config, mode, k)
         self.slots[self.victim] = (key, lines, error)
@@ -965,8 +999,7 @@ class DeviceModel:
         if gather.R == 1:
             error = self._axi_write(gather.lines[0], gather.planes, strobes)
         else:        # one single-line burst per plane (R lines apart), their data stored in one copy
-            error = any([self._record_write(line, gather.planes[plane:plane + 1], [gather.strobe])
-                         for plane, line in enumerate(gather.lines)])
+            error = self._record_line_writes(gather.lines, gather.planes, gather.strobe)
             if gather.strobe == self._all_bytes:
                 self.memory[gather.lines] = gather.planes
             elif gather.strobe:

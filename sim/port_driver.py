@@ -37,6 +37,7 @@ from __future__ import annotations
 import atexit
 import collections
 import ctypes
+import functools
 import gc
 import heapq
 import itertools
@@ -154,20 +155,23 @@ class _Port:
     need cocotb's scheduled writes back."""
 
     def __init__(self, handle, value: int = 0):
-        self.gpi = handle._handle
-        self.width = len(handle)
-        self.write_vector = vector_writer(handle) if self.width > 32 else None
+        self.gpi = gpi = handle._handle
+        self.width = width = len(handle)
+        self.write_vector = vector_writer(handle) if width > 32 else None
+        # the write chosen once (set() runs for a port every few cycles): GPI's integer write up to 32 bits, the
+        # VPI word vector above, else the binary string
+        if width <= 32:
+            self.write = functools.partial(gpi.set_signal_val_int, GPI_NO_DELAY)
+        elif self.write_vector is not None:
+            self.write = self.write_vector
+        else:
+            self.write = lambda value: gpi.set_signal_val_binstr(GPI_NO_DELAY, format(value, f"0{width}b"))
         self.last = None
         self.set(value)
 
     def set(self, value: int) -> None:
         if value != self.last:
-            if self.width <= 32:
-                self.gpi.set_signal_val_int(GPI_NO_DELAY, value)
-            elif self.write_vector is not None:
-                self.write_vector(value)
-            else:
-                self.gpi.set_signal_val_binstr(GPI_NO_DELAY, format(value, f"0{self.width}b"))
+            self.write(value)
             self.last = value
 
 
@@ -699,17 +703,17 @@ class PortDriver:
         """Sample the cycle that ended (its `tb_status`), drive the next one, then wake the coroutines waiting
         for a cycle. They run after this step, in the same time step: what they write (a reset, a queued
         request) takes effect in the cycle just driven, and the driver samples it after the next edge."""
-        self.in_reset = bool(status & self.reset_mask)
+        self.in_reset = status & self.reset_mask != 0
         for sample in self._samplers:
             sample(status)
         for hook in self.end_of_cycle:
             hook()
-        self.cycle += 1
+        self.cycle = cycle = self.cycle + 1
         for drive in self._drivers:
             drive()
-        if self.cycle >= self.next_alarm:
+        if cycle >= self.next_alarm:
             alarms = self.alarms
-            while alarms and alarms[0][0] <= self.cycle:
+            while alarms and alarms[0][0] <= cycle:
                 event = heapq.heappop(alarms)[2]
                 if event is not None:
                     event.set()         # wakes the coroutines waiting now; cleared so that a later wait blocks
@@ -718,7 +722,7 @@ class PortDriver:
         if self.conditions:       # where a next_cycle() poll would wake and test them
             for entry in list(self.conditions):
                 condition, deadline, event = entry
-                if condition() or (deadline is not None and self.cycle >= deadline):
+                if condition() or (deadline is not None and cycle >= deadline):
                     self.conditions.remove(entry)
                     event.set()
         if self.tick_waiters:     # most cycles nobody waits: no trigger to fire
