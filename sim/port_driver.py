@@ -95,7 +95,7 @@ class Pauses:
         if self.remaining:
             self.remaining -= 1
             return True
-        if not (self.rate or self.run_rate):
+        if not self.active:
             return False
         roll = self.random()
         if roll < self.run_rate:
@@ -254,12 +254,13 @@ class Sink:
             self.ready.set(ready)
 
     def sample(self, status: int) -> None:
-        if not (status & self.valid_mask or self.stall):
+        valid = status & self.valid_mask
+        if not (valid or self.stall):
             return              # no VALID and no stall run open: the branches below would change nothing
         if self.driver.in_reset:
             self.stall = 0
             return
-        if not status & self.valid_mask:
+        if not valid:
             if self.stall:
                 self.driver.protocol_errors.append(f"{self.name}: VALID dropped after {self.stall} stalled cycles "
                                                    f"without a handshake (cycle {self.driver.cycle})")
@@ -362,8 +363,9 @@ class AxiMemory:
         cycle = self.driver.cycle
         # (x.remaining or x.active) and x() is x() without the call when x cannot pause (see Pauses.set)
         ar, aw, w, r, b = self._pauses
+        reads = self.reads
         # the READY/VALID ports are compared here before calling set(): most cycles change none of them
-        ready = 0 if len(self.reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1
+        ready = 0 if len(reads) >= self.max_reads or ((ar.remaining or ar.active) and ar()) else 1
         if ready != self.arready.last:
             self.arready.set(ready)
         ready = 0 if (aw.remaining or aw.active) and aw() else 1
@@ -372,9 +374,9 @@ class AxiMemory:
         ready = 0 if (w.remaining or w.active) and w() else 1
         if ready != self.wready.last:
             self.wready.set(ready)
-        if (not self.r_presenting and self.reads and self.reads[0][3] <= cycle
+        if (not self.r_presenting and reads and reads[0][3] <= cycle
                 and not ((r.remaining or r.active) and r())):
-            arid, line, beats, _ = self.reads[0]
+            arid, line, beats, _ = reads[0]
             address = line * self.line_bytes
             self.rdata.set(int.from_bytes(self.memory[address:address + self.line_bytes], "little"))
             self.rresp.set(AXI_SLVERR if line in self.read_error_lines else AXI_OKAY)
