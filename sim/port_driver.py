@@ -178,6 +178,10 @@ class _Port:
 class Source:
     """M2S stream into the DUT. `on_accept(payload)` reports every transfer the DUT accepted."""
 
+    # when sample() and drive() can change anything (PortDriver calls them only then, see PortDriver.add)
+    SAMPLE_WHEN = "{part}.driving"
+    DRIVE_WHEN = "{part}.queue and not {part}.driving or {part}.driving != {part}.valid.last"
+
     def __init__(self, driver: "PortDriver", prefix: str, on_accept: Callable[[int], None] | None = None):
         dut = driver.dut
         self.name = prefix
@@ -232,6 +236,10 @@ class Source:
 
 class Sink:
     """S2M stream out of the DUT: READY from `pauses`; `callback(payload)` for every transfer."""
+
+    # when sample() and drive() can change anything (PortDriver calls them only then, see PortDriver.add)
+    SAMPLE_WHEN = "status & {part}.valid_mask or {part}.stall"
+    DRIVE_WHEN = "{part}.pauses.remaining or {part}.pauses.active or not {part}.ready.last"
 
     def __init__(self, driver: "PortDriver", prefix: str, callback: Callable[[int], None]):
         dut = driver.dut
@@ -288,6 +296,12 @@ class AxiMemory:
     """AXI4 subordinate over a byte array (see the module docstring). Callbacks:
     on_read_burst(byte_address, beats, arid), on_write_burst(byte_address, beats, [(data, strobe), ...], awid),
     on_read_response(rresp), on_write_response(bresp), on_stall(channel, cycles)."""
+
+    # when sample() can change anything (PortDriver calls it only then, see PortDriver.add): something offered,
+    # presented or stalled (no VALID dropped after a stall otherwise; bursts complete only when an AW or W is
+    # taken)
+    SAMPLE_WHEN = ("status & {part}.address_data_valid or {part}.r_presenting or {part}.b_presenting"
+                   " or {part}.stalls['ar'] or {part}.stalls['aw'] or {part}.stalls['w']")
 
     def __init__(self, driver: "PortDriver", prefix: str, size: int, line_bytes: int, *, read_latency: int = 2,
                  max_reads: int = 8):
@@ -465,11 +479,6 @@ class AxiMemory:
         return address, beats, axi_id
 
     def sample(self, status: int) -> None:
-        if not (status & self.address_data_valid or self.r_presenting or self.b_presenting
-                or self.stalls["ar"] or self.stalls["aw"] or self.stalls["w"]):
-            # nothing offered, presented or stalled: every branch below would do nothing (no VALID dropped after
-            # a stall; bursts complete only when an AW or W is taken)
-            return
         m = self.m
         cycle = self.driver.cycle
         stalls = self.stalls
@@ -572,6 +581,10 @@ class AxiMemory:
 class AxiLiteMaster:
     """CSR accesses over AXI4-Lite, one at a time: `await write(address, value)` -> BRESP,
     `await read(address)` -> (data, RRESP)."""
+
+    # when sample() and drive() can change anything (PortDriver calls them only then, see PortDriver.add)
+    SAMPLE_WHEN = "{part}.state is not None or status & {part}.response_mask"
+    DRIVE_WHEN = "{part}.state is not None or {part}.ops or not {part}.quiet"
 
     def __init__(self, driver: "PortDriver", prefix: str):
         dut = driver.dut
@@ -677,8 +690,7 @@ class PortDriver:
         self.cycle = 0
         self.in_reset = True       # the DUT's reset during the cycle being sampled
         self.parts: list = []      # in callback order
-        self._samplers: list[Callable[[int], None]] = []
-        self._drivers: list[Callable[[], None]] = []
+        self._sample_parts, self._drive_parts = self._compile_parts()
         self.protocol_errors: list[str] = []   # handshake-rule violations by the DUT, any port
         self.end_of_cycle: list[Callable[[], None]] = []   # called after every part sampled the cycle
         self.tick = Event()        # set (and cleared) after a step that next_cycle() callers wait for
@@ -693,10 +705,34 @@ class PortDriver:
         return 1 << self.status_names.index(name)
 
     def add(self, part):
+        """Register a part: `sample(status)` and `drive()` are called every cycle, in the order parts were added,
+        except where the part's SAMPLE_WHEN / DRIVE_WHEN expression (class attributes, optional) says the call
+        would change nothing."""
         self.parts.append(part)
-        self._samplers.append(part.sample)       # bound once: step() calls them every cycle
-        self._drivers.append(part.drive)
+        self._sample_parts, self._drive_parts = self._compile_parts()
         return part
+
+    def _compile_parts(self) -> tuple[Callable[[int], None], Callable[[], None]]:
+        """Two generated functions, one sampling every part and one driving every part, each a flat sequence of
+        `if <part's condition>: part.sample(status)` in callback order: most cycles most parts have nothing to
+        do, and testing that inline spares a Python call per part and cycle (and the loop) where the method
+        would return at once. (Generated like the field packers: sim/scoreboard.py `field_packer`.)"""
+        names = [f"part{index}" for index in range(len(self.parts))]
+        parameters = "".join(f", {name}={name}" for name in names)
+
+        def body(method: str, condition_attribute: str, argument: str) -> list[str]:
+            lines = []
+            for name, part in zip(names, self.parts):
+                condition = getattr(part, condition_attribute, None)
+                call = f"{name}.{method}({argument})"
+                lines.append(f"    if {condition.format(part=name)}: {call}" if condition else f"    {call}")
+            return lines + ["    pass"]
+
+        source = "\n".join([f"def sample_parts(status{parameters}):", *body("sample", "SAMPLE_WHEN", "status"),
+                            f"def drive_parts({parameters.lstrip(', ')}):", *body("drive", "DRIVE_WHEN", "")])
+        namespace = dict(zip(names, self.parts))
+        exec(compile(source, "<port driver parts>", "exec"), namespace)      # noqa: S102 - our own expressions
+        return namespace["sample_parts"], namespace["drive_parts"]
 
     def start(self) -> None:
         self._task = cocotb.start_soon(self._run())
@@ -706,13 +742,11 @@ class PortDriver:
         for a cycle. They run after this step, in the same time step: what they write (a reset, a queued
         request) takes effect in the cycle just driven, and the driver samples it after the next edge."""
         self.in_reset = status & self.reset_mask != 0
-        for sample in self._samplers:
-            sample(status)
+        self._sample_parts(status)
         for hook in self.end_of_cycle:
             hook()
         self.cycle = cycle = self.cycle + 1
-        for drive in self._drivers:
-            drive()
+        self._drive_parts()
         if cycle >= self.next_alarm:
             alarms = self.alarms
             while alarms and alarms[0][0] <= cycle:
