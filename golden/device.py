@@ -151,7 +151,7 @@ POISON_MASK_BITS = 16     # lines a record can name (b_max <= 16)
 
 def line_set(first: int, log2_stride: int, count: int, line_mask: int) -> frozenset[int]:
     """The DRAM lines first + (p << log2_stride), p < count (a read's plane lines, a flush's block, one line)."""
-    return frozenset((first + (p << log2_stride)) & line_mask for p in range(count))
+    return frozenset([(first + (p << log2_stride)) & line_mask for p in range(count)])
 
 
 @dataclass
@@ -732,6 +732,14 @@ class DeviceModel:
     def _dram_line(self, index: int, raw_index: int) -> int:
         return (self.region_base[index] + raw_index) & ((1 << self.line_bits) - 1)
 
+    def _plane_lines(self, index: int, block: int, B: int, R: int, count: int) -> list[int]:
+        """The DRAM lines of planes 0..count-1 of a block: _dram_line of layout.raw_line_index for each plane, i.e.
+        R lines apart from plane 0's (one sum per plane instead of two calls)."""
+        superblock, run_slot = divmod(block, R)
+        first = self.region_base[index] + layout.raw_line_index(superblock, 0, run_slot, B, R)
+        line_mask = self.line_mask
+        return [(first + plane * R) & line_mask for plane in range(count)]
+
     # --- message field checks ---------------------------------------------------------------------------
     def _check_fields(self, **fields: tuple[int, int]) -> None:
         for name, (value, width) in fields.items():
@@ -844,13 +852,10 @@ class DeviceModel:
                 return slot[1], slot[2]
         self._count(Counter.BUFFER_MISSES)
         B, R = config.B, config.R
-        superblock, run_slot = divmod(block, R)
-        first = layout.raw_line_index(superblock, 0, run_slot, B, R)
         if R == 1:   # planes are consecutive lines: one burst
-            planes, error = self._axi_read(self._dram_line(index, first), k)
+            planes, error = self._axi_read(self._plane_lines(index, block, B, R, 1)[0], k)
         else:        # planes are R lines apart: one single-line burst per plane, their data in one copy
-            plane_lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
-                           for plane in range(k)]
+            plane_lines = self._plane_lines(index, block, B, R, k)
             error = self._record_line_reads(plane_lines)
             planes = self.memory[plane_lines]
         lines = self._assemble(planes, config, mode, k)
@@ -956,9 +961,7 @@ class DeviceModel:
             self.flush_writes("evict")
             gather = None
         if gather is None:
-            superblock, run_slot = divmod(block, R)
-            lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
-                     for plane in range(B)]
+            lines = self._plane_lines(index, block, B, R, B)
             gather = self.gather = GatheredBlock(index, block, B, R, lines,
                                                  np.zeros((B, p.line_bytes), dtype=np.uint8))
         slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
