@@ -584,15 +584,13 @@ class AxiMemory:
         awid, first, beats, stale = self.writes.popleft()
         w_beats = self.w_beats
         data = [w_beats.popleft() for _ in range(beats)]
-        values = [beat[0] for beat in data]
-        strobes = [beat[1] for beat in data]
-        lasts = [beat[2] for beat in data]
+        values, strobes, lasts, _ = zip(*data)        # (tuples, one per field)
         if stale and any(strobe for _, strobe, _, epoch in data if epoch == self.epoch):
             # beats the controller sent after its reset only complete a burst the memory accepted before it
             self.errors.append(f"write burst at line {first:#x}: a W beat sent after the controller's reset to "
                                f"complete it has WSTRB != 0 (the drain must not change memory)")
         if lasts[-1] != 1 or sum(lasts) != 1:       # WLAST on the last beat only (1-bit values)
-            self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {lasts}")
+            self.errors.append(f"write burst at line {first:#x} x{beats}: WLAST pattern {list(lasts)}")
         failed = bool(self.write_error_lines) and any(first + beat in self.write_error_lines for beat in range(beats))
         line_bytes = self.line_bytes
         all_bytes = (1 << line_bytes) - 1
