@@ -82,6 +82,7 @@ MASK32 = 0xFFFF_FFFF
 CONFIG_BITS = (1 << REGION_CONFIG_BITS) - 1   # REGION_CONFIG [13:0]
 REGION_REG_BASE, REGION_REG_SUPERBLOCKS, REGION_REG_CONFIG = 0x0, 0x4, 0x8
 PACKED, EXPANDED = "packed", "expanded"
+PACKED_VIEWS = (View.PACKED_K, View.PACKED_DEFAULT)     # (a tuple built once: enum lookups cost ~0.1 us each)
 
 # counters the model predicts exactly: every defined one except the timing counters
 PREDICTED_COUNTERS = tuple(n for n in range(N_COUNTERS)
@@ -150,7 +151,7 @@ POISON_MASK_BITS = 16     # lines a record can name (b_max <= 16)
 
 def line_set(first: int, log2_stride: int, count: int, line_mask: int) -> frozenset[int]:
     """The DRAM lines first + (p << log2_stride), p < count (a read's plane lines, a flush's block, one line)."""
-    return frozenset((first + (p << log2_stride)) & line_mask for p in range(count))
+    return frozenset([(first + (p << log2_stride)) & line_mask for p in range(count)])
 
 
 @dataclass
@@ -372,6 +373,20 @@ class DeviceModel:
             self._count(Counter.AXI_ERRORS, errors)
         return errors > 0
 
+    def _record_line_reads(self, lines: list[int]) -> bool:
+        """_record_read(line, 1) for each of `lines` in order (the planes of a block with R > 1: one single-line
+        burst each), traced and counted at once; whether a beat answered an error RRESP."""
+        self._check_lines(max(lines), 1)
+        self.axi_bursts.extend([ReadBurst(line, 1) for line in lines])
+        self._count(Counter.READ_BURSTS, len(lines))
+        self._count(Counter.DRAM_LINES_READ, len(lines))
+        errors = 0
+        if self.read_error_lines:
+            errors = sum(line in self.read_error_lines for line in lines)
+        if errors:
+            self._count(Counter.AXI_ERRORS, errors)
+        return errors > 0
+
     def _axi_write(self, first: int, lines: np.ndarray, strobes: list[int]) -> bool:
         """One INCR burst: lines (beats, line_bytes), byte i of beat n written where bit i of strobes[n] is set.
 
@@ -404,6 +419,26 @@ class DeviceModel:
         if error:
             self._count(Counter.AXI_ERRORS)
         return error
+
+    def _record_line_writes(self, lines: list[int], planes: np.ndarray, strobe: int) -> bool:
+        """_record_write(lines[i], planes[i:i + 1], [strobe]) for each i in order (the planes of a block with
+        R > 1: one single-line burst each), traced and counted at once; whether any B answers an error."""
+        self._check_lines(max(lines), 1)
+        data = np.ascontiguousarray(planes, dtype=np.uint8)
+        line_bytes = data.shape[1]
+        flat = data.tobytes()
+        strobes = (strobe,)
+        self.axi_bursts.extend([WriteBurst(line, 1, strobes, flat[i * line_bytes:(i + 1) * line_bytes])
+                                for i, line in enumerate(lines)])
+        self._count(Counter.WRITE_BURSTS, len(lines))
+        self._count(Counter.DRAM_LINES_WRITTEN, len(lines))
+        self._count(Counter.BYTES_STROBED, len(lines) * _popcount(strobe))
+        errors = 0
+        if self.write_error_lines:
+            errors = sum(line in self.write_error_lines for line in lines)
+        if errors:
+            self._count(Counter.AXI_ERRORS, errors)
+        return errors > 0
 
     def _byte_enables(self, strobe: int) -> np.ndarray:
         """WSTRB as a read-only boolean array over the line's bytes, built once per pattern (weight-major
@@ -697,6 +732,14 @@ class DeviceModel:
     def _dram_line(self, index: int, raw_index: int) -> int:
         return (self.region_base[index] + raw_index) & ((1 << self.line_bits) - 1)
 
+    def _plane_lines(self, index: int, block: int, B: int, R: int, count: int) -> list[int]:
+        """The DRAM lines of planes 0..count-1 of a block: _dram_line of layout.raw_line_index for each plane, i.e.
+        R lines apart from plane 0's (one sum per plane instead of two calls)."""
+        superblock, run_slot = divmod(block, R)
+        first = self.region_base[index] + layout.raw_line_index(superblock, 0, run_slot, B, R)
+        line_mask = self.line_mask
+        return [(first + plane * R) & line_mask for plane in range(count)]
+
     # --- message field checks ---------------------------------------------------------------------------
     def _check_fields(self, **fields: tuple[int, int]) -> None:
         for name, (value, width) in fields.items():
@@ -769,7 +812,7 @@ class DeviceModel:
             return ReadTarget(view, index, config, L, block, j, 0, False)
         k = {View.WEIGHT_MAJOR: config.B, View.PACKED_K: k_field, View.EXPANDED_K: k_field}.get(
             view, config.default_k)
-        packed = view in (View.PACKED_K, View.PACKED_DEFAULT)
+        packed = view in PACKED_VIEWS
         mapped = 1 <= k <= config.B and not (packed and j >= k)
         return ReadTarget(view, index, config, L, block, j, k, mapped)
 
@@ -786,7 +829,7 @@ class DeviceModel:
             lines, error = self._axi_read(self._dram_line(index, target.L), 1)
             self._count(Counter.RAW_READS)
             return self._drs(tag, ld_id, lines[0], self._poisoned_read(target, error))
-        mode = PACKED if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else EXPANDED
+        mode = PACKED if target.view in PACKED_VIEWS else EXPANDED
         lines, error = self._buffered_block(index, config, block, mode, target.k)
         self._count(Counter.READS_AT_K1 + target.k - 1)
         return self._drs(tag, ld_id, lines[target.j], self._poisoned_read(target, error))
@@ -809,14 +852,11 @@ class DeviceModel:
                 return slot[1], slot[2]
         self._count(Counter.BUFFER_MISSES)
         B, R = config.B, config.R
-        superblock, run_slot = divmod(block, R)
-        first = layout.raw_line_index(superblock, 0, run_slot, B, R)
         if R == 1:   # planes are consecutive lines: one burst
-            planes, error = self._axi_read(self._dram_line(index, first), k)
+            planes, error = self._axi_read(self._plane_lines(index, block, B, R, 1)[0], k)
         else:        # planes are R lines apart: one single-line burst per plane, their data in one copy
-            plane_lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
-                           for plane in range(k)]
-            error = any([self._record_read(line, 1) for line in plane_lines])
+            plane_lines = self._plane_lines(index, block, B, R, k)
+            error = self._record_line_reads(plane_lines)
             planes = self.memory[plane_lines]
         lines = self._assemble(planes, config, mode, k)
         self.slots[self.victim] = (key, lines, error)
@@ -921,9 +961,7 @@ class DeviceModel:
             self.flush_writes("evict")
             gather = None
         if gather is None:
-            superblock, run_slot = divmod(block, R)
-            lines = [self._dram_line(index, layout.raw_line_index(superblock, plane, run_slot, B, R))
-                     for plane in range(B)]
+            lines = self._plane_lines(index, block, B, R, B)
             gather = self.gather = GatheredBlock(index, block, B, R, lines,
                                                  np.zeros((B, p.line_bytes), dtype=np.uint8))
         slice_bytes = p.line_bytes // B          # one plane byte per aligned B-byte group of the line
@@ -965,8 +1003,7 @@ class DeviceModel:
         if gather.R == 1:
             error = self._axi_write(gather.lines[0], gather.planes, strobes)
         else:        # one single-line burst per plane (R lines apart), their data stored in one copy
-            error = any([self._record_write(line, gather.planes[plane:plane + 1], [gather.strobe])
-                         for plane, line in enumerate(gather.lines)])
+            error = self._record_line_writes(gather.lines, gather.planes, gather.strobe)
             if gather.strobe == self._all_bytes:
                 self.memory[gather.lines] = gather.planes
             elif gather.strobe:

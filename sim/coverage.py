@@ -223,6 +223,9 @@ class Coverage:
         self._rwd_width = _field_width(rwd_layout(params), "opcode")
         self._all_bytes = (1 << params.line_bytes) - 1
         self._dev_load = _cxl(params)         # the AXI host port carries no DevLoad
+        # the dev load bins' names by channel and level, named once (sampled on every response)
+        levels = range(1 << _field_width(drs_layout(params), "dev_load"))
+        self._dev_load_bins = {channel: [f"{channel}/{level}" for level in levels] for channel in DEV_LOAD_CHANNELS}
         # run state, not coverage (neither saved nor merged): tag -> mapped? of reads awaiting their DRS
         self._pending_reads: dict[int, collections.deque[bool]] = {}
         self._read_bins: dict[int, tuple[ReadDecode, list[tuple[str, str]]]] = {}   # sample_req's memo
@@ -295,7 +298,7 @@ class Coverage:
     # --- S2M, as sent -------------------------------------------------------------------------------------
     def sample_drs(self, fields: dict) -> None:
         if self._dev_load:
-            self._hit("dev load", f"DRS/{int(fields['dev_load'])}")
+            self._hit("dev load", self._dev_load_bins["DRS"][fields["dev_load"]])
         tag = int(fields["tag"])
         pending = self._pending_reads.get(tag)
         mapped = bool(pending) and pending.popleft()
@@ -306,7 +309,7 @@ class Coverage:
 
     def sample_ndr(self, fields: dict) -> None:
         if self._dev_load:
-            self._hit("dev load", f"NDR/{int(fields['dev_load'])}")
+            self._hit("dev load", self._dev_load_bins["NDR"][fields["dev_load"]])
 
     # --- AXI, as seen on the port -------------------------------------------------------------------------
     def sample_axi_read_response(self, resp: int) -> None:

@@ -31,7 +31,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Callable
 
-from smartquant.golden.device import DeviceModel, ReadBurst, Response, WriteBurst
+from smartquant.golden.device import PACKED_VIEWS, DeviceModel, ReadBurst, Response, WriteBurst
 from amaranth.hdl import Shape
 
 from smartquant.hdl.cxl.messages import drs_layout, ndr_layout, pack, req_layout, rwd_layout
@@ -158,7 +158,7 @@ class Scoreboard:
         if served:
             poison_key = self.model.read_poison_lines(target)
             if target.view != View.RAW:
-                mode = "packed" if target.view in (View.PACKED_K, View.PACKED_DEFAULT) else "expanded"
+                mode = "packed" if target.view in PACKED_VIEWS else "expanded"
                 key = (mode, target.k, target.config.rounding, fields["address"] // target.config.B)
         self._expect("req", fields, self.model.req(**fields), key, poison_key)
 

@@ -13,7 +13,7 @@ from cocotb.triggers import ClockCycles
 from smartquant.hdl.cxl.messages import pack, req_layout, unpack
 from smartquant.params import ControllerParams
 from smartquant.sim.harness import LOOPBACK_STATUS
-from smartquant.sim.port_driver import PortDriver, Sink, Source
+from smartquant.sim.port_driver import PortDriver, Sink, Source, vector_reader
 
 
 def _params() -> ControllerParams:
@@ -38,8 +38,10 @@ async def test_loopback_stream(dut, pauses):
     driver = PortDriver(dut, dut.clk, rng, LOOPBACK_STATUS)
     source = driver.add(Source(driver, "m2s_req", accepted.append))
     sink = driver.add(Sink(driver, "s2m_req", received.append))
-    # the payload (wider than 32 bits) goes through Verilator's vpi_put_value as words, not GPI's binary string
+    # the payload (wider than 32 bits) goes through Verilator's vpi_put_value as words, not GPI's binary string,
+    # and the sink reads it back through vpi_get_value as words (int_reader): every payload is compared below
     assert source.payload.write_vector is not None, "the wide-port vector write is not available"
+    assert vector_reader(dut.s2m_req__payload) is not None, "the wide-port vector read is not available"
     if pauses:
         source.pauses.set(0.3, 0.02)
         sink.pauses.set(0.4, 0.02)

@@ -760,3 +760,24 @@ def test_gather_flush_causes_by_hand():
     # every line written reads back (the whole block 2 and the single lines of the others)
     for (block, j), data in lines.items():
         assert data_bytes(read(model, View.WEIGHT_MAJOR, BASE + 4 * block + j)).tobytes() == data, (block, j)
+
+
+def test_plane_bursts_recorded_at_once_equal_one_record_per_line():
+    """A block with R > 1 fetches and flushes its planes as single-line bursts, traced and counted at once
+    (_record_line_reads / _record_line_writes): the same trace, counters and error answer as recording each line
+    as its own burst, with and without SLVERR lines among them."""
+    rng = np.random.default_rng(5)
+    for errors in ((), (3, 40), (17,)):
+        lines = [3, 19, 35, 51, 67] if errors != (17,) else [1, 17, 33]
+        planes = rng.integers(0, 256, (len(lines), PARAMS.line_bytes), dtype=np.uint8)
+        strobe = (1 << PARAMS.line_bytes) - 1 if errors else 0x0F0F
+        at_once, per_line = DeviceModel(PARAMS, MEMORY_BYTES), DeviceModel(PARAMS, MEMORY_BYTES)
+        for model in (at_once, per_line):
+            model.read_error_lines.update(errors)
+            model.write_error_lines.update(errors)
+        answers = (at_once._record_line_reads(lines), at_once._record_line_writes(lines, planes, strobe))
+        expected = (any([per_line._record_read(line, 1) for line in lines]),
+                    any([per_line._record_write(line, planes[i:i + 1], [strobe]) for i, line in enumerate(lines)]))
+        assert answers == expected == (bool(errors), bool(errors))
+        assert at_once.axi_bursts == per_line.axi_bursts and at_once.counts == per_line.counts
+        assert [burst.data for burst in at_once.axi_bursts[len(lines):]] == [row.tobytes() for row in planes]

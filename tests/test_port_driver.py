@@ -2,7 +2,9 @@
 ports are stand-ins with the GPI handle interface the driver uses."""
 import random
 
-from smartquant.sim.port_driver import AXI_OKAY, AxiMemory, PortDriver, Sink, int_reader
+from cocotb.triggers import Event
+
+from smartquant.sim.port_driver import AXI_OKAY, AxiLiteMaster, AxiMemory, PortDriver, Sink, Source, int_reader
 
 STATUS = ("s2m_drs__valid", "axi__arvalid", "axi__rready", "axi__awvalid", "axi__wvalid", "axi__bready")
 
@@ -169,3 +171,97 @@ def test_a_cancelled_alarm_sets_nothing():
     for _ in range(5):
         driver.step(0)
     assert kept.sets == [2] and cancelled.sets == [] and not driver.alarms
+
+
+def test_step_calls_sample_and_drive_in_callback_order_where_the_parts_condition_allows():
+    """PortDriver.add compiles the per-cycle calls into two functions that skip a part whose SAMPLE_WHEN /
+    DRIVE_WHEN is false; a part without them is called every cycle."""
+    _, driver = make_driver()
+    calls = []
+
+    class Gated:
+        SAMPLE_WHEN = "status & {part}.mask or {part}.busy"
+        DRIVE_WHEN = "{part}.busy"
+
+        def __init__(self, name, mask):
+            self.name, self.mask, self.busy = name, mask, False
+
+        def sample(self, status):
+            calls.append((self.name, "sample", status))
+
+        def drive(self):
+            calls.append((self.name, "drive"))
+
+    class Always(Gated):
+        SAMPLE_WHEN = DRIVE_WHEN = None
+
+    first, always, last = (driver.add(part) for part in (Gated("first", 1), Always("always", 0), Gated("last", 2)))
+    driver.step(0)
+    assert calls == [("always", "sample", 0), ("always", "drive")]
+    calls.clear()
+    driver.step(2)
+    assert calls == [("always", "sample", 2), ("last", "sample", 2), ("always", "drive")]
+    calls.clear()
+    first.busy = True
+    driver.step(0)
+    assert calls == [("first", "sample", 0), ("always", "sample", 0), ("first", "drive"), ("always", "drive")]
+
+
+def _state(part, driver):
+    """What a part's sample() or drive() can change: its attributes (ports and pause generators by value), the
+    DUT inputs it wrote, the shared random generator and the protocol error list."""
+    def by_value(value):
+        if hasattr(value, "__dict__") and not callable(value) and value is not driver:
+            return {name: repr(item) for name, item in vars(value).items() if name != "driver"}
+        if isinstance(value, dict):
+            return {name: by_value(item) for name, item in value.items()}
+        return repr(value)
+    return ({name: by_value(value) for name, value in vars(part).items() if name not in ("driver", "errors")},
+            driver.rng.getstate(), list(driver.protocol_errors))
+
+
+def test_a_part_skipped_by_its_condition_would_have_changed_nothing():
+    """Random traffic on stand-in ports through a source, a sink, the AXI memory and the CSR master: in every
+    cycle where a part's SAMPLE_WHEN or DRIVE_WHEN is false, calling the method anyway changes nothing."""
+    status_names = ("m2s_req__ready", "s2m_drs__valid", "axi__arvalid", "axi__rready", "axi__awvalid",
+                    "axi__wvalid", "axi__bready", "csr__awready", "csr__wready", "csr__bvalid", "csr__arready",
+                    "csr__rvalid")
+    dut = FakeDut()
+    dut.signals["tb_status"] = FakeSignal(len(status_names))
+    driver = PortDriver(dut, None, random.Random(7), status_names)
+    source = driver.add(Source(driver, "m2s_req", lambda payload: None))
+    sink = driver.add(Sink(driver, "s2m_drs", lambda payload: None))
+    memory = driver.add(AxiMemory(driver, "axi", 1 << 16, 64))
+    csr = driver.add(AxiLiteMaster(driver, "csr"))
+    dut.axi__arsize.set(6)
+    dut.axi__arburst.set(1)
+    dut.axi__awsize.set(6)
+    dut.axi__awburst.set(1)
+    dut.axi__wlast.set(1)
+    rng = random.Random(3)
+    skipped = {"sample": 0, "drive": 0}
+    for cycle_index in range(3000):
+        if cycle_index % 200 == 0:        # phases: pauses on and off, requests queued or not
+            rate = rng.choice([0.0, 0.0, 0.3])
+            source.pauses.set(rate, rate / 10)
+            sink.pauses.set(rate, rate / 10)
+            for pauses in memory.pauses.values():
+                pauses.set(rate, rate / 10)
+        if rng.random() < 0.05:
+            source.send_nowait(rng.getrandbits(32))
+        if rng.random() < 0.02 and csr.idle():
+            csr.ops.append({"kind": rng.choice(["read", "write"]), "address": 4, "value": 1, "done": Event()})
+        status = rng.getrandbits(len(status_names)) if rng.random() < 0.3 else 0
+        driver.in_reset = False
+        for method, condition_name, arguments in (("sample", "SAMPLE_WHEN", (status,)), ("drive", "DRIVE_WHEN", ())):
+            for part in driver.parts:
+                condition = getattr(part, condition_name, None)
+                allowed = condition is None or bool(eval(condition.format(part="part"), {"part": part, "status": status}))
+                before = _state(part, driver)
+                getattr(part, method)(*arguments)
+                if not allowed:
+                    skipped[method] += 1
+                    assert _state(part, driver) == before, (type(part).__name__, method, cycle_index)
+            if method == "sample":
+                driver.cycle += 1
+    assert skipped["sample"] > 1000 and skipped["drive"] > 1000
