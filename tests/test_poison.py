@@ -16,6 +16,8 @@ def _set_lines(ctx, port, first, log2_stride, count):
     ctx.set(port.first, first)
     ctx.set(port.log2_stride, log2_stride)
     ctx.set(port.count, count)
+    if hasattr(port, "end"):    # the query's end line, which the read engine registers in stage B
+        ctx.set(port.end, (first + (count << log2_stride)) % (1 << len(port.first)))
 
 
 def simulate(params, ops):

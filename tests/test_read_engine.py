@@ -138,8 +138,13 @@ class ReadHarness:
                     ctx.set(dut.read.p.tag, tag)
                     ctx.set(dut.read.p.ld_id, ld_id)
                 ctx.set(dut.read.valid, offer)
-                query = line_set(ctx.get(dut.poison_query.first), ctx.get(dut.poison_query.log2_stride),
-                                 ctx.get(dut.poison_query.count), harness.model.line_mask)
+                first, stride, count = (ctx.get(dut.poison_query.first), ctx.get(dut.poison_query.log2_stride),
+                                        ctx.get(dut.poison_query.count))
+                query = line_set(first, stride, count, harness.model.line_mask)
+                # the query's end line (stage B's register): the line after the set, or first + 1 for a read of
+                # the raw view that is not readable (its count and stride then do not matter)
+                assert ctx.get(dut.poison_query.end) in {(first + (count << stride)) & harness.model.line_mask,
+                                                          (first + 1) & harness.model.line_mask}
                 ctx.set(dut.poison_hit, not query.isdisjoint(harness.poisoned))
                 ctx.set(dut.axi.arready, rng.random() >= harness.ar_stall)
                 beat_ready = bool(bursts) and bursts[0][2] <= cycle and rng.random() >= harness.r_stall

@@ -62,6 +62,12 @@ def line_set_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"first": line_bits(params), "log2_stride": STRIDE_BITS, "count": COUNT_BITS})
 
 
+def line_query_layout(params: ControllerParams) -> data.StructLayout:
+    """A line set and its end line first + (count << log2_stride) (mod 2^lines), which the querier computes a
+    stage ahead (from its own registers) so that the query's set test bounds the set with one subtract."""
+    return data.StructLayout({**dict(line_set_layout(params).members), "end": line_bits(params)})
+
+
 def line_set_event_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "lines": line_set_layout(params)})
 
@@ -76,7 +82,7 @@ class PoisonList(wiring.Component):
             "insert": In(poison_insert_layout(params)),
             "clear": In(line_set_event_layout(params)),
             "clear_all": In(1),
-            "query": In(line_set_layout(params)),
+            "query": In(line_query_layout(params)),
             "query_hit": Out(1),
             "read_index": In(range(max(2, n))),
             "read_valid": Out(1),
@@ -88,7 +94,8 @@ class PoisonList(wiring.Component):
 
     def _held_bits(self, m, record, round_base, lines, name: str) -> Signal:
         """Bit q set when record bit q is set and its line F + (q << s) is in the set `lines`; `round_base` is
-        the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here."""
+        the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here. A
+        set with an `end` line (the query's) bounds q_end by a subtract from it, in parallel with q_first's."""
         if line_bits(self.params) < WINDOW_BITS:
             return self._held_bits_wrapping(m, record, lines, name)
         held = Signal(MASK_BITS, name=name)
@@ -114,8 +121,15 @@ class PoisonList(wiring.Component):
         s, a = record.log2_stride, lines.log2_stride
         q_first = Signal(signed(WINDOW_BITS + 2), name=f"{name}_q_first")
         q_end = Signal(signed(WINDOW_BITS + 3), name=f"{name}_q_end")
-        m.d.comb += [q_first.eq(o_up >> s),
-                     q_end.eq((o_up + (lines.count << a)) >> s)]
+        m.d.comb += q_first.eq(o_up >> s)
+        if hasattr(lines, "end") and line_bits(self.params) > WINDOW_BITS:
+            # end - round_base = o_up + (count << a) (mod 2^lines), in [-1023, 2047] when o_up is in the window,
+            # so its low 12 bits, read as signed, are the exact value
+            end_up = Signal(line_bits(self.params), name=f"{name}_end_up")
+            m.d.comb += [end_up.eq(lines.end - round_base),
+                         q_end.eq(end_up[:WINDOW_BITS + 1].as_signed() >> s)]
+        else:
+            m.d.comb += q_end.eq((o_up + (lines.count << a)) >> s)
         # the bounds clamped to 0..16, so each bit of the two thermometers below decodes five bits
         first_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_first_clamped")
         end_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_end_clamped")

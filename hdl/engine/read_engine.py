@@ -74,7 +74,7 @@ from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
-from smartquant.hdl.engine.poison import block_event_layout, line_set_layout
+from smartquant.hdl.engine.poison import block_event_layout, line_query_layout
 
 from smartquant.hdl.engine.packer import BlockPacker, line_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
@@ -122,7 +122,7 @@ class ReadEngine(wiring.Component):
             "hole_poison": In(1),     # holes carry poison (CONTROL[4])
             # the DRAM lines whose poison the read in dispatch reports (from stage B's registers) and the
             # poison list's answer in the dispatch cycle (registered here, it joins the serve entry a cycle later)
-            "poison_query": Out(line_set_layout(params)),
+            "poison_query": Out(line_query_layout(params)),
             "poison_hit": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
@@ -180,7 +180,7 @@ class ReadEngine(wiring.Component):
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
-            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
+            "fetch_line": lb, "query_end": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
             "match": slots,
         })
         stage_a = Signal(stage_a_layout)
@@ -275,6 +275,11 @@ class ReadEngine(wiring.Component):
                 stage_b.fetch_line.eq(Mux(view == View.RAW, decoded.raw_line,
                                           plane_line(decoded.base_line, decoded.superblock, Const(0, 4),
                                                      decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                # the poison query's end line: raw line + 1, or plane k's line (fetch_line + (k << log2_r)),
+                # computed beside fetch_line so that the query's set test needs no add of its own
+                stage_b.query_end.eq(Mux(view == View.RAW, decoded.raw_line + 1,
+                                         plane_line(decoded.base_line, decoded.superblock, decoded.k,
+                                                    decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
                 stage_b.log2_b.eq(decoded.log2_b),
                 stage_b.log2_r.eq(decoded.log2_r),
                 # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
@@ -355,6 +360,7 @@ class ReadEngine(wiring.Component):
             self.poison_query.first.eq(stage_b.fetch_line),
             self.poison_query.log2_stride.eq(Mux(is_raw, 0, stage_b.log2_r)),
             self.poison_query.count.eq(Mux(is_raw, 1, key.k)),
+            self.poison_query.end.eq(stage_b.query_end),
         ]
         with m.If(readable):
             # the list's answer joins the entry a cycle later (`list_poison` below)
