@@ -6,7 +6,8 @@ mask (line numbers modulo the line-address space). A poisoned raw write or a CSR
 lines (plane-0 line, log2 R, B ones): one record however many lines a write poisons, one insert per cycle.
 
 - `query`: a set of lines {first + (p << log2_stride) : p < count} (a raw read: its line; a block read: its k
-  plane lines); `query_hit` (combinational) says whether a record holds any of them.
+  plane lines) and its `end` line first + (count << log2_stride), which the read engine registers in stage B;
+  `query_hit` (combinational) says whether a record holds any of them.
 - `clear`: drop such a set of lines from every record (a write that covers a line whole, a CSR clear); a record
   left with an empty mask is free.
 - `insert`: a record; merged (mask OR) into a record with the same (F, s), else written into the lowest free
@@ -24,6 +25,8 @@ The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
 matters only in [-1024, 1024), and there the conditions on q are an interval and an alignment (`_held_bits`:
 two adds per record and set instead of one subtract and compare per record bit, about a third of the logic).
+Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each for the query (from its
+first and end lines, in parallel) and a subtract then an add for the clear.
 """
 from __future__ import annotations
 
