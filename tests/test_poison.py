@@ -16,6 +16,8 @@ def _set_lines(ctx, port, first, log2_stride, count):
     ctx.set(port.first, first)
     ctx.set(port.log2_stride, log2_stride)
     ctx.set(port.count, count)
+    if hasattr(port, "end"):    # the query's end line, which the read engine registers in stage B
+        ctx.set(port.end, (first + (count << log2_stride)) % (1 << len(port.first)))
 
 
 def simulate(params, ops):
@@ -227,3 +229,21 @@ def test_insert_beside_clears_hand_worked():
     sim.add_clock(1e-8)
     sim.add_testbench(tb)
     sim.run()
+
+
+@pytest.mark.parametrize("dram_addr_bits, log2_stride", [(15, 0), (15, 6), (16, 3), (16, 6), (20, 5)])
+def test_query_at_the_window_edges(dram_addr_bits, log2_stride):
+    """The set test rounds the offset up by the record's stride (first - (F - (2^s - 1))) before its window test:
+    queries whose first line is 950..1090 lines either side of a full 16-line record, and about 2048 lines away
+    (the window's low bits alone would look near), at the smallest and largest set strides, against the model."""
+    params = ControllerParams(poison_entries=1, dram_addr_bits=dram_addr_bits, data_width=128)
+    top = (1 << (dram_addr_bits - params.line_offset_bits)) - 1
+    F = 100
+    ops = [(PoisonRecord(F, log2_stride, 0xFFFF), None, False, (0, 0, 1))]
+    near_edges = [*range(-1090, -940, 3), *range(940, 1090, 3), *range(2030, 2070, 5), *range(-2070, -2030, 5),
+                  *range(-40, 40, 7)]     # and a few near ones, which hit
+    for distance in near_edges:
+        for set_stride, count in [(0, 16), (6, 16), (6, 1), (log2_stride, 9)]:
+            ops.append((None, None, False, ((F + distance) & top, set_stride, count)))
+    hits = simulate(params, ops)
+    assert 0 < hits < len(ops) - 1

@@ -138,8 +138,13 @@ class ReadHarness:
                     ctx.set(dut.read.p.tag, tag)
                     ctx.set(dut.read.p.ld_id, ld_id)
                 ctx.set(dut.read.valid, offer)
-                query = line_set(ctx.get(dut.poison_query.first), ctx.get(dut.poison_query.log2_stride),
-                                 ctx.get(dut.poison_query.count), harness.model.line_mask)
+                first, stride, count = (ctx.get(dut.poison_query.first), ctx.get(dut.poison_query.log2_stride),
+                                        ctx.get(dut.poison_query.count))
+                query = line_set(first, stride, count, harness.model.line_mask)
+                # the query's end line (stage B's register): the line after the set, or first + 1 for a read of
+                # the raw view that is not readable (its count and stride then do not matter)
+                assert ctx.get(dut.poison_query.end) in {(first + (count << stride)) & harness.model.line_mask,
+                                                          (first + 1) & harness.model.line_mask}
                 ctx.set(dut.poison_hit, not query.isdisjoint(harness.poisoned))
                 ctx.set(dut.axi.arready, rng.random() >= harness.ar_stall)
                 beat_ready = bool(bursts) and bursts[0][2] <= cycle and rng.random() >= harness.r_stall
@@ -458,3 +463,19 @@ def test_many_queued_hits_on_one_slot_generation(request_depth, hits):
     h.run(addresses, max_cycles=2000)
     assert h.model.counts[Counter.BUFFER_HITS] == hits and h.model.counts[Counter.BUFFER_MISSES] == 3
     assert len(h.drs_log) == len(addresses) and h.drs_cycles[0] >= 400
+
+
+def test_poison_of_hits_served_the_cycle_after_dispatch():
+    """The poison list's answer joins the serve entry a cycle after dispatch; a hit dispatched into an empty serve
+    queue is served in that very cycle and takes its poison from the register instead of the column. Sparse hits
+    (gaps between requests, no stalls) on a block with a poisoned plane line and on a clean block, so the queue
+    runs empty between them: every DRS's poison against the model."""
+    r0 = REGIONS[0]
+    poisoned_plane_line = r0.base_line + 1 * r0.B + 2            # R = 1: plane 2 of block 1
+    h = ReadHarness(P128, REGIONS, seed=11, memory_latency=2, req_gap=0.6, poisoned_lines={poisoned_plane_line})
+    rng = random.Random(11)
+    addresses = [h.address(View.EXPANDED_K, r0.base_line + block * r0.B + rng.randrange(r0.B), k=3)
+                 for block in [rng.choice((0, 1)) for _ in range(60)]]
+    h.run(addresses)
+    poison = [d["poison"] for d in h.drs_log]
+    assert 10 < sum(poison) < 50

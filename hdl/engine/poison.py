@@ -6,7 +6,8 @@ mask (line numbers modulo the line-address space). A poisoned raw write or a CSR
 lines (plane-0 line, log2 R, B ones): one record however many lines a write poisons, one insert per cycle.
 
 - `query`: a set of lines {first + (p << log2_stride) : p < count} (a raw read: its line; a block read: its k
-  plane lines); `query_hit` (combinational) says whether a record holds any of them.
+  plane lines) and its `end` line first + (count << log2_stride), which the read engine registers in stage B;
+  `query_hit` (combinational) says whether a record holds any of them.
 - `clear`: drop such a set of lines from every record (a write that covers a line whole, a CSR clear); a record
   left with an empty mask is free.
 - `insert`: a record; merged (mask OR) into a record with the same (F, s), else written into the lowest free
@@ -24,6 +25,8 @@ The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
 matters only in [-1024, 1024), and there the conditions on q are an interval and an alignment (`_held_bits`:
 two adds per record and set instead of one subtract and compare per record bit, about a third of the logic).
+Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each for the query (from its
+first and end lines, in parallel) and a subtract then an add for the clear.
 """
 from __future__ import annotations
 
@@ -62,6 +65,12 @@ def line_set_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"first": line_bits(params), "log2_stride": STRIDE_BITS, "count": COUNT_BITS})
 
 
+def line_query_layout(params: ControllerParams) -> data.StructLayout:
+    """A line set and its end line first + (count << log2_stride) (mod 2^lines), which the querier computes a
+    stage ahead (from its own registers) so that the query's set test bounds the set with one subtract."""
+    return data.StructLayout({**dict(line_set_layout(params).members), "end": line_bits(params)})
+
+
 def line_set_event_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "lines": line_set_layout(params)})
 
@@ -76,7 +85,7 @@ class PoisonList(wiring.Component):
             "insert": In(poison_insert_layout(params)),
             "clear": In(line_set_event_layout(params)),
             "clear_all": In(1),
-            "query": In(line_set_layout(params)),
+            "query": In(line_query_layout(params)),
             "query_hit": Out(1),
             "read_index": In(range(max(2, n))),
             "read_valid": Out(1),
@@ -86,31 +95,44 @@ class PoisonList(wiring.Component):
             "count": Out(range(n + 1)),
         })
 
-    def _held_bits(self, m, record, lines, name: str) -> Signal:
-        """Bit q set when record bit q is set and its line F + (q << s) is in the set `lines`."""
-        offset = Signal(line_bits(self.params), name=f"{name}_offset")      # first - F (mod 2^lines)
-        m.d.comb += offset.eq(lines.first - record.first)
+    def _held_bits(self, m, record, round_base, lines, name: str) -> Signal:
+        """Bit q set when record bit q is set and its line F + (q << s) is in the set `lines`; `round_base` is
+        the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here. A
+        set with an `end` line (the query's) bounds q_end by a subtract from it, in parallel with q_first's."""
         if line_bits(self.params) < WINDOW_BITS:
-            return self._held_bits_wrapping(m, record, lines, offset, name)
+            return self._held_bits_wrapping(m, record, lines, name)
         held = Signal(MASK_BITS, name=name)
-        # Only an offset o = first - F in [-2^10, 2^10) can put a record line in the set (both span under 2^10
-        # lines); there t_q = (q << s) - o is exact, and t_q in the set is an interval and an alignment of q:
+        # With o = first - F, t_q = (q << s) - o is record line q's distance above `first`, and t_q in the set is
+        # an interval and an alignment of q:
         #   0 <= t_q             <=>  q >= ceil(o / 2^s)                    = q_first
         #   t_q < count << a     <=>  q <  ceil((o + (count << a)) / 2^s)   = q_end
         #   t_q = 0 (mod 2^a)    <=>  o = 0 (mod 2^min(a, s))  and, when a > s, q = o >> s = q_first
         #                             (mod 2^(a - s)), i.e. the low min(a - s, 4) bits of q equal q_first's
         #                             and its bits 4 .. a - s - 1 are 0
         # so two adds and a few small decodes per record replace a subtract and a compare per record bit.
-        in_window = offset[WINDOW_BITS - 1:] == 0
-        in_window |= offset[WINDOW_BITS - 1:].all()
-        o = Signal(signed(WINDOW_BITS), name=f"{name}_o")
-        m.d.comb += o.eq(offset[:WINDOW_BITS])
+        # The adds work on o_up = o + 2^s - 1 = first - round_base (ceil(x / 2^s) = (x + 2^s - 1) >> s): one
+        # subtract, then the end's add, and the alignment o = 0 (mod 2^j), j <= s, is o_up = -1 (mod 2^j).
+        # A record line in the set means o = (q << s) - (p << a) in [-960, 960] (q, p < 16, strides <= 64), so
+        # o_up in [-960, 1023]: an o_up (mod 2^lines) outside [-2^10, 2^10) puts no line in the set, and inside
+        # it the arithmetic below is exact (a held bit is then a real common line, modulo 2^lines).
+        offset_up = Signal(line_bits(self.params), name=f"{name}_offset_up")     # first - round_base
+        m.d.comb += offset_up.eq(lines.first - round_base)
+        in_window = offset_up[WINDOW_BITS - 1:] == 0
+        in_window |= offset_up[WINDOW_BITS - 1:].all()
+        o_up = Signal(signed(WINDOW_BITS), name=f"{name}_o_up")
+        m.d.comb += o_up.eq(offset_up[:WINDOW_BITS])
         s, a = record.log2_stride, lines.log2_stride
-        round_up = (Const(1, 8) << s) - 1
         q_first = Signal(signed(WINDOW_BITS + 2), name=f"{name}_q_first")
         q_end = Signal(signed(WINDOW_BITS + 3), name=f"{name}_q_end")
-        m.d.comb += [q_first.eq((o + round_up) >> s),
-                     q_end.eq((o + (lines.count << a) + round_up) >> s)]
+        m.d.comb += q_first.eq(o_up >> s)
+        if hasattr(lines, "end") and line_bits(self.params) > WINDOW_BITS:
+            # end - round_base = o_up + (count << a) (mod 2^lines), in [-1023, 2047] when o_up is in the window,
+            # so its low 12 bits, read as signed, are the exact value
+            end_up = Signal(line_bits(self.params), name=f"{name}_end_up")
+            m.d.comb += [end_up.eq(lines.end - round_base),
+                         q_end.eq(end_up[:WINDOW_BITS + 1].as_signed() >> s)]
+        else:
+            m.d.comb += q_end.eq((o_up + (lines.count << a)) >> s)
         # the bounds clamped to 0..16, so each bit of the two thermometers below decodes five bits
         first_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_first_clamped")
         end_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_end_clamped")
@@ -121,7 +143,7 @@ class PoisonList(wiring.Component):
         low_equal = Signal(4, name=f"{name}_low_equal")            # the low min(a - s, 4) bits
         m.d.comb += low_equal.eq(~(Const(~0, 4) << a_above_s))
         common = Mux(a < s, a, s)
-        offset_aligned = (o & ((Const(1, 8) << common) - 1)) == 0
+        offset_aligned = (~o_up & ((Const(1, 8) << common) - 1)) == 0
         high_zero = Cat(*((a_above_s <= bit) | ~q_first[bit] for bit in range(4, 7))).all()
         aligned_anywhere = Signal(name=f"{name}_aligned_anywhere")
         m.d.comb += aligned_anywhere.eq(in_window & offset_aligned & high_zero)
@@ -130,11 +152,13 @@ class PoisonList(wiring.Component):
                                    & (((q ^ q_first[:4]) & low_equal) == 0))
         return held
 
-    def _held_bits_wrapping(self, m, record, lines, offset, name: str) -> Signal:
+    def _held_bits_wrapping(self, m, record, lines, name: str) -> Signal:
         """`_held_bits` for a line-address space under 2^11 lines, where a set can wrap onto itself: each
         record bit's distance above `first` (`offset` = first - F, modulo the space) is tested on its own."""
         lb = line_bits(self.params)
         held = Signal(MASK_BITS, name=name)
+        offset = Signal(lb, name=f"{name}_offset")
+        m.d.comb += offset.eq(lines.first - record.first)
         limit = Signal(WINDOW_BITS + 1, name=f"{name}_limit")   # count << log2_stride
         align = Signal(WINDOW_BITS, name=f"{name}_align")       # (1 << log2_stride) - 1
         m.d.comb += [limit.eq(lines.count << lines.log2_stride),
@@ -152,6 +176,7 @@ class PoisonList(wiring.Component):
         n = p.poison_entries
         layout = poison_record_layout(p)
         records = [Signal(layout, name=f"record{i}") for i in range(n)]
+        round_bases = [Signal(line_bits(p), name=f"record{i}_round_base") for i in range(n)]   # F - (2^s - 1)
         used = [Signal(name=f"record{i}_used") for i in range(n)]
         overflow = Signal()
         for i in range(n):
@@ -166,7 +191,10 @@ class PoisonList(wiring.Component):
         # they answer every cycle as an immediate insert would; only `lost` pulses a cycle later.
         pending = Signal(layout, name="pending_insert")
         pending_valid = Signal()
-        m.d.sync += [pending_valid.eq(self.insert.valid & ~self.clear_all), pending.eq(self.insert.record)]
+        pending_round_base = Signal(line_bits(p))
+        m.d.sync += [pending_valid.eq(self.insert.valid & ~self.clear_all), pending.eq(self.insert.record),
+                     pending_round_base.eq(self.insert.record.first
+                                           - ((Const(1, 8) << self.insert.record.log2_stride) - 1))]
         same = [Signal(name=f"record{i}_same") for i in range(n)]
         for i in range(n):
             m.d.comb += same[i].eq(used[i] & (records[i].first == pending.first)
@@ -183,8 +211,8 @@ class PoisonList(wiring.Component):
                      lost_now.eq(pending_valid & ~merge & ~any_free)]
 
         # query: any record line in the set, the pending insert's (unless it is lost) included
-        query_held = [self._held_bits(m, records[i], self.query, f"query{i}") for i in range(n)]
-        pending_query_held = self._held_bits(m, pending, self.query, "query_pending")
+        query_held = [self._held_bits(m, records[i], round_bases[i], self.query, f"query{i}") for i in range(n)]
+        pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, "query_pending")
         m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any()
                                       | (pending_valid & ~lost_now & pending_query_held.any()))
         m.d.comb += [self.overflow.eq(overflow | lost_now), self.count.eq(sum(used) + lands_new)]
@@ -192,10 +220,10 @@ class PoisonList(wiring.Component):
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]
         for i in range(n):
-            cleared = self._held_bits(m, records[i], self.clear.lines, f"clear{i}")
+            cleared = self._held_bits(m, records[i], round_bases[i], self.clear.lines, f"clear{i}")
             m.d.comb += after_clear[i].eq(Mux(self.clear.valid, records[i].mask & ~cleared, records[i].mask))
         pending_after_clear = Signal(MASK_BITS)
-        pending_cleared = self._held_bits(m, pending, self.clear.lines, "clear_pending")
+        pending_cleared = self._held_bits(m, pending, pending_round_base, self.clear.lines, "clear_pending")
         m.d.comb += pending_after_clear.eq(Mux(self.clear.valid, pending.mask & ~pending_cleared, pending.mask))
 
         with m.If(self.clear_all):
@@ -212,7 +240,7 @@ class PoisonList(wiring.Component):
                 with m.Elif(any_free):
                     for i in range(n):
                         with m.If(taken == i):
-                            m.d.sync += [records[i].first.eq(pending.first),
+                            m.d.sync += [records[i].first.eq(pending.first), round_bases[i].eq(pending_round_base),
                                          records[i].log2_stride.eq(pending.log2_stride),
                                          records[i].mask.eq(pending_after_clear)]
                 with m.Else():

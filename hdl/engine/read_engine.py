@@ -41,7 +41,8 @@ Pipeline (every stage a FIFO or a register, so each channel takes backpressure a
   bypassed (R beat -> DRS register in one cycle).
 Poison is sampled at dispatch from the poison list's query of the read's DRAM lines (stage B registers the raw
 line or plane-0 line, the stride and k; a read outstanding while the list changes may see either state,
-DEVICE.md §4); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
+DEVICE.md §4); the answer is registered and joins the serve entry a cycle later (a one-bit column beside the
+serve FIFO); DevLoad (the `dev_load` input, computed by the top from the port occupancy,
 DEVICE.md §3) when the DRS enters the output register.
 A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
 (DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
@@ -73,7 +74,7 @@ from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
     line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
 )
-from smartquant.hdl.engine.poison import block_event_layout, line_set_layout
+from smartquant.hdl.engine.poison import block_event_layout, line_query_layout
 
 from smartquant.hdl.engine.packer import BlockPacker, line_layout
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
@@ -120,8 +121,8 @@ class ReadEngine(wiring.Component):
             "mem_data_nxm": In(1),    # decode errors answer MemData-NXM, else MemData (CONTROL[3])
             "hole_poison": In(1),     # holes carry poison (CONTROL[4])
             # the DRAM lines whose poison the read in dispatch reports (from stage B's registers) and the
-            # poison list's answer, which goes into the serve FIFO beside the control path of dispatch
-            "poison_query": Out(line_set_layout(params)),
+            # poison list's answer in the dispatch cycle (registered here, it joins the serve entry a cycle later)
+            "poison_query": Out(line_query_layout(params)),
             "poison_hit": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
@@ -179,7 +180,7 @@ class ReadEngine(wiring.Component):
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
-            "fetch_line": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
+            "fetch_line": lb, "query_end": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
             "match": slots,
         })
         stage_a = Signal(stage_a_layout)
@@ -274,6 +275,11 @@ class ReadEngine(wiring.Component):
                 stage_b.fetch_line.eq(Mux(view == View.RAW, decoded.raw_line,
                                           plane_line(decoded.base_line, decoded.superblock, Const(0, 4),
                                                      decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                # the poison query's end line: raw line + 1, or plane k's line (fetch_line + (k << log2_r)),
+                # computed beside fetch_line so that the query's set test needs no add of its own
+                stage_b.query_end.eq(Mux(view == View.RAW, decoded.raw_line + 1,
+                                         plane_line(decoded.base_line, decoded.superblock, decoded.k,
+                                                    decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
                 stage_b.log2_b.eq(decoded.log2_b),
                 stage_b.log2_r.eq(decoded.log2_r),
                 # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
@@ -354,9 +360,11 @@ class ReadEngine(wiring.Component):
             self.poison_query.first.eq(stage_b.fetch_line),
             self.poison_query.log2_stride.eq(Mux(is_raw, 0, stage_b.log2_r)),
             self.poison_query.count.eq(Mux(is_raw, 1, key.k)),
+            self.poison_query.end.eq(stage_b.query_end),
         ]
         with m.If(readable):
-            m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.poison_hit)]
+            # the list's answer joins the entry a cycle later (`list_poison` below)
+            m.d.comb += serve_entry.opcode.eq(DrsOpcode.MEM_DATA)
         with m.Elif(stage_b.region_hit):
             m.d.comb += [serve_entry.opcode.eq(DrsOpcode.MEM_DATA), serve_entry.poison.eq(self.hole_poison)]
         with m.Else():
@@ -364,6 +372,26 @@ class ReadEngine(wiring.Component):
                 serve_entry.opcode.eq(Mux(self.mem_data_nxm, DrsOpcode.MEM_DATA_NXM, DrsOpcode.MEM_DATA)),
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
+
+        # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
+        # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
+        # FIFO; the serve stage reads the head's bit, or the register itself when the head is the read
+        # dispatched in the previous cycle. The answer is still the list's state in the dispatch cycle.
+        late_valid = Signal()                           # a read was dispatched in the previous cycle ...
+        late_index = Signal(range(serve_depth))         # ... into this serve FIFO entry ...
+        late_poison = Signal()                          # ... and the poison list holds one of its lines
+        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
+        serve_index = Signal(range(serve_depth))        # the serve FIFO's head
+        list_poison = Signal(serve_depth)
+        m.d.sync += [late_valid.eq(dispatch), late_index.eq(dispatch_index),
+                     late_poison.eq(readable & self.poison_hit)]
+        with m.If(dispatch):
+            m.d.sync += dispatch_index.eq(Mux(dispatch_index == serve_depth - 1, 0, dispatch_index + 1))
+        with m.If(late_valid):
+            m.d.sync += list_poison.bit_select(late_index, 1).eq(late_poison)
+        head_list_poison = Signal()
+        m.d.comb += head_list_poison.eq(Mux(late_valid & (late_index == serve_index), late_poison,
+                                            list_poison.bit_select(serve_index, 1)))
 
         m.d.comb += [
             fetch.valid.eq(dispatch & needs_fetch),
@@ -526,6 +554,10 @@ class ReadEngine(wiring.Component):
         m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, line_error,
                                          Mux(serve.kind == SERVE_RAW,
                                              Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], beat_error), 0)))
+        serve_poison = Signal()     # the serve entry's own poison (holes, NXM) or the poison list's answer
+        m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
+        with m.If(advance):
+            m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
         m.d.comb += [
             advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
             serve_fifo.r_en.eq(advance),
@@ -541,7 +573,7 @@ class ReadEngine(wiring.Component):
                 drs_payload.opcode.eq(serve.opcode),
                 drs_payload.tag.eq(serve.tag),
                 drs_payload.ld_id.eq(serve.ld_id),
-                drs_payload.poison.eq(serve.poison | backend_error),
+                drs_payload.poison.eq(serve_poison | backend_error),
             ]
             with m.If(serve.kind == SERVE_RAW):
                 m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], r_in.p.data))
@@ -629,7 +661,7 @@ class ReadEngine(wiring.Component):
             ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
             # a mapped read answered with poison (poison list or backend error), counted when served
             ev[Counter.POISON_READS].eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
-                                        & (serve.poison | backend_error)),
+                                        & (serve_poison | backend_error)),
         ]
         # Entries this unit does not count are driven 0 explicitly: an undriven entry becomes a constant
         # `always @*` in the Verilog, which never runs (Verilator ALWNEVER; random under +verilator+rand+reset).
