@@ -366,12 +366,7 @@ class DeviceModel:
         self.axi_bursts.append(ReadBurst(first, beats))
         self._count(Counter.READ_BURSTS)
         self._count(Counter.DRAM_LINES_READ, beats)
-        errors = 0
-        if self.read_error_lines:
-            errors = sum(line in self.read_error_lines for line in range(first, first + beats))
-        if errors:
-            self._count(Counter.AXI_ERRORS, errors)
-        return errors > 0
+        return self._count_failed_lines(self.read_error_lines, range(first, first + beats))
 
     def _record_line_reads(self, lines: list[int]) -> bool:
         """_record_read(line, 1) for each of `lines` in order (the planes of a block with R > 1: one single-line
@@ -380,9 +375,12 @@ class DeviceModel:
         self.axi_bursts.extend([ReadBurst(line, 1) for line in lines])
         self._count(Counter.READ_BURSTS, len(lines))
         self._count(Counter.DRAM_LINES_READ, len(lines))
-        errors = 0
-        if self.read_error_lines:
-            errors = sum(line in self.read_error_lines for line in lines)
+        return self._count_failed_lines(self.read_error_lines, lines)
+
+    def _count_failed_lines(self, error_lines: set, lines) -> bool:
+        """axi_errors counted once per line of `lines` in `error_lines` (one RRESP per read beat, one BRESP per
+        single-line write burst); whether any failed."""
+        errors = sum(line in error_lines for line in lines) if error_lines else 0
         if errors:
             self._count(Counter.AXI_ERRORS, errors)
         return errors > 0
@@ -433,12 +431,7 @@ class DeviceModel:
         self._count(Counter.WRITE_BURSTS, len(lines))
         self._count(Counter.DRAM_LINES_WRITTEN, len(lines))
         self._count(Counter.BYTES_STROBED, len(lines) * _popcount(strobe))
-        errors = 0
-        if self.write_error_lines:
-            errors = sum(line in self.write_error_lines for line in lines)
-        if errors:
-            self._count(Counter.AXI_ERRORS, errors)
-        return errors > 0
+        return self._count_failed_lines(self.write_error_lines, lines)
 
     def _byte_enables(self, strobe: int) -> np.ndarray:
         """WSTRB as a read-only boolean array over the line's bytes, built once per pattern (weight-major
