@@ -251,8 +251,11 @@ class AxiHostTB(TB):
     def _set_host_knobs(self, idle: float, backpressure: float, stall_runs: float) -> None:
         for channel in ("ar", "aw", "w"):
             self.host_pauses[channel].set(idle, stall_runs)
-        for channel in ("r", "b"):
-            self.host_pauses[channel].set(backpressure, stall_runs)
+        for pauses in self._response_pauses():
+            pauses.set(backpressure, stall_runs)
+
+    def _response_pauses(self) -> list:
+        return [self.host_pauses["r"], self.host_pauses["b"]]
 
     def host_idle(self) -> bool:
         return not self.batch

@@ -151,8 +151,17 @@ class TB:
     def _set_host_knobs(self, idle: float, backpressure: float, stall_runs: float) -> None:
         for source in (self.req_source, self.rwd_source):
             source.pauses.set(idle, stall_runs)
-        for sink in (self.drs_sink, self.ndr_sink):
-            sink.pauses.set(backpressure, stall_runs)
+        for pauses in self._response_pauses():
+            pauses.set(backpressure, stall_runs)
+
+    def _response_pauses(self) -> list:
+        """The pauses of the host's response channels (S2M DRS and NDR)."""
+        return [self.drs_sink.pauses, self.ndr_sink.pauses]
+
+    def hold_responses(self, cycles: int) -> None:
+        """The host takes no response for the next `cycles` cycles (READY low on every response channel)."""
+        for pauses in self._response_pauses():
+            pauses.remaining = max(pauses.remaining, cycles)
 
     def host_idle(self) -> bool:
         """Every queued request was handed to the DUT."""

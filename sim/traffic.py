@@ -424,6 +424,18 @@ class RandomTraffic:
         while self.issued < end:
             await self.one(budget=end - self.issued)
 
+    async def _phase_backpressure(self, budget: int) -> None:
+        """S2M backpressure, opened by a host that takes no response while it sends more reads than the device
+        holds (params.load_capacity): the device fills and back-pressures M2S Req for a long run, then for short
+        ones while it drains at the backpressure rate (the Req stall-run bins in every run, not only long ones)."""
+        tb, p = self.tb, self.params
+        flood = min(budget, p.load_capacity + 16)
+        tb.hold_responses(2 * p.load_capacity + 32)
+        for _ in range(flood):
+            address, note = self._target(writing=False)
+            await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
+        await self._phase_mixed(budget - flood)
+
     async def _phase_errors(self, budget: int) -> None:
         """SLVERR on a few mapped lines (reads and writes), set and cleared at quiescence in model and memory."""
         tb, rng = self.tb, self.rng
