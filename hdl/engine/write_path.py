@@ -90,7 +90,9 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
     WRITE_GATHER_IDLE_CYCLES,
 )
-from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AxiWriteSignature
+from smartquant.hdl.backend.axi_writer import AxiWriter
+from smartquant.hdl.engine.write_table import WriteTable
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -101,6 +103,7 @@ from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
 )
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
+from smartquant.hdl.bits import popcount
 
 
 # the event counters this unit drives (every other entry of `events` is 0)
@@ -108,16 +111,6 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
                                Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
                                Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
                                Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
-
-
-def popcount(bits):
-    """Number of set bits of a value (an adder tree, balanced so its depth is log2 of the width)."""
-    terms = [bits[i] for i in range(len(bits))]
-    if not terms:
-        return Const(0, 1)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 class WritePath(wiring.Component):
@@ -321,116 +314,21 @@ class WritePath(wiring.Component):
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
-        entry_used = [Signal(name=f"entry{i}_used") for i in range(n_entries)]
-        entry_tag = [[Signal(16, name=f"entry{i}_tag{j}") for j in range(G)] for i in range(n_entries)]
-        entry_ld_id = [[Signal(4, name=f"entry{i}_ld_id{j}") for j in range(G)] for i in range(n_entries)]
-        entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
-        entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
-        entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
-        entry_region = [Signal.like(decoded.region, name=f"entry{i}_region") for i in range(n_entries)]
-        entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
-        # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
-        entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
-        entry_log2_stride = [Signal(3, name=f"entry{i}_log2_stride") for i in range(n_entries)]
-        entry_mask = [Signal(MASK_BITS, name=f"entry{i}_mask") for i in range(n_entries)]
-        # a B response of the write failed and its record is not yet in the poison list
-        entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
-        entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
-        for i in range(n_entries):
-            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
+        m.submodules.write_table = table = WriteTable(p, n_entries)
+        free_entry = table.free_id
+        have_free = table.allocate.ready   # from registers only, like the stage's
+        m.d.comb += self.outstanding.eq(table.outstanding)
 
-        free_entry = Signal(range(n_entries))
-        have_free = Signal()
-        for i in reversed(range(n_entries)):     # lowest free entry
-            with m.If(~entry_used[i]):
-                m.d.comb += [free_entry.eq(i), have_free.eq(1)]
-        done_entry = Signal(range(n_entries))
-        have_done = Signal()
-        for i in reversed(range(n_entries)):
-            with m.If(entry_done[i]):
-                m.d.comb += [done_entry.eq(i), have_done.eq(1)]
-        m.d.comb += self.outstanding.eq(popcount(Cat(*entry_used)))
-
-        # ---- issue stage: the write whose AW and W beats are being sent ---------------------------------
-        stage_busy = Signal()
-        stage_one_burst = Signal()
-        stage_entry = Signal(range(n_entries))
-        stage_first_line = Signal(lb)
-        stage_log2_r = Signal(3)
-        stage_n_beats = Signal(range(17))
-        stage_n_bursts = Signal(range(17))
-        stage_data = Signal(G * W)      # beat p at bits [p*W, (p+1)*W): the raw line, or plane line p
-        stage_strobe = Signal(line_bytes)
-        aw_sent = Signal(range(17))
-        w_sent = Signal(range(17))
-        # Flags of the counters kept as registers beside them (set on load, updated per AW / W queued), so the
-        # stage's free test (on the flush decision's path) is an AND of flip-flops:
-        # aw_pending = stage_busy & (aw_sent != stage_n_bursts), aw_last = (aw_sent + 1 == stage_n_bursts),
-        # and likewise for W.
-        aw_pending = Signal()
-        w_pending = Signal()
-        aw_last = Signal()
-        w_last = Signal()
-
-        # AW and W leave through output buffers (two entries each): AXI valid and payload are registers, and the
-        # issue stage sees only the buffers' registered ready, so no combinational path runs from
-        # AWREADY/WREADY back to rwd.ready, yet the next write loads in the cycle its predecessor queues its
-        # last beat.
-        aw_layout = data.StructLayout({"id": p.axi_id_bits, "line": lb, "len": 8})
-        w_layout = data.StructLayout({"data": W, "strb": line_bytes, "last": 1})
-        m.submodules.aw_buffer = aw_buffer = OutputBuffer(aw_layout)
-        m.submodules.w_buffer = w_buffer = OutputBuffer(w_layout)
-        aw_out = aw_buffer.o.p
-        w_out = w_buffer.o.p
-        axsize = (line_bytes - 1).bit_length()
-        m.d.comb += [
-            axi.awvalid.eq(aw_buffer.o.valid),
-            aw_buffer.o.ready.eq(axi.awready),
-            axi.awid.eq(aw_out.id),
-            axi.awaddr.eq(Cat(Const(0, p.line_offset_bits), aw_out.line)),
-            axi.awlen.eq(aw_out.len),
-            axi.awsize.eq(axsize),
-            axi.awburst.eq(AXI_BURST_INCR),
-            axi.wvalid.eq(w_buffer.o.valid),
-            w_buffer.o.ready.eq(axi.wready),
-            axi.wdata.eq(w_out.data),
-            axi.wstrb.eq(w_out.strb),
-            axi.wlast.eq(w_out.last),
-        ]
-
-        aw_next = Signal(aw_layout)
-        m.d.comb += [
-            aw_next.id.eq(stage_entry),
-            aw_next.line.eq((stage_first_line + (aw_sent << stage_log2_r))[:lb]),
-            aw_next.len.eq(Mux(stage_one_burst, stage_n_beats - 1, 0)),
-            aw_buffer.i.p.eq(aw_next),
-            aw_buffer.i.valid.eq(aw_pending),
-        ]
-        with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
-            m.d.sync += [aw_sent.eq(aw_sent + 1), aw_pending.eq(~aw_last), aw_last.eq(aw_sent + 2 == stage_n_bursts)]
-
-        w_next = Signal(w_layout)
-        m.d.comb += [
-            w_next.data.eq(stage_data.word_select(w_sent[:max(1, (G - 1).bit_length())], W)),
-            w_next.strb.eq(stage_strobe),
-            w_next.last.eq(~stage_one_burst | w_last),
-            w_buffer.i.p.eq(w_next),
-            w_buffer.i.valid.eq(w_pending),
-        ]
-        with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += [w_sent.eq(w_sent + 1), w_pending.eq(~w_last), w_last.eq(w_sent + 2 == stage_n_beats)]
-
-        # The stage takes the next write once this cycle queues the last AW and W of the current one.
-        stage_free = Signal()
-        m.d.comb += stage_free.eq(
-            (~aw_pending | (aw_last & aw_buffer.i.ready))
-            & (~w_pending | (w_last & w_buffer.i.ready)))
+        # ---- AXI writer: the issue stage (one raw write or flushed block) and the AW / W / B channels -------
+        m.submodules.axi_writer = axi_writer = AxiWriter(p, G)
+        wiring.connect(m, axi_writer.axi, wiring.flipped(axi))
+        write = axi_writer.write
+        stage_free = write.ready   # from registers only: the flush decision below reads it
 
         # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
-        # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
-        # (have_error is defined with the in-flight table's error flags below).
-        have_error = Signal()
-        poison_blocked = held.poison & have_error
+        # A failed write's poison insert waits for no one: a poisoned write stays in held while the table has
+        # a failed record to hand out.
+        poison_blocked = held.poison & table.failed.valid
         # A CSR poison command takes the poison ports for one cycle in which nothing leaves held and no flush
         # starts (so no write's insert or clear meets it); it is a rare host action, so writes lose one cycle.
         command_pending = Signal()
@@ -464,36 +362,16 @@ class WritePath(wiring.Component):
                                 & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 
-        with m.If(do_flush):   # after the counter updates above: a new write restarts them at 0
-            m.d.sync += [
-                stage_one_burst.eq(gather_log2_r == 0),
-                stage_first_line.eq(gather_first_line),
-                stage_log2_r.eq(gather_log2_r),
-                stage_n_beats.eq(Const(1, 5) << gather_log2_b),
-                stage_n_bursts.eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
-                # B >= 2 beats; one burst when R = 1, else B
-                w_last.eq(0),
-                aw_last.eq(gather_log2_r == 0),
-                stage_data.eq(Cat(*gather_planes)),
-                stage_strobe.eq(gather_strobe),
-            ]
-        with m.Elif(load_raw):
-            m.d.sync += [
-                stage_one_burst.eq(1),
-                stage_first_line.eq(decoded.raw_line),
-                stage_log2_r.eq(0),
-                stage_n_beats.eq(1),
-                stage_n_bursts.eq(1),
-                w_last.eq(1),
-                aw_last.eq(1),
-                stage_data[:W].eq(held.data),
-                stage_strobe.eq(byte_enable),
-            ]
-        with m.If(load_stage):
-            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0),
-                         aw_pending.eq(1), w_pending.eq(1)]
-        with m.Elif(stage_free):
-            m.d.sync += stage_busy.eq(0)
+        # a raw write, or a flushed block: plane line p on beat p (beats past a raw write's one are never sent)
+        m.d.comb += [
+            write.valid.eq(load_stage),
+            write.p.id.eq(free_entry),
+            write.p.line.eq(Mux(do_flush, gather_first_line, decoded.raw_line)),
+            write.p.log2_r.eq(Mux(do_flush, gather_log2_r, 0)),
+            write.p.log2_beats.eq(Mux(do_flush, gather_log2_b, 0)),
+            write.p.data.eq(Cat(Mux(do_flush, gather_planes[0], held.data), *gather_planes[1:])),
+            write.p.strobe.eq(Mux(do_flush, gather_strobe, byte_enable)),
+        ]
 
         # gather buffer update: a joining line starts a new block when the buffer is empty (or leaves this cycle)
         with m.If(join):
@@ -526,21 +404,13 @@ class WritePath(wiring.Component):
         # its failed write's poison insert): the `landed` invalidation and the poison-list insert, both
         # registered, have then taken effect before the read dispatches.
         query = self.block_query
-        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
-        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
-        for i in range(n_entries):
-            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
-                                            & ((entry_due[i] != 0) | entry_error[i]))
-            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+        m.d.comb += table.block_query.eq(query)
         query_gathered = Signal()
         query_landing = Signal()
         m.d.comb += [
             query_gathered.eq(query.valid & gather_valid & (gather_region == query.region)
                               & (gather_block == query.block)),
-            query_landing.eq(query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i]
-                                                 & entry_gathered[i] & (entry_region[i] == query.region)
-                                                 & (entry_block[i] == query.block)
-                                                 for i in range(n_entries))).any()),
+            query_landing.eq(table.query_landing),
             self.block_busy.eq(query_gathered | query_landing),
         ]
 
@@ -560,21 +430,12 @@ class WritePath(wiring.Component):
             m.d.sync += boundary_pending.eq(0)
 
         # ---- NDR register: completed writes first, then a dropped write --------------------------------
-        m.d.comb += axi.bready.eq(1)
-        b_fire = axi.bvalid & axi.bready
         ndr = self.ndr
-        complete = Signal()
-        done_slot = Signal(range(G))   # the done entry's next Cmp: its last gathered write still owed
-        m.d.comb += done_slot.eq(Array(entry_cmps)[done_entry] - 1)
+        m.d.comb += table.cmp.ready.eq(~ndr.valid | ndr.ready)
         with m.If(~ndr.valid | ndr.ready):
-            with m.If(have_done):
-                m.d.comb += complete.eq(1)
-                m.d.sync += [
-                    ndr.valid.eq(1),
-                    ndr.p.opcode.eq(NdrOpcode.CMP),
-                    ndr.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
-                    ndr.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
-                ]
+            with m.If(table.cmp.valid):
+                m.d.sync += [ndr.valid.eq(1), ndr.p.opcode.eq(NdrOpcode.CMP), ndr.p.tag.eq(table.cmp.p.tag),
+                             ndr.p.ld_id.eq(table.cmp.p.ld_id)]
             with m.Elif(held_valid & ~writable & ~command_pending):
                 m.d.comb += drop.eq(1)
                 # a dropped RwD gets Cmp, except BIConflict: BI-ConflictAck (DEVICE.md §4)
@@ -590,40 +451,27 @@ class WritePath(wiring.Component):
         ]
         m.d.comb += held_leaves.eq(join | load_raw | drop)
 
-        b_error = b_fire & (axi.bresp != AXI_RESP_OKAY)
-        error_entry = Signal(range(n_entries))   # lowest entry whose failed block still waits for its insert
-        for i in reversed(range(n_entries)):
-            with m.If(entry_error[i]):
-                m.d.comb += [error_entry.eq(i), have_error.eq(1)]
+        # B responses go to the table (BREADY is always 1: every B response has its entry)
+        wiring.connect(m, axi_writer.b, table.b)
+        b_error = axi_writer.b.valid & axi_writer.b.p.error
         # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see join and
         # load_raw): each pending error takes one cycle, so neither side waits longer than the table is deep.
-        error_insert = have_error & ~command_pending
-        for i in range(n_entries):
-            with m.If(error_insert & (error_entry == i)):
-                m.d.sync += entry_error[i].eq(0)
-            with m.If(b_error & (axi.bid == i) & entry_used[i]):   # after the clear: a new failure wins
-                m.d.sync += entry_error[i].eq(1)
-            with m.If(load_stage & (free_entry == i)):
-                m.d.sync += [entry_used[i].eq(1), entry_gathered[i].eq(do_flush)]
-                with m.If(do_flush):
-                    m.d.sync += [entry_cmps[i].eq(gather_count),
-                                 entry_due[i].eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
-                                 entry_region[i].eq(gather_region), entry_block[i].eq(gather_block),
-                                 entry_first_line[i].eq(gather_first_line), entry_log2_stride[i].eq(gather_log2_r),
-                                 entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << gather_log2_b)) - 1)]
-                    m.d.sync += [entry_tag[i][j].eq(gather_tag[j]) for j in range(G)]
-                    m.d.sync += [entry_ld_id[i][j].eq(gather_ld_id[j]) for j in range(G)]
-                with m.Else():
-                    m.d.sync += [entry_cmps[i].eq(1), entry_due[i].eq(1), entry_region[i].eq(decoded.region),
-                                 entry_block[i].eq(held_block), entry_tag[i][0].eq(held.tag),
-                                 entry_ld_id[i][0].eq(held.ld_id), entry_first_line[i].eq(decoded.raw_line),
-                                 entry_log2_stride[i].eq(0), entry_mask[i].eq(1)]
-            with m.Elif(complete & (done_entry == i)):
-                m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
-                with m.If(entry_cmps[i] == 1):
-                    m.d.sync += entry_used[i].eq(0)
-            with m.Elif(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] != 0)):
-                m.d.sync += entry_due[i].eq(entry_due[i] - 1)
+        m.d.comb += table.failed.ready.eq(~command_pending)
+        error_insert = table.failed.valid & table.failed.ready
+
+        # a raw write, or a flushed block, takes the free entry (its tags in write order)
+        m.d.comb += [
+            table.allocate.valid.eq(load_stage),
+            table.allocate.p.gathered.eq(do_flush),
+            table.allocate.p.cmps.eq(Mux(do_flush, gather_count, 1)),
+            table.allocate.p.region.eq(Mux(do_flush, gather_region, decoded.region)),
+            table.allocate.p.block.eq(Mux(do_flush, gather_block, held_block)),
+            table.allocate.p.line.eq(write.p.line),
+            table.allocate.p.log2_r.eq(write.p.log2_r),
+            table.allocate.p.log2_beats.eq(write.p.log2_beats),
+            table.allocate.p.tags.eq(Cat(Mux(do_flush, gather_tag[0], held.tag), *gather_tag[1:])),
+            table.allocate.p.ld_ids.eq(Cat(Mux(do_flush, gather_ld_id[0], held.ld_id), *gather_ld_id[1:])),
+        ]
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
         enters = join | load_raw
@@ -638,9 +486,7 @@ class WritePath(wiring.Component):
         with m.If(command_pending):
             m.d.sync += [insert.first.eq(command_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
         with m.Elif(error_insert):
-            m.d.sync += [insert.first.eq(Array(entry_first_line)[error_entry]),
-                         insert.log2_stride.eq(Array(entry_log2_stride)[error_entry]),
-                         insert.mask.eq(Array(entry_mask)[error_entry])]
+            m.d.sync += insert.eq(table.failed.p)
         with m.Elif(is_raw):
             m.d.sync += [insert.first.eq(decoded.raw_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
         with m.Else():
@@ -664,11 +510,7 @@ class WritePath(wiring.Component):
         ]
         # `landed`: the write's last B response arrives (registered, like `invalidate`): two cycles before its
         # Cmp can leave the NDR register, so the read engine drops slots filled while the write was in flight
-        m.d.sync += self.landed.valid.eq(0)
-        for i in range(n_entries):
-            with m.If(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] == 1)):
-                m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
-                             self.landed.block.eq(entry_block[i])]
+        m.d.comb += self.landed.eq(table.landed)
         events = self.events
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
@@ -696,10 +538,9 @@ class WritePath(wiring.Component):
                 events[Counter.WRITE_BURSTS].eq(1),
             ]
         # bytes_strobed per W beat as it is queued (a whole block's count would not fit an 8-bit event)
-        with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(stage_strobe))
+        with m.If(axi_writer.strobe_queued.valid):
+            m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(axi_writer.strobe_queued.strobe))
 
-        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid | gather_valid
-                                 | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready | ~w_buffer.i.ready
+        m.d.comb += self.busy.eq(held_valid | axi_writer.busy | table.busy | ndr.valid | gather_valid
                                  | rwd_in.valid | fill_pending)
         return m
