@@ -54,17 +54,11 @@ def run_writer(params, max_beats, writes, b_responses, seed, aw_stall=0.0, w_sta
     async def producer(ctx):
         for write in writes:
             awid, line, log2_r, log2_beats, beats, strobe = write
-            ctx.set(dut.write.p.id, awid)
-            ctx.set(dut.write.p.line, line)
-            ctx.set(dut.write.p.log2_r, log2_r)
-            ctx.set(dut.write.p.log2_beats, log2_beats)
-            ctx.set(dut.write.p.data, sum(beat << (i * params.data_width) for i, beat in enumerate(beats)))
-            ctx.set(dut.write.p.strobe, strobe)
+            packed = sum(beat << (i * params.data_width) for i, beat in enumerate(beats))
+            ctx.set(dut.write.p, {"id": awid, "line": line, "log2_r": log2_r, "log2_beats": log2_beats,
+                                  "data": packed, "strobe": strobe})
             ctx.set(dut.write.valid, 1)
-            while True:
-                _, _, ready = await ctx.tick().sample(dut.write.ready)
-                if ready:
-                    break
+            await ctx.tick().until(dut.write.ready)   # the edge that takes the write
             ctx.set(dut.write.valid, 0)
             if gap:
                 for _ in range(rng.choice([0, 0, 0, 1, 4])):

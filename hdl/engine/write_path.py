@@ -6,12 +6,17 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   rwd -> skid -(MemRdFill, MemRdFillTEE)-> [fill buffer] -> fill (to ReqFrontEnd.fill: reads carried on RwD)
             \--> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
                       |                     |                                   | flush
-                      |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
-                      |                                  allocate entry e         (AWID = e on every burst)
-                      |                                         v
-                      |                  [in-flight table: up to b_max tags, B responses still due] <-- axi.b*
-                      |                                         | all B responses in
+                      |                     \--(raw)---------------------------> [AxiWriter] --> axi (AW, W)
+                      |                                  allocate entry e         (AWID = e)  <-- axi (B)
+                      |                                         v                      | b (id, error)
+                      |                           [WriteTable: in-flight entries] <----/
+                      |                                         | cmp: all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
+
+Units: AxiWriter (hdl/backend/axi_writer.py: the issue stage, AW / W output buffers, B responses as a stream),
+WriteTable (hdl/engine/write_table.py: in-flight entries, B counting, error marking, Cmps, `landed`, the
+landing half of the block query). The skid, `held`, the gather buffer, the NDR register and the side outputs
+are in WritePath's elaborate.
 
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
   every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
@@ -22,7 +27,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   completes at once with NDR Cmp (BI-ConflictAck for a BIConflict): bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
   hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
-- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed).
+- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed), a
+  one-beat write of the AxiWriter.
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
   slice is bit B-1-p of each of those weights. The transpose is fixed wiring per B in {2, 4, 8, 16} <= b_max,
   muxed by the region's B. Plane p's slice replicated B times is what line j adds to plane line p where the
@@ -32,8 +38,8 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   read-modify-write).
 - Gather buffer (issue 13): weight-major lines of one block *join* it (one per cycle), merged into its B plane
   lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
-  into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
-  of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
+  into the AxiWriter's issue stage, which writes B beats, plane line p on beat p: one INCR burst of B beats when
+  R = 1 (planes of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
   lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
   write (`regions_written`); a read of the block in the read engine's dispatch (`block_query`). The stage holds b_max plane lines, so the
   next block gathers while the previous one is written: whole blocks stream at one line per cycle.
@@ -42,12 +48,12 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   otherwise the mark rides with the next RwD accepted (`flush_before`, through the skid), so the flush falls
   exactly between the same two RwDs whatever the backpressure: the testbench predicts it from the port
   handshakes (golden.device.gather_idle_boundary). It bounds the time to every Cmp.
-- In-flight table (`max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed block takes an
-  entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to b_max); the entry
-  counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
-  freed after the last. BREADY is always 1.
-- Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
-  record (its raw line, or its flushed block's B plane lines) is entered in the poison list (through
+- In-flight table (WriteTable, `max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed
+  block takes an entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to
+  b_max); the entry counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle,
+  and the entry is freed after the last. BREADY is always 1.
+- Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's record (WriteTable
+  `failed`: its raw line, or its flushed block's B plane lines) is entered in the poison list (through
   `poison_insert`; a pending error insert has the port first and a
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
@@ -82,7 +88,7 @@ Requires W/B >= 8 for every B <= b_max (a plane slice of whole bytes): data_widt
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
