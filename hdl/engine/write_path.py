@@ -13,10 +13,11 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
                       |                                         | cmp: all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
 
-Units: AxiWriter (hdl/backend/axi_writer.py: the issue stage, AW / W output buffers, B responses as a stream),
+Units: GatherBuffer (hdl/engine/gather_buffer.py: the weight-major transpose, one block's plane lines, WSTRB,
+tags), AxiWriter (hdl/backend/axi_writer.py: the issue stage, AW / W output buffers, B responses as a stream),
 WriteTable (hdl/engine/write_table.py: in-flight entries, B counting, error marking, Cmps, `landed`, the
-landing half of the block query). The skid, `held`, the gather buffer, the NDR register and the side outputs
-are in WritePath's elaborate.
+landing half of the block query). The skid, `held` and its decode, the join / flush decision, the NDR register
+and the side outputs are in WritePath's elaborate.
 
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
   every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
@@ -30,14 +31,11 @@ are in WritePath's elaborate.
 - raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed), a
   one-beat write of the AxiWriter.
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
-  slice is bit B-1-p of each of those weights. The transpose is fixed wiring per B in {2, 4, 8, 16} <= b_max,
-  muxed by the region's B. Plane p's slice replicated B times is what line j adds to plane line p where the
-  strobe picks copy j (bytes [j*W/8/B, (j+1)*W/8/B) of the plane line), so no shifter is needed. One plane byte
-  holds 8 weights = one aligned B-byte group of the weight-major line; a group is written only when all its B
-  enables are set, a partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no
-  read-modify-write).
-- Gather buffer (issue 13): weight-major lines of one block *join* it (one per cycle), merged into its B plane
-  lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
+  slice is bit B-1-p of each of those weights (the GatherBuffer's transpose). One plane byte holds 8 weights =
+  one aligned B-byte group of the weight-major line; a group is written only when all its B enables are set, a
+  partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no read-modify-write).
+- Gather buffer (GatherBuffer, issue 13): weight-major lines of one block *join* it (one per cycle), merged into
+  its B plane lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
   into the AxiWriter's issue stage, which writes B beats, plane line p on beat p: one INCR burst of B beats when
   R = 1 (planes of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
   lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
@@ -93,12 +91,13 @@ from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
-    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
+    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS,
     WRITE_GATHER_IDLE_CYCLES,
 )
 from smartquant.hdl.backend.axi import AxiWriteSignature
 from smartquant.hdl.backend.axi_writer import AxiWriter
 from smartquant.hdl.engine.write_table import WriteTable
+from smartquant.hdl.engine.gather_buffer import GatherBuffer
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -161,10 +160,8 @@ class WritePath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        W = p.data_width
         line_bytes = p.line_bytes
         lb = line_bits(p)
-        b_options = [B for B in SUPPORTED_B if B <= p.b_max]
         G = p.b_max                      # lines a gathered block holds (and Cmps an in-flight entry owes)
         n_entries = self.max_outstanding
         idle_limit = self.gather_idle_cycles
@@ -273,50 +270,13 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
-        # Weight-major transpose and strobes, fixed wiring per B, muxed by the region's B: plane p's slice,
-        # replicated across a line (`plane_copies[p]`), is what line j adds to plane line p where WSTRB picks
-        # copy j, so the gather buffer merges lines with byte masks only (no shifter).
-        plane_copies = [Signal(W, name=f"plane{plane}_copies") for plane in range(G)]
-        slice_strobe = Signal(line_bytes)
-        partial_groups = Signal(range(line_bytes + 1))
-        with m.Switch(decoded.log2_b):
-            for B in b_options:
-                with m.Case(B.bit_length() - 1):
-                    per_slice = W // B           # weights per weight-major line = bits per plane slice
-                    n_groups = per_slice // 8    # plane bytes per slice = B-byte groups per line
-                    for plane in range(B):
-                        plane_slice = Cat(*(held.data[weight * B + B - 1 - plane] for weight in range(per_slice)))
-                        m.d.comb += plane_copies[plane].eq(plane_slice.replicate(B))
-                    groups = [byte_enable[g * B:(g + 1) * B] for g in range(n_groups)]
-                    group_full = Cat(*(group.all() for group in groups))
-                    group_partial = Cat(*(group.any() & ~group.all() for group in groups))
-                    m.d.comb += [
-                        slice_strobe.eq(Cat(*(group_full & (decoded.line_in_slot == j).replicate(n_groups)
-                                              for j in range(B)))),
-                        partial_groups.eq(popcount(group_partial)),
-                    ]
-        strobe_bits = Signal(W)
-        m.d.comb += strobe_bits.eq(Cat(*(slice_strobe[i].replicate(8) for i in range(line_bytes))))
         wm_first_line = Signal(lb)
         m.d.comb += wm_first_line.eq(plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
                                                 decoded.log2_b, decoded.log2_r, lb))
 
         # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
-        gather_valid = Signal()
-        gather_region = Signal.like(decoded.region)
-        gather_block = Signal(lb)
-        gather_first_line = Signal(lb)
-        gather_log2_b = Signal(3)
-        gather_log2_r = Signal(3)
-        gather_count = Signal(range(G + 1))
-        gather_planes = [Signal(W, name=f"gather_plane{plane}") for plane in range(G)]
-        gather_strobe = Signal(line_bytes)
-        gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
-        gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
-        gather_poisoned = Signal()   # a gathered line had poison = 1: its record is in, the flush clears nothing
-        # gather_count == B, kept as a flag set when the B-th line joins (the count's compare stays off the flush
-        # decision, which fans out to the stage, the gather buffer and the in-flight table)
-        gather_full = Signal()
+        m.submodules.gather_buffer = gather_buffer = GatherBuffer(p)
+        gathered = gather_buffer.gathered
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
@@ -345,15 +305,14 @@ class WritePath(wiring.Component):
                          command_line.eq(self.poison_command.line)]
         with m.Elif(command_pending):
             m.d.sync += command_pending.eq(0)
-        same_block = gather_valid & (gather_region == decoded.region) & (gather_block == held_block)
+        same_block = gathered.valid & (gathered.region == decoded.region) & (gathered.block == held_block)
         # the gathered block must go out first: the held write is raw (kept in order with the block's plane
         # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
         evicting = held_valid & writable & (is_raw | ~same_block | held_flush_before)
         flush_cause = Signal()
-        m.d.comb += flush_cause.eq(gather_full | flush_request | evicting)
+        m.d.comb += flush_cause.eq(gathered.full | flush_request | evicting)
         do_flush = Signal()
-        m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free & ~command_pending)
-        gather_empty_now = ~gather_valid | do_flush
+        m.d.comb += do_flush.eq(gathered.valid & flush_cause & stage_free & have_free & ~command_pending)
         # a line of the block the read in dispatch names waits until that read has gone: a read held there
         # for the block's flush would otherwise flush each later line of the block on its own, and could be
         # held as long as the lines keep coming
@@ -361,10 +320,10 @@ class WritePath(wiring.Component):
                            & (self.block_query.block == held_block))
         join = Signal()
         m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
-                            & (do_flush | ~gather_valid
-                               | (same_block & ~held_flush_before & ~gather_full & ~flush_request)))
+                            & (do_flush | ~gathered.valid
+                               | (same_block & ~held_flush_before & ~gathered.full & ~flush_request)))
         load_raw = Signal()
-        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gather_valid & stage_free & have_free
+        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gathered.valid & stage_free & have_free
                                 & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 
@@ -372,35 +331,20 @@ class WritePath(wiring.Component):
         m.d.comb += [
             write.valid.eq(load_stage),
             write.p.id.eq(free_entry),
-            write.p.line.eq(Mux(do_flush, gather_first_line, decoded.raw_line)),
-            write.p.log2_r.eq(Mux(do_flush, gather_log2_r, 0)),
-            write.p.log2_beats.eq(Mux(do_flush, gather_log2_b, 0)),
-            write.p.data.eq(Cat(Mux(do_flush, gather_planes[0], held.data), *gather_planes[1:])),
-            write.p.strobe.eq(Mux(do_flush, gather_strobe, byte_enable)),
+            write.p.line.eq(Mux(do_flush, gathered.first_line, decoded.raw_line)),
+            write.p.log2_r.eq(Mux(do_flush, gathered.log2_r, 0)),
+            write.p.log2_beats.eq(Mux(do_flush, gathered.log2_b, 0)),
+            write.p.data.eq(Cat(Mux(do_flush, gathered.planes[0], held.data), *(gathered.planes[i] for i in range(1, G)))),
+            write.p.strobe.eq(Mux(do_flush, gathered.strobe, byte_enable)),
         ]
 
-        # gather buffer update: a joining line starts a new block when the buffer is empty (or leaves this cycle)
-        with m.If(join):
-            slot = Mux(gather_empty_now, 0, gather_count)
-            m.d.sync += [
-                gather_valid.eq(1),
-                gather_count.eq(slot + 1),
-                gather_full.eq(slot + 1 == (Const(1, 5) << Mux(gather_empty_now, decoded.log2_b, gather_log2_b))),
-                gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
-                gather_poisoned.eq(Mux(gather_empty_now, 0, gather_poisoned) | held.poison),
-            ]
-            for plane in range(G):
-                m.d.sync += gather_planes[plane].eq((gather_planes[plane] & ~strobe_bits)
-                                                    | (plane_copies[plane] & strobe_bits))
-            for i in range(G):
-                with m.If(slot == i):
-                    m.d.sync += [gather_tag[i].eq(held.tag), gather_ld_id[i].eq(held.ld_id)]
-            with m.If(gather_empty_now):
-                m.d.sync += [gather_region.eq(decoded.region), gather_block.eq(held_block),
-                             gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
-                             gather_log2_r.eq(decoded.log2_r)]
-        with m.Elif(do_flush):
-            m.d.sync += [gather_valid.eq(0), gather_full.eq(0)]
+        # the line in held joins the gather buffer (a line joining as the buffer flushes starts the next block)
+        joining_line = {"valid": join, "data": held.data, "byte_enable": byte_enable,
+                        "line_in_block": decoded.line_in_slot, "log2_b": decoded.log2_b, "log2_r": decoded.log2_r,
+                        "first_line": wm_first_line, "region": decoded.region, "block": held_block, "tag": held.tag,
+                        "ld_id": held.ld_id, "poison": held.poison}
+        m.d.comb += [getattr(gather_buffer.join, name).eq(value) for name, value in joining_line.items()]
+        m.d.comb += gather_buffer.flush.eq(do_flush)
 
         # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
         # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
@@ -414,8 +358,8 @@ class WritePath(wiring.Component):
         query_gathered = Signal()
         query_landing = Signal()
         m.d.comb += [
-            query_gathered.eq(query.valid & gather_valid & (gather_region == query.region)
-                              & (gather_block == query.block)),
+            query_gathered.eq(query.valid & gathered.valid & (gathered.region == query.region)
+                              & (gathered.block == query.block)),
             query_landing.eq(table.query_landing),
             self.block_busy.eq(query_gathered | query_landing),
         ]
@@ -428,7 +372,7 @@ class WritePath(wiring.Component):
         # (a query in the cycle its block is flushed asks nothing more: the request would flush the next block)
         with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (query_gathered & ~do_flush)):
             m.d.sync += flush_request.eq(1)
-        with m.Elif(do_flush | ~gather_valid):
+        with m.Elif(do_flush | ~gathered.valid):
             m.d.sync += flush_request.eq(0)
         with m.If(idle_fire | rearm):
             m.d.sync += boundary_pending.eq(1)
@@ -469,14 +413,14 @@ class WritePath(wiring.Component):
         m.d.comb += [
             table.allocate.valid.eq(load_stage),
             table.allocate.p.gathered.eq(do_flush),
-            table.allocate.p.cmps.eq(Mux(do_flush, gather_count, 1)),
-            table.allocate.p.region.eq(Mux(do_flush, gather_region, decoded.region)),
-            table.allocate.p.block.eq(Mux(do_flush, gather_block, held_block)),
+            table.allocate.p.cmps.eq(Mux(do_flush, gathered.count, 1)),
+            table.allocate.p.region.eq(Mux(do_flush, gathered.region, decoded.region)),
+            table.allocate.p.block.eq(Mux(do_flush, gathered.block, held_block)),
             table.allocate.p.line.eq(write.p.line),
             table.allocate.p.log2_r.eq(write.p.log2_r),
             table.allocate.p.log2_beats.eq(write.p.log2_beats),
-            table.allocate.p.tags.eq(Cat(Mux(do_flush, gather_tag[0], held.tag), *gather_tag[1:])),
-            table.allocate.p.ld_ids.eq(Cat(Mux(do_flush, gather_ld_id[0], held.ld_id), *gather_ld_id[1:])),
+            table.allocate.p.tags.eq(Cat(Mux(do_flush, gathered.tags[0], held.tag), *(gathered.tags[i] for i in range(1, G)))),
+            table.allocate.p.ld_ids.eq(Cat(Mux(do_flush, gathered.ld_ids[0], held.ld_id), *(gathered.ld_ids[i] for i in range(1, G)))),
         ]
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
@@ -499,14 +443,14 @@ class WritePath(wiring.Component):
             m.d.sync += [insert.first.eq(wm_first_line), insert.log2_stride.eq(decoded.log2_r),
                          insert.mask.eq(block_mask)]
         clear = self.poison_clear.lines
-        flush_clears = do_flush & (gather_strobe == (1 << line_bytes) - 1) & ~gather_poisoned
+        flush_clears = do_flush & (gathered.strobe == (1 << line_bytes) - 1) & ~gathered.poisoned
         raw_clears = load_raw & ~held.poison & (byte_enable == (1 << line_bytes) - 1)
         m.d.sync += self.poison_clear.valid.eq((command_pending & command_clear) | flush_clears | raw_clears)
         with m.If(command_pending):
             m.d.sync += [clear.first.eq(command_line), clear.log2_stride.eq(0), clear.count.eq(1)]
         with m.Elif(do_flush):
-            m.d.sync += [clear.first.eq(gather_first_line), clear.log2_stride.eq(gather_log2_r),
-                         clear.count.eq(Const(1, 5) << gather_log2_b)]
+            m.d.sync += [clear.first.eq(gathered.first_line), clear.log2_stride.eq(gathered.log2_r),
+                         clear.count.eq(Const(1, 5) << gathered.log2_b)]
         with m.Else():
             m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1)]
         m.d.sync += [
@@ -529,14 +473,14 @@ class WritePath(wiring.Component):
                 events[Counter.NXM_WRITES].eq(unmapped),
                 events[Counter.WR_DROPPED].eq(read_only),
                 events[Counter.POISON_WRITES].eq(writable & held.poison),
-                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(join, partial_groups, 0)),
+                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(join, gather_buffer.partial_groups, 0)),
             ]
         # the DRAM traffic is counted when it is committed to the stage: a raw line, or a gathered block
         with m.If(do_flush):
-            gathered_beats = Const(1, 5) << gather_log2_b
+            gathered_beats = Const(1, 5) << gathered.log2_b
             m.d.sync += [
                 events[Counter.DRAM_LINES_WRITTEN].eq(gathered_beats),
-                events[Counter.WRITE_BURSTS].eq(Mux(gather_log2_r == 0, 1, gathered_beats)),
+                events[Counter.WRITE_BURSTS].eq(Mux(gathered.log2_r == 0, 1, gathered_beats)),
             ]
         with m.Elif(load_raw):
             m.d.sync += [
@@ -547,6 +491,6 @@ class WritePath(wiring.Component):
         with m.If(axi_writer.strobe_queued.valid):
             m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(axi_writer.strobe_queued.strobe))
 
-        m.d.comb += self.busy.eq(held_valid | axi_writer.busy | table.busy | ndr.valid | gather_valid
+        m.d.comb += self.busy.eq(held_valid | axi_writer.busy | table.busy | ndr.valid | gathered.valid
                                  | rwd_in.valid | fill_pending)
         return m
