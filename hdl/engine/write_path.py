@@ -6,12 +6,18 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   rwd -> skid -(MemRdFill, MemRdFillTEE)-> [fill buffer] -> fill (to ReqFrontEnd.fill: reads carried on RwD)
             \--> [held: one RwD + its address decode] --(weight-major)--> [gather buffer: one block]
                       |                     |                                   | flush
-                      |                     \--(raw)---------------------------> [issue stage] --> AW/W buffers
-                      |                                  allocate entry e         (AWID = e on every burst)
-                      |                                         v
-                      |                  [in-flight table: up to b_max tags, B responses still due] <-- axi.b*
-                      |                                         | all B responses in
+                      |                     \--(raw)---------------------------> [AxiWriter] --> axi (AW, W)
+                      |                                  allocate entry e         (AWID = e)  <-- axi (B)
+                      |                                         v                      | b (id, error)
+                      |                           [WriteTable: in-flight entries] <----/
+                      |                                         | cmp: all B responses in
                       \--(dropped: bad opcode, unmapped, read-only view)--> [NDR register] --> ndr
+
+Units: GatherBuffer (hdl/engine/gather_buffer.py: the weight-major transpose, one block's plane lines, WSTRB,
+tags), AxiWriter (hdl/backend/axi_writer.py: the issue stage, AW / W output buffers, B responses as a stream),
+WriteTable (hdl/engine/write_table.py: in-flight entries, B counting, error marking, Cmps, `landed`, the
+landing half of the block query). The skid, `held` and its decode, the join / flush decision, the NDR register
+and the side outputs are in WritePath's elaborate.
 
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
   every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
@@ -22,18 +28,16 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   completes at once with NDR Cmp (BI-ConflictAck for a BIConflict): bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
   hit through views 2..7 counts wr_dropped (golden/device.py applies the same reading).
 - Byte enables: MemWr ignores the message's byte_enable field (all bytes); MemWrPtl uses it.
-- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed).
+- raw view: one 1-beat burst at the raw line, WSTRB = byte enables (after the gather buffer is flushed), a
+  one-beat write of the AxiWriter.
 - weight-major view, line j of block b (B-bit little-endian weights [j*W/B, (j+1)*W/B) of the block): plane p's
-  slice is bit B-1-p of each of those weights. The transpose is fixed wiring per B in {2, 4, 8, 16} <= b_max,
-  muxed by the region's B. Plane p's slice replicated B times is what line j adds to plane line p where the
-  strobe picks copy j (bytes [j*W/8/B, (j+1)*W/8/B) of the plane line), so no shifter is needed. One plane byte
-  holds 8 weights = one aligned B-byte group of the weight-major line; a group is written only when all its B
-  enables are set, a partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no
-  read-modify-write).
-- Gather buffer (issue 13): weight-major lines of one block *join* it (one per cycle), merged into its B plane
-  lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
-  into the issue stage and writes B beats, plane line p on beat p: one INCR burst of B beats when R = 1 (planes
-  of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
+  slice is bit B-1-p of each of those weights (the GatherBuffer's transpose). One plane byte holds 8 weights =
+  one aligned B-byte group of the weight-major line; a group is written only when all its B enables are set, a
+  partly enabled group is skipped and counted in wr_partial_groups (never half a weight, no read-modify-write).
+- Gather buffer (GatherBuffer, issue 13): weight-major lines of one block *join* it (one per cycle), merged into
+  its B plane lines under byte masks, the WSTRB of the block being the union of the lines' strobes. A *flush* copies it
+  into the AxiWriter's issue stage, which writes B beats, plane line p on beat p: one INCR burst of B beats when
+  R = 1 (planes of a block are consecutive lines), B one-beat bursts at stride R when R > 1. Flush causes, in RwD order: B
   lines joined; a writable RwD of another block or of the raw view in held; an idle boundary; a region-table
   write (`regions_written`); a read of the block in the read engine's dispatch (`block_query`). The stage holds b_max plane lines, so the
   next block gathers while the previous one is written: whole blocks stream at one line per cycle.
@@ -42,12 +46,12 @@ register and AXI AW/W leave through OutputBuffers, hdl/stream_buffers.py, so eve
   otherwise the mark rides with the next RwD accepted (`flush_before`, through the skid), so the flush falls
   exactly between the same two RwDs whatever the backpressure: the testbench predicts it from the port
   handshakes (golden.device.gather_idle_boundary). It bounds the time to every Cmp.
-- In-flight table (`max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed block takes an
-  entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to b_max); the entry
-  counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle, and the entry is
-  freed after the last. BREADY is always 1.
-- Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's (region, block)
-  record (its raw line, or its flushed block's B plane lines) is entered in the poison list (through
+- In-flight table (WriteTable, `max_outstanding` entries, at most 2**axi_id_bits): a raw write or a flushed
+  block takes an entry (its index is the AWID of its bursts) with the tags and LD-IDs of its writes (up to
+  b_max); the entry counts the B responses still due; when it reaches 0 the entry's Cmps leave, one per cycle,
+  and the entry is freed after the last. BREADY is always 1.
+- Backend errors (DEVICE.md §4): a B response with BRESP != OKAY marks its entry; the entry's record (WriteTable
+  `failed`: its raw line, or its flushed block's B plane lines) is entered in the poison list (through
   `poison_insert`; a pending error insert has the port first and a
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
@@ -82,15 +86,18 @@ Requires W/B >= 8 for every B <= b_max (a plane slice of whole bytes): data_widt
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array, unsigned
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import (
-    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS, SUPPORTED_B,
+    ControllerParams, Counter, N_COUNTERS, View, RwdOpcode, NdrOpcode, META_FIELD_NO_OP, RWD_READS,
     WRITE_GATHER_IDLE_CYCLES,
 )
-from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
+from smartquant.hdl.backend.axi import AxiWriteSignature
+from smartquant.hdl.backend.axi_writer import AxiWriter
+from smartquant.hdl.engine.write_table import WriteTable
+from smartquant.hdl.engine.gather_buffer import GatherBuffer
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -101,6 +108,7 @@ from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
 )
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
+from smartquant.hdl.bits import popcount
 
 
 # the event counters this unit drives (every other entry of `events` is 0)
@@ -108,16 +116,6 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
                                Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
                                Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
                                Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
-
-
-def popcount(bits):
-    """Number of set bits of a value (an adder tree, balanced so its depth is log2 of the width)."""
-    terms = [bits[i] for i in range(len(bits))]
-    if not terms:
-        return Const(0, 1)
-    while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
-    return terms[0]
 
 
 class WritePath(wiring.Component):
@@ -162,10 +160,8 @@ class WritePath(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        W = p.data_width
         line_bytes = p.line_bytes
         lb = line_bits(p)
-        b_options = [B for B in SUPPORTED_B if B <= p.b_max]
         G = p.b_max                      # lines a gathered block holds (and Cmps an in-flight entry owes)
         n_entries = self.max_outstanding
         idle_limit = self.gather_idle_cycles
@@ -274,163 +270,31 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
-        # Weight-major transpose and strobes, fixed wiring per B, muxed by the region's B: plane p's slice,
-        # replicated across a line (`plane_copies[p]`), is what line j adds to plane line p where WSTRB picks
-        # copy j, so the gather buffer merges lines with byte masks only (no shifter).
-        plane_copies = [Signal(W, name=f"plane{plane}_copies") for plane in range(G)]
-        slice_strobe = Signal(line_bytes)
-        partial_groups = Signal(range(line_bytes + 1))
-        with m.Switch(decoded.log2_b):
-            for B in b_options:
-                with m.Case(B.bit_length() - 1):
-                    per_slice = W // B           # weights per weight-major line = bits per plane slice
-                    n_groups = per_slice // 8    # plane bytes per slice = B-byte groups per line
-                    for plane in range(B):
-                        plane_slice = Cat(*(held.data[weight * B + B - 1 - plane] for weight in range(per_slice)))
-                        m.d.comb += plane_copies[plane].eq(plane_slice.replicate(B))
-                    groups = [byte_enable[g * B:(g + 1) * B] for g in range(n_groups)]
-                    group_full = Cat(*(group.all() for group in groups))
-                    group_partial = Cat(*(group.any() & ~group.all() for group in groups))
-                    m.d.comb += [
-                        slice_strobe.eq(Cat(*(group_full & (decoded.line_in_slot == j).replicate(n_groups)
-                                              for j in range(B)))),
-                        partial_groups.eq(popcount(group_partial)),
-                    ]
-        strobe_bits = Signal(W)
-        m.d.comb += strobe_bits.eq(Cat(*(slice_strobe[i].replicate(8) for i in range(line_bytes))))
         wm_first_line = Signal(lb)
         m.d.comb += wm_first_line.eq(plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
                                                 decoded.log2_b, decoded.log2_r, lb))
 
         # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
-        gather_valid = Signal()
-        gather_region = Signal.like(decoded.region)
-        gather_block = Signal(lb)
-        gather_first_line = Signal(lb)
-        gather_log2_b = Signal(3)
-        gather_log2_r = Signal(3)
-        gather_count = Signal(range(G + 1))
-        gather_planes = [Signal(W, name=f"gather_plane{plane}") for plane in range(G)]
-        gather_strobe = Signal(line_bytes)
-        gather_tag = [Signal(16, name=f"gather_tag{i}") for i in range(G)]
-        gather_ld_id = [Signal(4, name=f"gather_ld_id{i}") for i in range(G)]
-        gather_poisoned = Signal()   # a gathered line had poison = 1: its record is in, the flush clears nothing
-        # gather_count == B, kept as a flag set when the B-th line joins (the count's compare stays off the flush
-        # decision, which fans out to the stage, the gather buffer and the in-flight table)
-        gather_full = Signal()
+        m.submodules.gather_buffer = gather_buffer = GatherBuffer(p)
+        gathered = gather_buffer.gathered
         flush_request = Signal()   # flush before any later line joins (idle boundary, region-table write)
 
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
-        entry_used = [Signal(name=f"entry{i}_used") for i in range(n_entries)]
-        entry_tag = [[Signal(16, name=f"entry{i}_tag{j}") for j in range(G)] for i in range(n_entries)]
-        entry_ld_id = [[Signal(4, name=f"entry{i}_ld_id{j}") for j in range(G)] for i in range(n_entries)]
-        entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
-        entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
-        entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
-        entry_region = [Signal.like(decoded.region, name=f"entry{i}_region") for i in range(n_entries)]
-        entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
-        # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
-        entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
-        entry_log2_stride = [Signal(3, name=f"entry{i}_log2_stride") for i in range(n_entries)]
-        entry_mask = [Signal(MASK_BITS, name=f"entry{i}_mask") for i in range(n_entries)]
-        # a B response of the write failed and its record is not yet in the poison list
-        entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
-        entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
-        for i in range(n_entries):
-            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
+        m.submodules.write_table = table = WriteTable(p, n_entries)
+        free_entry = table.free_id
+        have_free = table.allocate.ready   # from registers only, like the stage's
+        m.d.comb += self.outstanding.eq(table.outstanding)
 
-        free_entry = Signal(range(n_entries))
-        have_free = Signal()
-        for i in reversed(range(n_entries)):     # lowest free entry
-            with m.If(~entry_used[i]):
-                m.d.comb += [free_entry.eq(i), have_free.eq(1)]
-        done_entry = Signal(range(n_entries))
-        have_done = Signal()
-        for i in reversed(range(n_entries)):
-            with m.If(entry_done[i]):
-                m.d.comb += [done_entry.eq(i), have_done.eq(1)]
-        m.d.comb += self.outstanding.eq(popcount(Cat(*entry_used)))
-
-        # ---- issue stage: the write whose AW and W beats are being sent ---------------------------------
-        stage_busy = Signal()
-        stage_one_burst = Signal()
-        stage_entry = Signal(range(n_entries))
-        stage_first_line = Signal(lb)
-        stage_log2_r = Signal(3)
-        stage_n_beats = Signal(range(17))
-        stage_n_bursts = Signal(range(17))
-        stage_data = Signal(G * W)      # beat p at bits [p*W, (p+1)*W): the raw line, or plane line p
-        stage_strobe = Signal(line_bytes)
-        aw_sent = Signal(range(17))
-        w_sent = Signal(range(17))
-        # Flags of the counters kept as registers beside them (set on load, updated per AW / W queued), so the
-        # stage's free test (on the flush decision's path) is an AND of flip-flops:
-        # aw_pending = stage_busy & (aw_sent != stage_n_bursts), aw_last = (aw_sent + 1 == stage_n_bursts),
-        # and likewise for W.
-        aw_pending = Signal()
-        w_pending = Signal()
-        aw_last = Signal()
-        w_last = Signal()
-
-        # AW and W leave through output buffers (two entries each): AXI valid and payload are registers, and the
-        # issue stage sees only the buffers' registered ready, so no combinational path runs from
-        # AWREADY/WREADY back to rwd.ready, yet the next write loads in the cycle its predecessor queues its
-        # last beat.
-        aw_layout = data.StructLayout({"id": p.axi_id_bits, "line": lb, "len": 8})
-        w_layout = data.StructLayout({"data": W, "strb": line_bytes, "last": 1})
-        m.submodules.aw_buffer = aw_buffer = OutputBuffer(aw_layout)
-        m.submodules.w_buffer = w_buffer = OutputBuffer(w_layout)
-        aw_out = aw_buffer.o.p
-        w_out = w_buffer.o.p
-        axsize = (line_bytes - 1).bit_length()
-        m.d.comb += [
-            axi.awvalid.eq(aw_buffer.o.valid),
-            aw_buffer.o.ready.eq(axi.awready),
-            axi.awid.eq(aw_out.id),
-            axi.awaddr.eq(Cat(Const(0, p.line_offset_bits), aw_out.line)),
-            axi.awlen.eq(aw_out.len),
-            axi.awsize.eq(axsize),
-            axi.awburst.eq(AXI_BURST_INCR),
-            axi.wvalid.eq(w_buffer.o.valid),
-            w_buffer.o.ready.eq(axi.wready),
-            axi.wdata.eq(w_out.data),
-            axi.wstrb.eq(w_out.strb),
-            axi.wlast.eq(w_out.last),
-        ]
-
-        aw_next = Signal(aw_layout)
-        m.d.comb += [
-            aw_next.id.eq(stage_entry),
-            aw_next.line.eq((stage_first_line + (aw_sent << stage_log2_r))[:lb]),
-            aw_next.len.eq(Mux(stage_one_burst, stage_n_beats - 1, 0)),
-            aw_buffer.i.p.eq(aw_next),
-            aw_buffer.i.valid.eq(aw_pending),
-        ]
-        with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
-            m.d.sync += [aw_sent.eq(aw_sent + 1), aw_pending.eq(~aw_last), aw_last.eq(aw_sent + 2 == stage_n_bursts)]
-
-        w_next = Signal(w_layout)
-        m.d.comb += [
-            w_next.data.eq(stage_data.word_select(w_sent[:max(1, (G - 1).bit_length())], W)),
-            w_next.strb.eq(stage_strobe),
-            w_next.last.eq(~stage_one_burst | w_last),
-            w_buffer.i.p.eq(w_next),
-            w_buffer.i.valid.eq(w_pending),
-        ]
-        with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += [w_sent.eq(w_sent + 1), w_pending.eq(~w_last), w_last.eq(w_sent + 2 == stage_n_beats)]
-
-        # The stage takes the next write once this cycle queues the last AW and W of the current one.
-        stage_free = Signal()
-        m.d.comb += stage_free.eq(
-            (~aw_pending | (aw_last & aw_buffer.i.ready))
-            & (~w_pending | (w_last & w_buffer.i.ready)))
+        # ---- AXI writer: the issue stage (one raw write or flushed block) and the AW / W / B channels -------
+        m.submodules.axi_writer = axi_writer = AxiWriter(p, G)
+        wiring.connect(m, axi_writer.axi, wiring.flipped(axi))
+        write = axi_writer.write
+        stage_free = write.ready   # from registers only: the flush decision below reads it
 
         # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
-        # A failed write's poison insert waits for no one: a poisoned write stays in held while one is pending
-        # (have_error is defined with the in-flight table's error flags below).
-        have_error = Signal()
-        poison_blocked = held.poison & have_error
+        # A failed write's poison insert waits for no one: a poisoned write stays in held while the table has
+        # a failed record to hand out.
+        poison_blocked = held.poison & table.failed.valid
         # A CSR poison command takes the poison ports for one cycle in which nothing leaves held and no flush
         # starts (so no write's insert or clear meets it); it is a rare host action, so writes lose one cycle.
         command_pending = Signal()
@@ -441,15 +305,14 @@ class WritePath(wiring.Component):
                          command_line.eq(self.poison_command.line)]
         with m.Elif(command_pending):
             m.d.sync += command_pending.eq(0)
-        same_block = gather_valid & (gather_region == decoded.region) & (gather_block == held_block)
+        same_block = gathered.valid & (gathered.region == decoded.region) & (gathered.block == held_block)
         # the gathered block must go out first: the held write is raw (kept in order with the block's plane
         # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
         evicting = held_valid & writable & (is_raw | ~same_block | held_flush_before)
         flush_cause = Signal()
-        m.d.comb += flush_cause.eq(gather_full | flush_request | evicting)
+        m.d.comb += flush_cause.eq(gathered.full | flush_request | evicting)
         do_flush = Signal()
-        m.d.comb += do_flush.eq(gather_valid & flush_cause & stage_free & have_free & ~command_pending)
-        gather_empty_now = ~gather_valid | do_flush
+        m.d.comb += do_flush.eq(gathered.valid & flush_cause & stage_free & have_free & ~command_pending)
         # a line of the block the read in dispatch names waits until that read has gone: a read held there
         # for the block's flush would otherwise flush each later line of the block on its own, and could be
         # held as long as the lines keep coming
@@ -457,66 +320,31 @@ class WritePath(wiring.Component):
                            & (self.block_query.block == held_block))
         join = Signal()
         m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
-                            & (do_flush | ~gather_valid
-                               | (same_block & ~held_flush_before & ~gather_full & ~flush_request)))
+                            & (do_flush | ~gathered.valid
+                               | (same_block & ~held_flush_before & ~gathered.full & ~flush_request)))
         load_raw = Signal()
-        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gather_valid & stage_free & have_free
+        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gathered.valid & stage_free & have_free
                                 & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 
-        with m.If(do_flush):   # after the counter updates above: a new write restarts them at 0
-            m.d.sync += [
-                stage_one_burst.eq(gather_log2_r == 0),
-                stage_first_line.eq(gather_first_line),
-                stage_log2_r.eq(gather_log2_r),
-                stage_n_beats.eq(Const(1, 5) << gather_log2_b),
-                stage_n_bursts.eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
-                # B >= 2 beats; one burst when R = 1, else B
-                w_last.eq(0),
-                aw_last.eq(gather_log2_r == 0),
-                stage_data.eq(Cat(*gather_planes)),
-                stage_strobe.eq(gather_strobe),
-            ]
-        with m.Elif(load_raw):
-            m.d.sync += [
-                stage_one_burst.eq(1),
-                stage_first_line.eq(decoded.raw_line),
-                stage_log2_r.eq(0),
-                stage_n_beats.eq(1),
-                stage_n_bursts.eq(1),
-                w_last.eq(1),
-                aw_last.eq(1),
-                stage_data[:W].eq(held.data),
-                stage_strobe.eq(byte_enable),
-            ]
-        with m.If(load_stage):
-            m.d.sync += [stage_busy.eq(1), stage_entry.eq(free_entry), aw_sent.eq(0), w_sent.eq(0),
-                         aw_pending.eq(1), w_pending.eq(1)]
-        with m.Elif(stage_free):
-            m.d.sync += stage_busy.eq(0)
+        # a raw write, or a flushed block: plane line p on beat p (beats past a raw write's one are never sent)
+        m.d.comb += [
+            write.valid.eq(load_stage),
+            write.p.id.eq(free_entry),
+            write.p.line.eq(Mux(do_flush, gathered.first_line, decoded.raw_line)),
+            write.p.log2_r.eq(Mux(do_flush, gathered.log2_r, 0)),
+            write.p.log2_beats.eq(Mux(do_flush, gathered.log2_b, 0)),
+            write.p.data.eq(Cat(Mux(do_flush, gathered.planes[0], held.data), *(gathered.planes[i] for i in range(1, G)))),
+            write.p.strobe.eq(Mux(do_flush, gathered.strobe, byte_enable)),
+        ]
 
-        # gather buffer update: a joining line starts a new block when the buffer is empty (or leaves this cycle)
-        with m.If(join):
-            slot = Mux(gather_empty_now, 0, gather_count)
-            m.d.sync += [
-                gather_valid.eq(1),
-                gather_count.eq(slot + 1),
-                gather_full.eq(slot + 1 == (Const(1, 5) << Mux(gather_empty_now, decoded.log2_b, gather_log2_b))),
-                gather_strobe.eq(Mux(gather_empty_now, 0, gather_strobe) | slice_strobe),
-                gather_poisoned.eq(Mux(gather_empty_now, 0, gather_poisoned) | held.poison),
-            ]
-            for plane in range(G):
-                m.d.sync += gather_planes[plane].eq((gather_planes[plane] & ~strobe_bits)
-                                                    | (plane_copies[plane] & strobe_bits))
-            for i in range(G):
-                with m.If(slot == i):
-                    m.d.sync += [gather_tag[i].eq(held.tag), gather_ld_id[i].eq(held.ld_id)]
-            with m.If(gather_empty_now):
-                m.d.sync += [gather_region.eq(decoded.region), gather_block.eq(held_block),
-                             gather_first_line.eq(wm_first_line), gather_log2_b.eq(decoded.log2_b),
-                             gather_log2_r.eq(decoded.log2_r)]
-        with m.Elif(do_flush):
-            m.d.sync += [gather_valid.eq(0), gather_full.eq(0)]
+        # the line in held joins the gather buffer (a line joining as the buffer flushes starts the next block)
+        joining_line = {"valid": join, "data": held.data, "byte_enable": byte_enable,
+                        "line_in_block": decoded.line_in_slot, "log2_b": decoded.log2_b, "log2_r": decoded.log2_r,
+                        "first_line": wm_first_line, "region": decoded.region, "block": held_block, "tag": held.tag,
+                        "ld_id": held.ld_id, "poison": held.poison}
+        m.d.comb += [getattr(gather_buffer.join, name).eq(value) for name, value in joining_line.items()]
+        m.d.comb += gather_buffer.flush.eq(do_flush)
 
         # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
         # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
@@ -526,21 +354,13 @@ class WritePath(wiring.Component):
         # its failed write's poison insert): the `landed` invalidation and the poison-list insert, both
         # registered, have then taken effect before the read dispatches.
         query = self.block_query
-        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
-        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
-        for i in range(n_entries):
-            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
-                                            & ((entry_due[i] != 0) | entry_error[i]))
-            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+        m.d.comb += table.block_query.eq(query)
         query_gathered = Signal()
         query_landing = Signal()
         m.d.comb += [
-            query_gathered.eq(query.valid & gather_valid & (gather_region == query.region)
-                              & (gather_block == query.block)),
-            query_landing.eq(query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i]
-                                                 & entry_gathered[i] & (entry_region[i] == query.region)
-                                                 & (entry_block[i] == query.block)
-                                                 for i in range(n_entries))).any()),
+            query_gathered.eq(query.valid & gathered.valid & (gathered.region == query.region)
+                              & (gathered.block == query.block)),
+            query_landing.eq(table.query_landing),
             self.block_busy.eq(query_gathered | query_landing),
         ]
 
@@ -552,7 +372,7 @@ class WritePath(wiring.Component):
         # (a query in the cycle its block is flushed asks nothing more: the request would flush the next block)
         with m.If(boundary_now | self.regions_written | (drop & held_flush_before) | (query_gathered & ~do_flush)):
             m.d.sync += flush_request.eq(1)
-        with m.Elif(do_flush | ~gather_valid):
+        with m.Elif(do_flush | ~gathered.valid):
             m.d.sync += flush_request.eq(0)
         with m.If(idle_fire | rearm):
             m.d.sync += boundary_pending.eq(1)
@@ -560,21 +380,12 @@ class WritePath(wiring.Component):
             m.d.sync += boundary_pending.eq(0)
 
         # ---- NDR register: completed writes first, then a dropped write --------------------------------
-        m.d.comb += axi.bready.eq(1)
-        b_fire = axi.bvalid & axi.bready
         ndr = self.ndr
-        complete = Signal()
-        done_slot = Signal(range(G))   # the done entry's next Cmp: its last gathered write still owed
-        m.d.comb += done_slot.eq(Array(entry_cmps)[done_entry] - 1)
+        m.d.comb += table.cmp.ready.eq(~ndr.valid | ndr.ready)
         with m.If(~ndr.valid | ndr.ready):
-            with m.If(have_done):
-                m.d.comb += complete.eq(1)
-                m.d.sync += [
-                    ndr.valid.eq(1),
-                    ndr.p.opcode.eq(NdrOpcode.CMP),
-                    ndr.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
-                    ndr.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
-                ]
+            with m.If(table.cmp.valid):
+                m.d.sync += [ndr.valid.eq(1), ndr.p.opcode.eq(NdrOpcode.CMP), ndr.p.tag.eq(table.cmp.p.tag),
+                             ndr.p.ld_id.eq(table.cmp.p.ld_id)]
             with m.Elif(held_valid & ~writable & ~command_pending):
                 m.d.comb += drop.eq(1)
                 # a dropped RwD gets Cmp, except BIConflict: BI-ConflictAck (DEVICE.md §4)
@@ -590,40 +401,27 @@ class WritePath(wiring.Component):
         ]
         m.d.comb += held_leaves.eq(join | load_raw | drop)
 
-        b_error = b_fire & (axi.bresp != AXI_RESP_OKAY)
-        error_entry = Signal(range(n_entries))   # lowest entry whose failed block still waits for its insert
-        for i in reversed(range(n_entries)):
-            with m.If(entry_error[i]):
-                m.d.comb += [error_entry.eq(i), have_error.eq(1)]
+        # B responses go to the table (BREADY is always 1: every B response has its entry)
+        wiring.connect(m, axi_writer.b, table.b)
+        b_error = axi_writer.b.valid & axi_writer.b.p.error
         # A failed write's insert has the port first (a poisoned write waits in held meanwhile, see join and
         # load_raw): each pending error takes one cycle, so neither side waits longer than the table is deep.
-        error_insert = have_error & ~command_pending
-        for i in range(n_entries):
-            with m.If(error_insert & (error_entry == i)):
-                m.d.sync += entry_error[i].eq(0)
-            with m.If(b_error & (axi.bid == i) & entry_used[i]):   # after the clear: a new failure wins
-                m.d.sync += entry_error[i].eq(1)
-            with m.If(load_stage & (free_entry == i)):
-                m.d.sync += [entry_used[i].eq(1), entry_gathered[i].eq(do_flush)]
-                with m.If(do_flush):
-                    m.d.sync += [entry_cmps[i].eq(gather_count),
-                                 entry_due[i].eq(Mux(gather_log2_r == 0, 1, Const(1, 5) << gather_log2_b)),
-                                 entry_region[i].eq(gather_region), entry_block[i].eq(gather_block),
-                                 entry_first_line[i].eq(gather_first_line), entry_log2_stride[i].eq(gather_log2_r),
-                                 entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << gather_log2_b)) - 1)]
-                    m.d.sync += [entry_tag[i][j].eq(gather_tag[j]) for j in range(G)]
-                    m.d.sync += [entry_ld_id[i][j].eq(gather_ld_id[j]) for j in range(G)]
-                with m.Else():
-                    m.d.sync += [entry_cmps[i].eq(1), entry_due[i].eq(1), entry_region[i].eq(decoded.region),
-                                 entry_block[i].eq(held_block), entry_tag[i][0].eq(held.tag),
-                                 entry_ld_id[i][0].eq(held.ld_id), entry_first_line[i].eq(decoded.raw_line),
-                                 entry_log2_stride[i].eq(0), entry_mask[i].eq(1)]
-            with m.Elif(complete & (done_entry == i)):
-                m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
-                with m.If(entry_cmps[i] == 1):
-                    m.d.sync += entry_used[i].eq(0)
-            with m.Elif(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] != 0)):
-                m.d.sync += entry_due[i].eq(entry_due[i] - 1)
+        m.d.comb += table.failed.ready.eq(~command_pending)
+        error_insert = table.failed.valid & table.failed.ready
+
+        # a raw write, or a flushed block, takes the free entry (its tags in write order)
+        m.d.comb += [
+            table.allocate.valid.eq(load_stage),
+            table.allocate.p.gathered.eq(do_flush),
+            table.allocate.p.cmps.eq(Mux(do_flush, gathered.count, 1)),
+            table.allocate.p.region.eq(Mux(do_flush, gathered.region, decoded.region)),
+            table.allocate.p.block.eq(Mux(do_flush, gathered.block, held_block)),
+            table.allocate.p.line.eq(write.p.line),
+            table.allocate.p.log2_r.eq(write.p.log2_r),
+            table.allocate.p.log2_beats.eq(write.p.log2_beats),
+            table.allocate.p.tags.eq(Cat(Mux(do_flush, gathered.tags[0], held.tag), *(gathered.tags[i] for i in range(1, G)))),
+            table.allocate.p.ld_ids.eq(Cat(Mux(do_flush, gathered.ld_ids[0], held.ld_id), *(gathered.ld_ids[i] for i in range(1, G)))),
+        ]
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------
         enters = join | load_raw
@@ -638,23 +436,21 @@ class WritePath(wiring.Component):
         with m.If(command_pending):
             m.d.sync += [insert.first.eq(command_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
         with m.Elif(error_insert):
-            m.d.sync += [insert.first.eq(Array(entry_first_line)[error_entry]),
-                         insert.log2_stride.eq(Array(entry_log2_stride)[error_entry]),
-                         insert.mask.eq(Array(entry_mask)[error_entry])]
+            m.d.sync += insert.eq(table.failed.p)
         with m.Elif(is_raw):
             m.d.sync += [insert.first.eq(decoded.raw_line), insert.log2_stride.eq(0), insert.mask.eq(1)]
         with m.Else():
             m.d.sync += [insert.first.eq(wm_first_line), insert.log2_stride.eq(decoded.log2_r),
                          insert.mask.eq(block_mask)]
         clear = self.poison_clear.lines
-        flush_clears = do_flush & (gather_strobe == (1 << line_bytes) - 1) & ~gather_poisoned
+        flush_clears = do_flush & (gathered.strobe == (1 << line_bytes) - 1) & ~gathered.poisoned
         raw_clears = load_raw & ~held.poison & (byte_enable == (1 << line_bytes) - 1)
         m.d.sync += self.poison_clear.valid.eq((command_pending & command_clear) | flush_clears | raw_clears)
         with m.If(command_pending):
             m.d.sync += [clear.first.eq(command_line), clear.log2_stride.eq(0), clear.count.eq(1)]
         with m.Elif(do_flush):
-            m.d.sync += [clear.first.eq(gather_first_line), clear.log2_stride.eq(gather_log2_r),
-                         clear.count.eq(Const(1, 5) << gather_log2_b)]
+            m.d.sync += [clear.first.eq(gathered.first_line), clear.log2_stride.eq(gathered.log2_r),
+                         clear.count.eq(Const(1, 5) << gathered.log2_b)]
         with m.Else():
             m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1)]
         m.d.sync += [
@@ -664,11 +460,7 @@ class WritePath(wiring.Component):
         ]
         # `landed`: the write's last B response arrives (registered, like `invalidate`): two cycles before its
         # Cmp can leave the NDR register, so the read engine drops slots filled while the write was in flight
-        m.d.sync += self.landed.valid.eq(0)
-        for i in range(n_entries):
-            with m.If(b_fire & (axi.bid == i) & entry_used[i] & (entry_due[i] == 1)):
-                m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
-                             self.landed.block.eq(entry_block[i])]
+        m.d.comb += self.landed.eq(table.landed)
         events = self.events
         m.d.sync += events.eq(0)
         m.d.sync += events[Counter.AXI_ERRORS].eq(b_error)
@@ -681,14 +473,14 @@ class WritePath(wiring.Component):
                 events[Counter.NXM_WRITES].eq(unmapped),
                 events[Counter.WR_DROPPED].eq(read_only),
                 events[Counter.POISON_WRITES].eq(writable & held.poison),
-                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(join, partial_groups, 0)),
+                events[Counter.WR_PARTIAL_GROUPS].eq(Mux(join, gather_buffer.partial_groups, 0)),
             ]
         # the DRAM traffic is counted when it is committed to the stage: a raw line, or a gathered block
         with m.If(do_flush):
-            gathered_beats = Const(1, 5) << gather_log2_b
+            gathered_beats = Const(1, 5) << gathered.log2_b
             m.d.sync += [
                 events[Counter.DRAM_LINES_WRITTEN].eq(gathered_beats),
-                events[Counter.WRITE_BURSTS].eq(Mux(gather_log2_r == 0, 1, gathered_beats)),
+                events[Counter.WRITE_BURSTS].eq(Mux(gathered.log2_r == 0, 1, gathered_beats)),
             ]
         with m.Elif(load_raw):
             m.d.sync += [
@@ -696,10 +488,9 @@ class WritePath(wiring.Component):
                 events[Counter.WRITE_BURSTS].eq(1),
             ]
         # bytes_strobed per W beat as it is queued (a whole block's count would not fit an 8-bit event)
-        with m.If(w_buffer.i.valid & w_buffer.i.ready):
-            m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(stage_strobe))
+        with m.If(axi_writer.strobe_queued.valid):
+            m.d.sync += events[Counter.BYTES_STROBED].eq(popcount(axi_writer.strobe_queued.strobe))
 
-        m.d.comb += self.busy.eq(held_valid | stage_busy | Cat(*entry_used).any() | ndr.valid | gather_valid
-                                 | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready | ~w_buffer.i.ready
+        m.d.comb += self.busy.eq(held_valid | axi_writer.busy | table.busy | ndr.valid | gathered.valid
                                  | rwd_in.valid | fill_pending)
         return m

@@ -1,0 +1,197 @@
+"""WriteTable: the write path's in-flight table (B response counting, error marking, Cmp per tag, `landed`),
+docs/DEVICE.md §4.
+
+  allocate (a raw write or a flushed block) --> [entry e: its tags / LD-IDs, B responses still due] <-- b (BID = e)
+                                                     | all B responses in, no error pending
+                                                     v
+                                                    cmp (one per write of the entry, one per cycle)
+
+- An entry (`entries` of them; its index is the AWID of its bursts, `free_id`: the lowest free one, `allocate.ready`:
+  one is free) holds the tags and LD-IDs of its writes (`cmps` of them, up to b_max), its (region, block), whether
+  it is a flushed block (`gathered`) and its poison record (the raw line, or the block's 1 << log2_beats plane
+  lines from `line` at stride 1 << log2_r). It counts the B responses still due: 1 for one burst (log2_r = 0),
+  else one per beat. `b.ready` is always 1 (every B response has its entry).
+- When the count reaches 0 the entry's Cmps leave on `cmp` (the lowest such entry first; within it the last
+  write first), and the entry is freed after the last.
+- A B response with an error marks its entry: its record leaves on `failed` (the lowest marked entry first)
+  for the poison list, and the entry's Cmps wait until it has gone, so a read the host sends after a Cmp
+  already sees the poison. A new failure of the same entry in the cycle its record leaves marks it again.
+- `landed`: the (region, block) of a flushed block whose last B response arrived, registered (two cycles before
+  its first Cmp can leave the write path's NDR register).
+- `query_landing`: `block_query` names a flushed block whose B responses are not all in or whose record is
+  not yet in the poison list, or was so one cycle ago (so the registered `landed` invalidation and the poison
+  insert act first); only register compares sit before it.
+- `outstanding`: the entries in use; `busy`: one is.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import ControllerParams
+from smartquant.hdl.backend.axi_writer import b_response_layout
+from smartquant.hdl.bits import popcount
+from smartquant.hdl.engine.address_map import region_index_bits
+from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
+
+
+def allocation_layout(params: ControllerParams) -> data.StructLayout:
+    """One write taking an entry: `cmps` tags and LD-IDs (tags[0] first), its (region, block), `gathered` (a
+    flushed block, which `block_query` can name), and its lines: 1 << log2_beats from `line` at stride
+    1 << log2_r (as the AXI writer writes them)."""
+    return data.StructLayout({
+        "gathered": 1, "cmps": range(params.b_max + 1),
+        "region": region_index_bits(params), "block": params.line_bits,
+        "line": params.line_bits, "log2_r": 3, "log2_beats": 3,
+        "tags": data.ArrayLayout(16, params.b_max), "ld_ids": data.ArrayLayout(4, params.b_max),
+    })
+
+
+def cmp_layout() -> data.StructLayout:
+    return data.StructLayout({"tag": 16, "ld_id": 4})
+
+
+class WriteTable(wiring.Component):
+    """`allocate` (ready from registers only: an entry is free; it takes entry `free_id`), `b` (B responses,
+    always taken), `cmp` (completions), `failed` (poison records of entries whose write failed)."""
+
+    def __init__(self, params: ControllerParams, entries: int):
+        if not 1 <= entries <= 1 << params.axi_id_bits:
+            self._MustUse__silence = True   # a refused instance is not an unused design
+            raise ValueError(f"entries must be in 1..{1 << params.axi_id_bits} (one AWID each), got {entries}")
+        self.params = params
+        self.entries = entries
+        super().__init__({
+            "allocate": In(stream.Signature(allocation_layout(params))),
+            "free_id": Out(range(entries)),
+            "b": In(stream.Signature(b_response_layout(params))),
+            "cmp": Out(stream.Signature(cmp_layout())),
+            "failed": Out(stream.Signature(poison_record_layout(params))),
+            "block_query": In(block_event_layout(params)),
+            "query_landing": Out(1),
+            "landed": Out(block_event_layout(params)),
+            "outstanding": Out(range(entries + 1)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        lb = p.line_bits
+        G = p.b_max
+        n_entries = self.entries
+        new = self.allocate.p
+        b = self.b
+
+        entry_used = [Signal(name=f"entry{i}_used") for i in range(n_entries)]
+        entry_tag = [[Signal(16, name=f"entry{i}_tag{j}") for j in range(G)] for i in range(n_entries)]
+        entry_ld_id = [[Signal(4, name=f"entry{i}_ld_id{j}") for j in range(G)] for i in range(n_entries)]
+        entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
+        entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
+        entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
+        entry_region = [Signal(region_index_bits(p), name=f"entry{i}_region") for i in range(n_entries)]
+        entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
+        # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
+        entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
+        entry_log2_stride = [Signal(3, name=f"entry{i}_log2_stride") for i in range(n_entries)]
+        entry_mask = [Signal(MASK_BITS, name=f"entry{i}_mask") for i in range(n_entries)]
+        # a B response of the write failed and its record is not yet in the poison list
+        entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
+        entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
+        for i in range(n_entries):
+            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
+
+        free_entry = Signal(range(n_entries))
+        have_free = Signal()
+        for i in reversed(range(n_entries)):     # lowest free entry
+            with m.If(~entry_used[i]):
+                m.d.comb += [free_entry.eq(i), have_free.eq(1)]
+        done_entry = Signal(range(n_entries))
+        have_done = Signal()
+        for i in reversed(range(n_entries)):
+            with m.If(entry_done[i]):
+                m.d.comb += [done_entry.eq(i), have_done.eq(1)]
+        error_entry = Signal(range(n_entries))   # lowest entry whose failed write still waits for its insert
+        have_error = Signal()
+        for i in reversed(range(n_entries)):
+            with m.If(entry_error[i]):
+                m.d.comb += [error_entry.eq(i), have_error.eq(1)]
+        m.d.comb += [
+            self.allocate.ready.eq(have_free),
+            self.free_id.eq(free_entry),
+            self.outstanding.eq(popcount(Cat(*entry_used))),
+            self.busy.eq(Cat(*entry_used).any()),
+            b.ready.eq(1),
+        ]
+
+        # ---- Cmps of the done entry: its last write still owed first ----------------------------------
+        done_slot = Signal(range(G))
+        m.d.comb += [
+            done_slot.eq(Array(entry_cmps)[done_entry] - 1),
+            self.cmp.valid.eq(have_done),
+            self.cmp.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
+            self.cmp.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
+        ]
+        complete = self.cmp.valid & self.cmp.ready
+
+        # ---- failed writes' poison records ------------------------------------------------------------
+        m.d.comb += [
+            self.failed.valid.eq(have_error),
+            self.failed.p.first.eq(Array(entry_first_line)[error_entry]),
+            self.failed.p.log2_stride.eq(Array(entry_log2_stride)[error_entry]),
+            self.failed.p.mask.eq(Array(entry_mask)[error_entry]),
+        ]
+        error_insert = self.failed.valid & self.failed.ready
+
+        # ---- entries: allocate, count B responses down, hand Cmps out -----------------------------------
+        b_fire = b.valid & b.ready
+        b_error = b_fire & b.p.error
+        allocating = self.allocate.valid & self.allocate.ready
+        one_burst = new.log2_r == 0
+        for i in range(n_entries):
+            with m.If(error_insert & (error_entry == i)):
+                m.d.sync += entry_error[i].eq(0)
+            with m.If(b_error & (b.p.id == i) & entry_used[i]):   # after the clear: a new failure wins
+                m.d.sync += entry_error[i].eq(1)
+            with m.If(allocating & (free_entry == i)):
+                m.d.sync += [
+                    entry_used[i].eq(1),
+                    entry_gathered[i].eq(new.gathered),
+                    entry_cmps[i].eq(new.cmps),
+                    entry_due[i].eq(Mux(one_burst, 1, Const(1, 5) << new.log2_beats)),
+                    entry_region[i].eq(new.region),
+                    entry_block[i].eq(new.block),
+                    entry_first_line[i].eq(new.line),
+                    entry_log2_stride[i].eq(new.log2_r),
+                    entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << new.log2_beats)) - 1),
+                ]
+                m.d.sync += [entry_tag[i][j].eq(new.tags[j]) for j in range(G)]
+                m.d.sync += [entry_ld_id[i][j].eq(new.ld_ids[j]) for j in range(G)]
+            with m.Elif(complete & (done_entry == i)):
+                m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
+                with m.If(entry_cmps[i] == 1):
+                    m.d.sync += entry_used[i].eq(0)
+            with m.Elif(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] != 0)):
+                m.d.sync += entry_due[i].eq(entry_due[i] - 1)
+
+        # `landed`: the last B response of an entry arrives (registered)
+        m.d.sync += self.landed.valid.eq(0)
+        for i in range(n_entries):
+            with m.If(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] == 1)):
+                m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
+                             self.landed.block.eq(entry_block[i])]
+
+        # ---- block query: a flushed block still landing, or landed one cycle ago ----------------------
+        query = self.block_query
+        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
+        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
+        for i in range(n_entries):
+            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
+                                            & ((entry_due[i] != 0) | entry_error[i]))
+            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+        m.d.comb += self.query_landing.eq(
+            query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i] & entry_gathered[i]
+                                & (entry_region[i] == query.region) & (entry_block[i] == query.block)
+                                for i in range(n_entries))).any())
+        return m
