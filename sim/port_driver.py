@@ -304,8 +304,6 @@ class Sink:
 
     def sample(self, status: int) -> None:
         valid = status & self.valid_mask
-        if not (valid or self.stall):
-            return              # no VALID and no stall run open: the branches below would change nothing
         if self.driver.in_reset:
             self.stall = 0
             return
