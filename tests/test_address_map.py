@@ -11,7 +11,9 @@ from amaranth.sim import Simulator
 
 from smartquant.params import ControllerParams, View, hpa, split_hpa
 from smartquant.hdl.csr.layouts import region_entry_layout, region_end_line
-from smartquant.hdl.engine.address_map import decode_address, match_block, plane_line, region_hits, split_address
+from smartquant.hdl.engine.address_map import (
+    decode_address, match_block, plane_line, region_hits, region_locals, split_address,
+)
 
 PARAMS = ControllerParams(data_width=128, n_regions=2, dram_addr_bits=20)
 LINE_BYTES = PARAMS.line_bytes
@@ -170,8 +172,9 @@ def test_match_block_is_the_block_of_the_matched_region():
     m = Module()
     regions_sig = Signal(data.ArrayLayout(region_entry_layout(PARAMS), PARAMS.n_regions))
     address = Signal(PARAMS.message_address_bits)
-    onehot = region_hits(m, PARAMS, split_address(PARAMS, address)[0], regions_sig)
-    block = match_block(m, PARAMS, address, onehot, regions_sig)
+    line = split_address(PARAMS, address)[0]
+    onehot = region_hits(m, PARAMS, line, regions_sig)
+    block = match_block(m, PARAMS, address, onehot, regions_sig, region_locals(m, PARAMS, line, regions_sig))
     rng = random.Random(11)
     checked = {}
 

@@ -114,16 +114,18 @@ def select_region(m, params: ControllerParams, onehot, regions):
     return index, entry
 
 
-def match_region(m, params: ControllerParams, line, regions):
+def match_region(m, params: ControllerParams, line, regions, locals_=None):
     """(one-hot region match, region index, the region's entry, L = line - base_line) of a line, selected by the
     one-hot match: what a pipeline registers before decode_in_region (the compares, the per-region subtracts
-    and the AND-OR selects run side by side, with no priority chain)."""
+    and the AND-OR selects run side by side, with no priority chain). `locals_` are region_locals of the same
+    line when the caller needs them too (match_block), so the subtracts are built once."""
     lb = line_bits(params)
+    if locals_ is None:
+        locals_ = region_locals(m, params, line, regions)
     onehot = region_hits(m, params, line, regions)
     region, entry = select_region(m, params, onehot, regions)
     local = Signal(lb)
-    m.d.comb += local.eq(or_all([region_local & onehot[i].replicate(lb)
-                                 for i, region_local in enumerate(region_locals(m, params, line, regions))]))
+    m.d.comb += local.eq(or_all([region_local & onehot[i].replicate(lb) for i, region_local in enumerate(locals_)]))
     return onehot, region, entry, local
 
 
@@ -138,16 +140,15 @@ def region_locals(m, params: ControllerParams, line, regions) -> list[Signal]:
     return locals_
 
 
-def match_block(m, params: ControllerParams, address, onehot, regions):
+def match_block(m, params: ControllerParams, address, onehot, regions, locals_):
     """DecodeLayout.block of a message address under the region its one-hot match selects: decoded under
     every region side by side (decode_in_region per region, beside the region compares) and selected by the
     match, so a register can take the block together with the match (the write path's `held`: its join /
-    flush decision then compares registers only)."""
+    flush decision then compares registers only). `locals_`: region_locals of the address's line, shared
+    with match_region."""
     lb = line_bits(params)
-    line = split_address(params, address)[0]
     blocks = []
-    # (the same subtracts as match_region's for the same line: the synthesis tools merge them)
-    for i, local in enumerate(region_locals(m, params, line, regions)):
+    for i, local in enumerate(locals_):
         decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, region_index_bits(params)),
                                    regions[i], local)
         blocks.append(decoded.block & onehot[i].replicate(lb))

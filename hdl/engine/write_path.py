@@ -102,7 +102,8 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, region_index_bits, plane_line, split_address, match_region, match_block, decode_in_region,
+    line_bits, region_index_bits, plane_line, split_address, match_region, match_block, region_locals,
+    decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
@@ -239,8 +240,9 @@ class WritePath(wiring.Component):
         read_only = Signal()
         incoming = rwd_in.p.rwd
         incoming_line, incoming_view, _, incoming_high = split_address(p, incoming.address)
+        incoming_locals = region_locals(m, p, incoming_line, self.regions)
         incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
-                                                                                        self.regions)
+                                                                                        self.regions, incoming_locals)
         # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
         incoming_mem_wr = (incoming.opcode == RwdOpcode.MEM_WR) | (incoming.opcode == RwdOpcode.MEM_WR_TEE)
         incoming_mem_wr_ptl = (incoming.opcode == RwdOpcode.MEM_WR_PTL) | (incoming.opcode == RwdOpcode.MEM_WR_PTL_TEE)
@@ -252,7 +254,8 @@ class WritePath(wiring.Component):
             m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
                          held_entry.eq(incoming_entry), held_line.eq(incoming_local),
-                         held_block.eq(match_block(m, p, incoming.address, incoming_onehot, self.regions)),
+                         held_block.eq(match_block(m, p, incoming.address, incoming_onehot, self.regions,
+                                                            incoming_locals)),
                          is_mem_wr.eq(incoming_mem_wr),
                          is_mem_wr_ptl.eq(incoming_mem_wr_ptl),
                          is_raw.eq(incoming_raw),
