@@ -96,7 +96,7 @@ class ReadEngine(wiring.Component):
             "mem_data_nxm": In(1),    # decode errors answer MemData-NXM, else MemData (CONTROL[3])
             "hole_poison": In(1),     # holes carry poison (CONTROL[4])
             # the DRAM lines whose poison the read in dispatch reports (from stage B's registers) and the
-            # poison list's answer in the dispatch cycle (registered here, it joins the serve entry a cycle later)
+            # poison list's answer in the dispatch cycle (the DrsServer registers it into its poison column)
             "poison_query": Out(line_query_layout(params)),
             "poison_hit": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
