@@ -18,7 +18,8 @@ from smartquant.golden import layout
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.cxl.messages import drs_layout, unpack
-from smartquant.hdl.engine.read_engine import ReadEngine, DRS_OUTPUT_CYCLES
+from smartquant.hdl.engine.drs_server import DRS_OUTPUT_CYCLES
+from smartquant.hdl.engine.read_engine import ReadEngine
 from smartquant.hdl.engine.packer import START_TO_LINE_CYCLES
 from smartquant.params import (
     CONTROL_MODE_BITS, CSR_CONTROL, ControllerParams, Counter, Format, ReqOpcode, Rounding, View, N_COUNTERS,

@@ -1,0 +1,187 @@
+"""DrsServer: the read engine's response side (serve FIFO, poison column, raw lines, S2M DRS), docs/DEVICE.md §3.
+
+  entry (dispatched read) --> serve FIFO --[serve]--> DRS register --> output buffer --> drs
+  list_poison (a cycle later) --> poison column ^         ^   \\--> buffer: address, take / ready, error, data
+  raw_line (R beats of raw reads) --> raw FIFO -/
+
+- An entry says what a read is served from (`kind`): a decode error (all-1s data, SERVE_NXM), DRAM through the
+  raw line FIFO (SERVE_RAW), the block buffer (SERVE_BUFFER, at `address`), or a hole of a region (0,
+  SERVE_HOLE); and its opcode, tag, LD-ID and own poison bit (holes and decode errors, by the CSRs).
+- serve pops the FIFO in order when the head's line is there (the buffer's `ready`, or a raw line) and loads the
+  DRS register (data from the buffer's read port, the raw line FIFO or a constant), which passes the response to
+  the output buffer that drives S2M DRS from registers. The buffer read port is transparent (a line is served
+  in the cycle it is written) and an empty raw FIFO is bypassed (R beat -> DRS register in one cycle).
+- Poison of a mapped read: the poison list's answer for the entry written in a cycle (`list_poison`, beside
+  `entry`, a long cone) is registered and written a cycle later into a column beside the serve FIFO, one bit
+  per entry; the serve stage reads the head's bit, or the register itself when the head is the entry written
+  in the previous cycle. A served line fetched with a backend error (the buffer's `error`, the raw
+  beat's flag) is poisoned too; `poisoned_read` pulses for every mapped (raw or buffer) read served with poison.
+- DevLoad (the `dev_load` input, computed by the top from the port occupancy, DEVICE.md §3) is sampled when the
+  DRS enters the output register.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Module, Cat, Const, Mux
+from amaranth.lib import wiring, data, stream
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.wiring import In, Out
+
+from smartquant.params import ControllerParams, META_FIELD_NO_OP
+from smartquant.hdl.cxl.messages import drs_layout
+from smartquant.hdl.engine.block_buffer import buffer_line_layout, buffer_serve_signature
+from smartquant.hdl.stream_buffers import OutputBuffer
+
+
+# what a queued read is served from: a decode error (all-1s data), DRAM through the raw FIFO, the block buffer,
+# or a hole of a region (the hole fill, 0); DEVICE.md §3
+SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE = 0, 1, 2, 3
+# cycles from a line being servable to S2M DRS valid: the DRS register (the buffer's read cycle), then the output
+# buffer that keeps S2M DRS registered
+DRS_OUTPUT_CYCLES = 2
+
+
+def serve_entry_layout(params: ControllerParams) -> data.StructLayout:
+    """A dispatched read: what it is served from (SERVE_*), the buffer line (SERVE_BUFFER), its DRS header and
+    its own poison bit (the poison list's answer comes later, on `list_poison`)."""
+    return data.StructLayout({"kind": 2, "address": buffer_line_layout(params), "tag": params.tag_bits,
+                              "ld_id": params.ld_id_bits, "opcode": 3, "poison": 1})
+
+
+def raw_line_layout(params: ControllerParams) -> data.StructLayout:
+    """An R beat of a raw read: the line and whether RRESP answered an error."""
+    return data.StructLayout({"data": params.data_width, "error": 1})
+
+
+class DrsServer(wiring.Component):
+    """`entry` (ready = room in the serve FIFO), `list_poison` (the poison list's answer for the entry written now),
+    `raw_line`, `buffer` (the block buffer's serve side), `drs` (registered), `dev_load`, `poisoned_read`
+    (event), `busy`. `depth`: serve FIFO entries."""
+
+    def __init__(self, params: ControllerParams, depth: int):
+        self.params = params
+        self.depth = depth
+        super().__init__({
+            "entry": In(stream.Signature(serve_entry_layout(params))),
+            "list_poison": In(1),
+            "raw_line": In(stream.Signature(raw_line_layout(params))),
+            "buffer": Out(buffer_serve_signature(params)),
+            "drs": Out(stream.Signature(drs_layout(params))),
+            "dev_load": In(2),
+            "poisoned_read": Out(1),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p = self.params
+        serve_depth = self.depth
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_entry_layout(p).size, depth=serve_depth)
+        entry_written = self.entry.valid & self.entry.ready
+        m.d.comb += [
+            self.entry.ready.eq(serve_fifo.w_rdy),
+            serve_fifo.w_data.eq(self.entry.payload),
+            serve_fifo.w_en.eq(self.entry.valid),
+        ]
+
+        # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
+        # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
+        # FIFO; the serve stage reads the head's bit, or the register itself when the head is the read
+        # dispatched in the previous cycle. The answer is still the list's state in the dispatch cycle.
+        late_valid = Signal()                           # a read was dispatched in the previous cycle ...
+        late_index = Signal(range(serve_depth))         # ... into this serve FIFO entry ...
+        late_poison = Signal()                          # ... and the poison list holds one of its lines
+        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
+        serve_index = Signal(range(serve_depth))        # the serve FIFO's head
+        list_poison = Signal(serve_depth)
+        m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index),
+                     late_poison.eq(self.list_poison)]
+        with m.If(entry_written):
+            m.d.sync += dispatch_index.eq(Mux(dispatch_index == serve_depth - 1, 0, dispatch_index + 1))
+        with m.If(late_valid):
+            m.d.sync += list_poison.bit_select(late_index, 1).eq(late_poison)
+        head_list_poison = Signal()
+        m.d.comb += head_list_poison.eq(Mux(late_valid & (late_index == serve_index), late_poison,
+                                            list_poison.bit_select(serve_index, 1)))
+
+        # raw line FIFO entries: the line and its RRESP error flag
+        m.submodules.raw_fifo = raw_fifo = SyncFIFO(width=p.data_width + 1, depth=2)
+        raw_beat = Signal()     # a raw line arrives on R this cycle
+        raw_bypass = Signal()   # ... and goes straight into the DRS register (raw FIFO empty, serve waiting)
+        m.d.comb += [
+            self.raw_line.ready.eq(raw_fifo.w_rdy),
+            raw_fifo.w_data.eq(Cat(self.raw_line.p.data, self.raw_line.p.error)),
+            raw_beat.eq(self.raw_line.valid & raw_fifo.w_rdy),
+            raw_fifo.w_en.eq(raw_beat & ~raw_bypass),
+        ]
+
+        # ---- serve -------------------------------------------------------------------------------------
+        serve = Signal(serve_entry_layout(p))
+        m.d.comb += [serve.eq(serve_fifo.r_data), self.buffer.address.eq(serve.address)]
+        serve_ready = Signal()
+        with m.Switch(serve.kind):
+            with m.Case(SERVE_RAW):
+                # the raw FIFO is empty only if the arriving raw line is the oldest one still owed
+                m.d.comb += serve_ready.eq(raw_fifo.r_rdy | raw_beat)
+            with m.Case(SERVE_BUFFER):
+                m.d.comb += serve_ready.eq(self.buffer.ready)
+            with m.Default():
+                m.d.comb += serve_ready.eq(1)
+
+        # DRS register (the buffer's read cycle) -> output buffer: S2M DRS valid, payload and data are
+        # registers, and DRS.ready reaches only the output buffer.
+        m.submodules.drs_out = drs_out = OutputBuffer(drs_layout(p))
+        drs_valid = Signal()
+        drs_payload = Signal(drs_layout(p))
+        drs_kind = Signal(2)
+        raw_data = Signal(p.data_width)
+        advance = Signal()
+        backend_error = Signal()   # the line served now was fetched with an error response
+        m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, self.buffer.error,
+                                         Mux(serve.kind == SERVE_RAW,
+                                             Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], self.raw_line.p.error), 0)))
+        serve_poison = Signal()     # the serve entry's own poison (holes, NXM) or the poison list's answer
+        m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
+        with m.If(advance):
+            m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
+        m.d.comb += [
+            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
+            serve_fifo.r_en.eq(advance),
+            raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
+            raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
+            self.buffer.take.eq(advance & (serve.kind == SERVE_BUFFER)),
+        ]
+        with m.If(advance):
+            m.d.sync += [
+                drs_valid.eq(1),
+                drs_kind.eq(serve.kind),
+                drs_payload.opcode.eq(serve.opcode),
+                drs_payload.tag.eq(serve.tag),
+                drs_payload.ld_id.eq(serve.ld_id),
+                drs_payload.poison.eq(serve_poison | backend_error),
+            ]
+            with m.If(serve.kind == SERVE_RAW):
+                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], self.raw_line.p.data))
+        with m.Elif(drs_out.i.ready):
+            m.d.sync += drs_valid.eq(0)
+        # DevLoad sampled when the DRS enters the output register (DEVICE.md §3), then held with it
+        drs_dev_load = Signal(2)
+        with m.If(drs_out.loading):
+            m.d.sync += drs_dev_load.eq(self.dev_load)
+        m.d.comb += [
+            drs_out.i.valid.eq(drs_valid),
+            drs_out.i.p.eq(drs_payload.as_value()),
+            drs_out.i.p.data.eq(Mux(drs_kind == SERVE_BUFFER, self.buffer.data,
+                                    Mux(drs_kind == SERVE_RAW, raw_data,
+                                        Mux(drs_kind == SERVE_NXM, Const((1 << p.data_width) - 1, p.data_width), 0)))),
+            self.drs.valid.eq(drs_out.o.valid),
+            self.drs.p.eq(drs_out.o.p),
+            drs_out.o.ready.eq(self.drs.ready),
+            self.drs.p.dev_load.eq(drs_dev_load),
+            self.drs.p.meta_field.eq(META_FIELD_NO_OP),
+            self.drs.p.meta_value.eq(0),
+            # a mapped read answered with poison (poison list or backend error), counted when served
+            self.poisoned_read.eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
+                                  & (serve_poison | backend_error)),
+            self.busy.eq(serve_fifo.r_rdy | drs_valid | drs_out.o.valid | ~drs_out.i.ready),
+        ]
+        return m

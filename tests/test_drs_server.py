@@ -1,0 +1,214 @@
+"""DrsServer (hdl/engine/drs_server.py) in the Amaranth simulator.
+
+The testbench writes serve entries of every kind at random (with the poison list's answer beside each, and
+garbage on `list_poison` in the cycles without one), plays the block buffer (a line becomes ready at a random
+cycle; its data follows a take a cycle later) and the R router (each raw read's line arrives at a random time
+after its entry), holds S2M DRS off at random and changes `dev_load` every cycle. Checked against a Python model:
+DRS leave in entry order, each with its tag, LD-ID and opcode, data by kind (all ones for a decode error, 0 for a
+hole, the raw line, the buffer line), poison = the entry's own bit | the list's answer | the line's backend
+error (raw and buffer reads), `poisoned_read` once per mapped read sent with poison, DevLoad as driven in the
+cycle before the DRS became visible (the cycle it entered the output register), and `take` only for a ready
+buffer head. A hand-worked case checks the latencies: buffer line ready -> S2M DRS valid in DRS_OUTPUT_CYCLES,
+a raw line straight from R (the empty raw FIFO bypassed) likewise, and the list's answer for an entry that
+reaches the head the cycle after its write.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+from amaranth.sim import Simulator
+
+from smartquant.hdl.engine.drs_server import (
+    DrsServer, DRS_OUTPUT_CYCLES, SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE,
+)
+from smartquant.params import ControllerParams, DrsOpcode
+
+PARAMS = ControllerParams(data_width=64, b_max=8, buffer_slots=2, dram_addr_bits=16)
+DEPTH = 12
+ALL_ONES = (1 << PARAMS.data_width) - 1
+
+
+def address_of(serial):
+    """A buffer address unique among the queued entries (slot, generation, line from the serial)."""
+    return {"slot": serial & 1, "gen": (serial >> 1) & 7, "line": (serial >> 4) & 7}
+
+
+def run(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_entries_against_a_model(seed):
+    rng = random.Random(seed)
+    dut = DrsServer(PARAMS, DEPTH)
+    entries = []
+    for serial in range(500):
+        kind = rng.choice([SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_BUFFER, SERVE_HOLE])
+        entries.append({
+            "kind": kind, "tag": rng.getrandbits(16), "ld_id": rng.getrandbits(4),
+            "opcode": rng.choice([DrsOpcode.MEM_DATA, DrsOpcode.MEM_DATA_NXM]), "poison": int(rng.random() < 0.1),
+            "list_poison": int(rng.random() < 0.15), "error": int(rng.random() < 0.1),
+            "data": rng.getrandbits(PARAMS.data_width), "address": address_of(serial),
+        })
+    stats = {"sent": 0, "poisoned_reads": 0, "want_poisoned_reads": 0}
+
+    async def bench(ctx):
+        written = 0               # entries the unit took
+        written_at = {}           # serial -> cycle its entry was written
+        ready_at = {}             # buffer serial -> cycle its line becomes ready
+        raw_serials = []          # raw entries written, in order (their lines arrive in this order)
+        raw_sent = 0
+        buffer_data = None        # the buffer's read port: data of the last take
+        shown = None              # (serial, cycle it became visible on S2M DRS)
+        dev_load = {}
+        expected = 0              # next DRS in order
+        for cycle in range(60 * len(entries)):
+            if expected == len(entries):
+                break
+            dev_load[cycle] = rng.randrange(4)
+            ctx.set(dut.dev_load, dev_load[cycle])
+
+            # entries (the read engine's dispatch)
+            offer = written < len(entries) and rng.random() < 0.6
+            ctx.set(dut.entry.valid, int(offer))
+            if offer:
+                e = entries[written]
+                ctx.set(dut.entry.payload, {k: e[k] for k in ("kind", "tag", "ld_id", "opcode", "poison", "address")})
+                ctx.set(dut.list_poison, e["list_poison"])
+                offer = ctx.get(dut.entry.ready)
+            else:
+                ctx.set(dut.list_poison, rng.getrandbits(1))   # no entry: the answer must be ignored
+
+            # raw lines from R, in order, at least a cycle after their entry
+            offer_raw = raw_sent < len(raw_serials) and written_at[raw_serials[raw_sent]] < cycle \
+                and rng.random() < 0.4
+            ctx.set(dut.raw_line.valid, int(offer_raw))
+            if offer_raw:
+                e = entries[raw_serials[raw_sent]]
+                ctx.set(dut.raw_line.payload, {"data": e["data"], "error": e["error"]})
+                offer_raw = ctx.get(dut.raw_line.ready)
+
+            # the block buffer: the head's line is ready from its cycle on (addresses are unique among the
+            # entries not yet sent, so the address names the entry)
+            address = ctx.get(dut.buffer.address)
+            serial = next((s for s in range(expected, written) if entries[s]["kind"] == SERVE_BUFFER
+                           and {"slot": address.slot, "gen": address.gen, "line": address.line}
+                           == entries[s]["address"]), None)
+            line_ready = serial is not None and ready_at[serial] <= cycle
+            ctx.set(dut.buffer.ready, int(line_ready))
+            ctx.set(dut.buffer.error, entries[serial]["error"] if serial is not None else rng.getrandbits(1))
+            ctx.set(dut.buffer.data, buffer_data if buffer_data is not None else 0)
+
+            # S2M DRS
+            drs_ready = rng.random() < 0.7
+            ctx.set(dut.drs.ready, int(drs_ready))
+            if ctx.get(dut.drs.valid):
+                e = entries[expected]
+                if shown is None or shown[0] != expected:
+                    shown = (expected, cycle)
+                got = ctx.get(dut.drs.payload)
+                mapped = e["kind"] in (SERVE_RAW, SERVE_BUFFER)
+                want_data = {SERVE_NXM: ALL_ONES, SERVE_HOLE: 0}.get(e["kind"], e["data"])
+                want_poison = e["poison"] | e["list_poison"] | (e["error"] if mapped else 0)
+                assert (got.tag, got.ld_id, got.opcode) == (e["tag"], e["ld_id"], e["opcode"]), f"entry {expected}"
+                assert got.data == want_data, f"entry {expected}: data"
+                assert got.poison == want_poison, f"entry {expected}: poison"
+                assert got.dev_load == dev_load[shown[1] - 1], f"entry {expected}: dev_load"
+                if drs_ready:
+                    expected += 1
+                    stats["sent"] += 1
+                    stats["want_poisoned_reads"] += int(mapped and want_poison)
+            stats["poisoned_reads"] += ctx.get(dut.poisoned_read)
+
+            take = ctx.get(dut.buffer.take)
+            if take:
+                assert serial is not None and line_ready, f"cycle {cycle}: take"
+            await ctx.tick()
+
+            if offer:
+                written_at[written] = cycle
+                if entries[written]["kind"] == SERVE_BUFFER:
+                    ready_at[written] = cycle + rng.choice([0, 1, 2, 5, 20])
+                if entries[written]["kind"] == SERVE_RAW:
+                    raw_serials.append(written)
+                written += 1
+            if offer_raw:
+                raw_sent += 1
+            if take:
+                buffer_data = entries[serial]["data"]
+        else:
+            raise AssertionError(f"not all DRS sent: {stats}")
+        assert stats["poisoned_reads"] == stats["want_poisoned_reads"] > 0, stats
+
+    run(dut, bench)
+
+
+def test_latencies_and_bypasses():
+    """A buffer read whose line becomes ready in cycle t is on S2M DRS in t + DRS_OUTPUT_CYCLES; so is a raw
+    read whose line arrives on R in cycle t while it waits at the head (the empty raw FIFO bypassed); the
+    poison list's answer given with an entry reaches its DRS although the entry is at the head the cycle after
+    its write (the column is written a cycle later still); an answer in a cycle without an entry is ignored."""
+    dut = DrsServer(PARAMS, DEPTH)
+
+    async def bench(ctx):
+        ctx.set(dut.drs.ready, 1)
+
+        async def write(kind, tag, list_poison=0):
+            ctx.set(dut.entry.valid, 1)
+            ctx.set(dut.entry.payload, {"kind": kind, "tag": tag, "ld_id": 0, "opcode": DrsOpcode.MEM_DATA,
+                                        "poison": 0, "address": address_of(tag)})
+            ctx.set(dut.list_poison, list_poison)
+            await ctx.tick()
+            ctx.set(dut.entry.valid, 0)
+            ctx.set(dut.list_poison, 0)
+
+        async def wait_for_drs():
+            cycles = 0
+            while not ctx.get(dut.drs.valid):
+                await ctx.tick()
+                cycles += 1
+            return cycles, ctx.get(dut.drs.payload)
+
+        # buffer read: waits for its line, then DRS_OUTPUT_CYCLES
+        await write(SERVE_BUFFER, 5)
+        for _ in range(4):
+            await ctx.tick()
+            assert not ctx.get(dut.drs.valid)
+        ctx.set(dut.buffer.ready, 1)   # cycle t
+        assert ctx.get(dut.buffer.take)
+        await ctx.tick()
+        ctx.set(dut.buffer.ready, 0)
+        ctx.set(dut.buffer.data, 0x1234)
+        cycles, drs = await wait_for_drs()
+        assert 1 + cycles == DRS_OUTPUT_CYCLES and (drs.tag, drs.data, drs.poison) == (5, 0x1234, 0)
+        await ctx.tick()
+
+        # raw read: its line arrives while it waits at the head
+        await write(SERVE_RAW, 6)
+        await ctx.tick()
+        ctx.set(dut.raw_line.valid, 1)   # cycle t
+        ctx.set(dut.raw_line.payload, {"data": 0xBEEF, "error": 1})
+        await ctx.tick()
+        ctx.set(dut.raw_line.valid, 0)
+        cycles, drs = await wait_for_drs()
+        assert 1 + cycles == DRS_OUTPUT_CYCLES and (drs.tag, drs.data, drs.poison) == (6, 0xBEEF, 1)
+        await ctx.tick()
+
+        # a hole with the list's answer set (the read engine gives 0 for unmapped reads; the unit just ORs it):
+        # the entry is the head the cycle after its write, before its column bit is written
+        await write(SERVE_HOLE, 7, list_poison=1)
+        cycles, drs = await wait_for_drs()
+        assert cycles == 2 and (drs.tag, drs.data, drs.poison) == (7, 0, 1)
+        await ctx.tick()
+        ctx.set(dut.list_poison, 1)   # no entry written: ignored
+        await ctx.tick()
+        await write(SERVE_NXM, 8)
+        ctx.set(dut.list_poison, 1)
+        cycles, drs = await wait_for_drs()
+        assert (drs.tag, drs.data, drs.poison) == (8, ALL_ONES, 0)
+
+    run(dut, bench)
