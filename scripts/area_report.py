@@ -127,9 +127,14 @@ def measure(params, flatten: bool = True) -> dict:
     report = {"params": params.key(), "data_width": params.data_width, "b_max": params.b_max,
               "rows": rows, "hierarchical_total": total, "hierarchical_seconds": round(hier_seconds, 1)}
     if flatten:
-        flat_stat, flat_seconds = _run_yosys(il_text, flatten=True)
-        report["flat"] = flat_cells(flat_stat)
-        report["flat_seconds"] = round(flat_seconds, 1)
+        try:
+            flat_stat, flat_seconds = _run_yosys(il_text, flatten=True)
+        except SmartquantError as error:   # keep the per-unit rows; say why the whole figure is missing
+            report["flat_error"] = next((line for line in str(error).splitlines() if "ERROR" in line),
+                                        str(error)[-300:])
+        else:
+            report["flat"] = flat_cells(flat_stat)
+            report["flat_seconds"] = round(flat_seconds, 1)
     return report
 
 
@@ -147,6 +152,8 @@ def format_table(report: dict) -> str:
     lines.append(line("sum of the rows (hierarchical synthesis)", report["hierarchical_total"]))
     if "flat" in report:
         lines.append(line("whole controller, flattened", report["flat"]))
+    if "flat_error" in report:
+        lines.append(f"whole controller, flattened: yosys failed: {report['flat_error']}")
     return "\n".join(lines)
 
 
@@ -171,7 +178,7 @@ def main(argv=None) -> int:
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"saved {out} (yosys {report['hierarchical_seconds']} s hierarchical"
           + (f", {report['flat_seconds']} s flattened)" if "flat" in report else ")"))
-    return 0
+    return 1 if "flat_error" in report else 0
 
 
 if __name__ == "__main__":
