@@ -114,18 +114,25 @@ def flat_cells(stat: dict) -> dict[str, int]:
     return {cell: cells.get(cell, 0) for cell in CELLS}
 
 
-def measure(params, flatten: bool = True) -> dict:
-    """The report for one parameter set: per-unit rows, their sum, the flattened whole (if `flatten`)."""
-    from smartquant.hdl.top import SmartQuantController   # imported late: the top is the heaviest module
-    il_text = rtlil.convert(SmartQuantController(params), name=TOP)
+def _measure_units(il_text: str) -> dict:
+    """Per-unit rows of the hierarchical run and their sum, checked against yosys's own count."""
     hier_stat, hier_seconds = _run_yosys(il_text, flatten=False)
     rows = unit_table(module_cells(hier_stat))
     total = {cell: sum(row[cell] for row in rows.values()) for cell in CELLS}
     # yosys's own count over the hierarchy: the rows must add up to it
     if total != flat_cells(hier_stat):
         raise SmartquantError(f"the unit rows add up to {total}, yosys counts {flat_cells(hier_stat)}")
-    report = {"params": params.key(), "data_width": params.data_width, "b_max": params.b_max,
-              "rows": rows, "hierarchical_total": total, "hierarchical_seconds": round(hier_seconds, 1)}
+    return {"rows": rows, "hierarchical_total": total, "hierarchical_seconds": round(hier_seconds, 1)}
+
+
+def measure(params, flatten: bool = True, per_unit: bool = True) -> dict:
+    """The report for one parameter set: per-unit rows and their sum (if `per_unit`), the flattened whole (if
+    `flatten`)."""
+    from smartquant.hdl.top import SmartQuantController   # imported late: the top is the heaviest module
+    il_text = rtlil.convert(SmartQuantController(params), name=TOP)
+    report = {"params": params.key(), "data_width": params.data_width, "b_max": params.b_max}
+    if per_unit:
+        report.update(_measure_units(il_text))
     if flatten:
         try:
             flat_stat, flat_seconds = _run_yosys(il_text, flatten=True)
@@ -147,9 +154,10 @@ def format_table(report: dict) -> str:
         return (f"{name:<42}" + "".join(f"{counts[c]:>9}" for c in CELLS)
                 + f"{comb:>8}{100 * comb / ECP5_85F_LUTS:>6.1f}%")
 
-    for path, counts in report["rows"].items():
+    for path, counts in report.get("rows", {}).items():
         lines.append(line(UNIT_NAMES.get(path, path), counts))
-    lines.append(line("sum of the rows (hierarchical synthesis)", report["hierarchical_total"]))
+    if "hierarchical_total" in report:
+        lines.append(line("sum of the rows (hierarchical synthesis)", report["hierarchical_total"]))
     if "flat" in report:
         lines.append(line("whole controller, flattened", report["flat"]))
     if "flat_error" in report:
@@ -164,11 +172,12 @@ def main(argv=None) -> int:
     parser.add_argument("--b-max", type=int, default=8, help="widest stored B (default 8)")
     parser.add_argument("--ram-kib", type=int, default=64, help="board RAM in KiB, sets dram_addr_bits (default 64)")
     parser.add_argument("--no-flat", action="store_true", help="skip the flattened whole-design run")
+    parser.add_argument("--flat-only", action="store_true", help="only the flattened run (no per-unit rows)")
     parser.add_argument("--json", metavar="FILE", default=None, help="where to save the report")
     args = parser.parse_args(argv)
     try:
         params = board_params(args.data_width, args.b_max, args.ram_kib * 1024)
-        report = measure(params, flatten=not args.no_flat)
+        report = measure(params, flatten=not args.no_flat, per_unit=not args.flat_only)
     except SmartquantError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -176,8 +185,9 @@ def main(argv=None) -> int:
     out = Path(args.json or f"build/area/area-W{args.data_width}-b{args.b_max}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"saved {out} (yosys {report['hierarchical_seconds']} s hierarchical"
-          + (f", {report['flat_seconds']} s flattened)" if "flat" in report else ")"))
+    seconds = [f"{report[key]} s {name}" for key, name in (("hierarchical_seconds", "hierarchical"),
+                                                           ("flat_seconds", "flattened")) if key in report]
+    print(f"saved {out} (yosys {', '.join(seconds)})")
     return 1 if "flat_error" in report else 0
 
 
