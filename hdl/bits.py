@@ -1,7 +1,7 @@
 """Small bit-level helpers shared by the units."""
 from __future__ import annotations
 
-from amaranth.hdl import Const
+from amaranth.hdl import Const, Mux
 
 
 def popcount(bits):
@@ -12,3 +12,17 @@ def popcount(bits):
     while len(terms) > 1:
         terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
     return terms[0]
+
+
+def mux_tree(sources, select):
+    """sources[i] when select == i, as a binary tree of 2:1 muxes on the select bits (maps to LUT4 + PFUMX /
+    L6MUX far better than a one-hot $pmux). None entries are don't-care: their subtree collapses."""
+    if len(sources) == 1:
+        return sources[0]
+    bits = (len(sources) - 1).bit_length()
+    half = 1 << (bits - 1)
+    low = mux_tree(sources[:half], select) if any(x is not None for x in sources[:half]) else None
+    high = mux_tree(sources[half:], select) if any(x is not None for x in sources[half:]) else None
+    if low is None or high is None:
+        return high if low is None else low
+    return Mux(select[bits - 1], high, low)

@@ -27,6 +27,7 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.stream_buffers import OutputBuffer
+from smartquant.hdl.bits import mux_tree
 
 
 def write_layout(params: ControllerParams, max_beats: int) -> data.StructLayout:
@@ -122,7 +123,10 @@ class AxiWriter(wiring.Component):
 
         w_next = Signal(w_layout)
         m.d.comb += [
-            w_next.data.eq(stage_data.word_select(w_sent[:max(1, (self.max_beats - 1).bit_length())], W)),
+            # beat w_sent of the stage: a mux tree of the max_beats words (word_select on a register this wide
+            # became a shifter over all of it: 15.4k LUT4 at W=512, b_max=16)
+            w_next.data.eq(mux_tree([stage_data[beat * W:(beat + 1) * W] for beat in range(self.max_beats)],
+                                    w_sent)),
             w_next.strb.eq(stage_strobe),
             w_next.last.eq(~stage_one_burst | w_last),
             w_buffer.i.p.eq(w_next),

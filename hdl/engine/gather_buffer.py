@@ -12,11 +12,11 @@ docs/DEVICE.md §4.
 - Byte enables: one plane byte holds 8 weights = one aligned B-byte group of the weight-major line; a group is
   written only when all its B enables are set. A partly enabled group is skipped (never half a weight, no
   read-modify-write); `partial_groups` counts those of the line on `join` (the wr_partial_groups event).
-- A joining line is merged into the B plane lines under its byte mask; the block's WSTRB is the union of the
-  lines' strobes, `poisoned` the OR of their poison bits; `count` lines have joined (their tags and LD-IDs in
-  slots 0..count-1) and `full` is set when the B-th joins (a flag, so no compare of the count sits on the flush
-  decision). The first line of a block (the buffer empty, or flushed in this cycle) sets its region, block,
-  first plane line, B and R.
+- A joining line is merged into the B plane lines under its byte mask (the mask bits are the plane bytes'
+  clock enables); the block's WSTRB is the union of the lines' strobes, `poisoned` the OR of their poison
+  bits; `count` lines have joined (their tags and LD-IDs in slots 0..count-1) and `full` is set when the B-th
+  joins (a flag, so no compare of the count sits on the flush decision). The first line of a block (the buffer
+  empty, or flushed in this cycle) sets its region, block, first plane line, B and R.
 The write path decides which line joins and when the buffer is flushed (docs in hdl/engine/write_path.py).
 """
 from __future__ import annotations
@@ -99,8 +99,6 @@ class GatherBuffer(wiring.Component):
                                               for j in range(B)))),
                         self.partial_groups.eq(popcount(group_partial)),
                     ]
-        strobe_bits = Signal(W)
-        m.d.comb += strobe_bits.eq(Cat(*(slice_strobe[i].replicate(8) for i in range(p.line_bytes))))
 
         # a joining line starts a new block when the buffer is empty (or leaves in this cycle)
         empty_now = ~block.valid | self.flush
@@ -113,9 +111,12 @@ class GatherBuffer(wiring.Component):
                 block.strobe.eq(Mux(empty_now, 0, block.strobe) | slice_strobe),
                 block.poisoned.eq(Mux(empty_now, 0, block.poisoned) | line.poison),
             ]
-            for plane in range(G):
-                m.d.sync += block.planes[plane].eq((block.planes[plane] & ~strobe_bits)
-                                                   | (plane_copies[plane] & strobe_bits))
+            # a plane byte's strobe bit is its flip-flops' clock enable: no merge mux on the b_max x W bits
+            # (a masked merge `(old & ~strobe) | (new & strobe)` cost a LUT4 per bit)
+            for byte in range(p.line_bytes):
+                with m.If(slice_strobe[byte]):
+                    m.d.sync += [block.planes[plane].word_select(byte, 8).eq(
+                        plane_copies[plane].word_select(byte, 8)) for plane in range(G)]
             for i in range(G):
                 with m.If(slot == i):
                     m.d.sync += [block.tags[i].eq(line.tag), block.ld_ids[i].eq(line.ld_id)]

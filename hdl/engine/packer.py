@@ -65,6 +65,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
+from smartquant.hdl.bits import mux_tree
 
 PLANE_FIELD_BITS = 4
 LOG2_B_FIELD_BITS = 3
@@ -84,20 +85,6 @@ def start_layout() -> data.StructLayout:
 
 def line_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"index": INDEX_FIELD_BITS, "last": 1, "data": params.data_width})
-
-
-def mux_tree(sources, select):
-    """sources[i] when select == i, as a binary tree of 2:1 muxes on the select bits (maps to LUT4 + PFUMX /
-    L6MUX far better than a one-hot $pmux). None entries are don't-care: their subtree collapses."""
-    if len(sources) == 1:
-        return sources[0]
-    bits = (len(sources) - 1).bit_length()
-    half = 1 << (bits - 1)
-    low = mux_tree(sources[:half], select) if any(x is not None for x in sources[:half]) else None
-    high = mux_tree(sources[half:], select) if any(x is not None for x in sources[half:]) else None
-    if low is None or high is None:
-        return high if low is None else low
-    return Mux(select[bits - 1], high, low)
 
 
 def pow2ceil_log2(value: int) -> int:

@@ -7,7 +7,7 @@ docs/DEVICE.md §4.
                                                     cmp (one per write of the entry, one per cycle)
 
 - An entry (`entries` of them; its index is the AWID of its bursts, `free_id`: the lowest free one, `allocate.ready`:
-  one is free) holds the tags and LD-IDs of its writes (`cmps` of them, up to b_max), its (region, block), whether
+  one is free) holds the tags and LD-IDs of its writes (`cmps` of them, up to b_max; in LUT RAM), its (region, block), whether
   it is a flushed block (`gathered`) and its poison record (the raw line, or the block's 1 << log2_beats plane
   lines from `line` at stride 1 << log2_r). It counts the B responses still due: 1 for one burst (log2_r = 0),
   else one per beat. `b.ready` is always 1 (every B response has its entry).
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array
 from amaranth.lib import wiring, data, stream
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
@@ -85,8 +86,15 @@ class WriteTable(wiring.Component):
         b = self.b
 
         entry_used = [Signal(name=f"entry{i}_used") for i in range(n_entries)]
-        entry_tag = [[Signal(16, name=f"entry{i}_tag{j}") for j in range(G)] for i in range(n_entries)]
-        entry_ld_id = [[Signal(4, name=f"entry{i}_ld_id{j}") for j in range(G)] for i in range(n_entries)]
+        # the tags and LD-IDs of an entry's writes, one memory word per entry: written once at allocation and
+        # read by the done entry, so LUT RAM (an asynchronous read port) in place of entries x b_max x 20
+        # flip-flops and their entries-way read mux
+        entry_writes = Memory(shape=data.StructLayout({"tags": data.ArrayLayout(16, G),
+                                                       "ld_ids": data.ArrayLayout(4, G)}),
+                              depth=n_entries, init=[])
+        m.submodules.entry_writes = entry_writes
+        writes_store = entry_writes.write_port()
+        done_writes = entry_writes.read_port(domain="comb")
         entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
         entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
@@ -130,8 +138,9 @@ class WriteTable(wiring.Component):
         m.d.comb += [
             done_slot.eq(Array(entry_cmps)[done_entry] - 1),
             self.cmp.valid.eq(have_done),
-            self.cmp.p.tag.eq(Array(Cat(*tags) for tags in entry_tag)[done_entry].word_select(done_slot, 16)),
-            self.cmp.p.ld_id.eq(Array(Cat(*ids) for ids in entry_ld_id)[done_entry].word_select(done_slot, 4)),
+            done_writes.addr.eq(done_entry),
+            self.cmp.p.tag.eq(done_writes.data.tags[done_slot]),
+            self.cmp.p.ld_id.eq(done_writes.data.ld_ids[done_slot]),
         ]
         complete = self.cmp.valid & self.cmp.ready
 
@@ -166,14 +175,19 @@ class WriteTable(wiring.Component):
                     entry_log2_stride[i].eq(new.log2_r),
                     entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << new.log2_beats)) - 1),
                 ]
-                m.d.sync += [entry_tag[i][j].eq(new.tags[j]) for j in range(G)]
-                m.d.sync += [entry_ld_id[i][j].eq(new.ld_ids[j]) for j in range(G)]
             with m.Elif(complete & (done_entry == i)):
                 m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
                 with m.If(entry_cmps[i] == 1):
                     m.d.sync += entry_used[i].eq(0)
             with m.Elif(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] != 0)):
                 m.d.sync += entry_due[i].eq(entry_due[i] - 1)
+
+        m.d.comb += [
+            writes_store.en.eq(allocating),
+            writes_store.addr.eq(free_entry),
+            writes_store.data.tags.eq(new.tags),
+            writes_store.data.ld_ids.eq(new.ld_ids),
+        ]
 
         # `landed`: the last B response of an entry arrives (registered)
         m.d.sync += self.landed.valid.eq(0)
