@@ -24,9 +24,10 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
 The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod 2^lines is p << log2_stride
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
 matters only in [-1024, 1024), and there the conditions on q are an interval and an alignment (`_held_bits`:
-two adds per record and set instead of one subtract and compare per record bit, about a third of the logic).
-Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each for the query (from its
-first and end lines, in parallel) and a subtract then an add for the clear.
+two subtracts per record and set instead of one subtract and compare per record bit, about a third of the logic).
+Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each, in parallel, from the
+set's first and end lines (the query's end line comes from the read engine's stage B, the clear's is added here
+once for all records); past the subtracts the bounds and the alignment are decoded from bits, without compares.
 """
 from __future__ import annotations
 
