@@ -5,11 +5,12 @@ wrap-around of line numbers at the end of the line-address space included."""
 import random
 
 import pytest
+from amaranth.hdl import Elaboratable, Module, Signal
 from amaranth.sim import Simulator
 
 from smartquant.params import ControllerParams
 from smartquant.golden.device import DeviceModel, PoisonRecord, line_set
-from smartquant.hdl.engine.poison import PoisonList
+from smartquant.hdl.engine.poison import PoisonList, line_query_layout, poison_record_layout
 
 
 def _set_lines(ctx, port, first, log2_stride, count):
@@ -247,3 +248,57 @@ def test_query_at_the_window_edges(dram_addr_bits, log2_stride):
             ops.append((None, None, False, ((F + distance) & top, set_stride, count)))
     hits = simulate(params, ops)
     assert 0 < hits < len(ops) - 1
+
+
+class _SetTest(Elaboratable):
+    """One record's set test (PoisonList._held_bits) alone, so every held bit is visible: the query's form (the
+    set's end line given) or the form that adds it."""
+    def __init__(self, params, end_given):
+        self.dut = PoisonList(params)
+        self.dut._MustUse__silence = True     # only its set test is used
+        self.record = Signal(poison_record_layout(params))
+        self.round_base = Signal(params.line_bits)
+        self.lines = Signal(line_query_layout(params))
+        self.module = Module()
+        self.held = self.dut._held_bits(self.module, self.record, self.round_base, self.lines,
+                                        self.lines.end if end_given else None, "set_test")
+
+    def elaborate(self, platform):
+        return self.module
+
+
+@pytest.mark.parametrize("dram_addr_bits, end_given", [(15, False), (16, True), (16, False), (20, True)])
+def test_set_test_bits_against_line_sets(dram_addr_bits, end_given):
+    """Every held bit of one record's set test against the line sets themselves: record line q is held when it is
+    one of the set's lines. Sets and records near each other (every bound and alignment case: set and record
+    strides 1..64, counts 1..16, offsets either side), at the 2^10-line window's edges, and far apart."""
+    params = ControllerParams(dram_addr_bits=dram_addr_bits, data_width=128)
+    harness = _SetTest(params, end_given)
+    line_mask = (1 << params.line_bits) - 1
+    rng = random.Random(dram_addr_bits * 2 + end_given)
+
+    async def tb(ctx):
+        held_seen = 0
+        for case in range(2000):
+            first_record = rng.randrange(line_mask + 1)
+            s, a, count = rng.randrange(7), rng.randrange(7), rng.randint(1, 16)
+            mask = 0xFFFF if rng.random() < 0.7 else rng.randrange(1 << 16)
+            roll = rng.random()
+            distance = (rng.randrange(-1100, 1100) if roll < 0.15 else rng.randrange(-2100, 2100) if roll < 0.2
+                        else rng.randrange(-(16 << a), 16 << s))
+            first = (first_record + distance) & line_mask
+            ctx.set(harness.record.first, first_record)
+            ctx.set(harness.record.log2_stride, s)
+            ctx.set(harness.record.mask, mask)
+            ctx.set(harness.round_base, (first_record - ((1 << s) - 1)) & line_mask)
+            _set_lines(ctx, harness.lines, first, a, count)
+            lines = line_set(first, a, count, line_mask)
+            expected = sum(1 << q for q in range(16)
+                           if mask >> q & 1 and (first_record + (q << s)) & line_mask in lines)
+            assert ctx.get(harness.held) == expected, (first_record, s, mask, first, a, count)
+            held_seen += expected != 0
+        assert held_seen > 250      # about a fifth of the cases hold lines
+
+    sim = Simulator(harness)
+    sim.add_testbench(tb)
+    sim.run()

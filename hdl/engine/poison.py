@@ -24,9 +24,10 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
 The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod 2^lines is p << log2_stride
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
 matters only in [-1024, 1024), and there the conditions on q are an interval and an alignment (`_held_bits`:
-two adds per record and set instead of one subtract and compare per record bit, about a third of the logic).
-Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each for the query (from its
-first and end lines, in parallel) and a subtract then an add for the clear.
+two subtracts per record and set instead of one subtract and compare per record bit, about a third of the logic).
+Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each, in parallel, from the
+set's first and end lines (the query's end line comes from the read engine's stage B, the clear's is added here
+once for all records); past the subtracts the bounds and the alignment are decoded from bits, without compares.
 """
 from __future__ import annotations
 
@@ -75,6 +76,13 @@ def line_set_event_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"valid": 1, "lines": line_set_layout(params)})
 
 
+def _at_least(value, bound: int):
+    """value >= bound for a small unsigned value and a constant bound, as an OR of equality decodes: LUTs, where
+    a compare becomes a carry chain (in series after the set test's subtract)."""
+    values = 1 << len(value)
+    return Cat(*(value == x for x in range(max(bound, 0), values))).any() if bound < values else Const(0)
+
+
 class PoisonList(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
@@ -95,10 +103,11 @@ class PoisonList(wiring.Component):
             "count": Out(range(n + 1)),
         })
 
-    def _held_bits(self, m, record, round_base, lines, name: str) -> Signal:
+    def _held_bits(self, m, record, round_base, lines, end, name: str) -> Signal:
         """Bit q set when record bit q is set and its line F + (q << s) is in the set `lines`; `round_base` is
-        the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here. A
-        set with an `end` line (the query's) bounds q_end by a subtract from it, in parallel with q_first's."""
+        the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here, and
+        `end` the set's end line first + (count << log2_stride) (None: added here, for 2^11-line spaces), so
+        that both bounds are one subtract each, in parallel."""
         if line_bits(self.params) < WINDOW_BITS:
             return self._held_bits_wrapping(m, record, lines, name)
         held = Signal(MASK_BITS, name=name)
@@ -109,12 +118,14 @@ class PoisonList(wiring.Component):
         #   t_q = 0 (mod 2^a)    <=>  o = 0 (mod 2^min(a, s))  and, when a > s, q = o >> s = q_first
         #                             (mod 2^(a - s)), i.e. the low min(a - s, 4) bits of q equal q_first's
         #                             and its bits 4 .. a - s - 1 are 0
-        # so two adds and a few small decodes per record replace a subtract and a compare per record bit.
-        # The adds work on o_up = o + 2^s - 1 = first - round_base (ceil(x / 2^s) = (x + 2^s - 1) >> s): one
-        # subtract, then the end's add, and the alignment o = 0 (mod 2^j), j <= s, is o_up = -1 (mod 2^j).
+        # so two subtracts and a few small decodes per record replace a subtract and a compare per record bit.
+        # The subtracts give o_up = o + 2^s - 1 = first - round_base and o_up + (count << a) = end - round_base
+        # (ceil(x / 2^s) = (x + 2^s - 1) >> s), and the alignment o = 0 (mod 2^j), j <= s, is o_up = -1 (mod 2^j).
         # A record line in the set means o = (q << s) - (p << a) in [-960, 960] (q, p < 16, strides <= 64), so
         # o_up in [-960, 1023]: an o_up (mod 2^lines) outside [-2^10, 2^10) puts no line in the set, and inside
         # it the arithmetic below is exact (a held bit is then a real common line, modulo 2^lines).
+        # Past the subtracts everything is decoded from bits (no compare: yosys makes a carry chain of each,
+        # in series after the subtract's).
         offset_up = Signal(line_bits(self.params), name=f"{name}_offset_up")     # first - round_base
         m.d.comb += offset_up.eq(lines.first - round_base)
         in_window = offset_up[WINDOW_BITS - 1:] == 0
@@ -122,34 +133,32 @@ class PoisonList(wiring.Component):
         o_up = Signal(signed(WINDOW_BITS), name=f"{name}_o_up")
         m.d.comb += o_up.eq(offset_up[:WINDOW_BITS])
         s, a = record.log2_stride, lines.log2_stride
-        q_first = Signal(signed(WINDOW_BITS + 2), name=f"{name}_q_first")
-        q_end = Signal(signed(WINDOW_BITS + 3), name=f"{name}_q_end")
-        m.d.comb += q_first.eq(o_up >> s)
-        if hasattr(lines, "end") and line_bits(self.params) > WINDOW_BITS:
-            # end - round_base = o_up + (count << a) (mod 2^lines), in [-1023, 2047] when o_up is in the window,
-            # so its low 12 bits, read as signed, are the exact value
-            end_up = Signal(line_bits(self.params), name=f"{name}_end_up")
-            m.d.comb += [end_up.eq(lines.end - round_base),
-                         q_end.eq(end_up[:WINDOW_BITS + 1].as_signed() >> s)]
+        # end - round_base = o_up + (count << a), in [-1023, 2047] when o_up is in the window: 12 bits, signed
+        end_up = Signal(signed(WINDOW_BITS + 1), name=f"{name}_end_up")
+        if end is not None:
+            m.d.comb += end_up.eq(end[:WINDOW_BITS + 1] - round_base[:WINDOW_BITS + 1])
         else:
-            m.d.comb += q_end.eq((o_up + (lines.count << a)) >> s)
-        # the bounds clamped to 0..16, so each bit of the two thermometers below decodes five bits
-        first_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_first_clamped")
-        end_clamped = Signal(range(MASK_BITS + 1), name=f"{name}_end_clamped")
-        m.d.comb += [first_clamped.eq(Mux(q_first < 0, 0, Mux(q_first >= MASK_BITS, MASK_BITS, q_first))),
-                     end_clamped.eq(Mux(q_end < 0, 0, Mux(q_end >= MASK_BITS, MASK_BITS, q_end)))]
-        a_above_s = Signal(range(8), name=f"{name}_a_above_s")      # max(a - s, 0)
-        m.d.comb += a_above_s.eq(Mux(a > s, a - s, 0))
-        low_equal = Signal(4, name=f"{name}_low_equal")            # the low min(a - s, 4) bits
-        m.d.comb += low_equal.eq(~(Const(~0, 4) << a_above_s))
-        common = Mux(a < s, a, s)
-        offset_aligned = (~o_up & ((Const(1, 8) << common) - 1)) == 0
-        high_zero = Cat(*((a_above_s <= bit) | ~q_first[bit] for bit in range(4, 7))).all()
+            m.d.comb += end_up.eq(o_up + (lines.count << a))
+        q_first = Signal(signed(WINDOW_BITS), name=f"{name}_q_first")
+        q_end = Signal(signed(WINDOW_BITS + 1), name=f"{name}_q_end")
+        m.d.comb += [q_first.eq(o_up >> s), q_end.eq(end_up >> s)]
+        # q >= q_first and q < q_end for each record bit q, from the bounds' sign bits, their bits 4 and up
+        # (a bound past the mask) and their low four bits
+        first_negative, end_negative = q_first[-1], q_end[-1]
+        first_past = ~first_negative & q_first[4:].any()
+        end_past = ~end_negative & q_end[4:].any()
+        # a_exceeds_s[b]: a - s > b (the low min(a - s, 4) bits of q must equal q_first's, bits 4 .. a - s - 1 be 0)
+        a_exceeds_s = Cat(*(Cat(*((s == x) & _at_least(a, x + b + 1) for x in range(8))).any() for b in range(7)))
+        offset_aligned = Cat(*(o_up[j] | ~(_at_least(a, j + 1) & _at_least(s, j + 1)) for j in range(6))).all()
+        high_zero = Cat(*(~a_exceeds_s[bit] | ~q_first[bit] for bit in range(4, 7))).all()
         aligned_anywhere = Signal(name=f"{name}_aligned_anywhere")
         m.d.comb += aligned_anywhere.eq(in_window & offset_aligned & high_zero)
         for q in range(MASK_BITS):
-            m.d.comb += held[q].eq(record.mask[q] & aligned_anywhere & (first_clamped <= q) & (q < end_clamped)
-                                   & (((q ^ q_first[:4]) & low_equal) == 0))
+            at_or_above_first = first_negative | (~first_past & ~_at_least(q_first[:4], q + 1))
+            below_end = ~end_negative & (end_past | _at_least(q_end[:4], q + 1))
+            same_low_bits = ((q ^ q_first[:4]) & a_exceeds_s[:4]) == 0
+            m.d.comb += held[q].eq(record.mask[q] & aligned_anywhere & at_or_above_first & below_end
+                                   & same_low_bits)
         return held
 
     def _held_bits_wrapping(self, m, record, lines, name: str) -> Signal:
@@ -211,8 +220,17 @@ class PoisonList(wiring.Component):
                      lost_now.eq(pending_valid & ~merge & ~any_free)]
 
         # query: any record line in the set, the pending insert's (unless it is lost) included
-        query_held = [self._held_bits(m, records[i], round_bases[i], self.query, f"query{i}") for i in range(n)]
-        pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, "query_pending")
+        # the sets' end lines (the query's from the read engine's stage B, the clear's added once for all records);
+        # a 2^11-line space adds it per record to the offset, where it is exact
+        windowed_end = line_bits(p) > WINDOW_BITS
+        query_end = self.query.end if windowed_end else None
+        clear_end = None
+        if windowed_end:
+            clear_end = Signal(line_bits(p))
+            m.d.comb += clear_end.eq(self.clear.lines.first + (self.clear.lines.count << self.clear.lines.log2_stride))
+        query_held = [self._held_bits(m, records[i], round_bases[i], self.query, query_end, f"query{i}")
+                      for i in range(n)]
+        pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, query_end, "query_pending")
         m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any()
                                       | (pending_valid & ~lost_now & pending_query_held.any()))
         m.d.comb += [self.overflow.eq(overflow | lost_now), self.count.eq(sum(used) + lands_new)]
@@ -220,10 +238,11 @@ class PoisonList(wiring.Component):
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]
         for i in range(n):
-            cleared = self._held_bits(m, records[i], round_bases[i], self.clear.lines, f"clear{i}")
+            cleared = self._held_bits(m, records[i], round_bases[i], self.clear.lines, clear_end, f"clear{i}")
             m.d.comb += after_clear[i].eq(Mux(self.clear.valid, records[i].mask & ~cleared, records[i].mask))
         pending_after_clear = Signal(MASK_BITS)
-        pending_cleared = self._held_bits(m, pending, pending_round_base, self.clear.lines, "clear_pending")
+        pending_cleared = self._held_bits(m, pending, pending_round_base, self.clear.lines, clear_end,
+                                         "clear_pending")
         m.d.comb += pending_after_clear.eq(Mux(self.clear.valid, pending.mask & ~pending_cleared, pending.mask))
 
         with m.If(self.clear_all):
