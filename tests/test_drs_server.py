@@ -166,9 +166,11 @@ def test_latencies_and_bypasses():
             ctx.set(dut.entry.valid, 0)
             ctx.set(dut.list_poison, 0)
 
-        async def wait_for_drs():
+        async def wait_for_drs(limit=16):
+            """(cycles until S2M DRS is valid, its payload); fails, rather than hangs, when none comes."""
             cycles = 0
             while not ctx.get(dut.drs.valid):
+                assert cycles < limit, f"no DRS within {limit} cycles"
                 await ctx.tick()
                 cycles += 1
             return cycles, ctx.get(dut.drs.payload)
@@ -184,7 +186,8 @@ def test_latencies_and_bypasses():
         ctx.set(dut.buffer.ready, 0)
         ctx.set(dut.buffer.data, 0x1234)
         cycles, drs = await wait_for_drs()
-        assert 1 + cycles == DRS_OUTPUT_CYCLES and (drs.tag, drs.data, drs.poison) == (5, 0x1234, 0)
+        assert 1 + cycles == DRS_OUTPUT_CYCLES
+        assert (drs.tag, drs.data, drs.poison) == (5, 0x1234, 0)
         await ctx.tick()
 
         # raw read: its line arrives while it waits at the head
@@ -195,14 +198,16 @@ def test_latencies_and_bypasses():
         await ctx.tick()
         ctx.set(dut.raw_line.valid, 0)
         cycles, drs = await wait_for_drs()
-        assert 1 + cycles == DRS_OUTPUT_CYCLES and (drs.tag, drs.data, drs.poison) == (6, 0xBEEF, 1)
+        assert 1 + cycles == DRS_OUTPUT_CYCLES
+        assert (drs.tag, drs.data, drs.poison) == (6, 0xBEEF, 1)
         await ctx.tick()
 
         # a hole with the list's answer set (the read engine gives 0 for unmapped reads; the unit just ORs it):
         # the entry is the head the cycle after its write, before its column bit is written
         await write(SERVE_HOLE, 7, list_poison=1)
         cycles, drs = await wait_for_drs()
-        assert cycles == 2 and (drs.tag, drs.data, drs.poison) == (7, 0, 1)
+        assert cycles == 2
+        assert (drs.tag, drs.data, drs.poison) == (7, 0, 1)
         await ctx.tick()
         ctx.set(dut.list_poison, 1)   # no entry written: ignored
         await ctx.tick()
