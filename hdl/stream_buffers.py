@@ -51,7 +51,12 @@ class OutputBuffer(wiring.Component):
                 in_ready.eq(1),
             ]
         with m.Elif(take):
-            m.d.sync += [skid_valid.eq(1), skid_payload.eq(self.i.payload), in_ready.eq(0)]
+            m.d.sync += [skid_valid.eq(1), in_ready.eq(0)]
+        # the skid's payload follows the input while the skid is empty (it is read only while skid_valid, and it
+        # holds the input of the cycle skid_valid is set): its clock enable is in_ready (== ~skid_valid), a
+        # flip-flop, not the consumer's ready
+        with m.If(in_ready):   # == ~skid_valid
+            m.d.sync += skid_payload.eq(self.i.payload)
         return m
 
 
@@ -76,5 +81,11 @@ class InputSkid(wiring.Component):
             with m.If(self.o.ready):
                 m.d.sync += [skid_valid.eq(0), in_ready.eq(1)]
         with m.Elif(self.i.valid & in_ready & ~self.o.ready):
-            m.d.sync += [skid_valid.eq(1), skid_payload.eq(self.i.payload), in_ready.eq(0)]
+            m.d.sync += [skid_valid.eq(1), in_ready.eq(0)]
+        # the skid's payload follows the input while the skid is empty (read only while skid_valid; it holds the
+        # input of the cycle skid_valid is set): its clock enable is in_ready (== ~skid_valid), not the
+        # consumer's ready (an FPGA build's critical path ended on this enable: the write path's flush decision
+        # -> the RwD skid's payload)
+        with m.If(in_ready):   # == ~skid_valid
+            m.d.sync += skid_payload.eq(self.i.payload)
         return m

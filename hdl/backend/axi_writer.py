@@ -147,9 +147,12 @@ class AxiWriter(wiring.Component):
         one_burst = write.log2_r == 0
         n_beats = Const(1, 5) << write.log2_beats
         single_beat = write.log2_beats == 0
-        with m.If(load):
+        # The stage's payload registers take `write.p` whenever the stage is free, loaded or not (a stage that
+        # does not load goes idle and nothing reads them until the next load): their clock enable is stage_free,
+        # an AND of flip-flops, not write.valid (the write path's flush decision); the flags and counters load
+        # on `load`.
+        with m.If(stage_free):
             m.d.sync += [
-                stage_busy.eq(1),
                 stage_id.eq(write.id),
                 stage_one_burst.eq(one_burst),
                 stage_first_line.eq(write.line),
@@ -158,6 +161,10 @@ class AxiWriter(wiring.Component):
                 stage_n_bursts.eq(Mux(one_burst, 1, n_beats)),
                 stage_data.eq(write.data),
                 stage_strobe.eq(write.strobe),
+            ]
+        with m.If(load):
+            m.d.sync += [
+                stage_busy.eq(1),
                 aw_sent.eq(0),
                 w_sent.eq(0),
                 aw_pending.eq(1),

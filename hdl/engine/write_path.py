@@ -321,24 +321,34 @@ class WritePath(wiring.Component):
         # held as long as the lines keep coming
         read_names_held = (self.block_query.valid & (self.block_query.region == decoded.region)
                            & (self.block_query.block == held_block))
+        # A weight-major write joins when the buffer is empty, or holds its block with no flush due, or is
+        # flushed in this cycle. Written without do_flush: given the rest of join's terms (a writable weight-major
+        # RwD in held, no command), do_flush = gathered.valid & must_flush & stage_free & have_free, and
+        # `do_flush | ~gathered.valid | ~must_flush` is `~gathered.valid | ~must_flush | (stage_free & have_free)`,
+        # so join (which enables `held` and the RwD skid) is one level shallower.
+        must_flush = gathered.full | flush_request | ~same_block | held_flush_before
         join = Signal()
         m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
-                            & (do_flush | ~gathered.valid
-                               | (same_block & ~held_flush_before & ~gathered.full & ~flush_request)))
+                            & (~gathered.valid | ~must_flush | (stage_free & have_free)))
         load_raw = Signal()
         m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gathered.valid & stage_free & have_free
                                 & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 
-        # a raw write, or a flushed block: plane line p on beat p (beats past a raw write's one are never sent)
+        # a raw write, or a flushed block: plane line p on beat p (beats past a raw write's one are never sent).
+        # A load is a flush exactly when a block is gathered (a raw write loads only into an empty buffer), so the
+        # payload selects on gathered.valid, a flip-flop, not on do_flush: the AxiWriter's stage and the table's
+        # free entries take the payload whether or not it loads (see there), so the flush decision drives no
+        # wide clock enable or mux there
+        flushing = gathered.valid
         m.d.comb += [
             write.valid.eq(load_stage),
             write.p.id.eq(free_entry),
-            write.p.line.eq(Mux(do_flush, gathered.first_line, decoded.raw_line)),
-            write.p.log2_r.eq(Mux(do_flush, gathered.log2_r, 0)),
-            write.p.log2_beats.eq(Mux(do_flush, gathered.log2_b, 0)),
-            write.p.data.eq(Cat(Mux(do_flush, gathered.planes[0], held.data), *(gathered.planes[i] for i in range(1, G)))),
-            write.p.strobe.eq(Mux(do_flush, gathered.strobe, byte_enable)),
+            write.p.line.eq(Mux(flushing, gathered.first_line, decoded.raw_line)),
+            write.p.log2_r.eq(Mux(flushing, gathered.log2_r, 0)),
+            write.p.log2_beats.eq(Mux(flushing, gathered.log2_b, 0)),
+            write.p.data.eq(Cat(Mux(flushing, gathered.planes[0], held.data), *(gathered.planes[i] for i in range(1, G)))),
+            write.p.strobe.eq(Mux(flushing, gathered.strobe, byte_enable)),
         ]
 
         # the line in held joins the gather buffer (a line joining as the buffer flushes starts the next block)
@@ -415,15 +425,15 @@ class WritePath(wiring.Component):
         # a raw write, or a flushed block, takes the free entry (its tags in write order)
         m.d.comb += [
             table.allocate.valid.eq(load_stage),
-            table.allocate.p.gathered.eq(do_flush),
-            table.allocate.p.cmps.eq(Mux(do_flush, gathered.count, 1)),
-            table.allocate.p.region.eq(Mux(do_flush, gathered.region, decoded.region)),
-            table.allocate.p.block.eq(Mux(do_flush, gathered.block, held_block)),
+            table.allocate.p.gathered.eq(flushing),
+            table.allocate.p.cmps.eq(Mux(flushing, gathered.count, 1)),
+            table.allocate.p.region.eq(Mux(flushing, gathered.region, decoded.region)),
+            table.allocate.p.block.eq(Mux(flushing, gathered.block, held_block)),
             table.allocate.p.line.eq(write.p.line),
             table.allocate.p.log2_r.eq(write.p.log2_r),
             table.allocate.p.log2_beats.eq(write.p.log2_beats),
-            table.allocate.p.tags.eq(Cat(Mux(do_flush, gathered.tags[0], held.tag), *(gathered.tags[i] for i in range(1, G)))),
-            table.allocate.p.ld_ids.eq(Cat(Mux(do_flush, gathered.ld_ids[0], held.ld_id), *(gathered.ld_ids[i] for i in range(1, G)))),
+            table.allocate.p.tags.eq(Cat(Mux(flushing, gathered.tags[0], held.tag), *(gathered.tags[i] for i in range(1, G)))),
+            table.allocate.p.ld_ids.eq(Cat(Mux(flushing, gathered.ld_ids[0], held.ld_id), *(gathered.ld_ids[i] for i in range(1, G)))),
         ]
 
         # ---- side outputs, one cycle after the write leaves held ---------------------------------------

@@ -111,20 +111,26 @@ class WriteTable(wiring.Component):
             m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
 
         free_entry = Signal(range(n_entries))
-        have_free = Signal()
         for i in reversed(range(n_entries)):     # lowest free entry
             with m.If(~entry_used[i]):
-                m.d.comb += [free_entry.eq(i), have_free.eq(1)]
+                m.d.comb += free_entry.eq(i)
+        # `allocate.ready` (on the write path's flush decision) is a flip-flop: every entry used, kept as a
+        # register of its own and updated below from the allocation and the release of this cycle
+        all_used = Signal()
+        have_free = Signal()
+        m.d.comb += have_free.eq(~all_used)
         done_entry = Signal(range(n_entries))
         have_done = Signal()
         for i in reversed(range(n_entries)):
             with m.If(entry_done[i]):
                 m.d.comb += [done_entry.eq(i), have_done.eq(1)]
         error_entry = Signal(range(n_entries))   # lowest entry whose failed write still waits for its insert
-        have_error = Signal()
         for i in reversed(range(n_entries)):
             with m.If(entry_error[i]):
-                m.d.comb += [error_entry.eq(i), have_error.eq(1)]
+                m.d.comb += error_entry.eq(i)
+        # `failed.valid` (it holds a poisoned write in the write path's `held`) is a flip-flop too: some entry
+        # marked, kept beside the marks and updated below as they are
+        have_error = Signal()
         m.d.comb += [
             self.allocate.ready.eq(have_free),
             self.free_id.eq(free_entry),
@@ -158,14 +164,15 @@ class WriteTable(wiring.Component):
         b_error = b_fire & b.p.error
         allocating = self.allocate.valid & self.allocate.ready
         one_burst = new.log2_r == 0
+        error_next = [Signal(name=f"entry{i}_backend_error_next") for i in range(n_entries)]
         for i in range(n_entries):
-            with m.If(error_insert & (error_entry == i)):
-                m.d.sync += entry_error[i].eq(0)
-            with m.If(b_error & (b.p.id == i) & entry_used[i]):   # after the clear: a new failure wins
-                m.d.sync += entry_error[i].eq(1)
-            with m.If(allocating & (free_entry == i)):
+            m.d.comb += error_next[i].eq((entry_error[i] & ~(error_insert & (error_entry == i)))
+                                         | (b_error & (b.p.id == i) & entry_used[i]))   # a new failure wins
+            m.d.sync += entry_error[i].eq(error_next[i])
+            # a free entry's fields follow `new` (nothing reads them until the entry is used): their clock
+            # enable is ~entry_used, not the allocation (which the write path's flush decision drives)
+            with m.If(~entry_used[i]):
                 m.d.sync += [
-                    entry_used[i].eq(1),
                     entry_gathered[i].eq(new.gathered),
                     entry_cmps[i].eq(new.cmps),
                     entry_due[i].eq(Mux(one_burst, 1, Const(1, 5) << new.log2_beats)),
@@ -175,6 +182,8 @@ class WriteTable(wiring.Component):
                     entry_log2_stride[i].eq(new.log2_r),
                     entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << new.log2_beats)) - 1),
                 ]
+            with m.If(allocating & (free_entry == i)):
+                m.d.sync += entry_used[i].eq(1)
             with m.Elif(complete & (done_entry == i)):
                 m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
                 with m.If(entry_cmps[i] == 1):
@@ -182,8 +191,16 @@ class WriteTable(wiring.Component):
             with m.Elif(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] != 0)):
                 m.d.sync += entry_due[i].eq(entry_due[i] - 1)
 
+        # every entry used after this cycle: none is released (a Cmp leaving its entry's last write), and either
+        # the allocation takes the only free entry or all were used already
+        released = complete & (Array(entry_cmps)[done_entry] == 1)
+        free_mask = Cat(*(~used for used in entry_used))
+        one_free = (free_mask != 0) & ((free_mask & (free_mask - 1)) == 0)
+        m.d.sync += all_used.eq(~released & Mux(allocating, one_free, all_used))
+        m.d.sync += have_error.eq(Cat(*error_next).any())
         m.d.comb += [
-            writes_store.en.eq(allocating),
+            # the free entry's word is written whether or not it is allocated (a free entry's word is never read)
+            writes_store.en.eq(have_free),
             writes_store.addr.eq(free_entry),
             writes_store.data.tags.eq(new.tags),
             writes_store.data.ld_ids.eq(new.ld_ids),
