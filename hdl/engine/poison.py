@@ -19,7 +19,8 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
   `overflow` include the pending insert, so from the next cycle on every output is that of an immediate
   insert. Only `lost` pulses a cycle after the insert (no user in the device).
 - `clear_all` (CONTROL.clear_poison) empties the list and drops the flag; it wins over both.
-- `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use.
+- `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use. One
+  read mux of the registered records, with the pending insert's merge or landing applied once behind it.
 
 The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod 2^lines is p << log2_stride
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
@@ -245,34 +246,42 @@ class PoisonList(wiring.Component):
                                          "clear_pending")
         m.d.comb += pending_after_clear.eq(Mux(self.clear.valid, pending.mask & ~pending_cleared, pending.mask))
 
+        # the records' next state: this cycle's clear on every mask, and the pending insert ORed into the record
+        # it merges into or takes (a record it takes is free: its mask and `after_clear` are 0)
+        merge_into = [Signal(name=f"record{i}_merge_into") for i in range(n)]
+        land_in = [Signal(name=f"record{i}_land_in") for i in range(n)]
+        for i in range(n):
+            m.d.comb += [merge_into[i].eq(pending_valid & same[i]), land_in[i].eq(lands_new & (taken == i))]
         with m.If(self.clear_all):
             m.d.sync += overflow.eq(0)
             m.d.sync += [record.mask.eq(0) for record in records]
         with m.Else():
             for i in range(n):
-                m.d.sync += records[i].mask.eq(after_clear[i])
-            with m.If(pending_valid):
-                with m.If(merge):
-                    for i in range(n):
-                        with m.If(same[i]):
-                            m.d.sync += records[i].mask.eq(after_clear[i] | pending_after_clear)
-                with m.Elif(any_free):
-                    for i in range(n):
-                        with m.If(taken == i):
-                            m.d.sync += [records[i].first.eq(pending.first), round_bases[i].eq(pending_round_base),
-                                         records[i].log2_stride.eq(pending.log2_stride),
-                                         records[i].mask.eq(pending_after_clear)]
-                with m.Else():
-                    m.d.sync += overflow.eq(1)
-                    m.d.comb += self.lost.eq(1)
+                m.d.sync += records[i].mask.eq(after_clear[i]
+                                               | (pending_after_clear & (merge_into[i] | land_in[i]).replicate(MASK_BITS)))
+                with m.If(land_in[i]):
+                    m.d.sync += [records[i].first.eq(pending.first), round_bases[i].eq(pending_round_base),
+                                 records[i].log2_stride.eq(pending.log2_stride)]
+            with m.If(lost_now):
+                m.d.sync += overflow.eq(1)
+                m.d.comb += self.lost.eq(1)
 
-        # CSR read port: record i as the pending insert leaves it
+        # CSR read port: record i as the pending insert leaves it. One read mux of the registered records, and
+        # the pending insert's merge or landing applied once behind it (not per record before the mux: an
+        # override chain per record and field)
+        read_record = Signal(layout)
+        read_used = Signal()
+        read_same = Signal()
         with m.Switch(self.read_index):
             for i in range(n):
                 with m.Case(i):
-                    m.d.comb += [self.read_record.eq(records[i]), self.read_valid.eq(used[i])]
-                    with m.If(pending_valid & same[i]):
-                        m.d.comb += self.read_record.mask.eq(records[i].mask | pending.mask)
-                    with m.If(lands_new & (taken == i)):
-                        m.d.comb += [self.read_record.eq(pending), self.read_valid.eq(pending.mask != 0)]
+                    m.d.comb += [read_record.eq(records[i]), read_used.eq(used[i]), read_same.eq(same[i])]
+        read_taken = Signal()
+        m.d.comb += read_taken.eq(lands_new & (taken == self.read_index))
+        with m.If(read_taken):
+            m.d.comb += [self.read_record.eq(pending), self.read_valid.eq(pending.mask != 0)]
+        with m.Else():
+            m.d.comb += [self.read_record.eq(read_record), self.read_valid.eq(read_used)]
+            with m.If(pending_valid & read_same):
+                m.d.comb += self.read_record.mask.eq(read_record.mask | pending.mask)
         return m
