@@ -122,12 +122,21 @@ class BlockPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, BM, S = self.width, self.b_max, self.log2_b_max
-        unit = W // BM      # gearbox granularity: every chunk offset and line fill level is a multiple of it
+        unit = W // BM      # chunk offset granularity: every chunk offset is a multiple of it
         # widest chunk after compaction, in units (F = b_max - 1 for b_max >= 4: almost two lines)
         compact_units = max(chunk_units_for(f, BM) for f in range(1, BM + 1))
-        # the gearbox keeps what a chunk brings beyond the line it completes (< compact_units units), or a
-        # whole line waiting for its output cycle
-        held_units = max(compact_units - 1, BM)
+        # Gearbox granularity: two units. A chunk brings F * b_max / G units; for a pow2 F that is b_max (one
+        # line, nothing held), for a non-pow2 F (G <= b_max / 2) a multiple of b_max / G >= 2. So every held
+        # level is a multiple of 2 units and the gearbox shifts by 0..b_max/2-1 of its units (one 2:1 stage
+        # fewer than at unit granularity).
+        gear = 2 * unit
+        line_gears = BM // 2                    # gear units per line
+        log2_line_gears = S - 1
+        assert all(chunk_units_for(f, BM) % 2 == 0 for f in range(1, BM + 1))
+        compact_gears = compact_units // 2
+        # the gearbox keeps what a chunk brings beyond the line it completes (< compact_gears gear units), or
+        # a whole line waiting for its output cycle
+        held_gears = max(compact_gears - 1, line_gears)
 
         # ---- plane banks ------------------------------------------------------------------------------
         fill_bank = [Signal(W, name=f"fill_plane{q}") for q in range(BM)]
@@ -148,7 +157,7 @@ class BlockPacker(wiring.Component):
         # chunk issue state (stage 1): the block in the emit bank
         active = Signal()                       # emit bank holds a block with chunks left to issue
         field_minus_one = Signal(S)             # F - 1
-        chunk_units = Signal(range(2 * BM))     # bits produced per chunk, in units (F * b_max / pow2floor(F))
+        chunk_gears = Signal(range(BM))         # bits produced per chunk, in gear units (F * b_max / 2 / pow2floor(F))
         offset_step = Signal(range(BM + 1))     # chunk offset increment in units (b_max / pow2floor(F))
         offset = Signal(S)                      # current chunk's offset in the planes, in units
         issue = Signal()                        # a chunk enters the pipeline this cycle
@@ -164,14 +173,14 @@ class BlockPacker(wiring.Component):
         # so that the next block may start issuing while these chunks are still in flight
         chunk_valid = Signal()
         chunk_field_minus_one = Signal(S)
-        chunk_chunk_units = Signal(range(2 * BM))
+        chunk_chunk_gears = Signal(range(BM))
         compact_valid = Signal()
         compact_field_minus_one = Signal(S)
-        compact_chunk_units = Signal(range(2 * BM))
+        compact_chunk_gears = Signal(range(BM))
 
         # gearbox state (stage 4)
-        held_level = Signal(range(2 * BM))      # units held back for the next lines (0 between blocks)
-        held = Signal(held_units * unit, reset_less=True)
+        held_level = Signal(range(BM))          # gear units held back for the next lines (0 between blocks)
+        held = Signal(held_gears * gear, reset_less=True)
         held_field_minus_one = Signal(S)        # F - 1 of the block the held units belong to
         held_line_full = Signal()
         line_index = Signal(INDEX_FIELD_BITS)
@@ -181,7 +190,7 @@ class BlockPacker(wiring.Component):
         out_index = Signal(INDEX_FIELD_BITS)
         out_last = Signal()
         m.d.comb += [
-            held_line_full.eq(held_level >= BM),
+            held_line_full.eq(held_level >= line_gears),
             advance.eq(~out_valid | self.line.ready),
             feed.eq(advance & ~held_line_full),
             self.line.valid.eq(out_valid),
@@ -224,13 +233,13 @@ class BlockPacker(wiring.Component):
             m.d.comb += precision_k.eq(self.start.p.k)
         m.d.comb += new_f.eq(Mux(self.start.p.expanded, block_b, precision_k))
         new_offset_step = Signal.like(offset_step)
-        new_chunk_units = Signal.like(chunk_units)
+        new_chunk_gears = Signal.like(chunk_gears)
         with m.Switch(new_f):
             for f in range(1, BM + 1):
                 with m.Case(f):
                     m.d.comb += [
                         new_offset_step.eq(BM >> pow2floor_log2(f)),
-                        new_chunk_units.eq(chunk_units_for(f, BM)),
+                        new_chunk_gears.eq(chunk_units_for(f, BM) // 2),
                     ]
 
         # ---- chunk select: chunk bit m of plane q = plane bit offset*unit + m --------------------------
@@ -256,7 +265,7 @@ class BlockPacker(wiring.Component):
             m.d.sync += [
                 chunk_valid.eq(issue),
                 chunk_field_minus_one.eq(field_minus_one),
-                chunk_chunk_units.eq(chunk_units),
+                chunk_chunk_gears.eq(chunk_gears),
             ]
 
         # ---- compaction: C weights of F-bit fields, weight w at bits [w*F, w*F+F) ---------------------
@@ -275,25 +284,27 @@ class BlockPacker(wiring.Component):
                 compact.eq(Cat(*compact_bits)),
                 compact_valid.eq(chunk_valid),
                 compact_field_minus_one.eq(chunk_field_minus_one),
-                compact_chunk_units.eq(chunk_chunk_units),
+                compact_chunk_gears.eq(chunk_chunk_gears),
             ]
 
         # ---- gearbox: shift the chunk to the held level, merge above the held units --------------------
         # A chunk is >= one line, so every chunk taken completes a line: the line is the held units plus the
-        # low units of the shifted chunk, and the rest of the chunk is held. The held level is < b_max when a
-        # chunk is taken (otherwise `feed` is low and the held line leaves alone), so only units < b_max of
-        # the line can come from `held`, and the shift is by 0..b_max-1 units (log2(b_max) 2:1 mux stages).
-        shifted = Signal((compact_units + BM - 1) * unit)
+        # low units of the shifted chunk, and the rest of the chunk is held. The held level is < one line when
+        # a chunk is taken (otherwise `feed` is low and the held line leaves alone), so only gear units < b_max/2
+        # of the line can come from `held`, and the shift is by 0..b_max/2-1 gear units (log2(b_max)-1 stages of
+        # 2:1 muxes).
+        shifted = Signal((compact_gears + line_gears - 1) * gear)
         stage_value = compact
-        for b in range(S):
+        for b in range(log2_line_gears):
             stage = Signal(len(shifted), name=f"shift_stage{b}")
-            m.d.comb += stage.eq(Mux(held_level[b], stage_value << (unit << b), stage_value))
+            m.d.comb += stage.eq(Mux(held_level[b], stage_value << (gear << b), stage_value))
             stage_value = stage
         m.d.comb += shifted.eq(stage_value)
+        # a held whole line (held_line_full: level >= a line) is all held units, so the merge gives it as well
         merged_line = Signal(W)
         m.d.comb += merged_line.eq(Cat(*[
-            Mux(held_level > u, held[u * unit:(u + 1) * unit], shifted[u * unit:(u + 1) * unit])
-            for u in range(BM)]))
+            Mux(held_level > u, held[u * gear:(u + 1) * gear], shifted[u * gear:(u + 1) * gear])
+            for u in range(line_gears)]))
         take_chunk = feed & compact_valid
         emit_held = advance & held_line_full
         # the line this cycle's output belongs to ends its block: index F - 1 of the chunk's (or held) block
@@ -302,25 +313,31 @@ class BlockPacker(wiring.Component):
         with m.If(take_chunk | emit_held):
             m.d.sync += [
                 out_valid.eq(1),
-                out_data.eq(Mux(held_line_full, held[:W], merged_line)),
+                out_data.eq(merged_line),
                 out_index.eq(line_index),
                 out_last.eq(block_done),
                 line_index.eq(Mux(block_done, 0, line_index + 1)),
             ]
         with m.Elif(self.line.ready):
             m.d.sync += out_valid.eq(0)
+        # After a held line leaves, the level is below held_gears - line_gears: the held bits above that are
+        # don't-care, so they load the shifted chunk unconditionally (no 2:1 mux on them).
+        # (b_max = 2: every field is pow2, nothing is ever held)
+        kept = len(held) - W
         with m.If(emit_held):
-            m.d.sync += [
-                held.eq(held[W:]),
-                held_level.eq(held_level - BM),
-            ]
+            m.d.sync += held_level.eq(held_level - line_gears)
+            if kept:
+                m.d.sync += held[:kept].eq(held[W:])
         with m.Elif(take_chunk):
             # a block's chunks fill exactly F lines, so the level is back at 0 after its last line
             m.d.sync += [
-                held.eq(shifted[W:]),
-                held_level.eq(held_level + compact_chunk_units - BM),
+                held_level.eq(held_level + compact_chunk_gears - line_gears),
                 held_field_minus_one.eq(compact_field_minus_one),
             ]
+            if kept:
+                m.d.sync += held[:kept].eq(shifted[W:W + kept])
+        with m.If(take_chunk | emit_held):
+            m.d.sync += held[max(kept, 0):].eq(shifted[W + max(kept, 0):])
 
         with m.If(issue):
             m.d.sync += offset.eq(next_offset[:S])
@@ -330,7 +347,7 @@ class BlockPacker(wiring.Component):
                 active.eq(1),
                 field_minus_one.eq(new_f - 1),
                 offset_step.eq(new_offset_step),
-                chunk_units.eq(new_chunk_units),
+                chunk_gears.eq(new_chunk_gears),
                 offset.eq(0),
             ]
         with m.Elif(issue & last_chunk):
