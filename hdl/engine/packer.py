@@ -40,10 +40,13 @@ over cycles as a gearbox and factored into three small muxes per bit:
   expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care;
   bits >= W only choose among the non-pow2 F.
 - Gearbox: every chunk completes a line. The compacted chunk is shifted by the held level (the units left
-  over from earlier chunks, < b_max when a chunk is taken; a multiple of W/b_max: log2(b_max) stages of 2:1
-  muxes); the line is the held units plus the chunk's low units, the chunk's upper units are held (no mux:
-  a register load). When the held units make a whole line (non-pow2 F: a block's G chunks bring F lines),
-  that line leaves in a cycle that takes no chunk, and chunk issue pauses for it.
+  over from earlier chunks, < b_max when a chunk is taken; always a multiple of two units 2W/b_max, since a
+  non-pow2 F's chunk brings F*b_max/G units with G <= b_max/2: log2(b_max)-1 stages of 2:1 muxes); the line
+  is the held units plus the chunk's low units (one 2:1 mux per gear unit, which also gives a held whole
+  line), the chunk's upper units are held. When the held units make a whole line (non-pow2 F: a block's G
+  chunks bring F lines), that line leaves in a cycle that takes no chunk, and chunk issue pauses for it; the
+  held bits then move down a line (a 2:1 mux only on the held bits below held width - W, the rest is
+  don't-care after a held line and loads the shifted chunk directly).
 - Pipeline: chunk select -> register -> compaction -> register -> gearbox -> output register; the first
   three stages move together when the output register is free and the gearbox holds no whole line. The
   registers cost ~2W..3W + W flip-flops and halve the LUT4 count: yosys/ABC maps the same logic as one cone
@@ -57,6 +60,8 @@ Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=
 3.0k FF; W=128 b_max=16 5.8k + 0.9k, 5.3k FF; W=512 b_max=16 23.0k + 4.0k, 20.9k FF. The full-rate chunks
 cost +22% / +47% / +44% LUT4 there (2.1k / 4.0k / 16.0k before: wider chunks of the planes q+1 not a power
 of two, compaction bits >= W, a gearbox shifting up to ~2W bits); W=512 b_max=8 was 8.1k + 1.1k before them.
+The two-unit gearbox (2026-11-30, fpga/README.md "Cuts"): W=512 b_max=16 23,007 -> 21,942 LUT4, W=128
+b_max=8 2,536 -> 2,533 (one shift stage fewer; ABC had already merged most of the output and held muxes).
 """
 from __future__ import annotations
 
