@@ -248,21 +248,34 @@ class BlockPacker(wiring.Component):
                     ]
 
         # ---- chunk select: chunk bit m of plane q = plane bit offset*unit + m --------------------------
+        # An odd offset (G = b_max only: unit-wide chunks, offsets 0, 1, 2, ...) always follows the even offset
+        # before it in the previous feed cycle (a block's chunks issue in consecutive feed cycles; feed low
+        # holds the register). So the lowest segment (chunk bits [0, unit), b_max possible offsets) takes an
+        # odd offset's unit from the chunk register's bits [unit, 2*unit), which the even chunk loaded with
+        # that plane unit: a b_max/2-way mux tree on the even offsets plus one 2:1 mux, in place of a
+        # b_max-way tree. The register of the last plane (a unit wide) grows to 2 units for it.
         chunks = []
         for q in range(BM):
             width_q = self._chunk_width(q)
+            chunk = Signal(max(width_q, 2 * unit), name=f"chunk{q}", reset_less=True)
             pieces = []
             # segment s holds chunk bits [W >> (s+1), W >> s) (s = S: [0, W >> S)); they exist only for chunks
             # of >= W >> s bits, whose offset is a multiple of W >> s: so only 2**s sources
             for s in range(S, -1, -1):
                 lo = 0 if s == S else W >> (s + 1)
                 hi = W >> s
-                if lo >= width_q:
+                if lo >= len(chunk):
+                    continue
+                if s == S:
+                    # even offsets: the segment below's sources (offset multiple of 2 units), shifted down a unit
+                    for bit in range(lo, hi):
+                        even = mux_tree([emit_bank[q][bit + i * (W >> (S - 1))] for i in range(1 << (S - 1))],
+                                        offset[1:])
+                        pieces.append(Mux(offset[0], chunk[unit + bit], even))
                     continue
                 select = offset[S - s:]
                 for bit in range(lo, hi):
                     pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
-            chunk = Signal(width_q, name=f"chunk{q}", reset_less=True)
             with m.If(feed):
                 m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
