@@ -35,7 +35,10 @@ over cycles as a gearbox and factored into three small muxes per bit:
   shifts (a shift mux would sit on every one of the b_max*W plane bits): chunk bits m < W/b_max have b_max
   possible offsets, bits W/2^(s+1) <= m < W/2^s only 2^s (there the offset is a multiple of C >= W/2^s), and
   plane q is only used with G >= pow2floor(q+1), so its chunk is at most W/pow2floor(q+1) bits wide: the
-  high planes (used by wide fields only) carry narrow muxes.
+  high planes (used by wide fields only) carry narrow muxes. The b_max offsets of bits m < W/b_max come from
+  G = b_max alone, whose odd offsets follow the even one in the previous feed cycle: an odd chunk takes those
+  bits from the chunk register's next unit (loaded by the even chunk), so they are a b_max/2-way tree on the
+  even offsets plus one 2:1 mux (the last plane's register is two units wide for it).
 - Compaction: output bit t = field bit t % F of weight t // F = chunk bit t // F of plane F-1-t%F (for
   expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care;
   bits >= W only choose among the non-pow2 F.
@@ -61,7 +64,8 @@ Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=
 cost +22% / +47% / +44% LUT4 there (2.1k / 4.0k / 16.0k before: wider chunks of the planes q+1 not a power
 of two, compaction bits >= W, a gearbox shifting up to ~2W bits); W=512 b_max=8 was 8.1k + 1.1k before them.
 The two-unit gearbox (2026-11-30, fpga/README.md "Cuts"): W=512 b_max=16 23,007 -> 21,942 LUT4, W=128
-b_max=8 2,536 -> 2,533 (one shift stage fewer; ABC had already merged most of the output and held muxes).
+b_max=8 2,536 -> 2,533 (one shift stage fewer; ABC had already merged most of the output and held muxes);
+with the odd-offset lowest chunk segment W=512 b_max=16 21,942 -> 20,340 LUT4, W=128 b_max=8 2,533 -> 2,489.
 """
 from __future__ import annotations
 
