@@ -35,15 +35,21 @@ over cycles as a gearbox and factored into three small muxes per bit:
   shifts (a shift mux would sit on every one of the b_max*W plane bits): chunk bits m < W/b_max have b_max
   possible offsets, bits W/2^(s+1) <= m < W/2^s only 2^s (there the offset is a multiple of C >= W/2^s), and
   plane q is only used with G >= pow2floor(q+1), so its chunk is at most W/pow2floor(q+1) bits wide: the
-  high planes (used by wide fields only) carry narrow muxes.
+  high planes (used by wide fields only) carry narrow muxes. The b_max offsets of bits m < W/b_max come from
+  G = b_max alone, whose odd offsets follow the even one in the previous feed cycle: an odd chunk takes those
+  bits from the chunk register's next unit (loaded by the even chunk), so they are a b_max/2-way tree on the
+  even offsets plus one 2:1 mux (the last plane's register is two units wide for it).
 - Compaction: output bit t = field bit t % F of weight t // F = chunk bit t // F of plane F-1-t%F (for
   expanded F = B the same wiring): one b_max-way mux tree per output bit on F - 1; bits >= C*F don't care;
   bits >= W only choose among the non-pow2 F.
 - Gearbox: every chunk completes a line. The compacted chunk is shifted by the held level (the units left
-  over from earlier chunks, < b_max when a chunk is taken; a multiple of W/b_max: log2(b_max) stages of 2:1
-  muxes); the line is the held units plus the chunk's low units, the chunk's upper units are held (no mux:
-  a register load). When the held units make a whole line (non-pow2 F: a block's G chunks bring F lines),
-  that line leaves in a cycle that takes no chunk, and chunk issue pauses for it.
+  over from earlier chunks, < b_max when a chunk is taken; always a multiple of two units 2W/b_max, since a
+  non-pow2 F's chunk brings F*b_max/G units with G <= b_max/2: log2(b_max)-1 stages of 2:1 muxes); the line
+  is the held units plus the chunk's low units (one 2:1 mux per gear unit, which also gives a held whole
+  line), the chunk's upper units are held. When the held units make a whole line (non-pow2 F: a block's G
+  chunks bring F lines), that line leaves in a cycle that takes no chunk, and chunk issue pauses for it; the
+  held bits then move down a line (a 2:1 mux only on the held bits below held width - W, the rest is
+  don't-care after a held line and loads the shifted chunk directly).
 - Pipeline: chunk select -> register -> compaction -> register -> gearbox -> output register; the first
   three stages move together when the output register is free and the gearbox holds no whole line. The
   registers cost ~2W..3W + W flip-flops and halve the LUT4 count: yosys/ABC maps the same logic as one cone
@@ -57,6 +63,9 @@ Area (yosys 0.70 synth_ecp5, packer alone, scripts/packer_area.py): W=128 b_max=
 3.0k FF; W=128 b_max=16 5.8k + 0.9k, 5.3k FF; W=512 b_max=16 23.0k + 4.0k, 20.9k FF. The full-rate chunks
 cost +22% / +47% / +44% LUT4 there (2.1k / 4.0k / 16.0k before: wider chunks of the planes q+1 not a power
 of two, compaction bits >= W, a gearbox shifting up to ~2W bits); W=512 b_max=8 was 8.1k + 1.1k before them.
+The two-unit gearbox (2026-11-30, fpga/README.md "Cuts"): W=512 b_max=16 23,007 -> 21,942 LUT4, W=128
+b_max=8 2,536 -> 2,533 (one shift stage fewer; ABC had already merged most of the output and held muxes);
+with the odd-offset lowest chunk segment W=512 b_max=16 21,942 -> 20,340 LUT4, W=128 b_max=8 2,533 -> 2,489.
 """
 from __future__ import annotations
 
@@ -122,12 +131,21 @@ class BlockPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, BM, S = self.width, self.b_max, self.log2_b_max
-        unit = W // BM      # gearbox granularity: every chunk offset and line fill level is a multiple of it
+        unit = W // BM      # chunk offset granularity: every chunk offset is a multiple of it
         # widest chunk after compaction, in units (F = b_max - 1 for b_max >= 4: almost two lines)
         compact_units = max(chunk_units_for(f, BM) for f in range(1, BM + 1))
-        # the gearbox keeps what a chunk brings beyond the line it completes (< compact_units units), or a
-        # whole line waiting for its output cycle
-        held_units = max(compact_units - 1, BM)
+        # Gearbox granularity: two units. A chunk brings F * b_max / G units; for a pow2 F that is b_max (one
+        # line, nothing held), for a non-pow2 F (G <= b_max / 2) a multiple of b_max / G >= 2. So every held
+        # level is a multiple of 2 units and the gearbox shifts by 0..b_max/2-1 of its units (one 2:1 stage
+        # fewer than at unit granularity).
+        gear = 2 * unit
+        line_gears = BM // 2                    # gear units per line
+        log2_line_gears = S - 1
+        assert all(chunk_units_for(f, BM) % 2 == 0 for f in range(1, BM + 1))
+        compact_gears = compact_units // 2
+        # the gearbox keeps what a chunk brings beyond the line it completes (< compact_gears gear units), or
+        # a whole line waiting for its output cycle
+        held_gears = max(compact_gears - 1, line_gears)
 
         # ---- plane banks ------------------------------------------------------------------------------
         fill_bank = [Signal(W, name=f"fill_plane{q}") for q in range(BM)]
@@ -148,7 +166,7 @@ class BlockPacker(wiring.Component):
         # chunk issue state (stage 1): the block in the emit bank
         active = Signal()                       # emit bank holds a block with chunks left to issue
         field_minus_one = Signal(S)             # F - 1
-        chunk_units = Signal(range(2 * BM))     # bits produced per chunk, in units (F * b_max / pow2floor(F))
+        chunk_gears = Signal(range(BM))         # bits produced per chunk, in gear units (F * b_max / 2 / pow2floor(F))
         offset_step = Signal(range(BM + 1))     # chunk offset increment in units (b_max / pow2floor(F))
         offset = Signal(S)                      # current chunk's offset in the planes, in units
         issue = Signal()                        # a chunk enters the pipeline this cycle
@@ -164,14 +182,14 @@ class BlockPacker(wiring.Component):
         # so that the next block may start issuing while these chunks are still in flight
         chunk_valid = Signal()
         chunk_field_minus_one = Signal(S)
-        chunk_chunk_units = Signal(range(2 * BM))
+        chunk_chunk_gears = Signal(range(BM))
         compact_valid = Signal()
         compact_field_minus_one = Signal(S)
-        compact_chunk_units = Signal(range(2 * BM))
+        compact_chunk_gears = Signal(range(BM))
 
         # gearbox state (stage 4)
-        held_level = Signal(range(2 * BM))      # units held back for the next lines (0 between blocks)
-        held = Signal(held_units * unit, reset_less=True)
+        held_level = Signal(range(BM))          # gear units held back for the next lines (0 between blocks)
+        held = Signal(held_gears * gear, reset_less=True)
         held_field_minus_one = Signal(S)        # F - 1 of the block the held units belong to
         held_line_full = Signal()
         line_index = Signal(INDEX_FIELD_BITS)
@@ -181,7 +199,7 @@ class BlockPacker(wiring.Component):
         out_index = Signal(INDEX_FIELD_BITS)
         out_last = Signal()
         m.d.comb += [
-            held_line_full.eq(held_level >= BM),
+            held_line_full.eq(held_level >= line_gears),
             advance.eq(~out_valid | self.line.ready),
             feed.eq(advance & ~held_line_full),
             self.line.valid.eq(out_valid),
@@ -224,31 +242,44 @@ class BlockPacker(wiring.Component):
             m.d.comb += precision_k.eq(self.start.p.k)
         m.d.comb += new_f.eq(Mux(self.start.p.expanded, block_b, precision_k))
         new_offset_step = Signal.like(offset_step)
-        new_chunk_units = Signal.like(chunk_units)
+        new_chunk_gears = Signal.like(chunk_gears)
         with m.Switch(new_f):
             for f in range(1, BM + 1):
                 with m.Case(f):
                     m.d.comb += [
                         new_offset_step.eq(BM >> pow2floor_log2(f)),
-                        new_chunk_units.eq(chunk_units_for(f, BM)),
+                        new_chunk_gears.eq(chunk_units_for(f, BM) // 2),
                     ]
 
         # ---- chunk select: chunk bit m of plane q = plane bit offset*unit + m --------------------------
+        # An odd offset (G = b_max only: unit-wide chunks, offsets 0, 1, 2, ...) always follows the even offset
+        # before it in the previous feed cycle (a block's chunks issue in consecutive feed cycles; feed low
+        # holds the register). So the lowest segment (chunk bits [0, unit), b_max possible offsets) takes an
+        # odd offset's unit from the chunk register's bits [unit, 2*unit), which the even chunk loaded with
+        # that plane unit: a b_max/2-way mux tree on the even offsets plus one 2:1 mux, in place of a
+        # b_max-way tree. The register of the last plane (a unit wide) grows to 2 units for it.
         chunks = []
         for q in range(BM):
             width_q = self._chunk_width(q)
+            chunk = Signal(max(width_q, 2 * unit), name=f"chunk{q}", reset_less=True)
             pieces = []
             # segment s holds chunk bits [W >> (s+1), W >> s) (s = S: [0, W >> S)); they exist only for chunks
             # of >= W >> s bits, whose offset is a multiple of W >> s: so only 2**s sources
             for s in range(S, -1, -1):
                 lo = 0 if s == S else W >> (s + 1)
                 hi = W >> s
-                if lo >= width_q:
+                if lo >= len(chunk):
+                    continue
+                if s == S:
+                    # even offsets: the segment below's sources (offset multiple of 2 units), shifted down a unit
+                    for bit in range(lo, hi):
+                        even = mux_tree([emit_bank[q][bit + i * (W >> (S - 1))] for i in range(1 << (S - 1))],
+                                        offset[1:])
+                        pieces.append(Mux(offset[0], chunk[unit + bit], even))
                     continue
                 select = offset[S - s:]
                 for bit in range(lo, hi):
                     pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
-            chunk = Signal(width_q, name=f"chunk{q}", reset_less=True)
             with m.If(feed):
                 m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
@@ -256,7 +287,7 @@ class BlockPacker(wiring.Component):
             m.d.sync += [
                 chunk_valid.eq(issue),
                 chunk_field_minus_one.eq(field_minus_one),
-                chunk_chunk_units.eq(chunk_units),
+                chunk_chunk_gears.eq(chunk_gears),
             ]
 
         # ---- compaction: C weights of F-bit fields, weight w at bits [w*F, w*F+F) ---------------------
@@ -275,25 +306,27 @@ class BlockPacker(wiring.Component):
                 compact.eq(Cat(*compact_bits)),
                 compact_valid.eq(chunk_valid),
                 compact_field_minus_one.eq(chunk_field_minus_one),
-                compact_chunk_units.eq(chunk_chunk_units),
+                compact_chunk_gears.eq(chunk_chunk_gears),
             ]
 
         # ---- gearbox: shift the chunk to the held level, merge above the held units --------------------
         # A chunk is >= one line, so every chunk taken completes a line: the line is the held units plus the
-        # low units of the shifted chunk, and the rest of the chunk is held. The held level is < b_max when a
-        # chunk is taken (otherwise `feed` is low and the held line leaves alone), so only units < b_max of
-        # the line can come from `held`, and the shift is by 0..b_max-1 units (log2(b_max) 2:1 mux stages).
-        shifted = Signal((compact_units + BM - 1) * unit)
+        # low units of the shifted chunk, and the rest of the chunk is held. The held level is < one line when
+        # a chunk is taken (otherwise `feed` is low and the held line leaves alone), so only gear units < b_max/2
+        # of the line can come from `held`, and the shift is by 0..b_max/2-1 gear units (log2(b_max)-1 stages of
+        # 2:1 muxes).
+        shifted = Signal((compact_gears + line_gears - 1) * gear)
         stage_value = compact
-        for b in range(S):
+        for b in range(log2_line_gears):
             stage = Signal(len(shifted), name=f"shift_stage{b}")
-            m.d.comb += stage.eq(Mux(held_level[b], stage_value << (unit << b), stage_value))
+            m.d.comb += stage.eq(Mux(held_level[b], stage_value << (gear << b), stage_value))
             stage_value = stage
         m.d.comb += shifted.eq(stage_value)
+        # a held whole line (held_line_full: level >= a line) is all held units, so the merge gives it as well
         merged_line = Signal(W)
         m.d.comb += merged_line.eq(Cat(*[
-            Mux(held_level > u, held[u * unit:(u + 1) * unit], shifted[u * unit:(u + 1) * unit])
-            for u in range(BM)]))
+            Mux(held_level > u, held[u * gear:(u + 1) * gear], shifted[u * gear:(u + 1) * gear])
+            for u in range(line_gears)]))
         take_chunk = feed & compact_valid
         emit_held = advance & held_line_full
         # the line this cycle's output belongs to ends its block: index F - 1 of the chunk's (or held) block
@@ -302,25 +335,31 @@ class BlockPacker(wiring.Component):
         with m.If(take_chunk | emit_held):
             m.d.sync += [
                 out_valid.eq(1),
-                out_data.eq(Mux(held_line_full, held[:W], merged_line)),
+                out_data.eq(merged_line),
                 out_index.eq(line_index),
                 out_last.eq(block_done),
                 line_index.eq(Mux(block_done, 0, line_index + 1)),
             ]
         with m.Elif(self.line.ready):
             m.d.sync += out_valid.eq(0)
+        # After a held line leaves, the level is below held_gears - line_gears: the held bits above that are
+        # don't-care, so they load the shifted chunk unconditionally (no 2:1 mux on them).
+        # (b_max = 2: every field is pow2, nothing is ever held)
+        kept = len(held) - W
         with m.If(emit_held):
-            m.d.sync += [
-                held.eq(held[W:]),
-                held_level.eq(held_level - BM),
-            ]
+            m.d.sync += held_level.eq(held_level - line_gears)
+            if kept:
+                m.d.sync += held[:kept].eq(held[W:])
         with m.Elif(take_chunk):
             # a block's chunks fill exactly F lines, so the level is back at 0 after its last line
             m.d.sync += [
-                held.eq(shifted[W:]),
-                held_level.eq(held_level + compact_chunk_units - BM),
+                held_level.eq(held_level + compact_chunk_gears - line_gears),
                 held_field_minus_one.eq(compact_field_minus_one),
             ]
+            if kept:
+                m.d.sync += held[:kept].eq(shifted[W:W + kept])
+        with m.If(take_chunk | emit_held):
+            m.d.sync += held[max(kept, 0):].eq(shifted[W + max(kept, 0):])
 
         with m.If(issue):
             m.d.sync += offset.eq(next_offset[:S])
@@ -330,7 +369,7 @@ class BlockPacker(wiring.Component):
                 active.eq(1),
                 field_minus_one.eq(new_f - 1),
                 offset_step.eq(new_offset_step),
-                chunk_units.eq(new_chunk_units),
+                chunk_gears.eq(new_chunk_gears),
                 offset.eq(0),
             ]
         with m.Elif(issue & last_chunk):
