@@ -39,7 +39,7 @@ from smartquant.hdl.cxl.frontend import (
     ReqFrontEnd, NdrArbiter, REQ_OPCODE_COUNTERS, CMP_FIFO_DEPTH, opcode_in,
 )
 from smartquant.hdl.engine.poison import PoisonList
-from smartquant.hdl.engine.read_engine import ReadEngine, check_read_params
+from smartquant.hdl.engine.read_engine import ReadEngine
 
 from smartquant.hdl.engine.write_path import WritePath
 
@@ -82,7 +82,6 @@ class SmartQuantController(wiring.Component):
         # construction (the verilog command turns it into a one-line error).
         self._units = {}
         try:
-            check_read_params(p)
             for name, unit_class in (("poison_list", PoisonList), ("csr_block", CsrBlock), ("frontend", ReqFrontEndEvents),
                                      ("read_engine", ReadEngine), ("write_path", WritePath),
                                      ("ndr_arbiter", NdrArbiter), ("axi_drain", AxiDrain)):

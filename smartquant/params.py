@@ -125,6 +125,21 @@ class ControllerParams:
             raise ValueError(f"host_port must be one of {', '.join(map(repr, HOST_PORTS))}, got {self.host_port!r}")
         if not 1 <= self.host_axi_id_bits <= 16:
             raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
+        if self.request_depth < 2:
+            # the front end holds request_depth reads in a FIFO of request_depth - 1 and its output skid
+            raise ValueError(f"request_depth must be >= 2, got {self.request_depth}")
+        if self.buffer_slots < 1:
+            raise ValueError(f"buffer_slots must be >= 1, got {self.buffer_slots}")
+        if self.poison_entries < 1:
+            raise ValueError(f"poison_entries must be >= 1, got {self.poison_entries}")
+        if not 1 <= self.axi_id_bits <= 16:
+            raise ValueError(f"axi_id_bits must be 1..16, got {self.axi_id_bits}")
+        last_counter = CSR_COUNTER_BASE + 4 * (N_COUNTERS - 1)
+        if last_counter >> self.csr_addr_bits:
+            raise ValueError(f"csr_addr_bits = {self.csr_addr_bits} cannot reach COUNTER({N_COUNTERS - 1}) at "
+                             f"{last_counter:#x}: need at least {last_counter.bit_length()} bits")
+        if self.csr_addr_bits > 64:
+            raise ValueError(f"csr_addr_bits must be at most 64 (AXI addresses), got {self.csr_addr_bits}")
 
     # --- derived geometry -------------------------------------------------------------------------
     # (cached per instance: the fields are frozen, and the golden model and the testbench ask for these per
@@ -150,8 +165,25 @@ class ControllerParams:
 
     # fixed field widths of the RTL, named here so that every unit uses the same numbers
     k_bits = 5         # precision k (1..16) and the HPA k field
+    view_bits = 3      # the HPA view field (View)
+    log2_b_bits = 3    # log2(B) of a region, 1..4
+    log2_r_bits = 3    # log2(R) of a region, 0..6 (R = plane run, at most MAX_PLANE_RUN)
     tag_bits = 16      # CXL message Tag
     ld_id_bits = 4     # CXL LD-ID
+
+    @functools.cached_property
+    def log2_b_max(self) -> int:
+        return self.b_max.bit_length() - 1
+
+    @functools.cached_property
+    def block_line_bits(self) -> int:
+        """Width of a line's index within a block (plane 0..b_max - 1; at least 1 bit)."""
+        return max(1, (self.b_max - 1).bit_length())
+
+    @functools.cached_property
+    def buffer_slot_bits(self) -> int:
+        """Width of a block-buffer slot index (at least 1 bit)."""
+        return max(1, (self.buffer_slots - 1).bit_length())
 
     @functools.cached_property
     def message_address_bits(self) -> int:

@@ -41,3 +41,28 @@ def test_derived_widths(width, addr_bits, regions):
     assert p.region_index_bits == {1: 1, 2: 1, 5: 3, 16: 4}[regions]
     # DEVICE.md §2: the HPA's k field is 5 bits; CXL's Tag is 16 bits and LD-ID 4
     assert (p.k_bits, p.tag_bits, p.ld_id_bits) == (5, 16, 4)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("data_width", 100), ("data_width", 64 + 0), ("b_max", 3), ("n_regions", 0), ("n_regions", 17),
+    ("request_depth", 1), ("buffer_slots", 0), ("poison_entries", 0), ("axi_id_bits", 0), ("axi_id_bits", 17),
+    ("csr_addr_bits", 10), ("csr_addr_bits", 65), ("dram_addr_bits", 11), ("dram_addr_bits", 45),
+    ("host_port", "pcie"), ("host_axi_id_bits", 0),
+])
+def test_every_field_is_checked_where_the_params_are_made(field, value):
+    """ControllerParams refuses what no unit can build, naming the field (every unit takes it as checked)."""
+    kwargs = {field: value}
+    if (field, value) == ("data_width", 64):
+        kwargs["b_max"] = 16     # W/B = 4 < 8: a weight-major line would not be whole plane bytes
+    with pytest.raises(ValueError, match=field if field != "data_width" or value != 64 else "too narrow"):
+        ControllerParams(**kwargs)
+
+
+@pytest.mark.parametrize("b_max, slots, expected", [
+    # (log2_b_max, block_line_bits, buffer_slot_bits), worked out by hand: B lines per block are numbered 0..B-1
+    (2, 1, (1, 1, 1)), (4, 2, (2, 2, 1)), (8, 3, (3, 3, 2)), (16, 4, (4, 4, 2)), (16, 5, (4, 4, 3)),
+])
+def test_derived_block_widths(b_max, slots, expected):
+    p = ControllerParams(data_width=128, b_max=b_max, buffer_slots=slots)
+    assert (p.log2_b_max, p.block_line_bits, p.buffer_slot_bits) == expected
+    assert (p.view_bits, p.log2_b_bits, p.log2_r_bits) == (3, 3, 3)

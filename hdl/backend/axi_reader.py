@@ -30,7 +30,7 @@ from smartquant.hdl.stream_buffers import InputSkid
 def fetch_layout(params: ControllerParams, route_shape) -> data.StructLayout:
     """One fetch: `k` lines from `line` (stride 1 << log2_r), or one line if `raw`; `route` comes back with
     every R beat of the fetch."""
-    return data.StructLayout({"raw": 1, "line": params.line_bits, "k": params.k_bits, "log2_r": 3,
+    return data.StructLayout({"raw": 1, "line": params.line_bits, "k": params.k_bits, "log2_r": params.log2_r_bits,
                               "route": route_shape})
 
 

@@ -12,9 +12,9 @@ def region_entry_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
         "enable": 1,           # 1 only for a legal configuration
         "bf16": 1,
-        "log2_b": 3,           # B = 1 << log2_b (1..4)
-        "log2_r": 3,           # R = 1 << log2_r (0..6)
-        "default_k": 5,
+        "log2_b": params.log2_b_bits,   # B = 1 << log2_b (1..4)
+        "log2_r": params.log2_r_bits,   # R = 1 << log2_r (0..6)
+        "default_k": params.k_bits,
         "midpoint": 1,         # rounding: 0 floor, 1 midpoint fill
         "base_line": line_bits,
         "n_superblocks": line_bits,

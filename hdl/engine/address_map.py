@@ -27,28 +27,15 @@ from amaranth.lib import data
 
 from smartquant.params import ControllerParams, View
 
-VIEW_FIELD_BITS = 3
-K_FIELD_BITS = ControllerParams.k_bits
-
-
-def line_bits(params: ControllerParams) -> int:
-    """Width of a DRAM line index (device capacity in lines): ControllerParams.line_bits."""
-    return params.line_bits
-
-
-def region_index_bits(params: ControllerParams) -> int:
-    return params.region_index_bits
-
-
 class DecodeLayout(data.StructLayout):
     def __init__(self, params: ControllerParams):
-        lb = line_bits(params)
+        lb = params.line_bits
         super().__init__({
             "region_hit": 1,
             "mapped": 1,
-            "region": region_index_bits(params),
-            "view": VIEW_FIELD_BITS,
-            "k": K_FIELD_BITS,
+            "region": params.region_index_bits,
+            "view": params.view_bits,
+            "k": params.k_bits,
             "k_legal": 1,
             "block": lb,
             "line_in_slot": 4,
@@ -56,8 +43,8 @@ class DecodeLayout(data.StructLayout):
             "superblock": lb,
             "slot_r": 6,
             "plane": 4,
-            "log2_b": 3,
-            "log2_r": 3,
+            "log2_b": params.log2_b_bits,
+            "log2_r": params.log2_r_bits,
             "bf16": 1,
             "midpoint": 1,
             "base_line": lb,
@@ -81,12 +68,12 @@ def plane_line(base_line, superblock, plane, slot_r, log2_b, log2_r, width: int)
 
 def split_address(params: ControllerParams, address):
     """(line, view, k field, high bits) of a message address (HPA[51:line_offset_bits])."""
-    lb = line_bits(params)
+    lb = params.line_bits
     address = address.as_value() if hasattr(address, "as_value") else address
     assert len(address) == params.message_address_bits
-    return (address[:lb], address[lb:lb + VIEW_FIELD_BITS],
-            address[lb + VIEW_FIELD_BITS:lb + VIEW_FIELD_BITS + K_FIELD_BITS],
-            address[lb + VIEW_FIELD_BITS + K_FIELD_BITS:])
+    return (address[:lb], address[lb:lb + params.view_bits],
+            address[lb + params.view_bits:lb + params.view_bits + params.k_bits],
+            address[lb + params.view_bits + params.k_bits:])
 
 
 def region_hits(m, params: ControllerParams, line, regions) -> Signal:
@@ -105,7 +92,7 @@ def region_hits(m, params: ControllerParams, line, regions) -> Signal:
 def select_region(m, params: ControllerParams, onehot, regions):
     """(region index, the region's entry) of a one-hot select, as an AND-OR of the entries (no priority chain)."""
     entry = Signal(regions.shape().elem_shape)
-    index = Signal(region_index_bits(params))
+    index = Signal(params.region_index_bits)
     entry_bits = len(entry.as_value())
     m.d.comb += [
         entry.eq(or_all([regions[i].as_value() & onehot[i].replicate(entry_bits) for i in range(params.n_regions)])),
@@ -119,7 +106,7 @@ def match_region(m, params: ControllerParams, line, regions, locals_=None):
     one-hot match: what a pipeline registers before decode_in_region (the compares, the per-region subtracts
     and the AND-OR selects run side by side, with no priority chain). `locals_` are region_locals of the same
     line when the caller needs them too (match_block), so the subtracts are built once."""
-    lb = line_bits(params)
+    lb = params.line_bits
     if locals_ is None:
         locals_ = region_locals(m, params, line, regions)
     onehot = region_hits(m, params, line, regions)
@@ -131,7 +118,7 @@ def match_region(m, params: ControllerParams, line, regions, locals_=None):
 
 def region_locals(m, params: ControllerParams, line, regions) -> list[Signal]:
     """L = line - base_line under every region, side by side (the one-hot match selects one of them)."""
-    lb = line_bits(params)
+    lb = params.line_bits
     locals_ = []
     for i in range(params.n_regions):
         local = Signal(lb, name=f"region{i}_local")
@@ -146,10 +133,10 @@ def match_block(m, params: ControllerParams, address, onehot, regions, locals_):
     match, so a register can take the block together with the match (the write path's `held`: its join /
     flush decision then compares registers only). `locals_`: region_locals of the address's line, shared
     with match_region."""
-    lb = line_bits(params)
+    lb = params.line_bits
     blocks = []
     for i, local in enumerate(locals_):
-        decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, region_index_bits(params)),
+        decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, params.region_index_bits),
                                    regions[i], local)
         blocks.append(decoded.block & onehot[i].replicate(lb))
     return or_all(blocks)
@@ -165,7 +152,7 @@ def or_all(values):
 def decode_in_region(m, params: ControllerParams, address, any_hit, region, entry, local) -> data.View:
     """The decode of DecodeLayout once the region is known: `any_hit` (a region holds the line), its index
     `region`, its `entry` and `local` = L, the line relative to the region's base."""
-    lb = line_bits(params)
+    lb = params.line_bits
     line, view, k_field, high = split_address(params, address)
     out = Signal(DecodeLayout(params))
     log2_b = entry.log2_b
@@ -173,7 +160,7 @@ def decode_in_region(m, params: ControllerParams, address, any_hit, region, entr
 
     b_value = Signal(5)
     m.d.comb += b_value.eq(Const(1, 5) << log2_b)
-    k = Signal(K_FIELD_BITS)
+    k = Signal(params.k_bits)
     with m.Switch(view):
         with m.Case(View.PACKED_K, View.EXPANDED_K):
             m.d.comb += k.eq(k_field)
@@ -245,7 +232,7 @@ def decode_address(m, params: ControllerParams, address, regions) -> data.View:
     DecodeLayout(params) driven combinationally in `m.d.comb`. (The read engine splits the same steps over
     pipeline stages: region_hits, then select_region and decode_in_region.)
     """
-    lb = line_bits(params)
+    lb = params.line_bits
     line = split_address(params, address)[0]
     onehot = region_hits(m, params, line, regions)
     region, entry = select_region(m, params, onehot, regions)

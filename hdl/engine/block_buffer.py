@@ -41,7 +41,6 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
-from smartquant.hdl.engine.address_map import region_index_bits
 from smartquant.hdl.engine.packer import line_layout
 from smartquant.hdl.engine.poison import block_event_layout
 from smartquant.hdl.stream_buffers import InputSkid
@@ -54,17 +53,9 @@ GENERATION_BITS = 3
 MAX_LIVE_GENERATIONS = 7
 
 
-def slot_bits(params: ControllerParams) -> int:
-    return max(1, (params.buffer_slots - 1).bit_length())
-
-
-def line_index_bits(params: ControllerParams) -> int:
-    return max(1, (params.b_max - 1).bit_length())
-
-
 def block_key_layout(params: ControllerParams) -> data.StructLayout:
     """What a slot holds: the block of a region, read expanded or packed, at k, with its rounding."""
-    return data.StructLayout({"region": region_index_bits(params), "block": params.line_bits, "expanded": 1,
+    return data.StructLayout({"region": params.region_index_bits, "block": params.line_bits, "expanded": 1,
                               "k": params.k_bits, "midpoint": 1, "toward_zero": 1})
 
 
@@ -78,7 +69,7 @@ def slot_tag_layout(params: ControllerParams) -> data.StructLayout:
 
 def buffer_line_layout(params: ControllerParams) -> data.StructLayout:
     """A claimed read: line `line` of the block of generation `gen` in slot `slot`."""
-    return data.StructLayout({"slot": slot_bits(params), "gen": GENERATION_BITS, "line": line_index_bits(params)})
+    return data.StructLayout({"slot": params.buffer_slot_bits, "gen": GENERATION_BITS, "line": params.block_line_bits})
 
 
 def buffer_serve_signature(params: ControllerParams) -> wiring.Signature:
@@ -109,7 +100,7 @@ class BlockBuffer(wiring.Component):
             # the read in dispatch: its key and the registered lookup_match of that key
             "request": In(data.StructLayout({"key": block_key_layout(params), "match": slots})),
             "hit": Out(1),
-            "slot": Out(slot_bits(params)),
+            "slot": Out(params.buffer_slot_bits),
             "gen": Out(GENERATION_BITS),
             "can_allocate": Out(1),
             "claim": In(1),
@@ -140,12 +131,12 @@ class BlockBuffer(wiring.Component):
         # build's critical path); the first-line gate subtracts the pending release, so it sees exactly the
         # count it saw before.
         release_valid = Signal()
-        release_slot = Signal(slot_bits(p))
+        release_slot = Signal(p.buffer_slot_bits)
         release_gen = Signal(gen_bits)
 
         # ---- lookup and claim --------------------------------------------------------------------------
         key = self.request.key
-        victim = Signal(slot_bits(p))   # round-robin over misses
+        victim = Signal(p.buffer_slot_bits)   # round-robin over misses
         allocating = Signal()           # a miss is claimed in this cycle: the victim is allocated
         for s in range(slots):
             forward = allocating & (victim == s)
@@ -154,7 +145,7 @@ class BlockBuffer(wiring.Component):
         hits = Signal(slots)
         m.d.comb += hits.eq(self.request.match & Cat(*(tags[s].valid for s in range(slots))))
         hit = hits.any()
-        hit_slot = Signal(slot_bits(p))
+        hit_slot = Signal(p.buffer_slot_bits)
         for s in reversed(range(slots)):
             with m.If(hits[s]):
                 m.d.comb += hit_slot.eq(s)
@@ -174,7 +165,7 @@ class BlockBuffer(wiring.Component):
                 with m.Case(s):
                     m.d.comb += hit_gen.eq(tags[s].alloc_gen)
 
-        fill_layout = data.StructLayout({"slot": slot_bits(p), "gen": gen_bits})
+        fill_layout = data.StructLayout({"slot": p.buffer_slot_bits, "gen": gen_bits})
         m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
         # one backend-error flag per block handed to the packer, popped with the block's last output line
         m.submodules.error_fifo = error_fifo = SyncFIFO(width=1, depth=MAX_LIVE_GENERATIONS * slots)
@@ -206,7 +197,7 @@ class BlockBuffer(wiring.Component):
         fill_slot = fill.slot
         m.d.comb += [
             fill.eq(fill_fifo.r_data),
-            buffer_write.addr.eq(Cat(packer_line.p.index[:line_index_bits(p)], fill_slot)),
+            buffer_write.addr.eq(Cat(packer_line.p.index[:p.block_line_bits], fill_slot)),
             buffer_write.data.eq(packer_line.p.data),
             buffer_write.en.eq(packer_line.valid & packer_line.ready),
             fill_fifo.r_en.eq(packer_line.valid & packer_line.ready & packer_line.p.last),

@@ -27,7 +27,6 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams, SUPPORTED_B
 from smartquant.hdl.bits import popcount
-from smartquant.hdl.engine.address_map import region_index_bits
 
 
 def join_layout(params: ControllerParams) -> data.StructLayout:
@@ -36,7 +35,7 @@ def join_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
         "valid": 1, "data": params.data_width, "byte_enable": params.line_bytes, "line_in_block": 4,
         "log2_b": 3, "log2_r": 3, "first_line": params.line_bits,
-        "region": region_index_bits(params), "block": params.line_bits,
+        "region": params.region_index_bits, "block": params.line_bits,
         "tag": 16, "ld_id": 4, "poison": 1,
     })
 
@@ -46,7 +45,7 @@ def gathered_layout(params: ControllerParams) -> data.StructLayout:
     G = params.b_max
     return data.StructLayout({
         "valid": 1, "full": 1, "count": range(G + 1), "poisoned": 1,
-        "region": region_index_bits(params), "block": params.line_bits, "first_line": params.line_bits,
+        "region": params.region_index_bits, "block": params.line_bits, "first_line": params.line_bits,
         "log2_b": 3, "log2_r": 3, "strobe": params.line_bytes,
         "planes": data.ArrayLayout(params.data_width, G),
         "tags": data.ArrayLayout(16, G), "ld_ids": data.ArrayLayout(4, G),
@@ -58,10 +57,6 @@ class GatherBuffer(wiring.Component):
     joins), `gathered` (the registers), `partial_groups` (of the line on `join`, whether or not it joins)."""
 
     def __init__(self, params: ControllerParams):
-        if params.data_width < 8 * params.b_max:
-            self._MustUse__silence = True   # a refused instance is not an unused design
-            raise ValueError(f"weight-major writes need W/B >= 8 (whole plane bytes): data_width "
-                             f"{params.data_width} < 8 * b_max = {8 * params.b_max}")
         self.params = params
         super().__init__({
             "join": In(join_layout(params)),

@@ -37,7 +37,6 @@ from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
-from smartquant.hdl.engine.address_map import line_bits, region_index_bits
 
 MASK_BITS = 16          # lines a record names (b_max <= 16)
 STRIDE_BITS = 3         # log2 stride 0..6 (plane runs R up to 64)
@@ -49,13 +48,13 @@ def block_event_layout(params: ControllerParams) -> data.StructLayout:
     """A one-cycle event naming one block of one region (block-buffer invalidate)."""
     return data.StructLayout({
         "valid": 1,
-        "region": region_index_bits(params),
-        "block": line_bits(params),
+        "region": params.region_index_bits,
+        "block": params.line_bits,
     })
 
 
 def poison_record_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"first": line_bits(params), "log2_stride": STRIDE_BITS, "mask": MASK_BITS})
+    return data.StructLayout({"first": params.line_bits, "log2_stride": STRIDE_BITS, "mask": MASK_BITS})
 
 
 def poison_insert_layout(params: ControllerParams) -> data.StructLayout:
@@ -64,13 +63,13 @@ def poison_insert_layout(params: ControllerParams) -> data.StructLayout:
 
 def line_set_layout(params: ControllerParams) -> data.StructLayout:
     """The lines first + (p << log2_stride), p < count."""
-    return data.StructLayout({"first": line_bits(params), "log2_stride": STRIDE_BITS, "count": COUNT_BITS})
+    return data.StructLayout({"first": params.line_bits, "log2_stride": STRIDE_BITS, "count": COUNT_BITS})
 
 
 def line_query_layout(params: ControllerParams) -> data.StructLayout:
     """A line set and its end line first + (count << log2_stride) (mod 2^lines), which the querier computes a
     stage ahead (from its own registers) so that the query's set test bounds the set with one subtract."""
-    return data.StructLayout({**dict(line_set_layout(params).members), "end": line_bits(params)})
+    return data.StructLayout({**dict(line_set_layout(params).members), "end": params.line_bits})
 
 
 def line_set_event_layout(params: ControllerParams) -> data.StructLayout:
@@ -87,8 +86,6 @@ def _at_least(value, bound: int):
 class PoisonList(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
-        if params.poison_entries < 1:
-            raise ValueError(f"poison_entries must be >= 1, got {params.poison_entries}")
         n = params.poison_entries
         super().__init__({
             "insert": In(poison_insert_layout(params)),
@@ -109,7 +106,7 @@ class PoisonList(wiring.Component):
         the record's F - (2^s - 1) (mod 2^lines), kept beside it so that no add rounds the offset up here, and
         `end` the set's end line first + (count << log2_stride) (None: added here, for 2^11-line spaces), so
         that both bounds are one subtract each, in parallel."""
-        if line_bits(self.params) < WINDOW_BITS:
+        if self.params.line_bits < WINDOW_BITS:
             return self._held_bits_wrapping(m, record, lines, name)
         held = Signal(MASK_BITS, name=name)
         # With o = first - F, t_q = (q << s) - o is record line q's distance above `first`, and t_q in the set is
@@ -127,7 +124,7 @@ class PoisonList(wiring.Component):
         # it the arithmetic below is exact (a held bit is then a real common line, modulo 2^lines).
         # Past the subtracts everything is decoded from bits (no compare: yosys makes a carry chain of each,
         # in series after the subtract's).
-        offset_up = Signal(line_bits(self.params), name=f"{name}_offset_up")     # first - round_base
+        offset_up = Signal(self.params.line_bits, name=f"{name}_offset_up")     # first - round_base
         m.d.comb += offset_up.eq(lines.first - round_base)
         in_window = offset_up[WINDOW_BITS - 1:] == 0
         in_window |= offset_up[WINDOW_BITS - 1:].all()
@@ -165,7 +162,7 @@ class PoisonList(wiring.Component):
     def _held_bits_wrapping(self, m, record, lines, name: str) -> Signal:
         """`_held_bits` for a line-address space under 2^11 lines, where a set can wrap onto itself: each
         record bit's distance above `first` (`offset` = first - F, modulo the space) is tested on its own."""
-        lb = line_bits(self.params)
+        lb = self.params.line_bits
         held = Signal(MASK_BITS, name=name)
         offset = Signal(lb, name=f"{name}_offset")
         m.d.comb += offset.eq(lines.first - record.first)
@@ -186,7 +183,7 @@ class PoisonList(wiring.Component):
         n = p.poison_entries
         layout = poison_record_layout(p)
         records = [Signal(layout, name=f"record{i}") for i in range(n)]
-        round_bases = [Signal(line_bits(p), name=f"record{i}_round_base") for i in range(n)]   # F - (2^s - 1)
+        round_bases = [Signal(p.line_bits, name=f"record{i}_round_base") for i in range(n)]   # F - (2^s - 1)
         used = [Signal(name=f"record{i}_used") for i in range(n)]
         overflow = Signal()
         for i in range(n):
@@ -201,7 +198,7 @@ class PoisonList(wiring.Component):
         # they answer every cycle as an immediate insert would; only `lost` pulses a cycle later.
         pending = Signal(layout, name="pending_insert")
         pending_valid = Signal()
-        pending_round_base = Signal(line_bits(p))
+        pending_round_base = Signal(p.line_bits)
         m.d.sync += [pending_valid.eq(self.insert.valid & ~self.clear_all), pending.eq(self.insert.record),
                      pending_round_base.eq(self.insert.record.first
                                            - ((Const(1, 8) << self.insert.record.log2_stride) - 1))]
@@ -223,11 +220,11 @@ class PoisonList(wiring.Component):
         # query: any record line in the set, the pending insert's (unless it is lost) included
         # the sets' end lines (the query's from the read engine's stage B, the clear's added once for all records);
         # a 2^11-line space adds it per record to the offset, where it is exact
-        windowed_end = line_bits(p) > WINDOW_BITS
+        windowed_end = p.line_bits > WINDOW_BITS
         query_end = self.query.end if windowed_end else None
         clear_end = None
         if windowed_end:
-            clear_end = Signal(line_bits(p))
+            clear_end = Signal(p.line_bits)
             m.d.comb += clear_end.eq(self.clear.lines.first + (self.clear.lines.count << self.clear.lines.log2_stride))
         query_held = [self._held_bits(m, records[i], round_bases[i], self.query, query_end, f"query{i}")
                       for i in range(n)]

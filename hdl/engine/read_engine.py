@@ -60,7 +60,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, region_index_bits, plane_line, split_address, match_region, decode_in_region,
+    plane_line, split_address, match_region, decode_in_region,
 )
 from smartquant.hdl.engine.block_buffer import BlockBuffer, block_key_layout
 from smartquant.hdl.engine.drs_server import DrsServer, SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE
@@ -75,19 +75,9 @@ READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.P
                                + [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)])
 
 
-def check_read_params(params: ControllerParams) -> None:
-    """ValueError for parameters the read side cannot build (call before constructing, see hdl/top.py)."""
-    if params.buffer_slots < 1:
-        raise ValueError(f"buffer_slots must be >= 1, got {params.buffer_slots}")
-    if params.request_depth < 2:
-        # the front end holds request_depth reads in a FIFO of request_depth - 1 and its output skid
-        raise ValueError(f"request_depth must be >= 2, got {params.request_depth}")
-
-
 class ReadEngine(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams()):
         self.params = params
-        check_read_params(params)
         super().__init__({
             "read": In(stream.Signature(read_request_layout(params))),
             "drs": Out(stream.Signature(drs_layout(params))),
@@ -120,7 +110,7 @@ class ReadEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         p = self.params
-        lb = line_bits(p)
+        lb = p.line_bits
         slots = p.buffer_slots
         # Serve queue deeper than the request FIFO by one block of lines, so that the look-ahead covers the
         # fetch latency of a whole block (one DRS per cycle while streaming).
@@ -136,7 +126,7 @@ class ReadEngine(wiring.Component):
         # request reaches dispatch, see hdl/engine/block_buffer.py), so hits and misses are exactly those of a
         # compare at dispatch, the golden model's sequence.
         request = self.read.p
-        rb = region_index_bits(p)
+        rb = p.region_index_bits
         key_layout = block_key_layout(p)
         stage_a_layout = data.StructLayout({
             "address": len(request.address), "tag": p.tag_bits, "ld_id": p.ld_id_bits, "any_hit": 1, "region": rb,
@@ -145,7 +135,7 @@ class ReadEngine(wiring.Component):
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
-            "fetch_line": lb, "query_end": lb, "log2_b": 3, "log2_r": 3, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
+            "fetch_line": lb, "query_end": lb, "log2_b": p.log2_b_bits, "log2_r": p.log2_r_bits, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
             "match": slots,
         })
         stage_a = Signal(stage_a_layout)
@@ -233,7 +223,7 @@ class ReadEngine(wiring.Component):
         ]
 
         # what the packer needs of a fetched block, carried with the fetch through the AxiReader to its R beats
-        route_layout = data.StructLayout({"expanded": 1, "log2_b": 3, "midpoint": 1, "sign_fill": 1})
+        route_layout = data.StructLayout({"expanded": 1, "log2_b": p.log2_b_bits, "midpoint": 1, "sign_fill": 1})
         m.submodules.drs_server = drs_server = DrsServer(p, serve_depth)
         m.submodules.reader = reader = AxiReader(p, route_layout, fetch_depth=max(2, slots + 2),
                                                  route_depth=p.request_depth)

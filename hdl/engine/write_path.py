@@ -102,7 +102,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    line_bits, region_index_bits, plane_line, split_address, match_region, match_block, region_locals,
+    plane_line, split_address, match_region, match_block, region_locals,
     decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
@@ -122,10 +122,6 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
 class WritePath(wiring.Component):
     def __init__(self, params: ControllerParams = ControllerParams(), max_outstanding: int = 8,
                  gather_idle_cycles: int = WRITE_GATHER_IDLE_CYCLES):
-        if params.data_width < 8 * params.b_max:
-            self._MustUse__silence = True   # a refused instance is not an unused design
-            raise ValueError(f"weight-major writes need W/B >= 8 (whole plane bytes): data_width "
-                             f"{params.data_width} < 8 * b_max = {8 * params.b_max}")
         if max_outstanding < 1:
             self._MustUse__silence = True   # a refused instance is not an unused design
             raise ValueError(f"max_outstanding must be >= 1, got {max_outstanding}")
@@ -150,7 +146,7 @@ class WritePath(wiring.Component):
             "poison_insert": Out(poison_insert_layout(p)),
             "poison_clear": Out(line_set_event_layout(p)),
             # a CSR poison command: inject (clear = 0) or clear the line, taken with priority (see elaborate)
-            "poison_command": In(data.StructLayout({"valid": 1, "clear": 1, "line": line_bits(p)})),
+            "poison_command": In(data.StructLayout({"valid": 1, "clear": 1, "line": p.line_bits})),
             "invalidate": Out(block_event_layout(p)),
             "landed": Out(block_event_layout(p)),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
@@ -162,7 +158,7 @@ class WritePath(wiring.Component):
         m = Module()
         p = self.params
         line_bytes = p.line_bytes
-        lb = line_bits(p)
+        lb = p.line_bits
         G = p.b_max                      # lines a gathered block holds (and Cmps an in-flight entry owes)
         n_entries = self.max_outstanding
         idle_limit = self.gather_idle_cycles
@@ -228,7 +224,7 @@ class WritePath(wiring.Component):
         # compares (address_map.match_block), so the decision compares registers only (an FPGA build's
         # critical path ran `held` -> decode shifts -> join -> the clock enable of `held`).
         held_any_hit = Signal()
-        held_region = Signal(region_index_bits(p))
+        held_region = Signal(p.region_index_bits)
         held_entry = Signal(region_entry_layout(p))
         held_line = Signal(lb)   # L: the line relative to the region's base
         held_block = Signal(lb)  # DecodeLayout.block

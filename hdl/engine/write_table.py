@@ -33,7 +33,6 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi_writer import b_response_layout
 from smartquant.hdl.bits import popcount
-from smartquant.hdl.engine.address_map import region_index_bits
 from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
 
 
@@ -43,7 +42,7 @@ def allocation_layout(params: ControllerParams) -> data.StructLayout:
     1 << log2_r (as the AXI writer writes them)."""
     return data.StructLayout({
         "gathered": 1, "cmps": range(params.b_max + 1),
-        "region": region_index_bits(params), "block": params.line_bits,
+        "region": params.region_index_bits, "block": params.line_bits,
         "line": params.line_bits, "log2_r": 3, "log2_beats": 3,
         "tags": data.ArrayLayout(16, params.b_max), "ld_ids": data.ArrayLayout(4, params.b_max),
     })
@@ -98,7 +97,7 @@ class WriteTable(wiring.Component):
         entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
         entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
-        entry_region = [Signal(region_index_bits(p), name=f"entry{i}_region") for i in range(n_entries)]
+        entry_region = [Signal(p.region_index_bits, name=f"entry{i}_region") for i in range(n_entries)]
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
         # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
         entry_first_line = [Signal(lb, name=f"entry{i}_first_line") for i in range(n_entries)]
