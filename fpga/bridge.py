@@ -22,7 +22,7 @@ Choices:
 """
 from __future__ import annotations
 
-from amaranth import Module, Signal, Cat, C, Const, Mux
+from amaranth import Module, Signal, Cat, C
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -30,7 +30,7 @@ from smartquant.params import HPA_BITS, ControllerParams, META_FIELD_NO_OP
 from smartquant.hdl.cxl.messages import req_layout, rwd_layout, ndr_layout, drs_layout
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_SLVERR
 from smartquant.fpga.protocol import (FrameType, ErrorCode, payload_length, SYNC_HOST, SYNC_DEVICE, CRC8_POLY,
-                                      REQUEST_TYPES, PROTOCOL_VERSION, FLAG_DEV_LOAD_SHIFT, HPA_BYTES)
+                                      REQUEST_TYPES, PROTOCOL_VERSION, HPA_BYTES)
 
 
 def crc8_step(crc, byte):

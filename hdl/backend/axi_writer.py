@@ -33,7 +33,7 @@ from smartquant.hdl.bits import mux_tree
 def write_layout(params: ControllerParams, max_beats: int) -> data.StructLayout:
     """One write: `1 << log2_beats` beats (<= max_beats) from `line`, consecutive (log2_r = 0, one burst) or at a
     stride of 1 << log2_r lines (one burst per beat); beat p is data[p*W:(p+1)*W]; AWID `id`."""
-    return data.StructLayout({"id": params.axi_id_bits, "line": params.line_bits, "log2_r": 3, "log2_beats": 3,
+    return data.StructLayout({"id": params.axi_id_bits, "line": params.line_bits, "log2_r": params.log2_r_bits, "log2_beats": params.log2_b_bits,
                               "data": max_beats * params.data_width, "strobe": params.line_bytes})
 
 

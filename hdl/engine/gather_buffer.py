@@ -34,7 +34,7 @@ def join_layout(params: ControllerParams) -> data.StructLayout:
     (log2), its first plane line, (region, block), and the write's tag, LD-ID and poison bit."""
     return data.StructLayout({
         "valid": 1, "data": params.data_width, "byte_enable": params.line_bytes, "line_in_block": 4,
-        "log2_b": 3, "log2_r": 3, "first_line": params.line_bits,
+        "log2_b": params.log2_b_bits, "log2_r": params.log2_r_bits, "first_line": params.line_bits,
         "region": params.region_index_bits, "block": params.line_bits,
         "tag": 16, "ld_id": 4, "poison": 1,
     })
@@ -46,7 +46,7 @@ def gathered_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
         "valid": 1, "full": 1, "count": range(G + 1), "poisoned": 1,
         "region": params.region_index_bits, "block": params.line_bits, "first_line": params.line_bits,
-        "log2_b": 3, "log2_r": 3, "strobe": params.line_bytes,
+        "log2_b": params.log2_b_bits, "log2_r": params.log2_r_bits, "strobe": params.line_bytes,
         "planes": data.ArrayLayout(params.data_width, G),
         "tags": data.ArrayLayout(16, G), "ld_ids": data.ArrayLayout(4, G),
     })

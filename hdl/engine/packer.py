@@ -77,8 +77,6 @@ from smartquant.params import ControllerParams
 from smartquant.hdl.bits import mux_tree
 
 PLANE_FIELD_BITS = 4
-LOG2_B_FIELD_BITS = 3
-K_FIELD_BITS = ControllerParams.k_bits
 INDEX_FIELD_BITS = 4
 # cycles from the start handshake to line.valid (the pipeline registers that buy the area, see above)
 START_TO_LINE_CYCLES = 4
@@ -89,16 +87,11 @@ def load_layout(params: ControllerParams) -> data.StructLayout:
 
 
 def start_layout() -> data.StructLayout:
-    return data.StructLayout({"expanded": 1, "log2_b": LOG2_B_FIELD_BITS, "k": K_FIELD_BITS, "midpoint": 1})
+    return data.StructLayout({"expanded": 1, "log2_b": ControllerParams.log2_b_bits, "k": ControllerParams.k_bits, "midpoint": 1})
 
 
 def line_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({"index": INDEX_FIELD_BITS, "last": 1, "data": params.data_width})
-
-
-def pow2ceil_log2(value: int) -> int:
-    """log2 of the smallest power of two >= value (value >= 1)."""
-    return (value - 1).bit_length()
 
 
 def pow2floor_log2(value: int) -> int:
@@ -116,7 +109,7 @@ class BlockPacker(wiring.Component):
         self.params = params
         self.width = params.data_width
         self.b_max = params.b_max
-        self.log2_b_max = pow2ceil_log2(params.b_max)
+        self.log2_b_max = params.log2_b_max
         super().__init__({
             "load": In(stream.Signature(load_layout(params))),
             "start": In(stream.Signature(start_layout())),

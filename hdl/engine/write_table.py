@@ -43,7 +43,7 @@ def allocation_layout(params: ControllerParams) -> data.StructLayout:
     return data.StructLayout({
         "gathered": 1, "cmps": range(params.b_max + 1),
         "region": params.region_index_bits, "block": params.line_bits,
-        "line": params.line_bits, "log2_r": 3, "log2_beats": 3,
+        "line": params.line_bits, "log2_r": params.log2_r_bits, "log2_beats": params.log2_b_bits,
         "tags": data.ArrayLayout(16, params.b_max), "ld_ids": data.ArrayLayout(4, params.b_max),
     })
 
