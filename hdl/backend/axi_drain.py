@@ -75,18 +75,20 @@ class AxiDrain(wiring.Component):
         early_aw = Signal(aw_layout, reset_less=True)   # the AW whose W beats went ahead of it
 
         draining = Signal(init=1)   # reset by rst: set after every reset
-        early = Signal()            # W beats went ahead of an AW not yet accepted
         owed = Signal()
-        hold = Signal()
         rst = ResetSignal()
+        # Flags of the registers above, each a flip-flop loaded with the same function of their next values (so
+        # the AXI port's VALID / READY and the engines' handshakes read flip-flops, not zero tests of the
+        # 16-bit counters: issue 10, scripts/logic_depth.py). Power-up values: everything 0, nothing owed.
+        held_off = Signal(reset_less=True)       # draining & owed
+        early = Signal(reset_less=True)          # count = 0 and W beats went ahead of an AW not yet accepted
+        queue_empty = Signal(init=1, reset_less=True)   # count = 0
+        queue_full = Signal(reset_less=True)     # count = depth
+        hold = Signal()
         m.d.comb += [
-            early.eq((count == 0) & ((head_sent != 0) | early_done)),
-            owed.eq((r_owed != 0) | (b_owed != 0) | (count != 0) | early),
-            hold.eq(rst | self.axi_rst | (draining & owed)),
-            self.busy.eq(draining & owed),
+            hold.eq(rst | self.axi_rst | held_off),
+            self.busy.eq(held_off),
         ]
-        with m.If(~owed):
-            m.d.sync += draining.eq(0)
 
         # ---- AR / R ------------------------------------------------------------------------------------
         for name in AR_MEMBERS:
@@ -101,37 +103,31 @@ class AxiDrain(wiring.Component):
         ]
         ar_fire = down.arvalid & down.arready
         r_fire = down.rvalid & down.rready
-        # r_owed + (ARLEN + 1 on an AR) - (1 on an R beat, never below 0), with every sum computed from registers
-        # and the handshakes only selecting among them (they depend on `hold`, itself a function of r_owed):
-        # with an AR the sum is at least 1, so an R beat always counts.
-        m.d.sync += r_owed.eq(Mux(ar_fire,
-                                  Mux(r_fire, r_owed + down.arlen, r_owed + down.arlen + 1),
-                                  Mux(r_fire & (r_owed != 0), r_owed - 1, r_owed)))
 
         # ---- AW / W / B --------------------------------------------------------------------------------
-        queue_full = count == depth
         for name in AW_MEMBERS[3:]:
             m.d.comb += getattr(down, name).eq(getattr(up, name))   # size and burst are constants
-        with m.If(hold):   # only the AW whose W beats went ahead of it (outside reset)
+        # the AW payload's select is the registered `held_off`: while `rst` / `axi_rst` alone hold traffic
+        # off, AWVALID is 0 and the payload does not matter
+        with m.If(held_off):   # only the AW whose W beats went ahead of it
             m.d.comb += [
-                down.awvalid.eq(early & ~rst & ~self.axi_rst),
                 down.awid.eq(early_aw.id),
                 down.awaddr.eq(early_aw.addr),
                 down.awlen.eq(early_aw.len),
             ]
         with m.Else():
             m.d.comb += [
-                down.awvalid.eq(up.awvalid & ~queue_full),
                 down.awid.eq(up.awid),
                 down.awaddr.eq(up.awaddr),
                 down.awlen.eq(up.awlen),
             ]
+        m.d.comb += down.awvalid.eq(Mux(hold, early & ~rst & ~self.axi_rst, up.awvalid & ~queue_full))
         m.d.comb += up.awready.eq(down.awready & ~hold & ~queue_full)
 
         head_last = Signal(8)   # AWLEN of the burst the next W beat belongs to
-        m.d.comb += head_last.eq(Mux(count != 0, lengths[rd_ptr], down.awlen))
+        m.d.comb += head_last.eq(Mux(~queue_empty, lengths[rd_ptr], down.awlen))
         w_credit = Signal()     # the next W beat has its AW accepted, or presented now
-        m.d.comb += w_credit.eq((count != 0) | (down.awvalid & ~early_done))
+        m.d.comb += w_credit.eq(~queue_empty | (down.awvalid & ~early_done))
         last_beat = head_sent == head_last
         with m.If(hold):   # owed beats, strobes 0
             m.d.comb += [
@@ -160,28 +156,57 @@ class AxiDrain(wiring.Component):
         w_fire = down.wvalid & down.wready
         b_fire = down.bvalid & down.bready
         # an accepted AW enters the queue unless all its W beats went ahead of it
-        enqueue = aw_fire & ~((count == 0) & (early_done | (w_fire & last_beat)))
-        pop = w_fire & (count != 0) & last_beat
-        with m.If(self.axi_rst):
-            m.d.sync += [r_owed.eq(0), b_owed.eq(0), count.eq(0), rd_ptr.eq(0), wr_ptr.eq(0), head_sent.eq(0),
-                         early_done.eq(0)]
+        enqueue = aw_fire & ~(queue_empty & (early_done | (w_fire & last_beat)))
+        pop = w_fire & ~queue_empty & last_beat
+
+        # ---- next values of the obligations ------------------------------------------------------------
+        r_owed_next = Signal.like(r_owed)
+        b_owed_next = Signal.like(b_owed)
+        count_next = Signal.like(count)
+        head_sent_next = Signal.like(head_sent)
+        early_done_next = Signal()
+        with m.If(self.axi_rst):   # the memory dropped everything it had accepted
+            m.d.comb += [r_owed_next.eq(0), b_owed_next.eq(0), count_next.eq(0), head_sent_next.eq(0),
+                         early_done_next.eq(0)]
         with m.Else():
-            m.d.sync += [
+            m.d.comb += [
+                # r_owed + (ARLEN + 1 on an AR) - (1 on an R beat, never below 0), with every sum computed from
+                # registers and the handshakes only selecting among them: with an AR the sum is at least 1, so
+                # an R beat always counts
+                r_owed_next.eq(Mux(ar_fire,
+                                   Mux(r_fire, r_owed + down.arlen, r_owed + down.arlen + 1),
+                                   Mux(r_fire & (r_owed != 0), r_owed - 1, r_owed))),
                 # b_owed + (1 on an AW) - (1 on a B, never below 0), selected as r_owed is
-                b_owed.eq(Mux(aw_fire, Mux(b_fire, b_owed, b_owed + 1),
-                              Mux(b_fire & (b_owed != 0), b_owed - 1, b_owed))),
-                count.eq(count + enqueue - pop),
+                b_owed_next.eq(Mux(aw_fire, Mux(b_fire, b_owed, b_owed + 1),
+                                   Mux(b_fire & (b_owed != 0), b_owed - 1, b_owed))),
+                count_next.eq(count + enqueue - pop),
+                head_sent_next.eq(Mux(w_fire, Mux(last_beat, 0, head_sent + 1), head_sent)),
+                early_done_next.eq(Mux(aw_fire & queue_empty, 0,
+                                       Mux(w_fire & queue_empty & last_beat, 1, early_done))),
             ]
+        m.d.sync += [r_owed.eq(r_owed_next), b_owed.eq(b_owed_next), count.eq(count_next),
+                     head_sent.eq(head_sent_next), early_done.eq(early_done_next)]
+        with m.If(~self.axi_rst):
             with m.If(enqueue):
                 m.d.sync += [lengths[wr_ptr].eq(down.awlen), wr_ptr.eq(Mux(wr_ptr == depth - 1, 0, wr_ptr + 1))]
             with m.If(pop):
                 m.d.sync += rd_ptr.eq(Mux(rd_ptr == depth - 1, 0, rd_ptr + 1))
-            with m.If(w_fire):
-                m.d.sync += head_sent.eq(Mux(last_beat, 0, head_sent + 1))
-            with m.If(aw_fire & (count == 0)):
-                m.d.sync += early_done.eq(0)
-            with m.Elif(w_fire & (count == 0) & last_beat):
-                m.d.sync += early_done.eq(1)
-        with m.If(w_fire & (count == 0)):   # a beat ahead of its AW: keep that AW
+        with m.Else():
+            m.d.sync += [rd_ptr.eq(0), wr_ptr.eq(0)]
+        with m.If(w_fire & queue_empty):   # a beat ahead of its AW: keep that AW
             m.d.sync += [early_aw.id.eq(down.awid), early_aw.addr.eq(down.awaddr), early_aw.len.eq(down.awlen)]
+
+        # ---- the flags, from the next values -----------------------------------------------------------
+        early_next = (count_next == 0) & ((head_sent_next != 0) | early_done_next)
+        owed_next = (r_owed_next != 0) | (b_owed_next != 0) | (count_next != 0) | early_next
+        m.d.comb += owed.eq((r_owed != 0) | (b_owed != 0) | ~queue_empty | early)
+        with m.If(~owed):
+            m.d.sync += draining.eq(0)
+        m.d.sync += [
+            # draining after this cycle: set by rst (the reset value of `draining`), else kept while owed
+            held_off.eq((rst | (draining & owed)) & owed_next),
+            early.eq(early_next),
+            queue_empty.eq(count_next == 0),
+            queue_full.eq(count_next == depth),
+        ]
         return m

@@ -1,0 +1,24 @@
+"""AxiDrain's handshakes read flip-flops (issue 10): its `hold` is the reset inputs and one registered flag,
+not zero tests of the 16-bit obligation counters, so the AXI port's VALID / READY and the engines' R / B /
+READY inputs are a few LUT levels from registers (scripts/logic_depth.py on the synth_ecp5 netlist).
+
+The drain's behaviour across resets is checked against the memory model in tests/test_top_axi_memory.py.
+Before the flags were registered, every output here was 5..8 levels deep, from `head_sent` and `r_owed`.
+"""
+from smartquant.fpga.system import board_params
+from smartquant.hdl.backend.axi_drain import AxiDrain
+from smartquant.scripts.logic_depth import analyse
+
+COUNTERS = {"r_owed", "b_owed", "head_sent", "count"}
+
+
+def test_drain_outputs_are_a_few_levels_from_registers():
+    outputs = {e.register: e for e in analyse(AxiDrain(board_params(128, 8, 64 * 1024))) if e.pin == "output"}
+    handshakes = [name for name in outputs if name.rpartition("__")[2] in (
+        "arvalid", "arready", "rvalid", "rready", "awvalid", "awready", "wvalid", "wready", "bvalid", "bready")]
+    assert len(handshakes) == 10
+    for name in handshakes + ["down__awid", "down__awaddr", "down__awlen", "down__wdata", "down__wstrb", "busy"]:
+        assert outputs[name].levels <= 3, (name, outputs[name])
+        assert outputs[name].start not in COUNTERS, (name, outputs[name])
+    # WLAST of an owed beat compares the beats sent with the burst's length (a queue entry or the presented AW)
+    assert outputs["down__wlast"].levels <= 5
