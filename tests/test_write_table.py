@@ -180,6 +180,53 @@ def test_hand_worked_cmp_order_landed_and_block_query():
     assert [e[0] for e in events if e[1] == "landing" and e[2]] == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_lower_entry_done_mid_block_goes_first_and_a_freed_entry_never_completes():
+    """The done entry is a register chosen a cycle ahead (round 9): it must still be the lowest done entry of the
+    cycle it is read in. Entry 0 (tags 0x10..0x12) and entry 1 (0x20..0x22) are blocks of 3 Cmps, one B response
+    each. Entry 1's B (cycle 3) makes it done at 4: its last tag leaves; entry 0's B (cycle 4) makes it done at 5
+    and it goes first from then on (a stall at cycle 6 holds 0x11). Entry 0 is freed after 0x10 (cycle 8) and
+    taken again at cycle 9 by a raw write (0x30) whose B arrives at cycle 10, as entry 1's last Cmp leaves: 0x30
+    at cycle 11, and nothing after it (no Cmp from a freed entry, no tag twice)."""
+    dut = WriteTable(PARAMS, 4)
+    seen = []
+
+    def block(tags):
+        return {"gathered": 1, "cmps": len(tags), "region": 0, "block": tags[0], "line": 0x80, "log2_r": 0,
+                "log2_beats": 2, "tags": tags, "ld_ids": [t & 15 for t in tags]}
+
+    allocations = {0: block([0x10, 0x11, 0x12]), 1: block([0x20, 0x21, 0x22]),
+                   9: {"gathered": 0, "cmps": 1, "region": 0, "block": 0, "line": 0x33, "log2_r": 0,
+                       "log2_beats": 0, "tags": [0x30], "ld_ids": [5]}}
+    b_ids = {3: 1, 4: 0, 10: 0}
+
+    async def bench(ctx):
+        ctx.set(dut.failed.ready, 1)
+        ctx.set(dut.block_query.valid, 0)
+        for cycle in range(16):
+            ctx.set(dut.allocate.valid, cycle in allocations)
+            if cycle in allocations:
+                set_allocation(ctx, dut, allocations[cycle])
+            ctx.set(dut.b.valid, cycle in b_ids)
+            ctx.set(dut.b.p.id, b_ids.get(cycle, 0))
+            ctx.set(dut.b.p.error, 0)
+            ctx.set(dut.cmp.ready, cycle != 6)
+            _, _, free_id, alloc_ready, cmp_valid, cmp_p, outstanding = await ctx.tick().sample(
+                dut.free_id, dut.allocate.ready, dut.cmp.valid, dut.cmp.p, dut.outstanding)
+            if cycle in allocations:
+                assert alloc_ready and free_id == (1 if cycle == 1 else 0)
+            if cmp_valid:
+                seen.append((cycle, int(cmp_p.tag), int(cmp_p.ld_id), cycle != 6))
+            if cycle == 15:
+                assert outstanding == 0
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [(4, 0x22, 2, True), (5, 0x12, 2, True), (6, 0x11, 1, False), (7, 0x11, 1, True),
+                    (8, 0x10, 0, True), (9, 0x21, 1, True), (10, 0x20, 0, True), (11, 0x30, 5, True)]
+
+
 def test_refuses_more_entries_than_awids():
     with pytest.raises(ValueError, match="one AWID each"):
         WriteTable(PARAMS, (1 << PARAMS.axi_id_bits) + 1)

@@ -12,7 +12,10 @@ docs/DEVICE.md §4.
   lines from `line` at stride 1 << log2_r). It counts the B responses still due: 1 for one burst (log2_r = 0),
   else one per beat. `b.ready` is always 1 (every B response has its entry).
 - When the count reaches 0 the entry's Cmps leave on `cmp` (the lowest such entry first; within it the last
-  write first), and the entry is freed after the last.
+  write first), and the entry is freed after the last. The done entry (one-hot and binary), its slot and
+  `cmp.valid` are registers, chosen a cycle ahead from the entries' next state (no cycle changes: they equal the
+  lowest entry that is done in the cycle they are read), so `cmp`'s payload is one LUT-RAM read at a registered
+  address and a mux on a registered slot.
 - A B response with an error marks its entry: its record leaves on `failed` (the lowest marked entry first)
   for the poison list, and the entry's Cmps wait until it has gone, so a read the host sends after a Cmp
   already sees the poison. A new failure of the same entry in the cycle its record leaves marks it again.
@@ -94,9 +97,9 @@ class WriteTable(wiring.Component):
         m.submodules.entry_writes = entry_writes
         writes_store = entry_writes.write_port()
         done_writes = entry_writes.read_port(domain="comb")
-        entry_cmps = [Signal(range(G + 1), name=f"entry{i}_cmps") for i in range(n_entries)]   # Cmps still owed
+        # the slot of the entry's last write whose Cmp is still owed (cmps - 1; the entry is freed after slot 0's)
+        entry_last = [Signal(range(G), name=f"entry{i}_last") for i in range(n_entries)]
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
-        entry_done = [Signal(name=f"entry{i}_done") for i in range(n_entries)]
         entry_region = [Signal(p.region_index_bits, name=f"entry{i}_region") for i in range(n_entries)]
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
         # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
@@ -106,8 +109,6 @@ class WriteTable(wiring.Component):
         # a B response of the write failed and its record is not yet in the poison list
         entry_error = [Signal(name=f"entry{i}_backend_error") for i in range(n_entries)]
         entry_gathered = [Signal(name=f"entry{i}_gathered") for i in range(n_entries)]   # a flushed block
-        for i in range(n_entries):
-            m.d.comb += entry_done[i].eq(entry_used[i] & (entry_due[i] == 0) & ~entry_error[i])
 
         free_entry = Signal(range(n_entries))
         for i in reversed(range(n_entries)):     # lowest free entry
@@ -118,11 +119,13 @@ class WriteTable(wiring.Component):
         all_used = Signal()
         have_free = Signal()
         m.d.comb += have_free.eq(~all_used)
+        # the done entry (all its B responses in, no failed record pending: the lowest such entry), one-hot and
+        # binary, its slot (the entry's `entry_last`) and whether there is one: registers, loaded below from the
+        # entries' next state, so each equals what the entries' state of the cycle it is read in gives
+        done_onehot = Signal(n_entries)
         done_entry = Signal(range(n_entries))
+        done_slot = Signal(range(G))
         have_done = Signal()
-        for i in reversed(range(n_entries)):
-            with m.If(entry_done[i]):
-                m.d.comb += [done_entry.eq(i), have_done.eq(1)]
         error_entry = Signal(range(n_entries))   # lowest entry whose failed write still waits for its insert
         for i in reversed(range(n_entries)):
             with m.If(entry_error[i]):
@@ -139,9 +142,7 @@ class WriteTable(wiring.Component):
         ]
 
         # ---- Cmps of the done entry: its last write still owed first ----------------------------------
-        done_slot = Signal(range(G))
         m.d.comb += [
-            done_slot.eq(Array(entry_cmps)[done_entry] - 1),
             self.cmp.valid.eq(have_done),
             done_writes.addr.eq(done_entry),
             self.cmp.p.tag.eq(done_writes.data.tags[done_slot]),
@@ -173,7 +174,7 @@ class WriteTable(wiring.Component):
             with m.If(~entry_used[i]):
                 m.d.sync += [
                     entry_gathered[i].eq(new.gathered),
-                    entry_cmps[i].eq(new.cmps),
+                    entry_last[i].eq(new.cmps - 1),
                     entry_due[i].eq(Mux(one_burst, 1, Const(1, 5) << new.log2_beats)),
                     entry_region[i].eq(new.region),
                     entry_block[i].eq(new.block),
@@ -183,20 +184,49 @@ class WriteTable(wiring.Component):
                 ]
             with m.If(allocating & (free_entry == i)):
                 m.d.sync += entry_used[i].eq(1)
-            with m.Elif(complete & (done_entry == i)):
-                m.d.sync += entry_cmps[i].eq(entry_cmps[i] - 1)
-                with m.If(entry_cmps[i] == 1):
+            with m.Elif(complete & done_onehot[i]):
+                m.d.sync += entry_last[i].eq(entry_last[i] - 1)
+                with m.If(done_slot == 0):
                     m.d.sync += entry_used[i].eq(0)
             with m.Elif(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] != 0)):
                 m.d.sync += entry_due[i].eq(entry_due[i] - 1)
 
         # every entry used after this cycle: none is released (a Cmp leaving its entry's last write), and either
         # the allocation takes the only free entry or all were used already
-        released = complete & (Array(entry_cmps)[done_entry] == 1)
+        released = complete & (done_slot == 0)
         free_mask = Cat(*(~used for used in entry_used))
         one_free = (free_mask != 0) & ((free_mask & (free_mask - 1)) == 0)
         m.d.sync += all_used.eq(~released & Mux(allocating, one_free, all_used))
         m.d.sync += have_error.eq(Cat(*error_next).any())
+
+        # ---- the next done entry and slot (registered) ------------------------------------------------------
+        # An entry is done next cycle when it is used and stays so (not released by this cycle's Cmp), its count
+        # is 0 or this cycle's B response takes it to 0, and it is not marked (error_next). A free entry is not
+        # done next cycle (an entry allocated now owes at least one B response). The choice is made for both
+        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects at the end:
+        # with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0, the entry
+        # leaves the done set; a lower entry done next cycle goes first either way.
+        done_stays = Signal(n_entries)   # done next cycle if no Cmp leaves now
+        for i in range(n_entries):
+            b_here = b_fire & (b.p.id == i)
+            m.d.comb += done_stays[i].eq(entry_used[i] & ~error_next[i]
+                                         & ((entry_due[i] == 0) | ((entry_due[i] == 1) & b_here)))
+        done_after_cmp = Signal(n_entries)   # done next cycle if a Cmp leaves now
+        m.d.comb += done_after_cmp.eq(done_stays & ~Mux(done_slot == 0, done_onehot, 0))
+
+        def lowest(bits, slots):
+            onehot = Signal(n_entries)
+            index = Signal(range(n_entries))
+            slot = Signal(range(G))
+            for i in reversed(range(n_entries)):
+                with m.If(bits[i]):
+                    m.d.comb += [onehot.eq(1 << i), index.eq(i), slot.eq(slots[i])]
+            return onehot, index, slot, bits.any()
+
+        no_cmp = lowest(done_stays, entry_last)
+        with_cmp = lowest(done_after_cmp, [entry_last[i] - done_onehot[i] for i in range(n_entries)])
+        m.d.sync += [register.eq(Mux(complete, after, before)) for register, before, after in
+                     zip((done_onehot, done_entry, done_slot, have_done), no_cmp, with_cmp)]
         m.d.comb += [
             # the free entry's word is written whether or not it is allocated (a free entry's word is never read)
             writes_store.en.eq(have_free),
