@@ -1,10 +1,11 @@
 """Block packer: the k plane lines of a block -> its packed-k or expanded-k output lines (DEVICE.md §3).
 
 Interface (streams are amaranth.lib.stream, payload layouts below):
-- load  (In, `load_layout`):  {plane, data}. Writes plane register `plane` of the *fill* bank. A block is the
-  planes loaded since the previous start; the controller sends planes 0..k-1 only. Every start clears the
-  fill bank, so planes >= k of the next block read as 0 (never stale data); plane numbers >= b_max are
-  ignored.
+- load  (In, `load_layout`):  {plane, data, also}. Writes plane register `plane` of the *fill* bank, and every
+  plane whose bit is set in `also` (one load writes several planes with the same data). A block is the
+  planes loaded since the previous start; the controller sends planes 0..k-1 only (and copies of plane 0
+  into planes k..B-1 through `also`). Every start clears the fill bank, so planes >= k of the next block read
+  as 0 (never stale data); plane numbers >= b_max are ignored.
 - start (In, `start_layout`): {expanded, log2_b, k, midpoint}. Seals the fill bank as a block and queues its
   emission. B = 1 << log2_b. packed: k lines of k-bit fields; expanded: B lines of B-bit fields whose low
   B-k bits are the fill (floor 0..0, midpoint 10..0). Bit orders are golden/layout.py packed_lines /
@@ -83,7 +84,9 @@ START_TO_LINE_CYCLES = 4
 
 
 def load_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"plane": PLANE_FIELD_BITS, "data": params.data_width})
+    """`plane` takes `data`; so does every plane whose bit is set in `also` (the read engine's toward-zero sign
+    copies: plane 0 also written into planes k..B-1, no register or mux of its own)."""
+    return data.StructLayout({"plane": PLANE_FIELD_BITS, "data": params.data_width, "also": params.b_max})
 
 
 def start_layout() -> data.StructLayout:
@@ -212,7 +215,7 @@ class BlockPacker(wiring.Component):
         load_fire = self.load.valid & self.load.ready
         for q in range(BM):
             loading = Signal(name=f"loading_plane{q}")
-            m.d.comb += loading.eq(load_fire & (self.load.p.plane == q))
+            m.d.comb += loading.eq(load_fire & ((self.load.p.plane == q) | self.load.p.also[q]))
             # the next block starts empty: planes >= its k stay 0, which is the expanded floor fill. Written as
             # a top-priority clear so that yosys maps it to the flip-flops' synchronous reset (no data mux).
             with m.If(start_fire & ~loading):
