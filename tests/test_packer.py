@@ -71,9 +71,10 @@ def run_packer(params: ControllerParams, blocks, *, seed: int, load_idle=0.3, st
             if not load_valid and load_block < len(blocks) and load_block <= state["starts_presented"] \
                     and rng.random() >= load_idle:
                 load_valid = True
-                plane, plane_data = blocks[load_block].loads[load_plane]
+                plane, plane_data, *also = blocks[load_block].loads[load_plane]
                 ctx.set(dut.load.p.plane, plane)
                 ctx.set(dut.load.p.data, plane_data)
+                ctx.set(dut.load.p.also, also[0] if also else 0)
             ctx.set(dut.load.valid, load_valid)
             ctx.set(dut.start.valid, start_valid)
             _, _, l_ready, s_ready = await ctx.tick().sample(dut.load.ready, dut.start.ready)
@@ -290,3 +291,32 @@ def test_area_script_synthesizes_smallest_packer():
     counts, _ = synthesize(ControllerParams(data_width=64, b_max=2))
     assert counts["LUT4"] > 0
     assert counts["TRELLIS_FF"] >= 2 * 2 * 64
+
+
+def sign_copy_block(rng, W, B, k):
+    """An expanded block at k = B whose planes k..B-1 are copies of plane 0 (the read engine's toward-zero
+    fill): only planes 0..k-1 are loaded, plane 0 with `also` = planes k..B-1."""
+    block = Block(rng, W, B, B, "expanded", Rounding.FLOOR)
+    sign = block.fields >> (B - 1)
+    low = (1 << (B - k)) - 1
+    block.fields = (block.fields & ~np.uint32(low)) | (sign * np.uint32(low))
+    planes = layout.block_planes(block.fields, B)[0]
+    also = ((1 << B) - 1) ^ ((1 << k) - 1)
+    block.loads = [(0, line_int(planes[0]), also)] + [(p, line_int(planes[p])) for p in range(1, k)]
+    block.expected = [line_int(line) for line in layout.expanded_lines(block.fields, B, B, Rounding.FLOOR)[0]]
+    return block
+
+
+@pytest.mark.parametrize("width, b_max", [(128, 16), (64, 8)])
+def test_load_also_writes_the_same_data_into_more_planes(width, b_max):
+    """`load.also`: plane 0 written into planes k..B-1 too (toward-zero sign copies), between ordinary blocks
+    (whose start clears the fill bank), with random idle cycles and backpressure."""
+    params = ControllerParams(data_width=width, b_max=b_max)
+    rng = np.random.default_rng(width + b_max)
+    blocks = []
+    for B in (B for B in layout.SUPPORTED_B if B <= b_max):
+        for k in range(1, B):
+            blocks.append(sign_copy_block(rng, width, B, k))
+            blocks.append(Block(rng, width, B, B, "expanded", Rounding.FLOOR) if k % 2 else
+                          Block(rng, width, B, k, "packed", Rounding.FLOOR))
+    check_lines(blocks, run_packer(params, blocks, seed=width * b_max))

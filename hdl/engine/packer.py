@@ -1,10 +1,11 @@
 """Block packer: the k plane lines of a block -> its packed-k or expanded-k output lines (DEVICE.md §3).
 
 Interface (streams are amaranth.lib.stream, payload layouts below):
-- load  (In, `load_layout`):  {plane, data}. Writes plane register `plane` of the *fill* bank. A block is the
-  planes loaded since the previous start; the controller sends planes 0..k-1 only. Every start clears the
-  fill bank, so planes >= k of the next block read as 0 (never stale data); plane numbers >= b_max are
-  ignored.
+- load  (In, `load_layout`):  {plane, data, also}. Writes plane register `plane` of the *fill* bank, and every
+  plane whose bit is set in `also` (one load writes several planes with the same data). A block is the
+  planes loaded since the previous start; the controller sends planes 0..k-1 only (and copies of plane 0
+  into planes k..B-1 through `also`). Every start clears the fill bank, so planes >= k of the next block read
+  as 0 (never stale data); plane numbers >= b_max are ignored.
 - start (In, `start_layout`): {expanded, log2_b, k, midpoint}. Seals the fill bank as a block and queues its
   emission. B = 1 << log2_b. packed: k lines of k-bit fields; expanded: B lines of B-bit fields whose low
   B-k bits are the fill (floor 0..0, midpoint 10..0). Bit orders are golden/layout.py packed_lines /
@@ -74,7 +75,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
-from smartquant.hdl.bits import mux_tree
+from smartquant.hdl.bits import mux_tree, ecp5_slice_muxes
 
 PLANE_FIELD_BITS = 4
 INDEX_FIELD_BITS = 4
@@ -83,7 +84,9 @@ START_TO_LINE_CYCLES = 4
 
 
 def load_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"plane": PLANE_FIELD_BITS, "data": params.data_width})
+    """`plane` takes `data`; so does every plane whose bit is set in `also` (the read engine's toward-zero sign
+    copies: plane 0 also written into planes k..B-1, no register or mux of its own)."""
+    return data.StructLayout({"plane": PLANE_FIELD_BITS, "data": params.data_width, "also": params.b_max})
 
 
 def start_layout() -> data.StructLayout:
@@ -124,6 +127,8 @@ class BlockPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, BM, S = self.width, self.b_max, self.log2_b_max
+        # the chunk select's and the compaction's mux trees use the ECP5 slice muxes on an ECP5 platform
+        slices = m if ecp5_slice_muxes(platform) else None
         unit = W // BM      # chunk offset granularity: every chunk offset is a multiple of it
         # widest chunk after compaction, in units (F = b_max - 1 for b_max >= 4: almost two lines)
         compact_units = max(chunk_units_for(f, BM) for f in range(1, BM + 1))
@@ -212,7 +217,7 @@ class BlockPacker(wiring.Component):
         load_fire = self.load.valid & self.load.ready
         for q in range(BM):
             loading = Signal(name=f"loading_plane{q}")
-            m.d.comb += loading.eq(load_fire & (self.load.p.plane == q))
+            m.d.comb += loading.eq(load_fire & ((self.load.p.plane == q) | self.load.p.also[q]))
             # the next block starts empty: planes >= its k stay 0, which is the expanded floor fill. Written as
             # a top-priority clear so that yosys maps it to the flip-flops' synchronous reset (no data mux).
             with m.If(start_fire & ~loading):
@@ -267,12 +272,12 @@ class BlockPacker(wiring.Component):
                     # even offsets: the segment below's sources (offset multiple of 2 units), shifted down a unit
                     for bit in range(lo, hi):
                         even = mux_tree([emit_bank[q][bit + i * (W >> (S - 1))] for i in range(1 << (S - 1))],
-                                        offset[1:])
+                                        offset[1:], slices)
                         pieces.append(Mux(offset[0], chunk[unit + bit], even))
                     continue
                 select = offset[S - s:]
                 for bit in range(lo, hi):
-                    pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
+                    pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select, slices))
             with m.If(feed):
                 m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
@@ -292,7 +297,7 @@ class BlockPacker(wiring.Component):
             for f in range(1, BM + 1):
                 weights = W >> pow2floor_log2(f)
                 sources.append(chunks[f - 1 - t % f][t // f] if t < weights * f else None)
-            compact_bits.append(mux_tree(sources, chunk_field_minus_one))
+            compact_bits.append(mux_tree(sources, chunk_field_minus_one, slices))
         compact = Signal(compact_units * unit, reset_less=True)
         with m.If(feed):
             m.d.sync += [

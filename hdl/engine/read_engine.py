@@ -42,10 +42,10 @@ packer's blocks), which poisons every DRS served from that fetch, hits included,
 A raw line carries its beat's flag through the raw FIFO. Counted in axi_errors (per beat); poison_reads counts
 every mapped DRS sent with poison = 1, whatever the reason.
 Toward-zero expanded reads of INT regions (`toward_zero` bit of the region, DEVICE.md §3): the dropped bits
-are copies of the sign, i.e. planes k..B-1 equal plane 0. The R router keeps plane 0 of the block in a
-register and, after the k fetched planes, loads it into the packer as planes k..B-1, then starts the block at
-k = B (B loads for the B lines the block emits, so streaming stays one line per cycle; DRAM traffic stays k
-lines). BF16 regions need no fill (sign-magnitude truncation is toward zero): their packer start is floor.
+are copies of the sign, i.e. planes k..B-1 equal plane 0. The R router loads plane 0 of the block into the
+packer's planes k..B-1 as well (the load's `also`), waits a cycle per copied plane after the k fetched planes
+(the timing of B loads), then starts the block at k = B (B load cycles for the B lines the block emits, so
+streaming stays one line per cycle; DRAM traffic stays k lines). BF16 regions need no fill (sign-magnitude truncation is toward zero): their packer start is floor.
 """
 from __future__ import annotations
 
@@ -305,8 +305,7 @@ class ReadEngine(wiring.Component):
         last_beat = r_in.p.last
         beat_error = r_in.p.error   # this R beat answers an error (any RRESP but OKAY)
         block_error = Signal()  # an earlier plane beat of the block under load answered an error
-        plane0 = Signal(p.data_width)   # plane 0 (sign) of the block under load, for toward-zero fills
-        sign_filling = Signal()         # loading plane 0 into planes fill_plane..B-1 of the packer
+        sign_filling = Signal()         # the cycles of the sign copies (planes fill_plane..B-1 of the packer)
         fill_plane = Signal(5)
         fill_last_plane = Signal(5)
         # one backend-error flag per block handed to the packer (the block buffer's fill_error)
@@ -319,9 +318,14 @@ class ReadEngine(wiring.Component):
             drs_server.raw_line.valid.eq(r_in.valid & r_in.p.raw),
             drs_server.raw_line.p.data.eq(r_in.p.data),
             drs_server.raw_line.p.error.eq(beat_error),
-            packer.load.valid.eq(Mux(sign_filling, 1, r_in.valid & ~r_in.p.raw & fill_error.ready)),
-            packer.load.p.plane.eq(Mux(sign_filling, fill_plane, beat)),
-            packer.load.p.data.eq(Mux(sign_filling, plane0, r_in.p.data)),
+            # plane 0 of a toward-zero block is written into planes k..B-1 as well, as it is loaded (`also`):
+            # no W-bit register of plane 0 and no W-bit mux before the packer's fill bank. The sign copies'
+            # cycles (one per plane k..B-1, below) load nothing but keep the block's load-to-start timing.
+            packer.load.valid.eq(~sign_filling & r_in.valid & ~r_in.p.raw & fill_error.ready),
+            packer.load.p.plane.eq(beat),
+            packer.load.p.data.eq(r_in.p.data),
+            packer.load.p.also.eq(Mux((beat == 0) & route.sign_fill & (r_in.p.k < route_b),
+                                      ((Const(1, 18) << route_b) - (Const(1, 18) << r_in.p.k))[:p.b_max], 0)),
             packer.start.valid.eq(start_pending),
             packer.start.p.eq(start_payload),
             fill_error.p.eq(block_error | beat_error),
@@ -333,8 +337,6 @@ class ReadEngine(wiring.Component):
             with m.If(fill_plane == fill_last_plane):
                 m.d.sync += [sign_filling.eq(0), start_pending.eq(1)]
         with m.If(r_in.valid & r_in.ready):
-            with m.If(~r_in.p.raw & (beat == 0)):
-                m.d.sync += plane0.eq(r_in.p.data)
             with m.If(last_beat):
                 m.d.sync += block_error.eq(0)
                 with m.If(~r_in.p.raw):
@@ -348,7 +350,8 @@ class ReadEngine(wiring.Component):
                         start_payload.midpoint.eq(route.midpoint & ~route.sign_fill),
                     ]
                     with m.If(sign_fill):
-                        # planes k..B-1 <- plane 0 (captured above, also when this beat is plane 0: k = 1)
+                        # planes k..B-1 hold plane 0 already (its load's `also`, also when this beat is plane 0:
+                        # k = 1); these cycles keep the timing of the loads that once copied it
                         m.d.sync += [sign_filling.eq(1), fill_plane.eq(r_in.p.k), fill_last_plane.eq(b_value - 1)]
                     with m.Else():
                         m.d.sync += start_pending.eq(1)
