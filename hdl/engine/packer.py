@@ -75,7 +75,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
-from smartquant.hdl.bits import mux_tree, ecp5_slice_muxes
+from smartquant.hdl.bits import mux_tree
 
 PLANE_FIELD_BITS = 4
 INDEX_FIELD_BITS = 4
@@ -127,8 +127,6 @@ class BlockPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         W, BM, S = self.width, self.b_max, self.log2_b_max
-        # the chunk select's and the compaction's mux trees use the ECP5 slice muxes on an ECP5 platform
-        slices = m if ecp5_slice_muxes(platform) else None
         unit = W // BM      # chunk offset granularity: every chunk offset is a multiple of it
         # widest chunk after compaction, in units (F = b_max - 1 for b_max >= 4: almost two lines)
         compact_units = max(chunk_units_for(f, BM) for f in range(1, BM + 1))
@@ -272,12 +270,12 @@ class BlockPacker(wiring.Component):
                     # even offsets: the segment below's sources (offset multiple of 2 units), shifted down a unit
                     for bit in range(lo, hi):
                         even = mux_tree([emit_bank[q][bit + i * (W >> (S - 1))] for i in range(1 << (S - 1))],
-                                        offset[1:], slices)
+                                        offset[1:])
                         pieces.append(Mux(offset[0], chunk[unit + bit], even))
                     continue
                 select = offset[S - s:]
                 for bit in range(lo, hi):
-                    pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select, slices))
+                    pieces.append(mux_tree([emit_bank[q][bit + i * (W >> s)] for i in range(1 << s)], select))
             with m.If(feed):
                 m.d.sync += chunk.eq(Cat(*pieces))
             chunks.append(chunk)
@@ -297,7 +295,7 @@ class BlockPacker(wiring.Component):
             for f in range(1, BM + 1):
                 weights = W >> pow2floor_log2(f)
                 sources.append(chunks[f - 1 - t % f][t // f] if t < weights * f else None)
-            compact_bits.append(mux_tree(sources, chunk_field_minus_one, slices))
+            compact_bits.append(mux_tree(sources, chunk_field_minus_one))
         compact = Signal(compact_units * unit, reset_less=True)
         with m.If(feed):
             m.d.sync += [
