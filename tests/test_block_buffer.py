@@ -1,7 +1,7 @@
 """BlockBuffer (hdl/engine/block_buffer.py) in the Amaranth simulator.
 
-The testbench plays the read engine around the unit: stage B (it registers `lookup_match` of the next read's
-key, and holds it while dispatch stalls), dispatch (claims at random, a miss only when `can_allocate`), the
+The testbench plays the read engine around the unit: stage B (it registers `lookup_match`, `lookup_same` and
+the cycle's `allocation` with the next read's key, and holds them while dispatch stalls), dispatch (claims at random, a miss only when `can_allocate`), the
 packer (pushes each fill's error flag, then its lines, with random gaps) and the DRS server (takes ready lines
 at random). Checked against a Python model of a round-robin tag cache (DEVICE.md §5): every claim's hit / miss
 and slot equal the model's (a read right behind the miss that allocates its block must hit: the forwarding),
@@ -77,8 +77,8 @@ def test_random_reads_against_a_round_robin_model(slots, seed):
             # dispatch
             claim = allocated = None
             if request is not None:
-                key, line, match = request
-                ctx.set(dut.request, {"key": key_fields(key), "match": match})
+                key, line, looked_up = request
+                ctx.set(dut.request, {"key": key_fields(key), **looked_up})
                 hit_slots = [s for s in range(slots) if model_tags[s] == key]
                 assert ctx.get(dut.hit) == bool(hit_slots), f"cycle {cycle}: hit"
                 assert ctx.get(dut.slot) == (hit_slots[0] if hit_slots else model_victim), f"cycle {cycle}: slot"
@@ -110,7 +110,8 @@ def test_random_reads_against_a_round_robin_model(slots, seed):
             if (request is None or claim) and next_read < len(reads):
                 key, line = reads[next_read]
                 ctx.set(dut.lookup, key_fields(key))
-                request = (key, line, ctx.get(dut.lookup_match))
+                request = (key, line, {"match": ctx.get(dut.lookup_match), "same": ctx.get(dut.lookup_same),
+                                       "allocated": ctx.get(dut.allocation)})
                 next_read += 1
             elif claim:
                 request = None

@@ -1,15 +1,19 @@
 """BlockBuffer: the read engine's block buffer (slots of a block's output lines), docs/DEVICE.md §5.
 
-  lookup key --> compare with every slot tag --> lookup_match (registered by the read engine's stage B)
-  request (key, match) --> hit, slot, generation (the hit slot, or the round-robin victim); claim
+  lookup key --> compare with every slot tag and with the request's key --> lookup_match, lookup_same,
+                 and this cycle's allocation (all three registered by the read engine's stage B)
+  request (key, match, same, allocated) --> hit, slot, generation (the hit slot, or the round-robin victim); claim
   packer lines --> skid --> first-line gate --> buffer memory (slots x b_max lines) --> serve data
   fill_error (one flag per block handed to the packer) --/
   serve (slot, generation, line) --> ready, error; take --> the line on `data` a cycle later, reader released
   invalidate / invalidate_landed / invalidate_all --> slot tags
 
 - A slot's tag is the key (region, block, expanded, k, rounding) of the block it holds or is filling. `lookup`
-  compares a key with every tag as it will be after this cycle's allocation: only a claim changes tags, so for
-  the slot the request now claiming allocates, the compare is against the request's key instead (forwarding).
+  compares a key with every tag (`lookup_match`) and with the key of the request now in dispatch (`lookup_same`);
+  `allocation` is the slot the request claims as a miss in this cycle (one-hot). Only a claim changes tags, so
+  the tags after this cycle are the compared ones except in the allocated slot, which holds the request's key:
+  the request's hit test takes `same` for the slot it has in `allocated`, `match` for the others (forwarding,
+  resolved at dispatch so that the claim decision does not reach the lookup's registers).
   Validity (writes invalidate slots at any time) is applied to the registered `match` of the request. So hits and
   misses are exactly those of a compare at claim time, the golden model's sequence.
 - `claim` (the read engine dispatches a buffered read) takes `slot` / `gen`: on a hit the slot's newest
@@ -97,8 +101,12 @@ class BlockBuffer(wiring.Component):
         super().__init__({
             "lookup": In(block_key_layout(params)),
             "lookup_match": Out(slots),
-            # the read in dispatch: its key and the registered lookup_match of that key
-            "request": In(data.StructLayout({"key": block_key_layout(params), "match": slots})),
+            "lookup_same": Out(1),
+            "allocation": Out(slots),
+            # the read in dispatch: its key and, registered when it was looked up, lookup_match, lookup_same
+            # and the allocation of that cycle (`allocated`)
+            "request": In(data.StructLayout({"key": block_key_layout(params), "match": slots, "same": 1,
+                                             "allocated": slots})),
             "hit": Out(1),
             "slot": Out(params.buffer_slot_bits),
             "gen": Out(GENERATION_BITS),
@@ -133,17 +141,31 @@ class BlockBuffer(wiring.Component):
         release_valid = Signal()
         release_slot = Signal(p.buffer_slot_bits)
         release_gen = Signal(gen_bits)
+        # The claim, registered the same way: the dispatch decision (the deepest cone of the read engine) ends at
+        # these flip-flops instead of the counters' decode and adders. The first-line gate needs no pending
+        # claim: a claim adds to the generation a slot holds only while no newer one is allocated (hits claim
+        # the newest), so the first fill it can hold back is allocated in a later cycle, and that fill's first
+        # line is accepted two cycles after its allocation at the earliest (its FIFO entry is written a cycle
+        # late, below), when the claim is in the count.
+        claim_valid = Signal()
+        claim_slot = Signal(p.buffer_slot_bits)
+        claim_gen = Signal(gen_bits)
 
         # ---- lookup and claim --------------------------------------------------------------------------
         key = self.request.key
         victim = Signal(p.buffer_slot_bits)   # round-robin over misses
         allocating = Signal()           # a miss is claimed in this cycle: the victim is allocated
         for s in range(slots):
-            forward = allocating & (victim == s)
-            m.d.comb += self.lookup_match[s].eq(Mux(forward, self.lookup.as_value() == key.as_value(),
-                                                    self.lookup.as_value() == tags[s].key.as_value()))
+            m.d.comb += [
+                self.lookup_match[s].eq(self.lookup.as_value() == tags[s].key.as_value()),
+                self.allocation[s].eq(allocating & (victim == s)),
+            ]
+        m.d.comb += self.lookup_same.eq(self.lookup.as_value() == key.as_value())
+        # the tags as they were after the allocation made when the request was looked up: the slot allocated
+        # then holds the key of the read then in dispatch (`same`), every other slot the tag it was compared with
         hits = Signal(slots)
-        m.d.comb += hits.eq(self.request.match & Cat(*(tags[s].valid for s in range(slots))))
+        m.d.comb += hits.eq(Cat(*(Mux(self.request.allocated[s], self.request.same, self.request.match[s])
+                                  & tags[s].valid for s in range(slots))))
         hit = hits.any()
         hit_slot = Signal(p.buffer_slot_bits)
         for s in reversed(range(slots)):
@@ -166,21 +188,29 @@ class BlockBuffer(wiring.Component):
                     m.d.comb += hit_gen.eq(tags[s].alloc_gen)
 
         fill_layout = data.StructLayout({"slot": p.buffer_slot_bits, "gen": gen_bits})
-        m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=MAX_LIVE_GENERATIONS * slots)
+        fill_depth = MAX_LIVE_GENERATIONS * slots
+        m.submodules.fill_fifo = fill_fifo = SyncFIFO(width=fill_layout.size, depth=fill_depth)
+        # An allocation's fill is written into the FIFO a cycle later (from registers, off the dispatch cone); no
+        # line of it can reach the packer's output before its fetch has gone out on AR and come back on R.
+        fill_pending = Signal()
+        fill_pending_entry = Signal(fill_layout)
+        m.d.sync += [fill_pending.eq(allocating), fill_pending_entry.eq(Cat(victim, victim_gen))]
         # one backend-error flag per block handed to the packer, popped with the block's last output line
         m.submodules.error_fifo = error_fifo = SyncFIFO(width=1, depth=MAX_LIVE_GENERATIONS * slots)
         m.d.comb += [
             self.hit.eq(hit),
             self.slot.eq(Mux(hit, hit_slot, victim)),
             self.gen.eq(Mux(hit, hit_gen, victim_gen)),
-            self.can_allocate.eq(victim_free & fill_fifo.w_rdy),
+            # room for this fill after the pending one (what w_rdy said when fills were written at once)
+            self.can_allocate.eq(victim_free & fill_fifo.w_rdy
+                                 & ~(fill_pending & (fill_fifo.level == fill_depth - 1))),
             allocating.eq(self.claim & ~hit),
-            fill_fifo.w_data.eq(Cat(victim, victim_gen)),
-            fill_fifo.w_en.eq(allocating),
+            fill_fifo.w_data.eq(fill_pending_entry),
+            fill_fifo.w_en.eq(fill_pending),
             self.fill_error.ready.eq(error_fifo.w_rdy),
             error_fifo.w_data.eq(self.fill_error.payload),
             error_fifo.w_en.eq(self.fill_error.valid),
-            self.busy.eq(fill_fifo.r_rdy),
+            self.busy.eq(fill_fifo.r_rdy | fill_pending),
         ]
 
         # ---- fills -------------------------------------------------------------------------------------
@@ -222,7 +252,10 @@ class BlockBuffer(wiring.Component):
             first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
                                 & (packer_line.p.index == 0))
             m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
-        m.d.comb += packer_line.ready.eq(~((slot_held >> fill_slot)[0] & (packer_line.p.index == 0)))
+        # (a line waits for its fill's FIFO entry too: never in the read engine, where a fill's lines come after
+        # its fetch's R beats, but the unit is then safe by itself)
+        m.d.comb += packer_line.ready.eq(fill_fifo.r_rdy
+                                         & ~((slot_held >> fill_slot)[0] & (packer_line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = self.serve.address
@@ -249,10 +282,13 @@ class BlockBuffer(wiring.Component):
             release_valid.eq(self.serve.take),
             release_slot.eq(serve.slot),
             release_gen.eq(serve.gen),
+            claim_valid.eq(self.claim),
+            claim_slot.eq(self.slot),
+            claim_gen.eq(self.gen),
         ]
         for s in range(slots):
             for g in range(1 << gen_bits):
-                claim = self.claim & (self.slot == s) & (self.gen == g)
+                claim = claim_valid & (claim_slot == s) & (claim_gen == g)
                 release = release_valid & (release_slot == s) & (release_gen == g)
                 with m.If(claim & ~release):
                     m.d.sync += waiting[s][g].eq(waiting[s][g] + 1)

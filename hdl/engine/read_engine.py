@@ -136,7 +136,7 @@ class ReadEngine(wiring.Component):
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
             "raw_line": lb,
             "fetch_line": lb, "query_end": lb, "log2_b": p.log2_b_bits, "log2_r": p.log2_r_bits, "sign_fill": 1, "tag": p.tag_bits, "ld_id": p.ld_id_bits,
-            "match": slots,
+            "match": slots, "same_as_dispatch": 1, "allocated": slots,
         })
         stage_a = Signal(stage_a_layout)
         stage_a_valid = Signal()
@@ -215,11 +215,15 @@ class ReadEngine(wiring.Component):
                 stage_b.tag.eq(stage_a.tag),
                 stage_b.ld_id.eq(stage_a.ld_id),
                 stage_b.match.eq(block_buffer.lookup_match),
+                stage_b.same_as_dispatch.eq(block_buffer.lookup_same),
+                stage_b.allocated.eq(block_buffer.allocation),
             ]
         hit = block_buffer.hit
         m.d.comb += [
             block_buffer.request.key.eq(key),
             block_buffer.request.match.eq(stage_b.match),
+            block_buffer.request.same.eq(stage_b.same_as_dispatch),
+            block_buffer.request.allocated.eq(stage_b.allocated),
         ]
 
         # what the packer needs of a fetched block, carried with the fetch through the AxiReader to its R beats
