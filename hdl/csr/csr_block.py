@@ -306,6 +306,14 @@ class CsrBlock(wiring.Component):
                 m.d.comb += read_value.eq(poison_line)
             with m.Case(CSR_POISON_LIST_INDEX >> 2):
                 m.d.comb += read_value.eq(poison_list_index)
+            with m.Case(CSR_POISON_LIST_LINE >> 2):
+                m.d.comb += read_value.eq(Mux(self.poison_record_valid, self.poison_record.first, 0))
+            with m.Case(CSR_POISON_LIST_ENTRY >> 2):
+                m.d.comb += read_value.eq(Mux(self.poison_record_valid,
+                                              Cat(self.poison_record.mask, self.poison_record.log2_stride,
+                                                  Const(0, 12), Const(1, 1)), 0))
+            with m.Case(CSR_POISON_COUNT >> 2):
+                m.d.comb += read_value.eq(self.poison_count)
             for i in range(p.n_regions):
                 base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
                 with m.Case(base_addr >> 2):
@@ -320,20 +328,7 @@ class CsrBlock(wiring.Component):
             with m.Default():
                 m.d.comb += read_value.eq(0)
 
-        # The poison list's registers (POISON_LIST_LINE / _ENTRY, POISON_COUNT) come from the list's read port, which
-        # applies the pending insert behind a mux of the records: they join the register mux last, each gated by its
-        # own address decode and ORed in (the switch above reads 0 for them), so they pass two LUT levels here
-        # instead of the whole case mux
-        read_word = bus.araddr[2:]
-        poison_value = Signal(32)
-        m.d.comb += poison_value.eq(
-            (Mux(self.poison_record_valid, self.poison_record.first, 0)
-             & (read_word == CSR_POISON_LIST_LINE >> 2).replicate(32))
-            | (Mux(self.poison_record_valid, Cat(self.poison_record.mask, self.poison_record.log2_stride,
-                                                 Const(0, 12), Const(1, 1)), 0)
-               & (read_word == CSR_POISON_LIST_ENTRY >> 2).replicate(32))
-            | (self.poison_count & (read_word == CSR_POISON_COUNT >> 2).replicate(32)))
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [r_pending.eq(1), ar_ready.eq(0), r_data.eq(read_value | poison_value)]
+            m.d.sync += [r_pending.eq(1), ar_ready.eq(0), r_data.eq(read_value)]
 
         return m
