@@ -191,6 +191,37 @@ def test_region_end_line_has_settled_when_the_write_response_is_valid():
     run(dut, tb)
 
 
+@pytest.mark.parametrize("dram_addr_bits", [16, 20])
+def test_region_end_line_saturates_at_the_device_end(dram_addr_bits):
+    """end_line = min(base + n_superblocks * R * B, 2^lines) at the edges of the saturation: a sum one short of,
+    equal to and just past the device end, a base near the end with a small region (the sum carries past the
+    line space though the size alone does not), and a size alone at or past 2^lines (DEVICE.md §6; the golden
+    model's region_end_line)."""
+    params = ControllerParams(n_regions=2, b_max=8, dram_addr_bits=dram_addr_bits)
+    line_bits = params.dram_addr_bits - params.line_offset_bits
+    end = 1 << line_bits
+    dut = CsrBlock(params)
+    cases = []      # (base, n_superblocks, log2_b, log2_r)
+    for log2_b, log2_r in ((1, 0), (3, 2), (2, 6)):
+        size = 1 << (log2_b + log2_r)
+        for base in (0, end - size, end - 2 * size, end - 8 * size):
+            for n in (1, 2, 3, (end - base) // size, (end - base) // size + 1, end // size, end // size + 1,
+                      (1 << min(32, line_bits)) - 1):
+                if 0 <= base < end and 0 <= n < 1 << min(32, line_bits):
+                    cases.append((base, n, log2_b, log2_r))
+
+    async def tb(ctx):
+        for base, n, log2_b, log2_r in cases:
+            await axil_write(ctx, dut.bus, region_addr(1, 0), base)
+            await axil_write(ctx, dut.bus, region_addr(1, 4), n)
+            await axil_write(ctx, dut.bus, region_addr(1, 8), region_config_word(
+                enable=True, fmt=Format.INT, B=1 << log2_b, R=1 << log2_r, default_k=1, rounding=0))
+            expected = min(base + (n << (log2_b + log2_r)), end)
+            assert ctx.get(dut.regions[1].end_line) == expected, (hex(base), n, log2_b, log2_r)
+
+    run(dut, tb)
+
+
 def test_byte_strobes_merge():
     dut = CsrBlock(ControllerParams())
 

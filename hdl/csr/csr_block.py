@@ -119,6 +119,10 @@ class CsrBlock(wiring.Component):
         region_base = [Signal(reg_line_bits, name=f"region{i}_base") for i in range(p.n_regions)]
         region_superblocks = [Signal(reg_line_bits, name=f"region{i}_superblocks") for i in range(p.n_regions)]
         region_config = [Signal(region_config_layout, name=f"region{i}_config") for i in range(p.n_regions)]
+        # log2(R) + log2(B), the region's superblock size in lines as a shift, registered with the config (it
+        # changes only when REGION_CONFIG is written), so that the end_line register below starts its shift at
+        # a flip-flop, not at an add of two config fields (init: the all-zero config's 0 + 0 + 1)
+        region_shift = [Signal(range(1 << 4), init=1, name=f"region{i}_shift") for i in range(p.n_regions)]
         counters = {n: Signal(32, name=f"counter{n}") for n in IMPLEMENTED_COUNTERS}
         poison_line = Signal(reg_line_bits)
         poison_list_index = Signal(range(poison_index_limit(p)))
@@ -136,7 +140,14 @@ class CsrBlock(wiring.Component):
             # flip-flops), including end_line = base + n_superblocks * R * B (saturated at the device end): the
             # shift and add stay out of the decode. It settles the cycle after a write acts, which is why a
             # write's B response and the regions_written / clear_poison pulses wait for it (below).
-            end = region_base[i] + (region_superblocks[i] << (config.log2_r + config.log2_b_minus_1 + 1))
+            # min(base + (n_superblocks << shift), 2^lines) without a compare of the full sum: a shifted size of
+            # 2^lines or more saturates whatever the base, and below that the sum's carry into bit `lines` says it
+            # (base < 2^lines), so the saturation is an OR of bits beside the adder, not a carry chain behind it
+            shifted = Signal(reg_line_bits + 15, name=f"region{i}_shifted")
+            m.d.comb += shifted.eq(region_superblocks[i] << region_shift[i])
+            end_low = Signal(line_bits + 1, name=f"region{i}_end_low")
+            m.d.comb += end_low.eq(region_base[i] + shifted[:line_bits])
+            saturate = shifted[line_bits:].any() | end_low[line_bits]
             m.d.sync += [
                 out.enable.eq(config.enable & ~base_misaligned),
                 out.bf16.eq(config.format),
@@ -147,7 +158,7 @@ class CsrBlock(wiring.Component):
                 self.toward_zero[i].eq(config.rounding[1] & ~config.rounding[0]),
                 out.base_line.eq(region_base[i]),
                 out.n_superblocks.eq(region_superblocks[i]),
-                out.end_line.eq(Mux(end > (1 << line_bits), 1 << line_bits, end)),
+                out.end_line.eq(Mux(saturate, 1 << line_bits, end_low)),
             ]
 
         # --- write channel: AW and W held independently, the write acts when both are present -------------
@@ -247,7 +258,8 @@ class CsrBlock(wiring.Component):
                                   | (new_config.log2_b_minus_1 >= p.log2_b_max)
                                   | (new_config.rounding > Rounding.TOWARD_ZERO)
                                   | (new_config.log2_r > MAX_LOG2_R))
-                        m.d.sync += [region_config[i].eq(new_config), region_config[i].enable.eq(new_config.enable & legal)]
+                        m.d.sync += [region_config[i].eq(new_config), region_config[i].enable.eq(new_config.enable & legal),
+                                     region_shift[i].eq(new_config.log2_r + new_config.log2_b_minus_1 + 1)]
                         m.d.comb += regions_written.eq(1)
 
         # --- counter bank -------------------------------------------------------------------------------------

@@ -202,10 +202,14 @@ class PoisonList(wiring.Component):
         m.d.sync += [pending_valid.eq(self.insert.valid & ~self.clear_all), pending.eq(self.insert.record),
                      pending_round_base.eq(self.insert.record.first
                                            - ((Const(1, 8) << self.insert.record.log2_stride) - 1))]
+        # `same` (the pending insert's (F, s) is record i's, a used record) from a register: the (F, s) compare is
+        # made when the insert arrives, against the records' (F, s) as they are after this cycle's landing (a
+        # record's F and s change only when an insert lands in it), so the record choice below starts at flip-flops
+        # (the record masks' `used`), not at a 12-bit compare of the pending insert with every record
+        pending_same_fs = [Signal(name=f"record{i}_pending_same_fs") for i in range(n)]
         same = [Signal(name=f"record{i}_same") for i in range(n)]
         for i in range(n):
-            m.d.comb += same[i].eq(used[i] & (records[i].first == pending.first)
-                                   & (records[i].log2_stride == pending.log2_stride))
+            m.d.comb += same[i].eq(used[i] & pending_same_fs[i])
         merge = Cat(*same).any()
         any_free = ~Cat(*used).all()
         taken = Signal(range(max(2, n)))    # the lowest free record
@@ -249,6 +253,16 @@ class PoisonList(wiring.Component):
         land_in = [Signal(name=f"record{i}_land_in") for i in range(n)]
         for i in range(n):
             m.d.comb += [merge_into[i].eq(pending_valid & same[i]), land_in[i].eq(lands_new & (taken == i))]
+        # the next cycle's pending insert against the records' next (F, s): the landing record takes the pending
+        # insert's (F, s) (unless a clear-all drops the landing: then it keeps its own, as in the Else below)
+        insert_same_as_pending = Signal()
+        m.d.comb += insert_same_as_pending.eq((self.insert.record.first == pending.first)
+                                              & (self.insert.record.log2_stride == pending.log2_stride))
+        for i in range(n):
+            same_as_record = ((self.insert.record.first == records[i].first)
+                              & (self.insert.record.log2_stride == records[i].log2_stride))
+            m.d.sync += pending_same_fs[i].eq(Mux(land_in[i] & ~self.clear_all, insert_same_as_pending,
+                                                  same_as_record))
         with m.If(self.clear_all):
             m.d.sync += overflow.eq(0)
             m.d.sync += [record.mask.eq(0) for record in records]
