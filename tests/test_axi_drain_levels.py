@@ -12,8 +12,12 @@ from smartquant.scripts.logic_depth import analyse
 COUNTERS = {"r_owed", "b_owed", "head_sent", "count"}
 
 
+def drain_endpoints():
+    return analyse(AxiDrain(board_params(128, 8, 64 * 1024)))
+
+
 def test_drain_outputs_are_a_few_levels_from_registers():
-    outputs = {e.register: e for e in analyse(AxiDrain(board_params(128, 8, 64 * 1024))) if e.pin == "output"}
+    outputs = {e.register: e for e in drain_endpoints() if e.pin == "output"}
     handshakes = [name for name in outputs if name.rpartition("__")[2] in (
         "arvalid", "arready", "rvalid", "rready", "awvalid", "awready", "wvalid", "wready", "bvalid", "bready")]
     assert len(handshakes) == 10
@@ -22,3 +26,15 @@ def test_drain_outputs_are_a_few_levels_from_registers():
         assert outputs[name].start not in COUNTERS, (name, outputs[name])
     # WLAST of an owed beat compares the beats sent with the burst's length (a queue entry or the presented AW)
     assert outputs["down__wlast"].levels <= 5
+
+
+def test_drain_flags_are_at_most_six_levels_from_registers():
+    """The registered flags (held_off = `busy`, early, queue empty / full) take the zero tests of the counters'
+    next values, written from each register's own zero / one tests and the handshakes: no adder before a zero
+    test. With the tests of the sums they were 7..8 levels (busy, early: 8 from rd_ptr)."""
+    flops = {}
+    for e in drain_endpoints():
+        if e.pin != "output":
+            flops[e.register] = max(flops.get(e.register, 0), e.levels)
+    assert {"busy", "early", "queue_empty", "queue_full"} <= set(flops)
+    assert max(flops.values()) <= 6, sorted(flops.items(), key=lambda item: -item[1])[:5]

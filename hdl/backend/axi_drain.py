@@ -197,8 +197,22 @@ class AxiDrain(wiring.Component):
             m.d.sync += [early_aw.id.eq(down.awid), early_aw.addr.eq(down.awaddr), early_aw.len.eq(down.awlen)]
 
         # ---- the flags, from the next values -----------------------------------------------------------
-        early_next = (count_next == 0) & ((head_sent_next != 0) | early_done_next)
-        owed_next = (r_owed_next != 0) | (b_owed_next != 0) | (count_next != 0) | early_next
+        # Each zero test of a next value is written from the register's own zero / one tests and the
+        # handshakes (no adder before the test): e.g. r_owed_next is nonzero after an AR unless the AR has one
+        # beat and an R beat is taken with nothing owed before; without an AR it is nonzero iff r_owed >= 2, or
+        # r_owed = 1 and no R beat is taken. Equal to the tests of the sums (tests/test_axi_drain_reads.py and
+        # the reset tests of tests/test_top_axi_memory.py check the behaviour, test_axi_drain_levels the depth).
+        r_zero, r_one = r_owed == 0, r_owed == 1
+        b_zero, b_one = b_owed == 0, b_owed == 1
+        r_nonzero_next = ~self.axi_rst & Mux(ar_fire, ~(r_fire & r_zero & (down.arlen == 0)),
+                                             ~r_zero & ~(r_one & r_fire))
+        b_nonzero_next = ~self.axi_rst & Mux(aw_fire, ~b_fire | ~b_zero, ~b_zero & ~(b_one & b_fire))
+        # count_next = count + enqueue - pop, and pop only with count > 0
+        queue_empty_next = self.axi_rst | (~enqueue & (queue_empty | ((count == 1) & pop)))
+        queue_full_next = ~self.axi_rst & ((queue_full & (enqueue == pop)) | ((count == depth - 1) & enqueue & ~pop))
+        head_sent_nonzero_next = ~self.axi_rst & Mux(w_fire, ~last_beat, head_sent != 0)
+        early_next = queue_empty_next & (head_sent_nonzero_next | early_done_next)
+        owed_next = r_nonzero_next | b_nonzero_next | ~queue_empty_next | early_next
         m.d.comb += owed.eq((r_owed != 0) | (b_owed != 0) | ~queue_empty | early)
         with m.If(~owed):
             m.d.sync += draining.eq(0)
@@ -206,7 +220,7 @@ class AxiDrain(wiring.Component):
             # draining after this cycle: set by rst (the reset value of `draining`), else kept while owed
             held_off.eq((rst | (draining & owed)) & owed_next),
             early.eq(early_next),
-            queue_empty.eq(count_next == 0),
-            queue_full.eq(count_next == depth),
+            queue_empty.eq(queue_empty_next),
+            queue_full.eq(queue_full_next),
         ]
         return m
