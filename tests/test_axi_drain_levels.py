@@ -5,6 +5,8 @@ READY inputs are a few LUT levels from registers (scripts/logic_depth.py on the 
 The drain's behaviour across resets is checked against the memory model in tests/test_top_axi_memory.py.
 Before the flags were registered, every output here was 5..8 levels deep, from `head_sent` and `r_owed`.
 """
+import functools
+
 from smartquant.fpga.system import board_params
 from smartquant.hdl.backend.axi_drain import AxiDrain
 from smartquant.scripts.logic_depth import analyse
@@ -12,6 +14,7 @@ from smartquant.scripts.logic_depth import analyse
 COUNTERS = {"r_owed", "b_owed", "head_sent", "count"}
 
 
+@functools.cache
 def drain_endpoints():
     return analyse(AxiDrain(board_params(128, 8, 64 * 1024)))
 

@@ -213,7 +213,7 @@ class AxiDrain(wiring.Component):
         head_sent_nonzero_next = ~self.axi_rst & Mux(w_fire, ~last_beat, head_sent != 0)
         early_next = queue_empty_next & (head_sent_nonzero_next | early_done_next)
         owed_next = r_nonzero_next | b_nonzero_next | ~queue_empty_next | early_next
-        m.d.comb += owed.eq((r_owed != 0) | (b_owed != 0) | ~queue_empty | early)
+        m.d.comb += owed.eq(~r_zero | ~b_zero | ~queue_empty | early)
         with m.If(~owed):
             m.d.sync += draining.eq(0)
         m.d.sync += [
