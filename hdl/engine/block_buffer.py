@@ -27,9 +27,9 @@
   planes are already fetched) until the reads of the generation the slot holds are served. So the hit/miss
   sequence is exactly the round-robin one of DEVICE.md §5, and timing only decides when a fill lands.
 - The packer's lines are written into the slot at the head of the fill FIFO; a per-slot line count lets a read
-  of line j be served as soon as line j is written (`serve.ready`, also in the cycle it is written: the read
-  port is transparent). `serve.take` reads the line (on `serve.data` from the next cycle, held until the next
-  take) and releases the read.
+  of line j be served from the cycle after line j is written (`serve.ready`, from the slot's registered tag).
+  `serve.take` reads the line (on `serve.data` from the next cycle, held until the next take) and releases the
+  read.
 - Backend errors: `fill_error` holds one flag per block (its plane beats' RRESP errors ORed), popped with the
   block's last line; the slot keeps the flag of the generation it holds, so every line served from that fetch,
   hits included, reports `serve.error` until the slot is refilled.
@@ -221,8 +221,7 @@ class BlockBuffer(wiring.Component):
         packer_line = line_skid.o
         m.submodules.buffer = buffer = Memory(shape=unsigned(p.data_width), depth=slots * p.b_max, init=[])
         buffer_write = buffer.write_port()
-        # transparent: a line can be served in the cycle the packer writes it
-        buffer_read = buffer.read_port(domain="sync", transparent_for=(buffer_write,))
+        buffer_read = buffer.read_port(domain="sync")
         fill = Signal(fill_layout)
         fill_slot = fill.slot
         m.d.comb += [
@@ -258,18 +257,19 @@ class BlockBuffer(wiring.Component):
                                          & ~((slot_held >> fill_slot)[0] & (packer_line.p.index == 0)))
 
         # ---- serve -------------------------------------------------------------------------------------
+        # A line is servable from the cycle after it is written: `ready` and `error` come from the slot's
+        # registered tag alone, so the packer's line (its skid, the fill FIFO head, the first-line gate) does not
+        # reach the DRS server's `take` and the read register's clock enable (an FPGA build's critical path ran
+        # skid -> write address -> slot_held -> ready -> take -> the 128-bit read register's enable). The read
+        # port need not be transparent: a line is never read in the cycle it is written.
         serve = self.serve.address
-        line_written_now = packer_line.valid & packer_line.ready
         with m.Switch(serve.slot):
             for s in range(slots):
                 with m.Case(s):
-                    held_line = (tags[s].written_gen == serve.gen) & (tags[s].lines_written > serve.line)
                     m.d.comb += [
-                        self.serve.ready.eq(held_line | (line_written_now & (fill_slot == s)
-                                                         & (fill.gen == serve.gen)
-                                                         & (packer_line.p.index == serve.line))),
-                        # a line written this cycle belongs to the fill at the head of the error FIFO
-                        self.serve.error.eq(Mux(held_line, tags[s].backend_error, error_fifo.r_data)),
+                        self.serve.ready.eq((tags[s].written_gen == serve.gen)
+                                            & (tags[s].lines_written > serve.line)),
+                        self.serve.error.eq(tags[s].backend_error),
                     ]
         m.d.comb += [
             buffer_read.addr.eq(Cat(serve.line, serve.slot)),

@@ -9,8 +9,8 @@
   SERVE_HOLE); and its opcode, tag, LD-ID and own poison bit (holes and decode errors, by the CSRs).
 - serve pops the FIFO in order when the head's line is there (the buffer's `ready`, or a raw line) and loads the
   DRS register (data from the buffer's read port, the raw line FIFO or a constant), which passes the response to
-  the output buffer that drives S2M DRS from registers. The buffer read port is transparent (a line is served
-  in the cycle it is written) and an empty raw FIFO is bypassed (R beat -> DRS register in one cycle).
+  the output buffer that drives S2M DRS from registers. A buffer line is servable from the cycle after it is
+  written (block_buffer.py) and an empty raw FIFO is bypassed (R beat -> DRS register in one cycle).
 - Poison of a mapped read: the poison list's answer for the entry written in a cycle (`list_poison`, beside
   `entry`, a long cone) is registered and written a cycle later into a column beside the serve FIFO, one bit
   per entry; the serve stage reads the head's bit, or the register itself when the head is the entry written
