@@ -18,6 +18,7 @@ from smartquant.golden import layout
 from smartquant.hdl.backend.axi import AXI_RESP_OKAY, AXI_RESP_SLVERR
 from smartquant.hdl.csr.layouts import region_end_line
 from smartquant.hdl.cxl.messages import drs_layout, unpack
+from smartquant.hdl.engine.block_buffer import WRITE_TO_SERVE_CYCLES
 from smartquant.hdl.engine.drs_server import DRS_OUTPUT_CYCLES
 from smartquant.hdl.engine.read_engine import ReadEngine
 from smartquant.hdl.engine.packer import START_TO_LINE_CYCLES
@@ -338,8 +339,10 @@ def test_added_latency_of_a_single_read(view, k):
     # stage A (region select), stage B (decode, lookups), then the AR register: the budget is 3 cycles
     assert ar_valid - accept <= 3
     # raw: the line goes straight to the DRS register; packed/expanded: packer start after the last load (1),
-    # the packer's pipeline; then the DRS register and the DRS output buffer (DRS_OUTPUT_CYCLES)
-    assert drs - last_beat <= (0 if view == View.RAW else 1 + START_TO_LINE_CYCLES) + DRS_OUTPUT_CYCLES
+    # the packer's pipeline, the line's write into the block buffer; then the DRS register and the DRS output
+    # buffer (DRS_OUTPUT_CYCLES)
+    packed_cycles = 1 + START_TO_LINE_CYCLES + WRITE_TO_SERVE_CYCLES
+    assert drs - last_beat <= (0 if view == View.RAW else packed_cycles) + DRS_OUTPUT_CYCLES
 
 
 def test_write_invalidation_in_the_reallocation_cycle_keeps_the_new_block():

@@ -55,6 +55,8 @@ GENERATION_BITS = 3
 # in flight (slots x live generations) must cover fetch latency + packer pipeline: with 3 live generations and
 # 2 slots streaming fell to 0.38 lines/cycle at k = 1 and 0.68 at k = 2; with 7 it holds 1.0.
 MAX_LIVE_GENERATIONS = 7
+# A line is servable from the cycle after the packer writes it (`serve.ready` comes from the slot's registered tag)
+WRITE_TO_SERVE_CYCLES = 1
 
 
 def block_key_layout(params: ControllerParams) -> data.StructLayout:
@@ -234,23 +236,33 @@ class BlockBuffer(wiring.Component):
         ]
         # A fill's first line overwrites the slot: it waits until the held block's readers are served. The flag
         # is registered per slot (the counters, the generation select and the zero test stay off the path that
-        # gates the packer): slot_held[s] is "reads of the generation slot s holds are queued" one cycle late.
-        # One cycle late is safe: while a fill of slot s waits, its generation was allocated after the held
-        # one, so hits claim the newer generation and the held count can only fall; and in the cycle a fill's
-        # first line lands (the held generation changes) the slot counts as held, so the next fill's first
-        # line waits for the new count.
+        # gates the packer): slot_held[s] is "reads of the generation slot s holds are still queued after this
+        # cycle's take". The counters lag (a take is counted two cycles later), so the flag subtracts the
+        # registered release and this cycle's take of the held generation: a slot's next first line can land
+        # in the cycle after its last read is taken, which keeps k = 1 (a new block every line, two slots)
+        # streaming at one line per cycle although a line is servable only from the cycle after it is written.
+        # Safe: while a fill of slot s waits, its generation was allocated after the held one, so hits claim
+        # the newer generation and the held count can only fall; and in the cycle a fill's first line lands
+        # (the held generation changes) the slot counts as held, so the next fill's first line waits for the
+        # new count.
         slot_held = Signal(slots)
         for s in range(slots):
-            held_count_nonzero = Signal(name=f"slot{s}_held_count_nonzero")
+            held_waiting = Signal(count_bits, name=f"slot{s}_held_waiting")
+            held_release = Signal(name=f"slot{s}_held_release")   # a read of it taken in the previous cycle
             with m.Switch(tags[s].written_gen):
                 for g in range(1 << gen_bits):
                     with m.Case(g):
-                        release_pending = release_valid & (release_slot == s) & (release_gen == g)
-                        m.d.comb += held_count_nonzero.eq((waiting[s][g] != 0)
-                                                          & ~((waiting[s][g] == 1) & release_pending))
+                        m.d.comb += [
+                            held_waiting.eq(waiting[s][g]),
+                            held_release.eq(release_valid & (release_slot == s) & (release_gen == g)),
+                        ]
+            held_take = (self.serve.take & (self.serve.address.slot == s)
+                         & (self.serve.address.gen == tags[s].written_gen))
+            still_held = ((held_waiting >= 3) | ((held_waiting == 2) & ~(held_release & held_take))
+                          | ((held_waiting == 1) & ~held_release & ~held_take))
             first_line_lands = (packer_line.valid & packer_line.ready & (fill_slot == s)
                                 & (packer_line.p.index == 0))
-            m.d.sync += slot_held[s].eq(held_count_nonzero | first_line_lands)
+            m.d.sync += slot_held[s].eq(still_held | first_line_lands)
         # (a line waits for its fill's FIFO entry too: never in the read engine, where a fill's lines come after
         # its fetch's R beats, but the unit is then safe by itself)
         m.d.comb += packer_line.ready.eq(fill_fifo.r_rdy
