@@ -102,7 +102,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    plane_line, split_address, match_region, match_block, region_locals,
+    split_address, match_region, match_block, region_locals,
     decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
@@ -269,9 +269,15 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
+        # plane line 0 of the held weight-major write's block: base + s*R*B + r with s = block // R, r = block % R
+        # (address_map.plane_line), from the registered block and region entry: the block's bits above R moved up
+        # by log2 B, its bits below R kept, one add (not the view's decode, its shifts and a three-term add;
+        # an FPGA build's path ran held's view -> decode -> plane_line -> poison_insert / the gathered block)
+        r_mask = Signal(lb)
+        m.d.comb += r_mask.eq((Const(1, lb) << held_entry.log2_r) - 1)
         wm_first_line = Signal(lb)
-        m.d.comb += wm_first_line.eq(plane_line(decoded.base_line, decoded.superblock, Const(0, 4), decoded.slot_r,
-                                                decoded.log2_b, decoded.log2_r, lb))
+        m.d.comb += wm_first_line.eq((held_entry.base_line + (((held_block & ~r_mask) << held_entry.log2_b)[:lb]
+                                                               | (held_block & r_mask & 0x3f)))[:lb])
 
         # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
         m.submodules.gather_buffer = gather_buffer = GatherBuffer(p)
