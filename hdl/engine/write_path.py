@@ -102,8 +102,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    split_address, match_region, match_block, region_locals,
-    decode_in_region,
+    split_address, match_region, region_locals, decode_in_region, or_all,
 )
 from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
@@ -117,6 +116,29 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
                                Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
                                Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
                                Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
+
+
+def held_block_of(m, params: ControllerParams, locals_, onehot, raw, regions) -> Signal:
+    """DecodeLayout.block (address_map.match_block) of a line under the region its one-hot match selects, from
+    its L = line - base under every region (region_locals): L // B for views 1..5; for the raw view (`raw`) s*R + r
+    of L = s*R*B + p*R + r, which is L with its plane field (bits [log2 R, log2 R + log2 B)) taken out, i.e.
+    L >> log2 B with its low log2 R bits replaced by L's. One shift by log2 B and a mask merge per region, not the
+    raw view's two shifts and a mux behind them (an FPGA build's path ran the skid's payload -> region subtract ->
+    the decode's shifts -> held's block)."""
+    lb = params.line_bits
+    blocks = []
+    for i, local in enumerate(locals_):
+        entry = regions[i]
+        r_mask = Signal(lb, name=f"region{i}_r_mask")
+        slot_block = Signal(lb, name=f"region{i}_slot_block")
+        m.d.comb += [
+            r_mask.eq(Mux(raw, (Const(1, lb) << entry.log2_r) - 1, 0)),
+            slot_block.eq(local >> entry.log2_b),
+        ]
+        blocks.append(((slot_block & ~r_mask) | (local & r_mask)[:6]) & onehot[i].replicate(lb))
+    block = Signal(lb)
+    m.d.comb += block.eq(or_all(blocks))
+    return block
 
 
 class WritePath(wiring.Component):
@@ -246,12 +268,12 @@ class WritePath(wiring.Component):
         incoming_region_hit = incoming_onehot.any() & (incoming_high == 0)   # as decode_in_region's region_hit
         incoming_raw = incoming_view == View.RAW
         incoming_writable_view = incoming_raw | (incoming_view == View.WEIGHT_MAJOR)
+        incoming_block = held_block_of(m, p, incoming_locals, incoming_onehot, incoming_raw, self.regions)
         with m.If(rwd_in.valid & rwd_in.ready & ~is_fill):
             m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
                          held_entry.eq(incoming_entry), held_line.eq(incoming_local),
-                         held_block.eq(match_block(m, p, incoming.address, incoming_onehot, self.regions,
-                                                            incoming_locals)),
+                         held_block.eq(incoming_block),
                          is_mem_wr.eq(incoming_mem_wr),
                          is_mem_wr_ptl.eq(incoming_mem_wr_ptl),
                          is_raw.eq(incoming_raw),
