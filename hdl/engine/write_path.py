@@ -118,6 +118,19 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
                                Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
 
 
+def first_plane_line(m, lb: int, base_line, block, log2_b, log2_r) -> Signal:
+    """Plane line 0 of a weight-major block: base + s*R*B + r with s = block // R, r = block % R
+    (address_map.plane_line of the block's decode, plane 0), from the block and its region entry: the block's bits
+    above R moved up by log2 B, its bits below R kept (r < R <= R*B, so an OR), one add (not the view's decode, its
+    shifts and a three-term add; an FPGA build's path ran held's view -> decode -> plane_line -> poison_insert /
+    the gathered block)."""
+    r_mask = Signal(lb)
+    m.d.comb += r_mask.eq((Const(1, lb) << log2_r) - 1)
+    line = Signal(lb)
+    m.d.comb += line.eq((base_line + (((block & ~r_mask) << log2_b)[:lb] | (block & r_mask & 0x3f)))[:lb])
+    return line
+
+
 def held_block_of(m, params: ControllerParams, locals_, onehot, raw, regions) -> Signal:
     """DecodeLayout.block (address_map.match_block) of a line under the region its one-hot match selects, from
     its L = line - base under every region (region_locals): L // B for views 1..5; for the raw view (`raw`) s*R + r
@@ -291,15 +304,8 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
-        # plane line 0 of the held weight-major write's block: base + s*R*B + r with s = block // R, r = block % R
-        # (address_map.plane_line), from the registered block and region entry: the block's bits above R moved up
-        # by log2 B, its bits below R kept, one add (not the view's decode, its shifts and a three-term add;
-        # an FPGA build's path ran held's view -> decode -> plane_line -> poison_insert / the gathered block)
-        r_mask = Signal(lb)
-        m.d.comb += r_mask.eq((Const(1, lb) << held_entry.log2_r) - 1)
-        wm_first_line = Signal(lb)
-        m.d.comb += wm_first_line.eq((held_entry.base_line + (((held_block & ~r_mask) << held_entry.log2_b)[:lb]
-                                                               | (held_block & r_mask & 0x3f)))[:lb])
+        wm_first_line = first_plane_line(m, lb, held_entry.base_line, held_block, held_entry.log2_b,
+                                         held_entry.log2_r)
 
         # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
         m.submodules.gather_buffer = gather_buffer = GatherBuffer(p)
