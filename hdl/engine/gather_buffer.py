@@ -96,13 +96,17 @@ class GatherBuffer(wiring.Component):
                     ]
 
         # a joining line starts a new block when the buffer is empty (or leaves in this cycle)
+        # The count, `full` and the slot a line takes are chosen between two values made from registers alone
+        # (the line starts a block: 1, B = 1, slot 0; or it adds to the block: count + 1, `almost_full`, slot
+        # `count`), so the flush decision (`empty_now`) is one select before them, not an add and a compare.
         empty_now = ~block.valid | self.flush
+        almost_full = Signal()   # the next line of the block makes it whole (count + 1 == B)
+        m.d.comb += almost_full.eq(block.count + 1 == (Const(1, 5) << block.log2_b))
         with m.If(line.valid):
-            slot = Mux(empty_now, 0, block.count)
             m.d.sync += [
                 block.valid.eq(1),
-                block.count.eq(slot + 1),
-                block.full.eq(slot + 1 == (Const(1, 5) << Mux(empty_now, line.log2_b, block.log2_b))),
+                block.count.eq(Mux(empty_now, 1, block.count + 1)),
+                block.full.eq(Mux(empty_now, line.log2_b == 0, almost_full)),
                 block.strobe.eq(Mux(empty_now, 0, block.strobe) | slice_strobe),
                 block.poisoned.eq(Mux(empty_now, 0, block.poisoned) | line.poison),
             ]
@@ -113,7 +117,7 @@ class GatherBuffer(wiring.Component):
                     m.d.sync += [block.planes[plane].word_select(byte, 8).eq(
                         plane_copies[plane].word_select(byte, 8)) for plane in range(G)]
             for i in range(G):
-                with m.If(slot == i):
+                with m.If(Mux(empty_now, i == 0, block.count == i)):
                     m.d.sync += [block.tags[i].eq(line.tag), block.ld_ids[i].eq(line.ld_id)]
             with m.If(empty_now):
                 m.d.sync += [block.region.eq(line.region), block.block.eq(line.block),

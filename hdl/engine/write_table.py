@@ -39,6 +39,13 @@ from smartquant.hdl.bits import popcount
 from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
 
 
+def _or_all(values):
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result
+
+
 def allocation_layout(params: ControllerParams) -> data.StructLayout:
     """One write taking an entry: `cmps` tags and LD-IDs (tags[0] first), its (region, block), `gathered` (a
     flushed block, which `block_query` can name), and its lines: 1 << log2_beats from `line` at stride
@@ -126,10 +133,11 @@ class WriteTable(wiring.Component):
         done_entry = Signal(range(n_entries))
         done_slot = Signal(range(G))
         have_done = Signal()
-        error_entry = Signal(range(n_entries))   # lowest entry whose failed write still waits for its insert
-        for i in reversed(range(n_entries)):
-            with m.If(entry_error[i]):
-                m.d.comb += error_entry.eq(i)
+        # the lowest entry whose failed write still waits for its insert, one-hot and binary: registers, loaded
+        # below from the marks' next state (so each equals the lowest marked entry of the cycle it is read in),
+        # so no priority chain over the marks sits before the marks' own next state and the done choice
+        error_onehot = Signal(n_entries)
+        error_entry = Signal(range(n_entries))
         # `failed.valid` (it holds a poisoned write in the write path's `held`) is a flip-flop too: some entry
         # marked, kept beside the marks and updated below as they are
         have_error = Signal()
@@ -166,7 +174,7 @@ class WriteTable(wiring.Component):
         one_burst = new.log2_r == 0
         error_next = [Signal(name=f"entry{i}_backend_error_next") for i in range(n_entries)]
         for i in range(n_entries):
-            m.d.comb += error_next[i].eq((entry_error[i] & ~(error_insert & (error_entry == i)))
+            m.d.comb += error_next[i].eq((entry_error[i] & ~(error_insert & error_onehot[i]))
                                          | (b_error & (b.p.id == i) & entry_used[i]))   # a new failure wins
             m.d.sync += entry_error[i].eq(error_next[i])
             # a free entry's fields follow `new` (nothing reads them until the entry is used): their clock
@@ -214,14 +222,21 @@ class WriteTable(wiring.Component):
         done_after_cmp = Signal(n_entries)   # done next cycle if a Cmp leaves now
         m.d.comb += done_after_cmp.eq(done_stays & ~Mux(done_slot == 0, done_onehot, 0))
 
-        def lowest(bits, slots):
+        def lowest(bits, slots=None):
+            """The lowest set bit of `bits`: one-hot, index, its `slots` entry and whether there is one, each an
+            AND-OR of the bits (bit i and none below it), not a priority chain of muxes."""
             onehot = Signal(n_entries)
             index = Signal(range(n_entries))
             slot = Signal(range(G))
-            for i in reversed(range(n_entries)):
-                with m.If(bits[i]):
-                    m.d.comb += [onehot.eq(1 << i), index.eq(i), slot.eq(slots[i])]
+            m.d.comb += onehot.eq(Cat(*(bits[i] & ~bits[:i].any() if i else bits[0] for i in range(n_entries))))
+            m.d.comb += index.eq(_or_all([Const(i, len(index)) & onehot[i].replicate(len(index))
+                                         for i in range(n_entries)]))
+            if slots is not None:
+                m.d.comb += slot.eq(_or_all([slots[i] & onehot[i].replicate(len(slot)) for i in range(n_entries)]))
             return onehot, index, slot, bits.any()
+
+        error_lowest = lowest(Cat(*error_next))
+        m.d.sync += [error_onehot.eq(error_lowest[0]), error_entry.eq(error_lowest[1])]
 
         no_cmp = lowest(done_stays, entry_last)
         with_cmp = lowest(done_after_cmp, [entry_last[i] - done_onehot[i] for i in range(n_entries)])
