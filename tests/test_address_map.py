@@ -211,7 +211,7 @@ def test_plane_line_is_base_plus_s_r_b_plus_p_r_plus_r():
     base, s, p, r = Signal(16), Signal(16), Signal(4), Signal(6)
     log2_b, log2_r = Signal(3), Signal(3)
     out = Signal(16)
-    m.d.comb += out.eq(plane_line(base, s, p, r, log2_b, log2_r, 16))
+    m.d.comb += out.eq(plane_line(base, (s << log2_r) | r, p, log2_b, log2_r, 16))   # block s*R + r
     rng = random.Random(1)
 
     async def bench(ctx):

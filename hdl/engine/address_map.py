@@ -2,7 +2,7 @@
 
 `decode_address` is a combinational helper shared by the read engine and the write path: it adds logic to the
 caller's module and returns a `data.View` of `DecodeLayout`. `plane_line` computes the absolute DRAM line of
-(region base, superblock, plane, slot) = base + s*R*B + p*R + r with shifts only (B and R are powers of two).
+(region base, block s*R + r, plane) = base + s*R*B + p*R + r with shifts only (B and R are powers of two).
 
 Decoded fields (all views):
 - region_hit: an enabled region holds the line and no address bit above the map is set (the view is not
@@ -22,7 +22,7 @@ computed by the CSR block when the region's registers are written), so no shift 
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Const, Value
+from amaranth.hdl import Signal, Const, Mux, Value
 from amaranth.lib import data
 
 from smartquant.params import ControllerParams, View
@@ -60,10 +60,12 @@ def is_block_view(view) -> Value:
     return (view >= View.WEIGHT_MAJOR) & (view <= View.EXPANDED_DEFAULT)
 
 
-def plane_line(base_line, superblock, plane, slot_r, log2_b, log2_r, width: int):
-    """Absolute DRAM line of plane p of block (s, r): base + s*R*B + p*R + r (r < R, so p*R + r is an OR)."""
-    run_offset = (plane << log2_r) | slot_r
-    return (base_line + (superblock << (log2_r + log2_b)) + run_offset)[:width]
+def plane_line(base_line, block, plane, log2_b, log2_r, width: int):
+    """Absolute DRAM line of plane p of block b = s*R + r: base + s*R*B + p*R + r. The block's bits above R move up
+    by log2 B (s*R*B) and its bits below R stay (r < R, so p*R + r is an OR): one shift by log2 B, not a shift of
+    s = b >> log2 R by log2 R + log2 B."""
+    r_mask = ((Const(1, width) << log2_r) - 1)[:width]
+    return (base_line + ((block & ~r_mask) << log2_b) + ((plane << log2_r) | (block & r_mask)))[:width]
 
 
 def split_address(params: ControllerParams, address):
@@ -128,18 +130,29 @@ def region_locals(m, params: ControllerParams, line, regions) -> list[Signal]:
 
 
 def match_block(m, params: ControllerParams, address, onehot, regions, locals_):
-    """DecodeLayout.block of a message address under the region its one-hot match selects: decoded under
-    every region side by side (decode_in_region per region, beside the region compares) and selected by the
-    match, so a register can take the block together with the match (the write path's `held`: its join /
-    flush decision then compares registers only). `locals_`: region_locals of the address's line, shared
-    with match_region."""
+    """DecodeLayout.block of a message address under the region its one-hot match selects, computed under every
+    region side by side (beside the region compares) and selected by the match, so a register can take the block
+    together with the match (the write path's `held`: its join / flush decision then compares registers only).
+    `locals_`: region_locals of the address's line, shared with match_region. Per region one shift: L >> log2 B
+    (views 1..5), and for the raw view its low log2 R bits replaced by L's (raw_block)."""
     lb = params.line_bits
+    raw = split_address(params, address)[1] == View.RAW
     blocks = []
     for i, local in enumerate(locals_):
-        decoded = decode_in_region(m, params, address, Const(1, 1), Const(i, params.region_index_bits),
-                                   regions[i], local)
-        blocks.append(decoded.block & onehot[i].replicate(lb))
+        block = Signal(lb, name=f"region{i}_block")
+        m.d.comb += block.eq(Mux(raw, raw_block(local, regions[i].log2_b, regions[i].log2_r),
+                                 local >> regions[i].log2_b))
+        blocks.append(block & onehot[i].replicate(lb))
     return or_all(blocks)
+
+
+def raw_block(local, log2_b, log2_r):
+    """The block s*R + r a raw line L = s*R*B + p*R + r belongs to: L >> log2 B is s*R plus a value below R (p*R + r
+    < R*B), so its low log2 R bits, replaced by L's (r), give s*R + r: one shift by log2 B and a mask, not a shift
+    by log2 R + log2 B and a shift back."""
+    width = len(local)
+    r_mask = ((Const(1, width) << log2_r) - 1)[:width]
+    return ((local >> log2_b) & ~r_mask) | (local & r_mask)
 
 
 def or_all(values):
@@ -208,7 +221,7 @@ def decode_in_region(m, params: ControllerParams, address, any_hit, region, entr
     ]
     with m.If(is_raw):
         m.d.comb += [
-            out.block.eq((raw_superblock << log2_r) | raw_slot),
+            out.block.eq(raw_block(local, log2_b, log2_r)),
             out.superblock.eq(raw_superblock),
             out.slot_r.eq(raw_slot),
             out.plane.eq(raw_plane),

@@ -201,13 +201,13 @@ class ReadEngine(wiring.Component):
                 stage_b.line_in_slot.eq(decoded.line_in_slot),
                 stage_b.raw_line.eq(decoded.raw_line),
                 stage_b.fetch_line.eq(Mux(view == View.RAW, decoded.raw_line,
-                                          plane_line(decoded.base_line, decoded.superblock, Const(0, 4),
-                                                     decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                                          plane_line(decoded.base_line, decoded.block, Const(0, 4),
+                                                     decoded.log2_b, decoded.log2_r, lb))),
                 # the poison query's end line: raw line + 1, or plane k's line (fetch_line + (k << log2_r)),
                 # computed beside fetch_line so that the query's set test needs no add of its own
                 stage_b.query_end.eq(Mux(view == View.RAW, decoded.raw_line + 1,
-                                         plane_line(decoded.base_line, decoded.superblock, decoded.k,
-                                                    decoded.slot_r, decoded.log2_b, decoded.log2_r, lb))),
+                                         plane_line(decoded.base_line, decoded.block, decoded.k,
+                                                    decoded.log2_b, decoded.log2_r, lb))),
                 stage_b.log2_b.eq(decoded.log2_b),
                 stage_b.log2_r.eq(decoded.log2_r),
                 # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)

@@ -102,7 +102,7 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
 from smartquant.hdl.engine.address_map import (
-    split_address, match_region, region_locals, decode_in_region, or_all,
+    plane_line, split_address, match_region, match_block, region_locals, decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
     block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
@@ -116,42 +116,6 @@ WRITE_PATH_EVENTS = frozenset([Counter.RWD_MEM_WR, Counter.RWD_MEM_WR_PTL, Count
                                Counter.WR_DROPPED, Counter.POISON_WRITES, Counter.WR_PARTIAL_GROUPS,
                                Counter.DRAM_LINES_WRITTEN, Counter.WRITE_BURSTS, Counter.BYTES_STROBED,
                                Counter.AXI_ERRORS, Counter.RWD_MEM_RD_FILL])
-
-
-def first_plane_line(m, lb: int, base_line, block, log2_b, log2_r) -> Signal:
-    """Plane line 0 of a weight-major block: base + s*R*B + r with s = block // R, r = block % R
-    (address_map.plane_line of the block's decode, plane 0), from the block and its region entry: the block's bits
-    above R moved up by log2 B, its bits below R kept (r < R <= R*B, so an OR), one add (not the view's decode, its
-    shifts and a three-term add; an FPGA build's path ran held's view -> decode -> plane_line -> poison_insert /
-    the gathered block)."""
-    r_mask = Signal(lb)
-    m.d.comb += r_mask.eq((Const(1, lb) << log2_r) - 1)
-    line = Signal(lb)
-    m.d.comb += line.eq((base_line + (((block & ~r_mask) << log2_b)[:lb] | (block & r_mask & 0x3f)))[:lb])
-    return line
-
-
-def held_block_of(m, params: ControllerParams, locals_, onehot, raw, regions) -> Signal:
-    """DecodeLayout.block (address_map.match_block) of a line under the region its one-hot match selects, from
-    its L = line - base under every region (region_locals): L // B for views 1..5; for the raw view (`raw`) s*R + r
-    of L = s*R*B + p*R + r, which is L with its plane field (bits [log2 R, log2 R + log2 B)) taken out, i.e.
-    L >> log2 B with its low log2 R bits replaced by L's. One shift by log2 B and a mask merge per region, not the
-    raw view's two shifts and a mux behind them (an FPGA build's path ran the skid's payload -> region subtract ->
-    the decode's shifts -> held's block)."""
-    lb = params.line_bits
-    blocks = []
-    for i, local in enumerate(locals_):
-        entry = regions[i]
-        r_mask = Signal(lb, name=f"region{i}_r_mask")
-        slot_block = Signal(lb, name=f"region{i}_slot_block")
-        m.d.comb += [
-            r_mask.eq(Mux(raw, (Const(1, lb) << entry.log2_r) - 1, 0)),
-            slot_block.eq(local >> entry.log2_b),
-        ]
-        blocks.append(((slot_block & ~r_mask) | (local & r_mask)[:6]) & onehot[i].replicate(lb))
-    block = Signal(lb)
-    m.d.comb += block.eq(or_all(blocks))
-    return block
 
 
 class WritePath(wiring.Component):
@@ -281,7 +245,7 @@ class WritePath(wiring.Component):
         incoming_region_hit = incoming_onehot.any() & (incoming_high == 0)   # as decode_in_region's region_hit
         incoming_raw = incoming_view == View.RAW
         incoming_writable_view = incoming_raw | (incoming_view == View.WEIGHT_MAJOR)
-        incoming_block = held_block_of(m, p, incoming_locals, incoming_onehot, incoming_raw, self.regions)
+        incoming_block = match_block(m, p, incoming.address, incoming_onehot, self.regions, incoming_locals)
         with m.If(rwd_in.valid & rwd_in.ready & ~is_fill):
             m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
@@ -304,8 +268,10 @@ class WritePath(wiring.Component):
         byte_enable = Signal(line_bytes)
         m.d.comb += byte_enable.eq(Mux(is_mem_wr, (1 << line_bytes) - 1, held.byte_enable))
 
-        wm_first_line = first_plane_line(m, lb, held_entry.base_line, held_block, held_entry.log2_b,
-                                         held_entry.log2_r)
+        # plane line 0 of the held block, from registers (the block and its region entry), not from the decode
+        wm_first_line = Signal(lb)
+        m.d.comb += wm_first_line.eq(plane_line(held_entry.base_line, held_block, Const(0, 4), held_entry.log2_b,
+                                                held_entry.log2_r, lb))
 
         # ---- gather buffer: the weight-major lines of one block, as plane lines and their common WSTRB ------
         m.submodules.gather_buffer = gather_buffer = GatherBuffer(p)
