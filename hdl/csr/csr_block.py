@@ -266,16 +266,18 @@ class CsrBlock(wiring.Component):
         # The increments are registered first: the event logic of the units (decode, region match, poison
         # lookup) then ends at a flip-flop instead of running on into 32-bit adders, which was the critical path
         # of the FPGA build. Counters lag their events by one cycle; a clear drops the increments it meets.
+        # The increment register takes the events as they are (no clear gating on the events' path: that was a
+        # LUT level, or the flip-flops' LSR, behind the deepest event logic); the clear's drop of its own
+        # cycle's increments is applied one cycle later, at the adder's input, from a registered copy of the
+        # clear (the same counts as gating the register).
         counter_inc = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
-        with m.If(clear_counters):
-            m.d.sync += counter_inc.eq(0)
-        with m.Else():
-            m.d.sync += counter_inc.eq(self.counter_inc)
+        clear_counters_delayed = Signal()
+        m.d.sync += [counter_inc.eq(self.counter_inc), clear_counters_delayed.eq(clear_counters)]
         for n, counter in counters.items():
             with m.If(clear_counters):
                 m.d.sync += counter.eq(0)
             with m.Else():
-                m.d.sync += counter.eq(counter + counter_inc[n])
+                m.d.sync += counter.eq(counter + Mux(clear_counters_delayed, 0, counter_inc[n]))
 
         # --- read channel -------------------------------------------------------------------------------------
         r_pending = Signal()
