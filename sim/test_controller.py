@@ -276,6 +276,45 @@ async def test_poison_list_lines_inject_clear_and_overflow(dut):
 
 
 @cocotb.test()
+async def test_poison_commands_act_before_their_b_response(dut):
+    """DEVICE.md §6: a POISON_COMMAND inject or clear, or a CONTROL.clear_poison, is seen by a CSR read and by a
+    MemRd the host sends as soon as it sees the write's B response (here in the next cycle, the earliest this
+    manager can: the read is queued behind the write, and the MemRd is queued in the cycle the driver samples
+    B). POISON_COUNT, POISON_LIST_ENTRY of record 0 and the MemRd's poison bit must all show the command."""
+    from cocotb.triggers import Event
+    from smartquant.params import CSR_POISON_LIST_ENTRY, POISON_ENTRY_VALID
+    tb = await start(dut, stress=False)
+    tb.scoreboard.record = True
+    region = RegionSetup(0, 0, 4, 4, 1)
+    await tb.program_region(region)
+    line = region.block_lines(1)[2]
+    await tb.csr_write(CSR_POISON_LINE, line)
+    csr = tb.csr
+    steps = [(CSR_POISON_COMMAND, POISON_COMMAND_INJECT, CSR_POISON_COUNT, 1, 1),
+             (CSR_POISON_COMMAND, POISON_COMMAND_CLEAR, CSR_POISON_COUNT, 0, 0),
+             (CSR_POISON_COMMAND, POISON_COMMAND_INJECT, CSR_POISON_LIST_ENTRY, 1 | POISON_ENTRY_VALID, 1),
+             (CSR_CONTROL, CONTROL_CLEAR_POISON, CSR_POISON_COUNT, 0, 0)]
+    for address, value, read_address, read_value, poison in steps:
+        await tb.quiesce()
+        write = {"kind": "write", "address": address, "value": value, "done": Event()}
+        read = {"kind": "read", "address": read_address, "done": Event()}
+        csr.ops.extend([write, read])
+        tags = []
+
+        def on_b(write=write, address=address, value=value, tags=tags):
+            if "resp" in write and not tags:       # the driver has just sampled B: the MemRd goes out next cycle
+                tb.model.csr_write(address, value)
+                tags.append(tb.read(View.RAW, line))
+        tb.driver.end_of_cycle.append(on_b)
+        await read["done"].wait()
+        tb.driver.end_of_cycle.remove(on_b)
+        assert read["data"] == read_value, (address, value, read_address, read["data"])
+        await tb.quiesce()
+        assert tb.scoreboard.responses[tags[0]]["poison"] == poison, (address, value)
+    await tb.finish()
+
+
+@cocotb.test()
 async def test_opcodes_spec_read_invalidate_and_reserved(dut):
     """Every CXL 3.1 Req and RwD opcode value (DEVICE.md §4), checked by the scoreboard against the model:
     MemSpecRd(TEE) / MemRdFwd / MemWrFwd get no response, the reads (TEE included, and MemRdFill on RwD) a DRS,

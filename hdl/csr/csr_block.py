@@ -45,7 +45,9 @@ Choices this block makes where DEVICE.md leaves room (so the testbench and the g
 
 AXI4-Lite handshake: AW and W are accepted independently (each held in a one-entry register); the write acts
 once both are present and no B response is pending, and its B response is valid two cycles later (the region
-end_line derived from the written registers has settled by then). AR is accepted when no R response is pending; the read
+end_line derived from the written registers has settled by then); five cycles later for a POISON_COMMAND
+inject or clear and three for a CONTROL write that clears the poison list, when the list shows the command on
+its CSR read port and to every read (DEVICE.md §6). AR is accepted when no R response is pending; the read
 value is registered at acceptance (a counter reads its value of that cycle). bresp and rresp are always OKAY.
 """
 from __future__ import annotations
@@ -187,15 +189,27 @@ class CsrBlock(wiring.Component):
 
         # The B response goes out two cycles after the write acts, when every register it changed and every
         # value derived from them (region end_line) has settled: a request the host sends once it sees B is
-        # decoded with the new region table.
+        # decoded with the new region table. A write that acts on the poison list waits until the list shows it
+        # to every reader, the CSR read port included (which shows the registered list, hdl/engine/poison.py):
+        # a POISON_COMMAND inject or clear five cycles (the command pulse, the write path's command cycle, its
+        # insert/clear register, the list's pending insert, the landing), a CONTROL.clear_poison three (its
+        # pulse two cycles after the write, then the cleared masks). A CSR read or a MemRd the host sends in the
+        # cycle it sees B then sees the list with the command applied (DEVICE.md §6).
         do_write = Signal()
-        write_settling = Signal()
+        write_settling = Signal()      # == (settle_count != 0), a flip-flop of its own
+        settle_count = Signal(range(8))
+        acts_on_poison_command = Signal()
+        acts_on_clear_poison = Signal()
         m.d.comb += do_write.eq(aw_held & w_held & ~b_pending & ~write_settling)
-        m.d.sync += write_settling.eq(do_write)
+        with m.If(do_write):
+            m.d.sync += [write_settling.eq(1),
+                         settle_count.eq(Mux(acts_on_poison_command, 4, Mux(acts_on_clear_poison, 2, 1)))]
+        with m.Elif(write_settling):
+            m.d.sync += settle_count.eq(settle_count - 1)
+            with m.If(settle_count == 1):
+                m.d.sync += [write_settling.eq(0), b_pending.eq(1)]
         with m.If(do_write):
             m.d.sync += [aw_held.eq(0), w_held.eq(0), aw_ready.eq(1), w_ready.eq(1)]
-        with m.If(write_settling):
-            m.d.sync += b_pending.eq(1)
 
         byte_mask = Signal(32)
         m.d.comb += byte_mask.eq(Cat(*(w_strb[i].replicate(8) for i in range(4))))
@@ -218,12 +232,14 @@ class CsrBlock(wiring.Component):
             self.clear_poison.eq(clear_poison_delayed),
             self.regions_written.eq(regions_written_delayed),
         ]
-        m.d.comb += clear_poison.eq(do_write & (write_word == CSR_CONTROL >> 2) & w_strb[0]
-                                    & w_data[CONTROL_CLEAR_POISON.bit_length() - 1])
+        m.d.comb += acts_on_clear_poison.eq((write_word == CSR_CONTROL >> 2) & w_strb[0]
+                                            & w_data[CONTROL_CLEAR_POISON.bit_length() - 1])
+        m.d.comb += clear_poison.eq(do_write & acts_on_clear_poison)
         command = w_data[:8]
+        m.d.comb += acts_on_poison_command.eq((write_word == CSR_POISON_COMMAND >> 2) & w_strb[0]
+                                              & ((command == POISON_COMMAND_INJECT) | (command == POISON_COMMAND_CLEAR)))
         m.d.sync += [
-            self.poison_command.valid.eq(do_write & (write_word == CSR_POISON_COMMAND >> 2) & w_strb[0]
-                                         & ((command == POISON_COMMAND_INJECT) | (command == POISON_COMMAND_CLEAR))),
+            self.poison_command.valid.eq(do_write & acts_on_poison_command),
             self.poison_command.clear.eq(command == POISON_COMMAND_CLEAR),
             self.poison_command.line.eq(poison_line),
         ]
@@ -266,16 +282,18 @@ class CsrBlock(wiring.Component):
         # The increments are registered first: the event logic of the units (decode, region match, poison
         # lookup) then ends at a flip-flop instead of running on into 32-bit adders, which was the critical path
         # of the FPGA build. Counters lag their events by one cycle; a clear drops the increments it meets.
+        # The increment register takes the events as they are (no clear gating on the events' path: that was a
+        # LUT level, or the flip-flops' LSR, behind the deepest event logic); the clear's drop of its own
+        # cycle's increments is applied one cycle later, at the adder's input, from a registered copy of the
+        # clear (the same counts as gating the register).
         counter_inc = Signal(data.ArrayLayout(unsigned(8), N_COUNTERS))
-        with m.If(clear_counters):
-            m.d.sync += counter_inc.eq(0)
-        with m.Else():
-            m.d.sync += counter_inc.eq(self.counter_inc)
+        clear_counters_delayed = Signal()
+        m.d.sync += [counter_inc.eq(self.counter_inc), clear_counters_delayed.eq(clear_counters)]
         for n, counter in counters.items():
             with m.If(clear_counters):
                 m.d.sync += counter.eq(0)
             with m.Else():
-                m.d.sync += counter.eq(counter + counter_inc[n])
+                m.d.sync += counter.eq(counter + Mux(clear_counters_delayed, 0, counter_inc[n]))
 
         # --- read channel -------------------------------------------------------------------------------------
         r_pending = Signal()

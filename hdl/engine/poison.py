@@ -15,12 +15,17 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
   listed lines stay poisoned (never a device-wide poison storm). A clear and an insert in the same cycle act in
   that order (a flush's clear of its block comes before the next block's poisoned line, as in RwD order).
   Inside, an insert waits one cycle in a register and is applied on the registered masks, which then already
-  hold its cycle's clear, so the record choice reads flip-flops only; `query_hit`, `read_record`, `count` and
-  `overflow` include the pending insert, so from the next cycle on every output is that of an immediate
-  insert. Only `lost` pulses a cycle after the insert (no user in the device).
+  hold its cycle's clear, so the record choice reads flip-flops only; `query_hit` includes the pending insert,
+  so from the next cycle on a query answers as for an immediate insert. `lost` pulses a cycle after the insert
+  (no user in the device); the read port, `count` and `overflow` show an insert two cycles after it arrives
+  (below).
 - `clear_all` (CONTROL.clear_poison) empties the list and drops the flag; it wins over both.
-- `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use. One
-  read mux of the registered records, with the pending insert's merge or landing applied once behind it.
+- `read_index` / `read_record`: record i for the CSR block (POISON_LIST_*), `count` records in use, and
+  `overflow`: the registered list, one read mux of the records and nothing behind it (a timing cut: the CSR
+  read data once ran through the pending insert's record choice). They show the list between the previous
+  cycle's clear and its insert (a point of the contract's order: a clear acts before the insert of its cycle),
+  so an insert appears there two cycles after it arrives, a clear one cycle after; the CSR block holds a
+  POISON_COMMAND write's B response until then (DEVICE.md §6).
 
 The set test asks, for each record bit q, whether t = (F + (q << s) - first) mod 2^lines is p << log2_stride
 with p < count. A set and a record each span less than 1024 lines (count <= 16, strides <= 64), so first - F
@@ -193,9 +198,9 @@ class PoisonList(wiring.Component):
         # cycle's clear, which in the contract acts before that insert (a clear and an insert of one cycle act in
         # that order), so the record it merges into or takes is the one it would have found then; this cycle's
         # clear, newer than the pending insert, then acts on the result. The insert's record choice (`same`,
-        # `taken`, the clock enables of every record) thus reads flip-flops only, never a clear's set test.
-        # The outputs (query, CSR read, count, overflow) show the list with the pending insert applied, so
-        # they answer every cycle as an immediate insert would; only `lost` pulses a cycle later.
+        # `lowest_free`, the clock enables of every record) thus reads flip-flops only, never a clear's set test.
+        # The query shows the list with the pending insert applied, so it answers every cycle as an immediate
+        # insert would; `lost` pulses a cycle later, and the CSR read port shows the registered list (below).
         pending = Signal(layout, name="pending_insert")
         pending_valid = Signal()
         pending_round_base = Signal(p.line_bits)
@@ -212,11 +217,13 @@ class PoisonList(wiring.Component):
             m.d.comb += same[i].eq(used[i] & pending_same_fs[i])
         merge = Cat(*same).any()
         any_free = ~Cat(*used).all()
-        taken = Signal(range(max(2, n)))    # the lowest free record
-        for i in reversed(range(n)):
-            with m.If(~used[i]):
-                m.d.comb += taken.eq(i)
-        lands_new = Signal()                # the pending insert takes record `taken`
+        # the lowest free record, one-hot: record i is free and every record below it used (an AND of flags, not
+        # a priority encode to an index and a compare of that index per record: two levels fewer before the
+        # landing record's clock enables and mask)
+        lowest_free = [Signal(name=f"record{i}_lowest_free") for i in range(n)]
+        for i in range(n):
+            m.d.comb += lowest_free[i].eq(~used[i] & Cat(*used[:i], Const(1, 1)).all())
+        lands_new = Signal()                # the pending insert takes the lowest free record
         lost_now = Signal()
         m.d.comb += [lands_new.eq(pending_valid & ~merge & any_free),
                      lost_now.eq(pending_valid & ~merge & ~any_free)]
@@ -235,7 +242,6 @@ class PoisonList(wiring.Component):
         pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, query_end, "query_pending")
         m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any()
                                       | (pending_valid & ~lost_now & pending_query_held.any()))
-        m.d.comb += [self.overflow.eq(overflow | lost_now), self.count.eq(sum(used) + lands_new)]
 
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]
@@ -252,7 +258,7 @@ class PoisonList(wiring.Component):
         merge_into = [Signal(name=f"record{i}_merge_into") for i in range(n)]
         land_in = [Signal(name=f"record{i}_land_in") for i in range(n)]
         for i in range(n):
-            m.d.comb += [merge_into[i].eq(pending_valid & same[i]), land_in[i].eq(lands_new & (taken == i))]
+            m.d.comb += [merge_into[i].eq(pending_valid & same[i]), land_in[i].eq(pending_valid & ~merge & lowest_free[i])]
         # the next cycle's pending insert against the records' next (F, s): the landing record takes the pending
         # insert's (F, s) (unless a clear-all drops the landing: then it keeps its own, as in the Else below)
         insert_same_as_pending = Signal()
@@ -277,22 +283,14 @@ class PoisonList(wiring.Component):
                 m.d.sync += overflow.eq(1)
                 m.d.comb += self.lost.eq(1)
 
-        # CSR read port: record i as the pending insert leaves it. One read mux of the registered records, and
-        # the pending insert's merge or landing applied once behind it (not per record before the mux: an
-        # override chain per record and field)
-        read_record = Signal(layout)
-        read_used = Signal()
-        read_same = Signal()
+        # CSR read port: the registered records, one read mux (no override behind it). The pending insert is not
+        # shown until it lands (the next cycle), so the port shows the list between the last cycle's clear and
+        # its insert, a point of the contract's order; `count` and `overflow` are of that same list (the flag
+        # includes an insert lost a cycle ago). The CSR block's read data thus starts at the records' masks and
+        # this one mux, not at the insert's record choice (the free record, the merge) behind them.
         with m.Switch(self.read_index):
             for i in range(n):
                 with m.Case(i):
-                    m.d.comb += [read_record.eq(records[i]), read_used.eq(used[i]), read_same.eq(same[i])]
-        read_taken = Signal()
-        m.d.comb += read_taken.eq(lands_new & (taken == self.read_index))
-        with m.If(read_taken):
-            m.d.comb += [self.read_record.eq(pending), self.read_valid.eq(pending.mask != 0)]
-        with m.Else():
-            m.d.comb += [self.read_record.eq(read_record), self.read_valid.eq(read_used)]
-            with m.If(pending_valid & read_same):
-                m.d.comb += self.read_record.mask.eq(read_record.mask | pending.mask)
+                    m.d.comb += [self.read_record.eq(records[i]), self.read_valid.eq(used[i])]
+        m.d.comb += [self.overflow.eq(overflow), self.count.eq(sum(used))]
         return m
