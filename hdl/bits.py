@@ -26,3 +26,11 @@ def mux_tree(sources, select):
     if low is None or high is None:
         return high if low is None else low
     return Mux(select[bits - 1], high, low)
+
+
+def or_all(values):
+    """The bitwise OR of a list of values (the AND-OR selects of one-hot choices)."""
+    result = values[0]
+    for value in values[1:]:
+        result = result | value
+    return result

@@ -26,6 +26,7 @@ from amaranth.hdl import Signal, Const, Mux, Value
 from amaranth.lib import data
 
 from smartquant.params import ControllerParams, View
+from smartquant.hdl.bits import or_all
 
 class DecodeLayout(data.StructLayout):
     def __init__(self, params: ControllerParams):
@@ -153,13 +154,6 @@ def raw_block(local, log2_b, log2_r):
     width = len(local)
     r_mask = ((Const(1, width) << log2_r) - 1)[:width]
     return ((local >> log2_b) & ~r_mask) | (local & r_mask)
-
-
-def or_all(values):
-    result = values[0]
-    for value in values[1:]:
-        result = result | value
-    return result
 
 
 def decode_in_region(m, params: ControllerParams, address, any_hit, region, entry, local) -> data.View:

@@ -35,15 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi_writer import b_response_layout
-from smartquant.hdl.bits import popcount
+from smartquant.hdl.bits import or_all, popcount
 from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
-
-
-def _or_all(values):
-    result = values[0]
-    for value in values[1:]:
-        result = result | value
-    return result
 
 
 def allocation_layout(params: ControllerParams) -> data.StructLayout:
@@ -229,10 +222,10 @@ class WriteTable(wiring.Component):
             index = Signal(range(n_entries))
             slot = Signal(range(G))
             m.d.comb += onehot.eq(Cat(*(bits[i] & ~bits[:i].any() if i else bits[0] for i in range(n_entries))))
-            m.d.comb += index.eq(_or_all([Const(i, len(index)) & onehot[i].replicate(len(index))
+            m.d.comb += index.eq(or_all([Const(i, len(index)) & onehot[i].replicate(len(index))
                                          for i in range(n_entries)]))
             if slots is not None:
-                m.d.comb += slot.eq(_or_all([slots[i] & onehot[i].replicate(len(slot)) for i in range(n_entries)]))
+                m.d.comb += slot.eq(or_all([slots[i] & onehot[i].replicate(len(slot)) for i in range(n_entries)]))
             return onehot, index, slot, bits.any()
 
         error_lowest = lowest(Cat(*error_next))
