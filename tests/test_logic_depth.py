@@ -111,3 +111,14 @@ def test_wide_clock_enable_depth_from_yosys(n):
     parity = [e for e in endpoints if e.pin == "DI" and e.start == "source_regs"]
     assert len(parity) == 1 and parity[0].levels >= math.ceil(math.log(n, 4))
 
+
+
+@pytest.mark.slow
+def test_the_board_controller_synthesises_with_the_pinned_yosys():
+    """synth_ecp5 (abc9) of the W=128 board controller, as `smartquant build` maps it, runs to a netlist: yosys
+    0.70 stopped here with its ABC_OPS_REINTEGRATE assertion (fpga/README.md, "Yosys version"). ~2 min."""
+    from smartquant.fpga.system import board_params
+    from smartquant.hdl.top import SmartQuantController
+    endpoints = analyse(SmartQuantController(board_params(128, 8, 64 * 1024)))
+    assert len(endpoints) > 1000
+    assert 6 <= max(e.levels for e in endpoints) <= 20
