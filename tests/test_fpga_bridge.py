@@ -653,3 +653,14 @@ def test_host_tool_over_a_pseudo_terminal(capsys):
         os.close(tty_fd)
     out = capsys.readouterr().out
     assert re.search(r"^req_mem_rd\s+0$", out, re.MULTILINE) and "reads_at_k16" in out
+
+
+def test_message_payloads_load_on_the_streams_busy_flag_alone():
+    """The M2S payload flip-flops (~180 at W=128) follow the frame buffer while their stream is free: their clock
+    enable is one LUT from the stream's VALID / READY, not the CRC compare of the incoming byte (the 75 MHz
+    build's critical path on 0ffdb38; 3 levels from the frame type there). scripts/logic_depth.py, ~5 s."""
+    from smartquant.scripts.logic_depth import analyse
+    enables = {e.register: e for e in analyse(HostBridge(board_params(128, 8, 64 * 1024))) if e.pin == "CE"}
+    for payload in ("m2s_req__payload", "m2s_rwd__payload"):
+        assert enables[payload].levels <= 1, enables[payload]
+        assert enables[payload].start in ("m2s_req__valid", "m2s_rwd__valid", "m2s_req__ready", "m2s_rwd__ready")
