@@ -219,8 +219,8 @@ class Coverage:
         self._hits: dict[str, dict[str, int]] = {group: dict.fromkeys(names, 0) for group, bins in GROUPS
                                                  if (names := bins(params))}
         self.unexpected: collections.Counter[str] = collections.Counter()   # "group/bin" sampled but not defined
-        self._req_width = _field_width(req_layout(params), "opcode")
-        self._rwd_width = _field_width(rwd_layout(params), "opcode")
+        self._opcode_bins = {"req opcode": (ReqOpcode, _field_width(req_layout(params), "opcode")),
+                             "rwd opcode": (RwdOpcode, _field_width(rwd_layout(params), "opcode"))}
         self._all_bytes = (1 << params.line_bytes) - 1
         self._dev_load = _cxl(params)         # the AXI host port carries no DevLoad
         # the dev load bins' names by channel and level, named once (sampled on every response)
@@ -238,10 +238,15 @@ class Coverage:
         else:
             self.unexpected[f"{group}/{name}"] += 1
 
+    def opcode_bin(self, group: str, opcode: int) -> str:
+        """The bin of `opcode` in the "req opcode" or "rwd opcode" group (the width from the message layout)."""
+        enum_type, width = self._opcode_bins[group]
+        return opcode_name(enum_type, opcode, width)
+
     # --- M2S, as accepted ---------------------------------------------------------------------------------
     def sample_req(self, fields: dict, decode: ReadDecode | None) -> None:
         opcode = int(fields["opcode"])
-        self._hit("req opcode", opcode_name(ReqOpcode, opcode, self._req_width))
+        self._hit("req opcode", self.opcode_bin("req opcode", opcode))
         if opcode not in REQ_READS:
             return
         mapped = decode is not None and decode.mapped
@@ -275,7 +280,7 @@ class Coverage:
 
     def sample_rwd(self, fields: dict, decode: ReadDecode | None) -> None:
         opcode = int(fields["opcode"])
-        self._hit("rwd opcode", opcode_name(RwdOpcode, opcode, self._rwd_width))
+        self._hit("rwd opcode", self.opcode_bin("rwd opcode", opcode))
         if opcode not in WRITE_OPCODES:
             return
         mapped = decode is not None and decode.view <= View.EXPANDED_DEFAULT

@@ -25,7 +25,7 @@ from smartquant.params import (
     CSR_CONTROL, MAX_PLANE_RUN, RWD_READS, ControllerParams, Format, ReqOpcode,
     Rounding, RwdOpcode, View, CSR_POISON_LINE, CSR_POISON_COMMAND, POISON_COMMAND_INJECT, POISON_COMMAND_CLEAR,
 )
-from smartquant.sim.coverage import format_name, opcode_name
+from smartquant.sim.coverage import format_name
 from smartquant.sim.tb import TB, RegionSetup
 
 # Req opcodes an HDM-H device only sees from a faulty host (forwarding and TSP flows it does not implement) and
@@ -614,9 +614,8 @@ class RandomTraffic:
         for missed in tb.coverage.missed():
             group, name = missed.split("/", 1)
             if group in ("req opcode", "rwd opcode"):
-                enum = ReqOpcode if group == "req opcode" else RwdOpcode
                 rare = RARE_REQ if group == "req opcode" else RARE_RWD
-                opcode = next((int(op) for op in rare if opcode_name(enum, int(op), 4) == name), None)
+                opcode = next((int(op) for op in rare if tb.coverage.opcode_bin(group, int(op)) == name), None)
                 if opcode is None:
                     continue
                 address, _ = self._target(writing=False)
