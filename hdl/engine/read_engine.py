@@ -280,7 +280,7 @@ class ReadEngine(wiring.Component):
                 serve_entry.opcode.eq(Mux(self.mem_data_nxm, DrsOpcode.MEM_DATA_NXM, DrsOpcode.MEM_DATA)),
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
-        m.d.comb += drs_server.list_poison.eq(readable & self.poison_hit)
+        m.d.comb += [drs_server.list_poison.eq(self.poison_hit), drs_server.list_ignore.eq(~readable)]
 
         m.d.comb += [
             fetch.valid.eq(dispatch & needs_fetch),
