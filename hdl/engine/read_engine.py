@@ -236,11 +236,13 @@ class ReadEngine(wiring.Component):
 
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
+        # dispatch's condition written flat, per kind (buffered: a hit, or a miss with a fetch slot and a victim;
+        # raw: a fetch slot; the rest: nothing), the same function as (~needs_fetch | fetch.ready) & (~is_miss |
+        # can_allocate): the claim and its allocation (the block buffer's tag enables) then see hit, fetch.ready
+        # and can_allocate side by side rather than through the OR terms (timing round 12a)
         can_dispatch = Signal()
-        m.d.comb += can_dispatch.eq(
-            drs_server.entry.ready
-            & (~needs_fetch | fetch.ready)
-            & (~is_miss | block_buffer.can_allocate))
+        kind_ok = Mux(is_buffered, hit | (fetch.ready & block_buffer.can_allocate), ~is_raw | fetch.ready)
+        m.d.comb += can_dispatch.eq(drs_server.entry.ready & kind_ok)
         # A read served from DRAM waits while the write path holds its block (gathered, or flushed and not
         # landed), asking it for the flush: the query is stage B's registers, so the wait costs no decode.
         m.d.comb += [
