@@ -163,3 +163,61 @@ def test_fetch_reaches_ar_in_the_next_cycle():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [(1, 40, 2)]
+
+
+def test_route_fifo_holds_route_depth_fetches():
+    """The route FIFO (a registered head since timing round 12a) still takes exactly route_depth fetches: with AR
+    always ready and no R beat, fetch.ready falls after route_depth fetches (the fetch FIFO drains into AR)."""
+    params = ControllerParams(data_width=128, b_max=8, dram_addr_bits=16)
+    dut = AxiReader(params, ROUTE_BITS, fetch_depth=3, route_depth=4)
+    accepted = []
+
+    async def bench(ctx):
+        ctx.set(dut.axi.arready, 1)
+        ctx.set(dut.fetch.p.k, 1)
+        ctx.set(dut.fetch.valid, 1)
+        for cycle in range(12):
+            ctx.set(dut.fetch.p.line, cycle)
+            if ctx.get(dut.fetch.ready):
+                accepted.append(cycle)
+            await ctx.tick()
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert accepted == [0, 1, 2, 3]
+
+
+def test_first_r_beat_is_routed_in_its_arrival_cycle():
+    """A fetch offered in cycle t is on AR in t + 1 (handshake), and an R beat presented at the earliest legal
+    cycle, t + 2, leaves on `beat` in that cycle: the registered route FIFO head is ready in time."""
+    params = ControllerParams(data_width=128, b_max=8, dram_addr_bits=16)
+    dut = AxiReader(params, ROUTE_BITS, fetch_depth=3, route_depth=4)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.axi.arready, 1)
+        ctx.set(dut.beat.ready, 1)
+        await ctx.tick().repeat(2)
+        ctx.set(dut.fetch.p.line, 40)
+        ctx.set(dut.fetch.p.k, 2)
+        ctx.set(dut.fetch.p.route, 5)
+        ctx.set(dut.fetch.valid, 1)
+        await ctx.tick()                      # t: the fetch is taken
+        ctx.set(dut.fetch.valid, 0)
+        seen.append(ctx.get(dut.axi.arvalid))  # t + 1: AR, handshake
+        await ctx.tick()
+        ctx.set(dut.axi.rvalid, 1)            # t + 2: the first beat
+        ctx.set(dut.axi.rdata, 0x1234)
+        ctx.set(dut.axi.rresp, AXI_RESP_OKAY)
+        seen.append((ctx.get(dut.beat.valid), ctx.get(dut.beat.p.plane), ctx.get(dut.beat.p.last),
+                     ctx.get(dut.beat.p.route), ctx.get(dut.beat.p.data)))
+        await ctx.tick()
+        seen.append((ctx.get(dut.beat.valid), ctx.get(dut.beat.p.plane), ctx.get(dut.beat.p.last)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [1, (1, 0, 0, 5, 0x1234), (1, 1, 1)]

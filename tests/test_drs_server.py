@@ -221,3 +221,42 @@ def test_latencies_and_bypasses():
         assert (drs.tag, drs.data, drs.poison) == (8, ALL_ONES, 0)
 
     run(dut, bench)
+
+
+def test_list_ignore_masks_the_list_answer():
+    """`list_ignore` with an entry (the read engine: not a mapped read) drops the list's answer given with it, both
+    when the entry is the head the cycle after its write (the late register's bypass) and when it waits in the
+    FIFO (the poison column); the next entry's answer still counts."""
+    dut = DrsServer(PARAMS, DEPTH)
+    served = []
+
+    async def bench(ctx):
+        ctx.set(dut.drs.ready, 0)   # the DRS are held until the writes are done, then collected
+
+        async def write(kind, tag, list_poison, list_ignore):
+            ctx.set(dut.entry.valid, 1)
+            ctx.set(dut.entry.payload, {"kind": kind, "tag": tag, "ld_id": 0, "opcode": DrsOpcode.MEM_DATA,
+                                        "poison": 0, "address": address_of(tag)})
+            ctx.set(dut.list_poison, list_poison)
+            ctx.set(dut.list_ignore, list_ignore)
+            await ctx.tick()
+            ctx.set(dut.entry.valid, 0)
+            ctx.set(dut.list_poison, 0)
+            ctx.set(dut.list_ignore, 0)
+
+        # the head the cycle after its write: the late register's answer, masked
+        await write(SERVE_HOLE, 1, 1, 1)
+        # a buffer read waiting for its line holds the head: the next three are answered from the column
+        await write(SERVE_BUFFER, 2, 1, 0)
+        await write(SERVE_HOLE, 3, 1, 1)
+        await write(SERVE_HOLE, 4, 0, 1)
+        ctx.set(dut.drs.ready, 1)
+        for _ in range(40):
+            if ctx.get(dut.drs.valid):
+                drs = ctx.get(dut.drs.payload)
+                served.append((int(drs.tag), int(drs.poison)))
+            ctx.set(dut.buffer.ready, 1)
+            await ctx.tick()
+
+    run(dut, bench)
+    assert served == [(1, 0), (2, 1), (3, 0), (4, 0)]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Signal, Module, Cat, Const, Mux
 from amaranth.lib import wiring, data, stream
-from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
 from smartquant.params import ControllerParams
@@ -63,9 +63,20 @@ class AxiReader(wiring.Component):
         lb = p.line_bits
         axi = self.axi
         layout = fetch_layout(p, self.route_shape)
-        route_layout = data.StructLayout({"raw": 1, "k": p.k_bits, "route": self.route_shape})
+        # `last_plane` = k - 1, computed when the fetch is queued (the R router's last-beat test is then a compare
+        # of two registers)
+        route_layout = data.StructLayout({"raw": 1, "k": p.k_bits, "last_plane": p.k_bits,
+                                          "route": self.route_shape})
         m.submodules.fetch_fifo = fetch_fifo = SyncFIFO(width=layout.size, depth=self.fetch_depth)
-        m.submodules.route_fifo = route_fifo = SyncFIFO(width=route_layout.size, depth=self.route_depth)
+        # The route FIFO's head is a register (SyncFIFOBuffered: its r_data is the read port's output register),
+        # so the R router's decisions (beat.ready -> the packer's load and start, the block buffer's error FIFO)
+        # start at flip-flops, not at the FIFO storage's asynchronous read. It costs a cycle from a fetch to its
+        # route entry (two instead of one), never seen: the fetch's first R beat comes at the earliest in the
+        # second cycle after it (AR register, then the AR handshake; AXI forbids RVALID before it). Its capacity
+        # stays route_depth: `route_count` (entries written and not popped, exactly the SyncFIFO's level)
+        # decides fetch.ready, one entry of the buffered FIFO's route_depth + 1 is never used.
+        m.submodules.route_fifo = route_fifo = SyncFIFOBuffered(width=route_layout.size, depth=self.route_depth + 1)
+        route_count = Signal(range(self.route_depth + 1))
 
         # ---- AR issue ----------------------------------------------------------------------------------
         offered = self.fetch.valid & self.fetch.ready
@@ -81,11 +92,12 @@ class AxiReader(wiring.Component):
         next_single_burst = next_fetch.raw | (next_fetch.log2_r == 0)
         route_entry = Signal(route_layout)
         m.d.comb += [
-            self.fetch.ready.eq(fetch_fifo.w_rdy & route_fifo.w_rdy),
+            self.fetch.ready.eq(fetch_fifo.w_rdy & (route_count != self.route_depth)),
             fetch_fifo.w_data.eq(self.fetch.p),
             fetch_fifo.w_en.eq(offered & ~fetch_bypass),
             route_entry.raw.eq(self.fetch.p.raw),
             route_entry.k.eq(self.fetch.p.k),
+            route_entry.last_plane.eq(self.fetch.p.k - 1),
             route_entry.route.eq(self.fetch.p.route),
             route_fifo.w_data.eq(route_entry),
             route_fifo.w_en.eq(offered),
@@ -119,7 +131,7 @@ class AxiReader(wiring.Component):
         r_in = r_skid.o
         route = Signal(route_layout)
         beat = Signal(p.k_bits)
-        last_beat = route.raw | (beat == route.k - 1)
+        last_beat = route.raw | (beat == route.last_plane)
         m.d.comb += [
             r_skid.i.valid.eq(axi.rvalid),
             r_skid.i.p.data.eq(axi.rdata),
@@ -143,5 +155,11 @@ class AxiReader(wiring.Component):
             with m.Else():
                 m.d.sync += beat.eq(beat + 1)
 
-        m.d.comb += self.busy.eq(fetch_fifo.r_rdy | ar_valid | r_in.valid | route_fifo.r_rdy)
+        popped = route_fifo.r_en & route_fifo.r_rdy
+        with m.If(offered & ~popped):
+            m.d.sync += route_count.eq(route_count + 1)
+        with m.Elif(popped & ~offered):
+            m.d.sync += route_count.eq(route_count - 1)
+
+        m.d.comb += self.busy.eq(fetch_fifo.r_rdy | ar_valid | r_in.valid | (route_count != 0))
         return m

@@ -309,7 +309,7 @@ class BlockBuffer(wiring.Component):
             allocate = allocating & (victim == s)
             line_in = packer_line.valid & packer_line.ready & (fill_slot == s)
             with m.If(allocate):
-                m.d.sync += [tags[s].valid.eq(1), tags[s].key.eq(key), tags[s].alloc_gen.eq(victim_gen)]
+                m.d.sync += [tags[s].key.eq(key), tags[s].alloc_gen.eq(victim_gen)]
             with m.If(line_in):
                 with m.If(packer_line.p.index == 0):
                     m.d.sync += [tags[s].lines_written.eq(1), tags[s].written_gen.eq(fill.gen),
@@ -326,8 +326,11 @@ class BlockBuffer(wiring.Component):
                             & (tags[s].key.block == self.invalidate.block))
             hit_by_landed = (self.invalidate_landed.valid & (tags[s].key.region == self.invalidate_landed.region)
                              & (tags[s].key.block == self.invalidate_landed.block))
-            with m.If(self.invalidate_all | ((hit_by_write | hit_by_landed) & ~allocate)):
-                m.d.sync += tags[s].valid.eq(0)
+            # one expression, so that the allocation (the dispatch cone) enters the valid flip-flop's data through
+            # a single LUT beside the invalidations, not through a synchronous reset built as "invalidated and not
+            # allocated" (timing round 12a)
+            m.d.sync += tags[s].valid.eq(~self.invalidate_all
+                                         & (allocate | (tags[s].valid & ~(hit_by_write | hit_by_landed))))
         with m.If(allocating):
             m.d.sync += victim.eq(Mux(victim == slots - 1, 0, victim + 1))
         return m

@@ -63,6 +63,10 @@ class DrsServer(wiring.Component):
         super().__init__({
             "entry": In(stream.Signature(serve_entry_layout(params))),
             "list_poison": In(1),
+            # the entry written now ignores `list_poison` (the read engine: not a mapped read). Kept apart from
+            # list_poison and registered beside it, so that no gate sits between the poison list's set tests
+            # and the late_poison register (timing round 12a)
+            "list_ignore": In(1),
             "raw_line": In(stream.Signature(raw_line_layout(params))),
             "buffer": Out(buffer_serve_signature(params)),
             "drs": Out(stream.Signature(drs_layout(params))),
@@ -90,17 +94,20 @@ class DrsServer(wiring.Component):
         late_valid = Signal()                           # a read was dispatched in the previous cycle ...
         late_index = Signal(range(serve_depth))         # ... into this serve FIFO entry ...
         late_poison = Signal()                          # ... and the poison list holds one of its lines
+        late_ignore = Signal()                          # ... which that read ignores (`list_ignore`)
+        late_answer = Signal()
         dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
         serve_index = Signal(range(serve_depth))        # the serve FIFO's head
         list_poison = Signal(serve_depth)
         m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index),
-                     late_poison.eq(self.list_poison)]
+                     late_poison.eq(self.list_poison), late_ignore.eq(self.list_ignore)]
+        m.d.comb += late_answer.eq(late_poison & ~late_ignore)
         with m.If(entry_written):
             m.d.sync += dispatch_index.eq(Mux(dispatch_index == serve_depth - 1, 0, dispatch_index + 1))
         with m.If(late_valid):
-            m.d.sync += list_poison.bit_select(late_index, 1).eq(late_poison)
+            m.d.sync += list_poison.bit_select(late_index, 1).eq(late_answer)
         head_list_poison = Signal()
-        m.d.comb += head_list_poison.eq(Mux(late_valid & (late_index == serve_index), late_poison,
+        m.d.comb += head_list_poison.eq(Mux(late_valid & (late_index == serve_index), late_answer,
                                             list_poison.bit_select(serve_index, 1)))
 
         # raw line FIFO entries: the line and its RRESP error flag

@@ -167,11 +167,13 @@ class BlockPacker(wiring.Component):
         offset = Signal(S)                      # current chunk's offset in the planes, in units
         issue = Signal()                        # a chunk enters the pipeline this cycle
         next_offset = Signal(S + 1)
+        # the current chunk is the block's last: offsets wrap after exactly pow2floor(F) chunks, i.e.
+        # (offset + offset_step)[S]. A register (set by the start and by every issue for the next offset), so that
+        # start.ready and load.ready (the R router's decision in the read engine) need no adder.
         last_chunk = Signal()
         m.d.comb += [
             issue.eq(active & feed),
             next_offset.eq(offset + offset_step),
-            last_chunk.eq(next_offset[S]),      # offsets wrap after exactly pow2floor(F) chunks
         ]
 
         # stage 2 (chunk register) and stage 3 (compact register): data plus the chunk's own configuration,
@@ -358,7 +360,10 @@ class BlockPacker(wiring.Component):
             m.d.sync += held[max(kept, 0):].eq(shifted[W + max(kept, 0):])
 
         with m.If(issue):
-            m.d.sync += offset.eq(next_offset[:S])
+            m.d.sync += [
+                offset.eq(next_offset[:S]),
+                last_chunk.eq((next_offset[:S] + offset_step)[S]),
+            ]
         # after the issue logic: a start in the last chunk's cycle wins the offset
         with m.If(start_fire):
             m.d.sync += [
@@ -367,6 +372,7 @@ class BlockPacker(wiring.Component):
                 offset_step.eq(new_offset_step),
                 chunk_gears.eq(new_chunk_gears),
                 offset.eq(0),
+                last_chunk.eq(new_offset_step[S]),   # offset 0 + step wraps: F = 1, a single chunk
             ]
         with m.Elif(issue & last_chunk):
             m.d.sync += active.eq(0)

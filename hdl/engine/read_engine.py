@@ -236,11 +236,13 @@ class ReadEngine(wiring.Component):
 
         is_miss = is_buffered & ~hit
         needs_fetch = is_raw | is_miss
+        # dispatch's condition written flat, per kind (buffered: a hit, or a miss with a fetch slot and a victim;
+        # raw: a fetch slot; the rest: nothing), the same function as (~needs_fetch | fetch.ready) & (~is_miss |
+        # can_allocate): the claim and its allocation (the block buffer's tag enables) then see hit, fetch.ready
+        # and can_allocate side by side rather than through the OR terms (timing round 12a)
         can_dispatch = Signal()
-        m.d.comb += can_dispatch.eq(
-            drs_server.entry.ready
-            & (~needs_fetch | fetch.ready)
-            & (~is_miss | block_buffer.can_allocate))
+        kind_ok = Mux(is_buffered, hit | (fetch.ready & block_buffer.can_allocate), ~is_raw | fetch.ready)
+        m.d.comb += can_dispatch.eq(drs_server.entry.ready & kind_ok)
         # A read served from DRAM waits while the write path holds its block (gathered, or flushed and not
         # landed), asking it for the flush: the query is stage B's registers, so the wait costs no decode.
         m.d.comb += [
@@ -280,7 +282,7 @@ class ReadEngine(wiring.Component):
                 serve_entry.opcode.eq(Mux(self.mem_data_nxm, DrsOpcode.MEM_DATA_NXM, DrsOpcode.MEM_DATA)),
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
-        m.d.comb += drs_server.list_poison.eq(readable & self.poison_hit)
+        m.d.comb += [drs_server.list_poison.eq(self.poison_hit), drs_server.list_ignore.eq(~readable)]
 
         m.d.comb += [
             fetch.valid.eq(dispatch & needs_fetch),
@@ -312,9 +314,16 @@ class ReadEngine(wiring.Component):
         sign_filling = Signal()         # the cycles of the sign copies (planes fill_plane..B-1 of the packer)
         fill_plane = Signal(5)
         fill_last_plane = Signal(5)
-        # one backend-error flag per block handed to the packer (the block buffer's fill_error)
+        # one backend-error flag per block handed to the packer (the block buffer's fill_error), presented from a
+        # register the cycle after the block's last beat: the error FIFO's write enable and level then start at
+        # flip-flops, not at this router's decision (beat.ready, from the packer's load.ready). The flag is read
+        # with the block's first output line, >= START_TO_LINE_CYCLES cycles after its start. A beat waits while
+        # a pending flag finds the FIFO full (never here: a block's flag is queued after its fill's entry in the
+        # block buffer's fill FIFO, of the same depth, and both leave with its last line).
         fill_error = block_buffer.fill_error
-        to_packer_ok = packer.load.ready & fill_error.ready & ~sign_filling
+        error_pending = Signal()
+        error_pending_flag = Signal()
+        to_packer_ok = packer.load.ready & (~error_pending | fill_error.ready) & ~sign_filling
         route_b = Signal(5)   # B of the routed block
         m.d.comb += [
             route_b.eq(Const(1, 5) << route.log2_b),
@@ -332,8 +341,11 @@ class ReadEngine(wiring.Component):
                                       ((Const(1, 18) << route_b) - (Const(1, 18) << r_in.p.k))[:p.b_max], 0)),
             packer.start.valid.eq(start_pending),
             packer.start.p.eq(start_payload),
-            fill_error.p.eq(block_error | beat_error),
+            fill_error.valid.eq(error_pending),
+            fill_error.p.eq(error_pending_flag),
         ]
+        with m.If(fill_error.ready):
+            m.d.sync += error_pending.eq(0)
         with m.If(packer.start.valid & packer.start.ready):
             m.d.sync += start_pending.eq(0)
         with m.If(sign_filling & packer.load.ready):
@@ -344,7 +356,7 @@ class ReadEngine(wiring.Component):
             with m.If(last_beat):
                 m.d.sync += block_error.eq(0)
                 with m.If(~r_in.p.raw):
-                    m.d.comb += fill_error.valid.eq(1)
+                    m.d.sync += [error_pending.eq(1), error_pending_flag.eq(block_error | beat_error)]
                     b_value = route_b
                     sign_fill = route.sign_fill & (r_in.p.k < b_value)
                     m.d.sync += [
@@ -401,5 +413,5 @@ class ReadEngine(wiring.Component):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
         m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | drs_server.busy | reader.busy
-                                 | start_pending | block_buffer.busy | sign_filling)
+                                 | start_pending | block_buffer.busy | sign_filling | error_pending)
         return m
