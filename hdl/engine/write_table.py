@@ -217,10 +217,11 @@ class WriteTable(wiring.Component):
         # ---- the next done entry and slot (registered) ------------------------------------------------------
         # An entry is done next cycle when it is used and stays so (not released by this cycle's Cmp), its count
         # is 0 or this cycle's B response takes it to 0, and it is not marked (error_next). A free entry is not
-        # done next cycle (an entry allocated now owes at least one B response). The choice is made for both
-        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects at the end:
-        # with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0, the entry
-        # leaves the done set; a lower entry done next cycle goes first either way.
+        # done next cycle (an entry allocated now owes at least one B response). The done set is made for both
+        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects it before one
+        # lowest pick: with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0,
+        # the entry leaves the done set; a lower entry done next cycle goes first either way. (One pick after
+        # the select, not two picks muxed after: round 12b, a level fewer from the B channel in the controller.)
         # Written as register-only terms (`waits_none`: done unless this cycle's B response for it fails;
         # `waits_last`: done if this cycle's B response for it is its last, and good) and the B response's two
         # per-entry decodes, so the B channel (valid, id, error) enters one level before the choice, not through
@@ -258,10 +259,11 @@ class WriteTable(wiring.Component):
         error_lowest = lowest(Cat(*error_next))
         m.d.sync += [error_onehot.eq(error_lowest[0]), error_entry.eq(error_lowest[1])]
 
-        no_cmp = lowest(done_stays, entry_last)
-        with_cmp = lowest(done_after_cmp, [entry_last[i] - done_onehot[i] for i in range(n_entries)])
-        m.d.sync += [register.eq(Mux(complete, after, before)) for register, before, after in
-                     zip((done_onehot, done_entry, done_slot, have_done), no_cmp, with_cmp)]
+        done_next = Signal(n_entries)
+        m.d.comb += done_next.eq(Mux(complete, done_after_cmp, done_stays))
+        one_pick = lowest(done_next, [entry_last[i] - (complete & done_onehot[i]) for i in range(n_entries)])
+        m.d.sync += [register.eq(value) for register, value in
+                     zip((done_onehot, done_entry, done_slot, have_done), one_pick)]
         m.d.comb += [
             # the free entry's word is written whether or not it is allocated (a free entry's word is never read)
             writes_store.en.eq(have_free),
