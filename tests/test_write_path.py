@@ -238,6 +238,9 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
             if clear.valid:
                 poison_events.append((edge, "clear", line_set(clear.lines.first, clear.lines.log2_stride,
                                                               clear.lines.count, model.line_mask)))
+                # the set's end line, registered beside it for the poison list's clear test
+                assert clear.lines.end == (clear.lines.first + (clear.lines.count << clear.lines.log2_stride)
+                                           ) & model.line_mask, (edge, clear)
             if insert.valid:
                 record = PoisonRecord(insert.record.first, insert.record.log2_stride, insert.record.mask)
                 inserts.append(record)

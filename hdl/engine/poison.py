@@ -32,8 +32,8 @@ with p < count. A set and a record each span less than 1024 lines (count <= 16, 
 matters only in [-1024, 1024), and there the conditions on q are an interval and an alignment (`_held_bits`:
 two subtracts per record and set instead of one subtract and compare per record bit, about a third of the logic).
 Each record keeps F - (2^s - 1) beside F, so the interval's bounds are one subtract each, in parallel, from the
-set's first and end lines (the query's end line comes from the read engine's stage B, the clear's is added here
-once for all records); past the subtracts the bounds and the alignment are decoded from bits, without compares.
+set's first and end lines (the query's end line comes from the read engine's stage B, the clear's from the write
+path's clear register); past the subtracts the bounds and the alignment are decoded from bits, without compares.
 """
 from __future__ import annotations
 
@@ -78,7 +78,9 @@ def line_query_layout(params: ControllerParams) -> data.StructLayout:
 
 
 def line_set_event_layout(params: ControllerParams) -> data.StructLayout:
-    return data.StructLayout({"valid": 1, "lines": line_set_layout(params)})
+    """A clear: its line set and end line (as a query's), the end registered by the sender beside the set so
+    that the records' clear test starts at one subtract (no add of the end in front of it)."""
+    return data.StructLayout({"valid": 1, "lines": line_query_layout(params)})
 
 
 def _at_least(value, bound: int):
@@ -229,14 +231,12 @@ class PoisonList(wiring.Component):
                      lost_now.eq(pending_valid & ~merge & ~any_free)]
 
         # query: any record line in the set, the pending insert's (unless it is lost) included
-        # the sets' end lines (the query's from the read engine's stage B, the clear's added once for all records);
+        # the sets' end lines (the query's from the read engine's stage B, the clear's from the write path's
+        # registered clear);
         # a 2^11-line space adds it per record to the offset, where it is exact
         windowed_end = p.line_bits > WINDOW_BITS
         query_end = self.query.end if windowed_end else None
-        clear_end = None
-        if windowed_end:
-            clear_end = Signal(p.line_bits)
-            m.d.comb += clear_end.eq(self.clear.lines.first + (self.clear.lines.count << self.clear.lines.log2_stride))
+        clear_end = self.clear.lines.end if windowed_end else None
         query_held = [self._held_bits(m, records[i], round_bases[i], self.query, query_end, f"query{i}")
                       for i in range(n)]
         pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, query_end, "query_pending")

@@ -455,13 +455,17 @@ class WritePath(wiring.Component):
         flush_clears = do_flush & (gathered.strobe == (1 << line_bytes) - 1) & ~gathered.poisoned
         raw_clears = load_raw & ~held.poison & (byte_enable == (1 << line_bytes) - 1)
         m.d.sync += self.poison_clear.valid.eq((command_pending & command_clear) | flush_clears | raw_clears)
+        # (and the set's end line, first + (count << log2_stride), registered here for the poison list's clear test)
         with m.If(command_pending):
-            m.d.sync += [clear.first.eq(command_line), clear.log2_stride.eq(0), clear.count.eq(1)]
+            m.d.sync += [clear.first.eq(command_line), clear.log2_stride.eq(0), clear.count.eq(1),
+                         clear.end.eq(command_line + 1)]
         with m.Elif(do_flush):
             m.d.sync += [clear.first.eq(gathered.first_line), clear.log2_stride.eq(gathered.log2_r),
-                         clear.count.eq(Const(1, 5) << gathered.log2_b)]
+                         clear.count.eq(Const(1, 5) << gathered.log2_b),
+                         clear.end.eq(gathered.first_line + (Const(1, 12) << (gathered.log2_b + gathered.log2_r)))]
         with m.Else():
-            m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1)]
+            m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1),
+                         clear.end.eq(decoded.raw_line + 1)]
         m.d.sync += [
             self.invalidate.valid.eq(enters),
             self.invalidate.region.eq(decoded.region),

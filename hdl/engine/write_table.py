@@ -100,6 +100,10 @@ class WriteTable(wiring.Component):
         # the slot of the entry's last write whose Cmp is still owed (cmps - 1; the entry is freed after slot 0's)
         entry_last = [Signal(range(G), name=f"entry{i}_last") for i in range(n_entries)]
         entry_due = [Signal(range(17), name=f"entry{i}_due") for i in range(n_entries)]   # B responses due
+        # entry_due == 0 and == 1 of a used entry as flip-flops of their own (updated beside entry_due), so the
+        # done choice and `landed` read one register bit, not a 5-bit compare
+        entry_due_zero = [Signal(name=f"entry{i}_due_zero") for i in range(n_entries)]
+        entry_due_one = [Signal(name=f"entry{i}_due_one") for i in range(n_entries)]
         entry_region = [Signal(p.region_index_bits, name=f"entry{i}_region") for i in range(n_entries)]
         entry_block = [Signal(lb, name=f"entry{i}_block") for i in range(n_entries)]
         # the poison record a failed B response of the entry enters: its raw line, or its block's B plane lines
@@ -122,15 +126,18 @@ class WriteTable(wiring.Component):
         # the done entry (all its B responses in, no failed record pending: the lowest such entry), one-hot and
         # binary, its slot (the entry's `entry_last`) and whether there is one: registers, loaded below from the
         # entries' next state, so each equals what the entries' state of the cycle it is read in gives
-        done_onehot = Signal(n_entries)
-        done_entry = Signal(range(n_entries))
-        done_slot = Signal(range(G))
+        # (only `have_done` is reset: the others are read under it, so a reset in their next-state cone would
+        # only add a level to the deepest cone of the table)
+        done_onehot = Signal(n_entries, reset_less=True)
+        done_entry = Signal(range(n_entries), reset_less=True)
+        done_slot = Signal(range(G), reset_less=True)
         have_done = Signal()
         # the lowest entry whose failed write still waits for its insert, one-hot and binary: registers, loaded
         # below from the marks' next state (so each equals the lowest marked entry of the cycle it is read in),
         # so no priority chain over the marks sits before the marks' own next state and the done choice
-        error_onehot = Signal(n_entries)
-        error_entry = Signal(range(n_entries))
+        # (reset-less like the done choice: read under `have_error`)
+        error_onehot = Signal(n_entries, reset_less=True)
+        error_entry = Signal(range(n_entries), reset_less=True)
         # `failed.valid` (it holds a poisoned write in the write path's `held`) is a flip-flop too: some entry
         # marked, kept beside the marks and updated below as they are
         have_error = Signal()
@@ -171,26 +178,33 @@ class WriteTable(wiring.Component):
                                          | (b_error & (b.p.id == i) & entry_used[i]))   # a new failure wins
             m.d.sync += entry_error[i].eq(error_next[i])
             # a free entry's fields follow `new` (nothing reads them until the entry is used): their clock
-            # enable is ~entry_used, not the allocation (which the write path's flush decision drives)
+            # enable is ~entry_used, not the allocation (which the write path's flush decision drives).
+            # entry_last and entry_due (and its flags) are loaded while free and counted down while used, each
+            # on its own condition: a used entry's Cmp and its B responses never fall in one cycle (it is done
+            # only with no B response due), so neither next state waits on the allocation or on the Cmp
+            # handshake beside a B response
             with m.If(~entry_used[i]):
                 m.d.sync += [
                     entry_gathered[i].eq(new.gathered),
                     entry_last[i].eq(new.cmps - 1),
                     entry_due[i].eq(Mux(one_burst, 1, Const(1, 5) << new.log2_beats)),
+                    entry_due_zero[i].eq(0),
+                    entry_due_one[i].eq(one_burst | (new.log2_beats == 0)),
                     entry_region[i].eq(new.region),
                     entry_block[i].eq(new.block),
                     entry_first_line[i].eq(new.line),
                     entry_log2_stride[i].eq(new.log2_r),
                     entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << new.log2_beats)) - 1),
                 ]
-            with m.If(allocating & (free_entry == i)):
-                m.d.sync += entry_used[i].eq(1)
             with m.Elif(complete & done_onehot[i]):
                 m.d.sync += entry_last[i].eq(entry_last[i] - 1)
-                with m.If(done_slot == 0):
-                    m.d.sync += entry_used[i].eq(0)
-            with m.Elif(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] != 0)):
-                m.d.sync += entry_due[i].eq(entry_due[i] - 1)
+            with m.If(entry_used[i] & b_fire & (b.p.id == i) & ~entry_due_zero[i]):
+                m.d.sync += [entry_due[i].eq(entry_due[i] - 1), entry_due_zero[i].eq(entry_due_one[i]),
+                             entry_due_one[i].eq(entry_due[i] == 2)]
+            with m.If(allocating & (free_entry == i)):
+                m.d.sync += entry_used[i].eq(1)
+            with m.Elif(complete & done_onehot[i] & (done_slot == 0)):
+                m.d.sync += entry_used[i].eq(0)
 
         # every entry used after this cycle: none is released (a Cmp leaving its entry's last write), and either
         # the allocation takes the only free entry or all were used already
@@ -203,17 +217,31 @@ class WriteTable(wiring.Component):
         # ---- the next done entry and slot (registered) ------------------------------------------------------
         # An entry is done next cycle when it is used and stays so (not released by this cycle's Cmp), its count
         # is 0 or this cycle's B response takes it to 0, and it is not marked (error_next). A free entry is not
-        # done next cycle (an entry allocated now owes at least one B response). The choice is made for both
-        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects at the end:
-        # with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0, the entry
-        # leaves the done set; a lower entry done next cycle goes first either way.
+        # done next cycle (an entry allocated now owes at least one B response). The done set is made for both
+        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects it before one
+        # lowest pick: with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0,
+        # the entry leaves the done set; a lower entry done next cycle goes first either way. (One pick after
+        # the select, not two picks muxed after: round 12b, a level fewer from the B channel in the controller.)
+        # Written as register-only terms (`waits_none`: done unless this cycle's B response for it fails;
+        # `waits_last`: done if this cycle's B response for it is its last, and good) and the B response's two
+        # per-entry decodes, so the B channel (valid, id, error) enters one level before the choice, not through
+        # error_next (the same function: a used entry's new failure is error_next's only B term).
         done_stays = Signal(n_entries)   # done next cycle if no Cmp leaves now
-        for i in range(n_entries):
-            b_here = b_fire & (b.p.id == i)
-            m.d.comb += done_stays[i].eq(entry_used[i] & ~error_next[i]
-                                         & ((entry_due[i] == 0) | ((entry_due[i] == 1) & b_here)))
         done_after_cmp = Signal(n_entries)   # done next cycle if a Cmp leaves now
-        m.d.comb += done_after_cmp.eq(done_stays & ~Mux(done_slot == 0, done_onehot, 0))
+        released_entry = Mux(done_slot == 0, done_onehot, 0)   # registers: the entry a Cmp now would free
+        for i in range(n_entries):
+            b_good_here = b_fire & ~b.p.error & (b.p.id == i)
+            b_bad_here = b_error & (b.p.id == i)
+            error_kept = entry_error[i] & ~(error_insert & error_onehot[i])   # error_next without the B term
+            waits_none = Signal(name=f"entry{i}_waits_none")
+            waits_last = Signal(name=f"entry{i}_waits_last")
+            m.d.comb += [waits_none.eq(entry_used[i] & ~error_kept & entry_due_zero[i]),
+                         waits_last.eq(entry_used[i] & ~error_kept & entry_due_one[i])]
+            m.d.comb += [
+                done_stays[i].eq((waits_none & ~b_bad_here) | (waits_last & b_good_here)),
+                done_after_cmp[i].eq(((waits_none & ~released_entry[i]) & ~b_bad_here)
+                                     | ((waits_last & ~released_entry[i]) & b_good_here)),
+            ]
 
         def lowest(bits, slots=None):
             """The lowest set bit of `bits`: one-hot, index, its `slots` entry and whether there is one, each an
@@ -231,10 +259,11 @@ class WriteTable(wiring.Component):
         error_lowest = lowest(Cat(*error_next))
         m.d.sync += [error_onehot.eq(error_lowest[0]), error_entry.eq(error_lowest[1])]
 
-        no_cmp = lowest(done_stays, entry_last)
-        with_cmp = lowest(done_after_cmp, [entry_last[i] - done_onehot[i] for i in range(n_entries)])
-        m.d.sync += [register.eq(Mux(complete, after, before)) for register, before, after in
-                     zip((done_onehot, done_entry, done_slot, have_done), no_cmp, with_cmp)]
+        done_next = Signal(n_entries)
+        m.d.comb += done_next.eq(Mux(complete, done_after_cmp, done_stays))
+        one_pick = lowest(done_next, [entry_last[i] - (complete & done_onehot[i]) for i in range(n_entries)])
+        m.d.sync += [register.eq(value) for register, value in
+                     zip((done_onehot, done_entry, done_slot, have_done), one_pick)]
         m.d.comb += [
             # the free entry's word is written whether or not it is allocated (a free entry's word is never read)
             writes_store.en.eq(have_free),
@@ -246,7 +275,7 @@ class WriteTable(wiring.Component):
         # `landed`: the last B response of an entry arrives (registered)
         m.d.sync += self.landed.valid.eq(0)
         for i in range(n_entries):
-            with m.If(b_fire & (b.p.id == i) & entry_used[i] & (entry_due[i] == 1)):
+            with m.If(b_fire & (b.p.id == i) & entry_used[i] & entry_due_one[i]):
                 m.d.sync += [self.landed.valid.eq(1), self.landed.region.eq(entry_region[i]),
                              self.landed.block.eq(entry_block[i])]
 
@@ -256,7 +285,7 @@ class WriteTable(wiring.Component):
         entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
         for i in range(n_entries):
             m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
-                                            & ((entry_due[i] != 0) | entry_error[i]))
+                                            & (~entry_due_zero[i] | entry_error[i]))
             m.d.sync += entry_landing_late[i].eq(entry_landing[i])
         m.d.comb += self.query_landing.eq(
             query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i] & entry_gathered[i]
