@@ -73,8 +73,9 @@ class AxiReader(wiring.Component):
         # start at flip-flops, not at the FIFO storage's asynchronous read. It costs a cycle from a fetch to its
         # route entry (two instead of one), never seen: the fetch's first R beat comes at the earliest in the
         # second cycle after it (AR register, then the AR handshake; AXI forbids RVALID before it). Its capacity
-        # stays route_depth: `route_count` (entries written and not popped, exactly the SyncFIFO's level)
-        # decides fetch.ready, one entry of the buffered FIFO's route_depth + 1 is never used.
+        # stays route_depth: `route_count` (entries written and not popped: the buffered FIFO's `level`, kept as
+        # a register of its own because `level` is an adder, inner level + head valid, and fetch.ready sits in
+        # the dispatch cone) decides fetch.ready; one entry of the buffered FIFO's route_depth + 1 is never used.
         m.submodules.route_fifo = route_fifo = SyncFIFOBuffered(width=route_layout.size, depth=self.route_depth + 1)
         route_count = Signal(range(self.route_depth + 1))
 
