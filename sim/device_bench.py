@@ -95,7 +95,7 @@ def stream_packed(tb: TB, region: RegionSetup, precision_k: int, blocks, view: V
     reads = 0
     for block in blocks:
         for j in range(lines_per_block):
-            tb.read(view, region.base_line + block * region.B + j, precision_k)
+            tb.read(view, region.view_line(block, j), precision_k)
             reads += 1
     return reads
 
@@ -123,7 +123,7 @@ async def test_traffic(dut):
             await clear_counters(tb)
             for _ in range(config["random_reads"]):
                 block, j = picker.randrange(region.n_blocks), picker.randrange(k)
-                tb.read(View.PACKED_K, region.base_line + block * B + j, k)
+                tb.read(View.PACKED_K, region.view_line(block, j), k)
             await wait(tb)
             scattered = await tb.check_counters()
             rows.append({"B": B, "k": k, "blocks": region.n_blocks, "reads": reads,
@@ -258,7 +258,7 @@ async def test_latency(dut):
         for monitor in (req, ar, beats, drs):
             monitor.clear()
         block = number % region.n_blocks          # a block not in the buffer: every read misses
-        tb.read(view, region.base_line + block * region.B, k)
+        tb.read(view, region.view_line(block), k)
         await wait(tb)
         rows.append({"read": label, "k": k, "beats": beats.count, "req_to_ar": ar.first_valid - req.first,
                      "ar_to_first_r": beats.first - ar.first, "last_r_to_drs": drs.first_valid - beats.last,
@@ -284,7 +284,7 @@ async def test_writes(dut):
         region = region_for(tb, index % params.n_regions, B, R, n_blocks, base_line=index * n_blocks * 16)
         await tb.program_region(region)
         for pattern in ("whole blocks", "one line per block", "Cmp before next line"):
-            lines = [region.base_line + block * B + j for block in range(n_blocks)
+            lines = [region.view_line(block, j) for block in range(n_blocks)
                      for j in (range(B) if pattern == "whole blocks" else [rng.randrange(B)])]
             if pattern == "Cmp before next line":
                 lines = lines[:config["write_serial_lines"]]

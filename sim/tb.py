@@ -75,6 +75,11 @@ class RegionSetup:
         superblock, rest = divmod(L, self.R * self.B)
         return superblock * self.R + rest % self.R
 
+    def view_line(self, block: int, j: int = 0) -> int:
+        """Line j of block `block` in a view's address space: views address a block's lines contiguously,
+        B per block from base_line (docs/DEVICE.md §2), whatever R lays the planes out as in DRAM."""
+        return self.base_line + block * self.B + j
+
     def block_lines(self, block: int) -> list[int]:
         """Absolute DRAM lines holding the block's B planes."""
         superblock, slot = divmod(block, self.R)

@@ -106,7 +106,7 @@ async def test_every_view_format_and_k(dut, stress):
         block = R                                        # first block of the last (partial) superblock
         by_hand = []
         for j in range(B):
-            line = region.base_line + block * B + j
+            line = region.view_line(block, j)
             for k in range(1, B + 1):
                 if j < k:
                     tag = tb.read(View.PACKED_K, line, k)
@@ -151,7 +151,7 @@ async def test_region_edges_and_unmapped(dut, control_mode):
     unmapped = [tb.read(View.RAW, 15), tb.read(View.RAW, end)]
     high_bits = tb.address(View.RAW, 16) | (1 << (tb.params.hpa_bits - tb.params.line_offset_bits))
     unmapped.append(tb.req(ReqOpcode.MEM_RD, high_bits))
-    if tb.params.host_port == "cxl":      # the AXI port makes MemRd only (DEVICE.md §9)
+    if tb.params.host_port == "cxl":      # the AXI port makes MemRd only (DEVICE.md §10)
         unmapped.append(tb.req(ReqOpcode.MEM_RD_TEE, tb.address(View.RAW, 16) | (1 << 45)))
     holes = [tb.read(6, 16), tb.read(7, end - 1)]
     for line in range(overlap.base_line, overlap.base_line + overlap.span):
@@ -202,17 +202,17 @@ async def test_writes_raw_weight_major_partial_and_dropped(dut, stress):
     for region in regions:
         for block in range(min(region.n_blocks, 3)):
             for j in range(region.B):
-                line = region.base_line + block * region.B + j
+                line = region.view_line(block, j)
                 enables = None if j % 3 else rng.getrandbits(p.line_bytes)    # MemWrPtl, partial groups
                 tb.write(View.WEIGHT_MAJOR, line, rng.getrandbits(p.data_width), byte_enable=enables)
             tb.write(View.RAW, region.block_lines(block)[0], rng.getrandbits(p.data_width),
                      byte_enable=rng.getrandbits(p.line_bytes))
             for view in (View.PACKED_K, View.EXPANDED_K, View.PACKED_DEFAULT, View.EXPANDED_DEFAULT, 6, 7):
-                tb.write(view, region.base_line + block * region.B, rng.getrandbits(p.data_width))
+                tb.write(view, region.view_line(block), rng.getrandbits(p.data_width))
         await tb.quiesce()     # the host waits for its writes before reading the blocks back
         for block in range(min(region.n_blocks, 3)):
             for j in range(region.B):
-                line = region.base_line + block * region.B + j
+                line = region.view_line(block, j)
                 tb.read(View.WEIGHT_MAJOR, line)
                 tb.read(View.PACKED_K, line, rng.randint(1, region.B))
                 tb.read(View.EXPANDED_DEFAULT, line)
@@ -353,9 +353,9 @@ async def test_streaming_hits_the_block_buffer(dut):
         total_blocks += region.n_blocks
         for block in range(region.n_blocks):
             for j in range(5):
-                tb.read(View.PACKED_DEFAULT, region.base_line + block * 8 + j)
+                tb.read(View.PACKED_DEFAULT, region.view_line(block, j))
             for j in range(8):
-                tb.read(View.EXPANDED_K, region.base_line + block * 8 + j, 3)
+                tb.read(View.EXPANDED_K, region.view_line(block, j), 3)
     counters = await tb.finish()
     assert counters[Counter.BUFFER_MISSES] == 2 * total_blocks      # one per (block, mode)
     assert counters[Counter.DRAM_LINES_READ] == total_blocks * (5 + 3)
@@ -470,7 +470,7 @@ async def test_streaming_with_plane_runs_and_backpressure(dut, stress):
     await load_tensor(tb, region, tensor(rng, 4 * tb.params.data_width, 16, Format.INT))
     for block in (0, 3, 1, 3, 2):
         for j in range(16):
-            tb.read(View.EXPANDED_DEFAULT, region.base_line + block * 16 + j)
+            tb.read(View.EXPANDED_DEFAULT, region.view_line(block, j))
     counters = await tb.finish()
     assert counters[Counter.BUFFER_MISSES] == 4, counters[Counter.BUFFER_MISSES]
 
@@ -501,7 +501,7 @@ async def test_raw_write_in_second_superblock_keeps_other_blocks_buffered(dut):
 
 @cocotb.test(skip=settings()[0].host_port != "axi")
 async def test_axi_host_bursts_ids_and_b_after_landing(dut):
-    """AXI host port only (DEVICE.md §9): INCR write bursts of 1..16 lines with IDs reused while earlier bursts
+    """AXI host port only (DEVICE.md §10): INCR write bursts of 1..16 lines with IDs reused while earlier bursts
     are outstanding, under host backpressure; every B arrives only once its lines are in DRAM (checked at the B,
     against the data written); read bursts of the same lines return the data written, by hand and through the
     scoreboard; a weight-major burst is transposed like single writes."""

@@ -199,7 +199,7 @@ class RandomTraffic:
             self.read_only_turns[(region.fmt, region.B)] += 1
             view = READ_ONLY_VIEWS[turn % len(READ_ONLY_VIEWS)]
             block = rng.randrange(region.n_blocks)
-            line = region.base_line + block * region.B + rng.randrange(region.B)
+            line = region.view_line(block, rng.randrange(region.B))
             k = rng.randint(1, region.B) if view in (View.PACKED_K, View.EXPANDED_K) else 0
             address, data = tb.address(view, line, k), rng.getrandbits(p.data_width)
             note = Note("write", (region.index, block))
@@ -251,7 +251,7 @@ class RandomTraffic:
             line = region.block_lines(block)[rng.randrange(region.B)]    # the block's line of a random plane
             lines = (line,)
         else:
-            line = region.base_line + block * region.B + rng.randrange(region.B)
+            line = region.view_line(block, rng.randrange(region.B))
             lines = tuple(region.block_lines(block)) if view == View.WEIGHT_MAJOR else ()
         return tb.address(view, line, k), Note(kind, (region.index, block), lines)
 
@@ -266,7 +266,7 @@ class RandomTraffic:
         packed_k = k if view == View.PACKED_K else region.default_k if view == View.PACKED_DEFAULT else region.B
         lines = range(min(packed_k, region.B) if view in (View.PACKED_K, View.PACKED_DEFAULT) else region.B)
         for j in list(lines)[:budget]:
-            address = tb.address(view, region.base_line + block * region.B + j, k)
+            address = tb.address(view, region.view_line(block, j), k)
             note = Note("read", (region.index, block))
             await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
 
@@ -284,7 +284,7 @@ class RandomTraffic:
         rate = self.poison_rate if poison_rate is None else poison_rate
         note = Note("write", (region.index, block), tuple(region.block_lines(block)))
         for j in range(count):
-            address = tb.address(View.WEIGHT_MAJOR, region.base_line + block * region.B + j)
+            address = tb.address(View.WEIGHT_MAJOR, region.view_line(block, j))
             data = rng.getrandbits(p.data_width)
             if whole or rng.random() < 0.8:
                 opcode, enables = RwdOpcode.MEM_WR, (1 << p.line_bytes) - 1
@@ -501,7 +501,7 @@ class RandomTraffic:
             k = rng.randint(1, region.B)
             lines = k if view == View.PACKED_K else region.B
             for _ in range(self.params.request_depth + rng.randrange(self.params.b_max + 1)):
-                address = tb.address(view, region.base_line + block * region.B + rng.randrange(lines), k)
+                address = tb.address(view, region.view_line(block, rng.randrange(lines)), k)
                 note = Note("read", (region.index, block))
                 await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
             for _ in range(rng.randrange(1, 20)):
@@ -573,7 +573,7 @@ class RandomTraffic:
             # the rewrite must show: reads through the default views of the target, at its new k and rounding
             block = self._pick_block(target)
             for view in (View.PACKED_DEFAULT, View.EXPANDED_DEFAULT):
-                line = target.base_line + block * target.B + rng.randrange(min(target.default_k, target.B))
+                line = target.view_line(block, rng.randrange(min(target.default_k, target.B)))
                 note = Note("read", (target.index, block))
                 await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, tb.address(view, line), note=note))
             # these depend on the default k and the buffer: they must be answered before the next rewrite
@@ -639,8 +639,8 @@ class RandomTraffic:
                 if view in (View.PACKED_K, View.EXPANDED_K):
                     k = k or rng.randint(1, region.B)
                 line = (region.block_lines(block)[0] if view == View.RAW
-                        else region.base_line + block * region.B + (0 if view in (View.PACKED_K, View.PACKED_DEFAULT)
-                                                                    else rng.randrange(region.B)))
+                        else region.view_line(block, 0 if view in (View.PACKED_K, View.PACKED_DEFAULT)
+                                              else rng.randrange(region.B)))
                 address, note = tb.address(view, line, k), Note("read", (region.index, block))
                 await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
             elif group == "poison list" and name in self.POISON_ACTION_ROLLS and self.regions:

@@ -105,7 +105,7 @@ class ControllerParams:
     dram_addr_bits: int = 32     # AXI byte-address width = device capacity (log2 bytes)
     axi_id_bits: int = 4
     csr_addr_bits: int = 12
-    host_port: str = "cxl"       # "cxl": CXL.mem message ports; "axi": AXI4 subordinate (docs/DEVICE.md §9)
+    host_port: str = "cxl"       # "cxl": CXL.mem message ports; "axi": AXI4 subordinate (docs/DEVICE.md §10)
     host_axi_id_bits: int = 8    # AXI ID width of the host port when host_port = "axi"
 
     def __post_init__(self):

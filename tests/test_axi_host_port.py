@@ -5,7 +5,7 @@ does) after random delays, with data, MemData-NXM and poison that are fixed func
 every RwD with an NDR Cmp after a random delay, out of order across writes (as the write path may). The host
 side sends random AR, AW and W traffic (IDs from a small set so they repeat, INCR bursts of 1..8 beats, some
 narrow or FIXED bursts, random strobes and WUSER) and holds RREADY / BREADY low at random. Expected, worked out
-from the AXI rules and the port's documented mapping (docs/DEVICE.md §9), independently of the RTL:
+from the AXI rules and the port's documented mapping (docs/DEVICE.md §10), independently of the RTL:
 - Req: one MemRd per read beat, line = ARADDR >> 6 + beat (view 7 for a burst the port does not serve);
 - R: in AR order, per burst RID = ARID, RLAST on the last beat, RDATA / RRESP / RUSER from the DRS;
 - RwD: one per W beat at AWADDR >> 6 + beat, MemWr for full strobes else MemWrPtl, poison = WUSER;
@@ -233,7 +233,7 @@ def test_axi_port_streams_one_beat_per_cycle_without_backpressure():
 
 
 def test_axi_port_latency_on_an_idle_port():
-    """The cycle counts of DEVICE.md §9's timing diagram: AR handshake in cycle t -> MemRd valid in t + 1;
+    """The cycle counts of DEVICE.md §10's timing diagram: AR handshake in cycle t -> MemRd valid in t + 1;
     DRS handshake in t -> R valid in t + 1; AW and W handshakes in t -> RwD valid in t + 1; NDR Cmp
     handshake in t -> B valid in t + 2. Worked out from the registers the port adds (AR/AW/W skids pass
     through, the splitters register the request, R and B leave through an output buffer, a Cmp updates its

@@ -243,5 +243,5 @@ def test_a_yosys_failure_in_the_build_shows_yosys_log_and_the_known_bug(tmp_path
 
 
 def test_other_yosys_failures_get_no_hint():
-    error = fpga_build.yosys_error("yosys failed", "ERROR: syntax error in design.il\n")
+    error = fpga_build.tool_error("yosys failed", "ERROR: syntax error in design.il\n")
     assert str(error) == "yosys failed: ERROR: syntax error in design.il"

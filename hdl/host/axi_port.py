@@ -1,4 +1,4 @@
-r"""AXI4 host port (docs/DEVICE.md §9): a second, thin front end on the unchanged CXL.mem controller core.
+r"""AXI4 host port (docs/DEVICE.md §10): a second, thin front end on the unchanged CXL.mem controller core.
 
 `AxiHostPort` is an AXI4 subordinate on one side and a CXL.mem message manager on the other: it turns AR and
 AW + W into the core's M2S Req (MemRd) and RwD (MemWr / MemWrPtl) messages and the core's S2M DRS and NDR back

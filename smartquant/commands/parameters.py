@@ -17,7 +17,7 @@ PARAMETER_HELP = {
     "dram_addr_bits": "AXI byte-address width = device capacity (log2 bytes)",
     "axi_id_bits": "AXI ID width of the DRAM port",
     "csr_addr_bits": "AXI4-Lite CSR address width",
-    "host_port": "host interface: cxl (CXL.mem message ports) or axi (AXI4 subordinate, docs/DEVICE.md §9)",
+    "host_port": "host interface: cxl (CXL.mem message ports) or axi (AXI4 subordinate, docs/DEVICE.md §10)",
     "host_axi_id_bits": "AXI ID width of the host port with --host-port axi, 1..16",
 }
 # older spellings still accepted
