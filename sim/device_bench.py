@@ -252,7 +252,8 @@ async def test_latency(dut):
     drs = BeatMonitor(dut, "s2m_drs__valid", "s2m_drs__ready", cycles)
     region = region_for(tb, 0, 8, 1, 8)
     await load_region(tb, region, rng)
-    cases = [("raw", View.RAW, 0)] + [(f"packed k={k}", View.PACKED_K, k) for k in config["latency_k"]]
+    cases = ([("raw", View.RAW, 0)] + [(f"packed k={k}", View.PACKED_K, k) for k in config["latency_k"]]
+             + [(f"expanded k={k}", View.EXPANDED_K, k) for k in config["latency_k"]])
     rows = []
     for number, (label, view, k) in enumerate(cases):
         for monitor in (req, ar, beats, drs):

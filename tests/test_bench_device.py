@@ -38,8 +38,8 @@ def test_tiny_traffic_latency_and_throughput_run():
     table = bench_device.traffic_table(found["traffic"])
     assert table.splitlines()[0].split()[:2] == ["B", "k"] and "NO" not in table
     latency = {r["read"]: r for r in found["latency"]["rows"]}
-    assert set(latency) == {"raw", "packed k=1", "packed k=5"}
-    assert latency["packed k=5"]["beats"] == 5 and latency["raw"]["beats"] == 1
+    assert set(latency) == {"raw", "packed k=1", "packed k=5", "expanded k=1", "expanded k=5"}
+    assert latency["packed k=5"]["beats"] == latency["expanded k=5"]["beats"] == 5 and latency["raw"]["beats"] == 1
     for r in latency.values():
         assert r["req_to_ar"] >= 1 and r["last_r_to_drs"] >= 1
         assert r["req_to_drs"] >= r["req_to_ar"] + r["ar_to_first_r"] + r["beats"] - 1
