@@ -462,7 +462,7 @@ class WritePath(wiring.Component):
         with m.Elif(do_flush):
             m.d.sync += [clear.first.eq(gathered.first_line), clear.log2_stride.eq(gathered.log2_r),
                          clear.count.eq(Const(1, 5) << gathered.log2_b),
-                         clear.end.eq(gathered.first_line + (Const(1, 12) << (gathered.log2_b + gathered.log2_r)))]
+                         clear.end.eq(gathered.first_line + ((Const(1, 5) << gathered.log2_b) << gathered.log2_r))]
         with m.Else():
             m.d.sync += [clear.first.eq(decoded.raw_line), clear.log2_stride.eq(0), clear.count.eq(1),
                          clear.end.eq(decoded.raw_line + 1)]

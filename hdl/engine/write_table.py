@@ -218,10 +218,11 @@ class WriteTable(wiring.Component):
         # An entry is done next cycle when it is used and stays so (not released by this cycle's Cmp), its count
         # is 0 or this cycle's B response takes it to 0, and it is not marked (error_next). A free entry is not
         # done next cycle (an entry allocated now owes at least one B response). The done set is made for both
-        # outcomes of this cycle's Cmp handshake and `complete` (the NDR register's ready) selects it before one
-        # lowest pick: with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after its slot 0,
-        # the entry leaves the done set; a lower entry done next cycle goes first either way. (One pick after
-        # the select, not two picks muxed after: round 12b, a level fewer from the B channel in the controller.)
+        # outcomes of this cycle's Cmp handshake, each picked (lowest), and `complete` (the NDR register's ready)
+        # selects between the picks: with a Cmp the done entry's slot moves down (its `entry_last` - 1) and, after
+        # its slot 0, the entry leaves the done set; a lower entry done next cycle goes first either way. (Round
+        # 12b had one pick after the select, a level fewer from the B channel; round 13b went back to two picks
+        # for the Cmp FIFO's readiness, the deeper of the two in the controller: see fpga/README.md.)
         # Written as register-only terms (`waits_none`: done unless this cycle's B response for it fails;
         # `waits_last`: done if this cycle's B response for it is its last, and good) and the B response's two
         # per-entry decodes, so the B channel (valid, id, error) enters one level before the choice, not through
@@ -256,14 +257,29 @@ class WriteTable(wiring.Component):
                 m.d.comb += slot.eq(or_all([slots[i] & onehot[i].replicate(len(slot)) for i in range(n_entries)]))
             return onehot, index, slot, bits.any()
 
-        error_lowest = lowest(Cat(*error_next))
-        m.d.sync += [error_onehot.eq(error_lowest[0]), error_entry.eq(error_lowest[1])]
+        # The lowest marked entry is picked for both outcomes of this cycle's insert handshake (kept: no insert,
+        # every mark stays; taken: the picked entry's mark goes) and `error_insert` (registers only: `failed.valid`
+        # and the write path's command flag) selects after the picks, so the insert's readiness is one level
+        # before the registers, not ahead of the pick (round 13b; an entry's new failure, the B term, is in both)
+        error_if_kept = Signal(n_entries)
+        error_if_taken = Signal(n_entries)
+        for i in range(n_entries):
+            b_bad_here = b_error & (b.p.id == i) & entry_used[i]
+            m.d.comb += [error_if_kept[i].eq(entry_error[i] | b_bad_here),
+                         error_if_taken[i].eq((entry_error[i] & ~error_onehot[i]) | b_bad_here)]
+        error_kept_pick = lowest(error_if_kept)
+        error_taken_pick = lowest(error_if_taken)
+        m.d.sync += [error_onehot.eq(Mux(error_insert, error_taken_pick[0], error_kept_pick[0])),
+                     error_entry.eq(Mux(error_insert, error_taken_pick[1], error_kept_pick[1]))]
 
-        done_next = Signal(n_entries)
-        m.d.comb += done_next.eq(Mux(complete, done_after_cmp, done_stays))
-        one_pick = lowest(done_next, [entry_last[i] - (complete & done_onehot[i]) for i in range(n_entries)])
-        m.d.sync += [register.eq(value) for register, value in
-                     zip((done_onehot, done_entry, done_slot, have_done), one_pick)]
+        # Round 13b: two picks, one per outcome of this cycle's Cmp handshake, and `complete` (the NDR register's
+        # ready, from the front end's Cmp FIFO level through the NDR arbiter) selects after them, so the
+        # handshake is one mux before the registers instead of ahead of the pick (the controller's deepest
+        # path into done_slot ran cmp_fifo.level -> complete -> the pick)
+        stays_pick = lowest(done_stays, entry_last)
+        after_pick = lowest(done_after_cmp, [entry_last[i] - done_onehot[i] for i in range(n_entries)])
+        m.d.sync += [register.eq(Mux(complete, after, stays)) for register, after, stays in
+                     zip((done_onehot, done_entry, done_slot, have_done), after_pick, stays_pick)]
         m.d.comb += [
             # the free entry's word is written whether or not it is allocated (a free entry's word is never read)
             writes_store.en.eq(have_free),
