@@ -84,10 +84,9 @@ def _bit_names(module: dict) -> dict[int, str]:
     return {bit: re.sub(r"\s+", " ", name) for bit, (_, name) in names.items()}
 
 
-def analyse_netlist(module: dict) -> list[Endpoint]:
-    """Every register endpoint (signal, pin) with the most levels any of its bits has, deepest first."""
-    driver = {}                       # net bit -> (cell name, output pin)
-    cells = module["cells"]
+def _drivers(cells: dict) -> dict[int, tuple[str, str]]:
+    """Net bit -> (cell name, output pin) of the cell that drives it."""
+    driver = {}
     for cell_name, cell in cells.items():
         if cell["type"] in IGNORED:
             continue
@@ -96,26 +95,33 @@ def analyse_netlist(module: dict) -> list[Endpoint]:
                 for bit in bits:
                     if isinstance(bit, int):
                         driver[bit] = (cell_name, pin)
+    return driver
+
+
+def _comb_inputs(cell: dict):
+    """(input bit, hop) pairs that reach a combinational cell's output: hop 0 over a dedicated wire."""
+    kind = cell["type"]
+    for pin, bits in cell["connections"].items():
+        if cell["port_directions"].get(pin) != "input":
+            continue
+        if kind == "TRELLIS_DPR16X4" and pin not in LUTRAM_READ_PINS:
+            continue
+        hop = 0 if (kind, pin) in DEDICATED_PINS else 1
+        for bit in bits:
+            if isinstance(bit, int):
+                yield bit, hop
+
+
+def analyse_netlist(module: dict) -> list[Endpoint]:
+    """Every register endpoint (signal, pin) with the most levels any of its bits has, deepest first."""
+    cells = module["cells"]
+    driver = _drivers(cells)
     for cell_name, cell in cells.items():
         kind = cell["type"]
         if kind not in COMBINATIONAL and kind not in IGNORED and not kind.startswith(("TRELLIS_FF", "DP16KD",
                                                                                        "MULT18X18D")):
             raise SmartquantError(f"cell type {kind} is not modelled by logic_depth; add it")
     names = _bit_names(module)
-
-    def comb_inputs(cell_name: str, out_pin: str):
-        """(input bit, hop) pairs that reach this combinational cell's output."""
-        cell = cells[cell_name]
-        kind = cell["type"]
-        for pin, bits in cell["connections"].items():
-            if cell["port_directions"].get(pin) != "input":
-                continue
-            if kind == "TRELLIS_DPR16X4" and pin not in LUTRAM_READ_PINS:
-                continue
-            hop = 0 if (kind, pin) in DEDICATED_PINS else 1
-            for bit in bits:
-                if isinstance(bit, int):
-                    yield bit, hop
 
     levels: dict[int, int] = {}       # net bit -> levels from the nearest start point
     came_from: dict[int, int] = {}    # net bit -> the input bit of its deepest path
@@ -132,7 +138,7 @@ def analyse_netlist(module: dict) -> list[Endpoint]:
                 levels[bit] = 0          # flip-flop / RAM output, input port, constant
                 stack.pop()
                 continue
-            inputs = list(comb_inputs(*source))
+            inputs = list(_comb_inputs(cells[source[0]]))
             pending = [b for b, _ in inputs if b not in levels]
             if pending:
                 stack.extend(pending)
@@ -192,6 +198,49 @@ def analyse_netlist(module: dict) -> list[Endpoint]:
                         trail, kinds = trace(bit)
                         deepest[key] = Endpoint(port, "output", depth, trail[0], trail, kinds)
     return sorted(deepest.values(), key=lambda e: (-e.levels, e.register, e.pin))
+
+
+def levels_from_port(module: dict, port: str) -> dict[str, int]:
+    """Per flip-flop signal: the most levels on a path from input port `port` alone (paths that start at
+    registers or other ports do not count): how near the registers a late-arriving input enters."""
+    cells = module["cells"]
+    driver = _drivers(cells)
+    start = {bit for bit in module["ports"][port]["bits"] if isinstance(bit, int)}
+    levels: dict[int, int | None] = {}      # net bit -> levels from the port, None: not reached from it
+
+    def level_of(root: int) -> int | None:
+        stack = [root]
+        while stack:
+            bit = stack[-1]
+            if bit in levels:
+                stack.pop()
+                continue
+            source = driver.get(bit)
+            if bit in start or source is None or cells[source[0]]["type"] not in COMBINATIONAL:
+                levels[bit] = 0 if bit in start else None
+                stack.pop()
+                continue
+            inputs = list(_comb_inputs(cells[source[0]]))
+            pending = [b for b, _ in inputs if b not in levels]
+            if pending:
+                stack.extend(pending)
+                continue
+            reached = [levels[b] + hop for b, hop in inputs if levels[b] is not None]
+            levels[bit] = max(reached) if reached else None
+            stack.pop()
+        return levels[root]
+
+    names = _bit_names(module)
+    result: dict[str, int] = {}
+    for cell in cells.values():
+        if not cell["type"].startswith("TRELLIS_FF"):
+            continue
+        register = _strip_index(names.get(cell["connections"]["Q"][0], ""))
+        for pin in ("DI", "CE", "LSR"):
+            for bit in cell["connections"].get(pin, []):
+                if isinstance(bit, int) and (depth := level_of(bit)) is not None:
+                    result[register] = max(result.get(register, 0), depth)
+    return result
 
 
 def _strip_index(name: str) -> str:

@@ -11,62 +11,7 @@ import functools
 
 from smartquant.fpga.system import board_params
 from smartquant.hdl.engine.write_table import WriteTable
-from smartquant.scripts.logic_depth import (synthesised_netlist, COMBINATIONAL, DEDICATED_PINS, IGNORED,
-                                            LUTRAM_READ_PINS, _bit_names, _strip_index)
-
-def levels_from(module: dict, port: str) -> dict[str, int]:
-    """Per flip-flop signal: the most LUT levels on a path from input port `port` (others start nothing)."""
-    cells = module["cells"]
-    driver = {}
-    for name, cell in cells.items():
-        if cell["type"] in IGNORED:
-            continue
-        for pin, bits in cell["connections"].items():
-            if cell["port_directions"].get(pin) == "output":
-                for bit in bits:
-                    if isinstance(bit, int):
-                        driver[bit] = name
-    start = {bit for bit in module["ports"][port]["bits"] if isinstance(bit, int)}
-    memo = {}
-
-    def level(bit):   # None: not reached from the port
-        if bit in start:
-            return 0
-        if bit in memo:
-            return memo[bit]
-        memo[bit] = None
-        name = driver.get(bit)
-        if name is None or cells[name]["type"] not in COMBINATIONAL:
-            return None
-        cell = cells[name]
-        best = None
-        for pin, bits in cell["connections"].items():
-            if cell["port_directions"].get(pin) != "input":
-                continue
-            if cell["type"] == "TRELLIS_DPR16X4" and pin not in LUTRAM_READ_PINS:
-                continue
-            hop = 0 if (cell["type"], pin) in DEDICATED_PINS else 1
-            for b in bits:
-                if isinstance(b, int):
-                    lv = level(b)
-                    if lv is not None and (best is None or lv + hop > best):
-                        best = lv + hop
-        memo[bit] = best
-        return best
-
-    names = _bit_names(module)
-    result = {}
-    for cell in cells.values():
-        if not cell["type"].startswith("TRELLIS_FF"):
-            continue
-        register = _strip_index(names.get(cell["connections"]["Q"][0], ""))
-        for pin in ("DI", "CE", "LSR"):
-            for bit in cell["connections"].get(pin, []):
-                if isinstance(bit, int):
-                    lv = level(bit)
-                    if lv is not None:
-                        result[register] = max(result.get(register, 0), lv)
-    return result
+from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
 
 
 @functools.cache
@@ -82,12 +27,12 @@ ERROR_BOUNDS = {"error_onehot": 3, "error_entry": 4}
 
 
 def test_cmp_ready_is_last_into_the_done_choice():
-    depth = levels_from(table_netlist(), "cmp__ready")
+    depth = levels_from_port(table_netlist(), "cmp__ready")
     choice = {name: depth.get(name) for name in DONE_BOUNDS}
     assert all(choice[name] is not None and choice[name] <= bound for name, bound in DONE_BOUNDS.items()), choice
 
 
 def test_failed_ready_is_last_into_the_error_choice():
-    depth = levels_from(table_netlist(), "failed__ready")
+    depth = levels_from_port(table_netlist(), "failed__ready")
     choice = {name: depth.get(name) for name in ERROR_BOUNDS}
     assert all(choice[name] is not None and choice[name] <= bound for name, bound in ERROR_BOUNDS.items()), choice
