@@ -79,13 +79,34 @@ class DrsServer(wiring.Component):
         m = Module()
         p = self.params
         serve_depth = self.depth
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_entry_layout(p).size, depth=serve_depth)
+        # The serve queue: a head register in front of a LUT-RAM FIFO (the body), so that the serve test (the
+        # buffer's `ready` for the head's slot / generation / line) and `advance` start at flip-flops, not at the
+        # FIFO's read address and LUT-RAM (an FPGA build's critical path ran serve FIFO read address -> LUT-RAM
+        # -> lines_written compare -> advance -> buffer read enable / slot_held, timing round 13a). An entry
+        # written while the body is empty and the head is empty or leaving goes straight into the head, so an
+        # entry is servable in the cycle after it is written, as with the plain SyncFIFO before; `count` (entries
+        # queued, head included, a register) keeps the capacity serve_depth.
+        entry_layout_size = serve_entry_layout(p).size
+        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=entry_layout_size, depth=serve_depth)
+        head = Signal(entry_layout_size)
+        head_valid = Signal()
+        count = Signal(range(serve_depth + 1))
+        advance = Signal()
         entry_written = self.entry.valid & self.entry.ready
+        to_head = entry_written & ~serve_fifo.r_rdy & (~head_valid | advance)
         m.d.comb += [
-            self.entry.ready.eq(serve_fifo.w_rdy),
+            self.entry.ready.eq(count != serve_depth),
             serve_fifo.w_data.eq(self.entry.payload),
-            serve_fifo.w_en.eq(self.entry.valid),
+            serve_fifo.w_en.eq(entry_written & ~to_head),
+            serve_fifo.r_en.eq(advance),
         ]
+        with m.If(advance | ~head_valid):
+            m.d.sync += [head_valid.eq(serve_fifo.r_rdy | entry_written),
+                         head.eq(Mux(serve_fifo.r_rdy, serve_fifo.r_data, self.entry.payload))]
+        with m.If(entry_written & ~advance):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(advance & ~entry_written):
+            m.d.sync += count.eq(count - 1)
 
         # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
         # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
@@ -123,7 +144,7 @@ class DrsServer(wiring.Component):
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_entry_layout(p))
-        m.d.comb += [serve.eq(serve_fifo.r_data), self.buffer.address.eq(serve.address)]
+        m.d.comb += [serve.eq(head), self.buffer.address.eq(serve.address)]
         serve_ready = Signal()
         with m.Switch(serve.kind):
             with m.Case(SERVE_RAW):
@@ -141,7 +162,6 @@ class DrsServer(wiring.Component):
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
         raw_data = Signal(p.data_width)
-        advance = Signal()
         backend_error = Signal()   # the line served now was fetched with an error response
         m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, self.buffer.error,
                                          Mux(serve.kind == SERVE_RAW,
@@ -151,8 +171,7 @@ class DrsServer(wiring.Component):
         with m.If(advance):
             m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
         m.d.comb += [
-            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
-            serve_fifo.r_en.eq(advance),
+            advance.eq(head_valid & serve_ready & (~drs_valid | drs_out.i.ready)),
             raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
             self.buffer.take.eq(advance & (serve.kind == SERVE_BUFFER)),
@@ -189,6 +208,6 @@ class DrsServer(wiring.Component):
             # a mapped read answered with poison (poison list or backend error), counted when served
             self.poisoned_read.eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
                                   & (serve_poison | backend_error)),
-            self.busy.eq(serve_fifo.r_rdy | drs_valid | drs_out.o.valid | ~drs_out.i.ready),
+            self.busy.eq(head_valid | drs_valid | drs_out.o.valid | ~drs_out.i.ready),
         ]
         return m
