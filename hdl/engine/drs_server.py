@@ -170,11 +170,17 @@ class DrsServer(wiring.Component):
         m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
         with m.If(advance):
             m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
+        # `take` and the raw FIFO's read enable are written per kind, without the other kinds' ready terms: the
+        # raw bypass (an R beat in this cycle, a long path from the AXI R channel) then reaches only `advance`,
+        # not the buffer's read enable, its release and `slot_held` (the same functions: `take` is advance for a
+        # buffer head, and a read enable of the empty raw FIFO does nothing)
+        out_free = Signal()
         m.d.comb += [
-            advance.eq(head_valid & serve_ready & (~drs_valid | drs_out.i.ready)),
-            raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
+            out_free.eq(~drs_valid | drs_out.i.ready),
+            advance.eq(head_valid & serve_ready & out_free),
+            raw_fifo.r_en.eq(head_valid & (serve.kind == SERVE_RAW) & out_free),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
-            self.buffer.take.eq(advance & (serve.kind == SERVE_BUFFER)),
+            self.buffer.take.eq(head_valid & (serve.kind == SERVE_BUFFER) & self.buffer.ready & out_free),
         ]
         with m.If(advance):
             m.d.sync += [
