@@ -21,7 +21,8 @@
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
+from amaranth.lib.memory import Memory
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -83,30 +84,43 @@ class DrsServer(wiring.Component):
         # buffer's `ready` for the head's slot / generation / line) and `advance` start at flip-flops, not at the
         # FIFO's read address and LUT-RAM (an FPGA build's critical path ran serve FIFO read address -> LUT-RAM
         # -> lines_written compare -> advance -> buffer read enable / slot_held, timing round 13a). An entry
-        # written while the body is empty and the head is empty or leaving goes straight into the head, so an
-        # entry is servable in the cycle after it is written, as with the plain SyncFIFO before; `count` (entries
-        # queued, head included, a register) keeps the capacity serve_depth.
+        # written while only the head (or nothing) is queued and the head is empty or leaving goes straight into
+        # the head, so an entry is servable in the cycle after it is written, as with the plain SyncFIFO before.
+        # The body is a ring of serve_depth entries indexed like the poison column: every entry is written at
+        # `dispatch_index` (a write enable of dispatch alone), the head reloads from the entry after it
+        # (`next_index`, a register) when more than the head is queued. `count` (entries queued, head included,
+        # a register) keeps the capacity serve_depth and says whether the body holds the next entry (count >= 2).
         entry_layout_size = serve_entry_layout(p).size
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=entry_layout_size, depth=serve_depth)
+        m.submodules.serve_ring = serve_ring = Memory(shape=unsigned(entry_layout_size), depth=serve_depth, init=[])
+        ring_write = serve_ring.write_port()
+        ring_read = serve_ring.read_port(domain="comb")
+        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
+        serve_index = Signal(range(serve_depth))        # the head's entry
+        next_index = Signal(range(serve_depth), init=1 % serve_depth)   # the entry after the head
         head = Signal(entry_layout_size)
         head_valid = Signal()
         count = Signal(range(serve_depth + 1))
         advance = Signal()
         entry_written = self.entry.valid & self.entry.ready
-        to_head = entry_written & ~serve_fifo.r_rdy & (~head_valid | advance)
+        body_ready = Signal()
         m.d.comb += [
             self.entry.ready.eq(count != serve_depth),
-            serve_fifo.w_data.eq(self.entry.payload),
-            serve_fifo.w_en.eq(entry_written & ~to_head),
-            serve_fifo.r_en.eq(advance),
+            body_ready.eq(count >= 2),
+            ring_write.addr.eq(dispatch_index),
+            ring_write.data.eq(self.entry.payload),
+            ring_write.en.eq(entry_written),
+            ring_read.addr.eq(next_index),
         ]
         with m.If(advance | ~head_valid):
-            m.d.sync += [head_valid.eq(serve_fifo.r_rdy | entry_written),
-                         head.eq(Mux(serve_fifo.r_rdy, serve_fifo.r_data, self.entry.payload))]
+            m.d.sync += [head_valid.eq(body_ready | entry_written),
+                         head.eq(Mux(body_ready, ring_read.data, self.entry.payload))]
         with m.If(entry_written & ~advance):
             m.d.sync += count.eq(count + 1)
         with m.Elif(advance & ~entry_written):
             m.d.sync += count.eq(count - 1)
+        with m.If(advance):
+            m.d.sync += [serve_index.eq(next_index),
+                         next_index.eq(Mux(next_index == serve_depth - 1, 0, next_index + 1))]
 
         # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
         # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
@@ -117,8 +131,6 @@ class DrsServer(wiring.Component):
         late_poison = Signal()                          # ... and the poison list holds one of its lines
         late_ignore = Signal()                          # ... which that read ignores (`list_ignore`)
         late_answer = Signal()
-        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
-        serve_index = Signal(range(serve_depth))        # the serve FIFO's head
         list_poison = Signal(serve_depth)
         m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index),
                      late_poison.eq(self.list_poison), late_ignore.eq(self.list_ignore)]
@@ -168,8 +180,6 @@ class DrsServer(wiring.Component):
                                              Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], self.raw_line.p.error), 0)))
         serve_poison = Signal()     # the serve entry's own poison (holes, NXM) or the poison list's answer
         m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
-        with m.If(advance):
-            m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
         # `take` and the raw FIFO's read enable are written per kind, without the other kinds' ready terms: the
         # raw bypass (an R beat in this cycle, a long path from the AXI R channel) then reaches only `advance`,
         # not the buffer's read enable, its release and `slot_held` (the same functions: `take` is advance for a
