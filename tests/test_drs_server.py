@@ -260,3 +260,60 @@ def test_list_ignore_masks_the_list_answer():
 
     run(dut, bench)
     assert served == [(1, 0), (2, 1), (3, 0), (4, 0)]
+
+
+def test_serve_queue_capacity_and_streaming():
+    """The serve queue (a head register in front of the LUT-RAM FIFO, timing round 13a) holds exactly `depth`
+    entries (`entry.ready` drops with the depth-th one queued and rises when the head leaves), and keeps the
+    plain FIFO's timing: with every line ready and S2M DRS always taken, an entry written in cycle t is taken
+    in t + 1 and entries written every cycle are taken every cycle (a write into the head as it leaves), in
+    order."""
+    dut = DrsServer(PARAMS, DEPTH)
+
+    def payload(tag):
+        return {"kind": SERVE_BUFFER, "tag": tag, "ld_id": 0, "opcode": DrsOpcode.MEM_DATA, "poison": 0,
+                "address": address_of(tag)}
+
+    async def bench(ctx):
+        # capacity: lines never ready, so nothing leaves
+        ctx.set(dut.drs.ready, 1)
+        for tag in range(DEPTH):
+            assert ctx.get(dut.entry.ready), f"queue full after {tag} entries"
+            ctx.set(dut.entry.valid, 1)
+            ctx.set(dut.entry.payload, payload(tag))
+            await ctx.tick()
+        assert not ctx.get(dut.entry.ready), "queue takes more than depth entries"
+        ctx.set(dut.entry.valid, 0)
+        await ctx.tick()
+        assert not ctx.get(dut.entry.ready)
+        # drain: one take per cycle, in order, room again from the cycle after the first take
+        taken = []
+        ctx.set(dut.buffer.ready, 1)
+        for _ in range(DEPTH):
+            assert ctx.get(dut.buffer.take)
+            taken.append(ctx.get(dut.buffer.address.line) * 16 + ctx.get(dut.buffer.address.gen) * 2
+                         + ctx.get(dut.buffer.address.slot))
+            await ctx.tick()
+            assert ctx.get(dut.entry.ready)
+        assert taken == list(range(DEPTH))
+        assert not ctx.get(dut.buffer.take)
+        await ctx.tick()
+        # streaming: a write every cycle, each taken the cycle after its write
+        expected = []
+        for tag in range(20, 60):
+            assert ctx.get(dut.entry.ready)
+            ctx.set(dut.entry.valid, 1)
+            ctx.set(dut.entry.payload, payload(tag))
+            if expected:
+                assert ctx.get(dut.buffer.take), f"no take in the cycle after entry {expected[-1]}'s write"
+                got = (ctx.get(dut.buffer.address.line) * 16 + ctx.get(dut.buffer.address.gen) * 2
+                       + ctx.get(dut.buffer.address.slot))
+                assert got == address_of(expected[-1])["line"] * 16 + address_of(expected[-1])["gen"] * 2 \
+                    + address_of(expected[-1])["slot"]
+            else:
+                assert not ctx.get(dut.buffer.take)
+            expected.append(tag)
+            await ctx.tick()
+        ctx.set(dut.entry.valid, 0)
+
+    run(dut, bench)

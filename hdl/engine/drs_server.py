@@ -21,7 +21,8 @@
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, unsigned
+from amaranth.lib.memory import Memory
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
@@ -79,13 +80,47 @@ class DrsServer(wiring.Component):
         m = Module()
         p = self.params
         serve_depth = self.depth
-        m.submodules.serve_fifo = serve_fifo = SyncFIFO(width=serve_entry_layout(p).size, depth=serve_depth)
+        # The serve queue: a head register in front of a LUT-RAM FIFO (the body), so that the serve test (the
+        # buffer's `ready` for the head's slot / generation / line) and `advance` start at flip-flops, not at the
+        # FIFO's read address and LUT-RAM (an FPGA build's critical path ran serve FIFO read address -> LUT-RAM
+        # -> lines_written compare -> advance -> buffer read enable / slot_held, timing round 13a). An entry
+        # written while only the head (or nothing) is queued and the head is empty or leaving goes straight into
+        # the head, so an entry is servable in the cycle after it is written, as with the plain SyncFIFO before.
+        # The body is a ring of serve_depth entries indexed like the poison column: every entry is written at
+        # `dispatch_index` (a write enable of dispatch alone), the head reloads from the entry after it
+        # (`next_index`, a register) when more than the head is queued. `count` (entries queued, head included,
+        # a register) keeps the capacity serve_depth and says whether the body holds the next entry (count >= 2).
+        entry_layout_size = serve_entry_layout(p).size
+        m.submodules.serve_ring = serve_ring = Memory(shape=unsigned(entry_layout_size), depth=serve_depth, init=[])
+        ring_write = serve_ring.write_port()
+        ring_read = serve_ring.read_port(domain="comb")
+        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
+        serve_index = Signal(range(serve_depth))        # the head's entry
+        next_index = Signal(range(serve_depth), init=1 % serve_depth)   # the entry after the head
+        head = Signal(entry_layout_size)
+        head_valid = Signal()
+        count = Signal(range(serve_depth + 1))
+        advance = Signal()
         entry_written = self.entry.valid & self.entry.ready
+        body_ready = Signal()
         m.d.comb += [
-            self.entry.ready.eq(serve_fifo.w_rdy),
-            serve_fifo.w_data.eq(self.entry.payload),
-            serve_fifo.w_en.eq(self.entry.valid),
+            self.entry.ready.eq(count != serve_depth),
+            body_ready.eq(count >= 2),
+            ring_write.addr.eq(dispatch_index),
+            ring_write.data.eq(self.entry.payload),
+            ring_write.en.eq(entry_written),
+            ring_read.addr.eq(next_index),
         ]
+        with m.If(advance | ~head_valid):
+            m.d.sync += [head_valid.eq(body_ready | entry_written),
+                         head.eq(Mux(body_ready, ring_read.data, self.entry.payload))]
+        with m.If(entry_written & ~advance):
+            m.d.sync += count.eq(count + 1)
+        with m.Elif(advance & ~entry_written):
+            m.d.sync += count.eq(count - 1)
+        with m.If(advance):
+            m.d.sync += [serve_index.eq(next_index),
+                         next_index.eq(Mux(next_index == serve_depth - 1, 0, next_index + 1))]
 
         # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
         # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
@@ -96,8 +131,6 @@ class DrsServer(wiring.Component):
         late_poison = Signal()                          # ... and the poison list holds one of its lines
         late_ignore = Signal()                          # ... which that read ignores (`list_ignore`)
         late_answer = Signal()
-        dispatch_index = Signal(range(serve_depth))     # the entry the next dispatch writes
-        serve_index = Signal(range(serve_depth))        # the serve FIFO's head
         list_poison = Signal(serve_depth)
         m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index),
                      late_poison.eq(self.list_poison), late_ignore.eq(self.list_ignore)]
@@ -123,7 +156,7 @@ class DrsServer(wiring.Component):
 
         # ---- serve -------------------------------------------------------------------------------------
         serve = Signal(serve_entry_layout(p))
-        m.d.comb += [serve.eq(serve_fifo.r_data), self.buffer.address.eq(serve.address)]
+        m.d.comb += [serve.eq(head), self.buffer.address.eq(serve.address)]
         serve_ready = Signal()
         with m.Switch(serve.kind):
             with m.Case(SERVE_RAW):
@@ -141,21 +174,23 @@ class DrsServer(wiring.Component):
         drs_payload = Signal(drs_layout(p))
         drs_kind = Signal(2)
         raw_data = Signal(p.data_width)
-        advance = Signal()
         backend_error = Signal()   # the line served now was fetched with an error response
         m.d.comb += backend_error.eq(Mux(serve.kind == SERVE_BUFFER, self.buffer.error,
                                          Mux(serve.kind == SERVE_RAW,
                                              Mux(raw_fifo.r_rdy, raw_fifo.r_data[-1], self.raw_line.p.error), 0)))
         serve_poison = Signal()     # the serve entry's own poison (holes, NXM) or the poison list's answer
         m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
-        with m.If(advance):
-            m.d.sync += serve_index.eq(Mux(serve_index == serve_depth - 1, 0, serve_index + 1))
+        # `take` and the raw FIFO's read enable are written per kind, without the other kinds' ready terms: the
+        # raw bypass (an R beat in this cycle, a long path from the AXI R channel) then reaches only `advance`,
+        # not the buffer's read enable, its release and `slot_held` (the same functions: `take` is advance for a
+        # buffer head, and a read enable of the empty raw FIFO does nothing)
+        out_free = Signal()
         m.d.comb += [
-            advance.eq(serve_fifo.r_rdy & serve_ready & (~drs_valid | drs_out.i.ready)),
-            serve_fifo.r_en.eq(advance),
-            raw_fifo.r_en.eq(advance & (serve.kind == SERVE_RAW)),
+            out_free.eq(~drs_valid | drs_out.i.ready),
+            advance.eq(head_valid & serve_ready & out_free),
+            raw_fifo.r_en.eq(head_valid & (serve.kind == SERVE_RAW) & out_free),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
-            self.buffer.take.eq(advance & (serve.kind == SERVE_BUFFER)),
+            self.buffer.take.eq(head_valid & (serve.kind == SERVE_BUFFER) & self.buffer.ready & out_free),
         ]
         with m.If(advance):
             m.d.sync += [
@@ -189,6 +224,6 @@ class DrsServer(wiring.Component):
             # a mapped read answered with poison (poison list or backend error), counted when served
             self.poisoned_read.eq(advance & ((serve.kind == SERVE_RAW) | (serve.kind == SERVE_BUFFER))
                                   & (serve_poison | backend_error)),
-            self.busy.eq(serve_fifo.r_rdy | drs_valid | drs_out.o.valid | ~drs_out.i.ready),
+            self.busy.eq(head_valid | drs_valid | drs_out.o.valid | ~drs_out.i.ready),
         ]
         return m
