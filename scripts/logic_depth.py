@@ -112,6 +112,38 @@ def _comb_inputs(cell: dict):
                 yield bit, hop
 
 
+def _levels_into(root: int, cells: dict, driver: dict, levels: dict, start_level,
+                 came_from: dict | None = None) -> int | None:
+    """Levels on the deepest path into net bit `root` (memoised in `levels`, each bit's deepest input in
+    `came_from`): a bit not driven by a combinational cell starts paths at `start_level(bit)` (None: none start
+    there), and a combinational cell's output is its deepest reached input plus that input's hop."""
+    stack = [root]
+    while stack:
+        bit = stack[-1]
+        if bit in levels:
+            stack.pop()
+            continue
+        source = driver.get(bit)
+        if source is None or cells[source[0]]["type"] not in COMBINATIONAL:
+            levels[bit] = start_level(bit)
+            stack.pop()
+            continue
+        inputs = list(_comb_inputs(cells[source[0]]))
+        pending = [b for b, _ in inputs if b not in levels]
+        if pending:
+            stack.extend(pending)
+            continue
+        best, best_bit = None, None
+        for b, hop in inputs:
+            if levels[b] is not None and (best_bit is None or levels[b] + hop > best):
+                best, best_bit = levels[b] + hop, b
+        levels[bit] = best if best_bit is not None else start_level(bit)
+        if best_bit is not None and came_from is not None:
+            came_from[bit] = best_bit
+        stack.pop()
+    return levels[root]
+
+
 def analyse_netlist(module: dict) -> list[Endpoint]:
     """Every register endpoint (signal, pin) with the most levels any of its bits has, deepest first."""
     cells = module["cells"]
@@ -127,31 +159,8 @@ def analyse_netlist(module: dict) -> list[Endpoint]:
     came_from: dict[int, int] = {}    # net bit -> the input bit of its deepest path
 
     def level_of(root: int) -> int:
-        stack = [root]
-        while stack:
-            bit = stack[-1]
-            if bit in levels:
-                stack.pop()
-                continue
-            source = driver.get(bit)
-            if source is None or cells[source[0]]["type"] not in COMBINATIONAL:
-                levels[bit] = 0          # flip-flop / RAM output, input port, constant
-                stack.pop()
-                continue
-            inputs = list(_comb_inputs(cells[source[0]]))
-            pending = [b for b, _ in inputs if b not in levels]
-            if pending:
-                stack.extend(pending)
-                continue
-            best, best_bit = 0, None
-            for b, hop in inputs:
-                if levels[b] + hop > best or best_bit is None:
-                    best, best_bit = levels[b] + hop, b
-            levels[bit] = best
-            if best_bit is not None:
-                came_from[bit] = best_bit
-            stack.pop()
-        return levels[root]
+        # every flip-flop / RAM output, input port and constant starts paths
+        return _levels_into(root, cells, driver, levels, lambda bit: 0, came_from)
 
     def trace(bit: int) -> tuple[tuple, tuple]:
         """The named signals along the deepest path into `bit`, start first (nets abc9 made are skipped), and
@@ -209,26 +218,7 @@ def levels_from_port(module: dict, port: str) -> dict[str, int]:
     levels: dict[int, int | None] = {}      # net bit -> levels from the port, None: not reached from it
 
     def level_of(root: int) -> int | None:
-        stack = [root]
-        while stack:
-            bit = stack[-1]
-            if bit in levels:
-                stack.pop()
-                continue
-            source = driver.get(bit)
-            if bit in start or source is None or cells[source[0]]["type"] not in COMBINATIONAL:
-                levels[bit] = 0 if bit in start else None
-                stack.pop()
-                continue
-            inputs = list(_comb_inputs(cells[source[0]]))
-            pending = [b for b, _ in inputs if b not in levels]
-            if pending:
-                stack.extend(pending)
-                continue
-            reached = [levels[b] + hop for b, hop in inputs if levels[b] is not None]
-            levels[bit] = max(reached) if reached else None
-            stack.pop()
-        return levels[root]
+        return _levels_into(root, cells, driver, levels, lambda bit: 0 if bit in start else None)
 
     names = _bit_names(module)
     result: dict[str, int] = {}
