@@ -98,7 +98,7 @@ class DrsServer(wiring.Component):
         serve_index = Signal(range(serve_depth))        # the head's entry
         next_index = Signal(range(serve_depth), init=1 % serve_depth)   # the entry after the head
         head = Signal(entry_layout_size)
-        head_valid = Signal()
+        head_valid = Signal()    # always count != 0, kept as its own flip-flop so `advance` and `take` start at one
         count = Signal(range(serve_depth + 1))
         advance = Signal()
         entry_written = self.entry.valid & self.entry.ready
