@@ -653,21 +653,31 @@ def test_read_of_a_gathered_block_waits_for_its_flush():
             ctx.set(dut.rwd.valid, 1)
             await ctx.tick().until(dut.rwd.ready)
         ctx.set(dut.rwd.valid, 0)
+        # each query is loaded once (as the read engine's stage B loads it) and kept until answered not busy
         for block in (3, 2):
             ctx.set(dut.block_query.region, 0)
             ctx.set(dut.block_query.block, block)
             ctx.set(dut.block_query.valid, 1)
+            ctx.set(dut.block_query.load, 1)
+            await ctx.tick()
+            ctx.set(dut.block_query.load, 0)
             await ctx.tick().until(~dut.block_busy)
         ctx.set(dut.block_query.valid, 0)
+        ctx.set(dut.block_query.load, 1)
+        await ctx.tick()
+        ctx.set(dut.block_query.load, 0)
         await ctx.tick().repeat(10)
 
     async def query_monitor(ctx):
         edge = 0      # counted from time 0, like the slave's B edges
-        async for _, _, passes, block in ctx.tick().sample(dut.block_query.valid & ~dut.block_busy,
-                                                           dut.block_query.block):
+        asked = {"valid": 0, "block": None}   # the query the write path answers: the last one loaded
+        async for _, _, load, valid, block, busy in ctx.tick().sample(
+                dut.block_query.load, dut.block_query.valid, dut.block_query.block, dut.block_busy):
             edge += 1
-            if passes and block not in passed:
-                passed[block] = edge
+            if asked["valid"] and not busy and asked["block"] not in passed:
+                passed[asked["block"]] = edge
+            if load:
+                asked = {"valid": valid, "block": block}
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)

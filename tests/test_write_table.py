@@ -5,8 +5,11 @@ responses (interleaved across entries, some with an error) while the Cmp and fai
 random. Checked against a Python model of the entries: each allocation takes the lowest free entry; its Cmps
 leave exactly once, its last tag first, only after all its B responses are in and its failed record (if any
 B failed) has left; each failed record names the entry's lines; `landed` pulses with the entry's (region,
-block) the cycle after its last B response; `outstanding` counts the entries in use. A hand-worked test checks
-the Cmp order across entries and the block query's landing window.
+block) the cycle after its last B response; `outstanding` counts the entries in use; `query_landing`, for a
+block query loaded at random (as the read engine's stage B loads it; a tracked copy and a match flip-flop per
+entry, hdl/engine/block_query.py), is exactly "the last query loaded is valid and names a used flushed block
+with B responses due or a failed record pending, now or one cycle ago". A hand-worked test checks the Cmp
+order across entries and the block query's landing window.
 """
 from __future__ import annotations
 
@@ -54,9 +57,10 @@ def test_random_allocations_against_a_model(seed, entries):
     landed_seen = []   # (cycle, region, block)
     want_landed = []   # (cycle, region, block)
     finished = []
+    landing_cycles = []
 
     async def bench(ctx):
-        ctx.set(dut.block_query.valid, 0)
+        query = {"valid": 0, "region": 0, "block": 0}   # the last query loaded (what the table answers)
         pending = list(allocations)
         cycle = 0
         while (pending or live) and cycle < 20000:
@@ -65,6 +69,16 @@ def test_random_allocations_against_a_model(seed, entries):
             ctx.set(dut.allocate.valid, offer is not None)
             if offer is not None:
                 set_allocation(ctx, dut, offer)
+            # a block query: mostly a live entry's block or the one being offered, sometimes another; its
+            # fields change every cycle, but only a load counts
+            candidates = [s["alloc"] for s in live.values()] + ([offer] if offer is not None else [])
+            target = (rng.choice(candidates) if candidates and rng.random() < 0.8
+                      else {"region": rng.randrange(4), "block": rng.randrange(100)})
+            presented = {"valid": int(rng.random() < 0.85), "region": target["region"], "block": target["block"]}
+            load = rng.random() < 0.3
+            ctx.set(dut.block_query.load, load)
+            for name, value in presented.items():
+                ctx.set(getattr(dut.block_query, name), value)
             owed = [e for e, s in live.items() if s["b_left"] > 0]
             b_now = None
             if owed and rng.random() < 0.4:
@@ -76,10 +90,24 @@ def test_random_allocations_against_a_model(seed, entries):
             ctx.set(dut.cmp.ready, rng.random() < 0.6)
             ctx.set(dut.failed.ready, rng.random() < 0.6)
             (_, _, free_id, alloc_ready, outstanding, cmp_valid, cmp_ready, cmp_p, failed_valid, failed_ready,
-             failed_p, landed, b_ready) = await ctx.tick().sample(
+             failed_p, landed, b_ready, query_landing) = await ctx.tick().sample(
                 dut.free_id, dut.allocate.ready, dut.outstanding, dut.cmp.valid, dut.cmp.ready, dut.cmp.p,
-                dut.failed.valid, dut.failed.ready, dut.failed.p, dut.landed, dut.b.ready)
+                dut.failed.valid, dut.failed.ready, dut.failed.p, dut.landed, dut.b.ready, dut.query_landing)
             assert b_ready == 1
+            for state in live.values():
+                state["landing_now"] = bool(state["alloc"]["gathered"]
+                                            and (state["b_left"] > 0 or state["errors_pending"]))
+            want_landing = bool(query["valid"]) and any(
+                (s["landing_now"] or s["landing_before"])
+                and (s["alloc"]["region"], s["alloc"]["block"]) == (query["region"], query["block"])
+                for s in live.values())
+            assert query_landing == want_landing, (cycle, query, live)
+            if want_landing:
+                landing_cycles.append(cycle)
+            for state in live.values():
+                state["landing_before"] = state["landing_now"]
+            if load:
+                query = presented
             assert outstanding == len(live)
             assert alloc_ready == (len(live) < entries)
             if landed.valid:
@@ -113,7 +141,8 @@ def test_random_allocations_against_a_model(seed, entries):
             if offer is not None and alloc_ready:
                 assert free_id == min(set(range(entries)) - set(live))
                 live[free_id] = {"alloc": offer, "b_left": b_responses_due(offer["log2_r"], offer["log2_beats"]),
-                                 "errors_pending": False, "records": 0, "cmps_out": 0, "errors": 0}
+                                 "errors_pending": False, "records": 0, "cmps_out": 0, "errors": 0,
+                                 "landing_before": False}
                 pending.pop(0)
             for e in [e for e, s in live.items() if s["cmps_out"] == s["alloc"]["cmps"]]:
                 finished.append(live.pop(e))
@@ -132,6 +161,7 @@ def test_random_allocations_against_a_model(seed, entries):
     assert sorted(cmps_seen) == want_cmps
     assert landed_seen == want_landed
     assert any(s["records"] for s in finished), "no B response failed: the error path went unexercised"
+    assert len(landing_cycles) > 20, "the block query was hardly ever answered busy"
 
 
 def test_hand_worked_cmp_order_landed_and_block_query():
@@ -145,6 +175,8 @@ def test_hand_worked_cmp_order_landed_and_block_query():
     async def bench(ctx):
         ctx.set(dut.cmp.ready, 1)
         ctx.set(dut.failed.ready, 1)
+        # the query is loaded at cycle 0 (as the read engine's stage B loads it) and kept from then on
+        ctx.set(dut.block_query.load, 1)
         ctx.set(dut.block_query.valid, 1)
         ctx.set(dut.block_query.region, 1)
         ctx.set(dut.block_query.block, 5)

@@ -54,7 +54,8 @@ def gathered_layout(params: ControllerParams) -> data.StructLayout:
 
 class GatherBuffer(wiring.Component):
     """`join` (a line joins when valid), `flush` (the block leaves: empty from the next cycle unless a line
-    joins), `gathered` (the registers), `partial_groups` (of the line on `join`, whether or not it joins)."""
+    joins), `gathered` (the registers), `partial_groups` (of the line on `join`, whether or not it joins),
+    `starts_block` (the joining line starts a block)."""
 
     def __init__(self, params: ControllerParams):
         self.params = params
@@ -63,6 +64,9 @@ class GatherBuffer(wiring.Component):
             "flush": In(1),
             "gathered": Out(gathered_layout(params)),
             "partial_groups": Out(range(params.line_bytes + 1)),
+            # the line on `join` starts a block (joins an empty buffer, or one flushed in this cycle): the
+            # block's region and block take the line's
+            "starts_block": Out(1),
         })
 
     def elaborate(self, platform):
@@ -100,6 +104,7 @@ class GatherBuffer(wiring.Component):
         # (the line starts a block: 1, B = 1, slot 0; or it adds to the block: count + 1, `almost_full`, slot
         # `count`), so the flush decision (`empty_now`) is one select before them, not an add and a compare.
         empty_now = ~block.valid | self.flush
+        m.d.comb += self.starts_block.eq(line.valid & empty_now)
         almost_full = Signal()   # the next line of the block makes it whole (count + 1 == B)
         m.d.comb += almost_full.eq(block.count + 1 == (Const(1, 5) << block.log2_b))
         with m.If(line.valid):

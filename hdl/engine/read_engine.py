@@ -17,7 +17,8 @@ BlockPacker (hdl/engine/packer.py). This unit holds the request stages, dispatch
   same cycle).
 - dispatch handles one request per cycle, in arrival order, from stage B's registers. A read served from DRAM
   (mapped, legal k) whose block the write path holds (gathered, or flushed and not landed: its `block_query` /
-  `block_busy`, DEVICE.md §4) waits there, and the write path flushes the gathered block. Decode errors (no region)
+  `block_busy`, DEVICE.md §4; the query is what stage B loads, so the write path answers from flip-flops,
+  hdl/engine/block_query.py) waits there, and the write path flushes the gathered block. Decode errors (no region)
   and holes (in a region: packed j >= k, illegal k, views 6 and 7) go straight to the serve FIFO. Raw reads
   queue one 1-line burst. Packed / expanded reads claim a block buffer slot (key: region, block, expanded, k,
   rounding): a hit, or on a miss the round-robin victim (its tag valid at once: the look-ahead) and the fetch
@@ -65,6 +66,7 @@ from smartquant.hdl.engine.address_map import (
 from smartquant.hdl.engine.block_buffer import BlockBuffer, block_key_layout
 from smartquant.hdl.engine.drs_server import DrsServer, SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE
 from smartquant.hdl.engine.poison import block_event_layout, line_query_layout
+from smartquant.hdl.engine.block_query import block_query_layout
 from smartquant.hdl.engine.packer import BlockPacker
 
 # the event counters this unit drives (every other entry of `events` is 0)
@@ -92,9 +94,10 @@ class ReadEngine(wiring.Component):
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
             "toward_zero": In(params.n_regions),
-            # the write path's block query (DEVICE.md §4): the (region, block) of the read in dispatch, valid for
-            # a read served from DRAM, and whether its block is gathered or landing (dispatch then waits)
-            "block_query": Out(block_event_layout(params)),
+            # the write path's block query (DEVICE.md §4): what stage B loads (the next read in dispatch: its
+            # (region, block), valid for a read served from DRAM; the write path tracks it, block_query.py), and
+            # whether the block of the read in dispatch is gathered or landing (dispatch then waits)
+            "block_query": Out(block_query_layout(params)),
             "block_busy": In(1),
             "invalidate": In(block_event_layout(params)),
             # a write's last B response arrived (write path `landed`): its block's slots are invalidated again
@@ -244,11 +247,13 @@ class ReadEngine(wiring.Component):
         kind_ok = Mux(is_buffered, hit | (fetch.ready & block_buffer.can_allocate), ~is_raw | fetch.ready)
         m.d.comb += can_dispatch.eq(drs_server.entry.ready & kind_ok)
         # A read served from DRAM waits while the write path holds its block (gathered, or flushed and not
-        # landed), asking it for the flush: the query is stage B's registers, so the wait costs no decode.
+        # landed), asking it for the flush. The write path is told what stage B loads (its load enable and D
+        # input), so its answer for the read in dispatch comes from its own flip-flops (block_query.py).
         m.d.comb += [
-            self.block_query.valid.eq(stage_b_valid & readable),
-            self.block_query.region.eq(key.region),
-            self.block_query.block.eq(key.block),
+            self.block_query.load.eq(stage_b_ready),
+            self.block_query.valid.eq(stage_a_valid & new_readable),
+            self.block_query.region.eq(new_key.region),
+            self.block_query.block.eq(new_key.block),
             dispatch.eq(stage_b_valid & can_dispatch & ~self.block_busy),
             block_buffer.claim.eq(dispatch & is_buffered),
         ]

