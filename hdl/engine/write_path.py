@@ -21,8 +21,9 @@ and the side outputs are in WritePath's elaborate.
 
 - held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
   every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
-  so the join / flush decision compares registers only; the rest of the decode (address_map.decode_in_region)
-  feeds registers only.
+  so the join / flush decision reads registers only (whether the held write is of the gathered block is a
+  flip-flop of its own, loaded from the compares of both blocks' next values); the rest of the decode
+  (address_map.decode_in_region) feeds registers only.
   A write is *writable* when its opcode is MemWr/MemWrPtl or their TEE variants, its line falls in an enabled
   region (no address bit above the map set) and its view is raw (0) or weight-major (1). Everything else
   completes at once with NDR Cmp (BI-ConflictAck for a BIConflict): bad opcode counts rwd_bad_opcode only; no region counts nxm_writes; a region
@@ -309,7 +310,18 @@ class WritePath(wiring.Component):
                          command_line.eq(self.poison_command.line)]
         with m.Elif(command_pending):
             m.d.sync += command_pending.eq(0)
-        same_block = gathered.valid & (gathered.region == decoded.region) & (gathered.block == held_block)
+        # Whether the held write's block is the gathered block's is a flip-flop (the same function as the compare
+        # of the two registers, so no compare sits before the join and the flush decision): it is loaded from
+        # the compares of what both registers hold next cycle. The buffer's block takes the held write's when a
+        # line starts a block (decoded.region is held_region); `held` takes the incoming RwD's. (It is read only
+        # while a write is held, but kept exact in every cycle.)
+        held_in_gathered = Signal(init=1)   # every (region, block) register starts at 0: equal
+        starts_block = gather_buffer.starts_block
+        incoming_is_held = (incoming_region == held_region) & (incoming_block == held_block)
+        incoming_is_gathered = (incoming_region == gathered.region) & (incoming_block == gathered.block)
+        m.d.sync += held_in_gathered.eq(Mux(held_loads, Mux(starts_block, incoming_is_held, incoming_is_gathered),
+                                            starts_block | held_in_gathered))
+        same_block = gathered.valid & held_in_gathered
         # the gathered block must go out first: the held write is raw (kept in order with the block's plane
         # lines), of another block, or after an idle boundary; or the block is whole; or a flush was asked for
         evicting = held_valid & writable & (is_raw | ~same_block | held_flush_before)
