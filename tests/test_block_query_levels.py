@@ -7,7 +7,9 @@ match flip-flop per block they compare with it. So, on the synth_ecp5 netlist of
   join, flush or `held` clock enable waits on a compare with it (the 75 MHz build of 27ea368 had its worst path
   from stage B through that compare into the join and `held`'s clock enable);
 - `block_busy` has no combinational path from any input (the other worst path ran from stage B's registers
-  through the WriteTable's compares and `block_busy` into dispatch).
+  through the WriteTable's compares and `block_busy` into dispatch);
+- `block_busy` is an AND-OR of flip-flops, one or two per block it can name (timing round 15: the 75 MHz build
+  of 8e053b6 had its worst path from an entry's `used` through the entry's landing terms into `block_busy`).
 Behaviour: tests/test_write_table.py (random queries against a model), tests/test_write_path.py.
 """
 import functools
@@ -16,7 +18,7 @@ import re
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import ControllerParams
 from smartquant.scripts.io_paths import analyse
-from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
+from smartquant.scripts.logic_depth import analyse_netlist, levels_from_port, synthesised_netlist
 
 # a narrow line keeps the synthesis short; the query side (region, block and the match flip-flops) has the
 # widths of a 64 KiB board build's
@@ -43,3 +45,10 @@ def test_the_query_reaches_only_the_tracking_registers():
 def test_block_busy_has_no_combinational_input():
     report = analyse(WritePath(PARAMS))["block_busy"]
     assert not report.inputs and report.unregistered_bits == 1, (report.inputs, report.unregistered_bits)
+
+
+def test_block_busy_is_a_shallow_or_of_flip_flops():
+    (busy,) = [e for e in analyse_netlist(write_path_netlist()) if (e.register, e.pin) == ("block_busy", "output")]
+    # the query's valid, the gathered block's valid and match, and (holds landing, named) of each of the 8 entries:
+    # 19 flip-flops, three LUT4 levels (8e053b6's per-entry landing terms of used, gathered, due and error: 6)
+    assert busy.levels <= 3, busy

@@ -24,8 +24,9 @@ docs/DEVICE.md §4.
 - `query_landing`: the read in the read engine's dispatch names a flushed block whose B responses are not all
   in or whose record is not yet in the poison list, or was so one cycle ago (so the registered `landed`
   invalidation and the poison insert act first). `block_query` is what the read engine's stage B loads; the
-  table tracks the query and, per entry, a flip-flop "names this entry's block" (hdl/engine/block_query.py), so
-  only flip-flops sit before `query_landing`.
+  table tracks the query and keeps two flip-flops per entry, "names the query's block" (hdl/engine/block_query.py)
+  and "landing now or one cycle ago" (loaded from the entry's next state), so `query_landing` is an AND-OR of
+  flip-flops.
 - `outstanding`: the entries in use; `busy`: one is.
 """
 from __future__ import annotations
@@ -304,13 +305,21 @@ class WriteTable(wiring.Component):
         query = TrackedQuery(m, p, self.block_query, "query")
         entry_named = [query.names(f"entry{i}_named", entry_region[i], entry_block[i], ~entry_used[i],
                                    new.region, new.block) for i in range(n_entries)]
-        entry_landing = [Signal(name=f"entry{i}_landing") for i in range(n_entries)]
-        entry_landing_late = [Signal(name=f"entry{i}_landing_late") for i in range(n_entries)]
+        # An entry is landing while it is a used flushed block with B responses due or a failed record not yet
+        # inserted; `query_landing` wants "landing now or one cycle ago" of an entry still used. That is a
+        # flip-flop per entry (`entry_holds_landing`), loaded from the entry's next state as the entry registers
+        # above load it, so `query_landing` is an AND-OR of two flip-flops per entry and the query's valid
+        # (timing round 15: the 75 MHz build's worst path ran entry_used -> this OR -> block_busy -> dispatch).
+        entry_holds_landing = [Signal(name=f"entry{i}_holds_landing") for i in range(n_entries)]
         for i in range(n_entries):
-            m.d.comb += entry_landing[i].eq(entry_used[i] & entry_gathered[i]
-                                            & (~entry_due_zero[i] | entry_error[i]))
-            m.d.sync += entry_landing_late[i].eq(entry_landing[i])
+            landing = entry_used[i] & entry_gathered[i] & (~entry_due_zero[i] | entry_error[i])
+            released_here = complete & done_onehot[i] & (done_slot == 0)
+            b_here = b_fire & (b.p.id == i)
+            due_zero_next = entry_due_zero[i] | (b_here & entry_due_one[i])
+            landing_next = Mux(entry_used[i],
+                               entry_gathered[i] & ~released_here & (~due_zero_next | error_next[i]),
+                               allocating & (free_entry == i) & new.gathered)   # entry_used's own terms
+            m.d.sync += entry_holds_landing[i].eq(landing_next | (landing & ~released_here))
         m.d.comb += self.query_landing.eq(
-            query.valid & Cat(*((entry_landing[i] | entry_landing_late[i]) & entry_used[i] & entry_gathered[i]
-                                & entry_named[i] for i in range(n_entries))).any())
+            query.valid & Cat(*(entry_holds_landing[i] & entry_named[i] for i in range(n_entries))).any())
         return m
