@@ -316,8 +316,12 @@ class WriteTable(wiring.Component):
             released_here = complete & done_onehot[i] & (done_slot == 0)
             b_here = b_fire & (b.p.id == i)
             due_zero_next = entry_due_zero[i] | (b_here & entry_due_one[i])
-            landing_next = Mux(entry_used[i],
-                               entry_gathered[i] & ~released_here & (~due_zero_next | error_next[i]),
+            # error_next written per outcome of this cycle's insert handshake, which selects last (as for the
+            # error choice above: `failed.ready` stays a mux before the registers it reaches)
+            b_bad_here = b_error & (b.p.id == i)
+            still_landing = Mux(error_insert & error_onehot[i], ~due_zero_next | b_bad_here,
+                                ~due_zero_next | entry_error[i] | b_bad_here)
+            landing_next = Mux(entry_used[i], entry_gathered[i] & ~released_here & still_landing,
                                allocating & (free_entry == i) & new.gathered)   # entry_used's own terms
             m.d.sync += entry_holds_landing[i].eq(landing_next | (landing & ~released_here))
         m.d.comb += self.query_landing.eq(
