@@ -37,7 +37,7 @@ path's clear register); past the subtracts the bounds and the alignment are deco
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Cat, Const, Mux, signed
+from amaranth.hdl import Signal, Module, Cat, Const, Mux, Array, Value, signed
 from amaranth.lib import wiring, data
 from amaranth.lib.wiring import In, Out
 
@@ -47,6 +47,15 @@ MASK_BITS = 16          # lines a record names (b_max <= 16)
 STRIDE_BITS = 3         # log2 stride 0..6 (plane runs R up to 64)
 COUNT_BITS = 5          # lines in a set, 1..16
 WINDOW_BITS = 11        # a set and a record each span less than 2**10 lines
+
+
+def leading_lines_mask(log2_count) -> Value:
+    """The record mask of a run's first 2 ** log2_count lines (all MASK_BITS from log2_count 4 up), a table of
+    constants indexed by the 3-bit log2. Written as `(1 << (1 << log2_count)) - 1` it was the same function, but
+    Amaranth sized the shifts to 4,112 bits, and its netlist's combinational-cycle check walked every bit pair:
+    most of the time of converting the controller to Verilog (benchmark in README "Test run time")."""
+    return Array(Const((1 << min(1 << code, MASK_BITS)) - 1, MASK_BITS)
+                 for code in range(1 << len(log2_count)))[log2_count]
 
 
 def block_event_layout(params: ControllerParams) -> data.StructLayout:

@@ -108,7 +108,7 @@ from smartquant.hdl.engine.address_map import (
     plane_line, split_address, match_region, match_block, region_locals, decode_in_region,
 )
 from smartquant.hdl.engine.poison import (
-    block_event_layout, poison_insert_layout, line_set_event_layout, MASK_BITS,
+    block_event_layout, poison_insert_layout, line_set_event_layout, leading_lines_mask,
 )
 from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
 from smartquant.hdl.bits import popcount
@@ -462,7 +462,7 @@ class WritePath(wiring.Component):
         # with no poisoned line gathered; an unpoisoned raw write of a whole line. (A poisoned write never
         # clears: its own record covers its lines.) The list applies a clear before an insert of the same cycle.
         insert = self.poison_insert.record
-        block_mask = (Const(1, MASK_BITS + 1) << (Const(1, 5) << decoded.log2_b)) - 1
+        block_mask = leading_lines_mask(decoded.log2_b)
         m.d.sync += self.poison_insert.valid.eq((command_pending & ~command_clear) | error_insert
                                                 | (enters & held.poison))
         with m.If(command_pending):

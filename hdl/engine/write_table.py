@@ -39,7 +39,9 @@ from amaranth.lib.wiring import In, Out
 from smartquant.params import ControllerParams
 from smartquant.hdl.backend.axi_writer import b_response_layout
 from smartquant.hdl.bits import or_all, popcount
-from smartquant.hdl.engine.poison import block_event_layout, poison_record_layout, MASK_BITS
+from smartquant.hdl.engine.poison import (
+    block_event_layout, poison_record_layout, leading_lines_mask, MASK_BITS,
+)
 from smartquant.hdl.engine.block_query import block_query_layout, TrackedQuery
 
 
@@ -198,7 +200,7 @@ class WriteTable(wiring.Component):
                     entry_block[i].eq(new.block),
                     entry_first_line[i].eq(new.line),
                     entry_log2_stride[i].eq(new.log2_r),
-                    entry_mask[i].eq((Const(1, MASK_BITS + 1) << (Const(1, 5) << new.log2_beats)) - 1),
+                    entry_mask[i].eq(leading_lines_mask(new.log2_beats)),
                 ]
             with m.Elif(complete & done_onehot[i]):
                 m.d.sync += entry_last[i].eq(entry_last[i] - 1)
