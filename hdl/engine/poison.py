@@ -53,7 +53,7 @@ def leading_lines_mask(log2_count) -> Value:
     """The record mask of a run's first 2 ** log2_count lines (all MASK_BITS from log2_count 4 up), a table of
     constants indexed by the 3-bit log2. Written as `(1 << (1 << log2_count)) - 1` it was the same function, but
     Amaranth sized the shifts to 4,112 bits, and its netlist's combinational-cycle check walked every bit pair:
-    most of the time of converting the controller to Verilog (benchmark in README "Test run time")."""
+    most of the time of converting the controller to Verilog (README "Set up", the test run)."""
     return Array(Const((1 << min(1 << code, MASK_BITS)) - 1, MASK_BITS)
                  for code in range(1 << len(log2_count)))[log2_count]
 
