@@ -12,7 +12,7 @@ from amaranth.sim import Simulator
 from smartquant.params import ControllerParams, View, hpa, split_hpa
 from smartquant.hdl.csr.layouts import region_entry_layout, region_end_line
 from smartquant.hdl.engine.address_map import (
-    decode_address, match_block, plane_line, region_hits, region_locals, split_address,
+    decode_address, match_early_decode, plane_line, region_hits, region_locals, split_address,
 )
 
 PARAMS = ControllerParams(data_width=128, n_regions=2, dram_addr_bits=20)
@@ -166,44 +166,54 @@ def test_random_addresses_match_the_reference():
         check(got, reference_decode(address, regions))
 
 
-def test_match_block_is_the_block_of_the_matched_region():
-    """address_map.match_block (the block decoded under every region and selected by the one-hot match, which
-    the write path registers with the match) against the reference decode, on random regions and addresses."""
+def test_match_early_decode_is_the_decode_of_the_matched_region():
+    """address_map.match_early_decode (block, k, k_legal and line j decoded under every region and selected by the
+    one-hot match, which the read engine's stage A registers with the match; its block is match_block's, which the
+    write path registers) against the reference decode, on random regions, views, k fields and addresses."""
     m = Module()
     regions_sig = Signal(data.ArrayLayout(region_entry_layout(PARAMS), PARAMS.n_regions))
     address = Signal(PARAMS.message_address_bits)
     line = split_address(PARAMS, address)[0]
     onehot = region_hits(m, PARAMS, line, regions_sig)
-    block = match_block(m, PARAMS, address, onehot, regions_sig, region_locals(m, PARAMS, line, regions_sig))
+    early = match_early_decode(m, PARAMS, address, onehot, regions_sig, region_locals(m, PARAMS, line, regions_sig))
     rng = random.Random(11)
     checked = {}
 
     async def bench(ctx):
-        for _ in range(300):
+        for _ in range(600):
             regions = [region(enable=rng.random() < 0.9, base_line=rng.randrange(0, 1 << 12),
                               n_superblocks=rng.randrange(1, 6), B=rng.choice([2, 4, 8, 16]),
-                              R=1 << rng.randrange(0, 7)) for _ in range(PARAMS.n_regions)]
+                              R=1 << rng.randrange(0, 7), default_k=rng.randrange(0, 18))
+                       for _ in range(PARAMS.n_regions)]
             target = rng.choice(regions)
             span = target["n_superblocks"] << (target["log2_r"] + target["log2_b"])
             line = target["base_line"] + rng.randrange(-2, span + 2)   # a few lines past either end miss
             line &= (1 << (PARAMS.dram_addr_bits - PARAMS.line_offset_bits)) - 1
-            view = rng.choice([View.RAW, View.WEIGHT_MAJOR, View.PACKED_K])
-            address_hpa = line_hpa(view, line, k=rng.randrange(1, 17))
+            view = rng.randrange(8)
+            address_hpa = line_hpa(view, line, k=rng.randrange(0, 18))
             for i, r in enumerate(regions):
                 for name, value in r.items():
                     ctx.set(getattr(regions_sig[i], name), value)
             ctx.set(address, address_hpa >> PARAMS.line_offset_bits)
             expected = reference_decode(address_hpa, regions)
+            got = {name: ctx.get(getattr(early, name)) for name in ("block", "k", "k_legal", "line_in_slot")}
             if expected["region_hit"]:
-                assert ctx.get(block) == expected["block"], (regions, hex(address_hpa), expected)
-                checked[view] = checked.get(view, 0) + 1
+                context = (regions, hex(address_hpa), expected, got)
+                assert got["block"] == expected["block"] and got["k_legal"] == expected["k_legal"], context
+                if expected["k_legal"]:
+                    assert got["k"] == expected["k"], context
+                if view != View.RAW:
+                    assert got["line_in_slot"] == expected["line_in_slot"], context
+                kind = "raw" if view == View.RAW else ("block", expected["k_legal"])   # raw: k = B, legal
+                checked[kind] = checked.get(kind, 0) + 1
             else:
-                assert ctx.get(onehot) == 0
+                assert ctx.get(onehot) == 0 and not any(got.values()), got
 
     sim = Simulator(m)
     sim.add_testbench(bench)
     sim.run()
-    assert min(checked.values()) > 60, checked   # both decode branches (raw, block views) were exercised
+    # both block decodes (raw view, block views; the latter with legal and illegal k) were exercised
+    assert len(checked) == 3 and min(checked.values()) > 20, checked
 
 
 def test_plane_line_is_base_plus_s_r_b_plus_p_r_plus_r():

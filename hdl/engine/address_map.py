@@ -147,6 +147,67 @@ def match_block(m, params: ControllerParams, address, onehot, regions, locals_):
     return or_all(blocks)
 
 
+def view_k_from_field(view) -> Value:
+    """Views 2 and 3 take k from the address's k field."""
+    return (view == View.PACKED_K) | (view == View.EXPANDED_K)
+
+
+def view_k_from_default(view) -> Value:
+    """Views 4 and 5 take the region's default k."""
+    return (view == View.PACKED_DEFAULT) | (view == View.EXPANDED_DEFAULT)
+
+
+def effective_k(view, k_field, default_k, log2_b, k_bits: int):
+    """Precision k of a read (DecodeLayout.k): the address's k field (views 2, 3), the region default (4, 5),
+    else B."""
+    return Mux(view_k_from_field(view), k_field,
+               Mux(view_k_from_default(view), default_k, (Const(1, 5) << log2_b)[:k_bits]))
+
+
+def early_decode_layout(params: ControllerParams) -> data.StructLayout:
+    """What match_early_decode computes beside the region match (DecodeLayout's fields of the same names)."""
+    return data.StructLayout({"block": params.line_bits, "k": params.k_bits, "k_legal": 1, "line_in_slot": 4})
+
+
+def match_early_decode(m, params: ControllerParams, address, onehot, regions, locals_) -> data.View:
+    """DecodeLayout.block, k, k_legal and line_in_slot of a message address under the region its one-hot match
+    selects, each computed under every region side by side (beside the region compares) and selected by the
+    match, so a pipeline register can take them with the match and decode_in_region (given them as `early`)
+    starts its block-key, k and packed-line tests at registers. All 0 when no region holds the line (such a
+    read is never answered from DRAM). `locals_`: region_locals of the address's line."""
+    _, view, k_field, _ = split_address(params, address)
+    k, k_legal, line_in_slot = [], [], []
+    for i, local in enumerate(locals_):
+        entry = regions[i]
+        region_k = Signal(params.k_bits, name=f"region{i}_k")
+        m.d.comb += region_k.eq(effective_k(view, k_field, entry.default_k, entry.log2_b, params.k_bits))
+        k.append(region_k & onehot[i].replicate(params.k_bits))
+        # legality per source of k (the address's field, the region's default, B: always legal), then chosen
+        # by the view, rather than a test of the chosen k: the default's test starts at the CSR registers
+        region_k_legal = Mux(view_k_from_field(view), k_is_legal(k_field, entry.log2_b),
+                             Mux(view_k_from_default(view), k_is_legal(entry.default_k, entry.log2_b), 1))
+        k_legal.append(region_k_legal & onehot[i])
+        line_in_slot.append(line_of_slot(local, entry.log2_b) & onehot[i].replicate(4))
+    early = Signal(early_decode_layout(params))
+    m.d.comb += [
+        early.block.eq(match_block(m, params, address, onehot, regions, locals_)),
+        early.k.eq(or_all(k)),
+        early.k_legal.eq(or_all(k_legal)),
+        early.line_in_slot.eq(or_all(line_in_slot)),
+    ]
+    return early
+
+
+def k_is_legal(k, log2_b) -> Value:
+    """DecodeLayout.k_legal: 1 <= k <= B."""
+    return (k != 0) & (k <= (Const(1, 5) << log2_b))
+
+
+def line_of_slot(local, log2_b) -> Value:
+    """DecodeLayout.line_in_slot of views 1..5: j = L % B."""
+    return (local & ((Const(1, len(local)) << log2_b) - 1))[:4]
+
+
 def raw_block(local, log2_b, log2_r):
     """The block s*R + r a raw line L = s*R*B + p*R + r belongs to: L >> log2 B is s*R plus a value below R (p*R + r
     < R*B), so its low log2 R bits, replaced by L's (r), give s*R + r: one shift by log2 B and a mask, not a shift
@@ -156,33 +217,32 @@ def raw_block(local, log2_b, log2_r):
     return ((local >> log2_b) & ~r_mask) | (local & r_mask)
 
 
-def decode_in_region(m, params: ControllerParams, address, any_hit, region, entry, local) -> data.View:
+def decode_in_region(m, params: ControllerParams, address, any_hit, region, entry, local,
+                     early=None) -> data.View:
     """The decode of DecodeLayout once the region is known: `any_hit` (a region holds the line), its index
-    `region`, its `entry` and `local` = L, the line relative to the region's base."""
+    `region`, its `entry` and `local` = L, the line relative to the region's base. `early`, when given, is
+    match_early_decode's View (block, k, k_legal, line_in_slot computed beside the match and registered)."""
     lb = params.line_bits
     line, view, k_field, high = split_address(params, address)
     out = Signal(DecodeLayout(params))
     log2_b = entry.log2_b
     log2_r = entry.log2_r
 
-    b_value = Signal(5)
-    m.d.comb += b_value.eq(Const(1, 5) << log2_b)
     k = Signal(params.k_bits)
-    with m.Switch(view):
-        with m.Case(View.PACKED_K, View.EXPANDED_K):
-            m.d.comb += k.eq(k_field)
-        with m.Case(View.PACKED_DEFAULT, View.EXPANDED_DEFAULT):
-            m.d.comb += k.eq(entry.default_k)
-        with m.Default():
-            m.d.comb += k.eq(b_value)
     k_legal = Signal()
-    m.d.comb += k_legal.eq((k != 0) & (k <= b_value))
+    if early is None:
+        m.d.comb += [
+            k.eq(effective_k(view, k_field, entry.default_k, log2_b, params.k_bits)),
+            k_legal.eq(k_is_legal(k, log2_b)),
+        ]
+    else:
+        m.d.comb += [k.eq(early.k), k_legal.eq(early.k_legal)]
 
     slot_block = Signal(lb)   # L // B (views 1..5)
     line_in_slot = Signal(4)  # L % B
     m.d.comb += [
         slot_block.eq(local >> log2_b),
-        line_in_slot.eq((local & ((Const(1, lb) << log2_b) - 1))[:4]),
+        line_in_slot.eq(line_of_slot(local, log2_b) if early is None else early.line_in_slot),
     ]
     # raw view: L = s*R*B + p*R + r
     raw_superblock = Signal(lb)
@@ -213,17 +273,21 @@ def decode_in_region(m, params: ControllerParams, address, any_hit, region, entr
         out.midpoint.eq(entry.midpoint),
         out.base_line.eq(entry.base_line),
     ]
+    if early is not None:
+        m.d.comb += out.block.eq(early.block)
     with m.If(is_raw):
+        if early is None:
+            m.d.comb += out.block.eq(raw_block(local, log2_b, log2_r))
         m.d.comb += [
-            out.block.eq(raw_block(local, log2_b, log2_r)),
             out.superblock.eq(raw_superblock),
             out.slot_r.eq(raw_slot),
             out.plane.eq(raw_plane),
             out.line_in_slot.eq(0),
         ]
     with m.Else():
+        if early is None:
+            m.d.comb += out.block.eq(slot_block)
         m.d.comb += [
-            out.block.eq(slot_block),
             out.superblock.eq(slot_block >> log2_r),
             out.slot_r.eq((slot_block & ((Const(1, lb) << log2_r) - 1))[:6]),
             out.plane.eq(0),

@@ -2,16 +2,19 @@ r"""Read engine (docs/DEVICE.md §3 and §5): in-order reads through the block b
 
 Pipeline (every stage a FIFO or a register, so each channel takes backpressure and one line per cycle flows):
 
-  read request stream -[A]-[B]-[dispatch]--> DrsServer: serve FIFO --[serve]--> DRS register --> output buffer
-   A: region select   (hit/miss,     \--> AxiReader: fetch FIFO, AR register --> AXI AR   ^      ^
-   B: decode,          victim,            AXI R --> AxiReader beats --> packer --> BlockBuffer
-      tag lookup       counters)                                    \--> DrsServer raw line FIFO
+  read request stream -[A]-skid-[B]-[dispatch]--> DrsServer: serve FIFO --[serve]--> DRS register --> output buffer
+   A: region select,       (hit/miss,     \--> AxiReader: fetch FIFO, AR register --> AXI AR   ^      ^
+      block, k             victim,             AXI R --> AxiReader beats --> packer --> BlockBuffer
+   B: decode, tag lookup    counters)                                    \--> DrsServer raw line FIFO
 
 Units: BlockBuffer (hdl/engine/block_buffer.py: slot tags, generations, fills, the buffer memory), DrsServer
 (hdl/engine/drs_server.py: serve FIFO, poison column, raw lines, S2M DRS), AxiReader (hdl/backend/axi_reader.py),
 BlockPacker (hdl/engine/packer.py). This unit holds the request stages, dispatch and the R beat router.
 - Stage A registers a one-hot region select (base_line <= line < end_line per region, end_line precomputed
-  by the CSR block) and the line relative to every region's base; stage B registers the decode of
+  by the CSR block), the line relative to the selected region's base, and the block, k, k legality and line j
+  decoded under every region side by side and selected by the match (address_map.match_early_decode), so stage
+  B's key and its readable test start at registers. A skid (InputSkid) between A and B holds one read while
+  dispatch waits: stage A's load and read.ready are flip-flops, not dispatch. Stage B registers the decode of
   hdl/engine/address_map.py (block, line, k, view checks, the DRAM line of plane 0) and the block buffer's
   `lookup` of the block key (the compare with every slot tag, forwarding the allocation dispatch makes in the
   same cycle).
@@ -61,13 +64,14 @@ from smartquant.hdl.csr.layouts import region_entry_layout
 from smartquant.hdl.cxl.messages import drs_layout
 from smartquant.hdl.cxl.frontend import read_request_layout
 from smartquant.hdl.engine.address_map import (
-    plane_line, split_address, match_region, decode_in_region,
+    plane_line, split_address, match_region, match_early_decode, early_decode_layout, region_locals, decode_in_region,
 )
 from smartquant.hdl.engine.block_buffer import BlockBuffer, block_key_layout
 from smartquant.hdl.engine.drs_server import DrsServer, SERVE_NXM, SERVE_RAW, SERVE_BUFFER, SERVE_HOLE
 from smartquant.hdl.engine.poison import block_event_layout, line_query_layout
 from smartquant.hdl.engine.block_query import block_query_layout
 from smartquant.hdl.engine.packer import BlockPacker
+from smartquant.hdl.stream_buffers import InputSkid
 
 # the event counters this unit drives (every other entry of `events` is 0)
 READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
@@ -122,8 +126,9 @@ class ReadEngine(wiring.Component):
         # ---- request pipeline: region select -> decode and lookups -> dispatch -------------------------
         # Stage A (from the front end's stream): one comparison pair per region against base_line and the
         # precomputed end_line, a one-hot select (lowest region wins), and by it (AND-OR) the region's fields
-        # and the line relative to its base. Stage B: block / line / k and the compare of
-        # the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
+        # and the line relative to its base, and (address_map.match_early_decode) block, k, k legality and line j
+        # under every region, selected the same way. Stage B: the rest of the decode (DRAM lines, readable) and the
+        # compare of the block-buffer key with every slot tag. Dispatch (on stage B's registers): hit or
         # miss, victim, queue writes, counters.
         # The slot compare of stage B is the block buffer's `lookup` (against the tags as they will be when the
         # request reaches dispatch, see hdl/engine/block_buffer.py), so hits and misses are exactly those of a
@@ -134,6 +139,7 @@ class ReadEngine(wiring.Component):
         stage_a_layout = data.StructLayout({
             "address": len(request.address), "tag": p.tag_bits, "ld_id": p.ld_id_bits, "any_hit": 1, "region": rb,
             "entry": region_entry_layout(p), "local": lb, "toward_zero": 1,
+            "early": early_decode_layout(p),
         })
         stage_b_layout = data.StructLayout({
             "key": key_layout, "region_hit": 1, "readable": 1, "raw": 1, "buffered": 1, "line_in_slot": 4,
@@ -147,11 +153,23 @@ class ReadEngine(wiring.Component):
         stage_b_valid = Signal()
         dispatch = Signal()
         stage_b_ready = ~stage_b_valid | dispatch
-        stage_a_ready = ~stage_a_valid | stage_b_ready
+        # Stage A hands its read to stage B through a skid (InputSkid: registered ready, no added latency), so
+        # stage A's clock enable and the front end's read ready come from flip-flops, not from dispatch (an
+        # FPGA build's critical path ran dispatch -> stage B's load -> the front end's skid -> stage A's CE).
+        # Stage B decodes and looks up the skid's output: the lookup still runs in the cycle stage B loads.
+        m.submodules.stage_a_skid = stage_a_skid = InputSkid(stage_a_layout)
+        m.d.comb += [
+            stage_a_skid.i.valid.eq(stage_a_valid),
+            stage_a_skid.i.payload.eq(stage_a),
+            stage_a_skid.o.ready.eq(stage_b_ready),
+        ]
+        stage_a_ready = ~stage_a_valid | stage_a_skid.i.ready
+        stage_a_out = stage_a_skid.o.payload
 
         # stage A
         request_line = split_address(p, request.address)[0]
-        onehot, region, entry, local = match_region(m, p, request_line, self.regions)
+        locals_ = region_locals(m, p, request_line, self.regions)
+        onehot, region, entry, local = match_region(m, p, request_line, self.regions, locals_)
         m.d.comb += self.read.ready.eq(stage_a_ready)
         with m.If(stage_a_ready):
             m.d.sync += [
@@ -164,22 +182,25 @@ class ReadEngine(wiring.Component):
                 stage_a.entry.eq(entry),
                 stage_a.local.eq(local),
                 stage_a.toward_zero.eq((self.toward_zero & onehot).any()),
+                # block, k, k_legal, line j under every region beside the compares, selected by the match:
+                # stage B's key (its compare with the slot tags) and its readable test start at registers
+                stage_a.early.eq(match_early_decode(m, p, request.address, onehot, self.regions, locals_)),
             ]
 
         # stage B (combinational part, from stage A's registers)
-        decoded = decode_in_region(m, p, stage_a.address, stage_a.any_hit, stage_a.region, stage_a.entry,
-                                   stage_a.local)
+        decoded = decode_in_region(m, p, stage_a_out.address, stage_a_out.any_hit, stage_a_out.region,
+                                   stage_a_out.entry, stage_a_out.local, stage_a_out.early)
         view = decoded.view
         new_key = Signal(key_layout)
         new_readable = decoded.mapped & decoded.k_legal
         new_expanded = (view == View.WEIGHT_MAJOR) | (view == View.EXPANDED_K) | (view == View.EXPANDED_DEFAULT)
         m.d.comb += [
-            new_key.region.eq(stage_a.region),
+            new_key.region.eq(stage_a_out.region),
             new_key.block.eq(decoded.block),
             new_key.expanded.eq(new_expanded),
             new_key.k.eq(decoded.k),
             new_key.midpoint.eq(decoded.midpoint),
-            new_key.toward_zero.eq(stage_a.toward_zero),
+            new_key.toward_zero.eq(stage_a_out.toward_zero),
         ]
 
         # the block buffer: stage B registers the compare of the new key with its slot tags (forwarding the
@@ -195,7 +216,7 @@ class ReadEngine(wiring.Component):
         is_expanded = key.expanded
         with m.If(stage_b_ready):
             m.d.sync += [
-                stage_b_valid.eq(stage_a_valid),
+                stage_b_valid.eq(stage_a_skid.o.valid),
                 stage_b.key.eq(new_key),
                 stage_b.region_hit.eq(decoded.region_hit),
                 stage_b.readable.eq(new_readable),
@@ -215,8 +236,8 @@ class ReadEngine(wiring.Component):
                 stage_b.log2_r.eq(decoded.log2_r),
                 # toward zero on an INT region: planes k..B-1 are copies of plane 0 (BF16: floor fill, no copies)
                 stage_b.sign_fill.eq(new_expanded & new_key.toward_zero & ~decoded.bf16),
-                stage_b.tag.eq(stage_a.tag),
-                stage_b.ld_id.eq(stage_a.ld_id),
+                stage_b.tag.eq(stage_a_out.tag),
+                stage_b.ld_id.eq(stage_a_out.ld_id),
                 stage_b.match.eq(block_buffer.lookup_match),
                 stage_b.same_as_dispatch.eq(block_buffer.lookup_same),
                 stage_b.allocated.eq(block_buffer.allocation),
@@ -251,7 +272,7 @@ class ReadEngine(wiring.Component):
         # input), so its answer for the read in dispatch comes from its own flip-flops (block_query.py).
         m.d.comb += [
             self.block_query.load.eq(stage_b_ready),
-            self.block_query.valid.eq(stage_a_valid & new_readable),
+            self.block_query.valid.eq(stage_a_skid.o.valid & new_readable),
             self.block_query.region.eq(new_key.region),
             self.block_query.block.eq(new_key.block),
             dispatch.eq(stage_b_valid & can_dispatch & ~self.block_busy),
@@ -417,6 +438,6 @@ class ReadEngine(wiring.Component):
         for n in range(N_COUNTERS):
             if n not in READ_ENGINE_EVENTS:
                 m.d.comb += ev[n].eq(0)
-        m.d.comb += self.busy.eq(self.read.valid | stage_a_valid | stage_b_valid | drs_server.busy | reader.busy
+        m.d.comb += self.busy.eq(self.read.valid | stage_a_skid.o.valid | stage_b_valid | drs_server.busy | reader.busy
                                  | start_pending | block_buffer.busy | sign_filling | error_pending)
         return m
