@@ -2,7 +2,8 @@
 
 `OutputBuffer` sits before an output port: `o.valid` and `o.payload` are flip-flops, and `i.ready` is a
 flip-flop too, so the port's ready never reaches the logic upstream in the same cycle. One cycle from `i` to
-`o`; one transfer per cycle while `o.ready` stays high.
+`o`; one transfer per cycle while `o.ready` stays high. `ready_next` is the value `i.ready` takes at the next
+edge, for a producer that keeps a ready of its own derived from it as a register (hdl/backend/axi_writer.py).
 
 `InputSkid` sits behind an input port: `i.ready` (the port's ready) is a flip-flop, `o` shows the port's
 message in the same cycle (no added latency). One transfer per cycle while `o.ready` stays high.
@@ -27,6 +28,7 @@ class OutputBuffer(wiring.Component):
         self.shape = shape
         super().__init__({"i": In(stream.Signature(shape)), "o": Out(stream.Signature(shape))})
         self.loading = Signal()
+        self.ready_next = Signal()   # the value `i.ready` takes at the next clock edge
 
     def elaborate(self, platform):
         m = Module()
@@ -42,6 +44,7 @@ class OutputBuffer(wiring.Component):
             self.o.valid.eq(out_valid),
             self.o.payload.eq(out_payload),
             self.loading.eq(out_free & (skid_valid | take)),
+            self.ready_next.eq(out_free | (in_ready & ~take)),
         ]
         with m.If(out_free):
             m.d.sync += [

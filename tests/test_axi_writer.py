@@ -147,15 +147,18 @@ def test_hand_worked_bursts():
                       (20, 0x0F0F, 1), (21, 0x0F0F, 1)]
 
 
-def test_back_to_back_blocks_fill_every_w_cycle():
-    """With an always-ready subordinate, blocks offered back to back leave one W beat per cycle: the stage
-    takes the next write in the cycle it queues the last beat of the current one."""
+@pytest.mark.parametrize("log2_beats, n_writes", [(3, 6), (0, 24), (1, 12)])
+def test_back_to_back_blocks_fill_every_w_cycle(log2_beats, n_writes):
+    """With an always-ready subordinate, writes offered back to back leave one W beat per cycle: the stage
+    takes the next write in the cycle it queues the last beat of the current one (one-beat raw writes
+    included: a stage free only a cycle after its last beat would halve their rate)."""
     rng = random.Random(9)
-    writes = [(i % 4, 64 * i, i % 2, 3, [rng.getrandbits(PARAMS.data_width) for _ in range(8)], 0xFFFF)
-              for i in range(6)]
+    beats = 1 << log2_beats
+    writes = [(i % 4, 64 * i, i % 2, log2_beats, [rng.getrandbits(PARAMS.data_width) for _ in range(beats)],
+               0xFFFF) for i in range(n_writes)]
     _, w_seen, _, w_cycles = run_writer(PARAMS, 8, writes, [], seed=9, gap=False)
-    assert len(w_seen) == 48
-    assert w_cycles == list(range(w_cycles[0], w_cycles[0] + 48))
+    assert len(w_seen) == beats * n_writes
+    assert w_cycles == list(range(w_cycles[0], w_cycles[0] + beats * n_writes))
 
 
 def test_refuses_a_beat_count_it_cannot_hold():

@@ -21,11 +21,13 @@ def test_stream_buffer_passes_every_message_once_in_order(buffer_class, seed):
     messages = [rng.getrandbits(16) for _ in range(300)]
     dut = buffer_class(16)
     received = []
+    ready_next_mismatches = []   # OutputBuffer.ready_next must be the next cycle's i.ready
 
     async def bench(ctx):
         index = 0
         valid = 0
-        for _ in range(2000):
+        predicted_ready = 1      # i.ready after reset
+        for cycle in range(2000):
             if not valid:
                 valid = int(index < len(messages) and rng.random() < 0.7)
             ctx.set(dut.i.valid, valid)
@@ -34,6 +36,10 @@ def test_stream_buffer_passes_every_message_once_in_order(buffer_class, seed):
             # sample the handshakes of this cycle after the inputs settle
             i_ready, o_valid, o_ready, o_payload = (ctx.get(dut.i.ready), ctx.get(dut.o.valid),
                                                      ctx.get(dut.o.ready), ctx.get(dut.o.payload))
+            if buffer_class is OutputBuffer:
+                if i_ready != predicted_ready:
+                    ready_next_mismatches.append(cycle)
+                predicted_ready = ctx.get(dut.ready_next)
             if o_valid and o_ready:
                 received.append(o_payload)
             if valid and i_ready:
@@ -48,3 +54,4 @@ def test_stream_buffer_passes_every_message_once_in_order(buffer_class, seed):
     sim.add_testbench(bench)
     sim.run()
     assert received == messages
+    assert not ready_next_mismatches, f"ready_next wrong before cycles {ready_next_mismatches[:10]}"

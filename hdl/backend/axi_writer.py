@@ -10,8 +10,10 @@ at R = 1, which are consecutive), else one one-beat burst per beat at a stride o
 of a superblock with R > 1). Every burst of the write carries AWID = `id` (the write path's in-flight entry),
 full-width AWSIZE and INCR.
 The issue stage holds one write; it takes the next in the cycle it queues the current one's last AW and W, so
-whole blocks stream at one beat per cycle. `write.ready` is built from registers only (the stage's flags and the
-buffers' registered readies), never from `write.valid`: the write path decides a flush from it in the same cycle.
+whole blocks stream at one beat per cycle. `write.ready` is a flip-flop, loaded with what the stage's free test
+gives on the flags and buffer readies of the next cycle: the write path decides a flush and what its held write
+does from it in the same cycle (an FPGA build's critical path ran from the stage's flags through that test, the
+flush decision and the held write's acceptance, fpga/README.md round 17).
 AW and W leave through OutputBuffers (hdl/stream_buffers.py, two entries each): AXI valid and payload are
 registers, and no combinational path runs from AWREADY / WREADY back to `write.ready`.
 B responses are handed on as they arrive (`b`, BREADY = `b.ready`; the write path takes every one at once).
@@ -110,6 +112,20 @@ class AxiWriter(wiring.Component):
             axi.wlast.eq(w_out.last),
         ]
 
+        # The flags' next values, computed once: the registers take them, and so does the stage's free test
+        # for the next cycle (a load takes precedence over the last AW / W of the write it replaces).
+        load = Signal()
+        one_burst = write.log2_r == 0
+        single_beat = write.log2_beats == 0
+        aw_queued = aw_buffer.i.valid & aw_buffer.i.ready
+        w_queued = w_buffer.i.valid & w_buffer.i.ready
+        aw_pending_next = Mux(load, 1, Mux(aw_queued, ~aw_last, aw_pending))
+        aw_last_next = Mux(load, one_burst | single_beat, Mux(aw_queued, aw_sent + 2 == stage_n_bursts, aw_last))
+        w_pending_next = Mux(load, 1, Mux(w_queued, ~w_last, w_pending))
+        w_last_next = Mux(load, single_beat, Mux(w_queued, w_sent + 2 == stage_n_beats, w_last))
+        m.d.sync += [aw_pending.eq(aw_pending_next), aw_last.eq(aw_last_next),
+                     w_pending.eq(w_pending_next), w_last.eq(w_last_next)]
+
         aw_next = Signal(aw_layout)
         m.d.comb += [
             aw_next.id.eq(stage_id),
@@ -118,8 +134,8 @@ class AxiWriter(wiring.Component):
             aw_buffer.i.p.eq(aw_next),
             aw_buffer.i.valid.eq(aw_pending),
         ]
-        with m.If(aw_buffer.i.valid & aw_buffer.i.ready):
-            m.d.sync += [aw_sent.eq(aw_sent + 1), aw_pending.eq(~aw_last), aw_last.eq(aw_sent + 2 == stage_n_bursts)]
+        with m.If(aw_queued):
+            m.d.sync += aw_sent.eq(aw_sent + 1)
 
         w_next = Signal(w_layout)
         m.d.comb += [
@@ -132,21 +148,24 @@ class AxiWriter(wiring.Component):
             w_buffer.i.p.eq(w_next),
             w_buffer.i.valid.eq(w_pending),
         ]
-        w_queued = w_buffer.i.valid & w_buffer.i.ready
         with m.If(w_queued):
-            m.d.sync += [w_sent.eq(w_sent + 1), w_pending.eq(~w_last), w_last.eq(w_sent + 2 == stage_n_beats)]
+            m.d.sync += w_sent.eq(w_sent + 1)
         m.d.comb += [self.strobe_queued.valid.eq(w_queued), self.strobe_queued.strobe.eq(stage_strobe)]
 
-        # The stage takes the next write once this cycle queues the last AW and W of the current one.
-        stage_free = Signal()
+        # The stage takes the next write once this cycle queues the last AW and W of the current one:
+        # stage_free == (~aw_pending | (aw_last & aw_buffer.i.ready)) & (~w_pending | (w_last & w_buffer.i.ready)),
+        # kept as a flip-flop loaded with that test on the next values (all 0 after reset: free).
+        def free(aw_pending, aw_last, aw_ready, w_pending, w_last, w_ready):
+            return (~aw_pending | (aw_last & aw_ready)) & (~w_pending | (w_last & w_ready))
+
+        stage_free = Signal(init=1)
+        m.d.sync += stage_free.eq(free(aw_pending_next, aw_last_next, aw_buffer.ready_next,
+                                       w_pending_next, w_last_next, w_buffer.ready_next))
         m.d.comb += [
-            stage_free.eq((~aw_pending | (aw_last & aw_buffer.i.ready)) & (~w_pending | (w_last & w_buffer.i.ready))),
             self.write.ready.eq(stage_free),
+            load.eq(self.write.valid & stage_free),
         ]
-        load = self.write.valid & stage_free
-        one_burst = write.log2_r == 0
         n_beats = Const(1, 5) << write.log2_beats
-        single_beat = write.log2_beats == 0
         # The stage's payload registers take `write.p` whenever the stage is free, loaded or not (a stage that
         # does not load goes idle and nothing reads them until the next load): their clock enable is stage_free,
         # an AND of flip-flops, not write.valid (the write path's flush decision); the flags and counters load
@@ -167,10 +186,6 @@ class AxiWriter(wiring.Component):
                 stage_busy.eq(1),
                 aw_sent.eq(0),
                 w_sent.eq(0),
-                aw_pending.eq(1),
-                w_pending.eq(1),
-                aw_last.eq(one_burst | single_beat),
-                w_last.eq(single_beat),
             ]
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
