@@ -211,11 +211,12 @@ class ControllerParams:
     @functools.cached_property
     def load_capacity(self) -> int:
         """Most reads the device holds before M2S Req back-pressure starts (docs/DEVICE.md §3, DevLoad): the
-        front end's read FIFO and output skid (request_depth), the read engine's two request stages before dispatch (2), its
+        front end's read FIFO and output skid (request_depth), the read engine's two request stages before dispatch and
+        the skid register between them (3), its
         serve FIFO (request_depth + b_max), the DRS register (1) and the DRS output buffer (2). Reached when
         reads queue without stalling dispatch (buffer hits, unmapped reads) while S2M DRS is held off;
         tests/test_dev_load.py measures it at the ports."""
-        return 2 * self.request_depth + self.b_max + 5
+        return 2 * self.request_depth + self.b_max + 6
 
     def as_dict(self) -> dict:
         return asdict(self)
