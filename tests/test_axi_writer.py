@@ -67,8 +67,10 @@ def run_writer(params, max_beats, writes, b_responses, seed, aw_stall=0.0, w_sta
     async def subordinate(ctx):
         ctx.set(dut.b.ready, 1)
         pending_b = list(b_responses)
+        b_before = None      # the B response presented in the previous cycle: handed on in this one
         cycle = 0
-        while (len(w_seen) < total_beats or len(aw_seen) < total_bursts or pending_b) and cycle < max_cycles:
+        while ((len(w_seen) < total_beats or len(aw_seen) < total_bursts or pending_b or b_before is not None)
+               and cycle < max_cycles):
             ctx.set(dut.axi.awready, rng.random() >= aw_stall)
             ctx.set(dut.axi.wready, rng.random() >= w_stall)
             b_now = pending_b.pop(0) if pending_b and rng.random() < 0.3 else None
@@ -88,10 +90,13 @@ def run_writer(params, max_beats, writes, b_responses, seed, aw_stall=0.0, w_sta
             if wvalid and wready:
                 w_seen.append((wdata, wstrb, wlast))
                 w_cycles.append(cycle)
-            assert b_valid == (b_now is not None)   # handed on in the same cycle
+            assert b_valid == (b_before is not None)   # handed on one cycle later, from a register
             if b_now is not None:
                 assert bready == 1
+            if b_valid:
                 b_seen.append((b_id, b_error))
+                assert (b_id, b_error) == (b_before[0], int(b_before[1] != AXI_RESP_OKAY))
+            b_before = b_now
             cycle += 1
         assert cycle < max_cycles, "the writer stalled"
         for _ in range(4):   # both buffers drained: the unit is idle

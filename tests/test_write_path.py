@@ -622,8 +622,8 @@ def test_read_of_a_gathered_block_waits_for_its_flush():
     """INT4, R = 1: lines 0 and 1 of block 2 are gathered; the read engine's block query for block 2 (a read
     in dispatch) before the idle boundary is answered busy and asks for the flush: one burst of the 4 plane
     lines with the two lines' plane bytes strobed (what the golden model writes for a read of a gathered block),
-    and busy falls only after that burst's B response (one cycle after: the `landed` invalidation must have
-    taken effect). A query of block 3 meanwhile is answered not busy at once."""
+    and busy falls only after that burst's B response (two cycles after: one for the AXI writer's B register,
+    one for the `landed` invalidation to take effect). A query of block 3 meanwhile is answered not busy at once."""
     region = Region(0x100, 8, Format.INT, 4, 1)
     dut = WritePath(SMALL)
     model = DeviceModel(SMALL, memory_bytes=1 << SMALL.dram_addr_bits)
@@ -695,10 +695,11 @@ def test_read_of_a_gathered_block_waits_for_its_flush():
     assert slave.bursts_seen == [(b.line, b.beats, b.strobes) for b in model.axi_writes] \
         == [(0x100 + 2 * 4, 4, ((1 << 2 * slice_bytes) - 1,) * 4)]
     assert np.array_equal(memory[0x108:0x10C], model.memory[0x108:0x10C])
-    # the query of block 3 passed at once, before the flush was even issued; block 2's two edges after the B
-    # response (busy while the entry lands, and one cycle more for the registered `landed` invalidation)
+    # the query of block 3 passed at once, before the flush was even issued; block 2's three edges after the B
+    # response (the AXI writer's B register, busy while the entry lands, and one cycle more for the registered
+    # `landed` invalidation)
     assert passed[3] < slave.b_edges[0], (passed, slave.b_edges)
-    assert passed[2] == slave.b_edges[0] + 2, (passed, slave.b_edges)
+    assert passed[2] == slave.b_edges[0] + 3, (passed, slave.b_edges)
 
 
 @pytest.mark.parametrize("extra", [-1, 0, 1])

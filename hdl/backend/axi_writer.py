@@ -16,7 +16,8 @@ does from it in the same cycle (an FPGA build's critical path ran from the stage
 flush decision and the held write's acceptance, fpga/README.md round 17).
 AW and W leave through OutputBuffers (hdl/stream_buffers.py, two entries each): AXI valid and payload are
 registers, and no combinational path runs from AWREADY / WREADY back to `write.ready`.
-B responses are handed on as they arrive (`b`, BREADY = `b.ready`; the write path takes every one at once).
+B responses are handed on one cycle after they arrive, from a register (`b`; BREADY = 1 while the register is
+empty or `b.ready`; the write path takes every one at once, so BREADY is constant 1 there).
 `strobe_queued`: the WSTRB of the W beat queued in this cycle (valid = one was), for the bytes_strobed counter.
 `busy`: a write is still in the stage or a buffer.
 """
@@ -190,12 +191,20 @@ class AxiWriter(wiring.Component):
         with m.Elif(stage_free):
             m.d.sync += stage_busy.eq(0)
 
-        # ---- B responses --------------------------------------------------------------------------------
+        # ---- B responses: registered once (BID ran through the write table's entry decode and picks into
+        # its done and error registers: 11 LUT levels, fpga/README.md round 17). BREADY is 1 while the register
+        # is empty or its response is taken: with a consumer that takes every B (WriteTable) it is constant 1.
+        b_valid = Signal()
+        b_id = Signal(p.axi_id_bits)
+        b_error = Signal()
+        b_register_free = ~b_valid | self.b.ready
+        with m.If(b_register_free):
+            m.d.sync += [b_valid.eq(axi.bvalid), b_id.eq(axi.bid), b_error.eq(axi.bresp != AXI_RESP_OKAY)]
         m.d.comb += [
-            self.b.valid.eq(axi.bvalid),
-            self.b.p.id.eq(axi.bid),
-            self.b.p.error.eq(axi.bresp != AXI_RESP_OKAY),
-            axi.bready.eq(self.b.ready),
+            self.b.valid.eq(b_valid),
+            self.b.p.id.eq(b_id),
+            self.b.p.error.eq(b_error),
+            axi.bready.eq(b_register_free),
         ]
 
         m.d.comb += self.busy.eq(stage_busy | aw_buffer.o.valid | w_buffer.o.valid | ~aw_buffer.i.ready
