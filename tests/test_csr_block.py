@@ -461,3 +461,46 @@ def test_random_accesses_match_device_model():
 def test_rejects_csr_space_too_small_for_counters():
     with pytest.raises(ValueError, match="cannot reach COUNTER"):
         CsrBlock(ControllerParams(csr_addr_bits=10))
+
+
+
+def test_read_samples_at_the_ar_handshake_and_answers_two_cycles_later():
+    """DEVICE.md §6: a read's value is the register's in the cycle AR is accepted, R is valid two cycles later
+    (no earlier), and ARREADY is low from the handshake until R is taken. A counter that counts every cycle
+    from cycle s on holds t - s - 1 in cycle t (the increment is registered once, then added), so R's value
+    names the cycle it was sampled in."""
+    dut = CsrBlock(ControllerParams())
+    counter = int(Counter.REQ_MEM_RD)
+    address = CSR_COUNTER_BASE + 4 * counter
+
+    async def tb(ctx):
+        bus = dut.bus
+        start = 3
+        await ctx.tick().repeat(start)
+        ctx.set(dut.counter_inc[counter], 1)      # counting from cycle `start`
+        cycle = start
+        for handshake in (start + 6, start + 13):
+            await ctx.tick().repeat(handshake - cycle)
+            cycle = handshake
+            ctx.set(bus.araddr, address)
+            ctx.set(bus.arvalid, 1)
+            assert ctx.get(bus.arready) == 1          # the handshake is in this cycle
+            await ctx.tick()
+            cycle += 1
+            ctx.set(bus.arvalid, 0)
+            ctx.set(bus.rready, 1)
+            waited = 0
+            while not ctx.get(bus.rvalid):
+                assert ctx.get(bus.arready) == 0 and waited < 4
+                await ctx.tick()
+                cycle += 1
+                waited += 1
+            assert cycle - handshake == 2, f"R valid {cycle - handshake} cycles after the AR handshake"
+            assert ctx.get(bus.arready) == 0
+            assert ctx.get(bus.rdata) == handshake - start - 1, (ctx.get(bus.rdata), handshake)
+            await ctx.tick()                          # R taken
+            cycle += 1
+            ctx.set(bus.rready, 0)
+            assert ctx.get(bus.rvalid) == 0 and ctx.get(bus.arready) == 1
+
+    run(dut, tb)

@@ -47,8 +47,9 @@ AXI4-Lite handshake: AW and W are accepted independently (each held in a one-ent
 once both are present and no B response is pending, and its B response is valid two cycles later (the region
 end_line derived from the written registers has settled by then); five cycles later for a POISON_COMMAND
 inject or clear and three for a CONTROL write that clears the poison list, when the list shows the command on
-its CSR read port and to every read (DEVICE.md §6). AR is accepted when no R response is pending; the read
-value is registered at acceptance (a counter reads its value of that cycle). bresp and rresp are always OKAY.
+its CSR read port and to every read (DEVICE.md §6). AR is accepted when no read is in progress; the read
+value is sampled at acceptance (a counter reads its value of that cycle) and R is valid two cycles after it.
+bresp and rresp are always OKAY.
 """
 from __future__ import annotations
 
@@ -66,6 +67,7 @@ from smartquant.params import (
 from smartquant.hdl.backend.axi import AxiLiteSignature, AXI_RESP_OKAY
 from smartquant.hdl.csr.layouts import region_entry_layout, region_config_layout
 from smartquant.hdl.engine.poison import poison_record_layout
+from smartquant.hdl.bits import mux_tree, or_all
 
 # Counter indices that exist in hardware: every params.Counter and the 16 reads_at_k counters (the others,
 # 29..31, are reserved and read 0).
@@ -296,9 +298,16 @@ class CsrBlock(wiring.Component):
                 m.d.sync += counter.eq(counter + Mux(clear_counters_delayed, 0, counter_inc[n]))
 
         # --- read channel -------------------------------------------------------------------------------------
+        # Two stages. The AR handshake registers, for each group of the map (the fixed registers 0x000..0x03C,
+        # the poison list's record 0x020 / 0x024, the region table 0x100..0x1FC, the counters 0x400..0x4FC),
+        # the word the address names within the group (a mux tree on the in-group address bits, holes 0) and
+        # whether the address falls in the group; the next edge loads R from the groups hit. The values are
+        # sampled at the AR handshake, as before; only R comes a cycle later. (One mux over the whole map was
+        # 11 LUT levels in the FPGA build's logic-depth report, fpga/README.md round 17.)
         r_pending = Signal()
         r_data = Signal(32)
-        ar_ready = Signal(init=1)   # == ~r_pending, as a flip-flop of its own
+        ar_ready = Signal(init=1)   # == ~(read_step | r_pending), as a flip-flop of its own
+        read_step = Signal()        # AR accepted at the last edge: R's data loads at the next
         m.d.comb += [
             bus.arready.eq(ar_ready),
             bus.rvalid.eq(r_pending),
@@ -308,45 +317,43 @@ class CsrBlock(wiring.Component):
         with m.If(bus.rvalid & bus.rready):
             m.d.sync += [r_pending.eq(0), ar_ready.eq(1)]
 
-        read_value = Signal(32)
-        with m.Switch(bus.araddr[2:]):
-            with m.Case(CSR_ID >> 2):
-                m.d.comb += read_value.eq(ID_VALUE)
-            with m.Case(CSR_VERSION >> 2):
-                m.d.comb += read_value.eq(VERSION_VALUE)
-            with m.Case(CSR_PARAMS >> 2):
-                m.d.comb += read_value.eq(params_word(p))
-            with m.Case(CSR_CONTROL >> 2):
-                m.d.comb += read_value.eq(Cat(nxm_as_poison, Const(0, 2), mem_data_nxm, hole_poison))
-            with m.Case(CSR_STATUS >> 2):
-                m.d.comb += read_value.eq(Cat(self.poison_overflow, self.busy))
-            with m.Case(CSR_POISON_LINE >> 2):
-                m.d.comb += read_value.eq(poison_line)
-            with m.Case(CSR_POISON_LIST_INDEX >> 2):
-                m.d.comb += read_value.eq(poison_list_index)
-            with m.Case(CSR_POISON_LIST_LINE >> 2):
-                m.d.comb += read_value.eq(Mux(self.poison_record_valid, self.poison_record.first, 0))
-            with m.Case(CSR_POISON_LIST_ENTRY >> 2):
-                m.d.comb += read_value.eq(Mux(self.poison_record_valid,
-                                              Cat(self.poison_record.mask, self.poison_record.log2_stride,
-                                                  Const(0, 12), Const(1, 1)), 0))
-            with m.Case(CSR_POISON_COUNT >> 2):
-                m.d.comb += read_value.eq(self.poison_count)
-            for i in range(p.n_regions):
-                base_addr = CSR_REGION_BASE + CSR_REGION_STRIDE * i
-                with m.Case(base_addr >> 2):
-                    m.d.comb += read_value.eq(region_base[i])
-                with m.Case((base_addr + 4) >> 2):
-                    m.d.comb += read_value.eq(region_superblocks[i])
-                with m.Case((base_addr + 8) >> 2):
-                    m.d.comb += read_value.eq(region_config[i].as_value())
-            for n, counter in counters.items():
-                with m.Case((CSR_COUNTER_BASE >> 2) + n):
-                    m.d.comb += read_value.eq(counter)
-            with m.Default():
-                m.d.comb += read_value.eq(0)
-
+        zero = Const(0, 32)
+        fixed_words = [zero] * 16
+        fixed_words[CSR_ID >> 2] = Const(ID_VALUE, 32)
+        fixed_words[CSR_VERSION >> 2] = Const(VERSION_VALUE, 32)
+        fixed_words[CSR_PARAMS >> 2] = Const(params_word(p), 32)
+        fixed_words[CSR_CONTROL >> 2] = Cat(nxm_as_poison, Const(0, 2), mem_data_nxm, hole_poison)
+        fixed_words[CSR_STATUS >> 2] = Cat(self.poison_overflow, self.busy)
+        fixed_words[CSR_POISON_LINE >> 2] = poison_line
+        fixed_words[CSR_POISON_LIST_INDEX >> 2] = poison_list_index
+        fixed_words[CSR_POISON_COUNT >> 2] = self.poison_count
+        region_words = [zero] * (16 * 4)      # word 4 * i + field of region i (field 3 and i >= n_regions: 0)
+        for i in range(p.n_regions):
+            region_words[4 * i: 4 * i + 3] = [region_base[i], region_superblocks[i], region_config[i].as_value()]
+        counter_words = [counters.get(n, zero) for n in range(64)]
+        assert CSR_REGION_STRIDE == 0x10 and CSR_REGION_BASE % 0x100 == 0 and CSR_COUNTER_BASE % 0x100 == 0
+        assert N_COUNTERS <= 64 and len(fixed_words) == 16
+        word = bus.araddr[2:]
+        page = bus.araddr[8:]             # 256-byte page: 0 fixed (below 0x40), CSR_REGION_BASE, CSR_COUNTER_BASE
+        # the poison list's record (chosen by POISON_LIST_INDEX in the list, several levels deep) has a group of
+        # its own, so it passes one mux here, not the fixed group's tree
+        record_hit = (bus.araddr[2:] == CSR_POISON_LIST_LINE >> 2) | (bus.araddr[2:] == CSR_POISON_LIST_ENTRY >> 2)
+        record_word = Mux(~self.poison_record_valid, 0,
+                          Mux(bus.araddr[2:] == CSR_POISON_LIST_LINE >> 2, self.poison_record.first,
+                              Cat(self.poison_record.mask, self.poison_record.log2_stride, Const(0, 12), Const(1, 1))))
+        groups = [  # (hit, word within the group)
+            (record_hit, record_word),
+            ((page == 0) & (bus.araddr[6:8] == 0), mux_tree(fixed_words, word[:4])),
+            (page == CSR_REGION_BASE >> 8, mux_tree(region_words, word[:6])),
+            (page == CSR_COUNTER_BASE >> 8, mux_tree(counter_words, word[:6])),
+        ]
+        group_hit = Signal(len(groups))
+        group_word = Signal(data.ArrayLayout(32, len(groups)))
         with m.If(bus.arvalid & bus.arready):
-            m.d.sync += [r_pending.eq(1), ar_ready.eq(0), r_data.eq(read_value)]
+            m.d.sync += [ar_ready.eq(0), read_step.eq(1), group_hit.eq(Cat(hit for hit, _ in groups))]
+            m.d.sync += [group_word[g].eq(value) for g, (_, value) in enumerate(groups)]
+        with m.If(read_step):
+            m.d.sync += [read_step.eq(0), r_pending.eq(1),
+                         r_data.eq(or_all([Mux(group_hit[g], group_word[g], 0) for g in range(len(groups))]))]
 
         return m
