@@ -212,10 +212,24 @@ def analyse_netlist(module: dict) -> list[Endpoint]:
 def levels_from_port(module: dict, port: str) -> dict[str, int]:
     """Per flip-flop signal: the most levels on a path from input port `port` alone (paths that start at
     registers or other ports do not count): how near the registers a late-arriving input enters."""
+    return _levels_from(module, {bit for bit in module["ports"][port]["bits"] if isinstance(bit, int)})
+
+
+def levels_from_register(module: dict, register: str) -> dict[str, int]:
+    """As levels_from_port, from the Q outputs of the flip-flops of signal `register` (e.g. a skid's valid)."""
+    names = _bit_names(module)
+    start = {cell["connections"]["Q"][0] for cell in module["cells"].values()
+             if cell["type"].startswith("TRELLIS_FF")
+             and _strip_index(names.get(cell["connections"]["Q"][0], "")) == register}
+    if not start:
+        raise ValueError(f"no flip-flop of signal {register!r} in the netlist")
+    return _levels_from(module, start)
+
+
+def _levels_from(module: dict, start: set[int]) -> dict[str, int]:
     cells = module["cells"]
     driver = _drivers(cells)
-    start = {bit for bit in module["ports"][port]["bits"] if isinstance(bit, int)}
-    levels: dict[int, int | None] = {}      # net bit -> levels from the port, None: not reached from it
+    levels: dict[int, int | None] = {}      # net bit -> levels from the start bits, None: not reached from them
 
     def level_of(root: int) -> int | None:
         return _levels_into(root, cells, driver, levels, lambda bit: 0 if bit in start else None)

