@@ -87,17 +87,22 @@ class Pauses:
         self.random = rng.random       # bound once: drawn every cycle of a paused channel
         self.set(rate, run_rate, max_run)
         self.remaining = 0
+        self.paused_last = False
 
-    def set(self, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24) -> None:
-        self.rate, self.run_rate, self.max_run = rate, run_rate, max_run
+    def set(self, rate: float = 0.0, run_rate: float = 0.0, max_run: int = 24, alternate: bool = False) -> None:
+        """`alternate`: pause every other cycle, no random draw (a consumer at exactly half rate)."""
+        self.rate, self.run_rate, self.max_run, self.alternate = rate, run_rate, max_run, alternate
         # `p.remaining or p.active` is false exactly when p() would return False without drawing a random number:
         # the per-cycle callers test it before paying for the call
-        self.active = bool(rate or run_rate)
+        self.active = bool(rate or run_rate or alternate)
 
     def __call__(self) -> bool:
         if self.remaining:
             self.remaining -= 1
             return True
+        if self.alternate:
+            self.paused_last = not self.paused_last
+            return self.paused_last
         if not self.active:
             return False
         roll = self.random()

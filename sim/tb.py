@@ -163,6 +163,12 @@ class TB:
         """The pauses of the host's response channels (S2M DRS and NDR)."""
         return [self.drs_sink.pauses, self.ndr_sink.pauses]
 
+    def halve_response_rate(self) -> None:
+        """The host takes responses in every other cycle only (READY alternates on DRS and NDR) until the next
+        set_knobs."""
+        for pauses in self._response_pauses():
+            pauses.set(alternate=True)
+
     def hold_responses(self, cycles: int) -> None:
         """The host takes no response for the next `cycles` cycles (READY low on every response channel)."""
         for pauses in self._response_pauses():

@@ -605,12 +605,14 @@ class RandomTraffic:
                            "cleared by block write": 0.9}
 
     async def close_coverage_gaps(self) -> None:
-        """Directed stimulus for the bins still unhit (sim/coverage.py) that one transaction can hit: a rare opcode,
-        a read of a format at a view or k the current layout holds, a poison-list action. Called between phases
+        """Directed stimulus for the bins still unhit (sim/coverage.py) that the generator can aim at: one
+        transaction for a rare opcode, a read of a format at a view or k the current layout holds, a poison-list
+        action; a half-rate drain (half_rate_drain) for the Req stall runs. Called between phases
         in the second half of a run, so the random mix comes first and what it left is closed (a timing change
         that shifts the random stream once left a bin such as a reserved opcode or `clear line` unhit in a
         5,000-transaction run). A bin this cannot reach stays in the report."""
         tb, rng, p = self.tb, self.rng, self.params
+        req_stalls_driven = False
         for missed in tb.coverage.missed():
             group, name = missed.split("/", 1)
             if group in ("req opcode", "rwd opcode"):
@@ -645,6 +647,26 @@ class RandomTraffic:
                 await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
             elif group == "poison list" and name in self.POISON_ACTION_ROLLS and self.regions:
                 await self.poison_action(self.POISON_ACTION_ROLLS[name])
+            elif group == "stall" and name.startswith("m2s_req/") and not req_stalls_driven:
+                req_stalls_driven = True
+                await self.half_rate_drain()
+
+    async def half_rate_drain(self) -> None:
+        """Req stall runs of every length: unmapped reads (answered without DRAM, so dispatch never waits) sent
+        back to back, more than the device holds, while the host takes responses in every other cycle: the
+        device fills (a long stall while it does), then frees one read per two cycles (one-cycle stalls). The
+        backpressure phase's random drain may give no one-cycle run (seed 7, 5,000 transactions, 4421e67)."""
+        tb, p = self.tb, self.params
+        saved = self.max_outstanding
+        self.max_outstanding = p.load_capacity + 16
+        tb.hold_responses(p.load_capacity)
+        tb.halve_response_rate()
+        for _ in range(2 * p.load_capacity + 16):
+            address, note = self._unmapped_address(), Note("read", None)
+            await self._issue(note, lambda: tb.req(ReqOpcode.MEM_RD, address, note=note))
+        await tb.quiesce()
+        tb.set_knobs()
+        self.max_outstanding = saved
 
     async def fill_reads(self, count: int) -> None:
         """MemRdFill / MemRdFillTEE reads (on RwD) of random targets, each alone, at quiescence: a fill takes its

@@ -4,7 +4,8 @@ import random
 
 from cocotb.triggers import Event
 
-from smartquant.sim.port_driver import AXI_OKAY, AxiLiteMaster, AxiMemory, PortDriver, Sink, Source, int_reader
+from smartquant.sim.port_driver import (
+    AXI_OKAY, AxiLiteMaster, AxiMemory, Pauses, PortDriver, Sink, Source, int_reader)
 
 STATUS = ("s2m_drs__valid", "axi__arvalid", "axi__rready", "axi__awvalid", "axi__wvalid", "axi__bready")
 
@@ -265,3 +266,17 @@ def test_a_part_skipped_by_its_condition_would_have_changed_nothing():
             if method == "sample":
                 driver.cycle += 1
     assert skipped["sample"] > 1000 and skipped["drive"] > 1000
+
+
+def test_alternating_pauses_take_every_other_cycle_without_drawing_and_a_hold_comes_first():
+    rng = random.Random(3)
+    pauses = Pauses(rng)
+    pauses.set(alternate=True)
+    state = rng.getstate()
+    assert pauses.active
+    assert [pauses() for _ in range(6)] == [True, False, True, False, True, False]
+    assert rng.getstate() == state        # no random draw: the rest of a seeded run is unchanged
+    pauses.remaining = 3                  # a hold (hold_responses) pauses every cycle, then the alternation goes on
+    assert [pauses() for _ in range(5)] == [True, True, True, True, False]
+    pauses.set()
+    assert not pauses.active and not pauses()
