@@ -127,6 +127,16 @@ def test_read_engine_read_ready_is_registered():
     assert not report.inputs, report.inputs
 
 
+def test_read_engine_registers_its_dispatch_events():
+    """The counts made at dispatch (nxm / hole / raw reads, buffer hits and misses, reads_at_k) leave the read engine
+    from flip-flops: dispatch waits on block_busy and the block buffer's hit, and a 75 MHz build's critical path
+    ran from there through the top's event sum into the CSR block's increment register (timing round 18). What
+    stays logic is the five handshake counts (AR, R beats, R errors, DRS sent, poisoned reads), one bit each."""
+    report = analyse(ReadEngine(SMALL))["events"]
+    assert report.unregistered_bits == 5 and "block_busy" not in report.inputs, (report.unregistered_bits,
+                                                                                report.inputs)
+
+
 def test_axi_writer_write_ready_is_a_register():
     """The AXI writer's stage-free test is a flip-flop (loaded with the test on the next cycle's flags): the write
     path's flush decision and its held write's acceptance start from a register, not from two LUT levels over

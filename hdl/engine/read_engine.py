@@ -57,7 +57,7 @@ from amaranth.hdl import Signal, Module, Const, Mux, unsigned
 from amaranth.lib import wiring, data, stream
 from amaranth.lib.wiring import In, Out
 
-from smartquant.params import ControllerParams, Counter, N_COUNTERS, View, DrsOpcode
+from smartquant.params import ControllerParams, Counter, N_COUNTERS, View, DrsOpcode, counter_name
 from smartquant.hdl.backend.axi import AxiReadSignature, AXI_RESP_OKAY
 from smartquant.hdl.backend.axi_reader import AxiReader
 from smartquant.hdl.csr.layouts import region_entry_layout
@@ -73,6 +73,9 @@ from smartquant.hdl.engine.block_query import block_query_layout
 from smartquant.hdl.engine.packer import BlockPacker
 from smartquant.hdl.stream_buffers import InputSkid
 
+# the events counted at dispatch (registered once in this unit)
+DISPATCH_EVENTS = (Counter.NXM_READS, Counter.HOLE_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
+                   Counter.BUFFER_MISSES) + tuple(Counter.READS_AT_K1 + k for k in range(16))
 # the event counters this unit drives (every other entry of `events` is 0)
 READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
                                 Counter.BUFFER_HITS,
@@ -412,19 +415,27 @@ class ReadEngine(wiring.Component):
 
         # ---- events, busy ------------------------------------------------------------------------------
         ev = self.events
+        # Dispatch's events are registered here, before the top's sum and the CSR block's increment register:
+        # dispatch (the block buffer's hit, the write path's block-busy answer) ran on through the sum into that
+        # register's reset, an FPGA build's critical path (fpga/README.md round 18). These counters count one
+        # cycle later than the others.
+        dispatch_events = {n: Signal(name=f"dispatch_event_{counter_name(n)}") for n in DISPATCH_EVENTS}
+        m.d.sync += [event.eq(0) for event in dispatch_events.values()]
         with m.If(dispatch):
             with m.If(~stage_b.region_hit):
-                m.d.comb += ev[Counter.NXM_READS].eq(1)
+                m.d.sync += dispatch_events[Counter.NXM_READS].eq(1)
             with m.Elif(~readable):
-                m.d.comb += ev[Counter.HOLE_READS].eq(1)
+                m.d.sync += dispatch_events[Counter.HOLE_READS].eq(1)
             with m.Else():
                 with m.If(is_raw):
-                    m.d.comb += ev[Counter.RAW_READS].eq(1)
+                    m.d.sync += dispatch_events[Counter.RAW_READS].eq(1)
                 with m.Else():
-                    m.d.comb += ev[Counter.BUFFER_HITS].eq(hit), ev[Counter.BUFFER_MISSES].eq(~hit)
+                    m.d.sync += [dispatch_events[Counter.BUFFER_HITS].eq(hit),
+                                 dispatch_events[Counter.BUFFER_MISSES].eq(~hit)]
                     for k in range(1, 17):
                         with m.If(key.k == k):
-                            m.d.comb += ev[Counter.READS_AT_K1 + k - 1].eq(1)
+                            m.d.sync += dispatch_events[Counter.READS_AT_K1 + k - 1].eq(1)
+        m.d.comb += [ev[n].eq(event) for n, event in dispatch_events.items()]
         m.d.comb += [
             ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
             ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
