@@ -337,9 +337,9 @@ class CsrBlock(wiring.Component):
         page = bus.araddr[8:]             # 256-byte page: 0 fixed (below 0x40), CSR_REGION_BASE, CSR_COUNTER_BASE
         # the poison list's record (chosen by POISON_LIST_INDEX in the list, several levels deep) has a group of
         # its own, so it passes one mux here, not the fixed group's tree
-        record_hit = (bus.araddr[2:] == CSR_POISON_LIST_LINE >> 2) | (bus.araddr[2:] == CSR_POISON_LIST_ENTRY >> 2)
+        record_hit = (word == CSR_POISON_LIST_LINE >> 2) | (word == CSR_POISON_LIST_ENTRY >> 2)
         record_word = Mux(~self.poison_record_valid, 0,
-                          Mux(bus.araddr[2:] == CSR_POISON_LIST_LINE >> 2, self.poison_record.first,
+                          Mux(word == CSR_POISON_LIST_LINE >> 2, self.poison_record.first,
                               Cat(self.poison_record.mask, self.poison_record.log2_stride, Const(0, 12), Const(1, 1))))
         groups = [  # (hit, word within the group)
             (record_hit, record_word),

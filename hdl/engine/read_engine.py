@@ -77,11 +77,8 @@ from smartquant.hdl.stream_buffers import InputSkid
 DISPATCH_EVENTS = (Counter.NXM_READS, Counter.HOLE_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
                    Counter.BUFFER_MISSES) + tuple(Counter.READS_AT_K1 + k for k in range(16))
 # the event counters this unit drives (every other entry of `events` is 0)
-READ_ENGINE_EVENTS = frozenset([Counter.NXM_READS, Counter.HOLE_READS, Counter.POISON_READS, Counter.RAW_READS,
-                                Counter.BUFFER_HITS,
-                                Counter.BUFFER_MISSES, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
-                                Counter.DRS_SENT, Counter.AXI_ERRORS]
-                               + [Counter.READS_AT_K1 + k - 1 for k in range(1, 17)])
+READ_ENGINE_EVENTS = frozenset(DISPATCH_EVENTS + (Counter.POISON_READS, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
+                                                  Counter.DRS_SENT, Counter.AXI_ERRORS))
 
 
 class ReadEngine(wiring.Component):
