@@ -127,7 +127,7 @@ class SmartQuantController(wiring.Component):
             read_engine.mem_data_nxm.eq(csr_block.mem_data_nxm),
             read_engine.hole_poison.eq(csr_block.hole_poison),
             poison_list.query.eq(read_engine.poison_query),
-            read_engine.poison_hit.eq(poison_list.query_hit),
+            read_engine.poison_hit_late.eq(poison_list.query_hit_late),
             poison_list.insert.eq(write_path.poison_insert),
             poison_list.clear.eq(write_path.poison_clear),
             poison_list.clear_all.eq(csr_block.clear_poison),

@@ -1,7 +1,7 @@
 """DrsServer (hdl/engine/drs_server.py) in the Amaranth simulator.
 
-The testbench writes serve entries of every kind at random (with the poison list's answer beside each, and
-garbage on `list_poison` in the cycles without one), plays the block buffer (a line becomes ready at a random
+The testbench writes serve entries of every kind at random (with the poison list's answer a cycle after each,
+as the list gives it, and garbage on `list_poison_late` in the cycles after none), plays the block buffer (a line becomes ready at a random
 cycle; its data follows a take a cycle later) and the R router (each raw read's line arrives at a random time
 after its entry), holds S2M DRS off at random and changes `dev_load` every cycle. Checked against a Python model:
 DRS leave in entry order, each with its tag, LD-ID and opcode, data by kind (all ones for a decode error, 0 for a
@@ -66,22 +66,22 @@ def test_random_entries_against_a_model(seed):
         shown = None              # (serial, cycle it became visible on S2M DRS)
         dev_load = {}
         expected = 0              # next DRS in order
+        late_answer = None        # the list's answer for the entry written in the previous cycle
         for cycle in range(60 * len(entries)):
             if expected == len(entries):
                 break
             dev_load[cycle] = rng.randrange(4)
             ctx.set(dut.dev_load, dev_load[cycle])
 
+            # the poison list's answer for the entry written in the previous cycle (none: it must be ignored)
+            ctx.set(dut.list_poison_late, rng.getrandbits(1) if late_answer is None else late_answer)
             # entries (the read engine's dispatch)
             offer = written < len(entries) and rng.random() < 0.6
             ctx.set(dut.entry.valid, int(offer))
             if offer:
                 e = entries[written]
                 ctx.set(dut.entry.payload, {k: e[k] for k in ("kind", "tag", "ld_id", "opcode", "poison", "address")})
-                ctx.set(dut.list_poison, e["list_poison"])
                 offer = ctx.get(dut.entry.ready)
-            else:
-                ctx.set(dut.list_poison, rng.getrandbits(1))   # no entry: the answer must be ignored
 
             # raw lines from R, in order, at least a cycle after their entry
             offer_raw = raw_sent < len(raw_serials) and written_at[raw_serials[raw_sent]] < cycle \
@@ -129,6 +129,7 @@ def test_random_entries_against_a_model(seed):
                 assert serial is not None and line_ready, f"cycle {cycle}: take"
             await ctx.tick()
 
+            late_answer = entries[written]["list_poison"] if offer else None
             if offer:
                 written_at[written] = cycle
                 if entries[written]["kind"] == SERVE_BUFFER:
@@ -150,8 +151,8 @@ def test_random_entries_against_a_model(seed):
 def test_latencies_and_bypasses():
     """A buffer read whose line becomes ready in cycle t is on S2M DRS in t + 2 (DRS_OUTPUT_CYCLES); so is a raw
     read whose line arrives on R in cycle t while it waits at the head (the empty raw FIFO bypassed); the
-    poison list's answer given with an entry reaches its DRS although the entry is at the head the cycle after
-    its write (the column is written a cycle later still); an answer in a cycle without an entry is ignored."""
+    poison list's answer, given the cycle after its entry, reaches its DRS although the entry is at the head in
+    that cycle (the column is written only then); an answer in a cycle after none is ignored."""
     dut = DrsServer(PARAMS, DEPTH)
 
     async def bench(ctx):
@@ -161,10 +162,9 @@ def test_latencies_and_bypasses():
             ctx.set(dut.entry.valid, 1)
             ctx.set(dut.entry.payload, {"kind": kind, "tag": tag, "ld_id": 0, "opcode": DrsOpcode.MEM_DATA,
                                         "poison": 0, "address": address_of(tag)})
-            ctx.set(dut.list_poison, list_poison)
             await ctx.tick()
             ctx.set(dut.entry.valid, 0)
-            ctx.set(dut.list_poison, 0)
+            ctx.set(dut.list_poison_late, list_poison)   # the list's answer, the cycle after the entry
 
         async def wait_for_drs(limit=16):
             """(cycles until S2M DRS is valid, its payload); fails, rather than hangs, when none comes."""
@@ -213,10 +213,11 @@ def test_latencies_and_bypasses():
         assert cycles == 2
         assert (drs.tag, drs.data, drs.poison) == (7, 0, 1)
         await ctx.tick()
-        ctx.set(dut.list_poison, 1)   # no entry written: ignored
+        ctx.set(dut.list_poison_late, 1)   # no entry written in the cycle before: ignored
         await ctx.tick()
         await write(SERVE_NXM, 8)
-        ctx.set(dut.list_poison, 1)
+        await ctx.tick()
+        ctx.set(dut.list_poison_late, 1)   # two cycles after the write, none in the cycle before: ignored
         cycles, drs = await wait_for_drs()
         assert (drs.tag, drs.data, drs.poison) == (8, ALL_ONES, 0)
 
@@ -237,12 +238,11 @@ def test_list_ignore_masks_the_list_answer():
             ctx.set(dut.entry.valid, 1)
             ctx.set(dut.entry.payload, {"kind": kind, "tag": tag, "ld_id": 0, "opcode": DrsOpcode.MEM_DATA,
                                         "poison": 0, "address": address_of(tag)})
-            ctx.set(dut.list_poison, list_poison)
             ctx.set(dut.list_ignore, list_ignore)
             await ctx.tick()
             ctx.set(dut.entry.valid, 0)
-            ctx.set(dut.list_poison, 0)
             ctx.set(dut.list_ignore, 0)
+            ctx.set(dut.list_poison_late, list_poison)   # the list's answer, the cycle after the entry
 
         # the head the cycle after its write: the late register's answer, masked
         await write(SERVE_HOLE, 1, 1, 1)

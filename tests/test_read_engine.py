@@ -120,6 +120,7 @@ class ReadHarness:
             stalled_drs = stalled_ar = None
             accepted = 0
             invalidating = False
+            poison_answer = False     # the poison list's answer to the previous cycle's query
             while requests or expected or bursts:
                 assert cycle < max_cycles, f"no progress: {len(requests)} reads unsent, {len(expected)} DRS missing"
                 rng = harness.rng
@@ -147,7 +148,9 @@ class ReadHarness:
                 # the raw view that is not readable (its count and stride then do not matter)
                 assert ctx.get(dut.poison_query.end) in {(first + (count << stride)) & harness.model.line_mask,
                                                           (first + 1) & harness.model.line_mask}
-                ctx.set(dut.poison_hit, not query.isdisjoint(harness.poisoned))
+                # the list answers a query a cycle later (its per-record registers, hdl/engine/poison.py)
+                ctx.set(dut.poison_hit_late, poison_answer)
+                poison_answer = not query.isdisjoint(harness.poisoned)
                 ctx.set(dut.axi.arready, rng.random() >= harness.ar_stall)
                 beat_ready = bool(bursts) and bursts[0][2] <= cycle and rng.random() >= harness.r_stall
                 if beat_ready:

@@ -1,7 +1,7 @@
 """DrsServer: the read engine's response side (serve FIFO, poison column, raw lines, S2M DRS), docs/DEVICE.md §3.
 
   entry (dispatched read) --> serve FIFO --[serve]--> DRS register --> output buffer --> drs
-  list_poison (a cycle later) --> poison column ^         ^   \\--> buffer: address, take / ready, error, data
+  list_poison_late (a cycle later) --> poison column ^    ^   \\--> buffer: address, take / ready, error, data
   raw_line (R beats of raw reads) --> raw FIFO -/
 
 - An entry says what a read is served from (`kind`): a decode error (all-1s data, SERVE_NXM), DRAM through the
@@ -11,10 +11,10 @@
   DRS register (data from the buffer's read port, the raw line FIFO or a constant), which passes the response to
   the output buffer that drives S2M DRS from registers. A buffer line is servable from the cycle after it is
   written (block_buffer.py) and an empty raw FIFO is bypassed (R beat -> DRS register in one cycle).
-- Poison of a mapped read: the poison list's answer for the entry written in a cycle (`list_poison`, beside
-  `entry`, a long cone) is registered and written a cycle later into a column beside the serve FIFO, one bit
-  per entry; the serve stage reads the head's bit, or the register itself when the head is the entry written
-  in the previous cycle. A served line fetched with a backend error (the buffer's `error`, the raw
+- Poison of a mapped read: the poison list's answer for the entry written in a cycle comes a cycle later
+  (`list_poison_late`, from the list's per-record flip-flops: its set tests are a long cone) and is written
+  then into a column beside the serve FIFO, one bit per entry; the serve stage reads the head's bit, or the
+  answer itself when the head is the entry written in the previous cycle. A served line fetched with a backend error (the buffer's `error`, the raw
   beat's flag) is poisoned too; `poisoned_read` pulses for every mapped (raw or buffer) read served with poison.
 - DevLoad (the `dev_load` input, computed by the top from the port occupancy, DEVICE.md §3) is sampled when the
   DRS enters the output register.
@@ -43,7 +43,7 @@ DRS_OUTPUT_CYCLES = 2
 
 def serve_entry_layout(params: ControllerParams) -> data.StructLayout:
     """A dispatched read: what it is served from (SERVE_*), the buffer line (SERVE_BUFFER), its DRS header and
-    its own poison bit (the poison list's answer comes later, on `list_poison`)."""
+    its own poison bit (the poison list's answer comes a cycle later, on `list_poison_late`)."""
     return data.StructLayout({"kind": 2, "address": buffer_line_layout(params), "tag": params.tag_bits,
                               "ld_id": params.ld_id_bits, "opcode": 3, "poison": 1})
 
@@ -54,7 +54,8 @@ def raw_line_layout(params: ControllerParams) -> data.StructLayout:
 
 
 class DrsServer(wiring.Component):
-    """`entry` (ready = room in the serve FIFO), `list_poison` (the poison list's answer for the entry written now),
+    """`entry` (ready = room in the serve FIFO), `list_poison_late` (the poison list's answer for the entry
+    written in the previous cycle),
     `raw_line`, `buffer` (the block buffer's serve side), `drs` (registered), `dev_load`, `poisoned_read`
     (event), `busy`. `depth`: serve FIFO entries."""
 
@@ -63,10 +64,10 @@ class DrsServer(wiring.Component):
         self.depth = depth
         super().__init__({
             "entry": In(stream.Signature(serve_entry_layout(params))),
-            "list_poison": In(1),
-            # the entry written now ignores `list_poison` (the read engine: not a mapped read). Kept apart from
-            # list_poison and registered beside it, so that no gate sits between the poison list's set tests
-            # and the late_poison register (timing round 12a)
+            "list_poison_late": In(1),
+            # the entry written now ignores the list's answer (the read engine: not a mapped read), registered
+            # here to meet that answer a cycle later. Kept apart from the answer so that no gate sits between
+            # the poison list's set tests and its registers (timing rounds 12a, 19)
             "list_ignore": In(1),
             "raw_line": In(stream.Signature(raw_line_layout(params))),
             "buffer": Out(buffer_serve_signature(params)),
@@ -122,19 +123,17 @@ class DrsServer(wiring.Component):
             m.d.sync += [serve_index.eq(next_index),
                          next_index.eq(Mux(next_index == serve_depth - 1, 0, next_index + 1))]
 
-        # The poison list's answer (its set tests are a long cone) leaves dispatch through a register and is
-        # written a cycle later into a column beside the serve FIFO, one bit per entry, indexed in step with the
-        # FIFO; the serve stage reads the head's bit, or the register itself when the head is the read
-        # dispatched in the previous cycle. The answer is still the list's state in the dispatch cycle.
+        # The poison list's answer (its set tests are a long cone) comes a cycle after dispatch, from the list's
+        # own registers, and is written then into a column beside the serve FIFO, one bit per entry, indexed in
+        # step with the FIFO; the serve stage reads the head's bit, or the answer itself when the head is the
+        # read dispatched in the previous cycle. The answer is the list's state in the dispatch cycle.
         late_valid = Signal()                           # a read was dispatched in the previous cycle ...
         late_index = Signal(range(serve_depth))         # ... into this serve FIFO entry ...
-        late_poison = Signal()                          # ... and the poison list holds one of its lines
-        late_ignore = Signal()                          # ... which that read ignores (`list_ignore`)
+        late_ignore = Signal()                          # ... and ignores the list's answer (`list_ignore`)
         late_answer = Signal()
         list_poison = Signal(serve_depth)
-        m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index),
-                     late_poison.eq(self.list_poison), late_ignore.eq(self.list_ignore)]
-        m.d.comb += late_answer.eq(late_poison & ~late_ignore)
+        m.d.sync += [late_valid.eq(entry_written), late_index.eq(dispatch_index), late_ignore.eq(self.list_ignore)]
+        m.d.comb += late_answer.eq(self.list_poison_late & ~late_ignore)
         with m.If(entry_written):
             m.d.sync += dispatch_index.eq(Mux(dispatch_index == serve_depth - 1, 0, dispatch_index + 1))
         with m.If(late_valid):

@@ -7,7 +7,11 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
 
 - `query`: a set of lines {first + (p << log2_stride) : p < count} (a raw read: its line; a block read: its k
   plane lines) and its `end` line first + (count << log2_stride), which the read engine registers in stage B;
-  `query_hit` (combinational) says whether a record holds any of them.
+  `query_hit` (combinational) says whether a record holds any of them; `query_hit_late` is the same answer a
+  cycle later (the query and the list of the previous cycle), made from one flip-flop per record (its set test
+  reduced to one bit) and one for the pending insert, ORed after them: the device's user (the DRS server's poison
+  column) reads the answer a cycle after dispatch, and the register split the set tests' cone in two (a query's
+  subtracts and decodes before it, the OR over the records after it; timing round 19).
 - `clear`: drop such a set of lines from every record (a write that covers a line whole, a CSR clear); a record
   left with an empty mask is free.
 - `insert`: a record; merged (mask OR) into a record with the same (F, s), else written into the lowest free
@@ -109,6 +113,7 @@ class PoisonList(wiring.Component):
             "clear_all": In(1),
             "query": In(line_query_layout(params)),
             "query_hit": Out(1),
+            "query_hit_late": Out(1),
             "read_index": In(range(max(2, n))),
             "read_valid": Out(1),
             "read_record": Out(poison_record_layout(params)),
@@ -249,8 +254,14 @@ class PoisonList(wiring.Component):
         query_held = [self._held_bits(m, records[i], round_bases[i], self.query, query_end, f"query{i}")
                       for i in range(n)]
         pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, query_end, "query_pending")
-        m.d.comb += self.query_hit.eq(Cat(*(held.any() for held in query_held)).any()
-                                      | (pending_valid & ~lost_now & pending_query_held.any()))
+        held_any = [Signal(name=f"query{i}_held_any") for i in range(n)]
+        pending_held = Signal()
+        m.d.comb += [*(held_any[i].eq(query_held[i].any()) for i in range(n)),
+                     pending_held.eq(pending_valid & ~lost_now & pending_query_held.any()),
+                     self.query_hit.eq(Cat(*held_any, pending_held).any())]
+        held_any_late = Signal(n + 1, name="query_held_late")
+        m.d.sync += held_any_late.eq(Cat(*held_any, pending_held))
+        m.d.comb += self.query_hit_late.eq(held_any_late.any())
 
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]

@@ -37,7 +37,8 @@ BlockPacker (hdl/engine/packer.py). This unit holds the request stages, dispatch
 - The packer writes the block's output lines into the block buffer's slot, where the DRS server serves them.
 Poison is sampled at dispatch from the poison list's query of the read's DRAM lines (stage B registers the raw
 line or plane-0 line, the stride and k; a read outstanding while the list changes may see either state,
-DEVICE.md §4); the answer goes to the DrsServer's poison column with the serve entry. DevLoad: drs_server.py.
+DEVICE.md §4); the list's answer (registered in the list, a cycle after dispatch) goes to the DrsServer's poison
+column beside the serve entry. DevLoad: drs_server.py.
 A block is one burst at R = 1 (DEVICE.md §5); it never crosses 4 KiB because region bases are B-line aligned
 (DEVICE.md §2, a misaligned region is inactive). The testbench's AXI memory checks the rule on every burst.
 Backend errors (DEVICE.md §3): an R beat with RRESP != OKAY poisons what it fed. The R router ORs the RRESP
@@ -92,9 +93,9 @@ class ReadEngine(wiring.Component):
             "mem_data_nxm": In(1),    # decode errors answer MemData-NXM, else MemData (CONTROL[3])
             "hole_poison": In(1),     # holes carry poison (CONTROL[4])
             # the DRAM lines whose poison the read in dispatch reports (from stage B's registers) and the
-            # poison list's answer in the dispatch cycle (the DrsServer registers it into its poison column)
+            # poison list's answer for them a cycle later (the list registers it; into the DrsServer's column)
             "poison_query": Out(line_query_layout(params)),
-            "poison_hit": In(1),
+            "poison_hit_late": In(1),
             # bit i: region i reads expanded views toward zero (REGION_CONFIG rounding 2; 0 = the entry's
             # midpoint bit decides floor / midpoint). Separate from `regions` so the region entry layout stays.
             "toward_zero": In(params.n_regions),
@@ -308,7 +309,7 @@ class ReadEngine(wiring.Component):
                 serve_entry.opcode.eq(Mux(self.mem_data_nxm, DrsOpcode.MEM_DATA_NXM, DrsOpcode.MEM_DATA)),
                 serve_entry.poison.eq(self.nxm_as_poison),
             ]
-        m.d.comb += [drs_server.list_poison.eq(self.poison_hit), drs_server.list_ignore.eq(~readable)]
+        m.d.comb += [drs_server.list_poison_late.eq(self.poison_hit_late), drs_server.list_ignore.eq(~readable)]
 
         m.d.comb += [
             fetch.valid.eq(dispatch & needs_fetch),
