@@ -77,9 +77,11 @@ from smartquant.hdl.stream_buffers import InputSkid
 # the events counted at dispatch (registered once in this unit)
 DISPATCH_EVENTS = (Counter.NXM_READS, Counter.HOLE_READS, Counter.RAW_READS, Counter.BUFFER_HITS,
                    Counter.BUFFER_MISSES) + tuple(Counter.READS_AT_K1 + k for k in range(16))
-# the event counters this unit drives (every other entry of `events` is 0)
-READ_ENGINE_EVENTS = frozenset(DISPATCH_EVENTS + (Counter.POISON_READS, Counter.DRAM_LINES_READ, Counter.READ_BURSTS,
-                                                  Counter.DRS_SENT, Counter.AXI_ERRORS))
+# the events counted at a handshake (AR, R beats and their errors, DRS sent, poisoned reads served)
+HANDSHAKE_EVENTS = (Counter.DRAM_LINES_READ, Counter.READ_BURSTS, Counter.DRS_SENT, Counter.AXI_ERRORS,
+                    Counter.POISON_READS)
+# the event counters this unit drives, each from a flip-flop (every other entry of `events` is 0)
+READ_ENGINE_EVENTS = frozenset(DISPATCH_EVENTS + HANDSHAKE_EVENTS)
 
 
 class ReadEngine(wiring.Component):
@@ -417,31 +419,41 @@ class ReadEngine(wiring.Component):
         # dispatch (the block buffer's hit, the write path's block-busy answer) ran on through the sum into that
         # register's reset, an FPGA build's critical path (fpga/README.md round 18). These counters count one
         # cycle later than the others.
-        dispatch_events = {n: Signal(name=f"dispatch_event_{counter_name(n)}") for n in DISPATCH_EVENTS}
-        m.d.sync += [event.eq(0) for event in dispatch_events.values()]
-        with m.If(dispatch):
-            with m.If(~stage_b.region_hit):
-                m.d.sync += dispatch_events[Counter.NXM_READS].eq(1)
-            with m.Elif(~readable):
-                m.d.sync += dispatch_events[Counter.HOLE_READS].eq(1)
-            with m.Else():
-                with m.If(is_raw):
-                    m.d.sync += dispatch_events[Counter.RAW_READS].eq(1)
-                with m.Else():
-                    m.d.sync += [dispatch_events[Counter.BUFFER_HITS].eq(hit),
-                                 dispatch_events[Counter.BUFFER_MISSES].eq(~hit)]
-                    for k in range(1, 17):
-                        with m.If(key.k == k):
-                            m.d.sync += dispatch_events[Counter.READS_AT_K1 + k - 1].eq(1)
+        # What is registered is `dispatch` (one flip-flop) and the read's class (stage B's flags, the buffer's
+        # hit, k), the events decoded after them: with the events themselves registered (2051e43..07f62f9),
+        # dispatch was the reset (LSR) of 21 flip-flops, the 75 MHz build of 07f62f9's worst path (round 19b).
+        dispatched = Signal()
+        was = Signal(data.StructLayout({"region_hit": 1, "readable": 1, "raw": 1, "hit": 1, "k": len(key.k)}))
+        m.d.sync += [dispatched.eq(dispatch), was.region_hit.eq(stage_b.region_hit), was.readable.eq(readable),
+                     was.raw.eq(is_raw), was.hit.eq(hit), was.k.eq(key.k)]
+        was_readable = dispatched & was.region_hit & was.readable
+        was_buffered = was_readable & ~was.raw
+        dispatch_events = {
+            Counter.NXM_READS: dispatched & ~was.region_hit,
+            Counter.HOLE_READS: dispatched & was.region_hit & ~was.readable,
+            Counter.RAW_READS: was_readable & was.raw,
+            Counter.BUFFER_HITS: was_buffered & was.hit,
+            Counter.BUFFER_MISSES: was_buffered & ~was.hit,
+            **{Counter.READS_AT_K1 + k - 1: was_buffered & (was.k == k) for k in range(1, 17)},
+        }
+        assert set(dispatch_events) == set(DISPATCH_EVENTS)
         m.d.comb += [ev[n].eq(event) for n, event in dispatch_events.items()]
-        m.d.comb += [
-            ev[Counter.DRAM_LINES_READ].eq(ar.rvalid & ar.rready),
-            ev[Counter.READ_BURSTS].eq(ar.arvalid & ar.arready),
-            ev[Counter.DRS_SENT].eq(self.drs.valid & self.drs.ready),
-            ev[Counter.AXI_ERRORS].eq(ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY)),
+        # The handshake counts are registered too (timing round 19b): R's ready (the reader's route count, the
+        # DRS server's room) and the serve decision behind `poisoned_read` ran on into the increment register's
+        # reset at 10 LUT levels. Every count of the read engine thus leaves it from a flip-flop.
+        handshake_events = {
+            Counter.DRAM_LINES_READ: ar.rvalid & ar.rready,
+            Counter.READ_BURSTS: ar.arvalid & ar.arready,
+            Counter.DRS_SENT: self.drs.valid & self.drs.ready,
+            Counter.AXI_ERRORS: ar.rvalid & ar.rready & (ar.rresp != AXI_RESP_OKAY),
             # a mapped read answered with poison (poison list or backend error), counted when served
-            ev[Counter.POISON_READS].eq(drs_server.poisoned_read),
-        ]
+            Counter.POISON_READS: drs_server.poisoned_read,
+        }
+        assert set(handshake_events) == set(HANDSHAKE_EVENTS)
+        for n, event in handshake_events.items():
+            registered = Signal(name=f"handshake_event_{counter_name(n)}")
+            m.d.sync += registered.eq(event)
+            m.d.comb += ev[n].eq(registered)
         # Entries this unit does not count are driven 0 explicitly: an undriven entry becomes a constant
         # `always @*` in the Verilog, which never runs (Verilator ALWNEVER; random under +verilator+rand+reset).
         for n in range(N_COUNTERS):
