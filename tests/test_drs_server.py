@@ -1,16 +1,16 @@
 """DrsServer (hdl/engine/drs_server.py) in the Amaranth simulator.
 
-The testbench writes serve entries of every kind at random (with the poison list's answer a cycle after each,
-as the list gives it, and garbage on `list_poison_late` in the cycles after none), plays the block buffer (a line becomes ready at a random
-cycle; its data follows a take a cycle later) and the R router (each raw read's line arrives at a random time
-after its entry), holds S2M DRS off at random and changes `dev_load` every cycle. Checked against a Python model:
-DRS leave in entry order, each with its tag, LD-ID and opcode, data by kind (all ones for a decode error, 0 for a
-hole, the raw line, the buffer line), poison = the entry's own bit | the list's answer | the line's backend
-error (raw and buffer reads), `poisoned_read` once per mapped read sent with poison, DevLoad as driven in the
-cycle before the DRS became visible (the cycle it entered the output register), and `take` only for a ready
-buffer head. A hand-worked case checks the latencies: buffer line ready -> S2M DRS valid 2 cycles later,
-a raw line straight from R (the empty raw FIFO bypassed) likewise, and the list's answer for an entry that
-reaches the head the cycle after its write.
+The testbench writes serve entries of every kind at random (with the poison list's answer a cycle after each, as the
+list gives it, and garbage on `list_poison_late` in the cycles after none), plays the block buffer (a line becomes
+ready at a random cycle; its data follows a take a cycle later) and the R router (each raw read's line arrives at a
+random time after its entry), holds S2M DRS off at random and changes `dev_load` every cycle. Checked against a
+Python model: DRS leave in entry order, each with its tag, LD-ID and opcode, data by kind (all ones for a decode
+error, 0 for a hole, the raw line, the buffer line), poison = the entry's own bit | the list's answer | the line's
+backend error (raw and buffer reads), `poisoned_read` once per mapped read sent with poison, DevLoad as driven in
+the cycle before the DRS became visible (the cycle it entered the output register), and `take` only for a ready
+buffer head. A hand-worked case checks the latencies: buffer line ready -> S2M DRS valid 2 cycles later, a raw line
+straight from R (the empty raw FIFO bypassed) likewise, and the list's answer for an entry that reaches the head the
+cycle after its write.
 """
 from __future__ import annotations
 

