@@ -62,7 +62,7 @@ def test_random_entries_against_a_model(seed):
         ready_at = {}             # buffer serial -> cycle its line becomes ready
         raw_serials = []          # raw entries written, in order (their lines arrive in this order)
         raw_sent = 0
-        buffer_data = None        # the buffer's read port: data of the last take
+        buffer_data = None        # the buffer's read port: the line of the last read (junk if not yet ready)
         shown = None              # (serial, cycle it became visible on S2M DRS)
         dev_load = {}
         expected = 0              # next DRS in order
@@ -125,8 +125,10 @@ def test_random_entries_against_a_model(seed):
             stats["poisoned_reads"] += ctx.get(dut.poisoned_read)
 
             take = ctx.get(dut.buffer.take)
+            read = ctx.get(dut.buffer.read)
             if take:
                 assert serial is not None and line_ready, f"cycle {cycle}: take"
+                assert read, f"cycle {cycle}: a take without a read"
             await ctx.tick()
 
             late_answer = entries[written]["list_poison"] if offer else None
@@ -139,8 +141,9 @@ def test_random_entries_against_a_model(seed):
                 written += 1
             if offer_raw:
                 raw_sent += 1
-            if take:
-                buffer_data = entries[serial]["data"]
+            if read:
+                # a line not yet written reads as whatever the memory held: junk the server must not send
+                buffer_data = entries[serial]["data"] if line_ready else rng.getrandbits(PARAMS.data_width)
         else:
             raise AssertionError(f"not all DRS sent: {stats}")
         assert stats["poisoned_reads"] == stats["want_poisoned_reads"] > 0, stats
@@ -317,3 +320,24 @@ def test_serve_queue_capacity_and_streaming():
         ctx.set(dut.entry.valid, 0)
 
     run(dut, bench)
+
+
+def test_serve_test_reaches_only_the_valid_bit_of_the_drs_register():
+    """Timing round 20a (issue 10): the DRS register loads the head's fields, the raw line and the buffer's
+    read register whenever it is free, and only its valid bit waits for the serve test. On the synth_ecp5 netlist
+    of a W=128 server, the buffer's `ready` (the serve test's input) reaches no payload, raw-line or kind
+    flip-flop of the DRS register, and no input reaches the buffer's `read` (f17a415: `ready` reached the 128
+    `raw_data` enables through `advance`, and the buffer's read enable was `take`; the serve test into those
+    enables was the worst path of every round-19 build)."""
+    from smartquant.scripts.io_paths import analyse
+    from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
+    params = ControllerParams(data_width=128, b_max=8, buffer_slots=2, dram_addr_bits=16)
+    reached = levels_from_port(synthesised_netlist(DrsServer(params, DEPTH)), "buffer__ready")
+    # the DRS register's valid bit, named after the output buffer's input it drives: the port is traced
+    assert "i__valid" in reached, sorted(reached)
+    # its payload (`i__payload` there; f17a415 reached it at 1 level), kind and raw line
+    data_registers = {name for name in reached if name.startswith(("i__payload", "drs_payload", "drs_kind",
+                                                                   "raw_data"))}
+    assert not data_registers, sorted(reached)
+    report = analyse(DrsServer(params, DEPTH))["buffer__read"]
+    assert not report.inputs, report

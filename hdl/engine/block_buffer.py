@@ -5,7 +5,7 @@
   request (key, match, same, allocated) --> hit, slot, generation (the hit slot, or the round-robin victim); claim
   packer lines --> skid --> first-line gate --> buffer memory (slots x b_max lines) --> serve data
   fill_error (one flag per block handed to the packer) --/
-  serve (slot, generation, line) --> ready, error; take --> the line on `data` a cycle later, reader released
+  serve (slot, generation, line) --> ready, error; read --> the line on `data` a cycle later; take --> released
   invalidate / invalidate_landed / invalidate_all --> slot tags
 
 - A slot's tag is the key (region, block, expanded, k, rounding) of the block it holds or is filling. `lookup`
@@ -28,8 +28,8 @@
   sequence is exactly the round-robin one of DEVICE.md §5, and timing only decides when a fill lands.
 - The packer's lines are written into the slot at the head of the fill FIFO; a per-slot line count lets a read
   of line j be served from the cycle after line j is written (`serve.ready`, from the slot's registered tag).
-  `serve.take` reads the line (on `serve.data` from the next cycle, held until the next take) and releases the
-  read.
+  `serve.read` reads the line (on `serve.data` from the next cycle, held until the next read); `serve.take`
+  releases the read (the DRS server reads in every cycle its DRS register is free, takes only a ready line).
 - Backend errors: `fill_error` holds one flag per block (its plane beats' RRESP errors ORed), popped with the
   block's last line; the slot keeps the flag of the generation it holds, so every line served from that fetch,
   hits included, reports `serve.error` until the slot is refilled.
@@ -80,10 +80,14 @@ def buffer_line_layout(params: ControllerParams) -> data.StructLayout:
 
 def buffer_serve_signature(params: ControllerParams) -> wiring.Signature:
     """The serve side, as the reader (the DRS server) sees it: it names a claimed read's line, learns whether the
-    line is written (`ready`) and was fetched with an error, and takes it (`take`): the line's data follows on
-    `data` a cycle later and stays until the next take."""
+    line is written (`ready`) and was fetched with an error, reads it (`read`: the addressed line's data follows
+    on `data` a cycle later and stays until the next read) and takes it (`take`: the read is served, its slot's
+    reader released; a take reads too). `read` may be given for a line not yet written (its data is then
+    undefined): the reader reads whenever it has room, so that the serve test does not reach the data
+    register's enable (timing round 20a)."""
     return wiring.Signature({
         "address": Out(buffer_line_layout(params)),
+        "read": Out(1),
         "take": Out(1),
         "ready": In(1),
         "error": In(1),
@@ -273,7 +277,8 @@ class BlockBuffer(wiring.Component):
         # registered tag alone, so the packer's line (its skid, the fill FIFO head, the first-line gate) does not
         # reach the DRS server's `take` and the read register's clock enable (an FPGA build's critical path ran
         # skid -> write address -> slot_held -> ready -> take -> the 128-bit read register's enable). The read
-        # port need not be transparent: a line is never read in the cycle it is written.
+        # port need not be transparent: a line is never taken in the cycle it is written (a read of it then
+        # gives old data, which the reader does not use).
         serve = self.serve.address
         with m.Switch(serve.slot):
             for s in range(slots):
@@ -285,7 +290,7 @@ class BlockBuffer(wiring.Component):
                     ]
         m.d.comb += [
             buffer_read.addr.eq(Cat(serve.line, serve.slot)),
-            buffer_read.en.eq(self.serve.take),   # the read port holds its data until the next take
+            buffer_read.en.eq(self.serve.read),   # the read port holds its data until the next read
             self.serve.data.eq(buffer_read.data),
         ]
 

@@ -182,29 +182,32 @@ class DrsServer(wiring.Component):
         m.d.comb += serve_poison.eq(serve.poison | head_list_poison)
         # `take` and the raw FIFO's read enable are written per kind, without the other kinds' ready terms: the
         # raw bypass (an R beat in this cycle, a long path from the AXI R channel) then reaches only `advance`,
-        # not the buffer's read enable, its release and `slot_held` (the same functions: `take` is advance for a
-        # buffer head, and a read enable of the empty raw FIFO does nothing)
-        out_free = Signal()
+        # not the buffer's release and `slot_held` (the same functions: `take` is advance for a buffer head, and
+        # a read enable of the empty raw FIFO does nothing)
+        out_free = Signal()     # the DRS register is empty or passes its response on: flip-flops only
         m.d.comb += [
             out_free.eq(~drs_valid | drs_out.i.ready),
             advance.eq(head_valid & serve_ready & out_free),
             raw_fifo.r_en.eq(head_valid & (serve.kind == SERVE_RAW) & out_free),
             raw_bypass.eq(advance & (serve.kind == SERVE_RAW) & ~raw_fifo.r_rdy),
             self.buffer.take.eq(head_valid & (serve.kind == SERVE_BUFFER) & self.buffer.ready & out_free),
+            self.buffer.read.eq(out_free),
         ]
-        with m.If(advance):
+        # The DRS register loads the head's fields and line whenever it is free, and only its valid bit waits
+        # for the serve test (`advance`): a register loaded without `advance` is empty in the next cycle, so
+        # what it took is never used. The serve test thus reaches one flip-flop here instead of the clock
+        # enables of the payload, the raw line and the buffer's read register (the FPGA builds' worst paths of
+        # timing round 19: the head -> the serve test -> those enables, 19-23 ns).
+        with m.If(out_free):
             m.d.sync += [
-                drs_valid.eq(1),
+                drs_valid.eq(advance),
                 drs_kind.eq(serve.kind),
                 drs_payload.opcode.eq(serve.opcode),
                 drs_payload.tag.eq(serve.tag),
                 drs_payload.ld_id.eq(serve.ld_id),
                 drs_payload.poison.eq(serve_poison | backend_error),
+                raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], self.raw_line.p.data)),
             ]
-            with m.If(serve.kind == SERVE_RAW):
-                m.d.sync += raw_data.eq(Mux(raw_fifo.r_rdy, raw_fifo.r_data[:p.data_width], self.raw_line.p.data))
-        with m.Elif(drs_out.i.ready):
-            m.d.sync += drs_valid.eq(0)
         # DevLoad sampled when the DRS enters the output register (DEVICE.md §3), then held with it
         drs_dev_load = Signal(2)
         with m.If(drs_out.loading):
