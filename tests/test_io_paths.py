@@ -140,6 +140,23 @@ def test_read_engine_registers_its_events():
     assert not report.inputs, (report.unregistered_bits, report.inputs)
 
 
+def test_write_path_reads_its_own_room_flip_flop():
+    """Timing round 20c: the write path's join and flush decision read `room`, a flip-flop of the write path
+    loaded with the AXI writer's and the table's next ready values, not the writer's `write.ready` flip-flop,
+    which the placer puts by the AXI W data (a 75 MHz build's worst path began with that net, 4.1 ns across the
+    chip, into write.ready -> join -> held_loads -> held_named). On the synth_ecp5 netlist of a W=128 write
+    path, `write.ready` reaches only the writer's own registers and `room` (cfa9be2: also `held`, `held_named`,
+    the gather buffer ...). That `room` equals write.ready & allocate.ready in every cycle is checked by
+    tests/test_write_path.py's monitor."""
+    from smartquant.fpga.system import board_params
+    from smartquant.scripts.logic_depth import levels_from_register, synthesised_netlist
+    reached = levels_from_register(synthesised_netlist(WritePath(board_params(128, 8, 64 * 1024))), "write__ready")
+    # the writer's registers: named inside it, or after its ports (`write.ready`, `strobe_queued`)
+    outside_writer = {name for name in reached if not name.startswith("axi_writer.")}
+    assert "room" in outside_writer, sorted(reached)     # the test's own check: the flip-flop is traced
+    assert outside_writer <= {"room", "write__ready", "strobe_queued"}, sorted(outside_writer)
+
+
 def test_axi_writer_write_ready_is_a_register():
     """The AXI writer's stage-free test is a flip-flop (loaded with the test on the next cycle's flags): the write
     path's flush decision and its held write's acceptance start from a register, not from two LUT levels over

@@ -226,10 +226,13 @@ def run_write_path(params, regions, writes, seed, ready_prob=0.6, max_b_delay=12
 
     async def monitor(ctx):
         edge = 0
-        async for _, _, insert, clear, invalidate, counts, rwd_fire, w_fire, land in ctx.tick().sample(
-                dut.poison_insert, dut.poison_clear, dut.invalidate, dut.events, dut.rwd.valid & dut.rwd.ready,
-                dut.axi.wvalid & dut.axi.wready, dut.landed):
+        async for _, _, insert, clear, invalidate, counts, rwd_fire, w_fire, land, room, room_of_units in \
+                ctx.tick().sample(dut.poison_insert, dut.poison_clear, dut.invalidate, dut.events,
+                                  dut.rwd.valid & dut.rwd.ready, dut.axi.wvalid & dut.axi.wready, dut.landed,
+                                  dut.room, dut.room_of_units):
             edge += 1
+            # the write path's copy of the writer's and the table's room flip-flops (timing round 20c)
+            assert room == room_of_units, f"edge {edge}: room {room}, writer & table {room_of_units}"
             if rwd_fire:
                 rwd_edges.append(edge)
             if w_fire:

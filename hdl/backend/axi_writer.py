@@ -62,6 +62,7 @@ class AxiWriter(wiring.Component):
             "strobe_queued": Out(data.StructLayout({"valid": 1, "strobe": params.line_bytes})),
             "busy": Out(1),
         })
+        self.ready_next = Signal()   # the value `write.ready` takes at the next clock edge
 
     def elaborate(self, platform):
         m = Module()
@@ -160,8 +161,9 @@ class AxiWriter(wiring.Component):
             return (~aw_pending | (aw_last & aw_ready)) & (~w_pending | (w_last & w_ready))
 
         stage_free = Signal(init=1)
-        m.d.sync += stage_free.eq(free(aw_pending_next, aw_last_next, aw_buffer.ready_next,
-                                       w_pending_next, w_last_next, w_buffer.ready_next))
+        m.d.comb += self.ready_next.eq(free(aw_pending_next, aw_last_next, aw_buffer.ready_next,
+                                            w_pending_next, w_last_next, w_buffer.ready_next))
+        m.d.sync += stage_free.eq(self.ready_next)
         m.d.comb += [
             self.write.ready.eq(stage_free),
             load.eq(self.write.valid & stage_free),

@@ -157,6 +157,10 @@ class WritePath(wiring.Component):
             "busy": Out(1),
             "outstanding": Out(range(self.max_outstanding + 1)),
         })
+        # `room` (see elaborate) and what it must equal in every cycle, the AND of the two units' flip-flops it
+        # copies: for tests (tests/test_write_path.py checks them every cycle)
+        self.room = Signal(init=1)
+        self.room_of_units = Signal()
 
     def _decode(self, m: Module, rwd, layout: data.StructLayout):
         """The RwD's region match (one-hot over the regions, the matched entry, the line relative to its base),
@@ -315,14 +319,20 @@ class WritePath(wiring.Component):
         # ---- in-flight table: one entry per AXI write (a raw line, or a flushed block and its Cmps) ------
         m.submodules.write_table = table = WriteTable(p, n_entries)
         free_entry = table.free_id
-        have_free = table.allocate.ready   # from registers only, like the stage's
         m.d.comb += self.outstanding.eq(table.outstanding)
 
         # ---- AXI writer: the issue stage (one raw write or flushed block) and the AW / W / B channels -------
         m.submodules.axi_writer = axi_writer = AxiWriter(p, G)
         wiring.connect(m, axi_writer.axi, wiring.flipped(axi))
         write = axi_writer.write
-        stage_free = write.ready   # from registers only: the flush decision below reads it
+        # Room for a write: the AXI writer's stage is free and the table has a free entry, both flip-flops in
+        # their units, kept here as one flip-flop of the write path loaded with their next values (`room` ==
+        # write.ready & allocate.ready in every cycle). The flush decision and the join read it: the writer's
+        # flip-flop sits by the AXI W data, far from `held`, and its net into the join was the first 4 ns of a
+        # 75 MHz build's worst path (write.ready -> join -> held_loads -> held_named, timing round 20c).
+        room = self.room
+        m.d.sync += room.eq(axi_writer.ready_next & table.allocate_ready_next)
+        m.d.comb += self.room_of_units.eq(write.ready & table.allocate.ready)
 
         # ---- what held does this cycle: join the gather buffer, load the stage (raw), or drop -------------
         # A failed write's poison insert waits for no one: a poisoned write stays in held while the table has
@@ -356,7 +366,7 @@ class WritePath(wiring.Component):
         flush_cause = Signal()
         m.d.comb += flush_cause.eq(gathered.full | flush_request | evicting)
         do_flush = Signal()
-        m.d.comb += do_flush.eq(gathered.valid & flush_cause & stage_free & have_free & ~command_pending)
+        m.d.comb += do_flush.eq(gathered.valid & flush_cause & room & ~command_pending)
         # The query of the read in dispatch, tracked here with a flip-flop per block it is compared with: the
         # held write's (loaded with `held`) and the gathered block's (loaded when a line starts a block, from
         # held's, whose match is then the held write's flip-flop), see hdl/engine/block_query.py. So no compare
@@ -372,15 +382,15 @@ class WritePath(wiring.Component):
         read_names_held = query.valid & held_named
         # A weight-major write joins when the buffer is empty, or holds its block with no flush due, or is
         # flushed in this cycle. Written without do_flush: given the rest of join's terms (a writable weight-major
-        # RwD in held, no command), do_flush = gathered.valid & must_flush & stage_free & have_free, and
-        # `do_flush | ~gathered.valid | ~must_flush` is `~gathered.valid | ~must_flush | (stage_free & have_free)`,
+        # RwD in held, no command), do_flush = gathered.valid & must_flush & room, and
+        # `do_flush | ~gathered.valid | ~must_flush` is `~gathered.valid | ~must_flush | room`,
         # so join (which enables `held` and the RwD skid) is one level shallower.
         must_flush = gathered.full | flush_request | ~same_block | held_flush_before
         join = Signal()
         m.d.comb += join.eq(held_valid & writable & ~is_raw & ~poison_blocked & ~command_pending & ~read_names_held
-                            & (~gathered.valid | ~must_flush | (stage_free & have_free)))
+                            & (~gathered.valid | ~must_flush | room))
         load_raw = Signal()
-        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gathered.valid & stage_free & have_free
+        m.d.comb += load_raw.eq(held_valid & writable & is_raw & ~gathered.valid & room
                                 & ~poison_blocked & ~command_pending)
         load_stage = do_flush | load_raw
 

@@ -83,6 +83,7 @@ class WriteTable(wiring.Component):
             "outstanding": Out(range(entries + 1)),
             "busy": Out(1),
         })
+        self.allocate_ready_next = Signal()   # the value `allocate.ready` takes at the next clock edge
 
     def elaborate(self, platform):
         m = Module()
@@ -218,6 +219,7 @@ class WriteTable(wiring.Component):
         free_mask = Cat(*(~used for used in entry_used))
         one_free = (free_mask != 0) & ((free_mask & (free_mask - 1)) == 0)
         m.d.sync += all_used.eq(~released & Mux(allocating, one_free, all_used))
+        m.d.comb += self.allocate_ready_next.eq(~(~released & Mux(allocating, one_free, all_used)))
         m.d.sync += have_error.eq(Cat(*error_next).any())
 
         # ---- the next done entry and slot (registered) ------------------------------------------------------
