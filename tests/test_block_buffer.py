@@ -136,10 +136,12 @@ def test_random_reads_against_a_round_robin_model(slots, seed):
 
             # DRS server: the head read, taken when its line is there
             take = False
+            head_ready = False
             if queue:
                 slot, gen, fill, line = queue[0]
                 ctx.set(dut.serve.address, {"slot": slot, "gen": gen, "line": line})
-                take = ctx.get(dut.serve.ready) and rng.random() < 0.8
+                head_ready = ctx.get(dut.serve.ready)
+                take = head_ready and rng.random() < 0.8
                 if take:
                     assert ctx.get(dut.serve.error) == fills[fill]["error"], f"cycle {cycle}: error flag"
                     stats["errors"] += fills[fill]["error"]
@@ -147,11 +149,12 @@ def test_random_reads_against_a_round_robin_model(slots, seed):
                     queue.pop(0)
             ctx.set(dut.serve.take, int(take))
             # the DRS server reads whenever its DRS register is free, the head's line ready or not: a read
-            # without a take replaces `data`, no read keeps it
+            # without a take replaces `data` (with the head's line when it is written, else undefined), no read
+            # keeps it
             read = take or rng.random() < 0.5
             ctx.set(dut.serve.read, int(read))
             if read and not take:
-                held = None
+                held = fills[queue[0][2]]["lines"][queue[0][3]] if head_ready else None
             await ctx.tick()
 
             if push_error:

@@ -82,9 +82,9 @@ def buffer_serve_signature(params: ControllerParams) -> wiring.Signature:
     """The serve side, as the reader (the DRS server) sees it: it names a claimed read's line, learns whether the
     line is written (`ready`) and was fetched with an error, reads it (`read`: the addressed line's data follows
     on `data` a cycle later and stays until the next read) and takes it (`take`: the read is served, its slot's
-    reader released; a take reads too). `read` may be given for a line not yet written (its data is then
-    undefined): the reader reads whenever it has room, so that the serve test does not reach the data
-    register's enable (timing round 20a)."""
+    reader released; a take must come with a read: the read port's enable is `read` alone). `read` may be
+    given for a line not yet written (its data is then undefined): the reader reads whenever it has room, so
+    that the serve test does not reach the data register's enable (timing round 20a)."""
     return wiring.Signature({
         "address": Out(buffer_line_layout(params)),
         "read": Out(1),

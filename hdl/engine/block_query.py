@@ -10,7 +10,8 @@ So the read engine presents what stage B *loads* (`block_query_layout`: `load` i
 rest its D input), and each answering unit keeps:
 - its own copy of the query (`TrackedQuery`: registers loaded beside stage B's, so they equal the query of the
   read in dispatch in every cycle), and
-- per block it compares with, a flip-flop equal to "this block is the query's block" in every cycle
+- per block it compares with, a flip-flop (or, for `held_named`, a 2:1 mux of two flip-flops) equal to "this
+  block is the query's block" in every cycle
   (`TrackedQuery.names`), loaded from the compares of the values both sides hold next cycle: the query loaded
   or kept, and the block loaded or kept. The load enables only select among the compares (last, one mux), so
   the compares run in parallel with the dispatch and join decisions. No cycle changes.
@@ -56,10 +57,11 @@ class TrackedQuery:
 
     def names(self, name: str, region, block, loads, new_region, new_block, new_is_current=None,
               select_after: bool = False):
-        """A flip-flop equal, in every cycle, to (region, block) == the query's (region, block), where (region,
-        block) are registers that take (new_region, new_block) in a cycle where `loads` is 1.
-        `new_is_current`: (new_region, new_block) == the query held now, when the caller has it already as a
-        flip-flop (it is then used in place of a compare).
+        """A flip-flop (with `select_after`, a 2:1 mux of flip-flops) equal, in every cycle, to (region, block)
+        == the query's (region, block), where (region, block) are registers that take (new_region, new_block) in
+        a cycle where `loads` is 1.
+        `new_is_current`: (new_region, new_block) == the query held now, when the caller has it already (a
+        match of `names`; it is then used in place of a compare).
         `select_after`: for a late `loads` (a pipeline's advance decision) whose user is not on a critical path
         itself: the answers for both outcomes (loaded, kept) are flip-flops beside a flip-flop of `loads`, and
         the result is their 2:1 mux after them. `loads` then reaches one flip-flop, not the compares' mux (the

@@ -1,7 +1,7 @@
 """DrsServer: the read engine's response side (serve FIFO, poison column, raw lines, S2M DRS), docs/DEVICE.md §3.
 
   entry (dispatched read) --> serve FIFO --[serve]--> DRS register --> output buffer --> drs
-  list_poison_late (a cycle later) --> poison column ^    ^   \\--> buffer: address, take / ready, error, data
+  list_poison_late (a cycle later) --> poison column ^    ^   \\--> buffer: address, read, take / ready, error, data
   raw_line (R beats of raw reads) --> raw FIFO -/
 
 - An entry says what a read is served from (`kind`): a decode error (all-1s data, SERVE_NXM), DRAM through the
@@ -12,11 +12,11 @@
   the output buffer that drives S2M DRS from registers. A buffer line is servable from the cycle after it is
   written (block_buffer.py) and an empty raw FIFO is bypassed (R beat -> DRS register in one cycle).
 - Poison of a mapped read: the poison list's answer for the entry written in a cycle comes a cycle later
-  (`list_poison_late`, from the list's per-record flip-flops: its set tests are a long cone) and is written
-  then into a column beside the serve FIFO, one bit per entry; the serve stage reads the head's bit, or the
-  answer itself when the head is the entry written in the previous cycle. A served line fetched with a backend
-  error (the buffer's `error`, the raw beat's flag) is poisoned too; `poisoned_read` pulses for every mapped
-  (raw or buffer) read served with poison.
+  (`list_poison_late`, from the list's flip-flops of every record's held bits: its set tests are a long cone)
+  and is written then into a column beside the serve FIFO, one bit per entry; the serve stage reads the head's
+  bit, or the answer itself when the head is the entry written in the previous cycle. A served line fetched
+  with a backend error (the buffer's `error`, the raw beat's flag) is poisoned too; `poisoned_read` pulses for
+  every mapped (raw or buffer) read served with poison.
 - DevLoad (the `dev_load` input, computed by the top from the port occupancy, DEVICE.md §3) is sampled when the
   DRS enters the output register.
 """
