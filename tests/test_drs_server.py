@@ -2,7 +2,7 @@
 
 The testbench writes serve entries of every kind at random (with the poison list's answer a cycle after each, as the
 list gives it, and garbage on `list_poison_late` in the cycles after none), plays the block buffer (a line becomes
-ready at a random cycle; its data follows a take a cycle later) and the R router (each raw read's line arrives at a
+ready at a random cycle; its data follows a read a cycle later) and the R router (each raw read's line arrives at a
 random time after its entry), holds S2M DRS off at random and changes `dev_load` every cycle. Checked against a
 Python model: DRS leave in entry order, each with its tag, LD-ID and opcode, data by kind (all ones for a decode
 error, 0 for a hole, the raw line, the buffer line), poison = the entry's own bit | the list's answer | the line's

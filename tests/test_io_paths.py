@@ -128,14 +128,14 @@ def test_read_engine_read_ready_is_registered():
 
 
 def test_read_engine_registers_its_events():
-    """No input of the read engine reaches its counts: each is made from flip-flops. The counts made at dispatch
-    (nxm / hole / raw reads, buffer hits and misses, reads_at_k): dispatch waits on block_busy and the block buffer's hit, and a
-    75 MHz build's critical path ran from there through the top's event sum into the CSR block's increment
+    """No input of the read engine reaches its counts: each is made from flip-flops. The counts made at dispatch (nxm /
+    hole / raw reads, buffer hits and misses, reads_at_k): dispatch waits on block_busy and the block buffer's hit,
+    and a 75 MHz build's critical path ran from there through the top's event sum into the CSR block's increment
     register (timing round 18); the read's class is registered beside `dispatch` and the 21 dispatch counts are
-    decoded after those flip-flops (round 19b: registered as events, dispatch was the reset of 21 flip-flops and
-    the 75 MHz build's worst path). The five handshake counts (AR, R beats, R errors, DRS sent, poisoned reads):
-    R's ready and the serve decision ran into the increment register's reset at 10 LUT levels (round 19b). So no
-    input reaches `events` (07f62f9: the AXI and DRS inputs reached the five handshake bits)."""
+    decoded after those flip-flops (round 19b: registered as events, dispatch was the reset of 21 flip-flops and the
+    75 MHz build's worst path). The five handshake counts (AR, R beats, R errors, DRS sent, poisoned reads): R's
+    ready and the serve decision ran into the increment register's reset at 10 LUT levels (round 19b). So no input
+    reaches `events` (07f62f9: the AXI and DRS inputs reached the five handshake bits)."""
     report = analyse(ReadEngine(SMALL))["events"]
     assert not report.inputs, (report.unregistered_bits, report.inputs)
 

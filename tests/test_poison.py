@@ -352,8 +352,8 @@ def test_query_reaches_registers_and_the_late_answer_no_input():
     record's held bits (its set test per mask bit) and the pending insert's, and `query_hit_late` is their OR. On
     the synth_ecp5 netlist of a W=128 board build's list (with two records): the query reaches those registers
     through the set test (a subtract and decodes), not through the ORs over the bits and the records, and no
-    input reaches `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its `late_poison`
-    was an 11-level endpoint and the 75 MHz build's worst path)."""
+    input reaches `query_hit_late` (2051e43's DRS server registered one bit after the OR over all records: its
+    `late_poison` was an 11-level endpoint and the 75 MHz build's worst path)."""
     from smartquant.scripts.io_paths import analyse
     from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
     # two records (a board build has 8: the same set test per record, a quarter of the synthesis time)

@@ -218,8 +218,9 @@ class WriteTable(wiring.Component):
         released = complete & (done_slot == 0)
         free_mask = Cat(*(~used for used in entry_used))
         one_free = (free_mask != 0) & ((free_mask & (free_mask - 1)) == 0)
-        m.d.sync += all_used.eq(~released & Mux(allocating, one_free, all_used))
-        m.d.comb += self.allocate_ready_next.eq(~(~released & Mux(allocating, one_free, all_used)))
+        all_used_next = ~released & Mux(allocating, one_free, all_used)
+        m.d.sync += all_used.eq(all_used_next)
+        m.d.comb += self.allocate_ready_next.eq(~all_used_next)
         m.d.sync += have_error.eq(Cat(*error_next).any())
 
         # ---- the next done entry and slot (registered) ------------------------------------------------------
