@@ -1,4 +1,4 @@
-"""Two-entry stream buffers that keep a port's handshake registered (issue 10, item 2).
+"""Stream buffers that keep a port's handshake, or a queue's head, registered (issue 10).
 
 `OutputBuffer` sits before an output port: `o.valid` and `o.payload` are flip-flops, and `i.ready` is a
 flip-flop too, so the port's ready never reaches the logic upstream in the same cycle. One cycle from `i` to
@@ -11,10 +11,16 @@ message in the same cycle (no added latency). One transfer per cycle while `o.re
 Both hold a second entry (the skid) for the message accepted in the cycle the consumer stalled: a registered
 ready is one cycle late, so one message may arrive after the consumer stopped. `ready_reg` is kept as its own
 register (not the inverse of the skid's valid) so that the port is driven by a flip-flop, not an inverter.
+
+`HeadRegisterFifo` is amaranth's SyncFIFO (same ports, same cycle behaviour: an entry written at one edge is
+readable after it) with its oldest entry in a register, so `r_data` is a flip-flop, not the LUT RAM's
+asynchronous read (timing round 21: a 75 MHz build's worst path ran from the front end's read FIFO's read
+pointer through the LUT RAM into the read engine's region compares).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Signal, Module, Mux
+from amaranth.hdl import Signal, Module, Mux, Elaboratable
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib import wiring, stream
 from amaranth.lib.wiring import In, Out
 
@@ -91,4 +97,47 @@ class InputSkid(wiring.Component):
         # -> the RwD skid's payload)
         with m.If(in_ready):   # == ~skid_valid
             m.d.sync += skid_payload.eq(self.i.payload)
+        return m
+
+
+class HeadRegisterFifo(Elaboratable):
+    """SyncFIFO's ports (w_data, w_en, w_rdy, r_data, r_en, r_rdy, level) and cycle behaviour, with `r_data` a
+    register: the head holds the oldest entry, a SyncFIFO of depth - 1 behind it the rest. Whenever the head
+    empties (or is read) it loads the queue's next entry at the same edge, from behind it or, when nothing waits
+    there, the entry being written, so an entry is readable one edge after its write, as in SyncFIFO."""
+
+    def __init__(self, *, width: int, depth: int):
+        if depth < 1:
+            raise ValueError(f"HeadRegisterFifo depth must be >= 1, got {depth}")
+        self.width = width
+        self.depth = depth
+        self.w_data = Signal(width)
+        self.w_en = Signal()
+        self.w_rdy = Signal()
+        self.r_data = Signal(width, name="head")     # the oldest entry's register
+        self.r_en = Signal()
+        self.r_rdy = Signal()
+        self.level = Signal(range(depth + 1))
+
+    def elaborate(self, platform):
+        m = Module()
+        head_valid = Signal()
+        behind = SyncFIFO(width=self.width, depth=self.depth - 1)
+        m.submodules.behind = behind
+        write = self.w_en & self.w_rdy
+        head_free = ~head_valid | self.r_en     # the head has no entry after this edge unless it loads one
+        m.d.comb += [
+            self.r_rdy.eq(head_valid),
+            self.level.eq(behind.level + head_valid),
+            self.w_rdy.eq(self.level != self.depth),
+            # an entry goes behind the head unless the head takes it at once (nothing waits behind it)
+            behind.w_data.eq(self.w_data),
+            behind.w_en.eq(write & ~(head_free & ~behind.r_rdy)),
+            behind.r_en.eq(head_free),
+        ]
+        with m.If(head_free):
+            m.d.sync += [
+                head_valid.eq(behind.r_rdy | write),
+                self.r_data.eq(Mux(behind.r_rdy, behind.r_data, self.w_data)),
+            ]
         return m

@@ -226,6 +226,20 @@ def levels_from_register(module: dict, register: str) -> dict[str, int]:
     return _levels_from(module, start)
 
 
+def lut_ram_read_pointers(module: dict) -> list[str]:
+    """The flip-flop signals that drive a LUT RAM's (TRELLIS_DPR16X4) read address: with levels_from_register,
+    where the RAM's asynchronous read reaches."""
+    names, driver, cells = _bit_names(module), _drivers(module["cells"]), module["cells"]
+    pointers = set()
+    for cell in cells.values():
+        if cell["type"] == "TRELLIS_DPR16X4":
+            for bit in cell["connections"]["RAD"]:
+                source = driver.get(bit) if isinstance(bit, int) else None
+                if source is not None and cells[source[0]]["type"].startswith("TRELLIS_FF"):
+                    pointers.add(_strip_index(names.get(bit, "")))
+    return sorted(pointers)
+
+
 def _levels_from(module: dict, start: set[int]) -> dict[str, int]:
     cells = module["cells"]
     driver = _drivers(cells)

@@ -2,9 +2,9 @@
 
 `ReqFrontEnd` accepts Req messages and sorts them by opcode:
 - MemRd, MemRdData and their TEE-intent variants (params.REQ_READS) -> `read` stream (address, tag, LD-ID)
-  through a FIFO of `request_depth` - 1 entries (bypassed while empty) and a skid (InputSkid: the engine's
-  readiness stays behind a register; together they hold `request_depth` reads); the read engine decodes the address at the
-  stream head.
+  through a FIFO of `request_depth` - 1 entries (its head a register; bypassed while empty) and a skid
+  (InputSkid: the engine's readiness stays behind a register; together they hold `request_depth` reads); the read
+  engine decodes the address at the stream head.
 - MemSpecRd, MemSpecRdTEE, MemRdFwd, MemWrFwd (params.REQ_NO_RESPONSE) -> dropped: they get no response.
 - everything else (MemInv, MemInvNT, MemClnEvct, TEUpdate and reserved opcodes) -> `cmp` stream (tag, LD-ID) for
   an NDR Cmp; an opcode the device does not implement is still answered and counts `req_bad_opcode`.
@@ -30,7 +30,7 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
 )
 from smartquant.hdl.cxl.messages import req_layout, ndr_layout
-from smartquant.hdl.stream_buffers import InputSkid, OutputBuffer
+from smartquant.hdl.stream_buffers import HeadRegisterFifo, InputSkid, OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -87,7 +87,9 @@ class ReqFrontEnd(wiring.Component):
         # Reads leave through a skid (InputSkid: no added latency, registered ready), so the read engine's
         # dispatch (and its block query to the write path) never reach this FIFO's pointers, Req.ready or
         # fill.ready in the same cycle. The skid holds one read, the FIFO request_depth - 1: request_depth reads as before.
-        m.submodules.read_fifo = read_fifo = SyncFIFO(width=read_layout.size, depth=p.request_depth - 1)
+        # The FIFO's head is a register (HeadRegisterFifo): the read engine's region compares start at a flip-flop,
+        # not at the LUT RAM's read (a 75 MHz build's worst path, timing round 21).
+        m.submodules.read_fifo = read_fifo = HeadRegisterFifo(width=read_layout.size, depth=p.request_depth - 1)
         m.submodules.read_skid = read_skid = InputSkid(read_layout)
         wiring.connect(m, read_skid.o, wiring.flipped(self.read))
         read_out = read_skid.i
