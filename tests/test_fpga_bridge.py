@@ -664,3 +664,14 @@ def test_message_payloads_load_on_the_streams_busy_flag_alone():
     for payload in ("m2s_req__payload", "m2s_rwd__payload"):
         assert enables[payload].levels <= 1, enables[payload]
         assert enables[payload].start in ("m2s_req__valid", "m2s_rwd__valid", "m2s_req__ready", "m2s_rwd__ready")
+
+
+def test_received_byte_is_registered_before_the_frame_logic():
+    """Timing round 21c: the bridge registers the UART's byte and valid before its frame FSM, so the receiver's
+    data (placed by its pin) reaches one flip-flop of the bridge each. In b4e86ee's 75 MHz build (58.74 MHz) the
+    worst path ran from the receiver's data through the FSM's compares into the error registers' enable (17.0 ns,
+    a 4 ns net across the chip); before this cut `rx.payload` reached rx_buf, rx_crc, err_type, ... directly."""
+    from smartquant.scripts.logic_depth import levels_from_port, synthesised_netlist
+    netlist = synthesised_netlist(HostBridge(board_params(128, 8, 64 * 1024)))
+    assert levels_from_port(netlist, "rx__payload") == {"rx_byte": 0}
+    assert levels_from_port(netlist, "rx__valid") == {"rx_valid": 0}
