@@ -126,7 +126,8 @@ class ControllerParams:
         if not 1 <= self.host_axi_id_bits <= 16:
             raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
         if self.request_depth < 2:
-            # the front end holds request_depth reads in a FIFO of request_depth - 1 and its output skid
+            # the front end's read FIFO holds request_depth reads; one entry would take a read only every
+            # other cycle while the engine stalls (a full FIFO takes no write in the cycle it is read)
             raise ValueError(f"request_depth must be >= 2, got {self.request_depth}")
         if self.buffer_slots < 1:
             raise ValueError(f"buffer_slots must be >= 1, got {self.buffer_slots}")
@@ -211,11 +212,10 @@ class ControllerParams:
     @functools.cached_property
     def load_capacity(self) -> int:
         """Most reads the device holds before M2S Req back-pressure starts (docs/DEVICE.md §3, DevLoad): the
-        front end's read FIFO and output skid (request_depth), the read engine's two request stages before dispatch and
-        the skid register between them (3), its
-        serve FIFO (request_depth + b_max), the DRS register (1) and the DRS output buffer (2). Reached when
-        reads queue without stalling dispatch (buffer hits, unmapped reads) while S2M DRS is held off;
-        tests/test_dev_load.py measures it at the ports."""
+        front end's read FIFO (request_depth), the read engine's two request stages before dispatch and the skid
+        register between them (3), its serve FIFO (request_depth + b_max), the DRS register (1) and the DRS output
+        buffer (2). Reached when reads queue without stalling dispatch (buffer hits, unmapped reads) while S2M DRS
+        is held off; tests/test_dev_load.py measures it at the ports."""
         return 2 * self.request_depth + self.b_max + 6
 
     def as_dict(self) -> dict:

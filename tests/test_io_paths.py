@@ -107,20 +107,22 @@ def test_write_path_fill_stream_is_registered():
     assert not [port for port, report in write.items() if "fill__ready" in report.inputs]
 
 
-def test_front_end_read_ready_stays_behind_a_register():
-    """The front end's reads leave through a skid: the read gate's and the read engine's readiness (read.ready)
-    reach no output of the front end combinationally (before, it drove fill.ready and the read FIFO's pointers,
-    on the FPGA build's critical path from the write path's RwD skid to `held`)."""
+def test_front_end_read_ready_reaches_only_fill_ready_and_the_fifo():
+    """The read engine's read.ready comes from two of its flip-flops (test_read_engine_read_ready_is_registered),
+    so since round 21d the front end takes it without a skid of its own: it reaches the front end's fill.ready
+    (the write path's fill buffer takes it as its output's ready) and nothing else at the ports; Req.ready stays a
+    flip-flop that no input reaches."""
     from smartquant.hdl.cxl.frontend import ReqFrontEnd
     reports = analyse(ReqFrontEnd(SMALL))
-    assert not [port for port, report in reports.items() if "read__ready" in report.inputs]
-    assert reports["fill__ready"].unregistered_bits == 0 and not reports["fill__ready"].inputs
+    assert [port for port, report in reports.items() if "read__ready" in report.inputs] == ["fill__ready"]
+    assert reports["fill__ready"].inputs == {"read__ready"}
+    assert reports["req__ready"].unregistered_bits == 0 and not reports["req__ready"].inputs
 
 
 def test_front_end_read_fifo_lut_ram_reaches_only_its_head_register():
     """Timing round 21: the read FIFO's oldest entry is a register (HeadRegisterFifo), so the read engine's region
     compares start at a flip-flop. On the synth_ecp5 netlist of a W=128 front end, the LUT RAMs' read pointers
-    reach only their own FIFO's registers: the read FIFO's only the head (37669cc: also the read skid's payload,
+    reach only their own FIFO's registers: the read FIFO's only the head (520ba90: also the read skid's payload,
     and in the controller stage A: a 75 MHz build's worst path, 17.2 ns)."""
     from smartquant.hdl.cxl.frontend import ReqFrontEnd
     from smartquant.fpga.system import board_params

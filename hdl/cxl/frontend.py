@@ -2,9 +2,8 @@
 
 `ReqFrontEnd` accepts Req messages and sorts them by opcode:
 - MemRd, MemRdData and their TEE-intent variants (params.REQ_READS) -> `read` stream (address, tag, LD-ID)
-  through a FIFO of `request_depth` - 1 entries (its head a register; bypassed while empty) and a skid
-  (InputSkid: the engine's readiness stays behind a register; together they hold `request_depth` reads); the read
-  engine decodes the address at the stream head.
+  through a FIFO of `request_depth` entries (its head a register; bypassed while empty); the read engine decodes
+  the address at the stream head, and its read.ready comes from its own flip-flops.
 - MemSpecRd, MemSpecRdTEE, MemRdFwd, MemWrFwd (params.REQ_NO_RESPONSE) -> dropped: they get no response.
 - everything else (MemInv, MemInvNT, MemClnEvct, TEUpdate and reserved opcodes) -> `cmp` stream (tag, LD-ID) for
   an NDR Cmp; an opcode the device does not implement is still answered and counts `req_bad_opcode`.
@@ -30,7 +29,7 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
 )
 from smartquant.hdl.cxl.messages import req_layout, ndr_layout
-from smartquant.hdl.stream_buffers import HeadRegisterFifo, InputSkid, OutputBuffer
+from smartquant.hdl.stream_buffers import HeadRegisterFifo, OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -84,15 +83,12 @@ class ReqFrontEnd(wiring.Component):
         m = Module()
         p = self.params
         read_layout = read_request_layout(p)
-        # Reads leave through a skid (InputSkid: no added latency, registered ready), so the read engine's
-        # dispatch (and its block query to the write path) never reach this FIFO's pointers, Req.ready or
-        # fill.ready in the same cycle. The skid holds one read, the FIFO request_depth - 1: request_depth reads as before.
-        # The FIFO's head is a register (HeadRegisterFifo): the read engine's region compares start at a flip-flop,
-        # not at the LUT RAM's read (a 75 MHz build's worst path, timing round 21).
-        m.submodules.read_fifo = read_fifo = HeadRegisterFifo(width=read_layout.size, depth=p.request_depth - 1)
-        m.submodules.read_skid = read_skid = InputSkid(read_layout)
-        wiring.connect(m, read_skid.o, wiring.flipped(self.read))
-        read_out = read_skid.i
+        # request_depth reads wait in a FIFO whose head is a register (HeadRegisterFifo), so the read engine's region
+        # compares start at a flip-flop, not at the LUT RAM's read (a 75 MHz build's worst path, timing round 21a).
+        # No skid after it (round 21d): the read engine's read.ready is a function of two of its flip-flops (its
+        # stage A valid and its stage A skid's ready), so nothing of dispatch reaches this FIFO's pointers,
+        # Req.ready or fill.ready, and the compares lose a mux level.
+        m.submodules.read_fifo = read_fifo = HeadRegisterFifo(width=read_layout.size, depth=p.request_depth)
         m.submodules.cmp_fifo = cmp_fifo = SyncFIFO(width=cmp_request_layout().size, depth=CMP_FIFO_DEPTH)
 
         req = self.req.p
@@ -125,16 +121,16 @@ class ReqFrontEnd(wiring.Component):
             cmp_fifo.w_data.eq(cmp_entry),
             cmp_fifo.w_en.eq(accept & ~is_read & ~no_response),
             req_read_valid.eq(read_fifo.r_rdy | (self.req.valid & self.req.ready & is_read)),
-            req_read_ready.eq(read_out.ready & ~self.fill.valid),
-            read_out.valid.eq(self.fill.valid | req_read_valid),
-            read_out.p.eq(Mux(self.fill.valid, self.fill.p, Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry))),
-            self.fill.ready.eq(read_out.ready),
+            req_read_ready.eq(self.read.ready & ~self.fill.valid),
+            self.read.valid.eq(self.fill.valid | req_read_valid),
+            self.read.p.eq(Mux(self.fill.valid, self.fill.p, Mux(read_fifo.r_rdy, read_fifo.r_data, read_entry))),
+            self.fill.ready.eq(self.read.ready),
             read_fifo.r_en.eq(req_read_ready),
             bypass.eq(~read_fifo.r_rdy & req_read_ready),
             self.cmp.valid.eq(cmp_fifo.r_rdy),
             self.cmp.p.eq(cmp_fifo.r_data),
             cmp_fifo.r_en.eq(self.cmp.ready),
-            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy | self.fill.valid | ~read_out.ready),
+            self.busy.eq(read_fifo.r_rdy | cmp_fifo.r_rdy | self.fill.valid),
         ]
 
         known = Signal()
