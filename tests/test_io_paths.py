@@ -137,6 +137,16 @@ def test_front_end_read_fifo_lut_ram_reaches_only_its_head_register():
         assert not outside, (pointer, sorted(outside))
 
 
+def test_ndr_arbiter_gives_the_write_path_a_registered_ready():
+    """Timing round 21e: the write path's NDRs enter the NDR arbiter through a skid, so write_ndr.ready is a
+    flip-flop that no input reaches (951735a: it was the round-robin choice, from the Cmp stream's valid, i.e. the
+    front end's Cmp FIFO level, into the write path's NDR register, its WriteTable and its RwD skid: 10..11 LUT
+    levels on the controller's netlist)."""
+    from smartquant.hdl.cxl.frontend import NdrArbiter
+    report = analyse(NdrArbiter(SMALL))["write_ndr__ready"]
+    assert report.unregistered_bits == 0 and not report.inputs, report
+
+
 def test_read_engine_read_ready_is_registered():
     """Stage A hands its read to stage B through a skid, so the read engine's read.ready (and stage A's clock
     enable, the same signal) comes from its own flip-flops: no input reaches it. Before, it was

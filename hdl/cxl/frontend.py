@@ -14,9 +14,9 @@ engine is not ready.
 MemRdFill and MemRdFillTEE (reads carried on RwD, answered like MemRd with a DRS) leave the write path
 (hdl/engine/write_path.py) behind its RwD port skid as the `fill` stream (address, tag, LD-ID).
 
-`NdrArbiter` merges the front end's Cmp stream with the write path's NDR stream into S2M NDR (round-robin
-between the two, into an OutputBuffer: valid, payload and the buffer's ready are registers; dev_load is sampled
-when a message enters the output register).
+`NdrArbiter` merges the front end's Cmp stream with the write path's NDR stream (behind an InputSkid, so the
+write path sees a registered ready) into S2M NDR (round-robin between the two, into an OutputBuffer: valid,
+payload and the buffer's ready are registers; dev_load is sampled when a message enters the output register).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from smartquant.params import (
     ControllerParams, Counter, N_COUNTERS, ReqOpcode, NdrOpcode, META_FIELD_NO_OP, REQ_READS, REQ_NO_RESPONSE,
 )
 from smartquant.hdl.cxl.messages import req_layout, ndr_layout
-from smartquant.hdl.stream_buffers import HeadRegisterFifo, OutputBuffer
+from smartquant.hdl.stream_buffers import HeadRegisterFifo, InputSkid, OutputBuffer
 
 
 def read_request_layout(params: ControllerParams) -> data.StructLayout:
@@ -159,18 +159,25 @@ class NdrArbiter(wiring.Component):
         # The output buffer registers valid, payload and its own ready: S2M NDR.ready reaches only the buffer,
         # never the write path's or the front end's handshakes (no path from an input to M2S RwD.ready).
         m.submodules.output = output = OutputBuffer(ndr_layout(self.params))
+        # The write path's NDRs enter through a skid (InputSkid: registered ready, no added latency): the write
+        # path's NDR register frees on flip-flops, not on this round's choice, which reads the front end's Cmp
+        # FIFO level (timing round 21e: Cmp FIFO level -> the choice -> the write path's NDR register ->
+        # its WriteTable's done slot and the RwD skid, 10..11 LUT levels).
+        m.submodules.write_skid = write_skid = InputSkid(ndr_layout(self.params))
+        wiring.connect(m, wiring.flipped(self.write_ndr), write_skid.i)
+        write_ndr = write_skid.o
         prefer_write = Signal()   # round-robin: the source not served last goes first
         take_write = Signal()
         take_cmp = Signal()
         m.d.comb += [
-            take_write.eq(output.i.ready & self.write_ndr.valid & (prefer_write | ~self.cmp.valid)),
+            take_write.eq(output.i.ready & write_ndr.valid & (prefer_write | ~self.cmp.valid)),
             take_cmp.eq(output.i.ready & self.cmp.valid & ~take_write),
-            self.write_ndr.ready.eq(take_write),
+            write_ndr.ready.eq(take_write),
             self.cmp.ready.eq(take_cmp),
             output.i.valid.eq(take_write | take_cmp),
         ]
         with m.If(take_write):
-            m.d.comb += output.i.p.eq(self.write_ndr.p)
+            m.d.comb += output.i.p.eq(write_ndr.p)
             m.d.sync += prefer_write.eq(0)
         with m.Else():
             m.d.comb += [
