@@ -73,10 +73,10 @@ class SmartQuantController(wiring.Component):
         })
         # DevLoad occupancy counter (driven in elaborate; an attribute so that tests can watch it). Every
         # message it counts sits in a queue until its response: at most load_capacity reads, the Cmp FIFO and
-        # the NDR output buffer (2), and the write path (RwD skid, held register, the gather buffer and
-        # <= 2**axi_id_bits in-flight entries of up to b_max writes each, its NDR register). Twice that sum is far
-        # from any reachable count, so it never wraps.
-        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 2 + 1
+        # the NDR output buffer (2) with the NDR arbiter's skid for a write NDR (1), and the write path (RwD skid,
+        # held register, the gather buffer and <= 2**axi_id_bits in-flight entries of up to b_max writes each,
+        # its NDR register). Twice that sum is far from any reachable count, so it never wraps.
+        self.occupancy = Signal(range(2 * (p.load_capacity + CMP_FIFO_DEPTH + 2 + 1 + 2 + 1
                                            + ((1 << p.axi_id_bits) + 1) * p.b_max + 1) + 1))
         # Units are built here, not in elaborate(), so that a parameter a unit refuses raises ValueError at
         # construction (the verilog command turns it into a one-line error).

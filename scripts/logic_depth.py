@@ -217,13 +217,18 @@ def levels_from_port(module: dict, port: str) -> dict[str, int]:
 
 def levels_from_register(module: dict, register: str) -> dict[str, int]:
     """As levels_from_port, from the Q outputs of the flip-flops of signal `register` (e.g. a skid's valid)."""
-    names = _bit_names(module)
-    start = {cell["connections"]["Q"][0] for cell in module["cells"].values()
-             if cell["type"].startswith("TRELLIS_FF")
-             and _strip_index(names.get(cell["connections"]["Q"][0], "")) == register}
-    if not start:
-        raise ValueError(f"no flip-flop of signal {register!r} in the netlist")
+    start = _register_outputs(module, register)
     return _levels_from(module, start)
+
+
+def output_ports_reached_from_register(module: dict, register: str) -> set[str]:
+    """The output ports that flip-flops of signal `register` reach through logic alone (no flip-flop between)."""
+    start = _register_outputs(module, register)
+    cells, driver, levels = module["cells"], _drivers(module["cells"]), {}
+    return {port for port, info in module["ports"].items() if info["direction"] == "output"
+            and any(isinstance(bit, int) and _levels_into(bit, cells, driver, levels,
+                                                          lambda b: 0 if b in start else None) is not None
+                    for bit in info["bits"])}
 
 
 def lut_ram_read_pointers(module: dict) -> list[str]:
@@ -238,6 +243,17 @@ def lut_ram_read_pointers(module: dict) -> list[str]:
                 if source is not None and cells[source[0]]["type"].startswith("TRELLIS_FF"):
                     pointers.add(_strip_index(names.get(bit, "")))
     return sorted(pointers)
+
+
+def _register_outputs(module: dict, register: str) -> set[int]:
+    """The Q bits of the flip-flops of signal `register`."""
+    names = _bit_names(module)
+    start = {cell["connections"]["Q"][0] for cell in module["cells"].values()
+             if cell["type"].startswith("TRELLIS_FF")
+             and _strip_index(names.get(cell["connections"]["Q"][0], "")) == register}
+    if not start:
+        raise ValueError(f"no flip-flop of signal {register!r} in the netlist")
+    return start
 
 
 def _levels_from(module: dict, start: set[int]) -> dict[str, int]:

@@ -126,8 +126,8 @@ class ControllerParams:
         if not 1 <= self.host_axi_id_bits <= 16:
             raise ValueError(f"host_axi_id_bits must be 1..16, got {self.host_axi_id_bits}")
         if self.request_depth < 2:
-            # the front end's read FIFO holds request_depth reads; one entry would take a read only every
-            # other cycle while the engine stalls (a full FIFO takes no write in the cycle it is read)
+            # the front end's read FIFO holds request_depth reads; with one entry, after a stall that filled
+            # it, it would take a read only every other cycle (a full FIFO takes no write in the cycle it is read)
             raise ValueError(f"request_depth must be >= 2, got {self.request_depth}")
         if self.buffer_slots < 1:
             raise ValueError(f"buffer_slots must be >= 1, got {self.buffer_slots}")

@@ -120,21 +120,30 @@ def test_front_end_read_ready_reaches_only_fill_ready_and_the_fifo():
 
 
 def test_front_end_read_fifo_lut_ram_reaches_only_its_head_register():
-    """Timing round 21: the read FIFO's oldest entry is a register (HeadRegisterFifo), so the read engine's region
+    """Timing round 21a: the read FIFO's oldest entry is a register (HeadRegisterFifo), so the read engine's region
     compares start at a flip-flop. On the synth_ecp5 netlist of a W=128 front end, the LUT RAMs' read pointers
-    reach only their own FIFO's registers: the read FIFO's only the head (520ba90: also the read skid's payload,
-    and in the controller stage A: a 75 MHz build's worst path, 17.2 ns)."""
+    reach only their own FIFO's registers, the read FIFO's its head and no output port (with amaranth's SyncFIFO
+    there, the pointer reaches the `read` payload port, and in the controller stage A: a 75 MHz build's worst
+    path, 17.2 ns; on 520ba90 also the read skid's payload)."""
     from smartquant.hdl.cxl.frontend import ReqFrontEnd
     from smartquant.fpga.system import board_params
-    from smartquant.scripts.logic_depth import levels_from_register, lut_ram_read_pointers, synthesised_netlist
+    from smartquant.scripts.logic_depth import (levels_from_register, lut_ram_read_pointers,
+                                                output_ports_reached_from_register, synthesised_netlist)
     netlist = synthesised_netlist(ReqFrontEnd(board_params(128, 8, 64 * 1024)))
     pointers = lut_ram_read_pointers(netlist)
     assert len(pointers) == 2, pointers        # the read FIFO's and the Cmp FIFO's
+    read_pointers = [pointer for pointer in pointers if pointer.startswith("read_fifo.")]
+    assert len(read_pointers) == 1, pointers
     for pointer in pointers:
         fifo = pointer.rsplit(".", 2)[0] if ".behind." in pointer else pointer.rsplit(".", 1)[0]
-        outside = {name for name in levels_from_register(netlist, pointer)
-                   if not name.startswith(fifo + ".") and name != "head"}
+        reached = levels_from_register(netlist, pointer)
+        outside = {name for name in reached if not name.startswith(fifo + ".") and name != "head"}
         assert not outside, (pointer, sorted(outside))
+    assert "head" in levels_from_register(netlist, read_pointers[0])
+    assert not output_ports_reached_from_register(netlist, read_pointers[0])
+    # the check's own test: the Cmp FIFO (a SyncFIFO) reaches its output port through its LUT RAM
+    cmp_pointer = next(pointer for pointer in pointers if pointer.startswith("cmp_fifo."))
+    assert "cmp__payload" in output_ports_reached_from_register(netlist, cmp_pointer)
 
 
 def test_ndr_arbiter_gives_the_write_path_a_registered_ready():

@@ -76,7 +76,7 @@ class ReqFrontEnd(wiring.Component):
             "read": Out(stream.Signature(read_request_layout(params))),
             "cmp": Out(stream.Signature(cmp_request_layout())),
             "events": Out(data.ArrayLayout(unsigned(8), N_COUNTERS)),
-            "busy": Out(1),   # a request waits in a FIFO
+            "busy": Out(1),   # a request waits in a FIFO, or a fill is offered
         })
 
     def elaborate(self, platform):
