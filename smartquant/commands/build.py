@@ -2,7 +2,7 @@
 
 Prints progress while yosys / nextpnr / ecppack run, then a table of fmax per clock, the critical path's
 start and end, and utilisation (TRELLIS_COMB, TRELLIS_FF, DP16KD, MULT18X18D), also written as report.json in
-the build directory. The default target (W=128, b_max=8, 64 KiB RAM, 25 MHz) meets its clock (58.74 MHz at 37669cc;
+the build directory. The default target (W=128, b_max=8, 64 KiB RAM, 25 MHz) meets its clock (55.94 MHz at 2e8b0c1;
 7..9 minutes on an idle 2-core machine, 15..60 beside test suites); --data-width 512 --b-max 16 --ram-kib 128 is the
 full datapath (slow to route on a small machine).
 --seeds N places and routes again with nextpnr seeds 2..N and keeps the best. --smoke builds a tiny
