@@ -148,7 +148,7 @@ def test_front_end_read_fifo_lut_ram_reaches_only_its_head_register():
 
 def test_ndr_arbiter_gives_the_write_path_a_registered_ready():
     """Timing round 21e: the write path's NDRs enter the NDR arbiter through a skid, so write_ndr.ready is a
-    flip-flop that no input reaches (951735a: it was the round-robin choice, from the Cmp stream's valid, i.e. the
+    flip-flop that no input reaches (ca9cc90: it was the round-robin choice, from the Cmp stream's valid, i.e. the
     front end's Cmp FIFO level, into the write path's NDR register, its WriteTable and its RwD skid: 10..11 LUT
     levels on the controller's netlist)."""
     from smartquant.hdl.cxl.frontend import NdrArbiter
