@@ -13,9 +13,10 @@ ready is one cycle late, so one message may arrive after the consumer stopped. `
 register (not the inverse of the skid's valid) so that the port is driven by a flip-flop, not an inverter.
 
 `HeadRegisterFifo` is amaranth's SyncFIFO (its w_data, w_en, w_rdy, r_data, r_en, r_rdy and level, not r_level /
-w_level; the same cycle behaviour: an entry written at one edge is readable after it) with its oldest entry in a register, so `r_data` is a flip-flop, not the LUT RAM's
-asynchronous read (timing round 21: a 75 MHz build's worst path ran from the front end's read FIFO's read
-pointer through the LUT RAM into the read engine's region compares).
+w_level; the same cycle behaviour: an entry written at one edge is readable after it) with its oldest entry in a
+register, so `r_data` is a flip-flop, not the LUT RAM's asynchronous read (timing round 21: a 75 MHz build's
+worst path ran from the front end's read FIFO's read pointer through the LUT RAM into the read engine's region
+compares).
 """
 from __future__ import annotations
 

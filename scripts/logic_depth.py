@@ -217,18 +217,14 @@ def levels_from_port(module: dict, port: str) -> dict[str, int]:
 
 def levels_from_register(module: dict, register: str) -> dict[str, int]:
     """As levels_from_port, from the Q outputs of the flip-flops of signal `register` (e.g. a skid's valid)."""
-    start = _register_outputs(module, register)
-    return _levels_from(module, start)
+    return _levels_from(module, _register_outputs(module, register))
 
 
 def output_ports_reached_from_register(module: dict, register: str) -> set[str]:
     """The output ports that flip-flops of signal `register` reach through logic alone (no flip-flop between)."""
-    start = _register_outputs(module, register)
-    cells, driver, levels = module["cells"], _drivers(module["cells"]), {}
+    level_of = _level_from(module, _register_outputs(module, register))
     return {port for port, info in module["ports"].items() if info["direction"] == "output"
-            and any(isinstance(bit, int) and _levels_into(bit, cells, driver, levels,
-                                                          lambda b: 0 if b in start else None) is not None
-                    for bit in info["bits"])}
+            and any(isinstance(bit, int) and level_of(bit) is not None for bit in info["bits"])}
 
 
 def lut_ram_read_pointers(module: dict) -> list[str]:
@@ -256,17 +252,22 @@ def _register_outputs(module: dict, register: str) -> set[int]:
     return start
 
 
-def _levels_from(module: dict, start: set[int]) -> dict[str, int]:
+def _level_from(module: dict, start: set[int]):
+    """level_of(bit): the most levels from the `start` bits into net bit `bit`, None when none of them reaches it."""
     cells = module["cells"]
     driver = _drivers(cells)
     levels: dict[int, int | None] = {}      # net bit -> levels from the start bits, None: not reached from them
 
     def level_of(root: int) -> int | None:
         return _levels_into(root, cells, driver, levels, lambda bit: 0 if bit in start else None)
+    return level_of
 
+
+def _levels_from(module: dict, start: set[int]) -> dict[str, int]:
+    level_of = _level_from(module, start)
     names = _bit_names(module)
     result: dict[str, int] = {}
-    for cell in cells.values():
+    for cell in module["cells"].values():
         if not cell["type"].startswith("TRELLIS_FF"):
             continue
         register = _strip_index(names.get(cell["connections"]["Q"][0], ""))

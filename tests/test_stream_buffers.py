@@ -1,8 +1,9 @@
-"""OutputBuffer, InputSkid and HeadRegisterFifo (hdl/stream_buffers.py) in the Amaranth simulator: a random producer (valid at
-random, the payload random junk while not valid, held while valid and not taken) and a random consumer
-(ready at random); every message comes out once, in order, with its payload. The skid's payload follows the
-input while the skid is empty (timing round 8): this checks that it holds the message taken while the
-consumer stalled (a skid loading every cycle loses it to the next message the producer presents).
+"""OutputBuffer, InputSkid and HeadRegisterFifo (hdl/stream_buffers.py) in the Amaranth simulator. The two
+buffers: a random producer (valid at random, the payload random junk while not valid, held while valid and not
+taken) and a random consumer (ready at random); every message comes out once, in order, with its payload. The
+skid's payload follows the input while the skid is empty (timing round 8): this checks that it holds the message
+taken while the consumer stalled (a skid loading every cycle loses it to the next message the producer
+presents). The FIFO: against amaranth's SyncFIFO in lockstep.
 """
 from __future__ import annotations
 
